@@ -1,0 +1,63 @@
+# Everyday commands. `make run` starts the server on embedded defaults; `make test` runs
+# every check CI runs (lint, format, types, migrations, the whole test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck format migrations-check pytest install install-dev worker beat bench clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev node_modules/.installed
+
+## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+## The whole test command (what CI runs).
+test: install-dev
+	$(PY) scripts/check_services.py
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py makemigrations --check --dry-run
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+typecheck: install-dev
+	$(BIN)/mypy .
+
+pytest: install-dev
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+
+worker: install
+	$(BIN)/celery -A healthchat worker -l info
+
+beat: install
+	$(BIN)/celery -A healthchat beat -l info
+
+clean:
+	rm -rf $(VENV) node_modules db.sqlite3* var staticfiles

@@ -1,0 +1,128 @@
+"""Admin for clinic staff: users, doctors awaiting verification, devices, specialties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from healthchat.errors import ApplicationError
+
+from . import services
+from .models import Device, DoctorProfile, PatientProfile, Specialty, User
+
+
+class PatientProfileInline(admin.StackedInline[PatientProfile, User]):
+    model = PatientProfile
+    can_delete = False
+    extra = 0
+
+
+class DoctorProfileInline(admin.StackedInline[DoctorProfile, User]):
+    model = DoctorProfile
+    fk_name = "user"
+    can_delete = False
+    extra = 0
+    readonly_fields = ["verification_status", "verified_by", "verified_at"]
+
+
+class DeviceInline(admin.TabularInline[Device, User]):
+    model = Device
+    extra = 0
+    fields = ["platform", "installation_id", "app_version", "created_at"]
+    readonly_fields = ["platform", "installation_id", "app_version", "created_at"]
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ["-id"]
+    list_display = [
+        "id",
+        "phone_number",
+        "display_name",
+        "role",
+        "is_active",
+        "is_staff",
+        "created_at",
+        "deleted_at",
+    ]
+    list_filter = ["role", "is_active", "is_staff"]
+    search_fields = ["phone_number", "display_name", "firebase_uid"]
+    readonly_fields = ["firebase_uid", "created_at", "updated_at", "deleted_at", "last_login"]
+    fieldsets = (
+        (None, {"fields": ("phone_number", "password", "display_name", "role", "firebase_uid")}),
+        ("Status", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Dates", {"fields": ("last_login", "created_at", "updated_at", "deleted_at")}),
+    )
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("phone_number", "display_name", "password1", "password2")}),
+    )
+    inlines = [PatientProfileInline, DoctorProfileInline, DeviceInline]
+    actions = ["delete_accounts"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting rows would orphan conversations: use the "Delete account" action (erasure).
+        return False
+
+    @admin.action(description="Delete account (erase personal data, keep conversations)")
+    def delete_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        actor = request.user if isinstance(request.user, User) else None
+        for user in queryset:
+            services.user_delete(user=user, actor=actor)
+        self.message_user(request, f"Deleted {queryset.count()} account(s).", messages.SUCCESS)
+
+
+@admin.register(DoctorProfile)
+class DoctorProfileAdmin(admin.ModelAdmin[DoctorProfile]):
+    list_display = [
+        "user",
+        "specialty",
+        "jurisdiction",
+        "licence_number",
+        "verification_status",
+        "verified_at",
+        "verified_by",
+    ]
+    list_filter = ["verification_status", "specialty"]
+    search_fields = ["user__phone_number", "user__display_name", "licence_number"]
+    readonly_fields = ["verification_status", "verified_by", "verified_at"]
+    list_select_related = ["user", "specialty", "verified_by"]
+    actions = ["approve", "reject"]
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[DoctorProfile], status: str) -> None:
+        actor = request.user if isinstance(request.user, User) else None
+        done = 0
+        for profile in queryset.select_related("user"):
+            try:
+                services.doctor_set_verification(doctor=profile.user, status=status, actor=actor)
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        self.message_user(request, f"{done} doctor(s) marked {status}.", messages.SUCCESS)
+
+    @admin.action(description="Approve (verify) selected doctors")
+    def approve(self, request: HttpRequest, queryset: QuerySet[DoctorProfile]) -> None:
+        self._decide(request, queryset, DoctorProfile.Verification.VERIFIED)
+
+    @admin.action(description="Reject selected doctors")
+    def reject(self, request: HttpRequest, queryset: QuerySet[DoctorProfile]) -> None:
+        self._decide(request, queryset, DoctorProfile.Verification.REJECTED)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin[Device]):
+    list_display = ["id", "user", "platform", "installation_id", "app_version", "created_at"]
+    list_filter = ["platform"]
+    search_fields = ["user__phone_number", "installation_id"]
+    exclude = ["fcm_token"]
+    list_select_related = ["user"]
+
+
+@admin.register(Specialty)
+class SpecialtyAdmin(admin.ModelAdmin[Specialty]):
+    list_display = ["slug", "name"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ("name",)}

@@ -1,0 +1,143 @@
+"""Accounts REST API: thin views (input serializer, one service call, output serializer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from healthchat.pagination import DefaultCursorPagination
+
+from . import firebase, selectors, services
+from .models import DoctorProfile, User
+from .permissions import HasFirebaseToken
+from .serializers import (
+    DeviceInputSerializer,
+    DeviceOutSerializer,
+    DoctorPublicSerializer,
+    MeUpdateInputSerializer,
+    RegisterInputSerializer,
+    UserOutSerializer,
+)
+
+
+def _user(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+class RegisterApi(APIView):
+    """Register the signed-in phone number as a patient or doctor (idempotent)."""
+
+    permission_classes = [HasFirebaseToken]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "register"
+
+    @extend_schema(
+        request=RegisterInputSerializer, responses={200: UserOutSerializer, 201: UserOutSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RegisterInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        token = request.auth
+        assert isinstance(token, firebase.VerifiedToken)
+        role = data.pop("role")
+        display_name = data.pop("display_name")
+        user, created = services.user_register(
+            token=token, role=role, display_name=display_name, profile=data
+        )
+        return Response(
+            UserOutSerializer(user).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class MeApi(APIView):
+    """The caller's own account: read, update, delete."""
+
+    @extend_schema(responses=UserOutSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(UserOutSerializer(_user(request)).data)
+
+    @extend_schema(request=MeUpdateInputSerializer, responses=UserOutSerializer)
+    def patch(self, request: Request) -> Response:
+        serializer = MeUpdateInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        user = services.user_update(user=_user(request), data=dict(serializer.validated_data))
+        return Response(UserOutSerializer(user).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request) -> Response:
+        services.user_delete(user=_user(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeExportApi(APIView):
+    """Everything we hold about the caller, as JSON."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "export"
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(services.user_export(user=_user(request)))
+
+
+class DoctorCursorPagination(DefaultCursorPagination):
+    ordering = "user_id"
+
+
+class DoctorListApi(generics.ListAPIView[DoctorProfile]):
+    """Verified doctors, searchable by specialty slug and name."""
+
+    serializer_class = DoctorPublicSerializer
+    pagination_class = DoctorCursorPagination
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("specialty", str, description="specialty slug"),
+            OpenApiParameter("q", str, description="name search"),
+        ]
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[DoctorProfile]:
+        params = self.request.query_params
+        return selectors.doctor_list(specialty=params.get("specialty"), q=params.get("q"))
+
+
+class DoctorDetailApi(APIView):
+    @extend_schema(responses=DoctorPublicSerializer)
+    def get(self, request: Request, doctor_id: int) -> Response:
+        return Response(DoctorPublicSerializer(selectors.doctor_get(doctor_id=doctor_id)).data)
+
+
+class DeviceCreateApi(APIView):
+    """Register this app instance (re-registration updates the same row)."""
+
+    @extend_schema(
+        request=DeviceInputSerializer, responses={200: DeviceOutSerializer, 201: DeviceOutSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        serializer = DeviceInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        device, created = services.device_register(user=_user(request), **serializer.validated_data)
+        return Response(
+            DeviceOutSerializer(device).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class DeviceDeleteApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, device_id: int) -> Response:
+        services.device_delete(user=_user(request), device_id=device_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,91 @@
+"""Reads for accounts, each scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from healthchat.errors import NotFound
+
+from .models import Device, DoctorProfile, User
+
+
+def user_get_by_firebase_uid(*, uid: str) -> User | None:
+    return (
+        User.objects.select_related("patient_profile", "doctor_profile__specialty")
+        .filter(firebase_uid=uid, deleted_at__isnull=True)
+        .first()
+    )
+
+
+def user_get_by_phone_or_id(*, ref: str) -> User:
+    """For operator commands: ``ref`` is a user id or a phone number."""
+    qs = User.objects.all()
+    user = qs.filter(pk=int(ref)).first() if ref.isdigit() else qs.filter(phone_number=ref).first()
+    if user is None:
+        raise NotFound(f"No user matches {ref!r}.", code="user_not_found")
+    return user
+
+
+def doctor_list(*, specialty: str | None = None, q: str | None = None) -> QuerySet[DoctorProfile]:
+    """Verified doctors only, searchable by specialty slug and name."""
+    qs = DoctorProfile.objects.select_related("user", "specialty").filter(
+        verification_status=DoctorProfile.Verification.VERIFIED,
+        user__is_active=True,
+        user__deleted_at__isnull=True,
+    )
+    if specialty:
+        qs = qs.filter(specialty__slug=specialty)
+    if q:
+        qs = qs.filter(Q(user__display_name__icontains=q) | Q(specialty__name__icontains=q))
+    return qs
+
+
+def doctor_get(*, doctor_id: int) -> DoctorProfile:
+    profile = doctor_list().filter(user_id=doctor_id).first()
+    if profile is None:
+        raise NotFound("No such doctor.", code="doctor_not_found")
+    return profile
+
+
+def device_list(*, user: User) -> QuerySet[Device]:
+    return Device.objects.filter(user=user).order_by("id")
+
+
+def device_get(*, user: User, device_id: int) -> Device:
+    device = Device.objects.filter(user=user, pk=device_id).first()
+    if device is None:
+        raise NotFound("No such device.", code="device_not_found")
+    return device
+
+
+def user_profile_data(user: User) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": user.pk,
+        "role": user.role,
+        "display_name": user.display_name,
+        "phone_number": user.phone_number,
+        "created_at": user.created_at.isoformat(),
+    }
+    patient = getattr(user, "patient_profile", None) if user.role == "patient" else None
+    doctor = getattr(user, "doctor_profile", None) if user.role == "doctor" else None
+    if patient is not None:
+        data["patient_profile"] = {
+            "date_of_birth": patient.date_of_birth.isoformat() if patient.date_of_birth else None,
+            "sex": patient.sex,
+            "emergency_contact_name": patient.emergency_contact_name,
+            "emergency_contact_phone": patient.emergency_contact_phone,
+        }
+    if doctor is not None:
+        data["doctor_profile"] = {
+            "specialty": doctor.specialty.slug,
+            "licence_number": doctor.licence_number,
+            "jurisdiction": doctor.jurisdiction,
+            "verification_status": doctor.verification_status,
+            "bio": doctor.bio,
+            "consultation_fee": doctor.consultation_fee,
+            "currency": doctor.currency,
+            "languages": doctor.languages,
+        }
+    return data

@@ -1,0 +1,334 @@
+"""Account actions: registration, profile updates, doctor verification, devices, deletion, export.
+
+Every write of the accounts domain goes through one function here; REST views, socket
+handlers, the admin and management commands all call these.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from healthchat.errors import ApplicationError
+from healthchat.realtime import publish_on_commit, user_group
+
+from . import firebase, selectors
+from . import validators as v
+from .models import Device, DoctorProfile, PatientProfile, Specialty, User
+
+logger = logging.getLogger("healthchat.accounts")
+
+# Other apps contribute to export and erasure (registered in their AppConfig.ready).
+ExportSection = Callable[[User], Any]
+Eraser = Callable[[User], None]
+_export_sections: dict[str, ExportSection] = {}
+_erasers: dict[str, Eraser] = {}
+
+
+def register_export_section(name: str, fn: ExportSection) -> None:
+    _export_sections[name] = fn
+
+
+def register_eraser(name: str, fn: Eraser) -> None:
+    _erasers[name] = fn
+
+
+# --- Registration -------------------------------------------------------------------------
+PATIENT_FIELDS = {"date_of_birth", "sex", "emergency_contact_name", "emergency_contact_phone"}
+DOCTOR_FIELDS = {
+    "specialty",
+    "licence_number",
+    "jurisdiction",
+    "consultation_fee",
+    "currency",
+    "bio",
+    "languages",
+}
+
+
+def _clean_patient_fields(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "date_of_birth" in data:
+        out["date_of_birth"] = v.validate_date_of_birth(data["date_of_birth"])
+    if "sex" in data:
+        if data["sex"] not in v.SEXES:
+            raise ApplicationError(
+                "invalid_sex", "Unknown value for sex.", fields={"sex": ["invalid_choice"]}
+            )
+        out["sex"] = data["sex"]
+    if "emergency_contact_name" in data:
+        out["emergency_contact_name"] = v.validate_short_text(
+            data["emergency_contact_name"], field="emergency_contact_name", max_length=100, required=False
+        )
+    if data.get("emergency_contact_phone"):
+        out["emergency_contact_phone"] = v.validate_phone_number(
+            data["emergency_contact_phone"], field="emergency_contact_phone"
+        )
+    elif "emergency_contact_phone" in data:
+        out["emergency_contact_phone"] = ""
+    return out
+
+
+def _clean_doctor_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if creating:
+        missing = [f for f in ("specialty", "licence_number", "jurisdiction") if not data.get(f)]
+        if missing:
+            raise ApplicationError(
+                "missing_fields",
+                "A doctor must give specialty, licence_number and jurisdiction.",
+                fields={f: ["required"] for f in missing},
+            )
+    if "specialty" in data:
+        specialty = Specialty.objects.filter(slug=data["specialty"]).first()
+        if specialty is None:
+            raise ApplicationError(
+                "unknown_specialty", "Unknown specialty.", fields={"specialty": ["does_not_exist"]}
+            )
+        out["specialty"] = specialty
+    for name, limit in (("licence_number", 64), ("jurisdiction", 64)):
+        if name in data:
+            out[name] = v.validate_short_text(str(data[name]), field=name, max_length=limit)
+    if "bio" in data:
+        out["bio"] = v.validate_short_text(data["bio"], field="bio", max_length=2000, required=False)
+    if "consultation_fee" in data:
+        out["consultation_fee"] = v.validate_fee(data["consultation_fee"])
+    if "currency" in data:
+        out["currency"] = v.validate_currency(data["currency"])
+    if "languages" in data:
+        out["languages"] = v.validate_languages(data["languages"])
+    return out
+
+
+def user_register(
+    *, token: firebase.VerifiedToken, role: str, display_name: str, profile: dict[str, Any]
+) -> tuple[User, bool]:
+    """Register the holder of ``token``; idempotent. Returns ``(user, created)``.
+
+    The phone number comes from the verified token, never from the request body.
+    """
+    role = v.validate_role(role)
+    display_name = v.validate_display_name(display_name)
+    existing = selectors.user_get_by_firebase_uid(uid=token.uid)
+    if existing is not None:
+        if existing.role != role:
+            raise ApplicationError(
+                "role_mismatch", "This account is already registered with another role.", status=409
+            )
+        return existing, False
+    if not token.phone_number:
+        raise ApplicationError(
+            "phone_number_required", "Sign in with a phone number before registering.", status=400
+        )
+    phone = v.validate_phone_number(token.phone_number)
+    patient_fields = _clean_patient_fields(profile) if role == User.Role.PATIENT else {}
+    doctor_fields = _clean_doctor_fields(profile, creating=True) if role == User.Role.DOCTOR else {}
+    try:
+        with transaction.atomic():
+            if User.objects.filter(phone_number=phone).exists():
+                raise ApplicationError(
+                    "phone_number_in_use", "This phone number belongs to another account.", status=409
+                )
+            user = User(phone_number=phone, firebase_uid=token.uid, role=role, display_name=display_name)
+            user.set_unusable_password()
+            user.save()
+            if role == User.Role.PATIENT:
+                PatientProfile.objects.create(user=user, **patient_fields)
+            else:
+                DoctorProfile.objects.create(user=user, **doctor_fields)
+    except IntegrityError as exc:
+        # A concurrent registration of the same token won the race: return its user.
+        winner = selectors.user_get_by_firebase_uid(uid=token.uid)
+        if winner is not None and winner.role == role:
+            return winner, False
+        if "licence" in str(exc):
+            raise ApplicationError(
+                "licence_in_use", "This licence number is already registered.", status=409
+            ) from exc
+        raise ApplicationError(
+            "conflict", "Registration conflicts with an existing account.", status=409
+        ) from exc
+    logger.info("user registered id=%s role=%s", user.pk, role)
+    fresh = selectors.user_get_by_firebase_uid(uid=token.uid)
+    assert fresh is not None
+    return fresh, True
+
+
+def user_update(*, user: User, data: dict[str, Any]) -> User:
+    """PATCH me: display name and own profile fields. Role and verification never change here."""
+    forbidden = {"role", "verification_status", "phone_number", "firebase_uid", "is_staff", "verified_at"}
+    if forbidden & set(data):
+        raise ApplicationError(
+            "read_only_field",
+            "These fields cannot be changed.",
+            status=400,
+            fields={f: ["read_only"] for f in sorted(forbidden & set(data))},
+        )
+    with transaction.atomic():
+        if "display_name" in data:
+            user.display_name = v.validate_display_name(data["display_name"])
+            user.save(update_fields=["display_name", "updated_at"])
+        if user.role == User.Role.PATIENT:
+            fields = _clean_patient_fields({k: data[k] for k in PATIENT_FIELDS if k in data})
+            if fields:
+                PatientProfile.objects.filter(user=user).update(**fields)
+        elif user.role == User.Role.DOCTOR:
+            fields = _clean_doctor_fields({k: data[k] for k in DOCTOR_FIELDS if k in data}, creating=False)
+            if {"licence_number", "jurisdiction", "specialty"} & set(fields):
+                # Credentials changed: staff must verify again.
+                fields["verification_status"] = DoctorProfile.Verification.PENDING
+                fields["verified_at"] = None
+                fields["verified_by"] = None
+            if fields:
+                try:
+                    with transaction.atomic():
+                        DoctorProfile.objects.filter(user=user).update(**fields)
+                except IntegrityError as exc:
+                    raise ApplicationError(
+                        "licence_in_use", "This licence number is already registered.", status=409
+                    ) from exc
+    fresh = selectors.user_get_by_firebase_uid(uid=user.firebase_uid or "")
+    return fresh or user
+
+
+def doctor_set_verification(*, doctor: User, status: str, actor: User | None) -> DoctorProfile:
+    """Staff decision on a doctor's credentials (admin action and ``verify_doctor``)."""
+    if status not in (DoctorProfile.Verification.VERIFIED, DoctorProfile.Verification.REJECTED):
+        raise ApplicationError("invalid_status", "Status must be verified or rejected.")
+    if actor is not None and not actor.is_staff:
+        raise ApplicationError("permission_denied", "Only staff may verify doctors.", status=403)
+    with transaction.atomic():
+        profile = DoctorProfile.objects.select_for_update().filter(user=doctor).first()
+        if profile is None:
+            raise ApplicationError("not_a_doctor", "This user is not a doctor.", status=404)
+        profile.verification_status = status
+        profile.verified_at = timezone.now()
+        profile.verified_by = actor
+        profile.save(update_fields=["verification_status", "verified_at", "verified_by"])
+    logger.info("doctor %s verification=%s", doctor.pk, status)
+    return profile
+
+
+# --- Devices ------------------------------------------------------------------------------
+def device_register(
+    *,
+    user: User,
+    platform: str,
+    fcm_token: str | None = None,
+    installation_id: str | None = None,
+    app_version: str = "",
+) -> tuple[Device, bool]:
+    """One row per device: re-registration (same installation id or token) updates it."""
+    platform = v.validate_platform(platform)
+    fcm_token = (fcm_token or "").strip() or None
+    installation_id = (installation_id or "").strip() or None
+    if fcm_token is None and installation_id is None:
+        raise ApplicationError(
+            "device_identifier_required",
+            "Give an fcm_token or an installation_id.",
+            fields={"fcm_token": ["required"]},
+        )
+    if fcm_token is not None and len(fcm_token) > 4096:
+        raise ApplicationError("invalid_fcm_token", "fcm_token is too long.")
+    if installation_id is not None and len(installation_id) > 200:
+        raise ApplicationError("invalid_installation_id", "installation_id is too long.")
+    app_version = v.validate_short_text(app_version, field="app_version", max_length=32, required=False)
+    with transaction.atomic():
+        device = None
+        if installation_id is not None:
+            device = (
+                Device.objects.select_for_update().filter(user=user, installation_id=installation_id).first()
+            )
+        if device is None and fcm_token is not None:
+            device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
+        if fcm_token is not None:
+            # A token belongs to one app instance: another account signed in on that phone
+            # before, so its old row must not receive this user's pushes.
+            stale = Device.objects.filter(fcm_token=fcm_token)
+            if device is not None:
+                stale = stale.exclude(pk=device.pk)
+            stale.filter(installation_id__isnull=True).delete()
+            stale.update(fcm_token=None)
+        created = device is None
+        if device is None:
+            device = Device(user=user)
+        device.platform = platform
+        device.fcm_token = fcm_token
+        device.installation_id = installation_id or device.installation_id
+        device.app_version = app_version
+        device.save()
+    return device, created
+
+
+def device_delete(*, user: User, device_id: int) -> None:
+    device = selectors.device_get(user=user, device_id=device_id)
+    device.delete()
+
+
+# --- Deletion and export ------------------------------------------------------------------
+def user_delete(*, user: User, actor: User | None = None) -> None:
+    """Erase an account: Firebase user, tokens, devices, personal data; close sockets at once.
+
+    Messages the user sent stay in their conversations as from a deleted user, content erased
+    (erasers registered by the other apps).
+    """
+    if user.deleted_at is not None:
+        return
+    if user.firebase_uid:
+        firebase.revoke_refresh_tokens(user.firebase_uid)
+        firebase.delete_user(user.firebase_uid)
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        for eraser in _erasers.values():
+            eraser(locked)
+        Device.objects.filter(user=locked).delete()
+        PatientProfile.objects.filter(user=locked).delete()
+        DoctorProfile.objects.filter(user=locked).delete()
+        locked.phone_number = None
+        locked.firebase_uid = None
+        locked.display_name = ""
+        locked.is_active = False
+        locked.is_staff = False
+        locked.is_superuser = False
+        locked.deleted_at = timezone.now()
+        locked.set_unusable_password()
+        locked.save()
+        locked.groups.clear()
+        locked.user_permissions.clear()
+        publish_on_commit(user_group(locked.pk), {"type": "session.terminate", "code": 4403})
+    logger.info("user %s deleted by %s", user.pk, actor.pk if actor else "self")
+
+
+def user_export(*, user: User) -> dict[str, Any]:
+    """Everything we hold about ``user``, machine-readable."""
+    data: dict[str, Any] = {
+        "format": "healthchat-export/1",
+        "exported_at": timezone.now().isoformat(),
+        "user": selectors.user_profile_data(user),
+        "devices": [
+            {
+                "id": d.pk,
+                "platform": d.platform,
+                "installation_id": d.installation_id,
+                "has_fcm_token": d.fcm_token is not None,
+                "app_version": d.app_version,
+                "created_at": d.created_at.isoformat(),
+            }
+            for d in selectors.device_list(user=user)
+        ],
+    }
+    for name, section in _export_sections.items():
+        data[name] = section(user)
+    return data
+
+
+def seed_specialties(specialties: list[tuple[str, str]]) -> int:
+    created = 0
+    for slug, name in specialties:
+        _, was_created = Specialty.objects.get_or_create(slug=slug, defaults={"name": name})
+        created += int(was_created)
+    return created

@@ -1,0 +1,151 @@
+"""Project-wide test fixtures: real PostgreSQL and Redis, real RS256 Firebase tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import jwt
+import pytest
+import responses
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+FIREBASE_CERT_URL = (
+    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+)
+PROJECT_ID = "demo-healthchat"
+TEST_KID = "healthchat-test-key"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/healthchat")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    missing = []
+    if not _reachable(db, 5432):
+        missing.append(
+            f"PostgreSQL is not reachable at {db}.\n  Start it: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+            "  (or docker compose up -d postgres, or set DATABASE_URL)"
+        )
+    if not _reachable(redis_url, 6379):
+        missing.append(
+            f"Redis is not reachable at {redis_url}.\n  Start it: "
+            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no\n"
+            "  (or docker compose up -d redis, or set REDIS_URL)"
+        )
+    if missing:
+        pytest.exit("healthchat tests need real services:\n" + "\n".join(missing), returncode=3)
+
+
+# --- Firebase: a throwaway RSA key whose certificate is served where firebase-admin looks ---
+class TokenMinter:
+    """Mints Firebase-layout ID tokens signed with a throwaway RS256 key."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.system.gserviceaccount.com")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        self.private_pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        self._counter = 0
+
+    def certs_json(self) -> str:
+        return json.dumps({TEST_KID: self.cert_pem})
+
+    def claims(self, uid: str, phone_number: str | None, lifetime: int = 3600, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": f"https://securetoken.google.com/{PROJECT_ID}",
+            "aud": PROJECT_ID,
+            "auth_time": now,
+            "user_id": uid,
+            "sub": uid,
+            "iat": now,
+            "exp": now + lifetime,
+            "firebase": {"identities": {"phone": [phone_number]}, "sign_in_provider": "phone"},
+        }
+        if phone_number:
+            claims["phone_number"] = phone_number
+        claims.update(overrides)
+        return claims
+
+    def mint(
+        self,
+        uid: str | None = None,
+        phone_number: str | None = None,
+        *,
+        lifetime: int = 3600,
+        key: Any = None,
+        kid: str = TEST_KID,
+        **overrides: Any,
+    ) -> str:
+        if uid is None:
+            self._counter += 1
+            uid = f"uid-{os.getpid()}-{self._counter}-{time.time_ns()}"
+        return jwt.encode(
+            self.claims(uid, phone_number, lifetime, **overrides),
+            key or self.key,
+            algorithm="RS256",
+            headers={"kid": kid},
+        )
+
+
+@pytest.fixture(scope="session")
+def token_minter() -> TokenMinter:
+    return TokenMinter()
+
+
+@pytest.fixture(autouse=True)
+def firebase_certs(token_minter: TokenMinter) -> Iterator[responses.RequestsMock]:
+    """Serve the test certificate at Google's URL; everything else passes through."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, FIREBASE_CERT_URL, body=token_minter.certs_json(), content_type="application/json")
+        mock.add_passthru(re.compile(r"http://(127\.0\.0\.1|localhost)(:\d+)?/.*"))
+        yield mock
+
+
+_phone_counter = [0]
+
+
+def unique_phone() -> str:
+    """A valid, unique E.164 number (US 555-01xx numbers are valid for phonenumbers)."""
+    _phone_counter[0] += 1
+    n = ((os.getpid() % 1000) * 1000 + _phone_counter[0]) % 1_000_000
+    return f"+12022{n:06d}"
+
+
+@pytest.fixture
+def make_token(token_minter: TokenMinter) -> Callable[..., str]:
+    return token_minter.mint

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HealthchatConfig(AppConfig):
+    name = "healthchat"
+    verbose_name = "healthchat"

@@ -1,0 +1,68 @@
+"""``GET /healthz``: database, Redis and broker status (200 when all are up, else 503)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from kombu import Connection
+
+CHECK_TIMEOUT = 1.0
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return "ok"
+
+
+def _check_redis() -> str:
+    if not settings.REDIS_URL:
+        return "embedded"
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def _check_broker() -> str:
+    url = settings.CELERY_BROKER_URL
+    if settings.CELERY_TASK_ALWAYS_EAGER or url.startswith("memory://"):
+        return "embedded"
+    with Connection(url, connect_timeout=CHECK_TIMEOUT, transport_options={"max_retries": 0}) as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=1)
+    return "ok"
+
+
+CHECKS: dict[str, Callable[[], str]] = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "broker": _check_broker,
+}
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    results: dict[str, dict[str, object]] = {}
+    healthy = True
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            state = check()
+        except Exception as exc:  # any failure means "down"; the reason is logged, not leaked
+            state = "down"
+            healthy = False
+            results[name] = {"status": state, "error": type(exc).__name__}
+            continue
+        results[name] = {"status": state, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": results}, status=200 if healthy else 503
+    )

@@ -1,0 +1,51 @@
+"""Production settings: refuse to start when a required value is missing or unsafe."""
+
+import os
+import sys
+
+from .base import *  # noqa: F403
+from .base import env
+
+
+def _refusals() -> list[str]:
+    problems: list[str] = []
+    if not os.environ.get("SECRET_KEY"):
+        problems.append("SECRET_KEY is not set (a long random string)")
+    if not os.environ.get("ALLOWED_HOSTS"):
+        problems.append("ALLOWED_HOSTS is not set (comma-separated host names)")
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url:
+        problems.append("DATABASE_URL is not set (postgres://user:password@host:5432/name)")
+    elif database_url.startswith("sqlite"):
+        problems.append("DATABASE_URL points at SQLite; production needs PostgreSQL")
+    if not os.environ.get("REDIS_URL"):
+        problems.append("REDIS_URL is not set (redis://host:6379/0)")
+    if env.bool("DEBUG", default=False):
+        problems.append("DEBUG is on; production runs with DEBUG=false")
+    if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
+        problems.append(
+            "FIREBASE_AUTH_EMULATOR_HOST is set: firebase-admin skips signature and expiry "
+            "checks in emulator mode"
+        )
+    if env.bool("FIREBASE_DEV_TOKENS", default=False):
+        problems.append("FIREBASE_DEV_TOKENS is on: development tokens are not allowed")
+    if not os.environ.get("FIREBASE_PROJECT_ID"):
+        problems.append("FIREBASE_PROJECT_ID is not set (your Firebase project id)")
+    return problems
+
+
+_problems = _refusals()
+if _problems:
+    sys.exit("healthchat: production settings refuse to start:\n" + "\n".join(f"  - {p}" for p in _problems))
+
+DEBUG = False
+FIREBASE_DEV_TOKENS = False
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+X_FRAME_OPTIONS = "DENY"
