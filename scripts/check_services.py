@@ -36,7 +36,10 @@ def main() -> int:
             failed = True
             print(f"ERROR: {name} is not reachable at {url}.\n  Start it: {HOW[name]}", file=sys.stderr)
     if failed:
-        print("The test suite talks to real PostgreSQL and Redis; start them and run `make test` again.", file=sys.stderr)
+        print(
+            "The test suite talks to real PostgreSQL and Redis; start them and run `make test` again.",
+            file=sys.stderr,
+        )
         return 2
     print(f"services: PostgreSQL at {db}, Redis at {redis_url}")
     return 0
