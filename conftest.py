@@ -20,9 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-FIREBASE_CERT_URL = (
-    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
-)
+FIREBASE_CERT_URL = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
 PROJECT_ID = "demo-healthchat"
 TEST_KID = "healthchat-test-key"
 
@@ -30,7 +28,9 @@ TEST_KID = "healthchat-test-key"
 def _reachable(url: str, default_port: int) -> bool:
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2
+        ):
             return True
     except OSError:
         return False
@@ -84,7 +84,9 @@ class TokenMinter:
     def certs_json(self) -> str:
         return json.dumps({TEST_KID: self.cert_pem})
 
-    def claims(self, uid: str, phone_number: str | None, lifetime: int = 3600, **overrides: Any) -> dict[str, Any]:
+    def claims(
+        self, uid: str, phone_number: str | None, lifetime: int = 3600, **overrides: Any
+    ) -> dict[str, Any]:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": f"https://securetoken.google.com/{PROJECT_ID}",
@@ -131,7 +133,9 @@ def token_minter() -> TokenMinter:
 def firebase_certs(token_minter: TokenMinter) -> Iterator[responses.RequestsMock]:
     """Serve the test certificate at Google's URL; everything else passes through."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.GET, FIREBASE_CERT_URL, body=token_minter.certs_json(), content_type="application/json")
+        mock.add(
+            responses.GET, FIREBASE_CERT_URL, body=token_minter.certs_json(), content_type="application/json"
+        )
         mock.add_passthru(re.compile(r"http://(127\.0\.0\.1|localhost)(:\d+)?/.*"))
         yield mock
 
@@ -149,3 +153,38 @@ def unique_phone() -> str:
 @pytest.fixture
 def make_token(token_minter: TokenMinter) -> Callable[..., str]:
     return token_minter.mint
+
+
+# --- Live servers: real uvicorn processes on the test database and real Redis ----------------
+@pytest.fixture(scope="module")
+def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_path_factory):
+    """Start real ASGI server processes (uvicorn) sharing this worker's test database and Redis."""
+    from django.conf import settings as dj_settings
+    from django.db import connection
+
+    from tests.live import ServerProcess, free_port, uvicorn_args
+
+    started: list[Any] = []
+    tmp = tmp_path_factory.mktemp("live")
+
+    def start(extra_env: dict[str, str] | None = None) -> Any:
+        db = connection.settings_dict
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="healthchat.settings.test",
+            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            REDIS_URL=dj_settings.REDIS_URL or "redis://127.0.0.1:6379/0",
+            CHANNEL_LAYER_PREFIX=dj_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+            HC_TEST_FIREBASE_CERTS=token_minter.certs_json(),
+            FIREBASE_PROJECT_ID=PROJECT_ID,
+        )
+        env.update(extra_env or {})
+        port = free_port()
+        server = ServerProcess(uvicorn_args(port, boot=True), env, port, tmp / f"server-{port}.log")
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -33,3 +33,8 @@ def publish(group: str, event: dict[str, Any]) -> None:
 
 def publish_on_commit(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: publish(group, event))
+
+
+def presence_group(user_id: int) -> str:
+    """Sockets watching ``user_id``'s presence join this group."""
+    return f"presence.{user_id}"

@@ -8,6 +8,7 @@ from .health import healthz
 
 api_v1 = [
     path("", include("accounts.urls")),
+    path("", include("messaging.urls")),
 ]
 
 urlpatterns = [

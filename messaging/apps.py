@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class MessagingConfig(AppConfig):
     name = "messaging"
     verbose_name = "Messaging"
+
+    def ready(self) -> None:
+        from accounts import services as account_services
+
+        from . import services
+
+        account_services.register_eraser("messages", services.erase_user_messages)
+        account_services.register_export_section("messaging", services.export_user_messages)

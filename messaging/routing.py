@@ -1,5 +1,7 @@
 """WebSocket routes (the one socket, ``/ws/v1/``)."""
 
-from typing import Any
+from django.urls import path
 
-websocket_urlpatterns: list[Any] = []
+from .consumers import ChatConsumer
+
+websocket_urlpatterns = [path("ws/v1/", ChatConsumer.as_asgi())]

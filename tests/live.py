@@ -71,10 +71,25 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-def uvicorn_args(port: int) -> list[str]:
+def uvicorn_args(port: int, boot: bool = False) -> list[str]:
+    """uvicorn as production runs it; ``boot`` serves the test Firebase certificate too."""
+    head = (
+        [sys.executable, str(ROOT / "tests" / "live_boot.py")] if boot else [sys.executable, "-m", "uvicorn"]
+    )
     return [
-        sys.executable, "-m", "uvicorn", "healthchat.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
-        "--log-level", "warning", "--no-access-log",
+        *head,
+        "healthchat.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--ws",
+        "websockets",
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]

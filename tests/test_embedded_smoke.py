@@ -26,10 +26,19 @@ def embedded(tmp_path_factory):
         DEV_TOKEN_KEY_PATH=str(tmp / "dev-key.pem"),
         MEDIA_ROOT=str(tmp / "media"),
     )
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     port = free_port()
     server = ServerProcess(
-        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env, port, tmp / "server.log"
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        env,
+        port,
+        tmp / "server.log",
     )
     try:
         server.wait_ready()
@@ -40,7 +49,13 @@ def embedded(tmp_path_factory):
 
 def dev_token(env, phone: str) -> str:
     out = subprocess.run(
-        [sys.executable, "manage.py", "dev_token", phone], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "dev_token", phone],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return out.stdout.strip()
 
@@ -62,7 +77,10 @@ def test_dev_sign_in_register_and_me(embedded):
     token = dev_token(env, "+14155550100")
     headers = {"Authorization": f"Bearer {token}"}
     created = requests.post(
-        f"{server.base_url}/api/v1/auth/register", json={"role": "patient", "display_name": "Ann"}, headers=headers, timeout=5
+        f"{server.base_url}/api/v1/auth/register",
+        json={"role": "patient", "display_name": "Ann"},
+        headers=headers,
+        timeout=5,
     )
     assert created.status_code in (200, 201), created.text
     me = requests.get(f"{server.base_url}/api/v1/me", headers=headers, timeout=5)

@@ -17,13 +17,22 @@ GOOD = {
 
 
 def run_check(env_overrides: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIREBASE", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FIREBASE", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"))
+    }
     env["DJANGO_SETTINGS_MODULE"] = "healthchat.settings.production"
     for key, value in {**GOOD, **env_overrides}.items():
         if value is not None:
             env[key] = value
     return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

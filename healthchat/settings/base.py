@@ -205,6 +205,14 @@ HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=25
 HEALTHCHAT_MESSAGE_MAX_LENGTH: int = env.int("HEALTHCHAT_MESSAGE_MAX_LENGTH", default=8000)
 HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", default=65536)
 HEALTHCHAT_WS_ALLOWED_ORIGINS: list[str] = env.list("HEALTHCHAT_WS_ALLOWED_ORIGINS", default=[])
+# Per-connection frame rate limit (token bucket: frames per second, burst).
+# Seconds a socket without an Authorization header has to send its auth frame.
+HEALTHCHAT_WS_AUTH_TIMEOUT: float = env.float("HEALTHCHAT_WS_AUTH_TIMEOUT", default=10.0)
+# Presence: a connection without a heartbeat for this long counts as gone (crashed process).
+HEALTHCHAT_PRESENCE_TTL: float = env.float("HEALTHCHAT_PRESENCE_TTL", default=75.0)
+HEALTHCHAT_PRESENCE_HEARTBEAT: float = env.float("HEALTHCHAT_PRESENCE_HEARTBEAT", default=25.0)
+HEALTHCHAT_WS_RATE: float = env.float("HEALTHCHAT_WS_RATE", default=50.0)
+HEALTHCHAT_WS_BURST: float = env.float("HEALTHCHAT_WS_BURST", default=100.0)
 
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -27,7 +27,9 @@ def client() -> APIClient:
 def test_400_validation_error_lists_fields(client, make_token):
     token = make_token(phone_number=unique_phone())
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    error = assert_error(client.post("/api/v1/auth/register", {"role": "wizard"}, format="json"), 400, "invalid")
+    error = assert_error(
+        client.post("/api/v1/auth/register", {"role": "wizard"}, format="json"), 400, "invalid"
+    )
     assert error["fields"]["role"][0]["code"] == "invalid_choice"
     assert error["fields"]["display_name"][0]["code"] == "required"
 

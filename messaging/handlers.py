@@ -1,0 +1,121 @@
+"""Socket frame handlers: the dispatch table from frame ``type`` to one service call.
+
+A handler returns the ``ack`` data, or ``None`` when it answers with frames of its own.
+Other apps (calls) add their handlers to ``HANDLERS`` in their ``AppConfig.ready``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+
+from healthchat.errors import ApplicationError
+
+from . import presence, selectors, services
+
+if TYPE_CHECKING:
+    from .consumers import ChatConsumer
+
+Handler = Callable[["ChatConsumer", Any], Awaitable[dict[str, Any] | None]]
+MAX_PRESENCE_WATCH = 500
+
+
+async def ping(conn: ChatConsumer, frame: Any) -> None:
+    await conn.send_frame({"type": "pong", "ref": frame.ref, "data": {}})
+
+
+async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+    return await conn.refresh(frame.data.token)
+
+
+async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+    data = frame.data
+    if data.ciphertexts is not None:
+        raise ApplicationError("e2ee_unavailable", "End-to-end encrypted sending is not available yet.")
+    if data.attachment_ids:
+        raise ApplicationError("attachments_unavailable", "Attachments are not available yet.")
+    result = await database_sync_to_async(services.message_send)(
+        sender=conn.user,
+        conversation_id=data.conversation_id,
+        client_id=data.client_id,
+        body=data.body,
+        reply_to=data.reply_to,
+        origin_channel=conn.channel_name,
+    )
+    return {"message": selectors.message_data(result.message), "duplicate": not result.created}
+
+
+async def message_edit(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+    message = await database_sync_to_async(services.message_edit)(
+        user=conn.user, message_id=frame.data.message_id, body=frame.data.body
+    )
+    return {"message": selectors.message_data(message)}
+
+
+async def message_delete(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+    message = await database_sync_to_async(services.message_delete)(
+        user=conn.user, message_id=frame.data.message_id
+    )
+    return {"message": selectors.message_data(message)}
+
+
+def _receipt(kind: str) -> Handler:
+    async def handler(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+        return await database_sync_to_async(services.receipt_mark)(
+            user=conn.user,
+            conversation_id=frame.data.conversation_id,
+            seq=frame.data.seq,
+            kind=kind,
+            origin_channel=conn.channel_name,
+        )
+
+    return handler
+
+
+async def typing(conn: ChatConsumer, frame: Any) -> None:
+    await database_sync_to_async(services.typing_notify)(
+        user=conn.user,
+        conversation_id=frame.data.conversation_id,
+        active=frame.data.active,
+        origin_channel=conn.channel_name,
+    )
+
+
+async def sync(conn: ChatConsumer, frame: Any) -> None:
+    frames, cursor, more = await database_sync_to_async(selectors.sync_events)(
+        user=conn.user, cursor=frame.data.cursor
+    )
+    for item in frames:
+        await conn.send_frame(item)
+    await conn.send_frame({"type": "sync.done", "ref": frame.ref, "data": {"cursor": cursor, "more": more}})
+
+
+async def presence_subscribe(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
+    assert conn.user is not None
+    requested = list(dict.fromkeys(frame.data.user_ids))
+    if len(conn.presence_watch) + len(requested) > MAX_PRESENCE_WATCH:
+        raise ApplicationError(
+            "too_many_subscriptions", f"At most {MAX_PRESENCE_WATCH} users may be watched."
+        )
+    allowed = await database_sync_to_async(selectors.contact_ids)(user=conn.user)
+    granted = [uid for uid in requested if uid in allowed]
+    await conn.watch_presence(granted)
+    for uid, (online, last_seen) in (await presence.store().status(granted)).items():
+        await conn.send_frame(presence.presence_frame(uid, online, last_seen))
+    return {"subscribed": granted, "refused": [uid for uid in requested if uid not in allowed]}
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": ping,
+    "auth.refresh": auth_refresh,
+    "message.send": message_send,
+    "message.edit": message_edit,
+    "message.delete": message_delete,
+    "message.delivered": _receipt("delivered"),
+    "message.read": _receipt("read"),
+    "typing": typing,
+    "sync": sync,
+    "presence.subscribe": presence_subscribe,
+}

@@ -1,0 +1,204 @@
+"""Messaging: conversations (direct and group), members, messages, the per-conversation event log.
+
+Ordering: every conversation row carries two counters, taken under its row lock inside the
+writing transaction: ``last_seq`` (messages, gapless, the order clients show) and
+``last_event`` (everything a member may need to replay: new messages, edits, deletions,
+receipts, membership changes). Because both are assigned under the same lock that orders
+the commits, no reader can see event N+1 before event N: ``sync`` is a simple range scan.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from . import validators as v
+
+
+class Conversation(models.Model):
+    class Kind(models.TextChoices):
+        DIRECT = "direct", "Direct"
+        GROUP = "group", "Group"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # "<smaller user id>:<larger user id>" for direct conversations: one per pair.
+    direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    e2ee = models.BooleanField(default=False)
+    name = models.CharField(max_length=v.GROUP_NAME_MAX, blank=True, default="")
+    description = models.TextField(max_length=v.GROUP_DESCRIPTION_MAX, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # New group members see history from their join (False) or all of it (True).
+    history_visible_to_new_members = models.BooleanField(default=False)
+    last_seq = models.BigIntegerField(default=0)
+    last_event = models.BigIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    legal_hold = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=v.CONVERSATION_KINDS), name="conversation_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="direct") & Q(direct_key__isnull=False))
+                | (Q(kind="group") & Q(direct_key__isnull=True)),
+                name="conversation_direct_key_iff_direct",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="direct") | ~Q(name=""), name="conversation_group_has_name"
+            ),
+            models.CheckConstraint(condition=Q(last_seq__gte=0), name="conversation_last_seq_non_negative"),
+            models.CheckConstraint(
+                condition=Q(last_event__gte=F("last_seq")), name="conversation_events_cover_messages"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} conversation {self.pk}"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    # Messages with seq > joined_seq are visible (or all, if the group shows history).
+    joined_seq = models.BigIntegerField(default=0)
+    joined_event = models.BigIntegerField(default=0)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Removal: the member keeps read access up to left_seq / left_event, nothing after.
+    left_at = models.DateTimeField(null=True, blank=True)
+    left_seq = models.BigIntegerField(null=True, blank=True)
+    left_event = models.BigIntegerField(null=True, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    delivered_seq = models.BigIntegerField(default=0)
+    read_seq = models.BigIntegerField(default=0)
+    muted_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "user"], name="membership_unique"),
+            models.CheckConstraint(condition=Q(role__in=v.MEMBER_ROLES), name="membership_role_valid"),
+            models.CheckConstraint(
+                condition=Q(read_seq__gte=0) & Q(delivered_seq__gte=0), name="membership_cursors_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=(Q(left_at__isnull=True) & Q(left_seq__isnull=True) & Q(left_event__isnull=True))
+                | (Q(left_at__isnull=False) & Q(left_seq__isnull=False) & Q(left_event__isnull=False)),
+                name="membership_left_fields_together",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "conversation"],
+                name="membership_active_by_user",
+                condition=Q(left_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.conversation_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.left_at is None
+
+
+class Message(models.Model):
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text"
+        SYSTEM = "system", "System"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    # Users are never hard-deleted (erasure blanks them), so history keeps its sender.
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    client_id = models.UUIDField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
+    body = models.TextField(blank=True, default="")
+    # System messages (member.added, group.updated, ...): structured, no free text.
+    system = models.JSONField(null=True, blank=True)
+    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_unique"),
+            models.UniqueConstraint(fields=["sender", "client_id"], name="message_client_id_unique"),
+            models.CheckConstraint(condition=Q(seq__gte=1), name="message_seq_positive"),
+            models.CheckConstraint(condition=Q(kind__in=v.MESSAGE_KINDS), name="message_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(deleted_at__isnull=True) | Q(body=""), name="message_deleted_has_no_body"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="system", system__isnull=False) | Q(kind="text", system__isnull=True),
+                name="message_system_payload_iff_system",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.conversation_id}#{self.seq}"
+
+
+class Event(models.Model):
+    """The per-conversation replay log behind ``sync``: append-only."""
+
+    class Kind(models.TextChoices):
+        MESSAGE_NEW = "message.new", "message.new"
+        MESSAGE_UPDATED = "message.updated", "message.updated"
+        RECEIPT = "receipt", "receipt"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    number = models.BigIntegerField()
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    # Receipts: {"user_id", "delivered_seq"?, "read_seq"?}. Never message content.
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "number"], name="event_number_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="event_number_positive"),
+            models.CheckConstraint(condition=Q(kind__in=v.EVENT_KINDS), name="event_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind="receipt", data__isnull=False)
+                | (~Q(kind="receipt") & Q(message__isnull=False)),
+                name="event_payload_present",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.conversation_id}#{self.number} {self.kind}"
+
+
+class Block(models.Model):
+    """``blocker`` does not want contact from ``blocked``: no new direct conversation, no sends."""
+
+    blocker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    blocked = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="block_unique"),
+            models.CheckConstraint(condition=~Q(blocker=F("blocked")), name="block_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blocker_id} blocks {self.blocked_id}"

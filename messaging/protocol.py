@@ -1,0 +1,251 @@
+"""The WebSocket protocol: one typed model per client frame, a tagged union on ``type``.
+
+Unknown fields are refused (``extra="forbid"``). ``docs/protocol.md`` is checked against
+``CLIENT_FRAMES``, ``SERVER_FRAMES`` and ``ERROR_CODES`` by a test, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from healthchat.errors import ApplicationError
+
+MAX_REF = 64
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class Empty(_Strict):
+    pass
+
+
+class AuthData(_Strict):
+    token: str = Field(min_length=1, max_length=8192)
+    device_id: int | None = None
+
+
+class AuthRefreshData(_Strict):
+    token: str = Field(min_length=1, max_length=8192)
+
+
+class MessageSendData(_Strict):
+    conversation_id: int
+    client_id: uuid.UUID
+    body: str | None = None
+    attachment_ids: list[int] | None = Field(default=None, max_length=10)
+    reply_to: int | None = None
+    ciphertexts: dict[str, str] | None = None
+
+
+class MessageEditData(_Strict):
+    message_id: int
+    body: str
+
+
+class MessageDeleteData(_Strict):
+    message_id: int
+
+
+class ReceiptData(_Strict):
+    conversation_id: int
+    seq: int = Field(ge=0)
+
+
+class TypingData(_Strict):
+    conversation_id: int
+    active: bool
+
+
+class SyncData(_Strict):
+    cursor: str | None = Field(default=None, max_length=65536)
+
+
+class PresenceSubscribeData(_Strict):
+    user_ids: list[int] = Field(max_length=500)
+
+
+class _Frame(_Strict):
+    ref: str | None = Field(default=None, max_length=MAX_REF)
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+    data: Empty = Empty()
+
+
+class AuthFrame(_Frame):
+    type: Literal["auth"]
+    data: AuthData
+
+
+class AuthRefreshFrame(_Frame):
+    type: Literal["auth.refresh"]
+    data: AuthRefreshData
+
+
+class MessageSendFrame(_Frame):
+    type: Literal["message.send"]
+    data: MessageSendData
+
+
+class MessageEditFrame(_Frame):
+    type: Literal["message.edit"]
+    data: MessageEditData
+
+
+class MessageDeleteFrame(_Frame):
+    type: Literal["message.delete"]
+    data: MessageDeleteData
+
+
+class MessageDeliveredFrame(_Frame):
+    type: Literal["message.delivered"]
+    data: ReceiptData
+
+
+class MessageReadFrame(_Frame):
+    type: Literal["message.read"]
+    data: ReceiptData
+
+
+class TypingFrame(_Frame):
+    type: Literal["typing"]
+    data: TypingData
+
+
+class SyncFrame(_Frame):
+    type: Literal["sync"]
+    data: SyncData = SyncData()
+
+
+class PresenceSubscribeFrame(_Frame):
+    type: Literal["presence.subscribe"]
+    data: PresenceSubscribeData
+
+
+ClientFrame = Annotated[
+    PingFrame
+    | AuthFrame
+    | AuthRefreshFrame
+    | MessageSendFrame
+    | MessageEditFrame
+    | MessageDeleteFrame
+    | MessageDeliveredFrame
+    | MessageReadFrame
+    | TypingFrame
+    | SyncFrame
+    | PresenceSubscribeFrame,
+    Field(discriminator="type"),
+]
+_adapter: TypeAdapter[Any] = TypeAdapter(ClientFrame)
+
+CLIENT_FRAMES: tuple[str, ...] = (
+    "ping",
+    "auth",
+    "auth.refresh",
+    "message.send",
+    "message.edit",
+    "message.delete",
+    "message.delivered",
+    "message.read",
+    "typing",
+    "sync",
+    "presence.subscribe",
+)
+
+SERVER_FRAMES: tuple[str, ...] = (
+    "ack",
+    "error",
+    "pong",
+    "ready",
+    "message.new",
+    "message.updated",
+    "receipt",
+    "typing",
+    "sync.done",
+    "presence",
+)
+
+# Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
+ERROR_CODES: tuple[str, ...] = (
+    "invalid_json",
+    "binary_not_supported",
+    "frame_too_large",
+    "invalid_frame",
+    "unknown_type",
+    "not_authenticated",
+    "invalid_token",
+    "token_expired",
+    "token_revoked",
+    "user_inactive",
+    "not_registered",
+    "auth_timeout",
+    "already_authenticated",
+    "token_user_mismatch",
+    "device_not_found",
+    "rate_limited",
+    "conversation_not_found",
+    "message_not_found",
+    "not_message_sender",
+    "message_deleted",
+    "empty_message",
+    "message_too_long",
+    "invalid_body",
+    "invalid_client_id",
+    "client_id_reused",
+    "invalid_reply_to",
+    "e2ee_required",
+    "blocked",
+    "seq_out_of_range",
+    "invalid_cursor",
+    "too_many_subscriptions",
+    "e2ee_unavailable",
+    "attachments_unavailable",
+    "internal_error",
+)
+
+
+def peek_ref(text: str | None) -> str | None:
+    """The ``ref`` of a small frame, without validating it (for rate-limit errors)."""
+    if not text or len(text) > 4096:
+        return None
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    ref = raw.get("ref") if isinstance(raw, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= MAX_REF else None
+
+
+def parse(text: str) -> Any:
+    """Parse one text frame into its typed model, or raise ApplicationError (with ``ref``)."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ApplicationError("invalid_json", "The frame is not valid JSON.") from exc
+    if not isinstance(raw, dict):
+        raise ApplicationError("invalid_frame", "A frame is a JSON object.")
+    ref = raw.get("ref")
+    ref = ref if isinstance(ref, str) and len(ref) <= MAX_REF else None
+    frame_type = raw.get("type")
+    if not isinstance(frame_type, str) or frame_type not in CLIENT_FRAMES:
+        raise ApplicationError("unknown_type", "Unknown frame type.", extra={"ref": ref})
+    try:
+        return _adapter.validate_python(raw)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"][1:]) or "frame", "problem": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)[:10]
+        ]
+        raise ApplicationError(
+            "invalid_frame",
+            "The frame does not match its schema.",
+            fields={"problems": problems},
+            extra={"ref": ref},
+        ) from exc

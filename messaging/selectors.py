@@ -1,0 +1,257 @@
+"""Reads for messaging, always scoped to the caller's memberships."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import F, Q, QuerySet
+
+from accounts.models import User
+from healthchat.errors import ApplicationError, NotFound
+
+from .models import Event, Membership, Message
+
+HISTORY_MAX_LIMIT = 200
+SYNC_BATCH = 500
+SYNC_NO_CURSOR_TAIL = 100
+
+
+# --- Serialisation of what clients see --------------------------------------------------
+def message_data(message: Message) -> dict[str, Any]:
+    deleted = message.deleted_at is not None
+    data: dict[str, Any] = {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "client_id": str(message.client_id),
+        "sender_id": message.sender_id,
+        "kind": message.kind,
+        "created_at": message.created_at.isoformat(),
+        "body": "" if deleted else message.body,
+        "attachments": [],
+        "reply_to": message.reply_to_id,
+        "edited_at": message.edited_at.isoformat() if message.edited_at else None,
+        "deleted": deleted,
+    }
+    if message.system is not None:
+        data["system"] = message.system
+    return data
+
+
+# --- Membership and visibility ----------------------------------------------------------
+def membership_get(*, user: User, conversation_id: int, active: bool = True) -> Membership:
+    """The caller's membership; 404 (never 403) so non-members learn nothing."""
+    qs = Membership.objects.select_related("conversation").filter(conversation_id=conversation_id, user=user)
+    if active:
+        qs = qs.filter(left_at__isnull=True)
+    membership = qs.first()
+    if membership is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return membership
+
+
+def visible_seq_range(membership: Membership) -> tuple[int, int | None]:
+    """(exclusive lower bound, inclusive upper bound or None) of the seqs a member may read."""
+    conversation = membership.conversation
+    lower = 0 if conversation.history_visible_to_new_members else membership.joined_seq
+    return lower, membership.left_seq
+
+
+def active_member_ids(*, conversation_id: int) -> list[int]:
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
+def contact_ids(*, user: User) -> set[int]:
+    """Users who share an active conversation with ``user`` (who may watch their presence)."""
+    mine = Membership.objects.filter(user=user, left_at__isnull=True).values("conversation_id")
+    return set(
+        Membership.objects.filter(conversation_id__in=mine, left_at__isnull=True)
+        .exclude(user=user)
+        .values_list("user_id", flat=True)
+    )
+
+
+# --- Conversations -----------------------------------------------------------------------
+def conversation_list(*, user: User) -> QuerySet[Membership]:
+    """The caller's conversations with unread counts, in one query (no N+1)."""
+    return (
+        Membership.objects.filter(user=user, left_at__isnull=True)
+        .select_related("conversation")
+        .annotate(unread=F("conversation__last_seq") - F("read_seq"))
+        .order_by("-conversation__last_message_at", "-conversation_id")
+    )
+
+
+def conversation_members(*, conversation_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    rows = (
+        Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True)
+        .select_related("user")
+        .order_by("conversation_id", "id")
+    )
+    out: dict[int, list[dict[str, Any]]] = {}
+    for m in rows:
+        out.setdefault(m.conversation_id, []).append(
+            {
+                "user_id": m.user_id,
+                "display_name": m.user.display_name or "Deleted user",
+                "role": m.role,
+                "delivered_seq": m.delivered_seq,
+                "read_seq": m.read_seq,
+            }
+        )
+    return out
+
+
+def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> dict[str, Any]:
+    c = membership.conversation
+    unread = getattr(membership, "unread", c.last_seq - membership.read_seq)
+    return {
+        "id": c.pk,
+        "kind": c.kind,
+        "e2ee": c.e2ee,
+        "name": c.name,
+        "description": c.description,
+        "last_seq": c.last_seq,
+        "last_message_at": c.last_message_at.isoformat() if c.last_message_at else None,
+        "created_at": c.created_at.isoformat(),
+        "unread_count": max(0, unread),
+        "my_role": membership.role,
+        "delivered_seq": membership.delivered_seq,
+        "read_seq": membership.read_seq,
+        "members": members,
+    }
+
+
+# --- History (keyset pagination on seq, never OFFSET) ------------------------------------
+def message_history(
+    *, user: User, conversation_id: int, after_seq: int | None, before_seq: int | None, limit: int
+) -> tuple[list[Message], bool]:
+    """Messages the caller may read, ascending by seq. Returns (messages, has_more)."""
+    membership = membership_get(user=user, conversation_id=conversation_id, active=False)
+    lower, upper = visible_seq_range(membership)
+    limit = max(1, min(limit, HISTORY_MAX_LIMIT))
+    qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=lower)
+    if upper is not None:
+        qs = qs.filter(seq__lte=upper)
+    if after_seq is not None:
+        qs = qs.filter(seq__gt=after_seq)
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
+    if after_seq is None and before_seq is not None:
+        rows = list(qs.order_by("-seq")[: limit + 1])
+        has_more = len(rows) > limit
+        return list(reversed(rows[:limit])), has_more
+    if after_seq is None and before_seq is None:
+        rows = list(qs.order_by("-seq")[: limit + 1])  # the latest page
+        has_more = len(rows) > limit
+        return list(reversed(rows[:limit])), has_more
+    rows = list(qs.order_by("seq")[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def message_get_for_member(*, user: User, message_id: int) -> Message:
+    message = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    if message is None:
+        raise NotFound("No such message.", code="message_not_found")
+    membership = Membership.objects.filter(
+        conversation_id=message.conversation_id, user=user, left_at__isnull=True
+    ).first()
+    if membership is None:
+        raise NotFound("No such message.", code="message_not_found")
+    return message
+
+
+# --- Sync: replay of the per-conversation event logs -------------------------------------
+@dataclass
+class SyncCursor:
+    positions: dict[int, int]
+
+    def encode(self) -> str:
+        raw = json.dumps(
+            {"v": 1, "c": {str(k): v for k, v in sorted(self.positions.items())}}, separators=(",", ":")
+        )
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str | None) -> SyncCursor | None:
+        if not value:
+            return None
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            positions = {int(k): int(v) for k, v in data["c"].items()}
+            if data.get("v") != 1 or any(v < 0 for v in positions.values()):
+                raise ValueError("bad cursor")
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise ApplicationError(
+                "invalid_cursor", "The sync cursor is not one this server issued."
+            ) from exc
+        return cls(positions)
+
+
+def _event_frame(event: Event) -> dict[str, Any]:
+    if event.kind == Event.Kind.RECEIPT:
+        data = {"conversation_id": event.conversation_id, **(event.data or {})}
+        return {"type": "receipt", "data": data, "event": event.number}
+    assert event.message is not None
+    return {"type": event.kind, "data": {"message": message_data(event.message)}, "event": event.number}
+
+
+def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]], str, bool]:
+    """What the caller missed since ``cursor``: (frames in order, new cursor, more to come)."""
+    parsed = SyncCursor.decode(cursor)
+    memberships = list(
+        Membership.objects.filter(user=user)
+        .select_related("conversation")
+        .only(
+            "conversation_id",
+            "joined_event",
+            "left_event",
+            "left_at",
+            "conversation__last_event",
+            "conversation__history_visible_to_new_members",
+        )
+    )
+    positions: dict[int, int] = {}
+    ranges: list[tuple[int, int, int]] = []
+    for m in memberships:
+        top = (
+            m.conversation.last_event
+            if m.left_event is None
+            else min(m.left_event, m.conversation.last_event)
+        )
+        if parsed is None:
+            start = max(m.joined_event, top - SYNC_NO_CURSOR_TAIL)
+        else:
+            start = max(m.joined_event, parsed.positions.get(m.conversation_id, m.joined_event))
+        positions[m.conversation_id] = max(start, 0)
+        if top > start:
+            ranges.append((m.conversation_id, start, top))
+    if not ranges:
+        return [], SyncCursor(positions).encode(), False
+    condition = Q()
+    for conversation_id, start, top in ranges:
+        condition |= Q(conversation_id=conversation_id, number__gt=start, number__lte=top)
+    events = list(
+        Event.objects.filter(condition)
+        .select_related("message")
+        .order_by("conversation_id", "number")[: SYNC_BATCH + 1]
+    )
+    more = len(events) > SYNC_BATCH
+    events = events[:SYNC_BATCH]
+    frames: list[dict[str, Any]] = []
+    for event in events:
+        frames.append(_event_frame(event))
+        positions[event.conversation_id] = event.number
+    if not more:  # else conversations not reached in this batch keep their old position
+        for conversation_id, _start, top in ranges:
+            positions[conversation_id] = max(positions[conversation_id], top)
+    return frames, SyncCursor(positions).encode(), more

@@ -1,0 +1,69 @@
+"""Input shapes of the messaging REST API (outputs come from ``selectors``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from healthchat.validation import StrictSerializer
+
+
+class ConversationOpenInputSerializer(StrictSerializer):
+    peer_id = serializers.IntegerField(min_value=1)
+    e2ee = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class HistoryQuerySerializer(serializers.Serializer[Any]):
+    after_seq = serializers.IntegerField(min_value=0, required=False)
+    before_seq = serializers.IntegerField(min_value=1, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=200, required=False, default=50)
+
+
+class BlockInputSerializer(StrictSerializer):
+    user_id = serializers.IntegerField(min_value=1)
+
+
+class MemberOutSerializer(serializers.Serializer[Any]):
+    user_id = serializers.IntegerField()
+    display_name = serializers.CharField()
+    role = serializers.CharField()
+    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField()
+
+
+class ConversationOutSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    e2ee = serializers.BooleanField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    last_seq = serializers.IntegerField()
+    last_message_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    unread_count = serializers.IntegerField()
+    my_role = serializers.CharField()
+    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField()
+    members = MemberOutSerializer(many=True)
+
+
+class MessageOutSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    client_id = serializers.UUIDField()
+    sender_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    body = serializers.CharField()
+    attachments = serializers.ListField(child=serializers.DictField())
+    reply_to = serializers.IntegerField(allow_null=True)
+    edited_at = serializers.DateTimeField(allow_null=True)
+    deleted = serializers.BooleanField()
+    system = serializers.DictField(required=False)
+
+
+class HistoryOutSerializer(serializers.Serializer[Any]):
+    results = MessageOutSerializer(many=True)
+    has_more = serializers.BooleanField()

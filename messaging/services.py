@@ -1,0 +1,431 @@
+"""Messaging actions: open conversations, send/edit/delete messages, receipts, typing.
+
+Each action is one function that owns its transaction; live events and the "message needs
+push" hook fire only after commit. The channel layer is a fast path only: every event is also
+in the per-conversation log that ``sync`` replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Greatest
+from django.dispatch import Signal
+from django.utils import timezone
+
+from accounts.models import DoctorProfile, User
+from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from healthchat.realtime import publish, user_group
+
+from . import selectors
+from . import validators as v
+from .models import Block, Conversation, Event, Membership, Message
+
+logger = logging.getLogger("healthchat.messaging")
+
+# Sent after commit for every new message: the push worker listens (issue "Push").
+# kwargs: message_id, conversation_id, sender_id, recipient_ids
+message_committed = Signal()
+
+# Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
+contact_rules: list[Any] = []
+
+
+# --- Live fan-out -----------------------------------------------------------------------
+def fan_out(*, user_ids: list[int], frame: dict[str, Any], exclude_channel: str | None = None) -> None:
+    """Send ``frame`` to every device of ``user_ids`` (on whatever process they are)."""
+    event: dict[str, Any] = {"type": "client.event", "frame": frame}
+    if exclude_channel:
+        event["exclude_channel"] = exclude_channel
+    for user_id in user_ids:
+        publish(user_group(user_id), event)
+
+
+def fan_out_on_commit(
+    *, user_ids: list[int], frame: dict[str, Any], exclude_channel: str | None = None
+) -> None:
+    transaction.on_commit(lambda: fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel))
+
+
+# --- Counters under the conversation's row lock ------------------------------------------
+def _allocate(conversation_id: int, *, message: bool) -> tuple[int, int]:
+    """Take the next (seq, event number) for the conversation, locking its row until commit."""
+    with connection.cursor() as cursor:
+        if message:
+            cursor.execute(
+                "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
+                " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event",
+                [timezone.now(), conversation_id],
+            )
+        else:
+            cursor.execute(
+                "UPDATE messaging_conversation SET last_event = last_event + 1"
+                " WHERE id = %s RETURNING last_seq, last_event",
+                [conversation_id],
+            )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return int(row[0]), int(row[1])
+
+
+def _lock(conversation_id: int) -> tuple[int, int]:
+    """Lock the conversation row without taking a number; returns (last_seq, last_event)."""
+    row = (
+        Conversation.objects.select_for_update()
+        .filter(pk=conversation_id)
+        .values_list("last_seq", "last_event")
+        .first()
+    )
+    if row is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return row
+
+
+# --- Contact rules and blocking -----------------------------------------------------------
+def is_blocked(a_id: int, b_id: int) -> bool:
+    return Block.objects.filter(
+        Q(blocker_id=a_id, blocked_id=b_id) | Q(blocker_id=b_id, blocked_id=a_id)
+    ).exists()
+
+
+def _verified_doctor(user: User) -> bool:
+    return (
+        user.role == User.Role.DOCTOR
+        and DoctorProfile.objects.filter(
+            user=user, verification_status=DoctorProfile.Verification.VERIFIED
+        ).exists()
+    )
+
+
+def check_can_contact(*, user: User, peer: User) -> None:
+    """Who may open a direct conversation with whom.
+
+    A patient with a verified doctor; verified doctors with each other; a doctor with a patient
+    when a registered contact rule (e.g. a consultation) allows it. Never when either side
+    blocked the other, never with oneself or a deleted/inactive user.
+    """
+    if peer.pk == user.pk:
+        raise ApplicationError("cannot_contact_self", "You cannot open a conversation with yourself.")
+    if not peer.is_active or peer.deleted_at is not None:
+        raise NotFound("No such user.", code="user_not_found")
+    if is_blocked(user.pk, peer.pk):
+        raise PermissionDenied("This user cannot be contacted.", code="blocked")
+    if user.role == User.Role.PATIENT and _verified_doctor(peer):
+        return
+    if _verified_doctor(user) and _verified_doctor(peer):
+        return
+    if (
+        _verified_doctor(user)
+        and peer.role == User.Role.PATIENT
+        and any(rule(user, peer) for rule in contact_rules)
+    ):
+        return
+    raise PermissionDenied("You may not start a conversation with this user.", code="contact_not_allowed")
+
+
+def conversation_open_direct(
+    *, user: User, peer_id: int, e2ee: bool | None = None
+) -> tuple[Conversation, bool]:
+    """Open (or return) the one direct conversation between ``user`` and ``peer_id``."""
+    key = f"{min(user.pk, peer_id)}:{max(user.pk, peer_id)}"
+    existing = Conversation.objects.filter(direct_key=key).first()
+    if existing is not None:
+        if not Membership.objects.filter(conversation=existing, user=user).exists():
+            raise NotFound("No such conversation.", code="conversation_not_found")
+        return existing, False
+    peer = User.objects.filter(pk=peer_id).first()
+    if peer is None:
+        raise NotFound("No such user.", code="user_not_found")
+    check_can_contact(user=user, peer=peer)
+    use_e2ee = settings.HEALTHCHAT_E2EE_DEFAULT if e2ee is None else bool(e2ee)
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                kind=Conversation.Kind.DIRECT, direct_key=key, e2ee=use_e2ee, created_by=user
+            )
+            Membership.objects.bulk_create(
+                [
+                    Membership(conversation=conversation, user=user, role=Membership.Role.MEMBER),
+                    Membership(conversation=conversation, user=peer, role=Membership.Role.MEMBER),
+                ]
+            )
+    except IntegrityError:
+        existing = Conversation.objects.filter(direct_key=key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return conversation, True
+
+
+def block_user(*, user: User, blocked_id: int) -> None:
+    if blocked_id == user.pk:
+        raise ApplicationError("cannot_block_self", "You cannot block yourself.")
+    if not User.objects.filter(pk=blocked_id).exists():
+        raise NotFound("No such user.", code="user_not_found")
+    Block.objects.get_or_create(blocker=user, blocked_id=blocked_id)
+
+
+def unblock_user(*, user: User, blocked_id: int) -> None:
+    Block.objects.filter(blocker=user, blocked_id=blocked_id).delete()
+
+
+# --- Messages -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    created: bool
+
+
+def _existing_send(sender: User, client_id: uuid.UUID, conversation_id: int) -> Message | None:
+    message = Message.objects.filter(sender=sender, client_id=client_id).first()
+    if message is not None and message.conversation_id != conversation_id:
+        raise ApplicationError(
+            "client_id_reused", "This client_id was already used for another conversation.", status=409
+        )
+    return message
+
+
+def check_can_send(*, sender: User, conversation_id: int) -> Membership:
+    membership = selectors.membership_get(user=sender, conversation_id=conversation_id)
+    conversation = membership.conversation
+    if conversation.kind == Conversation.Kind.DIRECT:
+        peer_ids = [
+            uid for uid in map(int, (conversation.direct_key or "0:0").split(":")) if uid != sender.pk
+        ]
+        if peer_ids and is_blocked(sender.pk, peer_ids[0]):
+            raise PermissionDenied("This conversation is blocked.", code="blocked")
+    return membership
+
+
+def message_send(
+    *,
+    sender: User,
+    conversation_id: int,
+    client_id: str | uuid.UUID,
+    body: str | None,
+    reply_to: int | None = None,
+    origin_channel: str | None = None,
+) -> SendResult:
+    """Send a message. Idempotent on ``client_id``; returns only once committed."""
+    cid = v.validate_client_id(client_id)
+    existing = _existing_send(sender, cid, conversation_id)
+    if existing is not None:
+        return SendResult(existing, False)
+    membership = check_can_send(sender=sender, conversation_id=conversation_id)
+    if membership.conversation.e2ee:
+        raise ApplicationError(
+            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
+        )
+    text = v.validate_body(body or "")
+    if (
+        reply_to is not None
+        and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
+    ):
+        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    try:
+        with transaction.atomic():
+            seq, number = _allocate(conversation_id, message=True)
+            recipients = selectors.active_member_ids(conversation_id=conversation_id)
+            if sender.pk not in recipients:  # removed between the check and the lock
+                raise NotFound("No such conversation.", code="conversation_not_found")
+            message = Message.objects.create(
+                conversation_id=conversation_id,
+                seq=seq,
+                sender=sender,
+                client_id=cid,
+                body=text,
+                reply_to_id=reply_to,
+            )
+            Event.objects.create(
+                conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
+            )
+            # Sending implies having everything up to here.
+            Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+                read_seq=Greatest("read_seq", seq), delivered_seq=Greatest("delivered_seq", seq)
+            )
+            frame = {
+                "type": "message.new",
+                "data": {"message": selectors.message_data(message)},
+                "event": number,
+            }
+            fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
+            others = [uid for uid in recipients if uid != sender.pk]
+            transaction.on_commit(
+                lambda: message_committed.send(
+                    sender=Message,
+                    message_id=message.pk,
+                    conversation_id=conversation_id,
+                    sender_id=sender.pk,
+                    recipient_ids=others,
+                )
+            )
+    except IntegrityError:
+        # A concurrent send of the same client_id won: return its message.
+        existing = _existing_send(sender, cid, conversation_id)
+        if existing is None:
+            raise
+        return SendResult(existing, False)
+    return SendResult(message, True)
+
+
+def system_message_create(
+    *, conversation_id: int, actor: User, payload: dict[str, Any], recipients_extra: list[int] | None = None
+) -> Message:
+    """A membership change or group update recorded in history (call inside a transaction)."""
+    seq, number = _allocate(conversation_id, message=True)
+    message = Message.objects.create(
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=actor,
+        client_id=uuid.uuid4(),
+        kind=Message.Kind.SYSTEM,
+        system=payload,
+    )
+    Event.objects.create(
+        conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
+    )
+    recipients = selectors.active_member_ids(conversation_id=conversation_id)
+    for uid in recipients_extra or []:
+        if uid not in recipients:
+            recipients.append(uid)
+    frame = {"type": "message.new", "data": {"message": selectors.message_data(message)}, "event": number}
+    fan_out_on_commit(user_ids=recipients, frame=frame)
+    return message
+
+
+def _own_message_for_update(*, user: User, message_id: int) -> Message:
+    message = selectors.message_get_for_member(user=user, message_id=message_id)
+    if message.sender_id != user.pk or message.kind != Message.Kind.TEXT:
+        raise PermissionDenied("You can only change your own messages.", code="not_message_sender")
+    if message.deleted_at is not None:
+        raise ApplicationError("message_deleted", "This message was deleted.", status=409)
+    return message
+
+
+def _record_update(message: Message, number: int) -> None:
+    Event.objects.create(
+        conversation_id=message.conversation_id,
+        number=number,
+        kind=Event.Kind.MESSAGE_UPDATED,
+        message=message,
+    )
+    frame = {"type": "message.updated", "data": {"message": selectors.message_data(message)}, "event": number}
+    fan_out_on_commit(
+        user_ids=selectors.active_member_ids(conversation_id=message.conversation_id), frame=frame
+    )
+
+
+def message_edit(*, user: User, message_id: int, body: str) -> Message:
+    text = v.validate_body(body)
+    message = _own_message_for_update(user=user, message_id=message_id)
+    if message.conversation.e2ee:
+        raise ApplicationError("e2ee_required", "Encrypted messages cannot be edited in plaintext.")
+    with transaction.atomic():
+        _seq, number = _allocate(message.conversation_id, message=False)
+        message.refresh_from_db(fields=["deleted_at"])
+        if message.deleted_at is not None:
+            raise ApplicationError("message_deleted", "This message was deleted.", status=409)
+        message.body = text
+        message.edited_at = timezone.now()
+        message.save(update_fields=["body", "edited_at"])
+        _record_update(message, number)
+    return message
+
+
+def message_delete(*, user: User, message_id: int) -> Message:
+    """Unsend: the message keeps its seq and loses its content."""
+    message = _own_message_for_update(user=user, message_id=message_id)
+    with transaction.atomic():
+        _seq, number = _allocate(message.conversation_id, message=False)
+        message.body = ""
+        message.deleted_at = timezone.now()
+        message.save(update_fields=["body", "deleted_at"])
+        _record_update(message, number)
+    return message
+
+
+# --- Receipts -------------------------------------------------------------------------------
+def receipt_mark(
+    *, user: User, conversation_id: int, seq: int, kind: str, origin_channel: str | None = None
+) -> dict[str, Any]:
+    """``delivered`` or ``read`` up to ``seq``; monotonic (a lower value changes nothing)."""
+    v.validate_seq(seq)
+    field = {"delivered": "delivered_seq", "read": "read_seq"}.get(kind)
+    if field is None:
+        raise ApplicationError("invalid_receipt", "Receipt kind must be delivered or read.")
+    membership = selectors.membership_get(user=user, conversation_id=conversation_id)
+    last_seq = membership.conversation.last_seq
+    if seq > last_seq:
+        raise ApplicationError("seq_out_of_range", f"seq must be at most {last_seq}.")
+    current = getattr(membership, field)
+    if seq <= current and not (kind == "read" and membership.delivered_seq < seq):
+        return {"conversation_id": conversation_id, "user_id": user.pk, field: current}
+    with transaction.atomic():
+        _lock(conversation_id)
+        fresh = Membership.objects.select_for_update().get(pk=membership.pk)
+        updates: dict[str, int] = {}
+        if seq > getattr(fresh, field):
+            updates[field] = seq
+        if kind == "read" and seq > fresh.delivered_seq:
+            updates["delivered_seq"] = seq  # read implies delivered
+        if not updates:
+            return {"conversation_id": conversation_id, "user_id": user.pk, field: getattr(fresh, field)}
+        Membership.objects.filter(pk=fresh.pk).update(**updates)
+        _seq, number = _allocate(conversation_id, message=False)
+        data = {"user_id": user.pk, **updates}
+        Event.objects.create(
+            conversation_id=conversation_id, number=number, kind=Event.Kind.RECEIPT, data=data
+        )
+        frame = {"type": "receipt", "data": {"conversation_id": conversation_id, **data}, "event": number}
+        fan_out_on_commit(
+            user_ids=selectors.active_member_ids(conversation_id=conversation_id),
+            frame=frame,
+            exclude_channel=origin_channel,
+        )
+    return {"conversation_id": conversation_id, **data}
+
+
+# --- Typing (ephemeral: never stored) -------------------------------------------------------
+def typing_notify(
+    *, user: User, conversation_id: int, active: bool, origin_channel: str | None = None
+) -> None:
+    selectors.membership_get(user=user, conversation_id=conversation_id)
+    others = [uid for uid in selectors.active_member_ids(conversation_id=conversation_id) if uid != user.pk]
+    frame = {
+        "type": "typing",
+        "data": {"conversation_id": conversation_id, "user_id": user.pk, "active": bool(active)},
+    }
+    fan_out(user_ids=others, frame=frame, exclude_channel=origin_channel)
+
+
+# --- Account erasure and export (registered with accounts) -----------------------------------
+def erase_user_messages(user: User) -> None:
+    """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
+    Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
+    Membership.objects.filter(user=user, left_at__isnull=True).update(muted_until=None)
+
+
+def export_user_messages(user: User) -> dict[str, Any]:
+    memberships = Membership.objects.filter(user=user).select_related("conversation")
+    messages = Message.objects.filter(sender=user, kind=Message.Kind.TEXT).order_by("conversation_id", "seq")
+    return {
+        "conversations": [
+            {
+                "id": m.conversation_id,
+                "kind": m.conversation.kind,
+                "name": m.conversation.name,
+                "role": m.role,
+                "joined_at": m.joined_at.isoformat(),
+                "left_at": m.left_at.isoformat() if m.left_at else None,
+            }
+            for m in memberships
+        ],
+        "messages_sent": [selectors.message_data(message) for message in messages],
+    }

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("conversations", apis.ConversationListCreateApi.as_view(), name="conversation-list"),
+    path(
+        "conversations/<int:conversation_id>",
+        apis.ConversationDetailApi.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages",
+        apis.MessageHistoryApi.as_view(),
+        name="message-history",
+    ),
+    path("blocks", apis.BlockCreateApi.as_view(), name="block-create"),
+    path("blocks/<int:user_id>", apis.BlockDeleteApi.as_view(), name="block-delete"),
+]

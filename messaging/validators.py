@@ -1,0 +1,72 @@
+"""Validation rules for messaging, shared by REST serializers, socket frames and services."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from django.conf import settings
+
+from healthchat.errors import ApplicationError
+
+CONVERSATION_KINDS = ("direct", "group")
+MEMBER_ROLES = ("owner", "admin", "member")
+MESSAGE_KINDS = ("text", "system")
+EVENT_KINDS = ("message.new", "message.updated", "receipt")
+GROUP_NAME_MAX = 100
+GROUP_DESCRIPTION_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def max_body_length() -> int:
+    return int(settings.HEALTHCHAT_MESSAGE_MAX_LENGTH)
+
+
+def validate_body(value: str) -> str:
+    """A message body: not blank, within the length limit, no control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ApplicationError("empty_message", "A message needs a body.")
+    if len(value) > max_body_length():
+        raise ApplicationError(
+            "message_too_long", f"A message may have at most {max_body_length()} characters."
+        )
+    if _CONTROL.search(value):
+        raise ApplicationError("invalid_body", "The message contains control characters.")
+    return value
+
+
+def validate_client_id(value: str | uuid.UUID) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError("invalid_client_id", "client_id must be a UUID.") from exc
+
+
+def validate_seq(value: int, *, field: str = "seq") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApplicationError("invalid_seq", f"{field} must be a non-negative integer.")
+    return value
+
+
+def validate_group_name(value: str) -> str:
+    name = " ".join(str(value).split())
+    if not name:
+        raise ApplicationError("invalid_group_name", "A group needs a name.", fields={"name": ["blank"]})
+    if len(name) > GROUP_NAME_MAX or _CONTROL.search(name):
+        raise ApplicationError(
+            "invalid_group_name",
+            f"A group name has at most {GROUP_NAME_MAX} printable characters.",
+            fields={"name": ["invalid"]},
+        )
+    return name
+
+
+def validate_group_description(value: str) -> str:
+    text = str(value).strip()
+    if len(text) > GROUP_DESCRIPTION_MAX or _CONTROL.search(text):
+        raise ApplicationError(
+            "invalid_description",
+            f"A description has at most {GROUP_DESCRIPTION_MAX} characters.",
+            fields={"description": ["invalid"]},
+        )
+    return text
