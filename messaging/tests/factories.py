@@ -10,7 +10,7 @@ from messaging.models import Conversation
 
 def pair() -> tuple[User, User, Conversation]:
     """A patient and a verified doctor with their direct conversation."""
-    patient = PatientFactory()
-    doctor = DoctorFactory()
+    patient: User = PatientFactory.create()
+    doctor: User = DoctorFactory.create()
     conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk)
     return patient, doctor, conversation
