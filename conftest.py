@@ -188,3 +188,22 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def firebase_admin_api(firebase_certs: responses.RequestsMock) -> list[tuple[str, dict[str, Any]]]:
+    """Google's Identity Toolkit admin API (revoke, delete) answered at the HTTP boundary.
+
+    Returns the list of (url, json body) calls firebase-admin made.
+    """
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        body = json.loads(request.body or b"{}")
+        calls.append((request.url, body))
+        return 200, {}, json.dumps({"localId": body.get("localId", ""), "kind": "identitytoolkit#Response"})
+
+    firebase_certs.add_callback(
+        responses.POST, re.compile(r"https://identitytoolkit\.googleapis\.com/.*"), callback=answer
+    )
+    return calls
