@@ -86,3 +86,64 @@ def test_dev_sign_in_register_and_me(embedded):
     me = requests.get(f"{server.base_url}/api/v1/me", headers=headers, timeout=5)
     assert me.status_code == 200
     assert me.json()["phone_number"] == "+14155550100"
+
+
+def test_socket_message_between_patient_and_doctor(embedded):
+    import asyncio
+    import uuid
+
+    from tests.wsclient import WsClient
+
+    server, env = embedded
+    patient_token = dev_token(env, "+14155550111")
+    doctor_token = dev_token(env, "+14155550122")
+    base = f"{server.base_url}/api/v1"
+    doctor = requests.post(
+        f"{base}/auth/register",
+        json={
+            "role": "doctor",
+            "display_name": "Dr Amina",
+            "specialty": "general-practice",
+            "licence_number": "GMC-1",
+            "jurisdiction": "GB",
+            "consultation_fee": 2500,
+            "currency": "GBP",
+        },
+        headers={"Authorization": f"Bearer {doctor_token}"},
+        timeout=5,
+    ).json()
+    subprocess.run(
+        [sys.executable, "manage.py", "verify_doctor", str(doctor["id"])],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    patient_headers = {"Authorization": f"Bearer {patient_token}"}
+    requests.post(
+        f"{base}/auth/register",
+        json={"role": "patient", "display_name": "Pat"},
+        headers=patient_headers,
+        timeout=5,
+    )
+    conversation = requests.post(
+        f"{base}/conversations", json={"peer_id": doctor["id"]}, headers=patient_headers, timeout=5
+    )
+    assert conversation.status_code == 201, conversation.text
+    conversation_id = conversation.json()["id"]
+    ws_url = f"ws://127.0.0.1:{server.port}/ws/v1/"
+
+    async def scenario():
+        a = await WsClient.connect(ws_url, patient_token)
+        b = await WsClient.connect(ws_url, doctor_token)
+        ack = await a.request(
+            "message.send",
+            {"conversation_id": conversation_id, "client_id": str(uuid.uuid4()), "body": "hello"},
+        )
+        assert ack["type"] == "ack", ack
+        got = await b.expect("message.new")
+        assert got["data"]["message"]["body"] == "hello"
+        await a.close()
+        await b.close()
+
+    asyncio.run(scenario())
