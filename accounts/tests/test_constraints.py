@@ -72,9 +72,11 @@ def test_doctor_profile_rules():
     rejected(lambda: qs.update(licence_number=""))
     other = DoctorFactory()
     profile = other.doctor_profile
-    rejected(lambda: DoctorProfile.objects.filter(user=doctor).update(
-        licence_number=profile.licence_number, jurisdiction=profile.jurisdiction
-    ))
+    rejected(
+        lambda: DoctorProfile.objects.filter(user=doctor).update(
+            licence_number=profile.licence_number, jurisdiction=profile.jurisdiction
+        )
+    )
 
 
 def test_specialty_protected_while_doctors_use_it():
@@ -94,8 +96,10 @@ def test_device_rules():
 
 
 def test_foreign_keys_enforced_by_database():
-    rejected(lambda: raw(
-        "INSERT INTO accounts_device (user_id, installation_id, platform, app_version, created_at, updated_at) "
-        "VALUES (%s, 'x', 'android', '', now(), now())",
-        [987654321],
-    ))
+    rejected(
+        lambda: raw(
+            "INSERT INTO accounts_device (user_id, installation_id, platform, app_version, created_at, updated_at) "
+            "VALUES (%s, 'x', 'android', '', now(), now())",
+            [987654321],
+        )
+    )
