@@ -9,6 +9,7 @@ from .health import healthz
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("messaging.urls")),
+    path("", include("groups.urls")),
 ]
 
 urlpatterns = [

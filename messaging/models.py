@@ -162,10 +162,16 @@ class Event(models.Model):
         MESSAGE_NEW = "message.new", "message.new"
         MESSAGE_UPDATED = "message.updated", "message.updated"
         RECEIPT = "receipt", "receipt"
+        MEMBER_ADDED = "member.added", "member.added"
+        MEMBER_REMOVED = "member.removed", "member.removed"
+        MEMBER_LEFT = "member.left", "member.left"
+        MEMBER_ROLE_CHANGED = "member.role_changed", "member.role_changed"
+        GROUP_UPDATED = "group.updated", "group.updated"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
     number = models.BigIntegerField()
     kind = models.CharField(max_length=24, choices=Kind.choices)
+    # member.* / group.updated events point at their system message (which has the seq).
     message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     # Receipts: {"user_id", "delivered_seq"?, "read_seq"?}. Never message content.
     data = models.JSONField(null=True, blank=True)

@@ -190,7 +190,7 @@ class SyncCursor:
             positions = {int(k): int(v) for k, v in data["c"].items()}
             if data.get("v") != 1 or any(v < 0 for v in positions.values()):
                 raise ValueError("bad cursor")
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error) as exc:
             raise ApplicationError(
                 "invalid_cursor", "The sync cursor is not one this server issued."
             ) from exc
@@ -202,7 +202,16 @@ def _event_frame(event: Event) -> dict[str, Any]:
         data = {"conversation_id": event.conversation_id, **(event.data or {})}
         return {"type": "receipt", "data": data, "event": event.number}
     assert event.message is not None
-    return {"type": event.kind, "data": {"message": message_data(event.message)}, "event": event.number}
+    return event_frame(event.kind, event.message, event.number)
+
+
+def event_frame(kind: str, message: Message, number: int) -> dict[str, Any]:
+    """message.new / message.updated carry the message; member.* and group.updated carry their
+    system message (with its seq) plus its payload at the top level of ``data``."""
+    data: dict[str, Any] = {"message": message_data(message)}
+    if kind not in ("message.new", "message.updated") and message.system:
+        data = {"conversation_id": message.conversation_id, **message.system, **data}
+    return {"type": kind, "data": data, "event": number}
 
 
 def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]], str, bool]:

@@ -121,12 +121,14 @@ def check_can_contact(*, user: User, peer: User) -> None:
         return
     if _verified_doctor(user) and _verified_doctor(peer):
         return
-    if (
-        _verified_doctor(user)
-        and peer.role == User.Role.PATIENT
-        and any(rule(user, peer) for rule in contact_rules)
-    ):
-        return
+    if _verified_doctor(user) and peer.role == User.Role.PATIENT:
+        # "Their" patients: one who already has a conversation with them, or whom a
+        # registered rule (e.g. a consultation) connects to them.
+        key = f"{min(user.pk, peer.pk)}:{max(user.pk, peer.pk)}"
+        if Conversation.objects.filter(direct_key=key).exists() or any(
+            rule(user, peer) for rule in contact_rules
+        ):
+            return
     raise PermissionDenied("You may not start a conversation with this user.", code="contact_not_allowed")
 
 
@@ -276,9 +278,20 @@ def message_send(
 
 
 def system_message_create(
-    *, conversation_id: int, actor: User, payload: dict[str, Any], recipients_extra: list[int] | None = None
+    *,
+    conversation_id: int,
+    actor: User,
+    kind: str,
+    payload: dict[str, Any],
+    also_notify: list[int] | None = None,
 ) -> Message:
-    """A membership change or group update recorded in history (call inside a transaction)."""
+    """A membership change or group update, recorded in history with its own seq and event.
+
+    Call inside the caller's transaction, after the conversation row is locked (``lock``) and
+    the membership change is written, so the recipients are the members as of this event.
+    """
+    if kind not in v.MEMBER_EVENT_KINDS:
+        raise ValueError(f"not a member event: {kind}")
     seq, number = _allocate(conversation_id, message=True)
     message = Message.objects.create(
         conversation_id=conversation_id,
@@ -286,18 +299,18 @@ def system_message_create(
         sender=actor,
         client_id=uuid.uuid4(),
         kind=Message.Kind.SYSTEM,
-        system=payload,
+        system={"event": kind, **payload},
     )
-    Event.objects.create(
-        conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
-    )
+    Event.objects.create(conversation_id=conversation_id, number=number, kind=kind, message=message)
     recipients = selectors.active_member_ids(conversation_id=conversation_id)
-    for uid in recipients_extra or []:
-        if uid not in recipients:
-            recipients.append(uid)
-    frame = {"type": "message.new", "data": {"message": selectors.message_data(message)}, "event": number}
-    fan_out_on_commit(user_ids=recipients, frame=frame)
+    recipients += [uid for uid in also_notify or [] if uid not in recipients]
+    fan_out_on_commit(user_ids=recipients, frame=selectors.event_frame(kind, message, number))
     return message
+
+
+def lock(conversation_id: int) -> tuple[int, int]:
+    """Lock the conversation row for a membership change; returns (last_seq, last_event)."""
+    return _lock(conversation_id)
 
 
 def _own_message_for_update(*, user: User, message_id: int) -> Message:

@@ -12,7 +12,8 @@ from healthchat.errors import ApplicationError
 CONVERSATION_KINDS = ("direct", "group")
 MEMBER_ROLES = ("owner", "admin", "member")
 MESSAGE_KINDS = ("text", "system")
-EVENT_KINDS = ("message.new", "message.updated", "receipt")
+MEMBER_EVENT_KINDS = ("member.added", "member.removed", "member.left", "member.role_changed", "group.updated")
+EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS)
 GROUP_NAME_MAX = 100
 GROUP_DESCRIPTION_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -12,6 +12,16 @@ from typing import Any
 import websockets
 
 _refs = itertools.count(1)
+SYNC_TYPES = (
+    "message.new",
+    "message.updated",
+    "receipt",
+    "member.added",
+    "member.removed",
+    "member.left",
+    "member.role_changed",
+    "group.updated",
+)
 
 
 class WsClient:
@@ -125,7 +135,7 @@ class WsClient:
             frame = await self.recv(deadline - loop.time())
             if frame.get("type") == "sync.done" and frame.get("ref") == ref:
                 return frames, frame["data"]["cursor"], frame["data"]["more"]
-            if frame.get("type") in ("message.new", "message.updated", "receipt"):
+            if frame.get("type") in SYNC_TYPES:
                 frames.append(frame)
             else:
                 self.inbox.append(frame)
