@@ -2,18 +2,30 @@
 
 Only services publish events, and only after commit (``publish_on_commit``): nothing is
 announced that was rolled back. The channel layer is at-most-once; PostgreSQL stays the truth.
+
+When a service runs on behalf of a socket (``run_service``), its events are collected and sent
+from the event loop once the service returns, instead of hopping back to the loop from the
+worker thread once per event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
+from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 logger = logging.getLogger("healthchat.realtime")
+
+T = TypeVar("T")
+Pending = list[tuple[str, dict[str, Any]]]
+_deferred: ContextVar[Pending | None] = ContextVar("healthchat_deferred_events", default=None)
 
 
 def user_group(user_id: int) -> str:
@@ -21,7 +33,16 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def presence_group(user_id: int) -> str:
+    """Sockets watching ``user_id``'s presence join this group."""
+    return f"presence.{user_id}"
+
+
 def publish(group: str, event: dict[str, Any]) -> None:
+    pending = _deferred.get()
+    if pending is not None:
+        pending.append((group, event))
+        return
     layer = get_channel_layer()
     if layer is None:
         return
@@ -35,6 +56,33 @@ def publish_on_commit(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: publish(group, event))
 
 
-def presence_group(user_id: int) -> str:
-    """Sockets watching ``user_id``'s presence join this group."""
-    return f"presence.{user_id}"
+async def flush(pending: Pending) -> None:
+    """Send collected events: in order within a group, groups concurrently."""
+    layer = get_channel_layer()
+    if layer is None or not pending:
+        return
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for group, event in pending:
+        by_group.setdefault(group, []).append(event)
+
+    async def send_all(group: str, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            try:
+                await layer.group_send(group, event)
+            except Exception:
+                logger.warning("could not publish %s to %s", event.get("type"), group, exc_info=True)
+
+    await asyncio.gather(*(send_all(g, evs) for g, evs in by_group.items()))
+
+
+async def run_service(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run a sync service from async code: in a worker thread with its own DB connection
+    (stale connections closed before and after), then publish the events it committed."""
+    pending: Pending = []
+    token = _deferred.set(pending)
+    try:
+        result: T = await DatabaseSyncToAsync(fn, thread_sensitive=False)(**kwargs)
+    finally:
+        _deferred.reset(token)
+    await flush(pending)
+    return result

@@ -9,14 +9,14 @@ import time
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from accounts import ws_auth
 from accounts.models import User
 from healthchat.errors import ApplicationError
-from healthchat.realtime import presence_group, user_group
+from healthchat.realtime import presence_group, run_service, user_group
 
 from . import presence, protocol
 from .handlers import HANDLERS
@@ -26,6 +26,7 @@ logger = logging.getLogger("healthchat.ws")
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_FLOOD = 4429
+CLOSE_INTERNAL_ERROR = 1011
 FLOOD_WARNINGS_BEFORE_CLOSE = 10
 
 
@@ -79,7 +80,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         authorization = _header(self.scope, b"authorization")
         device_header = _header(self.scope, b"x-device-id")
         if authorization and authorization.lower().startswith("bearer "):
-            device_id = int(device_header) if device_header and device_header.isdigit() else None
+            device_id = (
+                int(device_header)
+                if device_header and device_header.isascii() and device_header.isdigit()
+                else None
+            )
             await self.authenticate(authorization[7:].strip(), device_id, ref=None)
         else:
             self.tasks.append(asyncio.create_task(self._auth_deadline()))
@@ -87,12 +92,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- authentication ---------------------------------------------------------------------
     async def authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
         try:
-            user, verified, device = await database_sync_to_async(ws_auth.authenticate_socket)(
-                token, device_id
+            user, verified, device = await run_service(
+                ws_auth.authenticate_socket, token=token, device_id=device_id
             )
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, ref)
             await self.close(code=CLOSE_FORBIDDEN if exc.status == 403 else CLOSE_UNAUTHORIZED)
+            return
+        except Exception:
+            logger.exception("socket authentication failed")
+            await self.send_error("internal_error", "An internal error occurred.", ref)
+            await self.close(code=CLOSE_INTERNAL_ERROR)
             return
         self.user, self.device_id = user, device
         self._schedule_expiry(verified.expires_at)
@@ -125,7 +135,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def refresh(self, token: str) -> dict[str, Any]:
         assert self.user is not None
-        verified = await database_sync_to_async(ws_auth.reverify_socket)(token, self.user.pk)
+        verified = await run_service(ws_auth.reverify_socket, token=token, user_id=self.user.pk)
         self._schedule_expiry(verified.expires_at)
         return {"expires_at": verified.expires_at}
 
@@ -233,6 +243,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if ref is not None:
             frame["ref"] = ref
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, minus its per-message ``aclose_old_connections`` thread hop:
+        no handler here touches the database except through ``run_service``, which closes
+        stale connections in the thread that uses them."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- channel-layer events -----------------------------------------------------------------
     async def client_event(self, event: dict[str, Any]) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from channels.db import database_sync_to_async
-
 from healthchat.errors import ApplicationError
+from healthchat.realtime import run_service
 
 from . import presence, selectors, services
 
@@ -36,7 +35,8 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         raise ApplicationError("e2ee_unavailable", "End-to-end encrypted sending is not available yet.")
     if data.attachment_ids:
         raise ApplicationError("attachments_unavailable", "Attachments are not available yet.")
-    result = await database_sync_to_async(services.message_send)(
+    result = await run_service(
+        services.message_send,
         sender=conn.user,
         conversation_id=data.conversation_id,
         client_id=data.client_id,
@@ -48,22 +48,21 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 
 async def message_edit(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
-    message = await database_sync_to_async(services.message_edit)(
-        user=conn.user, message_id=frame.data.message_id, body=frame.data.body
+    message = await run_service(
+        services.message_edit, user=conn.user, message_id=frame.data.message_id, body=frame.data.body
     )
     return {"message": selectors.message_data(message)}
 
 
 async def message_delete(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
-    message = await database_sync_to_async(services.message_delete)(
-        user=conn.user, message_id=frame.data.message_id
-    )
+    message = await run_service(services.message_delete, user=conn.user, message_id=frame.data.message_id)
     return {"message": selectors.message_data(message)}
 
 
 def _receipt(kind: str) -> Handler:
     async def handler(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
-        return await database_sync_to_async(services.receipt_mark)(
+        return await run_service(
+            services.receipt_mark,
             user=conn.user,
             conversation_id=frame.data.conversation_id,
             seq=frame.data.seq,
@@ -75,7 +74,8 @@ def _receipt(kind: str) -> Handler:
 
 
 async def typing(conn: ChatConsumer, frame: Any) -> None:
-    await database_sync_to_async(services.typing_notify)(
+    await run_service(
+        services.typing_notify,
         user=conn.user,
         conversation_id=frame.data.conversation_id,
         active=frame.data.active,
@@ -84,9 +84,7 @@ async def typing(conn: ChatConsumer, frame: Any) -> None:
 
 
 async def sync(conn: ChatConsumer, frame: Any) -> None:
-    frames, cursor, more = await database_sync_to_async(selectors.sync_events)(
-        user=conn.user, cursor=frame.data.cursor
-    )
+    frames, cursor, more = await run_service(selectors.sync_events, user=conn.user, cursor=frame.data.cursor)
     for item in frames:
         await conn.send_frame(item)
     await conn.send_frame({"type": "sync.done", "ref": frame.ref, "data": {"cursor": cursor, "more": more}})
@@ -99,7 +97,7 @@ async def presence_subscribe(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         raise ApplicationError(
             "too_many_subscriptions", f"At most {MAX_PRESENCE_WATCH} users may be watched."
         )
-    allowed = await database_sync_to_async(selectors.contact_ids)(user=conn.user)
+    allowed = await run_service(selectors.contact_ids, user=conn.user)
     granted = [uid for uid in requested if uid in allowed]
     await conn.watch_presence(granted)
     for uid, (online, last_seen) in (await presence.store().status(granted)).items():

@@ -7,6 +7,7 @@ Unknown fields are refused (``extra="forbid"``). ``docs/protocol.md`` is checked
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from healthchat.errors import ApplicationError
 
 MAX_REF = 64
+# A JSON ``\uD800``-``\uDFFF`` escape: the only way a lone surrogate (not UTF-8 encodable, so
+# refused by PostgreSQL) gets into a decoded frame; the text of a WebSocket frame is valid UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _Strict(BaseModel):
@@ -170,6 +174,11 @@ SERVER_FRAMES: tuple[str, ...] = (
     "typing",
     "sync.done",
     "presence",
+    "member.added",
+    "member.removed",
+    "member.left",
+    "member.role_changed",
+    "group.updated",
 )
 
 # Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
@@ -207,8 +216,30 @@ ERROR_CODES: tuple[str, ...] = (
     "too_many_subscriptions",
     "e2ee_unavailable",
     "attachments_unavailable",
+    "user_disabled",
+    "auth_unavailable",
     "internal_error",
 )
+
+
+def _clean_ref(value: Any) -> str | None:
+    """A ``ref`` to echo back: a short string of valid Unicode, else none."""
+    if not isinstance(value, str) or len(value) > MAX_REF:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def _encodable(raw: Any) -> bool:
+    """False when a decoded frame holds a lone surrogate (a string that is not valid Unicode)."""
+    try:
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def peek_ref(text: str | None) -> str | None:
@@ -219,8 +250,7 @@ def peek_ref(text: str | None) -> str | None:
         raw = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    ref = raw.get("ref") if isinstance(raw, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= MAX_REF else None
+    return _clean_ref(raw.get("ref")) if isinstance(raw, dict) else None
 
 
 def parse(text: str) -> Any:
@@ -231,8 +261,11 @@ def parse(text: str) -> Any:
         raise ApplicationError("invalid_json", "The frame is not valid JSON.") from exc
     if not isinstance(raw, dict):
         raise ApplicationError("invalid_frame", "A frame is a JSON object.")
-    ref = raw.get("ref")
-    ref = ref if isinstance(ref, str) and len(ref) <= MAX_REF else None
+    ref = _clean_ref(raw.get("ref"))
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(raw):
+        raise ApplicationError(
+            "invalid_frame", "The frame holds a string that is not valid Unicode.", extra={"ref": ref}
+        )
     frame_type = raw.get("type")
     if not isinstance(frame_type, str) or frame_type not in CLIENT_FRAMES:
         raise ApplicationError("unknown_type", "Unknown frame type.", extra={"ref": ref})
