@@ -25,6 +25,7 @@ from .serializers import (
     RegisterInputSerializer,
     UserOutSerializer,
 )
+from .throttling import FirebaseScopedRateThrottle
 
 
 def _user(request: Request) -> User:
@@ -37,7 +38,7 @@ class RegisterApi(APIView):
     """Register the signed-in phone number as a patient or doctor (idempotent)."""
 
     permission_classes = [HasFirebaseToken]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [FirebaseScopedRateThrottle]
     throttle_scope = "register"
 
     @extend_schema(

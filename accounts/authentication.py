@@ -55,7 +55,14 @@ class FirebaseAuthentication(BaseAuthentication):
         token = bearer_token(request)
         if token is None:
             return None
-        return authenticate_token(token)
+        try:
+            return authenticate_token(token)
+        except ApplicationError as exc:
+            if exc.status != 401:
+                raise
+            # As DRF's own failure, so the 401 carries ``WWW-Authenticate`` (RFC 7235); the
+            # error handler keeps the stable code (``token_expired``, ``invalid_token``...).
+            raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

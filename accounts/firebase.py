@@ -8,6 +8,7 @@ issuer (``manage.py dev_token``), which production settings refuse.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from firebase_admin import auth as fb_auth
 from firebase_admin import credentials
+from firebase_admin.exceptions import FirebaseError
 from google.auth.credentials import AnonymousCredentials
 
 from healthchat.errors import ApplicationError
@@ -101,14 +103,27 @@ def verify_id_token(token: str) -> VerifiedToken:
         raise TokenError("token_revoked", "The token has been revoked.") from exc
     except fb_auth.UserDisabledError as exc:
         raise TokenError("user_disabled", "This account is disabled.") from exc
+    except fb_auth.UserNotFoundError as exc:
+        # The revocation check looks the user up: a deleted account's tokens are dead.
+        raise TokenError("token_revoked", "The account behind this token no longer exists.") from exc
     except fb_auth.CertificateFetchError as exc:
         logger.error("could not fetch Firebase certificates: %s", type(exc).__name__)
-        raise ApplicationError(
-            "auth_unavailable", "Sign-in cannot be checked right now.", status=503
-        ) from exc
+        raise _unavailable() from exc
     except (fb_auth.InvalidIdTokenError, ValueError) as exc:
         raise TokenError("invalid_token", "The token is invalid.") from exc
+    except (TypeError, KeyError, AttributeError) as exc:
+        # The SDK trips over some well-formed but odd JWTs (e.g. a non-object "d" claim).
+        logger.warning("token verification failed: %s", type(exc).__name__)
+        raise TokenError("invalid_token", "The token is invalid.") from exc
+    except FirebaseError as exc:
+        # The revocation check could not reach Firebase: neither accept nor blame the token.
+        logger.error("firebase unavailable during token check: %s", type(exc).__name__)
+        raise _unavailable() from exc
     return _to_verified(claims)
+
+
+def _unavailable() -> ApplicationError:
+    return ApplicationError("auth_unavailable", "Sign-in cannot be checked right now.", status=503)
 
 
 def _to_verified(claims: dict[str, Any]) -> VerifiedToken:
@@ -130,15 +145,34 @@ def delete_user(uid: str) -> None:
         fb_auth.delete_user(uid, app=_app())
     except fb_auth.UserNotFoundError:
         logger.info("firebase user already gone")
+    except FirebaseError as exc:
+        logger.error("could not delete firebase user: %s", type(exc).__name__)
+        raise _unavailable() from exc
 
 
 def revoke_refresh_tokens(uid: str) -> None:
+    """Invalidate the user's refresh tokens (ID tokens issued before now fail ``check_revoked``)."""
     if _is_dev_uid(uid):
         return
     try:
         fb_auth.revoke_refresh_tokens(uid, app=_app())
     except fb_auth.UserNotFoundError:
         logger.info("firebase user already gone")
+    except FirebaseError as exc:
+        logger.error("could not revoke firebase tokens: %s", type(exc).__name__)
+        raise _unavailable() from exc
+
+
+def reset_app() -> None:
+    """Forget the firebase-admin app, so the next call builds it from the current environment.
+
+    firebase-admin fixes its endpoints (Google or ``FIREBASE_AUTH_EMULATOR_HOST``) when the app's
+    auth client is first built; tests that switch to the emulator and back call this.
+    """
+    with _lock:
+        _app.cache_clear()
+        with contextlib.suppress(ValueError):
+            firebase_admin.delete_app(firebase_admin.get_app(_APP_NAME))
 
 
 # --- Development issuer (never in production) ---------------------------------------------

@@ -104,6 +104,33 @@ def _clean_doctor_fields(data: dict[str, Any], *, creating: bool) -> dict[str, A
     return out
 
 
+def _check_role_fields(role: str, data: dict[str, Any]) -> None:
+    """Profile fields of the other role are refused, not silently dropped."""
+    foreign = set(data) & (DOCTOR_FIELDS if role == User.Role.PATIENT else PATIENT_FIELDS)
+    if foreign:
+        raise ApplicationError(
+            "invalid",
+            f"These fields do not apply to a {role}.",
+            fields={
+                f: [{"code": "not_for_role", "message": f"Not a {role} field."}] for f in sorted(foreign)
+            },
+        )
+
+
+def _registered(*, uid: str, role: str) -> User | None:
+    """The account already registered for ``uid`` (same role), or None."""
+    existing = selectors.user_get_by_firebase_uid(uid=uid)
+    if existing is not None and existing.role != role:
+        raise ApplicationError(
+            "role_mismatch", "This account is already registered with another role.", status=409
+        )
+    return existing
+
+
+class _PhoneTaken(Exception):
+    pass
+
+
 def user_register(
     *, token: firebase.VerifiedToken, role: str, display_name: str, profile: dict[str, Any]
 ) -> tuple[User, bool]:
@@ -113,26 +140,21 @@ def user_register(
     """
     role = v.validate_role(role)
     display_name = v.validate_display_name(display_name)
-    existing = selectors.user_get_by_firebase_uid(uid=token.uid)
+    existing = _registered(uid=token.uid, role=role)
     if existing is not None:
-        if existing.role != role:
-            raise ApplicationError(
-                "role_mismatch", "This account is already registered with another role.", status=409
-            )
         return existing, False
     if not token.phone_number:
         raise ApplicationError(
             "phone_number_required", "Sign in with a phone number before registering.", status=400
         )
     phone = v.validate_phone_number(token.phone_number)
+    _check_role_fields(role, profile)
     patient_fields = _clean_patient_fields(profile) if role == User.Role.PATIENT else {}
     doctor_fields = _clean_doctor_fields(profile, creating=True) if role == User.Role.DOCTOR else {}
     try:
         with transaction.atomic():
             if User.objects.filter(phone_number=phone).exists():
-                raise ApplicationError(
-                    "phone_number_in_use", "This phone number belongs to another account.", status=409
-                )
+                raise _PhoneTaken
             user = User(phone_number=phone, firebase_uid=token.uid, role=role, display_name=display_name)
             user.set_unusable_password()
             user.save()
@@ -140,11 +162,16 @@ def user_register(
                 PatientProfile.objects.create(user=user, **patient_fields)
             else:
                 DoctorProfile.objects.create(user=user, **doctor_fields)
-    except IntegrityError as exc:
-        # A concurrent registration of the same token won the race: return its user.
-        winner = selectors.user_get_by_firebase_uid(uid=token.uid)
-        if winner is not None and winner.role == role:
+    except (IntegrityError, _PhoneTaken) as exc:
+        # A concurrent registration of the same token may have won the race (committed before
+        # our phone check, or while our insert waited on the unique index): return its user.
+        winner = _registered(uid=token.uid, role=role)
+        if winner is not None:
             return winner, False
+        if isinstance(exc, _PhoneTaken) or "phone_number" in str(exc):
+            raise ApplicationError(
+                "phone_number_in_use", "This phone number belongs to another account.", status=409
+            ) from exc
         if "licence" in str(exc):
             raise ApplicationError(
                 "licence_in_use", "This licence number is already registered.", status=409
@@ -158,6 +185,18 @@ def user_register(
     return fresh, True
 
 
+CREDENTIAL_FIELDS = ("licence_number", "jurisdiction", "specialty")
+
+
+def _credentials_changed(*, user: User, fields: dict[str, Any]) -> bool:
+    """True when a doctor's credentials differ from what staff verified (not merely sent again)."""
+    sent = {name: getattr(fields[name], "pk", fields[name]) for name in CREDENTIAL_FIELDS if name in fields}
+    if not sent:
+        return False
+    current = DoctorProfile.objects.select_for_update().filter(user=user).values(*CREDENTIAL_FIELDS).get()
+    return any(current[name] != value for name, value in sent.items())
+
+
 def user_update(*, user: User, data: dict[str, Any]) -> User:
     """PATCH me: display name and own profile fields. Role and verification never change here."""
     forbidden = {"role", "verification_status", "phone_number", "firebase_uid", "is_staff", "verified_at"}
@@ -168,6 +207,8 @@ def user_update(*, user: User, data: dict[str, Any]) -> User:
             status=400,
             fields={f: ["read_only"] for f in sorted(forbidden & set(data))},
         )
+    if user.role in (User.Role.PATIENT, User.Role.DOCTOR):
+        _check_role_fields(str(user.role), {k: data[k] for k in PATIENT_FIELDS | DOCTOR_FIELDS if k in data})
     with transaction.atomic():
         if "display_name" in data:
             user.display_name = v.validate_display_name(data["display_name"])
@@ -178,8 +219,8 @@ def user_update(*, user: User, data: dict[str, Any]) -> User:
                 PatientProfile.objects.filter(user=user).update(**fields)
         elif user.role == User.Role.DOCTOR:
             fields = _clean_doctor_fields({k: data[k] for k in DOCTOR_FIELDS if k in data}, creating=False)
-            if {"licence_number", "jurisdiction", "specialty"} & set(fields):
-                # Credentials changed: staff must verify again.
+            if _credentials_changed(user=user, fields=fields):
+                # Staff must verify again.
                 fields["verification_status"] = DoctorProfile.Verification.PENDING
                 fields["verified_at"] = None
                 fields["verified_by"] = None
@@ -245,6 +286,10 @@ def device_register(
             )
         if device is None and fcm_token is not None:
             device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
+        if installation_id is not None:
+            # An installation id names one app instance, signed in to one account at a time:
+            # another account's row for it is from an earlier sign-in on that phone.
+            Device.objects.filter(installation_id=installation_id).exclude(user=user).delete()
         if fcm_token is not None:
             # A token belongs to one app instance: another account signed in on that phone
             # before, so its old row must not receive this user's pushes.

@@ -1,0 +1,60 @@
+"""Fixtures for the accounts tests: API clients signed in with real RS256 tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts.models import User
+
+
+def _forget_throttles() -> None:
+    """Delete this worker's throttle counters only (never flush: other workers share Redis)."""
+    client = getattr(cache, "_cache", None)
+    if client is None or not hasattr(client, "get_client"):
+        cache.clear()  # a local-memory cache belongs to this process alone
+        return
+    redis = client.get_client(write=True)
+    keys = list(redis.scan_iter(match=cache.make_key("throttle_*"), count=1000))
+    if keys:
+        redis.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles() -> None:
+    """Rate-limit counters outlive the test database (ids restart): start every test clean."""
+    _forget_throttles()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for(make_token: Callable[..., str]) -> Callable[..., APIClient]:
+    """An API client carrying a valid token for ``user`` (its own uid and phone number)."""
+
+    def build(user: User, **token_overrides: Any) -> APIClient:
+        client = APIClient()
+        token = make_token(user.firebase_uid, user.phone_number, **token_overrides)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return build
+
+
+@pytest.fixture
+def bearer() -> Callable[[str], APIClient]:
+    """An API client carrying exactly ``token``."""
+
+    def build(token: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return build
