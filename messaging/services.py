@@ -206,6 +206,137 @@ def check_can_send(*, sender: User, conversation_id: int) -> Membership:
     return membership
 
 
+class _Duplicate(Exception):
+    """The client_id was already used: roll back and return the original."""
+
+
+_SEND_SQL = """
+WITH me AS (
+    SELECT 1 FROM messaging_membership
+    WHERE conversation_id = %(c)s AND user_id = %(u)s AND left_at IS NULL
+), blocked AS (
+    SELECT 1 FROM messaging_block b
+    JOIN messaging_membership o ON o.conversation_id = %(c)s AND o.user_id <> %(u)s AND o.left_at IS NULL
+    WHERE %(direct)s AND ((b.blocker_id = o.user_id AND b.blocked_id = %(u)s)
+                       OR (b.blocker_id = %(u)s AND b.blocked_id = o.user_id))
+), reply_ok AS (
+    SELECT %(reply)s::bigint IS NULL
+        OR EXISTS (SELECT 1 FROM messaging_message WHERE id = %(reply)s AND conversation_id = %(c)s) AS ok
+), msg AS (
+    INSERT INTO messaging_message
+        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
+    SELECT %(c)s, %(seq)s, %(u)s, %(cid)s, 'text', %(body)s, NULL, %(reply)s, %(now)s
+    WHERE EXISTS (SELECT 1 FROM me) AND NOT EXISTS (SELECT 1 FROM blocked) AND (SELECT ok FROM reply_ok)
+    ON CONFLICT (sender_id, client_id) DO NOTHING
+    RETURNING id
+), ev AS (
+    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
+    SELECT %(c)s, %(num)s, 'message.new', id, NULL, %(now)s FROM msg
+), mine AS (
+    UPDATE messaging_membership
+    SET read_seq = GREATEST(read_seq, %(seq)s), delivered_seq = GREATEST(delivered_seq, %(seq)s)
+    WHERE conversation_id = %(c)s AND user_id = %(u)s AND EXISTS (SELECT 1 FROM msg)
+)
+SELECT (SELECT id FROM msg), EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM blocked),
+       (SELECT ok FROM reply_ok),
+       ARRAY(SELECT user_id FROM messaging_membership WHERE conversation_id = %(c)s AND left_at IS NULL)
+"""
+
+
+def _write_message_sql(
+    *, sender: User, conversation_id: int, cid: uuid.UUID, text: str, reply_to: int | None
+) -> tuple[Message, int, list[int]]:
+    """PostgreSQL: the whole send in two statements after BEGIN (lock + allocate; then check,
+    insert message and event, advance the sender's cursors, read the recipients)."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
+            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee",
+            [now, conversation_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFound("No such conversation.", code="conversation_not_found")
+        seq, number, kind, e2ee = int(row[0]), int(row[1]), row[2], bool(row[3])
+        cursor.execute(
+            _SEND_SQL,
+            {
+                "c": conversation_id,
+                "u": sender.pk,
+                "seq": seq,
+                "num": number,
+                "cid": cid,
+                "body": text,
+                "reply": reply_to,
+                "now": now,
+                "direct": kind == Conversation.Kind.DIRECT,
+            },
+        )
+        message_id, is_member, blocked, reply_ok, recipients = cursor.fetchone()
+    if not is_member:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    if e2ee:
+        raise ApplicationError(
+            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
+        )
+    if blocked:
+        raise PermissionDenied("This conversation is blocked.", code="blocked")
+    if not reply_ok:
+        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    if message_id is None:
+        raise _Duplicate
+    message = Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=sender,
+        client_id=cid,
+        kind=Message.Kind.TEXT,
+        body=text,
+        reply_to_id=reply_to,
+        created_at=now,
+    )
+    return message, number, list(recipients)
+
+
+def _write_message_orm(
+    *, sender: User, conversation_id: int, cid: uuid.UUID, text: str, reply_to: int | None
+) -> tuple[Message, int, list[int]]:
+    """Other databases (the embedded SQLite run): the same steps through the ORM."""
+    membership = check_can_send(sender=sender, conversation_id=conversation_id)
+    if membership.conversation.e2ee:
+        raise ApplicationError(
+            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
+        )
+    if (
+        reply_to is not None
+        and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
+    ):
+        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    if Message.objects.filter(sender=sender, client_id=cid).exists():
+        raise _Duplicate
+    seq, number = _allocate(conversation_id, message=True)
+    recipients = selectors.active_member_ids(conversation_id=conversation_id)
+    if sender.pk not in recipients:  # removed between the check and the lock
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    message = Message.objects.create(
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=sender,
+        client_id=cid,
+        body=text,
+        reply_to_id=reply_to,
+    )
+    Event.objects.create(
+        conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
+    )
+    Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+        read_seq=Greatest("read_seq", seq), delivered_seq=Greatest("delivered_seq", seq)
+    )
+    return message, number, recipients
+
+
 def message_send(
     *,
     sender: User,
@@ -215,42 +346,18 @@ def message_send(
     reply_to: int | None = None,
     origin_channel: str | None = None,
 ) -> SendResult:
-    """Send a message. Idempotent on ``client_id``; returns only once committed."""
+    """Send a message. Idempotent on ``client_id``; returns only once committed.
+
+    The conversation row lock orders sends (gapless ``seq``) and membership changes, so a
+    member removed before this commit never receives it.
+    """
     cid = v.validate_client_id(client_id)
-    existing = _existing_send(sender, cid, conversation_id)
-    if existing is not None:
-        return SendResult(existing, False)
-    membership = check_can_send(sender=sender, conversation_id=conversation_id)
-    if membership.conversation.e2ee:
-        raise ApplicationError(
-            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
-        )
     text = v.validate_body(body or "")
-    if (
-        reply_to is not None
-        and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
-    ):
-        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
     try:
         with transaction.atomic():
-            seq, number = _allocate(conversation_id, message=True)
-            recipients = selectors.active_member_ids(conversation_id=conversation_id)
-            if sender.pk not in recipients:  # removed between the check and the lock
-                raise NotFound("No such conversation.", code="conversation_not_found")
-            message = Message.objects.create(
-                conversation_id=conversation_id,
-                seq=seq,
-                sender=sender,
-                client_id=cid,
-                body=text,
-                reply_to_id=reply_to,
-            )
-            Event.objects.create(
-                conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
-            )
-            # Sending implies having everything up to here.
-            Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
-                read_seq=Greatest("read_seq", seq), delivered_seq=Greatest("delivered_seq", seq)
+            message, number, recipients = write(
+                sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
             )
             frame = {
                 "type": "message.new",
@@ -268,8 +375,8 @@ def message_send(
                     recipient_ids=others,
                 )
             )
-    except IntegrityError:
-        # A concurrent send of the same client_id won: return its message.
+    except (IntegrityError, _Duplicate):
+        # Sent before (a lost ack), or a concurrent send of the same client_id won.
         existing = _existing_send(sender, cid, conversation_id)
         if existing is None:
             raise
