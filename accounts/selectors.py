@@ -6,9 +6,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from healthchat.errors import NotFound
+from healthchat.errors import ApplicationError, NotFound
 
 from .models import Device, DoctorProfile, User
+from .validators import validate_phone_number
 
 
 def user_get_by_firebase_uid(*, uid: str) -> User | None:
@@ -20,9 +21,18 @@ def user_get_by_firebase_uid(*, uid: str) -> User | None:
 
 
 def user_get_by_phone_or_id(*, ref: str) -> User:
-    """For operator commands: ``ref`` is a user id or a phone number."""
-    qs = User.objects.all()
-    user = qs.filter(pk=int(ref)).first() if ref.isdigit() else qs.filter(phone_number=ref).first()
+    """For operator commands: ``ref`` is a user id or a phone number (any common format)."""
+    ref = ref.strip()
+    user = None
+    if ref.isdigit():
+        user = User.objects.filter(pk=int(ref)).first()
+    else:
+        try:
+            phone = validate_phone_number(ref)
+        except ApplicationError:
+            phone = None
+        if phone is not None:
+            user = User.objects.filter(phone_number=phone).first()
     if user is None:
         raise NotFound(f"No user matches {ref!r}.", code="user_not_found")
     return user

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 
 import jwt
@@ -39,6 +40,11 @@ def craft(header: dict, claims: dict, signature: bytes = b"") -> str:
 @pytest.fixture
 def patient():
     return PatientFactory()
+
+
+def test_emulator_mode_is_off():
+    """Emulator mode skips signature checks: it must never leak into these tests."""
+    assert "FIREBASE_AUTH_EMULATOR_HOST" not in os.environ
 
 
 # --- accepted ------------------------------------------------------------------------------
