@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.models import User
+from healthchat.errors import ApplicationError
 
 from . import selectors, services
 from .serializers import (
+    AttachmentLinkSerializer,
+    AttachmentOutSerializer,
     BlockInputSerializer,
     ConversationOpenInputSerializer,
     ConversationOutSerializer,
@@ -112,3 +118,66 @@ class BlockDeleteApi(APIView):
     def delete(self, request: Request, user_id: int) -> Response:
         services.unblock_user(user=_user(request), blocked_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AttachmentUploadApi(APIView):
+    """Upload a file (multipart field ``file``); send it with ``message.send`` ``attachment_ids``."""
+
+    parser_classes = [MultiPartParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "upload"
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        responses={201: AttachmentOutSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ApplicationError("file_required", "Send the file in the multipart field 'file'.")
+        try:
+            attachment = services.attachment_upload(
+                uploader=_user(request), upload=upload, name=upload.name or "file"
+            )
+        finally:
+            upload.close()
+        return Response(selectors.attachment_data(attachment), status=status.HTTP_201_CREATED)
+
+
+class AttachmentDetailApi(APIView):
+    """A short-lived download link for an attachment the caller may see."""
+
+    @extend_schema(responses=AttachmentLinkSerializer)
+    def get(self, request: Request, attachment_id: int) -> Response:
+        return Response(
+            selectors.attachment_link(
+                user_id=_user(request).pk, attachment_id=attachment_id, build_url=request.build_absolute_uri
+            )
+        )
+
+
+class AttachmentContentApi(APIView):
+    """The bytes, through a signed link from ``GET attachments/{id}``; access re-checked here."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    @extend_schema(parameters=[OpenApiParameter("token", str, required=True)], responses={200: bytes})
+    def get(self, request: Request, attachment_id: int) -> FileResponse:
+        attachment, variant = selectors.attachment_from_token(
+            attachment_id=attachment_id, token=request.query_params.get("token", "")
+        )
+        field = attachment.thumbnail if variant == "thumb" else attachment.file
+        response = FileResponse(
+            field.open("rb"), content_type="image/jpeg" if variant == "thumb" else attachment.content_type
+        )
+        response["Content-Disposition"] = selectors.content_disposition(attachment)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Cache-Control"] = "private, no-store"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response

@@ -33,8 +33,6 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
     if data.ciphertexts is not None:
         raise ApplicationError("e2ee_unavailable", "End-to-end encrypted sending is not available yet.")
-    if data.attachment_ids:
-        raise ApplicationError("attachments_unavailable", "Attachments are not available yet.")
     result = await run_service(
         services.message_send,
         sender=conn.user,
@@ -42,9 +40,10 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         client_id=data.client_id,
         body=data.body,
         reply_to=data.reply_to,
+        attachment_ids=data.attachment_ids,
         origin_channel=conn.channel_name,
     )
-    return {"message": selectors.message_data(result.message), "duplicate": not result.created}
+    return {"message": result.data, "duplicate": not result.created}
 
 
 async def message_edit(conn: ChatConsumer, frame: Any) -> dict[str, Any]:

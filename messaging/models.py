@@ -208,3 +208,66 @@ class Block(models.Model):
 
     def __str__(self) -> str:
         return f"{self.blocker_id} blocks {self.blocked_id}"
+
+
+def _attachment_key(instance: Attachment, filename: str) -> str:
+    """Storage keys carry no user-supplied text: uploader id and a random name."""
+    import uuid as _uuid
+
+    extension = filename.rsplit(".", 1)[-1] if "." in filename else "bin"
+    return f"attachments/{instance.uploader_id}/{_uuid.uuid4().hex}.{extension}"
+
+
+class Attachment(models.Model):
+    """A file uploaded for chat. Belongs to its uploader until attached to a message."""
+
+    class Category(models.TextChoices):
+        IMAGE = "image", "Image"
+        VIDEO = "video", "Video"
+        AUDIO = "audio", "Audio"
+        DOCUMENT = "document", "Document"
+
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
+    )
+    category = models.CharField(max_length=16, choices=Category.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    name = models.CharField(max_length=120)
+    file = models.FileField(upload_to=_attachment_key, max_length=200)
+    thumbnail = models.FileField(upload_to=_attachment_key, max_length=200, null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    attached_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(size__gt=0), name="attachment_size_positive"),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=r"^[0-9a-f]{64}$"), name="attachment_sha256_hex"
+            ),
+            models.CheckConstraint(
+                condition=Q(category__in=v.ATTACHMENT_CATEGORIES), name="attachment_category_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(message__isnull=True) | Q(attached_at__isnull=False),
+                name="attachment_attached_has_time",
+            ),
+            models.CheckConstraint(condition=~Q(name=""), name="attachment_name_not_blank"),
+        ]
+        indexes = [
+            models.Index(fields=["uploader", "created_at"], name="attachment_uploader_day"),
+            models.Index(
+                fields=["created_at"],
+                name="attachment_orphans",
+                condition=Q(message__isnull=True, deleted_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attachment {self.pk}"

@@ -13,7 +13,7 @@ from django.db.models import F, Q, QuerySet
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Event, Membership, Message
+from .models import Attachment, Event, Membership, Message
 
 HISTORY_MAX_LIMIT = 200
 SYNC_BATCH = 500
@@ -21,8 +21,25 @@ SYNC_NO_CURSOR_TAIL = 100
 
 
 # --- Serialisation of what clients see --------------------------------------------------
-def message_data(message: Message) -> dict[str, Any]:
+def attachment_data(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.pk,
+        "category": attachment.category,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+        "name": attachment.name,
+        "width": attachment.width,
+        "height": attachment.height,
+        "duration": attachment.duration,
+    }
+
+
+def message_data(message: Message, attachments: list[Attachment] | None = None) -> dict[str, Any]:
+    """The message as clients see it. ``attachments`` given, or prefetched on the message."""
     deleted = message.deleted_at is not None
+    if attachments is None:
+        attachments = [] if deleted or message.kind == "system" else list(message.attachments.all())
     data: dict[str, Any] = {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -32,7 +49,7 @@ def message_data(message: Message) -> dict[str, Any]:
         "kind": message.kind,
         "created_at": message.created_at.isoformat(),
         "body": "" if deleted else message.body,
-        "attachments": [],
+        "attachments": [] if deleted else [attachment_data(a) for a in attachments],
         "reply_to": message.reply_to_id,
         "edited_at": message.edited_at.isoformat() if message.edited_at else None,
         "deleted": deleted,
@@ -138,7 +155,9 @@ def message_history(
     membership = membership_get(user=user, conversation_id=conversation_id, active=False)
     lower, upper = visible_seq_range(membership)
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
-    qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=lower)
+    qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=lower).prefetch_related(
+        "attachments"
+    )
     if upper is not None:
         qs = qs.filter(seq__lte=upper)
     if after_seq is not None:
@@ -252,6 +271,7 @@ def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]]
     events = list(
         Event.objects.filter(condition)
         .select_related("message")
+        .prefetch_related("message__attachments")
         .order_by("conversation_id", "number")[: SYNC_BATCH + 1]
     )
     more = len(events) > SYNC_BATCH
@@ -264,3 +284,103 @@ def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]]
         for conversation_id, _start, top in ranges:
             positions[conversation_id] = max(positions[conversation_id], top)
     return frames, SyncCursor(positions).encode(), more
+
+
+# --- Attachments ------------------------------------------------------------------------------
+def attachment_get_for_download(*, user_id: int, attachment_id: int) -> Attachment:
+    """The uploader before it is sent; afterwards only active members who may see its message."""
+    attachment = (
+        Attachment.objects.select_related("message", "message__conversation")
+        .filter(pk=attachment_id, deleted_at__isnull=True)
+        .first()
+    )
+    missing = NotFound("No such attachment.", code="attachment_not_found")
+    if attachment is None:
+        raise missing
+    message = attachment.message
+    if message is None:
+        if attachment.uploader_id != user_id:
+            raise missing
+        return attachment
+    if message.deleted_at is not None:
+        raise missing
+    membership = Membership.objects.filter(
+        conversation_id=message.conversation_id, user_id=user_id, left_at__isnull=True
+    ).first()
+    if membership is None:
+        raise missing
+    membership.conversation = message.conversation
+    lower, _upper = visible_seq_range(membership)
+    if message.seq <= lower:
+        raise missing
+    return attachment
+
+
+def _content_disposition(attachment: Attachment) -> str:
+    from urllib.parse import quote
+
+    kind = "inline" if attachment.category in ("image", "video", "audio") else "attachment"
+    return f"{kind}; filename*=UTF-8''{quote(attachment.name)}"
+
+
+def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict[str, Any]:
+    """A short-lived download link: a presigned storage URL, or our own signed, access-checked
+    stream (``build_url(path)`` makes it absolute)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.core import signing
+    from django.core.files.storage import default_storage
+    from django.urls import reverse
+    from django.utils import timezone
+
+    attachment = attachment_get_for_download(user_id=user_id, attachment_id=attachment_id)
+    ttl = int(settings.ATTACHMENT_URL_TTL_SECONDS)
+    expires_at = timezone.now() + timedelta(seconds=ttl)
+
+    def url_for(variant: str, name: str) -> str:
+        if hasattr(default_storage, "bucket_name"):
+            parameters = {
+                "ResponseContentType": "image/jpeg" if variant == "thumb" else attachment.content_type
+            }
+            if variant == "file":
+                parameters["ResponseContentDisposition"] = _content_disposition(attachment)
+            return str(default_storage.url(name, parameters=parameters, expire=ttl))  # type: ignore[call-arg]
+        token = signing.dumps({"a": attachment.pk, "u": user_id, "v": variant}, salt=ATTACHMENT_SIGNING_SALT)
+        return str(build_url(reverse("attachment-content", args=[attachment.pk]) + f"?token={token}"))
+
+    data = {
+        **attachment_data(attachment),
+        "url": url_for("file", attachment.file.name),
+        "expires_at": expires_at.isoformat(),
+    }
+    data["thumbnail_url"] = url_for("thumb", attachment.thumbnail.name) if attachment.thumbnail else None
+    return data
+
+
+ATTACHMENT_SIGNING_SALT = "healthchat.attachment.content"
+
+
+def attachment_from_token(*, attachment_id: int, token: str) -> tuple[Attachment, str]:
+    """Check a signed content link, then the holder's access again (it may have ended)."""
+    from django.conf import settings
+    from django.core import signing
+
+    try:
+        payload = signing.loads(
+            token, salt=ATTACHMENT_SIGNING_SALT, max_age=int(settings.ATTACHMENT_URL_TTL_SECONDS)
+        )
+    except signing.SignatureExpired as exc:
+        raise ApplicationError("link_expired", "This download link has expired.", status=403) from exc
+    except signing.BadSignature as exc:
+        raise ApplicationError("invalid_link", "This download link is not valid.", status=403) from exc
+    if payload.get("a") != attachment_id or payload.get("v") not in ("file", "thumb"):
+        raise ApplicationError("invalid_link", "This download link is not valid.", status=403)
+    attachment = attachment_get_for_download(user_id=int(payload["u"]), attachment_id=attachment_id)
+    if payload["v"] == "thumb" and not attachment.thumbnail:
+        raise NotFound("No thumbnail.", code="attachment_not_found")
+    return attachment, str(payload["v"])
+
+
+def content_disposition(attachment: Attachment) -> str:
+    return _content_disposition(attachment)

@@ -67,3 +67,21 @@ class MessageOutSerializer(serializers.Serializer[Any]):
 class HistoryOutSerializer(serializers.Serializer[Any]):
     results = MessageOutSerializer(many=True)
     has_more = serializers.BooleanField()
+
+
+class AttachmentOutSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    category = serializers.CharField()
+    content_type = serializers.CharField()
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    name = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    duration = serializers.FloatField(allow_null=True)
+
+
+class AttachmentLinkSerializer(AttachmentOutSerializer):
+    url = serializers.URLField()
+    expires_at = serializers.DateTimeField()
+    thumbnail_url = serializers.URLField(allow_null=True)

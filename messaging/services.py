@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.db.models.functions import Greatest
 from django.dispatch import Signal
 from django.utils import timezone
@@ -25,13 +25,16 @@ from healthchat.realtime import publish, user_group
 
 from . import selectors
 from . import validators as v
-from .models import Block, Conversation, Event, Membership, Message
+from .models import Attachment, Block, Conversation, Event, Membership, Message
 
 logger = logging.getLogger("healthchat.messaging")
 
 # Sent after commit for every new message: the push worker listens (issue "Push").
 # kwargs: message_id, conversation_id, sender_id, recipient_ids
 message_committed = Signal()
+# Sent after commit when a message is edited or deleted (push lets notified devices refresh or
+# withdraw the notification). kwargs: message_id, conversation_id, event
+message_updated = Signal()
 
 # Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
 contact_rules: list[Any] = []
@@ -183,6 +186,7 @@ def unblock_user(*, user: User, blocked_id: int) -> None:
 class SendResult:
     message: Message
     created: bool
+    data: dict[str, Any]
 
 
 def _existing_send(sender: User, client_id: uuid.UUID, conversation_id: int) -> Message | None:
@@ -344,6 +348,7 @@ def message_send(
     client_id: str | uuid.UUID,
     body: str | None,
     reply_to: int | None = None,
+    attachment_ids: list[int] | None = None,
     origin_channel: str | None = None,
 ) -> SendResult:
     """Send a message. Idempotent on ``client_id``; returns only once committed.
@@ -352,18 +357,17 @@ def message_send(
     member removed before this commit never receives it.
     """
     cid = v.validate_client_id(client_id)
-    text = v.validate_body(body or "")
+    ids = v.validate_attachment_ids(attachment_ids)
+    text = v.validate_body(body or "") if (body and body.strip()) or not ids else ""
     write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
     try:
         with transaction.atomic():
             message, number, recipients = write(
                 sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
             )
-            frame = {
-                "type": "message.new",
-                "data": {"message": selectors.message_data(message)},
-                "event": number,
-            }
+            attachments = _attach(sender=sender, message=message, attachment_ids=ids) if ids else []
+            data = selectors.message_data(message, attachments)
+            frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
             others = [uid for uid in recipients if uid != sender.pk]
             transaction.on_commit(
@@ -380,8 +384,8 @@ def message_send(
         existing = _existing_send(sender, cid, conversation_id)
         if existing is None:
             raise
-        return SendResult(existing, False)
-    return SendResult(message, True)
+        return SendResult(existing, False, selectors.message_data(existing))
+    return SendResult(message, True, data)
 
 
 def system_message_create(
@@ -440,6 +444,11 @@ def _record_update(message: Message, number: int) -> None:
     fan_out_on_commit(
         user_ids=selectors.active_member_ids(conversation_id=message.conversation_id), frame=frame
     )
+    transaction.on_commit(
+        lambda: message_updated.send(
+            sender=Message, message_id=message.pk, conversation_id=message.conversation_id, event=number
+        )
+    )
 
 
 def message_edit(*, user: User, message_id: int, body: str) -> Message:
@@ -467,6 +476,7 @@ def message_delete(*, user: User, message_id: int) -> Message:
         message.body = ""
         message.deleted_at = timezone.now()
         message.save(update_fields=["body", "deleted_at"])
+        attachments_delete_for_messages([message.pk])
         _record_update(message, number)
     return message
 
@@ -529,12 +539,21 @@ def typing_notify(
 def erase_user_messages(user: User) -> None:
     """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
+    attachments_delete_for_messages(list(Message.objects.filter(sender=user).values_list("pk", flat=True)))
+    orphans = list(Attachment.objects.filter(uploader=user, message__isnull=True))
+    names = [a.file.name for a in orphans] + [a.thumbnail.name for a in orphans if a.thumbnail]
+    Attachment.objects.filter(pk__in=[a.pk for a in orphans]).delete()
+    transaction.on_commit(lambda: _storage_delete(names))
     Membership.objects.filter(user=user, left_at__isnull=True).update(muted_until=None)
 
 
 def export_user_messages(user: User) -> dict[str, Any]:
     memberships = Membership.objects.filter(user=user).select_related("conversation")
-    messages = Message.objects.filter(sender=user, kind=Message.Kind.TEXT).order_by("conversation_id", "seq")
+    messages = (
+        Message.objects.filter(sender=user, kind=Message.Kind.TEXT)
+        .prefetch_related("attachments")
+        .order_by("conversation_id", "seq")
+    )
     return {
         "conversations": [
             {
@@ -549,3 +568,162 @@ def export_user_messages(user: User) -> dict[str, Any]:
         ],
         "messages_sent": [selectors.message_data(message) for message in messages],
     }
+
+
+# --- Attachments ------------------------------------------------------------------------------
+def _storage_delete(names: list[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:
+            logger.warning("could not delete a stored file", exc_info=True)
+
+
+def attachment_upload(*, uploader: User, upload: Any, name: str) -> Attachment:
+    """Store an uploaded file: type from its bytes, per-category limits, daily quota, SHA-256,
+    images re-encoded without EXIF/GPS; the row is written only once the file is stored."""
+    import hashlib
+
+    from django.core.files.base import ContentFile, File
+
+    from . import filetypes
+
+    size = int(getattr(upload, "size", 0) or 0)
+    if size <= 0:
+        raise ApplicationError("empty_file", "The file is empty.")
+    detected = filetypes.detect(upload)
+    limit = settings.ATTACHMENT_MAX_BYTES[detected.category]
+    if size > limit:
+        raise ApplicationError(
+            "file_too_large",
+            f"{detected.category.capitalize()} files may be at most {limit} bytes.",
+            status=413,
+        )
+    since = timezone.now() - timezone.timedelta(days=1)
+    used = (
+        Attachment.objects.filter(uploader=uploader, created_at__gte=since).aggregate(total=Sum("size"))[
+            "total"
+        ]
+        or 0
+    )
+    if used + size > settings.ATTACHMENT_DAILY_QUOTA_BYTES:
+        raise ApplicationError(
+            "quota_exceeded", "Daily upload quota reached; try again tomorrow.", status=429
+        )
+    digest = hashlib.sha256()
+    upload.seek(0)
+    for chunk in iter(lambda: upload.read(1 << 16), b""):
+        digest.update(chunk)
+    upload.seek(0)
+    width = height = None
+    duration = None
+    content: File[Any]
+    if detected.category == "image":
+        clean = filetypes.sanitize_image(upload, detected)
+        if clean is not None:
+            content, width, height = ContentFile(clean.data), clean.width, clean.height
+        else:
+            content = File(upload)
+    else:
+        if detected.content_type in (
+            "video/mp4",
+            "video/quicktime",
+            "video/3gpp",
+            "video/3gpp2",
+            "audio/mp4",
+        ):
+            duration = filetypes.mp4_duration(upload)
+            upload.seek(0)
+        content = File(upload)
+    attachment = Attachment(
+        uploader=uploader,
+        category=detected.category,
+        content_type=detected.content_type,
+        size=content.size or size,
+        sha256=digest.hexdigest(),
+        name=filetypes.sanitize_filename(name or "file", detected.extension),
+        width=width,
+        height=height,
+        duration=duration,
+    )
+    attachment.file.save(f"upload.{detected.extension}", content, save=False)
+    try:
+        with transaction.atomic():
+            attachment.save()
+            if detected.category == "image":
+                from .tasks import make_thumbnail
+
+                attachment_id = attachment.pk
+                transaction.on_commit(lambda: make_thumbnail.delay(attachment_id))
+    except Exception:
+        _storage_delete([attachment.file.name])
+        raise
+    logger.info("attachment %s stored (%s, %s bytes)", attachment.pk, detected.content_type, attachment.size)
+    return attachment
+
+
+def attachment_make_thumbnail(*, attachment_id: int) -> None:
+    """Celery: a JPEG thumbnail for an image (idempotent)."""
+    from django.core.files.base import ContentFile
+
+    from . import filetypes
+
+    attachment = Attachment.objects.filter(
+        pk=attachment_id, category="image", deleted_at__isnull=True
+    ).first()
+    if attachment is None or attachment.thumbnail:
+        return
+    with attachment.file.open("rb") as fh:
+        data = fh.read()
+    try:
+        thumb = filetypes.thumbnail(data)
+    except Exception:
+        logger.warning("no thumbnail for attachment %s", attachment_id, exc_info=True)
+        return
+    attachment.thumbnail.save("thumb.jpg", ContentFile(thumb), save=False)
+    Attachment.objects.filter(pk=attachment_id, thumbnail="").update(thumbnail=attachment.thumbnail.name)
+
+
+def _attach(*, sender: User, message: Message, attachment_ids: list[int]) -> list[Attachment]:
+    """Inside the send's transaction: the sender's own, unused, live uploads only."""
+    rows = list(
+        Attachment.objects.select_for_update().filter(
+            pk__in=attachment_ids, uploader=sender, deleted_at__isnull=True
+        )
+    )
+    if len(rows) != len(attachment_ids):
+        raise NotFound("No such attachment.", code="attachment_not_found")
+    if any(row.message_id is not None for row in rows):
+        raise ApplicationError("attachment_already_used", "An attachment can be sent once.", status=409)
+    now = timezone.now()
+    Attachment.objects.filter(pk__in=attachment_ids).update(message=message, attached_at=now)
+    by_id = {row.pk: row for row in rows}
+    ordered = [by_id[i] for i in attachment_ids]
+    for row in ordered:
+        row.message_id, row.attached_at = message.pk, now
+    return ordered
+
+
+def attachments_delete_for_messages(message_ids: list[int]) -> None:
+    """Deleted messages lose their files (rows kept as tombstones for the history)."""
+    rows = list(Attachment.objects.filter(message_id__in=message_ids, deleted_at__isnull=True))
+    if not rows:
+        return
+    Attachment.objects.filter(pk__in=[r.pk for r in rows]).update(deleted_at=timezone.now())
+    names = [r.file.name for r in rows] + [r.thumbnail.name for r in rows if r.thumbnail]
+    transaction.on_commit(lambda: _storage_delete(names))
+
+
+def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
+    """Uploads never attached expire after ``ATTACHMENT_ORPHAN_HOURS``."""
+    hours = settings.ATTACHMENT_ORPHAN_HOURS if older_than_hours is None else older_than_hours
+    cutoff = timezone.now() - timezone.timedelta(hours=hours)
+    rows = list(
+        Attachment.objects.filter(message__isnull=True, deleted_at__isnull=True, created_at__lt=cutoff)
+    )
+    names = [r.file.name for r in rows] + [r.thumbnail.name for r in rows if r.thumbnail]
+    Attachment.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    _storage_delete(names)
+    return len(rows)

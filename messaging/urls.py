@@ -14,6 +14,13 @@ urlpatterns = [
         apis.MessageHistoryApi.as_view(),
         name="message-history",
     ),
+    path("attachments", apis.AttachmentUploadApi.as_view(), name="attachment-upload"),
+    path("attachments/<int:attachment_id>", apis.AttachmentDetailApi.as_view(), name="attachment-detail"),
+    path(
+        "attachments/<int:attachment_id>/content",
+        apis.AttachmentContentApi.as_view(),
+        name="attachment-content",
+    ),
     path("blocks", apis.BlockCreateApi.as_view(), name="block-create"),
     path("blocks/<int:user_id>", apis.BlockDeleteApi.as_view(), name="block-delete"),
 ]

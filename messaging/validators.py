@@ -14,6 +14,7 @@ MEMBER_ROLES = ("owner", "admin", "member")
 MESSAGE_KINDS = ("text", "system")
 MEMBER_EVENT_KINDS = ("member.added", "member.removed", "member.left", "member.role_changed", "group.updated")
 EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS)
+ATTACHMENT_CATEGORIES = ("image", "video", "audio", "document")
 GROUP_NAME_MAX = 100
 GROUP_DESCRIPTION_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -71,3 +72,10 @@ def validate_group_description(value: str) -> str:
             fields={"description": ["invalid"]},
         )
     return text
+
+
+def validate_attachment_ids(value: list[int] | None) -> list[int]:
+    ids = list(dict.fromkeys(value or []))
+    if len(ids) > 10:
+        raise ApplicationError("too_many_attachments", "A message may carry at most 10 attachments.")
+    return ids

@@ -136,7 +136,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "healthchat"
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, Any] = {}
+CELERY_BEAT_SCHEDULE: dict[str, Any] = {
+    "attachments-purge-orphans": {"task": "messaging.tasks.purge_orphan_attachments", "schedule": 3600.0},
+}
 
 # --- Internationalisation -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -153,6 +155,39 @@ STORAGES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Chat attachments: local disk by default; S3 (or any S3-compatible store) when a bucket is set.
+AWS_STORAGE_BUCKET_NAME: str = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+ATTACHMENT_URL_TTL_SECONDS: int = env.int("ATTACHMENT_URL_TTL_SECONDS", default=300)
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "signature_version": "s3v4",
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="virtual"),
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": ATTACHMENT_URL_TTL_SECONDS,
+            "file_overwrite": False,
+            "object_parameters": {"ServerSideEncryption": "AES256"}
+            if env.bool("AWS_S3_SSE", default=True)
+            else {},
+        },
+    }
+ATTACHMENT_MAX_BYTES: dict[str, int] = {
+    "image": env.int("ATTACHMENT_MAX_IMAGE_BYTES", default=20 * 1024 * 1024),
+    "video": env.int("ATTACHMENT_MAX_VIDEO_BYTES", default=100 * 1024 * 1024),
+    "audio": env.int("ATTACHMENT_MAX_AUDIO_BYTES", default=20 * 1024 * 1024),
+    "document": env.int("ATTACHMENT_MAX_DOCUMENT_BYTES", default=25 * 1024 * 1024),
+}
+ATTACHMENT_DAILY_QUOTA_BYTES: int = env.int("ATTACHMENT_DAILY_QUOTA_BYTES", default=500 * 1024 * 1024)
+ATTACHMENT_ORPHAN_HOURS: int = env.int("ATTACHMENT_ORPHAN_HOURS", default=24)
+# Request bodies above this are refused (413) by the ASGI guard before they are read.
+MAX_REQUEST_BODY_BYTES: int = env.int("MAX_REQUEST_BODY_BYTES", default=10 * 1024 * 1024)
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, Any] = {
@@ -176,6 +211,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "anon": env.str("THROTTLE_ANON_RATE", default="60/minute"),
         "register": env.str("THROTTLE_REGISTER_RATE", default="10/minute"),
         "export": env.str("THROTTLE_EXPORT_RATE", default="5/hour"),
+        "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }
