@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("accounts.urls")),
     path("", include("messaging.urls")),
     path("", include("groups.urls")),
+    path("", include("payments.urls")),
 ]
 
 urlpatterns = [

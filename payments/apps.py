@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class PaymentsConfig(AppConfig):
     name = "payments"
     verbose_name = "Payments"
+
+    def ready(self) -> None:
+        from accounts import services as account_services
+        from messaging import services as messaging_services
+
+        from . import selectors, services
+
+        account_services.register_export_section("consultations", services.export_user_consultations)
+        account_services.register_eraser("consultations", services.erase_user_consultations)
+        if selectors.has_consultation not in messaging_services.contact_rules:
+            messaging_services.contact_rules.append(selectors.has_consultation)

@@ -13,6 +13,8 @@ GOOD = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/healthchat",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "FIREBASE_PROJECT_ID": "healthchat-prod",
+    "STRIPE_SECRET_KEY": "sk_live_test",
+    "STRIPE_WEBHOOK_SECRET": "whsec_test",
 }
 
 

@@ -7,6 +7,7 @@ layer, Celery tasks run eagerly, files on local disk, push written to the log.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,32 @@ HEALTHCHAT_PRESENCE_TTL: float = env.float("HEALTHCHAT_PRESENCE_TTL", default=75
 HEALTHCHAT_PRESENCE_HEARTBEAT: float = env.float("HEALTHCHAT_PRESENCE_HEARTBEAT", default=25.0)
 HEALTHCHAT_WS_RATE: float = env.float("HEALTHCHAT_WS_RATE", default=50.0)
 HEALTHCHAT_WS_BURST: float = env.float("HEALTHCHAT_WS_BURST", default=100.0)
+
+# --- Payments (Stripe): see docs/payments.md ------------------------------------------------
+STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET: str = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Blank: Stripe itself. Tests and local fakes point it at 127.0.0.1; production refuses others.
+STRIPE_API_BASE: str = env.str("STRIPE_API_BASE", default="")
+STRIPE_MAX_NETWORK_RETRIES: int = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_CONNECT_COUNTRY: str = env.str("STRIPE_CONNECT_COUNTRY", default="GB")
+STRIPE_CONNECT_REFRESH_URL: str = env.str(
+    "STRIPE_CONNECT_REFRESH_URL", default="https://healthchat.invalid/payouts/onboarding/refresh"
+)
+STRIPE_CONNECT_RETURN_URL: str = env.str(
+    "STRIPE_CONNECT_RETURN_URL", default="https://healthchat.invalid/payouts/onboarding/done"
+)
+# "stripe", or "development": a local provider that authorises every payment without Stripe
+# (the embedded default when no STRIPE_SECRET_KEY is set; production refuses it).
+PAYMENTS_PROVIDER: str = env.str("PAYMENTS_PROVIDER", default="stripe" if STRIPE_SECRET_KEY else "development")
+PLATFORM_FEE_PERCENT: Decimal = Decimal(env.str("PLATFORM_FEE_PERCENT", default="15"))
+CONSULTATION_FOLLOW_UP_DAYS: int = env.int("CONSULTATION_FOLLOW_UP_DAYS", default=7)
+# Unaccepted requests expire (authorisation released) after this many hours (< 7 days).
+CONSULTATION_REQUEST_TTL_HOURS: int = env.int("CONSULTATION_REQUEST_TTL_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
+    "task": "payments.tasks.expire_consultations",
+    "schedule": 300.0,
+}
+CELERY_BEAT_SCHEDULE["payments-retry-payouts"] = {"task": "payments.tasks.retry_payouts", "schedule": 900.0}
 
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -31,6 +31,15 @@ def _refusals() -> list[str]:
         problems.append("FIREBASE_DEV_TOKENS is on: development tokens are not allowed")
     if not os.environ.get("FIREBASE_PROJECT_ID"):
         problems.append("FIREBASE_PROJECT_ID is not set (your Firebase project id)")
+    # Payments: real Stripe only (no development provider, no fake API base).
+    if not os.environ.get("STRIPE_SECRET_KEY"):
+        problems.append("STRIPE_SECRET_KEY is not set (sk_live_... or a restricted key)")
+    if not os.environ.get("STRIPE_WEBHOOK_SECRET"):
+        problems.append("STRIPE_WEBHOOK_SECRET is not set (the endpoint's whsec_... signing secret)")
+    if env.str("PAYMENTS_PROVIDER", default="stripe") != "stripe":
+        problems.append("PAYMENTS_PROVIDER is not 'stripe': the development payment provider is refused")
+    if env.str("STRIPE_API_BASE", default="") not in ("", "https://api.stripe.com"):
+        problems.append("STRIPE_API_BASE points away from https://api.stripe.com (a fake or mock)")
     return problems
 
 
@@ -40,6 +49,7 @@ if _problems:
 
 DEBUG = False
 FIREBASE_DEV_TOKENS = False
+PAYMENTS_PROVIDER = "stripe"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]

@@ -1,0 +1,233 @@
+"""Payments REST API: consultations, availability, payouts, the Stripe webhook. Thin views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from healthchat.errors import ApplicationError
+from healthchat.pagination import DefaultCursorPagination
+
+from . import gateway, selectors, services
+from .models import Consultation
+from .serializers import (
+    AvailabilityInputSerializer,
+    AvailabilityOutSerializer,
+    ConsultationCreateInputSerializer,
+    ConsultationDeclineInputSerializer,
+    ConsultationDetailOutSerializer,
+    ConsultationListQuerySerializer,
+    ConsultationOutSerializer,
+    EmptyInputSerializer,
+    OnboardingOutSerializer,
+    PaymentOutSerializer,
+    PayoutEntryOutSerializer,
+    StripeAccountOutSerializer,
+    consultation_out,
+)
+
+
+def _user(request: Request) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class ConsultationListCreateApi(APIView):
+    """The caller's consultations (as patient or doctor); a patient requests a new one."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str, description="only this state"),
+            OpenApiParameter("role", str, description="patient | doctor: only where I am that"),
+        ],
+        responses=ConsultationOutSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        query = ConsultationListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        paginator = DefaultCursorPagination()
+        qs = selectors.consultation_list(
+            user=_user(request),
+            state=query.validated_data.get("state"),
+            role=query.validated_data.get("role"),
+        )
+        page = paginator.paginate_queryset(qs, request, view=self) or []
+        data = []
+        for item in ConsultationOutSerializer(page, many=True).data:
+            if item["doctor_id"] != request.user.pk:
+                item.pop("payout_status", None)
+            data.append(item)
+        return paginator.get_paginated_response(data)
+
+    @extend_schema(request=ConsultationCreateInputSerializer, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        serializer = ConsultationCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = _user(request)
+        consultation = services.consultation_request(patient=user, **serializer.validated_data)
+        fresh = selectors.consultation_get(user=user, consultation_id=consultation.pk)
+        return Response(
+            {
+                "consultation": consultation_out(fresh, viewer=user),
+                "payment": PaymentOutSerializer(fresh).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ConsultationDetailApi(APIView):
+    @extend_schema(responses=ConsultationDetailOutSerializer)
+    def get(self, request: Request, consultation_id: int) -> Response:
+        user = _user(request)
+        consultation = selectors.consultation_get(user=user, consultation_id=consultation_id)
+        return Response(consultation_out(consultation, viewer=user))
+
+
+class _ConsultationActionApi(APIView):
+    """POST consultations/{id}/<action>: one service call, the consultation back."""
+
+    input_serializer: ClassVar[type[Any]] = EmptyInputSerializer
+    service: ClassVar[Callable[..., Consultation]]
+
+    def call(self, user: User, consultation_id: int, data: dict[str, Any]) -> Consultation:
+        return type(self).service(user=user, consultation_id=consultation_id)
+
+    @extend_schema(request=EmptyInputSerializer, responses=ConsultationDetailOutSerializer)
+    def post(self, request: Request, consultation_id: int) -> Response:
+        serializer = self.input_serializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        user = _user(request)
+        self.call(user, consultation_id, dict(serializer.validated_data))
+        fresh = selectors.consultation_get(user=user, consultation_id=consultation_id)
+        return Response(consultation_out(fresh, viewer=user))
+
+
+class ConsultationAcceptApi(_ConsultationActionApi):
+    """The doctor accepts (the payment is captured)."""
+
+    service = services.consultation_accept
+
+
+class ConsultationStartApi(_ConsultationActionApi):
+    service = services.consultation_start
+
+
+class ConsultationCompleteApi(_ConsultationActionApi):
+    """The doctor completes (the doctor's share is transferred)."""
+
+    service = services.consultation_complete
+
+
+class ConsultationCancelApi(_ConsultationActionApi):
+    service = services.consultation_cancel
+
+
+class ConsultationDeclineApi(_ConsultationActionApi):
+    """The doctor declines (the authorisation is released)."""
+
+    input_serializer = ConsultationDeclineInputSerializer
+
+    def call(self, user: User, consultation_id: int, data: dict[str, Any]) -> Consultation:
+        return services.consultation_decline(
+            user=user, consultation_id=consultation_id, note=data.get("reason", "")
+        )
+
+    @extend_schema(request=ConsultationDeclineInputSerializer, responses=ConsultationDetailOutSerializer)
+    def post(self, request: Request, consultation_id: int) -> Response:
+        return super().post(request, consultation_id)
+
+
+class AvailabilityMeApi(APIView):
+    """A doctor's own availability: online switch, time zone, weekly hours."""
+
+    @extend_schema(responses=AvailabilityOutSerializer)
+    def get(self, request: Request) -> Response:
+        user = _user(request)
+        if user.role != User.Role.DOCTOR:
+            raise ApplicationError("doctors_only", "Only doctors have availability.", status=403)
+        availability = selectors.availability_get(doctor_id=user.pk)
+        return Response(selectors.availability_data(doctor_id=user.pk, availability=availability))
+
+    @extend_schema(request=AvailabilityInputSerializer, responses=AvailabilityOutSerializer)
+    def put(self, request: Request) -> Response:
+        serializer = AvailabilityInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = _user(request)
+        availability = services.availability_set(
+            doctor=user,
+            online=data.get("online"),
+            timezone_name=data.get("timezone"),
+            outside_hours=data.get("outside_hours"),
+            weekly_hours=data.get("weekly_hours"),
+        )
+        return Response(selectors.availability_data(doctor_id=user.pk, availability=availability))
+
+
+class DoctorAvailabilityApi(APIView):
+    """A verified doctor's availability, as patients see it."""
+
+    @extend_schema(responses=AvailabilityOutSerializer)
+    def get(self, request: Request, doctor_id: int) -> Response:
+        from accounts.selectors import doctor_get
+
+        doctor_get(doctor_id=doctor_id)  # verified doctors only
+        availability = selectors.availability_get(doctor_id=doctor_id)
+        return Response(selectors.availability_data(doctor_id=doctor_id, availability=availability))
+
+
+class PayoutOnboardingApi(APIView):
+    """A doctor's Stripe Connect Express onboarding link (the account is created once)."""
+
+    @extend_schema(request=None, responses=OnboardingOutSerializer)
+    def post(self, request: Request) -> Response:
+        account, url, expires_at = services.payout_onboarding_start(doctor=_user(request))
+        return Response(
+            {"url": url, "expires_at": expires_at, "account": StripeAccountOutSerializer(account).data}
+        )
+
+
+class PayoutListApi(APIView):
+    """The caller's own payout account status and transfers (doctors only)."""
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        user = _user(request)
+        if user.role != User.Role.DOCTOR:
+            raise ApplicationError("doctors_only", "Only doctors receive payouts.", status=403)
+        account = selectors.stripe_account_get(doctor=user)
+        paginator = DefaultCursorPagination()
+        page = paginator.paginate_queryset(selectors.payout_entries(doctor=user), request, view=self) or []
+        response = paginator.get_paginated_response(PayoutEntryOutSerializer(page, many=True).data)
+        response.data["account"] = StripeAccountOutSerializer(account).data if account else None
+        return response
+
+
+class StripeWebhookApi(APIView):
+    """Stripe events: signature checked, each event id applied once, 2xx once recorded."""
+
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        try:
+            event = gateway.parse_webhook(request._request.body, request.headers.get("Stripe-Signature"))
+        except gateway.WebhookSignatureError as exc:
+            raise ApplicationError(
+                "invalid_signature", "The webhook signature is not valid.", status=400
+            ) from exc
+        if not event.id or not event.type:
+            raise ApplicationError("invalid_event", "The event has no id or type.", status=400)
+        record, applied = services.webhook_event_process(event=event)
+        return Response(
+            {"received": True, "duplicate": not applied, "result": record.result if record else ""}
+        )

@@ -1,0 +1,858 @@
+"""Consultation and payment actions: one function per transition, each in one transaction.
+
+Each action locks the consultation row, checks the transition (``validators.TRANSITIONS``),
+makes the provider call it needs with an idempotency key derived from the consultation and
+the action (so a retry after a crash or a lost response replays Stripe's first answer),
+then records the new state, who and when, and the ledger entries, and commits. A provider
+failure rolls everything back and nothing is stored. Live events go out on commit.
+
+Money after the fact is settled by ``_settle``: from the ledger and the state it computes
+what the platform fee and the doctor's transfer should now be and posts the difference
+(transfer at completion, proportional reversals after refunds). Webhooks, reconciliation and
+the refund action all end there, so the same facts give the same ledger in any order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import DoctorProfile, User
+from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging.services import conversation_open_direct, fan_out_on_commit
+
+from . import selectors
+from . import validators as v
+from .gateway import ConnectAccount, Event, GatewayError, PaymentGateway, PaymentIntent, get_gateway
+from .models import (
+    AvailabilityWindow,
+    Consultation,
+    ConsultationTransition,
+    DoctorAvailability,
+    LedgerEntry,
+    StripeAccount,
+    WebhookEvent,
+)
+
+logger = logging.getLogger("healthchat.payments")
+
+State = Consultation.State
+
+
+# --- Helpers --------------------------------------------------------------------------------
+def idempotency_key(consultation_id: int, action: str, *parts: object) -> str:
+    """``consultation:<id>:<action>[:<part>...]``: the same effect always sends the same key."""
+    return ":".join(["consultation", str(consultation_id), action, *(str(p) for p in parts)])
+
+
+def _provider_failed(exc: GatewayError) -> ApplicationError:
+    logger.warning("payment provider call failed code=%s status=%s", exc.code, exc.http_status)
+    return ApplicationError(
+        "payment_provider_error",
+        "The payment provider could not complete the request. Try again.",
+        status=502,
+        extra={"provider_code": exc.code} if exc.code else None,
+    )
+
+
+def _gateway(consultation: Consultation) -> PaymentGateway:
+    return get_gateway(consultation.provider)
+
+
+def _lock(consultation_id: int) -> Consultation:
+    consultation = Consultation.objects.select_for_update().filter(pk=consultation_id).first()
+    if consultation is None:
+        raise NotFound("No such consultation.", code="consultation_not_found")
+    return consultation
+
+
+def _lock_for(user: User, consultation_id: int) -> Consultation:
+    """Lock a consultation of ``user``; anyone else cannot tell it exists."""
+    consultation = _lock(consultation_id)
+    if user.pk not in (consultation.patient_id, consultation.doctor_id):
+        raise NotFound("No such consultation.", code="consultation_not_found")
+    return consultation
+
+
+def consultation_data(consultation: Consultation) -> dict[str, Any]:
+    """The consultation as participants see it (never the client secret)."""
+    return {
+        "id": consultation.pk,
+        "patient_id": consultation.patient_id,
+        "doctor_id": consultation.doctor_id,
+        "kind": consultation.kind,
+        "state": consultation.state,
+        "price": consultation.price,
+        "currency": consultation.currency,
+        "conversation_id": consultation.conversation_id,
+    }
+
+
+def _announce(consultation: Consultation) -> None:
+    """Tell both participants' devices, after commit (a hint: ``GET consultations`` is the truth)."""
+    fan_out_on_commit(
+        user_ids=[consultation.patient_id, consultation.doctor_id],
+        frame={"type": "consultation.updated", "data": {"consultation": consultation_data(consultation)}},
+    )
+
+
+_STAMPS: dict[str, str] = {
+    State.PAID: "paid_at",
+    State.ACCEPTED: "accepted_at",
+    State.IN_PROGRESS: "started_at",
+    State.COMPLETED: "completed_at",
+}
+
+
+def _transition(
+    consultation: Consultation, action: str, *, actor: User | None, source: str, note: str = ""
+) -> Consultation:
+    """Move the locked consultation along ``action`` and log who and when."""
+    target = v.check_transition(state=consultation.state, action=action)
+    now = timezone.now()
+    previous = consultation.state
+    consultation.state = target
+    fields = ["state", "updated_at"]
+    if target in _STAMPS:
+        setattr(consultation, _STAMPS[target], now)
+        fields.append(_STAMPS[target])
+    if target == State.COMPLETED:
+        consultation.closes_at = now + dt.timedelta(days=settings.CONSULTATION_FOLLOW_UP_DAYS)
+        fields.append("closes_at")
+    if target in v.ENDED_STATES:
+        consultation.ended_at = now
+        fields.append("ended_at")
+    consultation.save(update_fields=fields)
+    ConsultationTransition.objects.create(
+        consultation=consultation,
+        from_state=previous,
+        to_state=target,
+        actor=actor,
+        source=source,
+        note=note[:255],
+    )
+    logger.info("consultation %s %s -> %s (%s)", consultation.pk, previous, target, source)
+    _announce(consultation)
+    return consultation
+
+
+def _post(
+    consultation: Consultation, *, kind: str, amount: int, key: str, source: str, stripe_id: str = ""
+) -> bool:
+    """Append a ledger entry unless this effect (``key``) is already recorded."""
+    if amount == 0 or LedgerEntry.objects.filter(consultation=consultation, key=key).exists():
+        return False
+    LedgerEntry.objects.create(
+        consultation=consultation,
+        kind=kind,
+        amount=amount,
+        currency=consultation.currency,
+        key=key,
+        source=source,
+        stripe_id=stripe_id,
+    )
+    return True
+
+
+def _check_role(consultation: Consultation, user: User, action: str) -> None:
+    if user.pk == consultation.doctor_id and action in v.DOCTOR_ACTIONS:
+        return
+    if user.pk == consultation.patient_id and action in v.PATIENT_ACTIONS:
+        return
+    raise PermissionDenied(
+        f"Only the {'doctor' if user.pk == consultation.patient_id else 'patient'} can {action} this consultation.",
+        code="not_allowed",
+    )
+
+
+# --- Request --------------------------------------------------------------------------------
+def check_can_request(*, patient: User, doctor_id: int) -> DoctorProfile:
+    """A patient may consult a verified, available doctor with a fee, one open request at a time."""
+    if patient.role != User.Role.PATIENT:
+        raise PermissionDenied("Only patients can request consultations.", code="patients_only")
+    profile = (
+        DoctorProfile.objects.select_related("user")
+        .filter(
+            user_id=doctor_id,
+            verification_status=DoctorProfile.Verification.VERIFIED,
+            user__is_active=True,
+            user__deleted_at__isnull=True,
+        )
+        .first()
+    )
+    if profile is None:
+        raise NotFound("No such doctor.", code="doctor_not_found")
+    if profile.consultation_fee <= 0:
+        raise ApplicationError(
+            "doctor_has_no_fee", "This doctor has not set a consultation fee yet.", status=409
+        )
+    refusal = selectors.availability_refusal(availability=selectors.availability_get(doctor_id=doctor_id))
+    if refusal == "doctor_offline":
+        raise ApplicationError("doctor_offline", "This doctor is not taking requests now.", status=409)
+    if refusal == "outside_hours":
+        raise ApplicationError(
+            "doctor_unavailable", "This doctor is outside their consultation hours.", status=409
+        )
+    open_one = (
+        Consultation.objects.filter(patient=patient, doctor_id=doctor_id, state__in=v.OPEN_STATES)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if open_one is not None:
+        raise ApplicationError(
+            "consultation_open",
+            "You already have an open consultation with this doctor.",
+            status=409,
+            extra={"consultation_id": open_one},
+        )
+    return profile
+
+
+def consultation_request(
+    *, patient: User, doctor_id: int, kind: str, reason: str | None = None
+) -> Consultation:
+    """Request a consultation: price from the doctor's fee now, a PaymentIntent (manual capture)
+    for it, and the direct conversation with the doctor (opened or reused)."""
+    kind = v.validate_kind(kind)
+    text = v.validate_reason(reason)
+    profile = check_can_request(patient=patient, doctor_id=doctor_id)
+    gateway = get_gateway()
+    price, currency = profile.consultation_fee, profile.currency
+    try:
+        with transaction.atomic():
+            conversation, _ = conversation_open_direct(user=patient, peer_id=doctor_id)
+            consultation = Consultation.objects.create(
+                patient=patient,
+                doctor_id=doctor_id,
+                kind=kind,
+                reason=text,
+                price=price,
+                currency=currency,
+                platform_fee=v.platform_fee_for(price),
+                conversation=conversation,
+                provider=gateway.name,
+                expires_at=timezone.now() + dt.timedelta(hours=settings.CONSULTATION_REQUEST_TTL_HOURS),
+            )
+            ConsultationTransition.objects.create(
+                consultation=consultation, to_state=State.REQUESTED, actor=patient, source="api"
+            )
+            intent = gateway.create_payment_intent(
+                amount=price,
+                currency=currency,
+                metadata={
+                    "consultation_id": str(consultation.pk),
+                    "patient_id": str(patient.pk),
+                    "doctor_id": str(doctor_id),
+                },
+                transfer_group=f"consultation-{consultation.pk}",
+                description=f"healthchat consultation {consultation.pk}",
+                idempotency_key=idempotency_key(consultation.pk, "create"),
+            )
+            consultation.payment_intent_id = intent.id
+            consultation.client_secret = intent.client_secret
+            consultation.save(update_fields=["payment_intent_id", "client_secret", "updated_at"])
+            if intent.status == "requires_capture":  # authorised already (development provider)
+                _transition(consultation, "pay", actor=None, source="system", note=gateway.name)
+            else:
+                _announce(consultation)
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+    except IntegrityError as exc:
+        if "consultation_one_open_per_pair" in str(exc):
+            raise ApplicationError(
+                "consultation_open", "You already have an open consultation with this doctor.", status=409
+            ) from exc
+        raise
+    return consultation
+
+
+# --- Provider state -> our state (webhooks, reconciliation, accept) ---------------------------
+def _record_charge(consultation: Consultation, *, amount: int, charge_id: str, source: str) -> None:
+    if amount <= 0:
+        return
+    if charge_id and not consultation.charge_id:
+        consultation.charge_id = charge_id
+        consultation.save(update_fields=["charge_id", "updated_at"])
+    _post(consultation, kind="charge", amount=amount, key="charge", source=source, stripe_id=charge_id)
+
+
+def _sync_refunds(consultation: Consultation, *, amount_refunded: int, source: str) -> bool:
+    """Record refunds made at the provider that the ledger does not have yet (cumulative)."""
+    summary = selectors.ledger_summary(consultation_id=consultation.pk)
+    if amount_refunded <= summary.refunded:
+        return False
+    _post(
+        consultation,
+        kind="refund",
+        amount=-(amount_refunded - summary.refunded),
+        key=f"refund:{amount_refunded}",
+        source=source,
+    )
+    if consultation.state in v.TAKEN_STATES and amount_refunded >= summary.charge > 0:
+        _transition(consultation, "refund", actor=None, source=source, note="refunded at the provider")
+    _settle(consultation, source=source)
+    return True
+
+
+def _sync_payment_intent(consultation: Consultation, intent: PaymentIntent, *, source: str) -> str:
+    """Move a locked consultation forward to what the provider says; never backwards."""
+    status = intent.status
+    if status == "requires_capture":
+        if consultation.state == State.REQUESTED:
+            _transition(consultation, "pay", actor=None, source=source, note="authorised")
+            return "authorised"
+        return "no change"
+    if status == "succeeded":
+        changed = False
+        if consultation.state == State.REQUESTED:
+            _transition(consultation, "pay", actor=None, source=source, note="captured at the provider")
+            changed = True
+        before = selectors.ledger_summary(consultation_id=consultation.pk).charge
+        _record_charge(
+            consultation, amount=intent.amount_received, charge_id=intent.latest_charge, source=source
+        )
+        changed = changed or before == 0 < intent.amount_received
+        if intent.amount_refunded is not None:
+            changed = (
+                _sync_refunds(consultation, amount_refunded=intent.amount_refunded, source=source) or changed
+            )
+        return "captured" if changed else "no change"
+    if status == "canceled":
+        if consultation.state in (State.REQUESTED, State.PAID):
+            _transition(consultation, "expire", actor=None, source=source, note="cancelled at the provider")
+            return "expired"
+        return "no change"
+    if status == "requires_payment_method" and intent.last_payment_error:
+        consultation.last_payment_error = intent.last_payment_error
+        consultation.save(update_fields=["last_payment_error", "updated_at"])
+        return "payment failed"
+    return "no change"
+
+
+# --- Doctor's and patient's actions -----------------------------------------------------------
+def consultation_accept(*, user: User, consultation_id: int) -> Consultation:
+    """The doctor accepts: the authorised amount is captured."""
+    try:
+        with transaction.atomic():
+            consultation = _lock_for(user, consultation_id)
+            _check_role(consultation, user, "accept")
+            if consultation.state == State.ACCEPTED:
+                return consultation
+            gateway = _gateway(consultation)
+            if consultation.state == State.REQUESTED and consultation.payment_intent_id:
+                # The authorisation webhook may be late or lost: ask the provider.
+                try:
+                    intent = gateway.retrieve_payment_intent(consultation.payment_intent_id)
+                except GatewayError:
+                    intent = None
+                if intent is not None:
+                    _sync_payment_intent(consultation, intent, source="system")
+            if consultation.state == State.REQUESTED:
+                raise ApplicationError(
+                    "payment_not_authorised", "The patient's payment is not authorised yet.", status=409
+                )
+            v.check_transition(state=consultation.state, action="accept")
+            assert consultation.payment_intent_id
+            if selectors.ledger_summary(consultation_id=consultation.pk).charge == 0:
+                intent = gateway.capture_payment_intent(
+                    consultation.payment_intent_id,
+                    amount=consultation.price,
+                    idempotency_key=idempotency_key(consultation.pk, "capture"),
+                )
+                if intent.status != "succeeded":
+                    raise ApplicationError(
+                        "payment_not_captured", "The payment could not be captured.", status=409
+                    )
+                _record_charge(
+                    consultation, amount=intent.amount_received, charge_id=intent.latest_charge, source="api"
+                )
+            return _transition(consultation, "accept", actor=user, source="api")
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+def _release(consultation: Consultation, *, reason: str) -> None:
+    """Cancel the uncaptured PaymentIntent (the authorisation is released)."""
+    if not consultation.payment_intent_id:
+        return
+    gateway = _gateway(consultation)
+    try:
+        gateway.cancel_payment_intent(
+            consultation.payment_intent_id,
+            reason=reason,
+            idempotency_key=idempotency_key(consultation.pk, "cancel"),
+        )
+    except GatewayError:
+        # Already cancelled (by us earlier, or at the provider)? Then there is nothing to release.
+        intent = gateway.retrieve_payment_intent(consultation.payment_intent_id)
+        if intent.status != "canceled":
+            raise
+
+
+def consultation_decline(*, user: User, consultation_id: int, note: str = "") -> Consultation:
+    """The doctor declines a request: the authorisation is released."""
+    try:
+        with transaction.atomic():
+            consultation = _lock_for(user, consultation_id)
+            _check_role(consultation, user, "decline")
+            if consultation.state == State.DECLINED:
+                return consultation
+            v.check_transition(state=consultation.state, action="decline")
+            _release(consultation, reason="abandoned")
+            return _transition(
+                consultation, "decline", actor=user, source="api", note=v.validate_reason(note)
+            )
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+def consultation_cancel(*, user: User, consultation_id: int) -> Consultation:
+    """Before acceptance either side may cancel (authorisation released); after it only the
+    doctor, and the patient is refunded in full."""
+    try:
+        with transaction.atomic():
+            consultation = _lock_for(user, consultation_id)
+            _check_role(consultation, user, "cancel")
+            if consultation.state in (State.CANCELLED, State.REFUNDED):
+                return consultation
+            if consultation.state in v.TAKEN_STATES and consultation.state != State.COMPLETED:
+                if user.pk != consultation.doctor_id:
+                    raise ApplicationError(
+                        "cannot_cancel",
+                        "The doctor has accepted this consultation; ask them or support to cancel it.",
+                        status=409,
+                    )
+                return _refund(
+                    consultation, amount=None, actor=user, source="api", note="cancelled by the doctor"
+                )
+            v.check_transition(state=consultation.state, action="cancel")
+            reason = "requested_by_customer" if user.pk == consultation.patient_id else "abandoned"
+            _release(consultation, reason=reason)
+            return _transition(consultation, "cancel", actor=user, source="api")
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+def consultation_start(*, user: User, consultation_id: int) -> Consultation:
+    with transaction.atomic():
+        consultation = _lock_for(user, consultation_id)
+        _check_role(consultation, user, "start")
+        if consultation.state == State.IN_PROGRESS:
+            return consultation
+        return _transition(consultation, "start", actor=user, source="api")
+
+
+def consultation_complete(*, user: User, consultation_id: int) -> Consultation:
+    """The doctor completes: the fee is kept and the doctor's share transferred (or queued
+    until their payout account can receive it). The follow-up window starts."""
+    try:
+        with transaction.atomic():
+            consultation = _lock_for(user, consultation_id)
+            _check_role(consultation, user, "complete")
+            if consultation.state == State.COMPLETED:
+                return consultation
+            _transition(consultation, "complete", actor=user, source="api")
+            _settle(consultation, source="api")
+            return consultation
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+def consultation_expire(*, consultation_id: int, source: str = "task") -> Consultation | None:
+    """Expire a request the doctor did not accept in time (authorisation released). Idempotent."""
+    try:
+        with transaction.atomic():
+            consultation = Consultation.objects.select_for_update().filter(pk=consultation_id).first()
+            if (
+                consultation is None
+                or consultation.state not in (State.REQUESTED, State.PAID)
+                or consultation.expires_at > timezone.now()
+            ):
+                return consultation
+            _release(consultation, reason="abandoned")
+            return _transition(consultation, "expire", actor=None, source=source)
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+# --- Money after completion, refunds ----------------------------------------------------------
+def _settle(consultation: Consultation, *, source: str) -> None:
+    """Post the fee and move the doctor's share so the ledger matches the state.
+
+    Before completion the platform holds everything. From completion on, of what the patient
+    paid and was not refunded (``net``), the doctor's share is ``net * (price - fee) / price``
+    and the rest is the platform's: a partial refund reverses both proportionally.
+    """
+    summary = selectors.ledger_summary(consultation_id=consultation.pk)
+    if consultation.completed_at is None:
+        if consultation.state in v.ENDED_STATES:
+            _set_payout(consultation, Consultation.Payout.NONE)
+        return
+    doctor_target = v.proportional(
+        summary.net, consultation.price - consultation.platform_fee, consultation.price
+    )
+    fee_target = summary.net - doctor_target
+    _post(consultation, kind="fee", amount=fee_target - summary.fee, key=f"fee:{fee_target}", source=source)
+    delta = doctor_target - summary.transfer
+    if delta > 0 and not consultation.transfer_id:
+        account = StripeAccount.objects.filter(doctor_id=consultation.doctor_id).first()
+        if account is None or not account.can_receive_transfers:
+            _set_payout(consultation, Consultation.Payout.PENDING)
+            return
+        transfer = _gateway(consultation).create_transfer(
+            amount=delta,
+            currency=consultation.currency,
+            destination=account.account_id,
+            source_transaction=consultation.charge_id,
+            transfer_group=f"consultation-{consultation.pk}",
+            metadata={"consultation_id": str(consultation.pk), "doctor_id": str(consultation.doctor_id)},
+            idempotency_key=idempotency_key(consultation.pk, "transfer"),
+        )
+        consultation.transfer_id = transfer.id
+        consultation.save(update_fields=["transfer_id", "updated_at"])
+        _post(
+            consultation, kind="transfer", amount=delta, key="transfer", source=source, stripe_id=transfer.id
+        )
+        _set_payout(consultation, Consultation.Payout.TRANSFERRED)
+    elif delta < 0 and consultation.transfer_id:
+        reversal = _gateway(consultation).reverse_transfer(
+            consultation.transfer_id,
+            amount=-delta,
+            idempotency_key=idempotency_key(consultation.pk, "reverse-transfer", doctor_target),
+        )
+        _post(
+            consultation,
+            kind="transfer",
+            amount=delta,
+            key=f"transfer:{doctor_target}",
+            source=source,
+            stripe_id=reversal.id,
+        )
+    if doctor_target == 0 and not consultation.transfer_id:
+        _set_payout(consultation, Consultation.Payout.NONE)
+
+
+def _set_payout(consultation: Consultation, status: str) -> None:
+    if consultation.payout_status != status:
+        consultation.payout_status = status
+        consultation.save(update_fields=["payout_status", "updated_at"])
+
+
+def consultation_settle(*, consultation_id: int, source: str = "task") -> Consultation:
+    """Retry what settlement still owes (e.g. a transfer queued until the doctor onboarded)."""
+    try:
+        with transaction.atomic():
+            consultation = _lock(consultation_id)
+            _settle(consultation, source=source)
+            return consultation
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+def _refund(
+    consultation: Consultation, *, amount: int | None, actor: User | None, source: str, note: str = ""
+) -> Consultation:
+    summary = selectors.ledger_summary(consultation_id=consultation.pk)
+    if consultation.state not in v.TAKEN_STATES:
+        raise ApplicationError(
+            "not_refundable",
+            "Only accepted, started or completed consultations can be refunded "
+            "(requests are cancelled, which releases the authorisation).",
+            status=409,
+        )
+    value = v.validate_refund_amount(amount=amount, refundable=summary.net)
+    assert consultation.payment_intent_id
+    cumulative = summary.refunded + value
+    refund = _gateway(consultation).create_refund(
+        payment_intent_id=consultation.payment_intent_id,
+        amount=value,
+        metadata={"consultation_id": str(consultation.pk)},
+        idempotency_key=idempotency_key(consultation.pk, "refund", cumulative),
+    )
+    _post(
+        consultation,
+        kind="refund",
+        amount=-value,
+        key=f"refund:{cumulative}",
+        source=source,
+        stripe_id=refund.id,
+    )
+    if cumulative >= summary.charge:
+        _transition(consultation, "refund", actor=actor, source=source, note=note)
+    _settle(consultation, source=source)
+    if cumulative < summary.charge:
+        _announce(consultation)
+    return consultation
+
+
+def consultation_refund(
+    *,
+    consultation_id: int,
+    amount: int | None = None,
+    actor: User | None = None,
+    source: str = "admin",
+    note: str = "",
+) -> Consultation:
+    """Refund ``amount`` (None: all that is left). The doctor's share and the platform fee are
+    reversed in proportion; refunding everything moves the consultation to ``refunded``."""
+    try:
+        with transaction.atomic():
+            return _refund(_lock(consultation_id), amount=amount, actor=actor, source=source, note=note)
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+# --- Webhooks -------------------------------------------------------------------------------
+def _consultation_for_intent(payment_intent_id: str, metadata_id: int | None) -> Consultation | None:
+    consultation = (
+        Consultation.objects.select_for_update().filter(payment_intent_id=payment_intent_id).first()
+        if payment_intent_id
+        else None
+    )
+    if consultation is None and metadata_id is not None:
+        consultation = Consultation.objects.select_for_update().filter(pk=metadata_id).first()
+        if consultation is not None and consultation.payment_intent_id not in (None, payment_intent_id):
+            return None
+    return consultation
+
+
+def _on_payment_intent(event: Event) -> tuple[Consultation | None, str]:
+    from .stripe_gateway import payment_intent_from_event
+
+    intent = payment_intent_from_event(event.object)
+    consultation = _consultation_for_intent(intent.id, intent.consultation_id)
+    if consultation is None:
+        return None, "ignored: unknown payment intent"
+    return consultation, _sync_payment_intent(consultation, intent, source="webhook")
+
+
+def _on_charge(event: Event) -> tuple[Consultation | None, str]:
+    charge = event.object
+    intent_id = str(charge.get("payment_intent") or "")
+    metadata = charge.get("metadata") or {}
+    meta_id = str(metadata.get("consultation_id") or "")
+    consultation = _consultation_for_intent(intent_id, int(meta_id) if meta_id.isdigit() else None)
+    if consultation is None:
+        return None, "ignored: unknown charge"
+    if consultation.state == State.REQUESTED and charge.get("captured"):
+        _transition(consultation, "pay", actor=None, source="webhook", note="captured at the provider")
+    if charge.get("captured"):
+        _record_charge(
+            consultation,
+            amount=int(charge.get("amount_captured") or 0),
+            charge_id=str(charge.get("id") or ""),
+            source="webhook",
+        )
+    changed = _sync_refunds(
+        consultation, amount_refunded=int(charge.get("amount_refunded") or 0), source="webhook"
+    )
+    return consultation, "refund recorded" if changed else "no change"
+
+
+def _on_account(event: Event) -> tuple[Consultation | None, str]:
+    data = event.object
+    account = ConnectAccount(
+        id=str(data.get("id") or ""),
+        charges_enabled=bool(data.get("charges_enabled")),
+        payouts_enabled=bool(data.get("payouts_enabled")),
+        details_submitted=bool(data.get("details_submitted")),
+    )
+    return None, "account updated" if stripe_account_sync(account=account) else "ignored: unknown account"
+
+
+_HANDLERS: dict[str, Callable[[Event], tuple[Consultation | None, str]]] = {
+    "payment_intent.amount_capturable_updated": _on_payment_intent,
+    "payment_intent.succeeded": _on_payment_intent,
+    "payment_intent.canceled": _on_payment_intent,
+    "payment_intent.payment_failed": _on_payment_intent,
+    "charge.captured": _on_charge,
+    "charge.refunded": _on_charge,
+    "account.updated": _on_account,
+}
+
+
+def webhook_event_process(*, event: Event) -> tuple[WebhookEvent | None, bool]:
+    """Apply a verified event once: the event row and its effect commit together.
+
+    Returns ``(record, applied)``; a duplicate (already recorded, or being recorded by a
+    concurrent delivery that then commits) returns ``(None, False)``. Effects only move state
+    forward and post keyed ledger entries, so events may arrive in any order.
+    """
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    record = WebhookEvent.objects.create(
+                        event_id=event.id,
+                        type=event.type[:100],
+                        livemode=event.livemode,
+                        stripe_created_at=dt.datetime.fromtimestamp(event.created, tz=dt.UTC)
+                        if event.created
+                        else None,
+                        payload=event.raw,
+                    )
+            except IntegrityError:
+                return None, False
+            handler = _HANDLERS.get(event.type)
+            consultation, result = handler(event) if handler else (None, "ignored: event type not handled")
+            record.consultation = consultation
+            record.result = result[:255]
+            record.save(update_fields=["consultation", "result"])
+            return record, True
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+
+
+# --- Reconciliation ---------------------------------------------------------------------------
+def reconcile_payment_intent(*, intent: PaymentIntent, fix: bool) -> list[str]:
+    """Compare one provider PaymentIntent with our records; with ``fix``, apply what is missing
+    (the same effects a webhook would have had). Returns the differences found."""
+    with transaction.atomic():
+        consultation = _consultation_for_intent(intent.id, intent.consultation_id)
+        if consultation is None:
+            if intent.consultation_id is None:
+                return []
+            return [f"{intent.id}: no consultation {intent.consultation_id} here (status {intent.status})"]
+        summary = selectors.ledger_summary(consultation_id=consultation.pk)
+        problems: list[str] = []
+        label = f"consultation {consultation.pk} ({intent.id})"
+        if intent.status == "requires_capture" and consultation.state == State.REQUESTED:
+            problems.append(f"{label}: authorised at the provider, still requested here")
+        if intent.status == "canceled" and consultation.state in (State.REQUESTED, State.PAID):
+            problems.append(f"{label}: cancelled at the provider, {consultation.state} here")
+        if intent.status == "succeeded" and summary.charge != intent.amount_received:
+            problems.append(f"{label}: captured {intent.amount_received}, ledger has {summary.charge}")
+        if intent.amount_refunded is not None and intent.amount_refunded != summary.refunded:
+            problems.append(f"{label}: refunded {intent.amount_refunded}, ledger has {summary.refunded}")
+        if (
+            intent.status in ("requires_capture", "requires_payment_method")
+            and consultation.state in v.ENDED_STATES
+        ):
+            problems.append(f"{label}: {consultation.state} here, still {intent.status} at the provider")
+        if problems and fix:
+            _sync_payment_intent(consultation, intent, source="reconcile")
+            if intent.status in ("requires_capture", "requires_payment_method") and consultation.state in (
+                v.ENDED_STATES
+            ):
+                _release(consultation, reason="abandoned")
+        return problems
+
+
+# --- Availability ---------------------------------------------------------------------------
+def availability_set(
+    *,
+    doctor: User,
+    online: bool | None = None,
+    timezone_name: str | None = None,
+    outside_hours: str | None = None,
+    weekly_hours: list[dict[str, Any]] | None = None,
+) -> DoctorAvailability:
+    """A doctor sets their online switch, time zone and weekly hours (given fields only)."""
+    if doctor.role != User.Role.DOCTOR:
+        raise PermissionDenied("Only doctors set availability.", code="doctors_only")
+    windows = v.validate_weekly_hours(weekly_hours) if weekly_hours is not None else None
+    tz = v.validate_timezone(timezone_name) if timezone_name is not None else None
+    mode = v.validate_outside_hours(outside_hours) if outside_hours is not None else None
+    with transaction.atomic():
+        availability, _ = DoctorAvailability.objects.select_for_update().get_or_create(doctor=doctor)
+        if online is not None:
+            availability.online = bool(online)
+        if tz is not None:
+            availability.timezone = tz
+        if mode is not None:
+            availability.outside_hours = mode
+        availability.save()
+        if windows is not None:
+            availability.windows.all().delete()
+            AvailabilityWindow.objects.bulk_create(
+                [
+                    AvailabilityWindow(availability=availability, weekday=d, start=s, end=e)
+                    for d, s, e in windows
+                ]
+            )
+    fresh = selectors.availability_get(doctor_id=doctor.pk)
+    assert fresh is not None
+    return fresh
+
+
+# --- Doctor payouts (Stripe Connect Express) --------------------------------------------------
+def payout_onboarding_start(*, doctor: User) -> tuple[StripeAccount, str, int]:
+    """Create the doctor's Express account (once) and a fresh onboarding link to it."""
+    if doctor.role != User.Role.DOCTOR:
+        raise PermissionDenied("Only doctors have payout accounts.", code="doctors_only")
+    if not DoctorProfile.objects.filter(
+        user=doctor, verification_status=DoctorProfile.Verification.VERIFIED
+    ).exists():
+        raise PermissionDenied(
+            "Your account must be verified before you can receive payouts.", code="not_verified"
+        )
+    gateway = get_gateway()
+    try:
+        account = StripeAccount.objects.filter(doctor=doctor).first()
+        if account is None:
+            remote = gateway.create_express_account(
+                country=settings.STRIPE_CONNECT_COUNTRY,
+                metadata={"doctor_id": str(doctor.pk)},
+                idempotency_key=f"doctor:{doctor.pk}:connect-account",
+            )
+            try:
+                with transaction.atomic():
+                    account = StripeAccount.objects.create(
+                        doctor=doctor,
+                        account_id=remote.id,
+                        charges_enabled=remote.charges_enabled,
+                        payouts_enabled=remote.payouts_enabled,
+                        details_submitted=remote.details_submitted,
+                    )
+            except IntegrityError:  # a concurrent request created it (same idempotency key)
+                account = StripeAccount.objects.get(doctor=doctor)
+        link = gateway.create_account_link(
+            account_id=account.account_id,
+            refresh_url=settings.STRIPE_CONNECT_REFRESH_URL,
+            return_url=settings.STRIPE_CONNECT_RETURN_URL,
+            idempotency_key=f"doctor:{doctor.pk}:account-link:{int(time.time()) // 60}",
+        )
+    except GatewayError as exc:
+        raise _provider_failed(exc) from exc
+    return account, link.url, link.expires_at
+
+
+def stripe_account_sync(*, account: ConnectAccount) -> bool:
+    """Record what Stripe says about a doctor's account; queue their pending transfers when it
+    can receive them."""
+    with transaction.atomic():
+        row = StripeAccount.objects.select_for_update().filter(account_id=account.id).first()
+        if row is None:
+            return False
+        became_payable = account.payouts_enabled and not row.payouts_enabled
+        row.charges_enabled = account.charges_enabled
+        row.payouts_enabled = account.payouts_enabled
+        row.details_submitted = account.details_submitted
+        row.save()
+        if became_payable:
+            doctor_id = row.doctor_id
+
+            def queue() -> None:
+                from .tasks import retry_payouts
+
+                retry_payouts.delay(doctor_id=doctor_id)
+
+            transaction.on_commit(queue)
+    return True
+
+
+# --- Accounts hooks ---------------------------------------------------------------------------
+def export_user_consultations(user: User) -> list[dict[str, Any]]:
+    return selectors.export_consultations(user=user)
+
+
+def erase_user_consultations(user: User) -> None:
+    """Account deletion: financial records stay (legal retention), the intake text goes."""
+    Consultation.objects.filter(patient=user).exclude(reason="").update(reason="")
