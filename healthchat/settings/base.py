@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "groups",
     "calls",
     "payments",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -235,6 +236,25 @@ FIREBASE_AUTH_EMULATOR_HOST: str | None = env.str("FIREBASE_AUTH_EMULATOR_HOST",
 FIREBASE_DEV_TOKENS: bool = env.bool("FIREBASE_DEV_TOKENS", default=False)
 FIREBASE_CHECK_REVOKED: bool = env.bool("FIREBASE_CHECK_REVOKED", default=False)
 DEV_TOKEN_KEY_PATH = Path(env.str("DEV_TOKEN_KEY_PATH", default=str(BASE_DIR / "var" / "dev-token-key.pem")))
+
+# --- Push notifications (notifications/): FCM from Celery workers ---------------------------
+# "fcm" (Firebase Cloud Messaging; default when FIREBASE_CREDENTIALS is set) or "log" (the
+# embedded default: pushes are written to the log, ids only, never titles or text).
+PUSH_BACKEND: str = env.str("PUSH_BACKEND", default="fcm" if FIREBASE_CREDENTIALS else "log")
+# A device gets a message push only if its user has not acknowledged the message (delivered
+# on a socket) within this many seconds.
+PUSH_GRACE_SECONDS: float = env.float("PUSH_GRACE_SECONDS", default=3.0)
+PUSH_TTL_SECONDS: int = env.int("PUSH_TTL_SECONDS", default=3 * 86400)
+PUSH_CALL_TTL_SECONDS: int = env.int("PUSH_CALL_TTL_SECONDS", default=30)
+PUSH_PREVIEWS_DEFAULT: bool = env.bool("PUSH_PREVIEWS_DEFAULT", default=False)
+PUSH_MAX_ATTEMPTS: int = env.int("PUSH_MAX_ATTEMPTS", default=5)
+PUSH_RETRY_BACKOFF_SECONDS: float = env.float("PUSH_RETRY_BACKOFF_SECONDS", default=5.0)
+PUSH_HTTP_TIMEOUT_SECONDS: float = env.float("PUSH_HTTP_TIMEOUT_SECONDS", default=10.0)
+PUSH_REQUEUE_AFTER_SECONDS: float = env.float("PUSH_REQUEUE_AFTER_SECONDS", default=60.0)
+PUSH_SEND_LEASE_SECONDS: float = env.float("PUSH_SEND_LEASE_SECONDS", default=120.0)
+PUSH_RETENTION_DAYS: int = env.int("PUSH_RETENTION_DAYS", default=14)
+CELERY_BEAT_SCHEDULE["push-requeue-stale"] = {"task": "notifications.tasks.push_requeue", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["push-outbox-cleanup"] = {"task": "notifications.tasks.push_cleanup", "schedule": 3600.0}
 
 # --- Domain settings ----------------------------------------------------------------------
 HEALTHCHAT_E2EE_DEFAULT: bool = env.bool("HEALTHCHAT_E2EE_DEFAULT", default=False)

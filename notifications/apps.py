@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    name = "notifications"
+    verbose_name = "Push notifications"
+
+    def ready(self) -> None:
+        from messaging import services as messaging_services
+
+        from . import checks, receivers
+
+        checks.register()
+        messaging_services.message_committed.connect(
+            receivers.on_message_committed, dispatch_uid="notifications.message_committed"
+        )
+        messaging_services.message_updated.connect(
+            receivers.on_message_updated, dispatch_uid="notifications.message_updated"
+        )

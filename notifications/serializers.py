@@ -1,0 +1,24 @@
+"""Input and output shapes of the push REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from healthchat.validation import StrictSerializer
+
+
+class MuteInputSerializer(StrictSerializer):
+    # Omitted or null: muted until unmuted.
+    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class MuteOutSerializer(serializers.Serializer[Any]):
+    conversation_id = serializers.IntegerField()
+    muted = serializers.BooleanField()
+    muted_until = serializers.DateTimeField(allow_null=True)
+
+
+class PreferenceSerializer(StrictSerializer):
+    previews = serializers.BooleanField()

@@ -1,0 +1,589 @@
+"""Push actions: who gets a push, when, and with what text; the outbox that makes it reliable.
+
+Flow for a new message (``push_enqueue_message``, called when ``message_committed`` fires):
+
+1. One ``PushDelivery`` row per device of every recipient (never the sender's devices, never a
+   member who muted the conversation) is written in its own transaction, due at the end of the
+   grace period. Only then is a Celery task queued (on commit), with the row ids and a
+   countdown of ``PUSH_GRACE_SECONDS``. If the broker is down the rows stay ``pending`` and
+   beat's ``push_requeue`` queues them later.
+2. The task (``push_deliver``) claims the rows still open (``pending``, or ``sending`` whose
+   lease ran out because a worker died mid-send), decides again under the row locks (the
+   message may be deleted, the member muted or gone, the message already delivered), sends
+   the rest with one ``send_each`` per batch, and records every outcome on its row.
+
+"Received on a socket" is the membership's ``delivered_seq``: the app acknowledges every
+``message.new`` it gets over its socket with ``message.delivered`` (``receipt_mark``; ``read``
+implies delivered). After the grace period the task pushes only if the recipient's
+``delivered_seq`` is still below the message's ``seq``. The acknowledgement is per user: once
+any of the user's apps has the message, none of their devices gets a push for it (an app that
+acknowledges while in the background shows its own local notification).
+
+Privacy: by default the notification names the sender and nothing else; previews (the text)
+only with the user's ``previews`` preference and never in an end-to-end encrypted conversation.
+Data carries ids only, so the app can ``sync``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Device, User
+from healthchat.errors import ApplicationError
+from messaging import selectors as messaging_selectors
+from messaging.models import Conversation, Membership, Message
+
+from . import fcm, selectors
+from .models import PushDelivery, PushPreference
+
+logger = logging.getLogger("healthchat.push")
+
+MUTED_FOREVER = selectors.MUTED_FOREVER
+PREVIEW_MAX_CHARS = 200
+TASK_CHUNK = fcm.BATCH_SIZE
+Kind = PushDelivery.Kind
+State = PushDelivery.State
+PUSHABLE_PLATFORMS = (Device.Platform.ANDROID, Device.Platform.IOS)
+
+
+# --- Preferences and mute ---------------------------------------------------------------------
+def preference_update(*, user: User, previews: bool) -> PushPreference:
+    preference, _ = PushPreference.objects.update_or_create(user=user, defaults={"previews": bool(previews)})
+    return preference
+
+
+def conversation_mute(*, user: User, conversation_id: int, until: dt.datetime | None = None) -> Membership:
+    """Mute pushes for a conversation until ``until`` (or until unmuted)."""
+    membership = messaging_selectors.membership_get(user=user, conversation_id=conversation_id)
+    value = until or MUTED_FOREVER
+    if timezone.is_naive(value):
+        raise ApplicationError("invalid_mute_until", "until needs a time zone.", fields={"until": ["naive"]})
+    if value <= timezone.now():
+        raise ApplicationError(
+            "invalid_mute_until", "until must be in the future.", fields={"until": ["in the past"]}
+        )
+    Membership.objects.filter(pk=membership.pk).update(muted_until=value)
+    membership.muted_until = value
+    return membership
+
+
+def conversation_unmute(*, user: User, conversation_id: int) -> Membership:
+    membership = messaging_selectors.membership_get(user=user, conversation_id=conversation_id)
+    Membership.objects.filter(pk=membership.pk).update(muted_until=None)
+    membership.muted_until = None
+    return membership
+
+
+# --- Enqueue: outbox rows first, then the task on commit ---------------------------------------
+def _chunks(ids: list[int], size: int = TASK_CHUNK) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _queue(ids: list[int], countdown: float) -> None:
+    """Queue ``push_deliver`` for ``ids``; a broker failure is logged (beat re-queues the rows)."""
+    from . import tasks
+
+    for chunk in _chunks(ids):
+        try:
+            tasks.push_deliver.apply_async(args=(chunk,), countdown=max(0.0, countdown))
+        except Exception:
+            logger.warning("could not queue push task for %d deliveries; beat re-queues them", len(chunk))
+            logger.debug("queue failure", exc_info=True)
+
+
+def _write_outbox(rows: list[PushDelivery], lookup: Q, countdown: float) -> list[int]:
+    """Insert the rows (duplicates ignored), queue the open ones on commit; returns their ids."""
+    if not rows:
+        return []
+    with transaction.atomic():
+        PushDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+        ids = list(
+            PushDelivery.objects.filter(
+                lookup, state=State.PENDING, device_id__in=[r.device_id for r in rows]
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        transaction.on_commit(lambda: _queue(ids, countdown))
+    return ids
+
+
+def _target_devices(user_ids: Iterable[int]) -> list[int]:
+    return list(
+        Device.objects.filter(user_id__in=list(user_ids))
+        .filter(
+            Q(fcm_token__isnull=False) | Q(installation_id__isnull=False, platform__in=PUSHABLE_PLATFORMS)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def push_enqueue_message(
+    *, message_id: int, conversation_id: int, sender_id: int, recipient_ids: list[int]
+) -> list[int]:
+    """Record a push per recipient device for a new message, to be decided after the grace."""
+    now = timezone.now()
+    muted = Membership.objects.filter(
+        conversation_id=conversation_id, user_id__in=recipient_ids, muted_until__gt=now
+    ).values_list("user_id", flat=True)
+    user_ids = set(recipient_ids) - set(muted) - {sender_id}
+    grace = float(settings.PUSH_GRACE_SECONDS)
+    due = now + dt.timedelta(seconds=grace)
+    rows = [
+        PushDelivery(
+            kind=Kind.MESSAGE,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            device_id=device_id,
+            due_at=due,
+        )
+        for device_id in _target_devices(user_ids)
+    ]
+    return _write_outbox(rows, Q(kind=Kind.MESSAGE, message_id=message_id, event=0), grace)
+
+
+def push_enqueue_message_update(*, message_id: int, conversation_id: int, event: int) -> list[int]:
+    """A data-only push to the devices that were notified of the message: withdraw or refresh."""
+    notified = (
+        PushDelivery.objects.filter(
+            kind=Kind.MESSAGE, message_id=message_id, state__in=[State.SENT, State.SENDING]
+        )
+        .order_by("device_id")
+        .values_list("device_id", flat=True)
+    )
+    now = timezone.now()
+    rows = [
+        PushDelivery(
+            kind=Kind.MESSAGE_UPDATED,
+            message_id=message_id,
+            event=event,
+            conversation_id=conversation_id,
+            device_id=device_id,
+            due_at=now,
+        )
+        for device_id in notified
+    ]
+    return _write_outbox(rows, Q(kind=Kind.MESSAGE_UPDATED, message_id=message_id, event=event), 0)
+
+
+def push_incoming_call(
+    *, call_id: str, conversation_id: int, caller_id: int, callee_ids: list[int]
+) -> list[int]:
+    """Ring the callees' devices: a high-priority data push, short TTL, no grace, mute ignored.
+
+    For the calls app: call inside or outside a transaction; the task is queued on commit.
+    """
+    ref = _valid_ref(call_id)
+    now = timezone.now()
+    rows = [
+        PushDelivery(kind=Kind.CALL, ref=ref, conversation_id=conversation_id, device_id=d, due_at=now)
+        for d in _target_devices(set(callee_ids) - {caller_id})
+    ]
+    return _write_outbox(rows, Q(kind=Kind.CALL, ref=ref, message__isnull=True), 0)
+
+
+def push_call_cancelled(*, call_id: str) -> list[int]:
+    """Stop the ringing on devices that got the call push (answered elsewhere, hung up, timed out)."""
+    ref = _valid_ref(call_id)
+    rung = PushDelivery.objects.filter(
+        kind=Kind.CALL, ref=ref, state__in=[State.SENT, State.SENDING]
+    ).values_list("device_id", "conversation_id")
+    now = timezone.now()
+    rows = [
+        PushDelivery(kind=Kind.CALL_CANCELLED, ref=ref, conversation_id=cid, device_id=d, due_at=now)
+        for d, cid in rung
+    ]
+    return _write_outbox(rows, Q(kind=Kind.CALL_CANCELLED, ref=ref, message__isnull=True), 0)
+
+
+def push_test_create(*, user: User) -> list[int]:
+    """Outbox rows for a test push to each of ``user``'s devices (the operator command)."""
+    ref = uuid.uuid4().hex
+    now = timezone.now()
+    rows = [
+        PushDelivery(kind=Kind.TEST, ref=ref, device_id=d, due_at=now) for d in _target_devices([user.pk])
+    ]
+    if not rows:
+        return []
+    with transaction.atomic():
+        PushDelivery.objects.bulk_create(rows)
+    return list(
+        PushDelivery.objects.filter(kind=Kind.TEST, ref=ref).order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def _valid_ref(value: str) -> str:
+    ref = str(value).strip()
+    if not ref or len(ref) > 64:
+        raise ApplicationError("invalid_call_id", "A call id is 1 to 64 characters.")
+    return ref
+
+
+# --- Deliver: claim, decide, send, record --------------------------------------------------------
+@dataclass
+class DeliveryReport:
+    sent: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    retrying: list[int] = field(default_factory=list)
+    # Seconds until the task should run again for rows still open (not yet due, or backing off).
+    retry_in: float | None = None
+
+    def wait(self, seconds: float) -> None:
+        self.retry_in = seconds if self.retry_in is None else min(self.retry_in, seconds)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What deciding and rendering a batch needs, loaded once per batch."""
+
+    previews: dict[int, bool]
+    unread: dict[int, int]
+
+
+def push_deliver(*, delivery_ids: list[int], ignore_due: bool = False) -> DeliveryReport:
+    """Process outbox rows: idempotent (rows already sent or decided are left alone)."""
+    report = DeliveryReport()
+    claimed = _claim(delivery_ids, report, ignore_due=ignore_due)
+    if not claimed:
+        return report
+    context = _context(claimed)
+    pushes = [_render(row, context) for row in claimed]
+    results = fcm.send_batch(pushes)
+    _record(claimed, pushes, results, report)
+    return report
+
+
+def _open_rows(now: dt.datetime) -> Q:
+    lease = dt.timedelta(seconds=float(settings.PUSH_SEND_LEASE_SECONDS))
+    return Q(state=State.PENDING) | Q(state=State.SENDING, claimed_at__lt=now - lease)
+
+
+def _claim(ids: list[int], report: DeliveryReport, *, ignore_due: bool) -> list[PushDelivery]:
+    """Lock the open rows, skip what policy refuses, mark the rest ``sending`` (committed)."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            PushDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(_open_rows(now), pk__in=ids)
+            .select_related("device", "message", "message__sender", "conversation")
+            .order_by("pk")
+        )
+        due = []
+        for row in rows:
+            if not ignore_due and row.due_at > now:
+                report.wait((row.due_at - now).total_seconds())
+            else:
+                due.append(row)
+        memberships = _memberships(due)
+        claim: list[PushDelivery] = []
+        skips: dict[str, list[int]] = {}
+        for row in due:
+            reason = _refusal(row, memberships, now)
+            if reason:
+                skips.setdefault(reason, []).append(row.pk)
+                report.skipped[row.pk] = reason
+            else:
+                claim.append(row)
+        for reason, skipped_ids in skips.items():
+            PushDelivery.objects.filter(pk__in=skipped_ids).update(
+                state=State.SKIPPED, reason=reason, claimed_at=None
+            )
+        if claim:
+            for row in claim:
+                row.state, row.claimed_at, row.attempts = State.SENDING, now, row.attempts + 1
+            PushDelivery.objects.bulk_update(claim, ["state", "claimed_at", "attempts"])
+    return claim
+
+
+def _memberships(rows: list[PushDelivery]) -> dict[tuple[int, int], Membership]:
+    pairs = {
+        (r.message.conversation_id, r.device.user_id)
+        for r in rows
+        if r.kind == Kind.MESSAGE and r.message is not None
+    }
+    if not pairs:
+        return {}
+    conversation_ids = {c for c, _ in pairs}
+    user_ids = {u for _, u in pairs}
+    found = Membership.objects.filter(conversation_id__in=conversation_ids, user_id__in=user_ids)
+    return {(m.conversation_id, m.user_id): m for m in found}
+
+
+def _refusal(row: PushDelivery, memberships: dict[tuple[int, int], Membership], now: dt.datetime) -> str:
+    """Why this row must not be sent now ('' when it may)."""
+    device = row.device
+    if not device.fcm_token and not (device.installation_id and device.platform in PUSHABLE_PLATFORMS):
+        return "no_token"
+    if row.kind == Kind.CALL:
+        age = (now - row.created_at).total_seconds()
+        return "expired" if age > settings.PUSH_CALL_TTL_SECONDS else ""
+    if row.kind != Kind.MESSAGE:
+        return ""
+    message = row.message
+    assert message is not None
+    if message.deleted_at is not None:
+        return "deleted"
+    if device.user_id == message.sender_id:
+        return "sender"
+    membership = memberships.get((message.conversation_id, device.user_id))
+    if membership is None or membership.left_at is not None:
+        return "not_member"
+    if membership.muted_until is not None and membership.muted_until > now:
+        return "muted"
+    if membership.delivered_seq >= message.seq:
+        return "delivered"
+    return ""
+
+
+def _context(rows: list[PushDelivery]) -> _Context:
+    message_users = {r.device.user_id for r in rows if r.kind == Kind.MESSAGE}
+    return _Context(
+        previews=selectors.previews_enabled(user_ids=message_users),
+        unread=selectors.unread_counts(user_ids=message_users),
+    )
+
+
+# --- Rendering: what each push says ---------------------------------------------------------------
+def sender_label(user: User) -> str:
+    return user.display_name.strip() or "Someone"
+
+
+def _preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_MAX_CHARS else text[: PREVIEW_MAX_CHARS - 1] + "…"
+
+
+def _target(device: Device) -> dict[str, Any]:
+    """Where FCM sends it: the registration token, else the Firebase installation id."""
+    if device.fcm_token:
+        return {"token": device.fcm_token, "fid": None}
+    return {"token": None, "fid": device.installation_id}
+
+
+def _render_message(row: PushDelivery, context: _Context) -> fcm.Push:
+    message = row.message
+    assert message is not None
+    conversation: Conversation = row.conversation or message.conversation
+    user_id = row.device.user_id
+    name = sender_label(message.sender)
+    badge = context.unread.get(user_id, 0)
+    show_text = (
+        context.previews.get(user_id, settings.PUSH_PREVIEWS_DEFAULT)
+        and not conversation.e2ee
+        and message.kind == Message.Kind.TEXT
+        and bool(message.body)
+    )
+    if show_text:
+        title = name if conversation.kind == Conversation.Kind.DIRECT else f"{name} in {conversation.name}"
+        body: str | None = _preview(message.body)
+    else:
+        title, body = f"New message from {name}", None
+    key = f"conversation-{message.conversation_id}"
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        title=title,
+        body=body,
+        data={
+            "type": "message.new",
+            "conversation_id": str(message.conversation_id),
+            "message_id": str(message.pk),
+            "seq": str(message.seq),
+            "badge": str(badge),
+        },
+        collapse_key=key,
+        tag=key,
+        priority="normal",
+        ttl_seconds=settings.PUSH_TTL_SECONDS,
+        badge=badge,
+        channel_id="messages",
+    )
+
+
+def _render_update(row: PushDelivery, context: _Context) -> fcm.Push:
+    message = row.message
+    assert message is not None
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        data={
+            "type": "message.updated",
+            "conversation_id": str(message.conversation_id),
+            "message_id": str(message.pk),
+            "seq": str(message.seq),
+            "event": str(row.event),
+            "deleted": "true" if message.deleted_at is not None else "false",
+        },
+        # Not the conversation's key: it must not replace a notification still waiting in FCM.
+        collapse_key=f"message-{message.pk}",
+        priority="normal",
+        ttl_seconds=settings.PUSH_TTL_SECONDS,
+    )
+
+
+def _render_call(row: PushDelivery, context: _Context) -> fcm.Push:
+    data = {"type": "call.incoming" if row.kind == Kind.CALL else "call.cancelled", "call_id": row.ref}
+    if row.conversation_id is not None:
+        data["conversation_id"] = str(row.conversation_id)
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        data=data,
+        # A cancel replaces a ring that is still waiting in FCM for an offline device.
+        collapse_key=f"call-{row.ref}",
+        priority="high",
+        ttl_seconds=settings.PUSH_CALL_TTL_SECONDS,
+    )
+
+
+def _render_test(row: PushDelivery, context: _Context) -> fcm.Push:
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        title="healthchat test notification",
+        body="Push notifications reach this device.",
+        data={"type": "test", "ref": row.ref},
+        collapse_key="test",
+        tag="test",
+        priority="normal",
+        ttl_seconds=300,
+        channel_id="messages",
+    )
+
+
+_RENDERERS: dict[str, Callable[[PushDelivery, _Context], fcm.Push]] = {
+    Kind.MESSAGE: _render_message,
+    Kind.MESSAGE_UPDATED: _render_update,
+    Kind.CALL: _render_call,
+    Kind.CALL_CANCELLED: _render_call,
+    Kind.TEST: _render_test,
+}
+
+
+def _render(row: PushDelivery, context: _Context) -> fcm.Push:
+    return _RENDERERS[row.kind](row, context)
+
+
+# --- Recording outcomes -----------------------------------------------------------------------------
+def _backoff(attempts: int) -> float:
+    base = float(settings.PUSH_RETRY_BACKOFF_SECONDS)
+    delay = min(base * 2 ** max(0, attempts - 1), 600.0)
+    return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+
+def _record(
+    rows: list[PushDelivery], pushes: list[fcm.Push], results: list[fcm.Result], report: DeliveryReport
+) -> None:
+    now = timezone.now()
+    prune: list[tuple[PushDelivery, fcm.Push, fcm.Result]] = []
+    for row, push, result in zip(rows, pushes, results, strict=True):
+        row.claimed_at = None
+        if result.ok:
+            row.state, row.sent_at, row.fcm_message_id, row.reason = (
+                State.SENT,
+                now,
+                result.message_id[:200],
+                "",
+            )
+            report.sent.append(row.pk)
+        elif result.outcome in (fcm.Outcome.UNREGISTERED, fcm.Outcome.INVALID_TOKEN):
+            row.state, row.reason = State.FAILED, result.code[:32]
+            report.failed[row.pk] = row.reason
+            prune.append((row, push, result))
+        elif result.outcome is fcm.Outcome.TRANSIENT and row.attempts < settings.PUSH_MAX_ATTEMPTS:
+            delay = _backoff(row.attempts)
+            row.state, row.reason, row.due_at = (
+                State.PENDING,
+                result.code[:32],
+                now + dt.timedelta(seconds=delay),
+            )
+            report.retrying.append(row.pk)
+            report.wait(delay)
+            logger.warning(
+                "push %s to device %s failed (%s), attempt %d: retrying in %.0f s",
+                row.pk,
+                row.device_id,
+                result.code,
+                row.attempts,
+                delay,
+            )
+        else:
+            gave_up = result.outcome is fcm.Outcome.TRANSIENT
+            row.state, row.reason = State.FAILED, ("gave_up:" if gave_up else "") + result.code
+            row.reason = row.reason[:32]
+            report.failed[row.pk] = row.reason
+            logger.error(
+                "push %s (%s) to device %s %s: %s after %d attempt(s)",
+                row.pk,
+                row.kind,
+                row.device_id,
+                "given up" if gave_up else "refused",
+                result.code,
+                row.attempts,
+            )
+    with transaction.atomic():
+        PushDelivery.objects.bulk_update(
+            rows, ["state", "sent_at", "fcm_message_id", "reason", "due_at", "claimed_at"]
+        )
+        for row, push, result in prune:
+            _prune_target(row.device, push, result)
+
+
+def _prune_target(device: Device, push: fcm.Push, result: fcm.Result) -> None:
+    """Forget a token FCM says is dead; the row goes when the token was all it had."""
+    if push.token:
+        gone = Device.objects.filter(pk=device.pk, fcm_token=push.token)
+        deleted, _ = gone.filter(installation_id__isnull=True).delete()
+        if not deleted:
+            gone.update(fcm_token=None)
+        logger.info("pruned push token of device %s (%s)", device.pk, result.code)
+    elif result.outcome is fcm.Outcome.UNREGISTERED:
+        # The Firebase installation itself no longer exists: the app was uninstalled.
+        Device.objects.filter(pk=device.pk, installation_id=push.fid, fcm_token__isnull=True).delete()
+        logger.info("removed device %s: its Firebase installation is unregistered", device.pk)
+
+
+# --- Beat: re-queue what was never processed; forget old rows -----------------------------------
+def push_requeue(*, older_than: float | None = None, limit: int = 5000) -> int:
+    """Queue tasks for rows due long ago and still open (broker lost, worker died)."""
+    now = timezone.now()
+    age = float(settings.PUSH_REQUEUE_AFTER_SECONDS if older_than is None else older_than)
+    stale = list(
+        PushDelivery.objects.filter(_open_rows(now), due_at__lte=now - dt.timedelta(seconds=age))
+        .order_by("kind", "message_id", "event", "ref", "pk")
+        .values_list("pk", "kind", "message_id", "event", "ref")[:limit]
+    )
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for pk, *key in stale:
+        groups.setdefault(tuple(key), []).append(pk)
+    for ids in groups.values():
+        _queue(ids, 0)
+    if stale:
+        logger.info("re-queued %d push deliveries", len(stale))
+    return len(stale)
+
+
+def push_cleanup(*, days: int | None = None) -> int:
+    """Delete finished outbox rows older than ``PUSH_RETENTION_DAYS``."""
+    keep = settings.PUSH_RETENTION_DAYS if days is None else days
+    cutoff = timezone.now() - dt.timedelta(days=keep)
+    deleted, _ = (
+        PushDelivery.objects.filter(created_at__lt=cutoff)
+        .filter(state__in=[State.SENT, State.SKIPPED, State.FAILED])
+        .delete()
+    )
+    return deleted
