@@ -46,16 +46,30 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     return {"message": result.data, "duplicate": not result.created}
 
 
+def _edit(**kwargs: Any) -> dict[str, Any]:
+    # Serialised in the worker thread too: message_data reads the attachments (a query).
+    return selectors.message_data(services.message_edit(**kwargs))
+
+
+def _delete(**kwargs: Any) -> dict[str, Any]:
+    return selectors.message_data(services.message_delete(**kwargs))
+
+
+def _edited(*, user: Any, message_id: int, body: str) -> dict[str, Any]:
+    return selectors.message_data(services.message_edit(user=user, message_id=message_id, body=body))
+
+
+def _deleted(*, user: Any, message_id: int) -> dict[str, Any]:
+    return selectors.message_data(services.message_delete(user=user, message_id=message_id))
+
+
 async def message_edit(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
-    message = await run_service(
-        services.message_edit, user=conn.user, message_id=frame.data.message_id, body=frame.data.body
-    )
-    return {"message": selectors.message_data(message)}
+    data = await run_service(_edited, user=conn.user, message_id=frame.data.message_id, body=frame.data.body)
+    return {"message": data}
 
 
 async def message_delete(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
-    message = await run_service(services.message_delete, user=conn.user, message_id=frame.data.message_id)
-    return {"message": selectors.message_data(message)}
+    return {"message": await run_service(_deleted, user=conn.user, message_id=frame.data.message_id)}
 
 
 def _receipt(kind: str) -> Handler:

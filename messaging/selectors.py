@@ -351,10 +351,10 @@ def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict
 
     data = {
         **attachment_data(attachment),
-        "url": url_for("file", attachment.file.name),
+        "url": url_for("file", str(attachment.file.name)),
         "expires_at": expires_at.isoformat(),
     }
-    data["thumbnail_url"] = url_for("thumb", attachment.thumbnail.name) if attachment.thumbnail else None
+    data["thumbnail_url"] = url_for("thumb", str(attachment.thumbnail.name)) if attachment.thumbnail else None
     return data
 
 

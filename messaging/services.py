@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -571,10 +572,10 @@ def export_user_messages(user: User) -> dict[str, Any]:
 
 
 # --- Attachments ------------------------------------------------------------------------------
-def _storage_delete(names: list[str]) -> None:
+def _storage_delete(names: list[str | None]) -> None:
     from django.core.files.storage import default_storage
 
-    for name in names:
+    for name in filter(None, names):
         try:
             default_storage.delete(name)
         except Exception:
@@ -601,7 +602,7 @@ def attachment_upload(*, uploader: User, upload: Any, name: str) -> Attachment:
             f"{detected.category.capitalize()} files may be at most {limit} bytes.",
             status=413,
         )
-    since = timezone.now() - timezone.timedelta(days=1)
+    since = timezone.now() - timedelta(days=1)
     used = (
         Attachment.objects.filter(uploader=uploader, created_at__gte=since).aggregate(total=Sum("size"))[
             "total"
@@ -719,7 +720,7 @@ def attachments_delete_for_messages(message_ids: list[int]) -> None:
 def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
     """Uploads never attached expire after ``ATTACHMENT_ORPHAN_HOURS``."""
     hours = settings.ATTACHMENT_ORPHAN_HOURS if older_than_hours is None else older_than_hours
-    cutoff = timezone.now() - timezone.timedelta(hours=hours)
+    cutoff = timezone.now() - timedelta(hours=hours)
     rows = list(
         Attachment.objects.filter(message__isnull=True, deleted_at__isnull=True, created_at__lt=cutoff)
     )

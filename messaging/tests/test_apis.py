@@ -150,7 +150,7 @@ def test_history_query_count_is_constant(api, django_assert_num_queries, limit):
     patient, doctor, conversation = pair()
     send(patient, conversation, 60)
     client = api(doctor)
-    with django_assert_num_queries(3):  # auth + membership + page
+    with django_assert_num_queries(4):  # auth + membership + page + the page's attachments
         response = client.get(f"/api/v1/conversations/{conversation.pk}/messages?limit={limit}")
     assert len(response.json()["results"]) == min(limit, 60)
 
