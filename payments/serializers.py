@@ -16,7 +16,7 @@ from .models import Consultation, ConsultationTransition, LedgerEntry, StripeAcc
 # --- Input ----------------------------------------------------------------------------------
 class ConsultationCreateInputSerializer(StrictSerializer):
     doctor_id = serializers.IntegerField(min_value=1)
-    kind = serializers.ChoiceField(choices=v.KINDS)
+    kind = serializers.ChoiceField(choices=Consultation.Kind.choices)
     reason = serializers.CharField(
         required=False,
         allow_blank=True,

@@ -291,6 +291,7 @@ PLATFORM_FEE_PERCENT: Decimal = Decimal(env.str("PLATFORM_FEE_PERCENT", default=
 CONSULTATION_FOLLOW_UP_DAYS: int = env.int("CONSULTATION_FOLLOW_UP_DAYS", default=7)
 # Unaccepted requests expire (authorisation released) after this many hours (< 7 days).
 CONSULTATION_REQUEST_TTL_HOURS: int = env.int("CONSULTATION_REQUEST_TTL_HOURS", default=24)
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum"] = "payments.models.Consultation.Kind"
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,

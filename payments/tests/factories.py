@@ -36,9 +36,7 @@ def authorised(patient: User, doctor: User, fake: FakeStripe) -> Consultation:
     consultation = requested(patient, doctor)
     assert consultation.payment_intent_id
     fake.authorize(consultation.payment_intent_id)
-    services.reconcile_payment_intent(
-        intent=_intent(fake, consultation.payment_intent_id), fix=True
-    )
+    services.reconcile_payment_intent(intent=_intent(fake, consultation.payment_intent_id), fix=True)
     consultation.refresh_from_db()
     assert consultation.state == "paid"
     return consultation

@@ -74,8 +74,7 @@ class FakeStripe:
     # --- lifecycle and test controls -----------------------------------------------------
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> FakeStripe:
         self.thread.start()
@@ -152,7 +151,9 @@ class FakeStripe:
         }
 
     # --- the API ---------------------------------------------------------------------------
-    def handle(self, method: str, path: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, bool]:
+    def handle(
+        self, method: str, path: str, params: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, Any, bool]:
         key = headers.get("idempotency-key")
         record = Recorded(method, path, params, key, headers=headers)
         with self.lock:
@@ -281,7 +282,9 @@ class FakeStripe:
         with self.lock:
             pi = self._get(pi_id, "payment_intent")
             if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
-                raise StripeFailure(400, "payment_intent_unexpected_state", "Cannot confirm this PaymentIntent.")
+                raise StripeFailure(
+                    400, "payment_intent_unexpected_state", "Cannot confirm this PaymentIntent."
+                )
             if params.get("payment_method") == "pm_card_chargeDeclined":
                 pi["status"] = "requires_payment_method"
                 pi["last_payment_error"] = {"code": "card_declined", "message": "Your card was declined."}
@@ -314,32 +317,49 @@ class FakeStripe:
         pi = self._get(pi_id, "payment_intent")
         if pi["status"] != "requires_capture":
             raise StripeFailure(
-                400, "payment_intent_unexpected_state", f"This PaymentIntent could not be captured ({pi['status']})."
+                400,
+                "payment_intent_unexpected_state",
+                f"This PaymentIntent could not be captured ({pi['status']}).",
             )
         amount = int(params.get("amount_to_capture", pi["amount_capturable"]))
         if amount > pi["amount_capturable"]:
-            raise StripeFailure(400, "amount_too_large", "amount_to_capture is larger than amount_capturable.")
+            raise StripeFailure(
+                400, "amount_too_large", "amount_to_capture is larger than amount_capturable."
+            )
         self._charge(pi, amount)
         return copy.deepcopy(pi)
 
     def _pi_cancel(self, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:
         pi = self._get(pi_id, "payment_intent")
-        if pi["status"] not in ("requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"):
+        if pi["status"] not in (
+            "requires_payment_method",
+            "requires_confirmation",
+            "requires_action",
+            "requires_capture",
+        ):
             raise StripeFailure(
-                400, "payment_intent_unexpected_state", f"You cannot cancel this PaymentIntent ({pi['status']})."
+                400,
+                "payment_intent_unexpected_state",
+                f"You cannot cancel this PaymentIntent ({pi['status']}).",
             )
-        pi.update(status="canceled", amount_capturable=0, cancellation_reason=params.get("cancellation_reason"))
+        pi.update(
+            status="canceled", amount_capturable=0, cancellation_reason=params.get("cancellation_reason")
+        )
         return copy.deepcopy(pi)
 
     def _refund(self, params: dict[str, Any]) -> dict[str, Any]:
         pi = self._get(str(params.get("payment_intent")), "payment_intent")
         if pi["status"] != "succeeded":
-            raise StripeFailure(400, "charge_not_captured", "This PaymentIntent has no captured charge to refund.")
+            raise StripeFailure(
+                400, "charge_not_captured", "This PaymentIntent has no captured charge to refund."
+            )
         charge = self.objects[pi["latest_charge"]]
         left = charge["amount_captured"] - charge["amount_refunded"]
         amount = int(params.get("amount", left))
         if amount <= 0 or amount > left:
-            raise StripeFailure(400, "amount_too_large", f"Refund amount ({amount}) is greater than unrefunded ({left}).")
+            raise StripeFailure(
+                400, "amount_too_large", f"Refund amount ({amount}) is greater than unrefunded ({left})."
+            )
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount_captured"]
         refund_id = self._id("re")
@@ -386,7 +406,12 @@ class FakeStripe:
         transfer["amount_reversed"] += amount
         transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
         reversal_id = self._id("trr")
-        reversal = {"id": reversal_id, "object": "transfer_reversal", "amount": amount, "transfer": transfer_id}
+        reversal = {
+            "id": reversal_id,
+            "object": "transfer_reversal",
+            "amount": amount,
+            "transfer": transfer_id,
+        }
         self.objects[reversal_id] = reversal
         return copy.deepcopy(reversal)
 
@@ -431,7 +456,9 @@ class FakeStripe:
                 split = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
-                pairs = parse_qsl(split.query, keep_blank_values=True) + parse_qsl(body, keep_blank_values=True)
+                pairs = parse_qsl(split.query, keep_blank_values=True) + parse_qsl(
+                    body, keep_blank_values=True
+                )
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, payload, replayed = fake.handle(method, split.path, decode_form(pairs), headers)
                 data = json.dumps(payload).encode()

@@ -190,7 +190,9 @@ def test_expiry_task_releases_unaccepted_requests(stripe_fake):
     paid = authorised(other_patient, doctor, stripe_fake)
     fresh_patient, _ = people()
     fresh = requested(fresh_patient, doctor)
-    Consultation.objects.filter(pk__in=[unpaid.pk, paid.pk]).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+    Consultation.objects.filter(pk__in=[unpaid.pk, paid.pk]).update(
+        expires_at=timezone.now() - dt.timedelta(minutes=1)
+    )
     assert expire_consultations() == 2
     for c in (unpaid, paid):
         c.refresh_from_db()
@@ -258,7 +260,9 @@ def test_actions_are_idempotent_and_monotonic(stripe_fake):
     consultation = authorised(patient, doctor, stripe_fake)
     services.consultation_accept(user=doctor, consultation_id=consultation.pk)
     services.consultation_accept(user=doctor, consultation_id=consultation.pk)
-    assert len(stripe_fake.calls("POST", f"/v1/payment_intents/{consultation.payment_intent_id}/capture")) == 1
+    assert (
+        len(stripe_fake.calls("POST", f"/v1/payment_intents/{consultation.payment_intent_id}/capture")) == 1
+    )
     with pytest.raises(Exception) as excinfo:
         services.consultation_decline(user=doctor, consultation_id=consultation.pk)
     assert excinfo.value.code == "invalid_transition"
