@@ -175,10 +175,18 @@ def get_gateway(provider: str | None = None) -> PaymentGateway:
 
 
 def parse_webhook(payload: bytes, signature_header: str | None) -> Event:
-    """Verify a Stripe webhook (HMAC-SHA256 with STRIPE_WEBHOOK_SECRET, 300 s tolerance)."""
+    """Verify a Stripe webhook (HMAC-SHA256 with STRIPE_WEBHOOK_SECRET or
+    STRIPE_CONNECT_WEBHOOK_SECRET, 300 s tolerance)."""
     from .stripe_gateway import construct_event
 
-    secret = settings.STRIPE_WEBHOOK_SECRET
-    if not secret:
+    secrets = [s for s in (settings.STRIPE_WEBHOOK_SECRET, settings.STRIPE_CONNECT_WEBHOOK_SECRET) if s]
+    if not secrets:
         raise ApplicationError("webhooks_not_configured", "Webhooks are not configured.", status=503)
-    return construct_event(payload, signature_header, secret)
+    # The platform endpoint and the Connect endpoint (connected accounts' events) sign with
+    # their own secrets; both deliver here.
+    for secret in secrets[:-1]:
+        try:
+            return construct_event(payload, signature_header, secret)
+        except WebhookSignatureError:
+            continue
+    return construct_event(payload, signature_header, secrets[-1])

@@ -503,6 +503,8 @@ def _settle(consultation: Consultation, *, source: str) -> None:
     delta = doctor_target - summary.transfer
     if delta > 0 and not consultation.transfer_id:
         account = StripeAccount.objects.filter(doctor_id=consultation.doctor_id).first()
+        if account is not None and not account.can_receive_transfers:
+            _refresh_account(account)  # the account.updated webhook may not have come
         if account is None or not account.can_receive_transfers:
             _set_payout(consultation, Consultation.Payout.PENDING)
             return
@@ -537,6 +539,14 @@ def _settle(consultation: Consultation, *, source: str) -> None:
         )
     if doctor_target == 0 and not consultation.transfer_id:
         _set_payout(consultation, Consultation.Payout.NONE)
+
+
+def _refresh_account(account: StripeAccount) -> None:
+    remote = get_gateway().retrieve_account(account.account_id)
+    account.charges_enabled = remote.charges_enabled
+    account.payouts_enabled = remote.payouts_enabled
+    account.details_submitted = remote.details_submitted
+    account.save()
 
 
 def _set_payout(consultation: Consultation, status: str) -> None:

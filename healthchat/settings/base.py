@@ -274,6 +274,8 @@ HEALTHCHAT_WS_BURST: float = env.float("HEALTHCHAT_WS_BURST", default=100.0)
 # --- Payments (Stripe): see docs/payments.md ------------------------------------------------
 STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET: str = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Optional: the signing secret of a Connect webhook endpoint (connected accounts' events).
+STRIPE_CONNECT_WEBHOOK_SECRET: str = env.str("STRIPE_CONNECT_WEBHOOK_SECRET", default="")
 # Blank: Stripe itself. Tests and local fakes point it at 127.0.0.1; production refuses others.
 STRIPE_API_BASE: str = env.str("STRIPE_API_BASE", default="")
 STRIPE_MAX_NETWORK_RETRIES: int = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)

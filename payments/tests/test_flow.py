@@ -296,3 +296,17 @@ def test_webhook_event_and_effect_commit_together(stripe_fake, deliver, monkeypa
     assert deliver(event).status_code == 200  # Stripe's redelivery is applied
     consultation.refresh_from_db()
     assert consultation.state == "paid"
+
+
+def test_pending_payout_checks_the_account_at_stripe_when_the_webhook_never_came(stripe_fake):
+    patient, doctor = people(consultation_fee=3000)
+    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    consultation = completed(patient, doctor, stripe_fake)
+    assert consultation.payout_status == "pending"
+    assert retry_payouts() == 0  # Stripe says: not yet
+    stripe_fake.enable_account(account.account_id)  # onboarding finished; no webhook
+    assert retry_payouts() == 1
+    consultation.refresh_from_db()
+    assert consultation.payout_status == "transferred"
+    account.refresh_from_db()
+    assert account.payouts_enabled

@@ -214,3 +214,15 @@ def test_unknown_events_and_objects_are_recorded_and_acknowledged(stripe_fake, d
         assert response.json()["result"].startswith("ignored")
     assert WebhookEvent.objects.count() == 2
     assert not Consultation.objects.exists()
+
+
+def test_connect_endpoint_secret_is_accepted_too(stripe_fake, settings):
+    settings.STRIPE_CONNECT_WEBHOOK_SECRET = "whsec_connect_endpoint"
+    _, doctor = people()
+    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    event = stripe_fake.event("account.updated", stripe_fake.enable_account(account.account_id))
+    assert post_event(event, secret="whsec_connect_endpoint").status_code == 200
+    account.refresh_from_db()
+    assert account.payouts_enabled
+    forged = stripe_fake.event("account.updated", stripe_fake.objects[account.account_id])
+    assert post_event(forged, secret="whsec_someone_else").status_code == 400
