@@ -288,12 +288,16 @@ STRIPE_CONNECT_RETURN_URL: str = env.str(
 )
 # "stripe", or "development": a local provider that authorises every payment without Stripe
 # (the embedded default when no STRIPE_SECRET_KEY is set; production refuses it).
-PAYMENTS_PROVIDER: str = env.str("PAYMENTS_PROVIDER", default="stripe" if STRIPE_SECRET_KEY else "development")
+PAYMENTS_PROVIDER: str = env.str(
+    "PAYMENTS_PROVIDER", default="stripe" if STRIPE_SECRET_KEY else "development"
+)
 PLATFORM_FEE_PERCENT: Decimal = Decimal(env.str("PLATFORM_FEE_PERCENT", default="15"))
 CONSULTATION_FOLLOW_UP_DAYS: int = env.int("CONSULTATION_FOLLOW_UP_DAYS", default=7)
 # Unaccepted requests expire (authorisation released) after this many hours (< 7 days).
 CONSULTATION_REQUEST_TTL_HOURS: int = env.int("CONSULTATION_REQUEST_TTL_HOURS", default=24)
-SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum"] = "payments.models.Consultation.Kind"
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum"] = (
+    "payments.models.Consultation.Kind"
+)
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,
