@@ -36,7 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Device, User
@@ -120,10 +120,15 @@ def _write_outbox(rows: list[PushDelivery], lookup: Q, countdown: float) -> list
     return ids
 
 
-def _target_devices(user_ids: Iterable[int]) -> list[int]:
+def _target_devices(user_ids: Iterable[int], *, not_muted_in: int | None = None) -> list[int]:
+    devices = Device.objects.filter(user_id__in=list(user_ids))
+    if not_muted_in is not None:
+        muted = Membership.objects.filter(
+            conversation_id=not_muted_in, user_id=OuterRef("user_id"), muted_until__gt=timezone.now()
+        )
+        devices = devices.exclude(Exists(muted))
     return list(
-        Device.objects.filter(user_id__in=list(user_ids))
-        .filter(
+        devices.filter(
             Q(fcm_token__isnull=False) | Q(installation_id__isnull=False, platform__in=PUSHABLE_PLATFORMS)
         )
         .order_by("pk")
@@ -135,13 +140,8 @@ def push_enqueue_message(
     *, message_id: int, conversation_id: int, sender_id: int, recipient_ids: list[int]
 ) -> list[int]:
     """Record a push per recipient device for a new message, to be decided after the grace."""
-    now = timezone.now()
-    muted = Membership.objects.filter(
-        conversation_id=conversation_id, user_id__in=recipient_ids, muted_until__gt=now
-    ).values_list("user_id", flat=True)
-    user_ids = set(recipient_ids) - set(muted) - {sender_id}
     grace = float(settings.PUSH_GRACE_SECONDS)
-    due = now + dt.timedelta(seconds=grace)
+    due = timezone.now() + dt.timedelta(seconds=grace)
     rows = [
         PushDelivery(
             kind=Kind.MESSAGE,
@@ -150,7 +150,7 @@ def push_enqueue_message(
             device_id=device_id,
             due_at=due,
         )
-        for device_id in _target_devices(user_ids)
+        for device_id in _target_devices(set(recipient_ids) - {sender_id}, not_muted_in=conversation_id)
     ]
     return _write_outbox(rows, Q(kind=Kind.MESSAGE, message_id=message_id, event=0), grace)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +65,11 @@ class FakeFcm:
     projects: list[str] = field(default_factory=list)
     # target (token or fid) -> responses to give, in order (the last one repeats)
     scripted: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (to overlap concurrent senders)
 
     def answer(self, request: Any) -> tuple[int, dict[str, str], str]:
+        if self.delay:
+            time.sleep(self.delay)
         body = json.loads(request.body)
         match = FCM_SEND.match(request.url)
         self.projects.append(match.group(1) if match else "")

@@ -301,7 +301,7 @@ def test_e2ee_conversation_never_carries_content(fake_fcm, enqueued, django_capt
 
 
 def test_group_pushes_are_batched_with_one_badge_per_user(
-    fake_fcm, enqueued, send_message, django_assert_max_num_queries
+    fake_fcm, enqueued, send_message, django_assert_num_queries
 ):
     from groups import services as group_services
 
@@ -315,7 +315,8 @@ def test_group_pushes_are_batched_with_one_badge_per_user(
     devices = [device(p) for p in patients for _ in range(2)]
     send_message(doctor, group, "meeting moved")
     assert len(enqueued.calls) == 1  # one task for the whole group
-    with django_assert_max_num_queries(12):
+    # Claim (lock, memberships, mark sending), previews, badges, record: not one per device.
+    with django_assert_num_queries(10):
         run_queued(enqueued)
     assert len(fake_fcm.requests) == len(devices) == 8
     assert "Diabetes" not in fake_fcm.raw  # no group name without previews
@@ -639,3 +640,71 @@ def test_log_backend_writes_ids_but_no_content(enqueued, send_message, settings,
     assert "symptom" not in caplog.text
     assert "Secretname" not in caplog.text
     assert PushDelivery.objects.get().state == State.SENT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_tasks_send_once(fake_fcm, enqueued, django_capture_on_commit_callbacks):
+    import threading
+
+    from django.db import connection
+
+    patient, doctor, conversation = pair()
+    device(patient)
+    device(patient)
+    messaging_services.message_send(
+        sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+    )
+    ids = enqueued.ids
+    assert len(ids) == 2
+    fake_fcm.delay = 0.3  # the first task is mid-send while the others try
+    barrier = threading.Barrier(4)
+    reports = []
+
+    def worker():
+        try:
+            barrier.wait()
+            reports.append(services.push_deliver(delivery_ids=ids, ignore_due=True))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake_fcm.requests) == 2
+    assert sorted(pk for r in reports for pk in r.sent) == sorted(ids)
+
+
+def test_quota_exceeded_is_retried(fake_fcm, enqueued, send_message):
+    from .conftest import fcm_code, fcm_error
+
+    patient, doctor, conversation = pair()
+    d = device(patient)
+    quota = fcm_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", fcm_code("QUOTA_EXCEEDED"))
+    fake_fcm.script(d.fcm_token, quota, (200, {"name": "projects/demo-healthchat/messages/2"}))
+    send_message(doctor, conversation)
+    run_queued(enqueued)
+    assert len(fake_fcm.requests) == 2
+    assert PushDelivery.objects.get().state == State.SENT
+
+
+def test_enqueue_cost_on_the_send_path(django_assert_num_queries, enqueued):
+    """What message_send's on-commit hook costs: mute lookup + devices, insert, read back ids."""
+    patient, doctor, conversation = pair()
+    device(patient)
+    device(patient)
+    message = _message(doctor, conversation)
+    with django_assert_num_queries(5):  # devices (not muted), savepoint, insert, ids, release
+        ids = services.push_enqueue_message(
+            message_id=message.pk,
+            conversation_id=conversation.pk,
+            sender_id=doctor.pk,
+            recipient_ids=[patient.pk],
+        )
+    assert len(ids) == 2
+
+
+def _message(sender, conversation) -> Message:
+    Conversation.objects.filter(pk=conversation.pk).update(last_seq=1, last_event=1)
+    return Message.objects.create(conversation=conversation, seq=1, sender=sender, client_id=uuid.uuid4())

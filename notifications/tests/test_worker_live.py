@@ -197,3 +197,50 @@ def test_worker_killed_mid_task_then_restarted_sends_once(start_worker, fcm_serv
     assert len(fcm_server.requests) == 1
     row.refresh_from_db()
     assert (row.state, row.attempts) == (PushDelivery.State.SENT, 1)
+
+
+@pytest.fixture(scope="module")
+def server(live_server_factory):
+    """A real uvicorn process that publishes push tasks to the Redis broker (not eager)."""
+    return live_server_factory({"CELERY_TASK_ALWAYS_EAGER": "false", "PUSH_GRACE_SECONDS": str(GRACE)})
+
+
+def test_socket_delivered_device_gets_no_push_offline_one_does(server, start_worker, fcm_server, make_token):
+    """Sent over the socket of a real server process: the recipient whose app acknowledges the
+    message on its socket within the grace period gets no push; the offline one gets one."""
+    import asyncio
+
+    from accounts.tests.factories import PatientFactory
+    from messaging.services import conversation_open_direct
+    from tests.wsclient import WsClient
+
+    online, doctor, with_online = pair()
+    offline = PatientFactory()
+    with_offline, _ = conversation_open_direct(user=offline, peer_id=doctor.pk)
+    online_device = DeviceFactory(user=online, fcm_token="live-online-token", installation_id=None)
+    offline_device = DeviceFactory(user=offline, fcm_token="live-offline-token", installation_id=None)
+    start_worker()
+
+    def token(user):
+        return make_token(uid=user.firebase_uid, phone_number=user.phone_number)
+
+    async def scenario():
+        app = await WsClient.connect(server.ws_url, token(online), device_id=online_device.pk)
+        sender = await WsClient.connect(server.ws_url, token(doctor))
+        await sender.send_message(with_online.pk, "for the online patient")
+        await sender.send_message(with_offline.pk, "for the offline patient")
+        got = await app.expect("message.new")
+        seq = got["data"]["message"]["seq"]
+        ack = await app.request("message.delivered", {"conversation_id": with_online.pk, "seq": seq})
+        assert ack["type"] == "ack"
+        await asyncio.sleep(GRACE + 2.5)  # the grace period ends; the worker decides
+        await app.close()
+        await sender.close()
+
+    asyncio.run(scenario())
+    wait_until(lambda: len(fcm_server.requests) >= 1, 10, "no push for the offline patient")
+    time.sleep(1.0)
+    assert [m["token"] for m in fcm_server.messages()] == [offline_device.fcm_token]
+    assert "patient" not in str(fcm_server.requests)
+    reasons = dict(PushDelivery.objects.values_list("device_id", "reason"))
+    assert reasons == {online_device.pk: "delivered", offline_device.pk: ""}
