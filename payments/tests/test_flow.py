@@ -164,7 +164,9 @@ def test_refund_amount_is_checked(stripe_fake):
     assert stripe_fake.calls("POST", "/v1/refunds") == []
 
 
-def test_completion_without_payout_account_queues_the_transfer(stripe_fake, deliver):
+def test_completion_without_payout_account_queues_the_transfer(
+    stripe_fake, deliver, django_capture_on_commit_callbacks
+):
     patient, doctor = people(consultation_fee=3000)
     consultation = completed(patient, doctor, stripe_fake)
     assert consultation.payout_status == "pending"
@@ -173,11 +175,11 @@ def test_completion_without_payout_account_queues_the_transfer(stripe_fake, deli
 
     account, _, _ = services.payout_onboarding_start(doctor=doctor)
     enabled = stripe_fake.enable_account(account.account_id)
-    assert deliver(stripe_fake.event("account.updated", enabled)).status_code == 200  # queues retry_payouts
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        # account.updated queues retry_payouts after commit (eager Celery in tests).
+        assert deliver(stripe_fake.event("account.updated", enabled)).status_code == 200
+    assert callbacks
     consultation.refresh_from_db()
-    if consultation.payout_status != "transferred":  # on_commit does not run inside the test transaction
-        assert retry_payouts() == 1
-        consultation.refresh_from_db()
     assert consultation.payout_status == "transferred"
     assert ledger(consultation)["held"] == 0
     assert retry_payouts() == 0  # idempotent
@@ -310,3 +312,23 @@ def test_pending_payout_checks_the_account_at_stripe_when_the_webhook_never_came
     assert consultation.payout_status == "transferred"
     account.refresh_from_db()
     assert account.payouts_enabled
+
+
+def test_participants_devices_hear_of_each_transition_after_commit(
+    stripe_fake, monkeypatch, django_capture_on_commit_callbacks
+):
+    from messaging import services as messaging_services
+
+    sent = []
+    monkeypatch.setattr(messaging_services, "fan_out", lambda **kwargs: sent.append(kwargs))
+    patient, doctor = people()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        consultation = requested(patient, doctor)
+    assert sent == []  # nothing before commit
+    for callback in callbacks:
+        callback()
+    frames = [s for s in sent if s["frame"]["type"] == "consultation.updated"]
+    assert frames
+    assert frames[-1]["user_ids"] == [patient.pk, doctor.pk]
+    assert frames[-1]["frame"]["data"]["consultation"]["id"] == consultation.pk
+    assert "secret" not in str(frames)
