@@ -99,8 +99,13 @@ def _queue(ids: list[int], countdown: float) -> None:
         try:
             tasks.push_deliver.apply_async(args=(chunk,), countdown=max(0.0, countdown))
         except Exception:
-            logger.warning("could not queue push task for %d deliveries; beat re-queues them", len(chunk))
-            logger.debug("queue failure", exc_info=True)
+            # Broker down (or, when eager, the task itself failed): the rows stay open in
+            # PostgreSQL and beat's push_requeue queues them again.
+            logger.warning(
+                "push task for %d deliveries not queued or not run; beat re-queues them",
+                len(chunk),
+                exc_info=True,
+            )
 
 
 def _write_outbox(rows: list[PushDelivery], lookup: Q, countdown: float) -> list[int]:
