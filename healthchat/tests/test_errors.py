@@ -1,7 +1,6 @@
 """The one REST error format holds for 400/401/403/404/405/429/500."""
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from conftest import unique_phone
@@ -74,7 +73,6 @@ def test_405_wrong_method(client, make_token):
 @pytest.mark.django_db
 @pytest.mark.urls("healthchat.tests.urls_errors")
 def test_429_throttled_has_retry_after(client):
-    cache.clear()
     assert client.get("/api/v1/test/throttled").status_code == 200
     response = client.get("/api/v1/test/throttled")
     error = assert_error(response, 429, "throttled")

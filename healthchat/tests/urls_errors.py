@@ -1,5 +1,6 @@
 """Test-only URLs: the real routes plus views that fail on purpose."""
 
+import uuid
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -15,7 +16,8 @@ from healthchat.urls import urlpatterns as real_urlpatterns
 
 class OnePerMinute(AnonRateThrottle):
     rate = "1/minute"
-    scope = "test-one-per-minute"
+    # A fresh bucket per test process (the cache is shared Redis; it is never flushed).
+    scope = f"test-one-per-minute-{uuid.uuid4().hex}"
 
 
 class BoomApi(APIView):

@@ -89,17 +89,26 @@ def fcm_server() -> Iterator[FakeFcmServer]:
     server.stop()
 
 
+def _clear_queue(url: str) -> None:
+    """Drop this app's Celery queue keys only: other test workers share the Redis database
+    (presence, throttles), so it is never flushed."""
+    client = redis.Redis.from_url(url)
+    queue = celery_app.conf.task_default_queue
+    keys = [queue, "unacked", "unacked_index", "unacked_mutex", *client.scan_iter(match="_kombu.binding.*")]
+    client.delete(*keys)
+
+
 @pytest.fixture
 def broker(settings: Any) -> Iterator[str]:
     """This test's Redis database as a real broker: the test process publishes, not eager."""
     url = settings.REDIS_URL
-    redis.Redis.from_url(url).flushdb()  # stale tasks from an earlier, aborted run
+    _clear_queue(url)  # stale tasks from an earlier, aborted run
     settings.PUSH_GRACE_SECONDS = GRACE
     previous = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     yield url
     celery_app.conf.task_always_eager = previous
-    redis.Redis.from_url(url).flushdb()
+    _clear_queue(url)
 
 
 @pytest.fixture
