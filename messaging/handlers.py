@@ -46,15 +46,6 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     return {"message": result.data, "duplicate": not result.created}
 
 
-def _edit(**kwargs: Any) -> dict[str, Any]:
-    # Serialised in the worker thread too: message_data reads the attachments (a query).
-    return selectors.message_data(services.message_edit(**kwargs))
-
-
-def _delete(**kwargs: Any) -> dict[str, Any]:
-    return selectors.message_data(services.message_delete(**kwargs))
-
-
 def _edited(*, user: Any, message_id: int, body: str) -> dict[str, Any]:
     return selectors.message_data(services.message_edit(user=user, message_id=message_id, body=body))
 

@@ -21,6 +21,12 @@ MAX_REF = 64
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+# Ids and seqs are PostgreSQL bigints: a value outside that range is refused here (invalid_frame)
+# instead of failing in the database.
+BigInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -31,7 +37,7 @@ class Empty(_Strict):
 
 class AuthData(_Strict):
     token: str = Field(min_length=1, max_length=8192)
-    device_id: int | None = None
+    device_id: BigInt | None = None
 
 
 class AuthRefreshData(_Strict):
@@ -39,30 +45,30 @@ class AuthRefreshData(_Strict):
 
 
 class MessageSendData(_Strict):
-    conversation_id: int
+    conversation_id: BigInt
     client_id: uuid.UUID
     body: str | None = None
-    attachment_ids: list[int] | None = Field(default=None, max_length=10)
-    reply_to: int | None = None
+    attachment_ids: list[BigInt] | None = Field(default=None, max_length=10)
+    reply_to: BigInt | None = None
     ciphertexts: dict[str, str] | None = None
 
 
 class MessageEditData(_Strict):
-    message_id: int
+    message_id: BigInt
     body: str
 
 
 class MessageDeleteData(_Strict):
-    message_id: int
+    message_id: BigInt
 
 
 class ReceiptData(_Strict):
-    conversation_id: int
-    seq: int = Field(ge=0)
+    conversation_id: BigInt
+    seq: Seq
 
 
 class TypingData(_Strict):
-    conversation_id: int
+    conversation_id: BigInt
     active: bool
 
 
@@ -71,7 +77,7 @@ class SyncData(_Strict):
 
 
 class PresenceSubscribeData(_Strict):
-    user_ids: list[int] = Field(max_length=500)
+    user_ids: list[BigInt] = Field(max_length=500)
 
 
 class _Frame(_Strict):
