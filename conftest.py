@@ -36,7 +36,27 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
+def _isolate_worker_keys(config: pytest.Config) -> None:
+    """Give each pytest-xdist worker its own Redis key space (cache, presence, channel layer).
+
+    pytest-django imports the settings before xdist names the worker, so the test settings
+    cannot see the worker id: set the prefixes here, before anything has used them. Without
+    this, two workers' users with the same id would share ``user.<id>`` groups and counters.
+    """
+    from django.conf import settings as dj_settings
+
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    prefix = f"hctest-{worker}"
+    os.environ["CHANNEL_LAYER_PREFIX"] = prefix
+    os.environ["CACHE_KEY_PREFIX"] = prefix
+    layer_config = dj_settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})
+    if "prefix" in layer_config or "hosts" in layer_config:
+        layer_config["prefix"] = prefix
+    dj_settings.CACHES["default"]["KEY_PREFIX"] = prefix
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _isolate_worker_keys(config)
     db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/healthchat")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     missing = []

@@ -19,6 +19,13 @@ class FirebaseScopedRateThrottle(ScopedRateThrottle):
     """
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if isinstance(request.auth, VerifiedToken):
-            return self.cache_format % {"scope": self.scope, "ident": f"firebase:{request.auth.uid}"}
+        uid = request.auth.uid if isinstance(request.auth, VerifiedToken) else None
+        if uid:
+            return self.cache_format % {"scope": self.scope, "ident": f"firebase:{uid}"}
         return super().get_cache_key(request, view)
+
+    def get_rate(self) -> str | None:
+        """The rate from the current settings (DRF reads them once, when it is imported)."""
+        from rest_framework.settings import api_settings
+
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")

@@ -4,13 +4,11 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/healthchat")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-# Each pytest-xdist worker gets its own channel-layer / presence / cache key space.
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"hctest-{_worker}")
-os.environ.setdefault("CACHE_KEY_PREFIX", f"hctest-{_worker}")
+# Each pytest-xdist worker gets its own channel-layer / presence / cache key space: the root
+# conftest sets the prefixes per worker (the worker id is not known yet when this is imported).
 
-from .base import *  # noqa: F403, E402
-from .base import CELERY_BROKER_URL, REST_FRAMEWORK, env  # noqa: E402
+from .base import *  # noqa: F403
+from .base import CELERY_BROKER_URL, REST_FRAMEWORK, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
