@@ -28,4 +28,5 @@ class FirebaseScopedRateThrottle(ScopedRateThrottle):
         """The rate from the current settings (DRF reads them once, when it is imported)."""
         from rest_framework.settings import api_settings
 
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        return str(rate) if rate is not None else None
