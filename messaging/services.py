@@ -39,6 +39,19 @@ message_updated = Signal()
 
 # Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
 contact_rules: list[Any] = []
+# Extra rules checked inside a send's transaction, after the conversation is locked:
+# ``rule(sender, peer_id)`` for direct conversations (peer_id the other member), raising
+# ApplicationError to refuse (e.g. payments: read-only for the patient after a consultation).
+direct_send_rules: list[Any] = []
+
+
+def _check_direct_send_rules(sender: User, direct_key: str | None) -> None:
+    if not direct_send_rules or not direct_key:
+        return
+    a, b = (int(x) for x in direct_key.split(":"))
+    peer_id = b if a == sender.pk else a
+    for rule in direct_send_rules:
+        rule(sender, peer_id)
 
 
 # --- Live fan-out -----------------------------------------------------------------------
@@ -257,13 +270,13 @@ def _write_message_sql(
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
-            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee",
+            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee, direct_key",
             [now, conversation_id],
         )
         row = cursor.fetchone()
         if row is None:
             raise NotFound("No such conversation.", code="conversation_not_found")
-        seq, number, kind, e2ee = int(row[0]), int(row[1]), row[2], bool(row[3])
+        seq, number, kind, e2ee, direct_key = int(row[0]), int(row[1]), row[2], bool(row[3]), row[4]
         cursor.execute(
             _SEND_SQL,
             {
@@ -291,6 +304,7 @@ def _write_message_sql(
         raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
     if message_id is None:
         raise _Duplicate
+    _check_direct_send_rules(sender, direct_key)
     message = Message(
         id=message_id,
         conversation_id=conversation_id,
@@ -322,6 +336,7 @@ def _write_message_orm(
     if Message.objects.filter(sender=sender, client_id=cid).exists():
         raise _Duplicate
     seq, number = _allocate(conversation_id, message=True)
+    _check_direct_send_rules(sender, membership.conversation.direct_key)
     recipients = selectors.active_member_ids(conversation_id=conversation_id)
     if sender.pk not in recipients:  # removed between the check and the lock
         raise NotFound("No such conversation.", code="conversation_not_found")

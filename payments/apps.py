@@ -15,3 +15,5 @@ class PaymentsConfig(AppConfig):
         account_services.register_eraser("consultations", services.erase_user_consultations)
         if selectors.has_consultation not in messaging_services.contact_rules:
             messaging_services.contact_rules.append(selectors.has_consultation)
+        if selectors.consultation_send_rule not in messaging_services.direct_send_rules:
+            messaging_services.direct_send_rules.append(selectors.consultation_send_rule)

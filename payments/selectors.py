@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
-from healthchat.errors import NotFound
+from healthchat.errors import NotFound, PermissionDenied
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, DoctorAvailability, LedgerEntry, StripeAccount
@@ -120,6 +120,27 @@ def has_consultation(doctor: User, patient: User) -> bool:
     return Consultation.objects.filter(
         doctor=doctor, patient=patient, state__in=(*v.TAKEN_STATES, "paid")
     ).exists()
+
+
+def consultation_send_rule(sender: User, peer_id: int) -> None:
+    """Messaging's direct-send rule: once a consultation has closed (completion plus the
+    follow-up window), the conversation is read-only for the patient until a new one opens.
+    Conversations that never had a consultation are not affected."""
+    if sender.role != User.Role.PATIENT:
+        return
+    moment = timezone.now()
+    states = Consultation.objects.filter(patient=sender, doctor_id=peer_id).values_list("state", "closes_at")
+    closed = False
+    for state, closes_at in states:
+        if state in v.OPEN_STATES or (state == "completed" and closes_at is not None and closes_at > moment):
+            return
+        if state == "completed":
+            closed = True
+    if closed:
+        raise PermissionDenied(
+            "This consultation has closed; request a new consultation to write again.",
+            code="consultation_closed",
+        )
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:
