@@ -217,6 +217,7 @@ ERROR_CODES: tuple[str, ...] = (
     "invalid_reply_to",
     "e2ee_required",
     "blocked",
+    "consultation_closed",
     "seq_out_of_range",
     "invalid_cursor",
     "too_many_subscriptions",
