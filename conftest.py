@@ -227,3 +227,17 @@ def firebase_admin_api(firebase_certs: responses.RequestsMock) -> list[tuple[str
         responses.POST, re.compile(r"https://identitytoolkit\.googleapis\.com/.*"), callback=answer
     )
     return calls
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_db_sessions(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """At the end, end sessions that server or worker processes left on the test database, so
+    pytest-django can drop it (live servers are stopped, but PostgreSQL may lag behind)."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

@@ -295,3 +295,16 @@ def test_missing_file_field(api):
     response = api(PatientFactory()).post("/api/v1/attachments", {}, format="multipart")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "file_required"
+
+
+def test_large_refused_upload_leaves_no_temp_files(api, settings, tmp_path):
+    """Above FILE_UPLOAD_MAX_MEMORY_SIZE uploads spool to disk; a refused one leaves nothing."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(spool)
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    payload = b"<html>" + b"x" * 200_000  # spoofed HTML, spooled to a temporary file
+    response = upload(api(PatientFactory()), payload, "big.jpg")
+    assert response.status_code == 415
+    assert list(spool.iterdir()) == []
+    assert Attachment.objects.count() == 0
