@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -141,12 +141,56 @@ def _target_devices(user_ids: Iterable[int], *, not_muted_in: int | None = None)
     )
 
 
+_ENQUEUE_MESSAGE_SQL = """
+INSERT INTO notifications_pushdelivery
+    (kind, device_id, message_id, event, ref, conversation_id, state, reason, attempts,
+     due_at, claimed_at, sent_at, fcm_message_id, created_at)
+SELECT 'message', d.id, %(message)s, 0, '', %(conversation)s, 'pending', '', 0,
+       %(due)s, NULL, NULL, '', %(now)s
+FROM accounts_device d
+WHERE d.user_id = ANY(%(users)s)
+  AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.platform = ANY(%(platforms)s)))
+  AND NOT EXISTS (
+      SELECT 1 FROM messaging_membership mb
+      WHERE mb.conversation_id = %(conversation)s AND mb.user_id = d.user_id AND mb.muted_until > %(now)s
+  )
+ORDER BY d.id
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+
 def push_enqueue_message(
     *, message_id: int, conversation_id: int, sender_id: int, recipient_ids: list[int]
 ) -> list[int]:
-    """Record a push per recipient device for a new message, to be decided after the grace."""
+    """Record a push per recipient device for a new message, to be decided after the grace.
+
+    Runs on every send (after commit): on PostgreSQL one set-based INSERT ... SELECT finds the
+    devices and writes their outbox rows; a Celery task is queued only when there is a device.
+    """
     grace = float(settings.PUSH_GRACE_SECONDS)
-    due = timezone.now() + dt.timedelta(seconds=grace)
+    now = timezone.now()
+    due = now + dt.timedelta(seconds=grace)
+    users = sorted(set(recipient_ids) - {sender_id})
+    if not users:
+        return []
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _ENQUEUE_MESSAGE_SQL,
+                {
+                    "message": message_id,
+                    "conversation": conversation_id,
+                    "due": due,
+                    "now": now,
+                    "users": users,
+                    "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
+                },
+            )
+            ids = sorted(row[0] for row in cursor.fetchall())
+            if ids:
+                transaction.on_commit(lambda: _queue(ids, grace))
+        return ids
     rows = [
         PushDelivery(
             kind=Kind.MESSAGE,
@@ -155,7 +199,7 @@ def push_enqueue_message(
             device_id=device_id,
             due_at=due,
         )
-        for device_id in _target_devices(set(recipient_ids) - {sender_id}, not_muted_in=conversation_id)
+        for device_id in _target_devices(users, not_muted_in=conversation_id)
     ]
     return _write_outbox(rows, Q(kind=Kind.MESSAGE, message_id=message_id, event=0), grace)
 

@@ -226,8 +226,11 @@ def test_send_download_and_access_rules(api):
 
 
 def test_documents_download_as_attachment(api):
+    import hashlib
+
     patient, doctor, conversation = pair()
-    uploaded = upload(api(patient), b"%PDF-1.4\n%%EOF", "lab results.pdf").json()
+    document = b"%PDF-1.4\n" + bytes(range(256)) * 64 + b"\n%%EOF"
+    uploaded = upload(api(patient), document, "lab results.pdf").json()
     services.message_send(
         sender=patient,
         conversation_id=conversation.pk,
@@ -239,6 +242,10 @@ def test_documents_download_as_attachment(api):
     response = APIClient().get(url)
     assert response["Content-Disposition"] == "attachment; filename*=UTF-8''lab%20results.pdf"
     assert response["Content-Type"] == "application/pdf"
+    downloaded = b"".join(response.streaming_content)
+    assert (
+        hashlib.sha256(downloaded).hexdigest() == hashlib.sha256(document).hexdigest() == uploaded["sha256"]
+    )
 
 
 def test_link_stops_working_when_the_member_leaves(api):
@@ -308,3 +315,35 @@ def test_large_refused_upload_leaves_no_temp_files(api, settings, tmp_path):
     assert response.status_code == 415
     assert list(spool.iterdir()) == []
     assert Attachment.objects.count() == 0
+
+
+def test_anonymous_callers_are_refused_and_links_expire(api, settings):
+    import time
+    from urllib.parse import parse_qs, urlparse
+
+    from django.core import signing
+
+    patient, doctor, conversation = pair()
+    uploaded = upload(api(patient), png(), "x.png").json()
+    services.message_send(
+        sender=patient,
+        conversation_id=conversation.pk,
+        client_id=uuid.uuid4(),
+        body=None,
+        attachment_ids=[uploaded["id"]],
+    )
+    anonymous = APIClient().get(f"/api/v1/attachments/{uploaded['id']}")
+    assert anonymous.status_code == 401
+    settings.ATTACHMENT_URL_TTL_SECONDS = 1
+    link = api(doctor).get(f"/api/v1/attachments/{uploaded['id']}").json()
+    token = parse_qs(urlparse(link["url"]).query)["token"][0]
+    # Scope: this attachment, this user, the full file.
+    payload = signing.loads(token, salt="healthchat.attachment.content")
+    assert payload == {"a": uploaded["id"], "u": doctor.pk, "v": "file"}
+    assert APIClient().get(link["url"]).status_code == 200
+    time.sleep(2.1)
+    expired = APIClient().get(link["url"])
+    assert expired.status_code == 403
+    assert expired.json()["error"]["code"] == "link_expired"
+    other = APIClient().get(f"/api/v1/attachments/{uploaded['id'] + 1}/content?token={token}")
+    assert other.status_code == 403

@@ -66,8 +66,9 @@ def test_upload_presigned_download_and_delete_on_s3(s3, make_token, django_captu
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     patient, doctor, conversation = pair()
-    out = io.BytesIO()
-    Image.new("RGB", (64, 48), (1, 2, 3)).save(out, format="JPEG")
+    from messaging.tests.test_attachments import jpeg_with_exif
+
+    out = io.BytesIO(jpeg_with_exif())
     client = APIClient()
     client.credentials(
         HTTP_AUTHORIZATION=f"Bearer {make_token(uid=patient.firebase_uid, phone_number=patient.phone_number)}"
@@ -101,6 +102,8 @@ def test_upload_presigned_download_and_delete_on_s3(s3, make_token, django_captu
     assert urlparse(link["url"]).path == f"/{BUCKET}/{key}"
     fetched = requests.get(link["url"], timeout=5)
     assert fetched.status_code == 200
+    assert b"SecretCam" not in fetched.content  # EXIF/GPS removed from what the member downloads
+    assert not Image.open(io.BytesIO(fetched.content)).getexif()
     assert fetched.content == s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert link["thumbnail_url"]
     with django_capture_on_commit_callbacks(execute=True):
