@@ -179,9 +179,7 @@ def reset_app() -> None:
 def _dev_private_key() -> rsa.RSAPrivateKey:
     path = Path(settings.DEV_TOKEN_KEY_PATH)
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key
+        return _load_dev_key(str(path), path.stat().st_mtime_ns)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -191,6 +189,14 @@ def _dev_private_key() -> rsa.RSAPrivateKey:
     )
     path.write_bytes(pem)
     path.chmod(0o600)
+    return key
+
+
+@lru_cache(maxsize=4)
+def _load_dev_key(path: str, mtime_ns: int) -> rsa.RSAPrivateKey:
+    """Parsing and checking an RSA key costs ~40 ms: once per key file (and version)."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
 

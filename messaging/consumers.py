@@ -107,7 +107,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user, self.device_id = user, device
         self._schedule_expiry(verified.expires_at)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-        came_online = await presence.store().connect(user.pk, self.conn_id)
+        try:
+            came_online = await presence.store().connect(user.pk, self.conn_id)
+        except Exception:  # presence is best-effort: messaging works without it
+            logger.warning("presence register failed", exc_info=True)
+            came_online = False
         if came_online:
             await self._announce_presence(True, None)
         self.tasks.append(asyncio.create_task(self._heartbeat()))

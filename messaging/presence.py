@@ -42,7 +42,12 @@ class RedisPresence:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
+            # A blocking pool: a burst (a reconnect storm) waits for a connection instead of
+            # failing once redis-py's default cap is reached.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=200, timeout=5, socket_connect_timeout=2, socket_timeout=5
+            )
+            client = aioredis.Redis(connection_pool=pool)
             self._clients[loop_id] = client
         return client
 
