@@ -87,3 +87,31 @@ def test_presence_across_processes_and_expiry_of_a_killed_process(live_server_fa
     start = time.monotonic()
     asyncio.run(scenario())
     assert time.monotonic() - start < 30
+
+
+def test_server_killed_mid_conversation_loses_nothing(live_server_factory, servers, make_token):
+    """Acked messages survive a server process killed with SIGKILL; the peer syncs them elsewhere."""
+    _s1, s2 = servers
+    doomed = live_server_factory(ENV)
+    patient, doctor, conversation = pair()
+
+    async def scenario():
+        b = await WsClient.connect(s2.ws_url, token_for(make_token, doctor))
+        _, cursor, _ = await b.sync()
+        await b.close()
+        a = await WsClient.connect(doomed.ws_url, token_for(make_token, patient))
+        acked = [
+            (await a.send_message(conversation.pk, f"m{i}"))["data"]["message"]["seq"] for i in range(20)
+        ]
+        doomed.kill()
+        b = await WsClient.connect(s2.ws_url, token_for(make_token, doctor))
+        frames, _, _ = await b.sync(cursor)
+        assert [f["data"]["message"]["seq"] for f in frames if f["type"] == "message.new"] == acked
+        # The patient reconnects to the surviving process and carries on in order.
+        a = await WsClient.connect(s2.ws_url, token_for(make_token, patient))
+        after = await a.send_message(conversation.pk, "after the crash")
+        assert after["data"]["message"]["seq"] == acked[-1] + 1
+        await a.close()
+        await b.close()
+
+    asyncio.run(scenario())
