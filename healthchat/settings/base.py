@@ -95,6 +95,11 @@ else:
     # Off: socket frames run many short "requests" per connection, and a health check would
     # add a round trip to each. A broken connection fails one call and is then replaced.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=False)
+    # Server-side parameters: psycopg prepares a statement after a few uses, so the hot path's
+    # statements are parsed and planned once per connection instead of on every message.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
+        "DATABASE_SERVER_SIDE_BINDING", default=True
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
