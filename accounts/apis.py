@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from healthchat.errors import ApplicationError
 from healthchat.pagination import DefaultCursorPagination
 
 from . import firebase, selectors, services
@@ -21,6 +22,10 @@ from .serializers import (
     DeviceInputSerializer,
     DeviceOutSerializer,
     DoctorPublicSerializer,
+    KeyBundlesOutSerializer,
+    KeyCountsOutSerializer,
+    KeysPutInputSerializer,
+    KeysPutOutSerializer,
     MeUpdateInputSerializer,
     RegisterInputSerializer,
     UserOutSerializer,
@@ -142,3 +147,80 @@ class DeviceDeleteApi(APIView):
     def delete(self, request: Request, device_id: int) -> Response:
         services.device_delete(user=_user(request), device_id=device_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _device_param(request: Request) -> int | None:
+    """The caller's device from ``?device_id=`` or the ``X-Device-Id`` header."""
+    raw = request.query_params.get("device_id") or request.headers.get("X-Device-Id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApplicationError(
+            "invalid_device_id", "device_id must be a device id.", fields={"device_id": ["invalid"]}
+        )
+    return int(raw)
+
+
+class KeysPutApi(APIView):
+    """Upload or refill this device's public keys (end-to-end encryption; idempotent)."""
+
+    @extend_schema(request=KeysPutInputSerializer, responses=KeysPutOutSerializer)
+    def put(self, request: Request) -> Response:
+        serializer = KeysPutInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = _plain(serializer.validated_data)
+        return Response(services.device_keys_put(user=_user(request), **data))
+
+
+class KeyBundleApi(APIView):
+    """Prekey bundles of a user's devices; each one-time key is handed out once."""
+
+    throttle_classes = [FirebaseScopedRateThrottle]
+    throttle_scope = "keys"
+
+    @extend_schema(
+        parameters=[OpenApiParameter("device_id", int, description="only this device's bundle")],
+        responses=KeyBundlesOutSerializer,
+    )
+    def get(self, request: Request, user_id: int) -> Response:
+        device_id = _device_param_query(request)
+        return Response(
+            services.key_bundles_take(requester=_user(request), user_id=user_id, device_id=device_id)
+        )
+
+
+class KeyCountApi(APIView):
+    """How many one-time prekeys the server still holds for one of the caller's devices."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("device_id", int, required=True, description="or the X-Device-Id header")
+        ],
+        responses=KeyCountsOutSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        device_id = _device_param(request)
+        if device_id is None:
+            raise ApplicationError("device_id_required", "Give ?device_id= (or X-Device-Id).")
+        return Response(selectors.prekey_count_get(user=_user(request), device_id=device_id))
+
+
+def _device_param_query(request: Request) -> int | None:
+    """``?device_id=`` only (here it names the other user's device, not the caller's)."""
+    raw = request.query_params.get("device_id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApplicationError(
+            "invalid_device_id", "device_id must be a device id.", fields={"device_id": ["invalid"]}
+        )
+    return int(raw)
+
+
+def _plain(value: Any) -> Any:
+    """Validated data as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length
 
 from . import validators as v
 
@@ -217,3 +218,114 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"device {self.pk} of {self.user_id}"
+
+
+# --- End-to-end encryption: the key directory (public keys only, opaque to the server) --------
+# Lengths as libsignal serialises them: Curve25519 public keys are a type byte (0x05) and 32
+# bytes; XEdDSA signatures 64 bytes; Kyber-1024 public keys a type byte (0x08) and 1568 bytes.
+models.BinaryField.register_lookup(Length)
+
+
+class DeviceIdentity(models.Model):
+    """A device's long-term identity key and registration id (Signal's ``IdentityKey``)."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, primary_key=True, related_name="identity")
+    registration_id = models.PositiveIntegerField()
+    identity_key = models.BinaryField(max_length=v.EC_PUBLIC_KEY_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "device identities"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(registration_id__gte=1, registration_id__lte=v.REGISTRATION_ID_MAX),
+                name="identity_registration_id_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(identity_key__length=v.EC_PUBLIC_KEY_LENGTH), name="identity_key_length"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"identity of device {self.device_id}"
+
+
+class SignedPreKey(models.Model):
+    """The device's current signed prekey (one per device; uploading a new one replaces it)."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="signed_prekey")
+    key_id = models.PositiveIntegerField()
+    public_key = models.BinaryField(max_length=v.EC_PUBLIC_KEY_LENGTH)
+    signature = models.BinaryField(max_length=v.SIGNATURE_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(key_id__lte=v.PREKEY_ID_MAX), name="signed_prekey_id_range"),
+            models.CheckConstraint(
+                condition=Q(public_key__length=v.EC_PUBLIC_KEY_LENGTH), name="signed_prekey_key_length"
+            ),
+            models.CheckConstraint(
+                condition=Q(signature__length=v.SIGNATURE_LENGTH), name="signed_prekey_signature_length"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"signed prekey {self.key_id} of device {self.device_id}"
+
+
+class OneTimePreKey(models.Model):
+    """A one-time Curve25519 prekey: handed out in exactly one bundle, then gone."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="one_time_prekeys")
+    key_id = models.PositiveIntegerField()
+    public_key = models.BinaryField(max_length=v.EC_PUBLIC_KEY_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "key_id"], name="one_time_prekey_unique"),
+            models.CheckConstraint(condition=Q(key_id__lte=v.PREKEY_ID_MAX), name="one_time_prekey_id_range"),
+            models.CheckConstraint(
+                condition=Q(public_key__length=v.EC_PUBLIC_KEY_LENGTH), name="one_time_prekey_key_length"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"one-time prekey {self.key_id} of device {self.device_id}"
+
+
+class KyberPreKey(models.Model):
+    """A signed Kyber (post-quantum) prekey: one-time ones are handed out once; the device's one
+    last-resort key is handed out whenever the one-time ones have run out, and stays."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="kyber_prekeys")
+    key_id = models.PositiveIntegerField()
+    public_key = models.BinaryField(max_length=v.KYBER_PUBLIC_KEY_LENGTH)
+    signature = models.BinaryField(max_length=v.SIGNATURE_LENGTH)
+    last_resort = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "key_id"], name="kyber_prekey_unique"),
+            models.UniqueConstraint(
+                fields=["device"], condition=Q(last_resort=True), name="kyber_prekey_one_last_resort"
+            ),
+            models.CheckConstraint(condition=Q(key_id__lte=v.PREKEY_ID_MAX), name="kyber_prekey_id_range"),
+            models.CheckConstraint(
+                condition=Q(public_key__length=v.KYBER_PUBLIC_KEY_LENGTH), name="kyber_prekey_key_length"
+            ),
+            models.CheckConstraint(
+                condition=Q(signature__length=v.SIGNATURE_LENGTH), name="kyber_prekey_signature_length"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["device", "key_id"], name="kyber_prekey_one_time", condition=Q(last_resort=False)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"kyber prekey {self.key_id} of device {self.device_id}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Device, DoctorProfile, User
+from .models import Device, DoctorProfile, KyberPreKey, OneTimePreKey, User
 from .validators import validate_phone_number
 
 
@@ -99,3 +100,37 @@ def user_profile_data(user: User) -> dict[str, Any]:
             "languages": doctor.languages,
         }
     return data
+
+
+# --- End-to-end encryption key directory --------------------------------------------------------
+def prekey_counts(*, device_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per device: one-time prekeys and one-time Kyber prekeys still held (one query)."""
+    one_time = (
+        OneTimePreKey.objects.filter(device_id=OuterRef("pk"))
+        .order_by()
+        .values("device_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    kyber = (
+        KyberPreKey.objects.filter(device_id=OuterRef("pk"), last_resort=False)
+        .order_by()
+        .values("device_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    rows = (
+        Device.objects.filter(pk__in=device_ids)
+        .annotate(
+            one_time=Coalesce(Subquery(one_time, output_field=IntegerField()), 0),
+            kyber=Coalesce(Subquery(kyber, output_field=IntegerField()), 0),
+        )
+        .values_list("pk", "one_time", "kyber")
+    )
+    return {pk: {"one_time_prekeys": int(a), "kyber_prekeys": int(b)} for pk, a, b in rows}
+
+
+def prekey_count_get(*, user: User, device_id: int) -> dict[str, int]:
+    """``GET keys/count``: the caller's own device only."""
+    device = device_get(user=user, device_id=device_id)
+    return prekey_counts(device_ids=[device.pk])[device.pk]

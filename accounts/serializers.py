@@ -127,3 +127,53 @@ class DeviceOutSerializer(serializers.ModelSerializer[Device]):
     class Meta:
         model = Device
         fields = ["id", "platform", "installation_id", "app_version", "created_at", "updated_at"]
+
+
+# --- End-to-end encryption key directory (keys are base64; checked by the service) -----------
+class SignedKeySerializer(StrictSerializer):
+    id = serializers.IntegerField(min_value=0, max_value=v.PREKEY_ID_MAX)
+    public_key = serializers.CharField(max_length=4096, trim_whitespace=False)
+    signature = serializers.CharField(max_length=128, trim_whitespace=False)
+
+
+class OneTimeKeySerializer(StrictSerializer):
+    id = serializers.IntegerField(min_value=0, max_value=v.PREKEY_ID_MAX)
+    public_key = serializers.CharField(max_length=128, trim_whitespace=False)
+
+
+class KeysPutInputSerializer(StrictSerializer):
+    device_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    registration_id = serializers.IntegerField()
+    identity_key = serializers.CharField(max_length=128, trim_whitespace=False)
+    signed_prekey = SignedKeySerializer(required=False)
+    one_time_prekeys = serializers.ListField(child=OneTimeKeySerializer(), required=False)
+    kyber_prekeys = serializers.ListField(child=SignedKeySerializer(), required=False)
+    last_resort_kyber_prekey = SignedKeySerializer(required=False)
+
+
+class KeyCountsOutSerializer(serializers.Serializer[Any]):
+    one_time_prekeys = serializers.IntegerField()
+    kyber_prekeys = serializers.IntegerField()
+
+
+class KeysPutOutSerializer(KeyCountsOutSerializer):
+    device_id = serializers.IntegerField()
+    identity_changed = serializers.BooleanField()
+
+
+class BundleKyberKeySerializer(SignedKeySerializer):
+    last_resort = serializers.BooleanField()
+
+
+class DeviceBundleOutSerializer(serializers.Serializer[Any]):
+    device_id = serializers.IntegerField()
+    registration_id = serializers.IntegerField()
+    identity_key = serializers.CharField()
+    signed_prekey = SignedKeySerializer()
+    one_time_prekey = OneTimeKeySerializer(allow_null=True)
+    kyber_prekey = BundleKyberKeySerializer()
+
+
+class KeyBundlesOutSerializer(serializers.Serializer[Any]):
+    user_id = serializers.IntegerField()
+    devices = DeviceBundleOutSerializer(many=True)

@@ -10,4 +10,7 @@ urlpatterns = [
     path("doctors/<int:doctor_id>", apis.DoctorDetailApi.as_view(), name="doctor-detail"),
     path("devices", apis.DeviceCreateApi.as_view(), name="device-create"),
     path("devices/<int:device_id>", apis.DeviceDeleteApi.as_view(), name="device-delete"),
+    path("keys", apis.KeysPutApi.as_view(), name="keys-put"),
+    path("keys/count", apis.KeyCountApi.as_view(), name="keys-count"),
+    path("keys/<int:user_id>", apis.KeyBundleApi.as_view(), name="keys-bundle"),
 ]

@@ -6,6 +6,8 @@ The database constraints in ``models.py`` enforce the same rules as a last line 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import date
 
@@ -132,3 +134,82 @@ def validate_languages(value: list[str]) -> list[str]:
         if item not in out:
             out.append(item)
     return out
+
+
+# --- End-to-end encryption keys (libsignal's serialised forms, base64 on the wire) ----------
+EC_PUBLIC_KEY_LENGTH = 33  # 0x05 + Curve25519 u-coordinate
+EC_KEY_TYPE = 0x05
+KYBER_PUBLIC_KEY_LENGTH = 1569  # 0x08 + Kyber-1024 public key
+KYBER_KEY_TYPE = 0x08
+SIGNATURE_LENGTH = 64  # XEdDSA
+REGISTRATION_ID_MAX = 16380  # Signal's 14-bit registration ids
+PREKEY_ID_MAX = 0xFFFFFF  # Signal's 24-bit prekey ids
+
+
+def decode_base64(value: object, *, field: str, code: str = "invalid_key") -> bytes:
+    """Standard base64 (padding optional; URL-safe alphabet accepted too), strictly checked."""
+    if not isinstance(value, str) or not value or len(value) > 8192:
+        raise ApplicationError(code, f"{field} must be base64.", status=422, fields={field: ["invalid"]})
+    text = value.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApplicationError(
+            code, f"{field} must be base64.", status=422, fields={field: ["invalid"]}
+        ) from exc
+
+
+def validate_ec_public_key(value: object, *, field: str) -> bytes:
+    raw = decode_base64(value, field=field)
+    if len(raw) != EC_PUBLIC_KEY_LENGTH or raw[0] != EC_KEY_TYPE:
+        raise ApplicationError(
+            "invalid_key",
+            f"{field} must be a serialised Curve25519 public key (33 bytes, type 0x05).",
+            status=422,
+            fields={field: ["invalid"]},
+        )
+    return raw
+
+
+def validate_kyber_public_key(value: object, *, field: str) -> bytes:
+    raw = decode_base64(value, field=field)
+    if len(raw) != KYBER_PUBLIC_KEY_LENGTH or raw[0] != KYBER_KEY_TYPE:
+        raise ApplicationError(
+            "invalid_key",
+            f"{field} must be a serialised Kyber-1024 public key (1569 bytes, type 0x08).",
+            status=422,
+            fields={field: ["invalid"]},
+        )
+    return raw
+
+
+def validate_signature(value: object, *, field: str) -> bytes:
+    raw = decode_base64(value, field=field)
+    if len(raw) != SIGNATURE_LENGTH:
+        raise ApplicationError(
+            "invalid_key", f"{field} must be a 64-byte signature.", status=422, fields={field: ["invalid"]}
+        )
+    return raw
+
+
+def validate_key_id(value: object, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= PREKEY_ID_MAX:
+        raise ApplicationError(
+            "invalid_key",
+            f"{field} must be an integer from 0 to {PREKEY_ID_MAX}.",
+            status=422,
+            fields={field: ["invalid"]},
+        )
+    return value
+
+
+def validate_registration_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= REGISTRATION_ID_MAX:
+        raise ApplicationError(
+            "invalid_key",
+            f"registration_id must be an integer from 1 to {REGISTRATION_ID_MAX}.",
+            status=422,
+            fields={"registration_id": ["invalid"]},
+        )
+    return value

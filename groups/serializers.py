@@ -21,6 +21,7 @@ class GroupCreateInputSerializer(StrictSerializer):
         child=serializers.IntegerField(min_value=1), required=False, max_length=1000
     )
     history_visible_to_new_members = serializers.BooleanField(required=False, default=False)
+    e2ee = serializers.BooleanField(required=False, default=False)
 
 
 class GroupUpdateInputSerializer(StrictSerializer):

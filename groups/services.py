@@ -98,7 +98,10 @@ def group_create(
     description: str = "",
     member_ids: list[int] | None = None,
     history_visible_to_new_members: bool = False,
+    e2ee: bool = False,
 ) -> Conversation:
+    """A group; ``e2ee`` (fixed at creation) makes it end-to-end encrypted: messages are sent as
+    one Signal-protocol ciphertext per member device (no sender keys yet, see docs/e2ee.md)."""
     name = mv.validate_group_name(name)
     description = mv.validate_group_description(description)
     wanted = [uid for uid in dict.fromkeys(member_ids or []) if uid != creator.pk]
@@ -114,6 +117,7 @@ def group_create(
             description=description,
             created_by=creator,
             history_visible_to_new_members=history_visible_to_new_members,
+            e2ee=bool(e2ee),
         )
         Membership.objects.create(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
         for member in members:

@@ -88,18 +88,29 @@ class MessageHistoryApi(APIView):
             OpenApiParameter("after_seq", int),
             OpenApiParameter("before_seq", int),
             OpenApiParameter("limit", int, description="1..200, default 50"),
+            OpenApiParameter(
+                "device_id",
+                int,
+                description="end-to-end encrypted conversations: this device's ciphertexts "
+                "(or the X-Device-Id header)",
+            ),
         ],
         responses=HistoryOutSerializer,
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         query = HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
+        device_id = query.validated_data.get("device_id")
+        header = request.headers.get("X-Device-Id", "")
+        if device_id is None and header.isascii() and header.isdigit() and len(header) <= 18:
+            device_id = int(header)
         messages, has_more = selectors.message_history(
             user=_user(request),
             conversation_id=conversation_id,
             after_seq=query.validated_data.get("after_seq"),
             before_seq=query.validated_data.get("before_seq"),
             limit=query.validated_data["limit"],
+            device_id=device_id,
         )
         return Response({"results": [selectors.message_data(m) for m in messages], "has_more": has_more})
 
@@ -131,7 +142,14 @@ class AttachmentUploadApi(APIView):
         request={
             "multipart/form-data": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "encrypted": {
+                        "type": "boolean",
+                        "description": "true: the file is already encrypted for an end-to-end "
+                        "encrypted conversation (opaque bytes, never processed)",
+                    },
+                },
             }
         },
         responses={201: AttachmentOutSerializer},
@@ -140,9 +158,19 @@ class AttachmentUploadApi(APIView):
         upload = request.FILES.get("file")
         if upload is None:
             raise ApplicationError("file_required", "Send the file in the multipart field 'file'.")
+        form = request.data if isinstance(request.data, dict) else {}
+        flag = str(form.get("encrypted", "false")).strip().lower()
+        if flag not in ("true", "false", "1", "0"):
+            upload.close()
+            raise ApplicationError(
+                "invalid", "encrypted must be true or false.", fields={"encrypted": ["invalid"]}
+            )
         try:
             attachment = services.attachment_upload(
-                uploader=_user(request), upload=upload, name=upload.name or "file"
+                uploader=_user(request),
+                upload=upload,
+                name=upload.name or "file",
+                encrypted=flag in ("true", "1"),
             )
         finally:
             upload.close()

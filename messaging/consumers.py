@@ -261,7 +261,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def client_event(self, event: dict[str, Any]) -> None:
         if event.get("exclude_channel") == self.channel_name:
             return
-        await self.send(text_data=json.dumps(event["frame"], separators=(",", ":")))
+        target = event.get("device_id")
+        if target is not None and target != self.device_id:
+            return  # for another device of this user (e.g. keys.low)
+        frame = event["frame"]
+        ciphertexts = event.get("ciphertexts")
+        if ciphertexts is not None:
+            # An end-to-end encrypted message: this socket's device gets its own copy only.
+            own = ciphertexts.get(str(self.device_id)) if self.device_id is not None else None
+            message = {**frame["data"]["message"], "ciphertext": own}
+            frame = {**frame, "data": {**frame["data"], "message": message}}
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
     async def session_terminate(self, event: dict[str, Any]) -> None:
         await self.close(code=int(event.get("code", CLOSE_FORBIDDEN)))

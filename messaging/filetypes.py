@@ -24,10 +24,13 @@ THUMBNAIL_SIZE = (320, 320)
 
 @dataclass(frozen=True)
 class Detected:
-    category: str  # image | video | audio | document
+    category: str  # image | video | audio | document | encrypted
     content_type: str
     extension: str
 
+
+# Uploads already encrypted by the client (end-to-end encrypted conversations): never sniffed.
+ENCRYPTED = Detected("encrypted", "application/octet-stream", "bin")
 
 _FTYP_BRANDS: dict[bytes, Detected] = {
     b"heic": Detected("image", "image/heic", "heic"),

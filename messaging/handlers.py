@@ -31,8 +31,6 @@ async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
-    if data.ciphertexts is not None:
-        raise ApplicationError("e2ee_unavailable", "End-to-end encrypted sending is not available yet.")
     result = await run_service(
         services.message_send,
         sender=conn.user,
@@ -42,6 +40,8 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         reply_to=data.reply_to,
         attachment_ids=data.attachment_ids,
         origin_channel=conn.channel_name,
+        ciphertexts=data.ciphertexts,
+        sender_device_id=conn.device_id,
     )
     return {"message": result.data, "duplicate": not result.created}
 
@@ -88,7 +88,9 @@ async def typing(conn: ChatConsumer, frame: Any) -> None:
 
 
 async def sync(conn: ChatConsumer, frame: Any) -> None:
-    frames, cursor, more = await run_service(selectors.sync_events, user=conn.user, cursor=frame.data.cursor)
+    frames, cursor, more = await run_service(
+        selectors.sync_events, user=conn.user, cursor=frame.data.cursor, device_id=conn.device_id
+    )
     for item in frames:
         await conn.send_frame(item)
     await conn.send_frame({"type": "sync.done", "ref": frame.ref, "data": {"cursor": cursor, "more": more}})

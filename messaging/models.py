@@ -226,6 +226,8 @@ class Attachment(models.Model):
         VIDEO = "video", "Video"
         AUDIO = "audio", "Audio"
         DOCUMENT = "document", "Document"
+        # Uploaded already encrypted for an end-to-end encrypted conversation: opaque bytes.
+        ENCRYPTED = "encrypted", "Encrypted"
 
     uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     message = models.ForeignKey(
@@ -271,3 +273,26 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return f"attachment {self.pk}"
+
+
+class MessageCiphertext(models.Model):
+    """One device's copy of an end-to-end encrypted message (Signal-protocol ciphertext).
+
+    The server cannot read it; each device is handed only its own. ``Message.body`` of an
+    encrypted message stays empty.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="ciphertexts")
+    device = models.ForeignKey("accounts.Device", on_delete=models.CASCADE, related_name="+")
+    ciphertext = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "device"], name="message_ciphertext_unique"),
+            models.CheckConstraint(
+                condition=Q(ciphertext__length__gt=0), name="message_ciphertext_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"ciphertext of message {self.message_id} for device {self.device_id}"

@@ -50,7 +50,7 @@ class MessageSendData(_Strict):
     body: str | None = None
     attachment_ids: list[BigInt] | None = Field(default=None, max_length=10)
     reply_to: BigInt | None = None
-    ciphertexts: dict[str, str] | None = None
+    ciphertexts: dict[str, str] | None = Field(default=None, max_length=1000)
 
 
 class MessageEditData(_Strict):
@@ -185,6 +185,8 @@ SERVER_FRAMES: tuple[str, ...] = (
     "member.left",
     "member.role_changed",
     "group.updated",
+    "keys.low",
+    "identity.changed",
 )
 
 # Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
@@ -221,10 +223,15 @@ ERROR_CODES: tuple[str, ...] = (
     "seq_out_of_range",
     "invalid_cursor",
     "too_many_subscriptions",
-    "e2ee_unavailable",
+    "e2ee_not_enabled",
+    "device_required",
+    "devices_mismatch",
+    "invalid_ciphertext",
     "attachment_not_found",
     "attachment_already_used",
     "too_many_attachments",
+    "attachment_not_encrypted",
+    "attachment_encrypted",
     "user_disabled",
     "auth_unavailable",
     "internal_error",

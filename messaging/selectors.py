@@ -8,16 +8,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
 
-from accounts.models import User
+from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Attachment, Event, Membership, Message
+from .models import Attachment, Event, Membership, Message, MessageCiphertext
 
 HISTORY_MAX_LIMIT = 200
 SYNC_BATCH = 500
 SYNC_NO_CURSOR_TAIL = 100
+_MESSAGE_EVENTS = ("message.new", "message.updated")
 
 
 # --- Serialisation of what clients see --------------------------------------------------
@@ -35,8 +36,19 @@ def attachment_data(attachment: Attachment) -> dict[str, Any]:
     }
 
 
-def message_data(message: Message, attachments: list[Attachment] | None = None) -> dict[str, Any]:
-    """The message as clients see it. ``attachments`` given, or prefetched on the message."""
+def message_data(
+    message: Message,
+    attachments: list[Attachment] | None = None,
+    *,
+    encrypted: bool | None = None,
+    ciphertext: bytes | None = None,
+) -> dict[str, Any]:
+    """The message as clients see it. ``attachments`` given, or prefetched on the message.
+
+    A text message of an end-to-end encrypted conversation (``encrypted``, or read from its
+    conversation when that is loaded) has ``body: ""`` and ``ciphertext``: this device's copy
+    (given, or prefetched as ``device_ciphertexts``), base64, or null.
+    """
     deleted = message.deleted_at is not None
     if attachments is None:
         attachments = [] if deleted or message.kind == "system" else list(message.attachments.all())
@@ -56,7 +68,18 @@ def message_data(message: Message, attachments: list[Attachment] | None = None) 
     }
     if message.system is not None:
         data["system"] = message.system
+    if encrypted is None:
+        encrypted = Message.conversation.is_cached(message) and message.conversation.e2ee
+    if encrypted and message.kind == Message.Kind.TEXT:
+        if ciphertext is None:
+            mine = getattr(message, "device_ciphertexts", None)
+            ciphertext = bytes(mine[0].ciphertext) if mine else None
+        data["ciphertext"] = None if deleted or ciphertext is None else b64(ciphertext)
     return data
+
+
+def b64(raw: bytes | memoryview) -> str:
+    return base64.b64encode(bytes(raw)).decode("ascii")
 
 
 # --- Membership and visibility ----------------------------------------------------------
@@ -82,6 +105,24 @@ def active_member_ids(*, conversation_id: int) -> list[int]:
     return list(
         Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
             "user_id", flat=True
+        )
+    )
+
+
+def shares_conversation(*, user_id: int, other_id: int) -> bool:
+    """Both are active members of some conversation."""
+    mine = Membership.objects.filter(user_id=user_id, left_at__isnull=True).values("conversation_id")
+    return Membership.objects.filter(
+        conversation_id__in=mine, user_id=other_id, left_at__isnull=True
+    ).exists()
+
+
+def e2ee_device_owners(*, user_ids: list[int]) -> dict[int, int]:
+    """``{device_id: user_id}`` of the devices of ``user_ids`` that published keys (the devices
+    an encrypted message must be encrypted for)."""
+    return dict(
+        DeviceIdentity.objects.filter(device__user_id__in=user_ids).values_list(
+            "device_id", "device__user_id"
         )
     )
 
@@ -149,15 +190,41 @@ def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> 
 
 # --- History (keyset pagination on seq, never OFFSET) ------------------------------------
 def message_history(
-    *, user: User, conversation_id: int, after_seq: int | None, before_seq: int | None, limit: int
+    *,
+    user: User,
+    conversation_id: int,
+    after_seq: int | None,
+    before_seq: int | None,
+    limit: int,
+    device_id: int | None = None,
 ) -> tuple[list[Message], bool]:
-    """Messages the caller may read, ascending by seq. Returns (messages, has_more)."""
+    """Messages the caller may read, ascending by seq. Returns (messages, has_more).
+
+    In an end-to-end encrypted conversation each message carries the ciphertext of the
+    caller's own ``device_id`` (prefetched; none without a device)."""
     membership = membership_get(user=user, conversation_id=conversation_id, active=False)
     lower, upper = visible_seq_range(membership)
     limit = max(1, min(limit, HISTORY_MAX_LIMIT))
     qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=lower).prefetch_related(
         "attachments"
     )
+    if membership.conversation.e2ee and device_id is not None:
+        qs = qs.prefetch_related(
+            Prefetch(
+                "ciphertexts",
+                queryset=MessageCiphertext.objects.filter(device_id=device_id, device__user_id=user.pk),
+                to_attr="device_ciphertexts",
+            )
+        )
+    rows, has_more = _history_page(qs, after_seq=after_seq, before_seq=before_seq, upper=upper, limit=limit)
+    for message in rows:
+        message.conversation = membership.conversation  # message_data reads its e2ee flag
+    return rows, has_more
+
+
+def _history_page(
+    qs: QuerySet[Message], *, after_seq: int | None, before_seq: int | None, upper: int | None, limit: int
+) -> tuple[list[Message], bool]:
     if upper is not None:
         qs = qs.filter(seq__lte=upper)
     if after_seq is not None:
@@ -216,25 +283,38 @@ class SyncCursor:
         return cls(positions)
 
 
-def _event_frame(event: Event) -> dict[str, Any]:
+def _event_frame(event: Event, encrypted: bool, ciphertexts: dict[int, bytes]) -> dict[str, Any]:
     if event.kind == Event.Kind.RECEIPT:
         data = {"conversation_id": event.conversation_id, **(event.data or {})}
         return {"type": "receipt", "data": data, "event": event.number}
     assert event.message is not None
-    return event_frame(event.kind, event.message, event.number)
+    return event_frame(
+        event.kind,
+        event.message,
+        event.number,
+        encrypted=encrypted,
+        ciphertext=ciphertexts.get(event.message.pk),
+    )
 
 
-def event_frame(kind: str, message: Message, number: int) -> dict[str, Any]:
+def event_frame(
+    kind: str, message: Message, number: int, *, encrypted: bool = False, ciphertext: bytes | None = None
+) -> dict[str, Any]:
     """message.new / message.updated carry the message; member.* and group.updated carry their
     system message (with its seq) plus its payload at the top level of ``data``."""
-    data: dict[str, Any] = {"message": message_data(message)}
+    data: dict[str, Any] = {"message": message_data(message, encrypted=encrypted, ciphertext=ciphertext)}
     if kind not in ("message.new", "message.updated") and message.system:
         data = {"conversation_id": message.conversation_id, **message.system, **data}
     return {"type": kind, "data": data, "event": number}
 
 
-def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]], str, bool]:
-    """What the caller missed since ``cursor``: (frames in order, new cursor, more to come)."""
+def sync_events(
+    *, user: User, cursor: str | None, device_id: int | None = None
+) -> tuple[list[dict[str, Any]], str, bool]:
+    """What the caller missed since ``cursor``: (frames in order, new cursor, more to come).
+
+    Messages of end-to-end encrypted conversations carry ``device_id``'s own ciphertext (one
+    more query, only when the batch has any)."""
     parsed = SyncCursor.decode(cursor)
     memberships = list(
         Membership.objects.filter(user=user)
@@ -246,8 +326,10 @@ def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]]
             "left_at",
             "conversation__last_event",
             "conversation__history_visible_to_new_members",
+            "conversation__e2ee",
         )
     )
+    encrypted_ids = {m.conversation_id for m in memberships if m.conversation.e2ee}
     positions: dict[int, int] = {}
     ranges: list[tuple[int, int, int]] = []
     for m in memberships:
@@ -276,9 +358,22 @@ def sync_events(*, user: User, cursor: str | None) -> tuple[list[dict[str, Any]]
     )
     more = len(events) > SYNC_BATCH
     events = events[:SYNC_BATCH]
+    ciphertexts: dict[int, bytes] = {}
+    wanted = [
+        e.message_id
+        for e in events
+        if e.conversation_id in encrypted_ids and e.message_id is not None and e.kind in _MESSAGE_EVENTS
+    ]
+    if wanted and device_id is not None:
+        ciphertexts = {
+            message_id: bytes(raw)
+            for message_id, raw in MessageCiphertext.objects.filter(
+                device_id=device_id, message_id__in=wanted
+            ).values_list("message_id", "ciphertext")
+        }
     frames: list[dict[str, Any]] = []
     for event in events:
-        frames.append(_event_frame(event))
+        frames.append(_event_frame(event, event.conversation_id in encrypted_ids, ciphertexts))
         positions[event.conversation_id] = event.number
     if not more:  # else conversations not reached in this batch keep their old position
         for conversation_id, _start, top in ranges:

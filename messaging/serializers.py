@@ -18,6 +18,7 @@ class HistoryQuerySerializer(serializers.Serializer[Any]):
     after_seq = serializers.IntegerField(min_value=0, required=False)
     before_seq = serializers.IntegerField(min_value=1, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, required=False, default=50)
+    device_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
 
 class BlockInputSerializer(StrictSerializer):
@@ -62,6 +63,11 @@ class MessageOutSerializer(serializers.Serializer[Any]):
     edited_at = serializers.DateTimeField(allow_null=True)
     deleted = serializers.BooleanField()
     system = serializers.DictField(required=False)
+    ciphertext = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="end-to-end encrypted conversations only: this device's ciphertext (base64)",
+    )
 
 
 class HistoryOutSerializer(serializers.Serializer[Any]):

@@ -26,7 +26,7 @@ from healthchat.realtime import publish, user_group
 
 from . import selectors
 from . import validators as v
-from .models import Attachment, Block, Conversation, Event, Membership, Message
+from .models import Attachment, Block, Conversation, Event, Membership, Message, MessageCiphertext
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -61,6 +61,19 @@ def fan_out(*, user_ids: list[int], frame: dict[str, Any], exclude_channel: str 
     if exclude_channel:
         event["exclude_channel"] = exclude_channel
     for user_id in user_ids:
+        publish(user_group(user_id), event)
+
+
+def fan_out_encrypted(
+    *, per_user: dict[int, dict[str, str]], frame: dict[str, Any], exclude_channel: str | None = None
+) -> None:
+    """Send ``frame`` (a message whose ``ciphertext`` is null) to each user's sockets with that
+    user's ``{device_id: ciphertext}``: each socket fills in its own device's copy, so no device
+    receives another's (a socket without a device id gets none)."""
+    for user_id, ciphertexts in per_user.items():
+        event: dict[str, Any] = {"type": "client.event", "frame": frame, "ciphertexts": ciphertexts}
+        if exclude_channel:
+            event["exclude_channel"] = exclude_channel
         publish(user_group(user_id), event)
 
 
@@ -147,6 +160,26 @@ def check_can_contact(*, user: User, peer: User) -> None:
         ):
             return
     raise PermissionDenied("You may not start a conversation with this user.", code="contact_not_allowed")
+
+
+def may_fetch_keys(requester: User, owner: User) -> bool:
+    """Key directory rule: ``requester`` may fetch ``owner``'s prekey bundles when they share an
+    active conversation (direct or group) or ``requester`` may open one with them; never when
+    either blocked the other."""
+    if is_blocked(requester.pk, owner.pk):
+        return False
+    if selectors.shares_conversation(user_id=requester.pk, other_id=owner.pk):
+        return True
+    try:
+        check_can_contact(user=requester, peer=owner)
+    except ApplicationError:
+        return False
+    return True
+
+
+def contacts_of(user: User) -> set[int]:
+    """Users told when ``user``'s identity key changes: everyone sharing a conversation."""
+    return selectors.contact_ids(user=user)
 
 
 def conversation_open_direct(
@@ -261,8 +294,26 @@ SELECT (SELECT id FROM msg), EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM bl
 """
 
 
+def _e2ee_mismatch(e2ee: bool, encrypted: bool) -> ApplicationError | None:
+    if e2ee and not encrypted:
+        return ApplicationError(
+            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
+        )
+    if encrypted and not e2ee:
+        return ApplicationError(
+            "e2ee_not_enabled", "This conversation is not end-to-end encrypted: send a body, not ciphertexts."
+        )
+    return None
+
+
 def _write_message_sql(
-    *, sender: User, conversation_id: int, cid: uuid.UUID, text: str, reply_to: int | None
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    encrypted: bool = False,
 ) -> tuple[Message, int, list[int]]:
     """PostgreSQL: the whole send in two statements after BEGIN (lock + allocate; then check,
     insert message and event, advance the sender's cursors, read the recipients)."""
@@ -294,10 +345,10 @@ def _write_message_sql(
         message_id, is_member, blocked, reply_ok, recipients = cursor.fetchone()
     if not is_member:
         raise NotFound("No such conversation.", code="conversation_not_found")
-    if e2ee:
-        raise ApplicationError(
-            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
-        )
+    if e2ee != encrypted:
+        mismatch = _e2ee_mismatch(e2ee, encrypted)
+        assert mismatch is not None
+        raise mismatch
     if blocked:
         raise PermissionDenied("This conversation is blocked.", code="blocked")
     if not reply_ok:
@@ -320,14 +371,19 @@ def _write_message_sql(
 
 
 def _write_message_orm(
-    *, sender: User, conversation_id: int, cid: uuid.UUID, text: str, reply_to: int | None
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    encrypted: bool = False,
 ) -> tuple[Message, int, list[int]]:
     """Other databases (the embedded SQLite run): the same steps through the ORM."""
     membership = check_can_send(sender=sender, conversation_id=conversation_id)
-    if membership.conversation.e2ee:
-        raise ApplicationError(
-            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
-        )
+    mismatch = _e2ee_mismatch(membership.conversation.e2ee, encrypted)
+    if mismatch is not None:
+        raise mismatch
     if (
         reply_to is not None
         and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
@@ -366,14 +422,29 @@ def message_send(
     reply_to: int | None = None,
     attachment_ids: list[int] | None = None,
     origin_channel: str | None = None,
+    ciphertexts: dict[str, str] | None = None,
+    sender_device_id: int | None = None,
 ) -> SendResult:
     """Send a message. Idempotent on ``client_id``; returns only once committed.
 
     The conversation row lock orders sends (gapless ``seq``) and membership changes, so a
-    member removed before this commit never receives it.
+    member removed before this commit never receives it. End-to-end encrypted conversations
+    take ``ciphertexts`` instead of ``body`` (``message_send_encrypted``).
     """
     cid = v.validate_client_id(client_id)
     ids = v.validate_attachment_ids(attachment_ids)
+    if ciphertexts is not None:
+        return message_send_encrypted(
+            sender=sender,
+            conversation_id=conversation_id,
+            cid=cid,
+            body=body,
+            ciphertexts=ciphertexts,
+            sender_device_id=sender_device_id,
+            reply_to=reply_to,
+            attachment_ids=ids,
+            origin_channel=origin_channel,
+        )
     text = v.validate_body(body or "") if (body and body.strip()) or not ids else ""
     write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
     try:
@@ -401,6 +472,96 @@ def message_send(
         if existing is None:
             raise
         return SendResult(existing, False, selectors.message_data(existing))
+    return SendResult(message, True, data)
+
+
+def _devices_mismatch(owners: dict[int, int], missing: set[int], extra: set[int]) -> ApplicationError:
+    current: dict[int, list[int]] = {}
+    for device_id, user_id in sorted(owners.items()):
+        current.setdefault(user_id, []).append(device_id)
+    return ApplicationError(
+        "devices_mismatch",
+        "ciphertexts must have one entry for every device of every member except the sending "
+        "device: fetch the missing devices' keys (GET /api/v1/keys/{user_id}) and send again.",
+        status=409,
+        extra={
+            "missing_devices": sorted(missing),
+            "extra_devices": sorted(extra),
+            "devices": [{"user_id": uid, "device_ids": dids} for uid, dids in sorted(current.items())],
+        },
+    )
+
+
+def message_send_encrypted(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    body: str | None,
+    ciphertexts: dict[str, str],
+    sender_device_id: int | None,
+    reply_to: int | None = None,
+    attachment_ids: list[int] | None = None,
+    origin_channel: str | None = None,
+) -> SendResult:
+    """Send to an end-to-end encrypted conversation: one Signal-protocol ciphertext for every
+    device (with published keys) of every active member, except the sending device (the
+    sender's other devices included). A missing or unknown device refuses the send with the
+    current device list (``devices_mismatch``), as Signal's server does. Each device is later
+    handed only its own ciphertext; the server stores no text (``body`` stays empty).
+    """
+    if body:
+        raise ApplicationError("invalid_ciphertext", "Send ciphertexts without a body.")
+    if sender_device_id is None:
+        raise ApplicationError(
+            "device_required", "Name this device (X-Device-Id or the auth frame) to send encrypted messages."
+        )
+    parsed = v.validate_ciphertexts(ciphertexts)
+    ids = attachment_ids or []
+    write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
+    try:
+        with transaction.atomic():
+            message, number, recipients = write(
+                sender=sender,
+                conversation_id=conversation_id,
+                cid=cid,
+                text="",
+                reply_to=reply_to,
+                encrypted=True,
+            )
+            owners = selectors.e2ee_device_owners(user_ids=recipients)
+            expected = set(owners) - {sender_device_id}
+            if set(parsed) != expected:
+                raise _devices_mismatch(owners, expected - set(parsed), set(parsed) - expected)
+            MessageCiphertext.objects.bulk_create(
+                [MessageCiphertext(message=message, device_id=d, ciphertext=raw) for d, raw in parsed.items()]
+            )
+            attachments = (
+                _attach(sender=sender, message=message, attachment_ids=ids, encrypted=True) if ids else []
+            )
+            data = selectors.message_data(message, attachments, encrypted=True)
+            frame = {"type": "message.new", "data": {"message": data}, "event": number}
+            per_user: dict[int, dict[str, str]] = {uid: {} for uid in recipients}
+            for device_id, raw in parsed.items():
+                per_user.setdefault(owners[device_id], {})[str(device_id)] = selectors.b64(raw)
+            transaction.on_commit(
+                lambda: fan_out_encrypted(per_user=per_user, frame=frame, exclude_channel=origin_channel)
+            )
+            others = [uid for uid in recipients if uid != sender.pk]
+            transaction.on_commit(
+                lambda: message_committed.send(
+                    sender=Message,
+                    message_id=message.pk,
+                    conversation_id=conversation_id,
+                    sender_id=sender.pk,
+                    recipient_ids=others,
+                )
+            )
+    except (IntegrityError, _Duplicate):
+        existing = _existing_send(sender, cid, conversation_id)
+        if existing is None:
+            raise
+        return SendResult(existing, False, selectors.message_data(existing, encrypted=True))
     return SendResult(message, True, data)
 
 
@@ -492,6 +653,8 @@ def message_delete(*, user: User, message_id: int) -> Message:
         message.body = ""
         message.deleted_at = timezone.now()
         message.save(update_fields=["body", "deleted_at"])
+        if message.conversation.e2ee:
+            MessageCiphertext.objects.filter(message=message).delete()
         attachments_delete_for_messages([message.pk])
         _record_update(message, number)
     return message
@@ -555,6 +718,7 @@ def typing_notify(
 def erase_user_messages(user: User) -> None:
     """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
+    MessageCiphertext.objects.filter(message__sender=user).delete()
     attachments_delete_for_messages(list(Message.objects.filter(sender=user).values_list("pk", flat=True)))
     orphans = list(Attachment.objects.filter(uploader=user, message__isnull=True))
     names = [a.file.name for a in orphans] + [a.thumbnail.name for a in orphans if a.thumbnail]
@@ -597,9 +761,14 @@ def _storage_delete(names: list[str | None]) -> None:
             logger.warning("could not delete a stored file", exc_info=True)
 
 
-def attachment_upload(*, uploader: User, upload: Any, name: str) -> Attachment:
+def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool = False) -> Attachment:
     """Store an uploaded file: type from its bytes, per-category limits, daily quota, SHA-256,
-    images re-encoded without EXIF/GPS; the row is written only once the file is stored."""
+    images re-encoded without EXIF/GPS; the row is written only once the file is stored.
+
+    ``encrypted``: the client encrypted the file for an end-to-end encrypted conversation (its
+    key travels inside the encrypted message). The bytes are opaque: stored as they came,
+    ``application/octet-stream``, category ``encrypted``, named ``encrypted.bin`` (the real name
+    is inside the message too), never sniffed, re-encoded or thumbnailed."""
     import hashlib
 
     from django.core.files.base import ContentFile, File
@@ -609,7 +778,11 @@ def attachment_upload(*, uploader: User, upload: Any, name: str) -> Attachment:
     size = int(getattr(upload, "size", 0) or 0)
     if size <= 0:
         raise ApplicationError("empty_file", "The file is empty.")
-    detected = filetypes.detect(upload)
+    if encrypted:
+        detected = filetypes.ENCRYPTED
+        name = "encrypted.bin"
+    else:
+        detected = filetypes.detect(upload)
     limit = settings.ATTACHMENT_MAX_BYTES[detected.category]
     if size > limit:
         raise ApplicationError(
@@ -702,8 +875,11 @@ def attachment_make_thumbnail(*, attachment_id: int) -> None:
     Attachment.objects.filter(pk=attachment_id, thumbnail="").update(thumbnail=attachment.thumbnail.name)
 
 
-def _attach(*, sender: User, message: Message, attachment_ids: list[int]) -> list[Attachment]:
-    """Inside the send's transaction: the sender's own, unused, live uploads only."""
+def _attach(
+    *, sender: User, message: Message, attachment_ids: list[int], encrypted: bool = False
+) -> list[Attachment]:
+    """Inside the send's transaction: the sender's own, unused, live uploads only; encrypted
+    uploads in end-to-end encrypted conversations, and only there."""
     rows = list(
         Attachment.objects.select_for_update().filter(
             pk__in=attachment_ids, uploader=sender, deleted_at__isnull=True
@@ -713,6 +889,16 @@ def _attach(*, sender: User, message: Message, attachment_ids: list[int]) -> lis
         raise NotFound("No such attachment.", code="attachment_not_found")
     if any(row.message_id is not None for row in rows):
         raise ApplicationError("attachment_already_used", "An attachment can be sent once.", status=409)
+    for row in rows:
+        if (row.category == Attachment.Category.ENCRYPTED) != encrypted:
+            if encrypted:
+                raise ApplicationError(
+                    "attachment_not_encrypted",
+                    "An end-to-end encrypted conversation takes only encrypted uploads (encrypted=true).",
+                )
+            raise ApplicationError(
+                "attachment_encrypted", "Encrypted uploads belong in end-to-end encrypted conversations."
+            )
     now = timezone.now()
     Attachment.objects.filter(pk__in=attachment_ids).update(message=message, attached_at=now)
     by_id = {row.pk: row for row in rows}

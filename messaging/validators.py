@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 
@@ -14,7 +16,7 @@ MEMBER_ROLES = ("owner", "admin", "member")
 MESSAGE_KINDS = ("text", "system")
 MEMBER_EVENT_KINDS = ("member.added", "member.removed", "member.left", "member.role_changed", "group.updated")
 EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS)
-ATTACHMENT_CATEGORIES = ("image", "video", "audio", "document")
+ATTACHMENT_CATEGORIES = ("image", "video", "audio", "document", "encrypted")
 GROUP_NAME_MAX = 100
 GROUP_DESCRIPTION_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -79,3 +81,34 @@ def validate_attachment_ids(value: list[int] | None) -> list[int]:
     if len(ids) > 10:
         raise ApplicationError("too_many_attachments", "A message may carry at most 10 attachments.")
     return ids
+
+
+MAX_CIPHERTEXT_DEVICES = 1000
+
+
+def validate_ciphertexts(value: dict[str, str]) -> dict[int, bytes]:
+    """``{device_id: base64}`` → ``{device_id: bytes}``: device ids, non-empty ciphertexts within
+    ``HEALTHCHAT_CIPHERTEXT_MAX_BYTES``. The server never looks inside."""
+    limit = int(settings.HEALTHCHAT_CIPHERTEXT_MAX_BYTES)
+    if not isinstance(value, dict) or not value or len(value) > MAX_CIPHERTEXT_DEVICES:
+        raise ApplicationError(
+            "invalid_ciphertext", "ciphertexts must map each device id to its base64 ciphertext."
+        )
+    out: dict[int, bytes] = {}
+    for key, text in value.items():
+        if not isinstance(key, str) or not key.isascii() or not key.isdigit() or len(key) > 18:
+            raise ApplicationError("invalid_ciphertext", "ciphertexts keys must be device ids.")
+        if not isinstance(text, str) or not text or len(text) > (limit * 4) // 3 + 4:
+            raise ApplicationError(
+                "invalid_ciphertext", f"Each ciphertext must be base64 of 1 to {limit} bytes."
+            )
+        try:
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ApplicationError("invalid_ciphertext", "Each ciphertext must be base64.") from exc
+        if not raw or len(raw) > limit:
+            raise ApplicationError(
+                "invalid_ciphertext", f"Each ciphertext must be base64 of 1 to {limit} bytes."
+            )
+        out[int(key)] = raw
+    return out

@@ -192,6 +192,7 @@ ATTACHMENT_MAX_BYTES: dict[str, int] = {
     "video": env.int("ATTACHMENT_MAX_VIDEO_BYTES", default=100 * 1024 * 1024),
     "audio": env.int("ATTACHMENT_MAX_AUDIO_BYTES", default=20 * 1024 * 1024),
     "document": env.int("ATTACHMENT_MAX_DOCUMENT_BYTES", default=25 * 1024 * 1024),
+    "encrypted": env.int("ATTACHMENT_MAX_ENCRYPTED_BYTES", default=100 * 1024 * 1024),
 }
 ATTACHMENT_DAILY_QUOTA_BYTES: int = env.int("ATTACHMENT_DAILY_QUOTA_BYTES", default=500 * 1024 * 1024)
 ATTACHMENT_ORPHAN_HOURS: int = env.int("ATTACHMENT_ORPHAN_HOURS", default=24)
@@ -221,6 +222,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "register": env.str("THROTTLE_REGISTER_RATE", default="10/minute"),
         "export": env.str("THROTTLE_EXPORT_RATE", default="5/hour"),
         "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/minute"),
+        "keys": env.str("THROTTLE_KEYS_RATE", default="60/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -265,6 +267,13 @@ CELERY_BEAT_SCHEDULE["push-outbox-cleanup"] = {"task": "notifications.tasks.push
 
 # --- Domain settings ----------------------------------------------------------------------
 HEALTHCHAT_E2EE_DEFAULT: bool = env.bool("HEALTHCHAT_E2EE_DEFAULT", default=False)
+# End-to-end encryption key directory (docs/e2ee.md): a device whose one-time prekeys (or
+# one-time Kyber prekeys) fall below the threshold is sent ``keys.low``; stock and upload caps.
+HEALTHCHAT_PREKEY_LOW_THRESHOLD: int = env.int("HEALTHCHAT_PREKEY_LOW_THRESHOLD", default=10)
+HEALTHCHAT_PREKEY_MAX_STOCK: int = env.int("HEALTHCHAT_PREKEY_MAX_STOCK", default=500)
+HEALTHCHAT_PREKEY_MAX_UPLOAD: int = env.int("HEALTHCHAT_PREKEY_MAX_UPLOAD", default=100)
+# Largest per-device ciphertext of an end-to-end encrypted message (decoded bytes).
+HEALTHCHAT_CIPHERTEXT_MAX_BYTES: int = env.int("HEALTHCHAT_CIPHERTEXT_MAX_BYTES", default=16384)
 HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=256)
 HEALTHCHAT_MESSAGE_MAX_LENGTH: int = env.int("HEALTHCHAT_MESSAGE_MAX_LENGTH", default=8000)
 HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", default=65536)
