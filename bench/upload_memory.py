@@ -58,14 +58,33 @@ def main() -> None:
     )
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     token = subprocess.run(
-        [sys.executable, "manage.py", "dev_token", "+14155550177"], cwd=ROOT, env=env, check=True,
-        capture_output=True, text=True,
+        [sys.executable, "manage.py", "dev_token", "+14155550177"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "healthchat.asgi:application", "--port", str(port), "--host", "127.0.0.1",
-         "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "healthchat.asgi:application",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -76,14 +95,23 @@ def main() -> None:
             except requests.RequestException:
                 time.sleep(0.1)
         headers = {"Authorization": f"Bearer {token}"}
-        requests.post(f"{base}/api/v1/auth/register", json={"role": "patient", "display_name": "Bench"}, headers=headers, timeout=10)
+        requests.post(
+            f"{base}/api/v1/auth/register",
+            json={"role": "patient", "display_name": "Bench"},
+            headers=headers,
+            timeout=10,
+        )
         # Warm up (imports, first request) before measuring.
-        requests.post(f"{base}/api/v1/attachments", files={"file": ("w.txt", b"warm up")}, headers=headers, timeout=10)
+        requests.post(
+            f"{base}/api/v1/attachments", files={"file": ("w.txt", b"warm up")}, headers=headers, timeout=10
+        )
         body_path = tmp / "body.bin"
         boundary = "hcbenchboundary"
         with body_path.open("wb") as fh:
-            fh.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
-                     "Content-Type: video/mp4\r\n\r\n".encode())
+            fh.write(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n'
+                "Content-Type: video/mp4\r\n\r\n".encode()
+            )
             fh.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
             chunk = os.urandom(1 << 20)
             written = 24
@@ -105,11 +133,16 @@ def main() -> None:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.monotonic()
-        with body_path.open("rb") as fh:
+        with body_path.open("rb") as body:
             response = requests.post(
-                f"{base}/api/v1/attachments", data=fh, timeout=300,
-                headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}",
-                         "Content-Length": str(body_path.stat().st_size)},
+                f"{base}/api/v1/attachments",
+                data=body,
+                timeout=300,
+                headers={
+                    **headers,
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Content-Length": str(body_path.stat().st_size),
+                },
             )
         elapsed = time.monotonic() - started
         time.sleep(0.5)

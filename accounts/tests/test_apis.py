@@ -252,7 +252,7 @@ def test_register_integrity_error_path_returns_the_winner(make_token, bearer, mo
     assert_error(client.post(REGISTER, doctor_body(), format="json"), 409, "role_mismatch")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_double_register_gives_one_user(make_token):
     token = make_token(phone_number=unique_phone())
     workers = 4

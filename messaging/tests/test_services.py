@@ -151,7 +151,11 @@ def test_message_send_query_count(django_assert_num_queries):
     patient, doctor, conversation = pair()
     # savepoint, lock+allocate, check+write+recipients, release
     with django_assert_num_queries(4):
-        services.message_send(sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x")
+        services.message_send(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+        )
     # a patient in a direct conversation: + the consultation read-only rule (payments)
     with django_assert_num_queries(5):
-        services.message_send(sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x")
+        services.message_send(
+            sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+        )
