@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format migrations-check pytest install install-dev worker beat bench clean
+.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,19 @@ node_modules/.installed: package.json package-lock.json
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev node_modules/.installed
 
+## coturn's turnserver (Debian package coturn): the calls tests start it as a real TURN relay.
+coturn:
+	@command -v turnserver >/dev/null 2>&1 || test -x /usr/bin/turnserver || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
+		{ echo "coturn is missing: install it (apt-get install coturn) for the calls relay tests"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## The whole test command (what CI runs).
-test: install-dev
+test: install-dev coturn
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,7 +56,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev
+pytest: install-dev coturn
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

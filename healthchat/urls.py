@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("groups.urls")),
     path("", include("payments.urls")),
     path("", include("notifications.urls")),
+    path("", include("calls.urls")),
 ]
 
 urlpatterns = [

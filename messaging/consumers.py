@@ -19,7 +19,7 @@ from healthchat.errors import ApplicationError
 from healthchat.realtime import presence_group, run_service, user_group
 
 from . import presence, protocol
-from .handlers import HANDLERS
+from .handlers import DISCONNECT_HOOKS, HANDLERS
 
 logger = logging.getLogger("healthchat.ws")
 
@@ -181,6 +181,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._announce_presence(False, time.time())
         except Exception:
             logger.warning("presence disconnect failed", exc_info=True)
+        for hook in DISCONNECT_HOOKS:
+            try:
+                await hook(self)
+            except Exception:
+                logger.warning("disconnect hook failed", exc_info=True)
 
     # --- frames in ----------------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

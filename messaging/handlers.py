@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .consumers import ChatConsumer
 
 Handler = Callable[["ChatConsumer", Any], Awaitable[dict[str, Any] | None]]
+# Awaited with the connection when an authenticated socket closes (calls: its peer is told).
+DisconnectHook = Callable[["ChatConsumer"], Awaitable[None]]
+DISCONNECT_HOOKS: list[DisconnectHook] = []
 MAX_PRESENCE_WATCH = 500
 
 

@@ -139,6 +139,77 @@ class PresenceSubscribeFrame(_Frame):
     data: PresenceSubscribeData
 
 
+# --- Calls (calls/handlers.py): SDP and candidates are opaque, bounded by calls/validators.py --
+class CallInviteData(_Strict):
+    conversation_id: BigInt
+    media: Literal["audio", "video"]
+    sdp: str
+
+
+class CallIdData(_Strict):
+    call_id: BigInt
+
+
+class CallSdpData(_Strict):
+    call_id: BigInt
+    sdp: str
+
+
+class CallHangupData(_Strict):
+    call_id: BigInt
+    reason: Literal["hangup", "failed"] = "hangup"
+
+
+class CallIceData(_Strict):
+    call_id: BigInt
+    candidate: dict[str, str | int | float | bool | None] = Field(max_length=8)
+
+
+class CallInviteFrame(_Frame):
+    type: Literal["call.invite"]
+    data: CallInviteData
+
+
+class CallRingingFrame(_Frame):
+    type: Literal["call.ringing"]
+    data: CallIdData
+
+
+class CallAcceptFrame(_Frame):
+    type: Literal["call.accept"]
+    data: CallSdpData
+
+
+class CallRejectFrame(_Frame):
+    type: Literal["call.reject"]
+    data: CallIdData
+
+
+class CallCancelFrame(_Frame):
+    type: Literal["call.cancel"]
+    data: CallIdData
+
+
+class CallHangupFrame(_Frame):
+    type: Literal["call.hangup"]
+    data: CallHangupData
+
+
+class CallIceFrame(_Frame):
+    type: Literal["call.ice"]
+    data: CallIceData
+
+
+class CallUpdateFrame(_Frame):
+    type: Literal["call.update"]
+    data: CallSdpData
+
+
+class CallResumeFrame(_Frame):
+    type: Literal["call.resume"]
+    data: CallIdData
+
+
 ClientFrame = Annotated[
     PingFrame
     | AuthFrame
@@ -150,7 +221,16 @@ ClientFrame = Annotated[
     | MessageReadFrame
     | TypingFrame
     | SyncFrame
-    | PresenceSubscribeFrame,
+    | PresenceSubscribeFrame
+    | CallInviteFrame
+    | CallRingingFrame
+    | CallAcceptFrame
+    | CallRejectFrame
+    | CallCancelFrame
+    | CallHangupFrame
+    | CallIceFrame
+    | CallUpdateFrame
+    | CallResumeFrame,
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientFrame)
@@ -167,6 +247,15 @@ CLIENT_FRAMES: tuple[str, ...] = (
     "typing",
     "sync",
     "presence.subscribe",
+    "call.invite",
+    "call.ringing",
+    "call.accept",
+    "call.reject",
+    "call.cancel",
+    "call.hangup",
+    "call.ice",
+    "call.update",
+    "call.resume",
 )
 
 SERVER_FRAMES: tuple[str, ...] = (
@@ -187,6 +276,19 @@ SERVER_FRAMES: tuple[str, ...] = (
     "group.updated",
     "keys.low",
     "identity.changed",
+    "call.invite",
+    "call.ringing",
+    "call.accept",
+    "call.reject",
+    "call.cancel",
+    "call.hangup",
+    "call.ice",
+    "call.update",
+    "call.missed",
+    "call.answered_elsewhere",
+    "call.ended",
+    "call.peer_disconnected",
+    "call.peer_resumed",
 )
 
 # Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
@@ -235,6 +337,21 @@ ERROR_CODES: tuple[str, ...] = (
     "user_disabled",
     "auth_unavailable",
     "internal_error",
+    "invalid_media",
+    "invalid_sdp",
+    "sdp_too_large",
+    "invalid_candidate",
+    "candidate_too_large",
+    "invalid_reason",
+    "group_calls_unavailable",
+    "callee_unavailable",
+    "call_in_progress",
+    "already_in_call",
+    "call_not_found",
+    "call_action_not_allowed",
+    "call_not_ringing",
+    "call_not_active",
+    "not_call_device",
 )
 
 

@@ -596,6 +596,41 @@ def system_message_create(
     return message
 
 
+def call_log_message_create(
+    *, conversation_id: int, actor: User, payload: dict[str, Any], notify: bool = False
+) -> Message:
+    """A call's entry in the history (for the calls app): a system message (``system.event`` is
+    ``"call"``) with its own seq, logged and delivered as ``message.new``, so it needs no event
+    kind of its own. ``notify``: the other members get a push for it, as for a new message (a
+    missed call). Call inside the caller's transaction."""
+    seq, number = _allocate(conversation_id, message=True)
+    message = Message.objects.create(
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=actor,
+        client_id=uuid.uuid4(),
+        kind=Message.Kind.SYSTEM,
+        system={"event": "call", **payload},
+    )
+    Event.objects.create(
+        conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
+    )
+    recipients = selectors.active_member_ids(conversation_id=conversation_id)
+    fan_out_on_commit(user_ids=recipients, frame=selectors.event_frame("message.new", message, number))
+    if notify:
+        others = [uid for uid in recipients if uid != actor.pk]
+        transaction.on_commit(
+            lambda: message_committed.send(
+                sender=Message,
+                message_id=message.pk,
+                conversation_id=conversation_id,
+                sender_id=actor.pk,
+                recipient_ids=others,
+            )
+        )
+    return message
+
+
 def lock(conversation_id: int) -> tuple[int, int]:
     """Lock the conversation row for a membership change; returns (last_seq, last_event)."""
     return _lock(conversation_id)

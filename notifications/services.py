@@ -436,9 +436,12 @@ def _render_message(row: PushDelivery, context: _Context) -> fcm.Push:
         and message.kind == Message.Kind.TEXT
         and bool(message.body)
     )
-    if show_text:
+    body: str | None = None
+    if message.kind == Message.Kind.SYSTEM and (message.system or {}).get("event") == "call":
+        title = f"Missed call from {name}"  # the calls app pushes only its missed-call entries
+    elif show_text:
         title = name if conversation.kind == Conversation.Kind.DIRECT else f"{name} in {conversation.name}"
-        body: str | None = _preview(message.body)
+        body = _preview(message.body)
     else:
         title, body = f"New message from {name}", None
     key = f"conversation-{message.conversation_id}"

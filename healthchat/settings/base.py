@@ -320,6 +320,18 @@ CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
 }
 CELERY_BEAT_SCHEDULE["payments-retry-payouts"] = {"task": "payments.tasks.retry_payouts", "schedule": 900.0}
 
+# --- Calls (calls/): signalling, ring timeout, TURN credentials; see docs/calls.md -----------
+# Seconds a call rings before it is missed; seconds a dropped call socket has to come back.
+CALL_RING_TIMEOUT_SECONDS: float = env.float("CALL_RING_TIMEOUT_SECONDS", default=45.0)
+CALL_RECONNECT_GRACE_SECONDS: float = env.float("CALL_RECONNECT_GRACE_SECONDS", default=20.0)
+# TURN REST API: the secret shared with the TURN server (coturn static-auth-secret), its URLs
+# and how long a credential lasts; STUN URLs are handed out as they are.
+TURN_SECRET: str = env.str("TURN_SECRET", default="")
+TURN_URLS: list[str] = env.list("TURN_URLS", default=[])
+STUN_URLS: list[str] = env.list("STUN_URLS", default=[])
+TURN_TTL_SECONDS: int = env.int("TURN_TTL_SECONDS", default=4 * 3600)
+CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "schedule": 10.0}
+
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING: dict[str, Any] = {

@@ -40,6 +40,9 @@ def _refusals() -> list[str]:
         problems.append("PAYMENTS_PROVIDER is not 'stripe': the development payment provider is refused")
     if env.str("STRIPE_API_BASE", default="") not in ("", "https://api.stripe.com"):
         problems.append("STRIPE_API_BASE points away from https://api.stripe.com (a fake or mock)")
+    # Calls: a TURN server configured without its shared secret would hand out useless credentials.
+    if env.list("TURN_URLS", default=[]) and not os.environ.get("TURN_SECRET"):
+        problems.append("TURN_URLS is set but TURN_SECRET is not (the TURN server's static-auth-secret)")
     return problems
 
 

@@ -210,6 +210,22 @@ VALID: dict[str, dict[str, Any]] = {
     "typing": {"conversation_id": 42, "active": False},
     "sync": {"cursor": "eyJ2IjoxLCJjIjp7fX0"},
     "presence.subscribe": {"user_ids": [1, 2, 3]},
+    "call.invite": {"conversation_id": 42, "media": "video", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"},
+    "call.ringing": {"call_id": 9},
+    "call.accept": {"call_id": 9, "sdp": "v=0\r\no=- 3 2 IN IP4 127.0.0.1\r\n"},
+    "call.reject": {"call_id": 9},
+    "call.cancel": {"call_id": 9},
+    "call.hangup": {"call_id": 9, "reason": "failed"},
+    "call.ice": {
+        "call_id": 9,
+        "candidate": {
+            "candidate": "candidate:1 1 udp 1 10.0.0.2 5000 typ host",
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+        },
+    },
+    "call.update": {"call_id": 9, "sdp": "v=0\r\no=- 1 3 IN IP4 127.0.0.1\r\n"},
+    "call.resume": {"call_id": 9},
 }
 # A wrong-typed value for each field (never one pydantic's lax mode would coerce).
 WRONG_TYPES: list[tuple[str, str, Any]] = [
@@ -250,6 +266,14 @@ WRONG_TYPES: list[tuple[str, str, Any]] = [
     ("presence.subscribe", "user_ids", ["a"]),
     ("presence.subscribe", "user_ids", [1, 2**63]),
     ("presence.subscribe", "user_ids", list(range(501))),
+    ("call.invite", "media", "hologram"),
+    ("call.invite", "sdp", 5),
+    ("call.invite", "conversation_id", 2**63),
+    ("call.accept", "call_id", "nine"),
+    ("call.hangup", "reason", "bored"),
+    ("call.ice", "candidate", "candidate:1 1 udp"),
+    ("call.ice", "candidate", {"candidate": {"nested": 1}}),
+    ("call.ice", "candidate", {f"k{i}": 1 for i in range(9)}),
 ]
 REQUIRED: list[tuple[str, str]] = [
     ("auth", "token"),
@@ -265,6 +289,12 @@ REQUIRED: list[tuple[str, str]] = [
     ("typing", "conversation_id"),
     ("typing", "active"),
     ("presence.subscribe", "user_ids"),
+    ("call.invite", "conversation_id"),
+    ("call.invite", "media"),
+    ("call.invite", "sdp"),
+    ("call.accept", "sdp"),
+    ("call.ice", "candidate"),
+    ("call.resume", "call_id"),
 ]
 
 
@@ -381,7 +411,7 @@ def test_data_is_required_and_must_be_an_object(kind):
         ('{"type": null}', "unknown_type"),
         ('{"type": ["ping"]}', "unknown_type"),
         ('{"type": "PING"}', "unknown_type"),
-        ('{"type": "call.invite", "data": {}}', "unknown_type"),
+        ('{"type": "call.dial", "data": {}}', "unknown_type"),
         ('{"type": "ready"}', "unknown_type"),
     ],
 )

@@ -1,0 +1,53 @@
+"""Calls REST API: history for participants only, TURN credentials. Thin views."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from healthchat.pagination import DefaultCursorPagination
+
+from . import selectors, turn
+from .serializers import CallListQuerySerializer, CallOutSerializer, TurnCredentialsSerializer
+
+
+def _user(request: Request) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class CallListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("conversation_id", int, description="only this conversation's calls"),
+            OpenApiParameter("active", bool, description="true: ringing or answered now; false: over"),
+            OpenApiParameter("limit", int, description="page size, at most 200 (default 50)"),
+        ],
+        responses=CallOutSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        query = CallListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        calls = selectors.call_list(user=_user(request), **query.validated_data)
+        paginator = DefaultCursorPagination()
+        page = paginator.paginate_queryset(calls, request, view=self) or []
+        return paginator.get_paginated_response([selectors.call_data(call) for call in page])
+
+
+class CallDetailApi(APIView):
+    @extend_schema(responses=CallOutSerializer)
+    def get(self, request: Request, call_id: int) -> Response:
+        return Response(selectors.call_data(selectors.call_get(user=_user(request), call_id=call_id)))
+
+
+class TurnCredentialsApi(APIView):
+    """Short-lived TURN credentials (TURN REST API) and the STUN/TURN servers to use them with."""
+
+    @extend_schema(responses=TurnCredentialsSerializer)
+    def get(self, request: Request) -> Response:
+        response = Response(turn.turn_credentials(user_id=_user(request).pk))
+        response["Cache-Control"] = "no-store"
+        return response
