@@ -7,6 +7,7 @@ cannot be a session description (it never parses or rewrites them).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -37,6 +38,7 @@ SDP_MAX_LENGTH = 16 * 1024
 # One candidate line is ~100-250 characters; the whole JSON object is bounded.
 CANDIDATE_MAX_LENGTH = 2048
 CANDIDATE_MAX_KEYS = 8
+JSON_SAFE_INTEGER = 2**53 - 1  # numbers every client (and the channel layer) carries exactly
 _SDP_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -64,8 +66,15 @@ def validate_candidate(value: Any) -> dict[str, Any]:
         raise ApplicationError(
             "invalid_candidate", f"A candidate is a JSON object with 1 to {CANDIDATE_MAX_KEYS} fields."
         )
-    if any(isinstance(v, dict | list) for v in value.values()):
-        raise ApplicationError("invalid_candidate", "A candidate's fields are strings, numbers or null.")
+    for field in value.values():
+        if isinstance(field, dict | list) or (
+            isinstance(field, int | float)
+            and not isinstance(field, bool)
+            and not (math.isfinite(field) and abs(field) <= JSON_SAFE_INTEGER)
+        ):
+            raise ApplicationError(
+                "invalid_candidate", "A candidate's fields are strings, numbers (|n| < 2^53) or null."
+            )
     if len(json.dumps(value, separators=(",", ":"))) > CANDIDATE_MAX_LENGTH:
         raise ApplicationError(
             "candidate_too_large", f"A candidate may have at most {CANDIDATE_MAX_LENGTH} characters."

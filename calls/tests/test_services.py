@@ -506,6 +506,8 @@ def test_ice_is_relayed_opaque_to_the_other_side_only(run, outbox):
         ({"candidate": {"nested": 1}}, "invalid_candidate"),
         ({f"k{i}": 1 for i in range(9)}, "invalid_candidate"),
         ("candidate:1 1 udp", "invalid_candidate"),
+        ({"candidate": "c", "sdpMLineIndex": 10**30}, "invalid_candidate"),
+        ({"candidate": "c", "sdpMLineIndex": float("inf")}, "invalid_candidate"),
     ],
 )
 def test_bad_candidates_are_refused(run, outbox, candidate, code):
