@@ -58,6 +58,7 @@ def test_chunked_oversized_body_is_cut_off(server):
     chunk = b"a" * 4096
     response = b""
     sent_chunks = 0
+    reset = False
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head.encode())
         sock.setblocking(False)
@@ -65,6 +66,7 @@ def test_chunked_oversized_body_is_cut_off(server):
             try:
                 sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                reset = True
                 break
             sent_chunks += 1
             time.sleep(0.005)
@@ -73,8 +75,11 @@ def test_chunked_oversized_body_is_cut_off(server):
             except BlockingIOError:
                 continue
             except ConnectionResetError:
+                reset = True
                 break
             if response:
                 break
-    assert response.startswith(b"HTTP/1.1 413"), response[:200]
+    # The server answered 413, or closed on us (a reset can swallow the 413 in flight); either
+    # way it stopped reading long before the 1.6 MB were sent.
+    assert response.startswith(b"HTTP/1.1 413") or (reset and not response), response[:200]
     assert sent_chunks < 400
