@@ -16,6 +16,7 @@ def server(live_server_factory):
             "ATTACHMENT_MAX_VIDEO_BYTES": "1000",
             "ATTACHMENT_MAX_AUDIO_BYTES": "1000",
             "ATTACHMENT_MAX_DOCUMENT_BYTES": "1000",
+            "ATTACHMENT_MAX_ENCRYPTED_BYTES": "1000",
         }
     )
 
