@@ -83,6 +83,20 @@ def fan_out_on_commit(
     transaction.on_commit(lambda: fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel))
 
 
+def _announce_on_commit(message: Message, *, sender_id: int, recipients: list[int]) -> None:
+    """After commit: ``message_committed`` for the push worker (recipients other than the sender)."""
+    others = [uid for uid in recipients if uid != sender_id]
+    transaction.on_commit(
+        lambda: message_committed.send(
+            sender=Message,
+            message_id=message.pk,
+            conversation_id=message.conversation_id,
+            sender_id=sender_id,
+            recipient_ids=others,
+        )
+    )
+
+
 # --- Counters under the conversation's row lock ------------------------------------------
 def _allocate(conversation_id: int, *, message: bool) -> tuple[int, int]:
     """Take the next (seq, event number) for the conversation, locking its row until commit."""
@@ -456,16 +470,7 @@ def message_send(
             data = selectors.message_data(message, attachments)
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
-            others = [uid for uid in recipients if uid != sender.pk]
-            transaction.on_commit(
-                lambda: message_committed.send(
-                    sender=Message,
-                    message_id=message.pk,
-                    conversation_id=conversation_id,
-                    sender_id=sender.pk,
-                    recipient_ids=others,
-                )
-            )
+            _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     except (IntegrityError, _Duplicate):
         # Sent before (a lost ack), or a concurrent send of the same client_id won.
         existing = _existing_send(sender, cid, conversation_id)
@@ -547,16 +552,7 @@ def message_send_encrypted(
             transaction.on_commit(
                 lambda: fan_out_encrypted(per_user=per_user, frame=frame, exclude_channel=origin_channel)
             )
-            others = [uid for uid in recipients if uid != sender.pk]
-            transaction.on_commit(
-                lambda: message_committed.send(
-                    sender=Message,
-                    message_id=message.pk,
-                    conversation_id=conversation_id,
-                    sender_id=sender.pk,
-                    recipient_ids=others,
-                )
-            )
+            _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     except (IntegrityError, _Duplicate):
         existing = _existing_send(sender, cid, conversation_id)
         if existing is None:
@@ -618,16 +614,7 @@ def call_log_message_create(
     recipients = selectors.active_member_ids(conversation_id=conversation_id)
     fan_out_on_commit(user_ids=recipients, frame=selectors.event_frame("message.new", message, number))
     if notify:
-        others = [uid for uid in recipients if uid != actor.pk]
-        transaction.on_commit(
-            lambda: message_committed.send(
-                sender=Message,
-                message_id=message.pk,
-                conversation_id=conversation_id,
-                sender_id=actor.pk,
-                recipient_ids=others,
-            )
-        )
+        _announce_on_commit(message, sender_id=actor.pk, recipients=recipients)
     return message
 
 

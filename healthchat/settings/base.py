@@ -314,6 +314,9 @@ CONSULTATION_REQUEST_TTL_HOURS: int = env.int("CONSULTATION_REQUEST_TTL_HOURS", 
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum"] = (
     "payments.models.Consultation.Kind"
 )
+# Several models have a "state": name each choice set so the OpenAPI enums are stable.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsultationStateEnum"] = "payments.models.Consultation.State"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CallStateEnum"] = "calls.models.Call.State"
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,
