@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from healthchat.errors import ApplicationError
 from healthchat.realtime import run_service
 
-from . import presence, selectors, services
+from . import batching, presence, selectors, services
 
 if TYPE_CHECKING:
     from .consumers import ChatConsumer
@@ -34,6 +34,18 @@ async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
+    if data.ciphertexts is None:
+        # Plaintext: group commit with the other sockets of this process.
+        result = await batching.batcher().send(
+            sender=conn.user,
+            conversation_id=data.conversation_id,
+            client_id=data.client_id,
+            body=data.body,
+            reply_to=data.reply_to,
+            attachment_ids=data.attachment_ids,
+            origin_channel=conn.channel_name,
+        )
+        return {"message": result.data, "duplicate": not result.created}
     result = await run_service(
         services.message_send,
         sender=conn.user,

@@ -459,25 +459,104 @@ def message_send(
             attachment_ids=ids,
             origin_channel=origin_channel,
         )
-    text = v.validate_body(body or "") if (body and body.strip()) or not ids else ""
-    write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
+    text = _plain_text(body, ids)
     try:
         with transaction.atomic():
-            message, number, recipients = write(
-                sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
+            return _send_in_transaction(
+                sender=sender,
+                conversation_id=conversation_id,
+                cid=cid,
+                text=text,
+                reply_to=reply_to,
+                attachment_ids=ids,
+                origin_channel=origin_channel,
             )
-            attachments = _attach(sender=sender, message=message, attachment_ids=ids) if ids else []
-            data = selectors.message_data(message, attachments)
-            frame = {"type": "message.new", "data": {"message": data}, "event": number}
-            fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
-            _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     except (IntegrityError, _Duplicate):
-        # Sent before (a lost ack), or a concurrent send of the same client_id won.
-        existing = _existing_send(sender, cid, conversation_id)
-        if existing is None:
-            raise
-        return SendResult(existing, False, selectors.message_data(existing))
+        return _original_send(sender, cid, conversation_id)
+
+
+def _plain_text(body: str | None, attachment_ids: list[int]) -> str:
+    return v.validate_body(body or "") if (body and body.strip()) or not attachment_ids else ""
+
+
+def _original_send(sender: User, cid: uuid.UUID, conversation_id: int) -> SendResult:
+    """Sent before (a lost ack), or a concurrent send of the same client_id won."""
+    existing = _existing_send(sender, cid, conversation_id)
+    if existing is None:
+        raise ApplicationError("conflict", "The message could not be stored; send it again.", status=409)
+    return SendResult(existing, False, selectors.message_data(existing))
+
+
+def _send_in_transaction(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    attachment_ids: list[int],
+    origin_channel: str | None,
+) -> SendResult:
+    """The writes of a plaintext send, inside the caller's transaction; events on commit."""
+    write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
+    message, number, recipients = write(
+        sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
+    )
+    attachments = (
+        _attach(sender=sender, message=message, attachment_ids=attachment_ids) if attachment_ids else []
+    )
+    data = selectors.message_data(message, attachments)
+    frame = {"type": "message.new", "data": {"message": data}, "event": number}
+    fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
+    _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     return SendResult(message, True, data)
+
+
+def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Exception]:
+    """Group commit: plaintext sends of many sockets in ONE transaction (one COMMIT, one thread
+    hop), each in its own savepoint so one refused send does not undo the others.
+
+    Each item has ``message_send``'s keyword arguments. Conversations are locked in ascending id
+    order (no deadlock between batches); a socket's own sends keep their order. A result is the
+    ``SendResult`` or the exception that refused that send. Nothing is acked before the commit.
+    """
+    results: list[SendResult | Exception | None] = [None] * len(items)
+    prepared: list[tuple[int, dict[str, Any], uuid.UUID, list[int], str]] = []
+    for index, item in enumerate(items):
+        try:
+            cid = v.validate_client_id(item["client_id"])
+            ids = v.validate_attachment_ids(item.get("attachment_ids"))
+            prepared.append((index, item, cid, ids, _plain_text(item.get("body"), ids)))
+        except ApplicationError as exc:
+            results[index] = exc
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
+    if prepared:
+        with transaction.atomic():
+            for index, item, cid, ids, text in sorted(prepared, key=lambda p: p[1]["conversation_id"]):
+                try:
+                    with transaction.atomic():
+                        results[index] = _send_in_transaction(
+                            sender=item["sender"],
+                            conversation_id=item["conversation_id"],
+                            cid=cid,
+                            text=text,
+                            reply_to=item.get("reply_to"),
+                            attachment_ids=ids,
+                            origin_channel=item.get("origin_channel"),
+                        )
+                except (IntegrityError, _Duplicate):
+                    duplicates.append((index, item, cid))
+                except Exception as exc:  # this send is refused; the savepoint undid it
+                    results[index] = exc
+    for index, item, cid in duplicates:
+        try:
+            results[index] = _original_send(item["sender"], cid, item["conversation_id"])
+        except ApplicationError as exc:
+            results[index] = exc
+    return [
+        r if r is not None else ApplicationError("internal_error", "Not processed.", status=500)
+        for r in results
+    ]
 
 
 def _devices_mismatch(owners: dict[int, int], missing: set[int], extra: set[int]) -> ApplicationError:

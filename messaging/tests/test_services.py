@@ -159,3 +159,35 @@ def test_message_send_query_count(django_assert_num_queries):
         services.message_send(
             sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
         )
+
+
+@pytest.mark.django_db
+def test_group_commit_isolates_refused_sends_and_keeps_order(django_assert_max_num_queries):
+    patient, doctor, conversation = pair()
+    _p2, _d2, other = pair()
+    dup = uuid.uuid4()
+    items = [
+        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "one"},
+        {"sender": patient, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "not mine"},
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": dup, "body": "two"},
+        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "   "},
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": dup, "body": "two again"},
+        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "three"},
+    ]
+    results = services.message_send_many(items=items)
+    assert [type(r).__name__ for r in results] == [
+        "SendResult",
+        "NotFound",
+        "SendResult",
+        "ApplicationError",
+        "SendResult",
+        "SendResult",
+    ]
+    assert results[1].code == "conversation_not_found"
+    assert results[3].code == "empty_message"
+    assert results[4].created is False
+    assert results[4].message.pk == results[2].message.pk
+    assert [results[i].message.seq for i in (0, 2, 5)] == [1, 2, 3]
+    seqs = list(Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "body"))
+    assert seqs == [(1, "one"), (2, "two"), (3, "three")]
+    assert not Message.objects.filter(conversation=other).exists()
