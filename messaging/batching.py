@@ -17,48 +17,49 @@ from healthchat import realtime
 from . import services
 
 MAX_BATCH = 200
+# Batches written at once (each in its own thread and connection): the pipeline is bound by
+# round trips, not CPU, so a few overlap. Conversations are locked in ascending id order in
+# every batch, so concurrent batches cannot deadlock each other.
+MAX_WRITERS = 4
 
 
 class SendBatcher:
     def __init__(self) -> None:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[services.SendResult]]] = []
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def send(self, **kwargs: Any) -> services.SendResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[services.SendResult] = loop.create_future()
         self._queue.append((kwargs, future))
-        if not self._running:
-            self._running = True
-            self._task = loop.create_task(self._drain())
+        if len(self._writers) < MAX_WRITERS:
+            task = loop.create_task(self._drain())
+            self._writers.add(task)
+            task.add_done_callback(self._writers.discard)
         return await future
 
     async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                items = [kwargs for kwargs, _ in batch]
-                pending: realtime.Pending = []
-                token = realtime._deferred.set(pending)
-                try:
-                    results: list[Any] = await DatabaseSyncToAsync(
-                        services.message_send_many, thread_sensitive=False
-                    )(items=items)
-                except Exception as exc:  # the whole batch failed (e.g. the commit): every send
-                    results = [exc] * len(batch)
-                finally:
-                    realtime._deferred.reset(token)
-                await realtime.flush(pending)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._running = False
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            items = [kwargs for kwargs, _ in batch]
+            pending: realtime.Pending = []
+            token = realtime._deferred.set(pending)
+            try:
+                results: list[Any] = await DatabaseSyncToAsync(
+                    services.message_send_many, thread_sensitive=False
+                )(items=items)
+            except Exception as exc:  # the whole batch failed (e.g. the commit): every send
+                results = [exc] * len(batch)
+            finally:
+                realtime._deferred.reset(token)
+            await realtime.flush(pending)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 _batchers: dict[int, SendBatcher] = {}
