@@ -58,6 +58,14 @@ class _AnonymousCredential(credentials.Base):
         return AnonymousCredentials()
 
 
+def app_credential() -> credentials.Base:
+    """The service account when configured, else anonymous (token checks, the emulator, fakes).
+    Shared with the push adapter (``notifications/fcm.py``)."""
+    if settings.FIREBASE_CREDENTIALS:
+        return credentials.Certificate(settings.FIREBASE_CREDENTIALS)
+    return _AnonymousCredential()
+
+
 @lru_cache(maxsize=1)
 def _app() -> firebase_admin.App:
     with _lock:
@@ -65,13 +73,8 @@ def _app() -> firebase_admin.App:
             return firebase_admin.get_app(_APP_NAME)
         except ValueError:
             pass
-        cred: credentials.Base
-        if settings.FIREBASE_CREDENTIALS:
-            cred = credentials.Certificate(settings.FIREBASE_CREDENTIALS)
-        else:
-            cred = _AnonymousCredential()
         return firebase_admin.initialize_app(
-            cred, {"projectId": settings.FIREBASE_PROJECT_ID}, name=_APP_NAME
+            app_credential(), {"projectId": settings.FIREBASE_PROJECT_ID}, name=_APP_NAME
         )
 
 

@@ -34,30 +34,22 @@ async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
+    send: dict[str, Any] = {
+        "sender": conn.user,
+        "conversation_id": data.conversation_id,
+        "client_id": data.client_id,
+        "body": data.body,
+        "reply_to": data.reply_to,
+        "attachment_ids": data.attachment_ids,
+        "origin_channel": conn.channel_name,
+    }
     if data.ciphertexts is None:
         # Plaintext: group commit with the other sockets of this process.
-        result = await batching.batcher().send(
-            sender=conn.user,
-            conversation_id=data.conversation_id,
-            client_id=data.client_id,
-            body=data.body,
-            reply_to=data.reply_to,
-            attachment_ids=data.attachment_ids,
-            origin_channel=conn.channel_name,
+        result = await batching.batcher().send(**send)
+    else:
+        result = await run_service(
+            services.message_send, **send, ciphertexts=data.ciphertexts, sender_device_id=conn.device_id
         )
-        return {"message": result.data, "duplicate": not result.created}
-    result = await run_service(
-        services.message_send,
-        sender=conn.user,
-        conversation_id=data.conversation_id,
-        client_id=data.client_id,
-        body=data.body,
-        reply_to=data.reply_to,
-        attachment_ids=data.attachment_ids,
-        origin_channel=conn.channel_name,
-        ciphertexts=data.ciphertexts,
-        sender_device_id=conn.device_id,
-    )
     return {"message": result.data, "duplicate": not result.created}
 
 

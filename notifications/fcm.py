@@ -33,8 +33,9 @@ from typing import Any, Literal
 import firebase_admin
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from firebase_admin import credentials, exceptions, messaging
-from google.auth.credentials import AnonymousCredentials
+from firebase_admin import exceptions, messaging
+
+from accounts.firebase import app_credential
 
 logger = logging.getLogger("healthchat.push")
 
@@ -121,13 +122,6 @@ def _log(push: Push) -> Result:
 
 
 # --- FCM backend ----------------------------------------------------------------------------
-class _AnonymousCredential(credentials.Base):
-    """No service account: requests go out unauthenticated (tests and local fakes)."""
-
-    def get_credential(self) -> Any:
-        return AnonymousCredentials()
-
-
 @lru_cache(maxsize=1)
 def _app() -> firebase_admin.App:
     with _lock:
@@ -135,11 +129,7 @@ def _app() -> firebase_admin.App:
             return firebase_admin.get_app(_APP_NAME)
         except ValueError:
             pass
-        cred: credentials.Base
-        if settings.FIREBASE_CREDENTIALS:
-            cred = credentials.Certificate(settings.FIREBASE_CREDENTIALS)
-        else:
-            cred = _AnonymousCredential()
+        cred = app_credential()
         options = {
             "projectId": settings.FIREBASE_PROJECT_ID,
             "httpTimeout": settings.PUSH_HTTP_TIMEOUT_SECONDS,

@@ -31,7 +31,7 @@ from notifications.models import PushDelivery
 from .fake_fcm_server import FakeFcmServer
 
 ROOT = Path(__file__).resolve().parents[2]
-GRACE = 2.0
+GRACE = 5.0  # wide enough that a loaded CI machine still kills the worker inside it
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
