@@ -39,6 +39,10 @@ message_updated = Signal()
 
 # Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
 contact_rules: list[Any] = []
+# Called inside a group-commit batch's transaction with [(message_id, conversation_id, sender_id)]
+# for the messages it created (the push outbox is written with them, in one statement). When no
+# hook is registered, each message announces itself with ``message_committed`` instead.
+batch_written_hooks: list[Any] = []
 # Extra rules checked inside a send's transaction, after the conversation is locked:
 # ``rule(sender, peer_id)`` for direct conversations (peer_id the other member), raising
 # ApplicationError to refuse (e.g. payments: read-only for the patient after a consultation).
@@ -496,6 +500,7 @@ def _send_in_transaction(
     reply_to: int | None,
     attachment_ids: list[int],
     origin_channel: str | None,
+    announce: bool = True,
 ) -> SendResult:
     """The writes of a plaintext send, inside the caller's transaction; events on commit."""
     write = _write_message_sql if connection.vendor == "postgresql" else _write_message_orm
@@ -508,7 +513,8 @@ def _send_in_transaction(
     data = selectors.message_data(message, attachments)
     frame = {"type": "message.new", "data": {"message": data}, "event": number}
     fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
-    _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+    if announce:
+        _announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     return SendResult(message, True, data)
 
 
@@ -530,12 +536,14 @@ def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Excep
         except ApplicationError as exc:
             results[index] = exc
     duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
+    hooks = list(batch_written_hooks)
+    written: list[tuple[int, int, int]] = []
     if prepared:
         with transaction.atomic():
             for index, item, cid, ids, text in sorted(prepared, key=lambda p: p[1]["conversation_id"]):
                 try:
                     with transaction.atomic():
-                        results[index] = _send_in_transaction(
+                        result = _send_in_transaction(
                             sender=item["sender"],
                             conversation_id=item["conversation_id"],
                             cid=cid,
@@ -543,11 +551,21 @@ def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Excep
                             reply_to=item.get("reply_to"),
                             attachment_ids=ids,
                             origin_channel=item.get("origin_channel"),
+                            announce=not hooks,
                         )
+                        written.append((result.message.pk, item["conversation_id"], item["sender"].pk))
+                        results[index] = result
                 except (IntegrityError, _Duplicate):
                     duplicates.append((index, item, cid))
                 except Exception as exc:  # this send is refused; the savepoint undid it
                     results[index] = exc
+            if written:
+                for hook in hooks:
+                    try:
+                        with transaction.atomic():
+                            hook(written)
+                    except Exception:  # a hook never undoes the messages
+                        logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
     for index, item, cid in duplicates:
         try:
             results[index] = _original_send(item["sender"], cid, item["conversation_id"])

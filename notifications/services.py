@@ -204,6 +204,63 @@ def push_enqueue_message(
     return _write_outbox(rows, Q(kind=Kind.MESSAGE, message_id=message_id, event=0), grace)
 
 
+_ENQUEUE_BATCH_SQL = """
+INSERT INTO notifications_pushdelivery
+    (kind, device_id, message_id, event, ref, conversation_id, state, reason, attempts,
+     due_at, claimed_at, sent_at, fcm_message_id, created_at)
+SELECT 'message', d.id, m.message_id, 0, '', m.conversation_id, 'pending', '', 0,
+       %(due)s, NULL, NULL, '', %(now)s
+FROM unnest(%(messages)s::bigint[], %(conversations)s::bigint[], %(senders)s::bigint[])
+     AS m(message_id, conversation_id, sender_id)
+JOIN messaging_membership mb
+  ON mb.conversation_id = m.conversation_id AND mb.left_at IS NULL AND mb.user_id <> m.sender_id
+ AND (mb.muted_until IS NULL OR mb.muted_until <= %(now)s)
+JOIN accounts_device d
+  ON d.user_id = mb.user_id
+ AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.platform = ANY(%(platforms)s)))
+ORDER BY m.message_id, d.id
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+
+def push_enqueue_batch(written: list[tuple[int, int, int]]) -> list[int]:
+    """Messaging's group-commit hook: the outbox rows of a whole batch of new messages, written
+    in the batch's own transaction (so a push is never lost between the commit and the hook) by
+    one statement; one task is queued after the commit when any device is due a push."""
+    if not written:
+        return []
+    if connection.vendor != "postgresql":
+        ids: list[int] = []
+        for message_id, conversation_id, sender_id in written:
+            members = messaging_selectors.active_member_ids(conversation_id=conversation_id)
+            ids += push_enqueue_message(
+                message_id=message_id,
+                conversation_id=conversation_id,
+                sender_id=sender_id,
+                recipient_ids=members,
+            )
+        return ids
+    grace = float(settings.PUSH_GRACE_SECONDS)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ENQUEUE_BATCH_SQL,
+            {
+                "messages": [w[0] for w in written],
+                "conversations": [w[1] for w in written],
+                "senders": [w[2] for w in written],
+                "due": now + dt.timedelta(seconds=grace),
+                "now": now,
+                "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
+            },
+        )
+        ids = sorted(row[0] for row in cursor.fetchall())
+    if ids:
+        transaction.on_commit(lambda: _queue(ids, grace))
+    return ids
+
+
 def push_enqueue_message_update(*, message_id: int, conversation_id: int, event: int) -> list[int]:
     """A data-only push to the devices that were notified of the message: withdraw or refresh."""
     notified = (

@@ -709,3 +709,24 @@ def test_enqueue_cost_on_the_send_path(django_assert_num_queries, enqueued):
 def _message(sender, conversation) -> Message:
     Conversation.objects.filter(pk=conversation.pk).update(last_seq=1, last_event=1)
     return Message.objects.create(conversation=conversation, seq=1, sender=sender, client_id=uuid.uuid4())
+
+
+def test_group_commit_writes_the_outbox_in_the_batch_transaction(django_capture_on_commit_callbacks):
+    """Socket sends are batched: the batch hook writes every message's rows in one statement,
+    inside the messages' own transaction, and queues one task after the commit."""
+    patient, doctor, conversation = pair()
+    phone, tablet = device(patient), device(patient)
+    device(doctor)  # the sender's own device never gets a push
+    items = [
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": f"m{i}"}
+        for i in range(3)
+    ]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        results = messaging_services.message_send_many(items=items)
+    assert all(r.created for r in results)
+    rows = PushDelivery.objects.filter(kind=PushDelivery.Kind.MESSAGE).order_by("message_id", "device_id")
+    assert [(r.message_id, r.device_id) for r in rows] == [
+        (m.message.pk, d.pk) for m in results for d in sorted((phone, tablet), key=lambda d: d.pk)
+    ]
+    assert {r.state for r in rows} == {PushDelivery.State.PENDING}
+    assert callbacks  # fan-out and the single push task are queued for after the commit
