@@ -16,8 +16,8 @@ from healthchat.errors import ApplicationError
 from healthchat.pagination import DefaultCursorPagination
 
 from . import firebase, selectors, services
-from .models import DoctorProfile, User
-from .permissions import HasFirebaseToken
+from .models import DoctorProfile
+from .permissions import HasFirebaseToken, request_user
 from .serializers import (
     DeviceInputSerializer,
     DeviceOutSerializer,
@@ -31,12 +31,6 @@ from .serializers import (
     UserOutSerializer,
 )
 from .throttling import FirebaseScopedRateThrottle
-
-
-def _user(request: Request) -> User:
-    user = request.user
-    assert isinstance(user, User)
-    return user
 
 
 class RegisterApi(APIView):
@@ -70,18 +64,18 @@ class MeApi(APIView):
 
     @extend_schema(responses=UserOutSerializer)
     def get(self, request: Request) -> Response:
-        return Response(UserOutSerializer(_user(request)).data)
+        return Response(UserOutSerializer(request_user(request)).data)
 
     @extend_schema(request=MeUpdateInputSerializer, responses=UserOutSerializer)
     def patch(self, request: Request) -> Response:
         serializer = MeUpdateInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        user = services.user_update(user=_user(request), data=dict(serializer.validated_data))
+        user = services.user_update(user=request_user(request), data=dict(serializer.validated_data))
         return Response(UserOutSerializer(user).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request) -> Response:
-        services.user_delete(user=_user(request))
+        services.user_delete(user=request_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -93,7 +87,7 @@ class MeExportApi(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
-        return Response(services.user_export(user=_user(request)))
+        return Response(services.user_export(user=request_user(request)))
 
 
 class DoctorCursorPagination(DefaultCursorPagination):
@@ -135,7 +129,7 @@ class DeviceCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = DeviceInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        device, created = services.device_register(user=_user(request), **serializer.validated_data)
+        device, created = services.device_register(user=request_user(request), **serializer.validated_data)
         return Response(
             DeviceOutSerializer(device).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -145,7 +139,7 @@ class DeviceCreateApi(APIView):
 class DeviceDeleteApi(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, device_id: int) -> Response:
-        services.device_delete(user=_user(request), device_id=device_id)
+        services.device_delete(user=request_user(request), device_id=device_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -169,7 +163,7 @@ class KeysPutApi(APIView):
         serializer = KeysPutInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = _plain(serializer.validated_data)
-        return Response(services.device_keys_put(user=_user(request), **data))
+        return Response(services.device_keys_put(user=request_user(request), **data))
 
 
 class KeyBundleApi(APIView):
@@ -185,7 +179,7 @@ class KeyBundleApi(APIView):
     def get(self, request: Request, user_id: int) -> Response:
         device_id = _device_param_query(request)
         return Response(
-            services.key_bundles_take(requester=_user(request), user_id=user_id, device_id=device_id)
+            services.key_bundles_take(requester=request_user(request), user_id=user_id, device_id=device_id)
         )
 
 
@@ -202,7 +196,7 @@ class KeyCountApi(APIView):
         device_id = _device_param(request)
         if device_id is None:
             raise ApplicationError("device_id_required", "Give ?device_id= (or X-Device-Id).")
-        return Response(selectors.prekey_count_get(user=_user(request), device_id=device_id))
+        return Response(selectors.prekey_count_get(user=request_user(request), device_id=device_id))
 
 
 def _device_param_query(request: Request) -> int | None:

@@ -25,3 +25,10 @@ class IsRegistered(BasePermission):
 class HasFirebaseToken(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.user, Registrant | User)
+
+
+def request_user(request: Request) -> User:
+    """The registered caller of a view guarded by ``IsRegistered`` (the default permission)."""
+    user = request.user
+    assert isinstance(user, User)
+    return user

@@ -7,16 +7,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.permissions import request_user
 from healthchat.pagination import DefaultCursorPagination
 
 from . import selectors, turn
 from .serializers import CallListQuerySerializer, CallOutSerializer, TurnCredentialsSerializer
-
-
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 class CallListApi(APIView):
@@ -31,7 +26,7 @@ class CallListApi(APIView):
     def get(self, request: Request) -> Response:
         query = CallListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        calls = selectors.call_list(user=_user(request), **query.validated_data)
+        calls = selectors.call_list(user=request_user(request), **query.validated_data)
         paginator = DefaultCursorPagination()
         page = paginator.paginate_queryset(calls, request, view=self) or []
         return paginator.get_paginated_response([selectors.call_data(call) for call in page])
@@ -40,7 +35,7 @@ class CallListApi(APIView):
 class CallDetailApi(APIView):
     @extend_schema(responses=CallOutSerializer)
     def get(self, request: Request, call_id: int) -> Response:
-        return Response(selectors.call_data(selectors.call_get(user=_user(request), call_id=call_id)))
+        return Response(selectors.call_data(selectors.call_get(user=request_user(request), call_id=call_id)))
 
 
 class TurnCredentialsApi(APIView):
@@ -48,6 +43,6 @@ class TurnCredentialsApi(APIView):
 
     @extend_schema(responses=TurnCredentialsSerializer)
     def get(self, request: Request) -> Response:
-        response = Response(turn.turn_credentials(user_id=_user(request).pk))
+        response = Response(turn.turn_credentials(user_id=request_user(request).pk))
         response["Cache-Control"] = "no-store"
         return response

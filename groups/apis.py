@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.permissions import request_user
 from messaging.serializers import ConversationOutSerializer
 
 from . import selectors, services
@@ -20,17 +20,12 @@ from .serializers import (
 )
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class GroupCreateApi(APIView):
     @extend_schema(request=GroupCreateInputSerializer, responses={201: ConversationOutSerializer})
     def post(self, request: Request) -> Response:
         serializer = GroupCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         group = services.group_create(creator=user, **serializer.validated_data)
         return Response(selectors.group_get(user=user, group_id=group.pk), status=status.HTTP_201_CREATED)
 
@@ -38,13 +33,13 @@ class GroupCreateApi(APIView):
 class GroupDetailApi(APIView):
     @extend_schema(responses=ConversationOutSerializer)
     def get(self, request: Request, group_id: int) -> Response:
-        return Response(selectors.group_get(user=_user(request), group_id=group_id))
+        return Response(selectors.group_get(user=request_user(request), group_id=group_id))
 
     @extend_schema(request=GroupUpdateInputSerializer, responses=ConversationOutSerializer)
     def patch(self, request: Request, group_id: int) -> Response:
         serializer = GroupUpdateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         services.group_update(actor=user, group_id=group_id, data=dict(serializer.validated_data))
         return Response(selectors.group_get(user=user, group_id=group_id))
 
@@ -54,7 +49,7 @@ class GroupMemberAddApi(APIView):
     def post(self, request: Request, group_id: int) -> Response:
         serializer = MemberAddInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         services.member_add(actor=user, group_id=group_id, user_id=serializer.validated_data["user_id"])
         return Response(selectors.group_get(user=user, group_id=group_id), status=status.HTTP_201_CREATED)
 
@@ -62,14 +57,14 @@ class GroupMemberAddApi(APIView):
 class GroupMemberApi(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, group_id: int, user_id: int) -> Response:
-        services.member_remove(actor=_user(request), group_id=group_id, user_id=user_id)
+        services.member_remove(actor=request_user(request), group_id=group_id, user_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=MemberRoleInputSerializer, responses=ConversationOutSerializer)
     def patch(self, request: Request, group_id: int, user_id: int) -> Response:
         serializer = MemberRoleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         services.member_set_role(
             actor=user, group_id=group_id, user_id=user_id, role=serializer.validated_data["role"]
         )
@@ -79,5 +74,5 @@ class GroupMemberApi(APIView):
 class GroupLeaveApi(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, group_id: int) -> Response:
-        services.member_leave(user=_user(request), group_id=group_id)
+        services.member_leave(user=request_user(request), group_id=group_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -15,6 +15,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.models import User
+from accounts.permissions import request_user
 from healthchat.errors import ApplicationError
 
 from . import selectors, services
@@ -27,11 +28,6 @@ from .serializers import (
     HistoryOutSerializer,
     HistoryQuerySerializer,
 )
-
-
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 class ConversationPagination(CursorPagination):
@@ -52,7 +48,9 @@ class ConversationListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         paginator = ConversationPagination()
         page = (
-            paginator.paginate_queryset(selectors.conversation_list(user=_user(request)), request, view=self)
+            paginator.paginate_queryset(
+                selectors.conversation_list(user=request_user(request)), request, view=self
+            )
             or []
         )
         members = selectors.conversation_members(conversation_ids=[m.conversation_id for m in page])
@@ -66,7 +64,7 @@ class ConversationListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = ConversationOpenInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         conversation, created = services.conversation_open_direct(user=user, **serializer.validated_data)
         return Response(
             _conversation_payload(user, conversation.pk),
@@ -77,7 +75,7 @@ class ConversationListCreateApi(APIView):
 class ConversationDetailApi(APIView):
     @extend_schema(responses=ConversationOutSerializer)
     def get(self, request: Request, conversation_id: int) -> Response:
-        return Response(_conversation_payload(_user(request), conversation_id))
+        return Response(_conversation_payload(request_user(request), conversation_id))
 
 
 class MessageHistoryApi(APIView):
@@ -105,7 +103,7 @@ class MessageHistoryApi(APIView):
         if device_id is None and header.isascii() and header.isdigit() and len(header) <= 18:
             device_id = int(header)
         messages, has_more = selectors.message_history(
-            user=_user(request),
+            user=request_user(request),
             conversation_id=conversation_id,
             after_seq=query.validated_data.get("after_seq"),
             before_seq=query.validated_data.get("before_seq"),
@@ -120,14 +118,14 @@ class BlockCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = BlockInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.block_user(user=_user(request), blocked_id=serializer.validated_data["user_id"])
+        services.block_user(user=request_user(request), blocked_id=serializer.validated_data["user_id"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BlockDeleteApi(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request, user_id: int) -> Response:
-        services.unblock_user(user=_user(request), blocked_id=user_id)
+        services.unblock_user(user=request_user(request), blocked_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -167,7 +165,7 @@ class AttachmentUploadApi(APIView):
             )
         try:
             attachment = services.attachment_upload(
-                uploader=_user(request),
+                uploader=request_user(request),
                 upload=upload,
                 name=upload.name or "file",
                 encrypted=flag in ("true", "1"),
@@ -184,7 +182,9 @@ class AttachmentDetailApi(APIView):
     def get(self, request: Request, attachment_id: int) -> Response:
         return Response(
             selectors.attachment_link(
-                user_id=_user(request).pk, attachment_id=attachment_id, build_url=request.build_absolute_uri
+                user_id=request_user(request).pk,
+                attachment_id=attachment_id,
+                build_url=request.build_absolute_uri,
             )
         )
 

@@ -7,15 +7,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.permissions import request_user
 
 from . import selectors, services
 from .serializers import MuteInputSerializer, MuteOutSerializer, PreferenceSerializer
-
-
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 class ConversationMuteApi(APIView):
@@ -23,32 +18,34 @@ class ConversationMuteApi(APIView):
 
     @extend_schema(responses=MuteOutSerializer)
     def get(self, request: Request, conversation_id: int) -> Response:
-        return Response(selectors.mute_get(user=_user(request), conversation_id=conversation_id))
+        return Response(selectors.mute_get(user=request_user(request), conversation_id=conversation_id))
 
     @extend_schema(request=MuteInputSerializer, responses=MuteOutSerializer)
     def post(self, request: Request, conversation_id: int) -> Response:
         serializer = MuteInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         membership = services.conversation_mute(
-            user=_user(request), conversation_id=conversation_id, until=serializer.validated_data["until"]
+            user=request_user(request),
+            conversation_id=conversation_id,
+            until=serializer.validated_data["until"],
         )
         return Response(selectors.mute_data(membership))
 
     @extend_schema(responses=MuteOutSerializer)
     def delete(self, request: Request, conversation_id: int) -> Response:
-        membership = services.conversation_unmute(user=_user(request), conversation_id=conversation_id)
+        membership = services.conversation_unmute(user=request_user(request), conversation_id=conversation_id)
         return Response(selectors.mute_data(membership))
 
 
 class PushPreferenceApi(APIView):
     @extend_schema(responses=PreferenceSerializer)
     def get(self, request: Request) -> Response:
-        return Response(selectors.preference_get(user=_user(request)))
+        return Response(selectors.preference_get(user=request_user(request)))
 
     @extend_schema(request=PreferenceSerializer, responses=PreferenceSerializer)
     def put(self, request: Request) -> Response:
         serializer = PreferenceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         services.preference_update(user=user, previews=serializer.validated_data["previews"])
         return Response(selectors.preference_get(user=user))

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from accounts.permissions import request_user
 from healthchat.errors import ApplicationError
 from healthchat.pagination import DefaultCursorPagination
 
@@ -34,11 +35,6 @@ from .serializers import (
 )
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class ConsultationListCreateApi(APIView):
     """The caller's consultations (as patient or doctor); a patient requests a new one."""
 
@@ -54,7 +50,7 @@ class ConsultationListCreateApi(APIView):
         query.is_valid(raise_exception=True)
         paginator = DefaultCursorPagination()
         qs = selectors.consultation_list(
-            user=_user(request),
+            user=request_user(request),
             state=query.validated_data.get("state"),
             role=query.validated_data.get("role"),
         )
@@ -70,7 +66,7 @@ class ConsultationListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = ConsultationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         consultation = services.consultation_request(patient=user, **serializer.validated_data)
         fresh = selectors.consultation_get(user=user, consultation_id=consultation.pk)
         return Response(
@@ -85,7 +81,7 @@ class ConsultationListCreateApi(APIView):
 class ConsultationDetailApi(APIView):
     @extend_schema(responses=ConsultationDetailOutSerializer)
     def get(self, request: Request, consultation_id: int) -> Response:
-        user = _user(request)
+        user = request_user(request)
         consultation = selectors.consultation_get(user=user, consultation_id=consultation_id)
         return Response(consultation_out(consultation, viewer=user))
 
@@ -103,7 +99,7 @@ class _ConsultationActionApi(APIView):
     def post(self, request: Request, consultation_id: int) -> Response:
         serializer = self.input_serializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
-        user = _user(request)
+        user = request_user(request)
         self.call(user, consultation_id, dict(serializer.validated_data))
         fresh = selectors.consultation_get(user=user, consultation_id=consultation_id)
         return Response(consultation_out(fresh, viewer=user))
@@ -149,7 +145,7 @@ class AvailabilityMeApi(APIView):
 
     @extend_schema(responses=AvailabilityOutSerializer)
     def get(self, request: Request) -> Response:
-        user = _user(request)
+        user = request_user(request)
         if user.role != User.Role.DOCTOR:
             raise ApplicationError("doctors_only", "Only doctors have availability.", status=403)
         availability = selectors.availability_get(doctor_id=user.pk)
@@ -160,7 +156,7 @@ class AvailabilityMeApi(APIView):
         serializer = AvailabilityInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = _user(request)
+        user = request_user(request)
         availability = services.availability_set(
             doctor=user,
             online=data.get("online"),
@@ -188,7 +184,7 @@ class PayoutOnboardingApi(APIView):
 
     @extend_schema(request=None, responses=OnboardingOutSerializer)
     def post(self, request: Request) -> Response:
-        account, url, expires_at = services.payout_onboarding_start(doctor=_user(request))
+        account, url, expires_at = services.payout_onboarding_start(doctor=request_user(request))
         return Response(
             {"url": url, "expires_at": expires_at, "account": StripeAccountOutSerializer(account).data}
         )
@@ -199,7 +195,7 @@ class PayoutListApi(APIView):
 
     @extend_schema(responses=dict)
     def get(self, request: Request) -> Response:
-        user = _user(request)
+        user = request_user(request)
         if user.role != User.Role.DOCTOR:
             raise ApplicationError("doctors_only", "Only doctors receive payouts.", status=403)
         account = selectors.stripe_account_get(doctor=user)
