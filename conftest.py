@@ -37,7 +37,8 @@ def _reachable(url: str, default_port: int) -> bool:
 
 
 def _isolate_worker_keys(config: pytest.Config) -> None:
-    """Give each pytest-xdist worker its own Redis key space (cache, presence, channel layer).
+    """Give each pytest-xdist worker its own Redis key space (cache, presence, channel layer,
+    Celery queue).
 
     pytest-django imports the settings before xdist names the worker, so the test settings
     cannot see the worker id: set the prefixes here, before anything has used them. Without
@@ -49,14 +50,50 @@ def _isolate_worker_keys(config: pytest.Config) -> None:
     prefix = f"hctest-{worker}"
     os.environ["CHANNEL_LAYER_PREFIX"] = prefix
     os.environ["CACHE_KEY_PREFIX"] = prefix
+    # Celery workers started by live tests take their queue from the environment, the test
+    # process from its settings: one queue per test worker, so no worker eats another's tasks.
+    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = prefix
+    dj_settings.CELERY_TASK_DEFAULT_QUEUE = prefix
+    from healthchat.celery import app as celery_app
+
+    celery_app.conf.task_default_queue = prefix
     layer_config = dj_settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})
     if "prefix" in layer_config or "hosts" in layer_config:
         layer_config["prefix"] = prefix
     dj_settings.CACHES["default"]["KEY_PREFIX"] = prefix
 
 
+def _flush_retries_deadlocks() -> None:
+    """pytest-django empties the tables after a transactional test with one TRUNCATE of every
+    table. A live server process still finishing what the test's closed sockets left it (a
+    disconnect hook, an audit row) can hold a lock that TRUNCATE needs while waiting for one
+    TRUNCATE holds: PostgreSQL then aborts one side as a deadlock. The flush runs in one
+    transaction, so it is retried (the server's side, if it was the victim, only logs)."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+    if getattr(handle, "retries_deadlocks", False):
+        return
+
+    def retrying(self: Any, *args: Any, **options: Any) -> Any:
+        for attempt in range(5):
+            try:
+                return handle(self, *args, **options)
+            except CommandError as exc:
+                cause = getattr(exc.__cause__, "__cause__", None) or exc.__cause__
+                if attempt == 4 or type(cause).__name__ not in {"DeadlockDetected", "LockNotAvailable"}:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    retrying.retries_deadlocks = True  # type: ignore[attr-defined]
+    flush.Command.handle = retrying  # type: ignore[method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _isolate_worker_keys(config)
+    _flush_retries_deadlocks()
     db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/healthchat")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     missing = []
@@ -187,7 +224,8 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
     started: list[Any] = []
     tmp = tmp_path_factory.mktemp("live")
 
-    def start(extra_env: dict[str, str] | None = None) -> Any:
+    def start(extra_env: dict[str, str] | None = None, *, port: int | None = None) -> Any:
+        """A server process; ``port`` given: another process behind that port (SO_REUSEPORT)."""
         db = connection.settings_dict
         env = dict(os.environ)
         env.update(
@@ -199,8 +237,11 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
             FIREBASE_PROJECT_ID=PROJECT_ID,
         )
         env.update(extra_env or {})
-        port = free_port()
-        server = ServerProcess(uvicorn_args(port, boot=True), env, port, tmp / f"server-{port}.log")
+        if port is not None:
+            env["HC_REUSE_PORT"] = "1"
+        port = port or free_port()
+        log_path = tmp / f"server-{port}-{len(started)}.log"
+        server = ServerProcess(uvicorn_args(port, boot=True), env, port, log_path)
         started.append(server)
         server.wait_ready()
         return server
@@ -236,6 +277,8 @@ def _end_stray_db_sessions(django_db_setup: Any, django_db_blocker: Any) -> Iter
     yield
     from django.db import connection
 
+    if not str(connection.settings_dict["NAME"]).startswith("test_"):
+        return  # no test of this session used the database: it was never created
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

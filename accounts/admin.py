@@ -7,12 +7,24 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 
+from audit import actions as audited
+from audit import services as audit
+from audit.admin import AuditedAdminMixin
 from healthchat.errors import ApplicationError
 
 from . import services
 from .models import Device, DoctorProfile, PatientProfile, Specialty, User
+
+
+def _actor(request: HttpRequest) -> User | None:
+    return request.user if isinstance(request.user, User) else None
+
+
+def _record(request: HttpRequest, action: str, user: User) -> None:
+    audit.record(action, request=request, object_type="user", object_id=user.pk)
 
 
 class PatientProfileInline(admin.StackedInline[PatientProfile, User]):
@@ -37,7 +49,7 @@ class DeviceInline(admin.TabularInline[Device, User]):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
     ordering = ["-id"]
     list_display = [
         "id",
@@ -61,22 +73,84 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"classes": ("wide",), "fields": ("phone_number", "display_name", "password1", "password2")}),
     )
     inlines = [PatientProfileInline, DoctorProfileInline, DeviceInline]
-    actions = ["delete_accounts"]
+    actions = ["delete_accounts", "deactivate_accounts", "reactivate_accounts", "revoke_sessions"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows would orphan conversations: use the "Delete account" action (erasure).
         return False
+
+    def save_model(self, request: HttpRequest, obj: User, form: ModelForm[User], change: bool) -> None:
+        """Save the form; a change of ``is_active`` goes through the service (closes sockets)."""
+        if not change or "is_active" not in form.changed_data:
+            super().save_model(request, obj, form, change)
+            return
+        wanted = obj.is_active
+        obj.is_active = not wanted  # the form saves the other fields; the service flips this one
+        super().save_model(request, obj, form, change)
+        try:
+            services.user_set_active(user=obj, active=wanted, actor=_actor(request))
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        _record(request, audited.USER_REACTIVATE if wanted else audited.USER_DEACTIVATE, obj)
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[User], action: Any, audit_action: str, done: str
+    ) -> None:
+        count = 0
+        for user in queryset:
+            try:
+                action(user)
+                _record(request, audit_action, user)
+                count += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"User {user.pk}: {exc.message}", messages.ERROR)
+        self.message_user(request, f"{done} {count} account(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate (refuse sign-in, close open sockets)")
+    def deactivate_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        actor = _actor(request)
+        self._each(
+            request,
+            queryset,
+            lambda user: services.user_set_active(user=user, active=False, actor=actor),
+            audited.USER_DEACTIVATE,
+            "Deactivated",
+        )
+
+    @admin.action(description="Reactivate")
+    def reactivate_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        actor = _actor(request)
+        self._each(
+            request,
+            queryset,
+            lambda user: services.user_set_active(user=user, active=True, actor=actor),
+            audited.USER_REACTIVATE,
+            "Reactivated",
+        )
+
+    @admin.action(description="Sign out everywhere (revoke Firebase tokens, close sockets)")
+    def revoke_sessions(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        actor = _actor(request)
+        self._each(
+            request,
+            queryset,
+            lambda user: services.revoke_sessions(user=user, actor=actor),
+            audited.USER_SIGNOUT,
+            "Signed out",
+        )
 
     @admin.action(description="Delete account (erase personal data, keep conversations)")
     def delete_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         actor = request.user if isinstance(request.user, User) else None
         for user in queryset:
             services.user_delete(user=user, actor=actor)
+            audit.record(audited.USER_DELETE, request=request, object_type="user", object_id=user.pk)
         self.message_user(request, f"Deleted {queryset.count()} account(s).", messages.SUCCESS)
 
 
 @admin.register(DoctorProfile)
-class DoctorProfileAdmin(admin.ModelAdmin[DoctorProfile]):
+class DoctorProfileAdmin(AuditedAdminMixin, admin.ModelAdmin[DoctorProfile]):
     list_display = [
         "user",
         "specialty",
@@ -113,7 +187,7 @@ class DoctorProfileAdmin(admin.ModelAdmin[DoctorProfile]):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin[Device]):
+class DeviceAdmin(AuditedAdminMixin, admin.ModelAdmin[Device]):
     list_display = ["id", "user", "platform", "installation_id", "app_version", "created_at"]
     list_filter = ["platform"]
     search_fields = ["user__phone_number", "installation_id"]

@@ -9,11 +9,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from audit import actions as audited
+from audit import services as audit
 from healthchat.errors import ApplicationError
 from healthchat.pagination import DefaultCursorPagination
+from healthchat.throttling import ScopedRateThrottle
 
 from . import firebase, selectors, services
 from .models import DoctorProfile
@@ -21,6 +23,7 @@ from .permissions import HasFirebaseToken, request_user
 from .serializers import (
     DeviceInputSerializer,
     DeviceOutSerializer,
+    DoctorListQuerySerializer,
     DoctorPublicSerializer,
     KeyBundlesOutSerializer,
     KeyCountsOutSerializer,
@@ -54,6 +57,9 @@ class RegisterApi(APIView):
         user, created = services.user_register(
             token=token, role=role, display_name=display_name, profile=data
         )
+        audit.record(
+            audited.AUTH_REGISTER, request=request, actor=user, object_type="user", object_id=user.pk
+        )
         return Response(
             UserOutSerializer(user).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -75,7 +81,9 @@ class MeApi(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request) -> Response:
-        services.user_delete(user=request_user(request))
+        user = request_user(request)
+        services.user_delete(user=user)
+        audit.record(audited.USER_DELETE, request=request, actor=user, object_type="user", object_id=user.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -87,7 +95,10 @@ class MeExportApi(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
-        return Response(services.user_export(user=request_user(request)))
+        user = request_user(request)
+        data = services.user_export(user=user)
+        audit.record(audited.USER_EXPORT, request=request, object_type="user", object_id=user.pk)
+        return Response(data)
 
 
 class DoctorCursorPagination(DefaultCursorPagination):
@@ -100,18 +111,16 @@ class DoctorListApi(generics.ListAPIView[DoctorProfile]):
     serializer_class = DoctorPublicSerializer
     pagination_class = DoctorCursorPagination
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("specialty", str, description="specialty slug"),
-            OpenApiParameter("q", str, description="name search"),
-        ]
-    )
+    @extend_schema(parameters=[DoctorListQuerySerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[DoctorProfile]:
-        params = self.request.query_params
-        return selectors.doctor_list(specialty=params.get("specialty"), q=params.get("q"))
+        query = DoctorListQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.doctor_list(
+            specialty=query.validated_data.get("specialty"), q=query.validated_data.get("q")
+        )
 
 
 class DoctorDetailApi(APIView):

@@ -42,7 +42,13 @@ def bearer_token(request: Request) -> str | None:
 def authenticate_token(token: str) -> tuple[User | Registrant, firebase.VerifiedToken]:
     """Shared by REST and WebSocket: verified token → our user (or a registrant)."""
     verified = firebase.verify_id_token(token)
-    user = selectors.user_get_by_firebase_uid(uid=verified.uid)
+    return principal_for(verified, selectors.user_get_by_firebase_uid(uid=verified.uid))
+
+
+def principal_for(
+    verified: firebase.VerifiedToken, user: User | None
+) -> tuple[User | Registrant, firebase.VerifiedToken]:
+    """``authenticate_token`` once the token is verified and its user looked up."""
     if user is None:
         return Registrant(token=verified), verified
     if not user.is_active:

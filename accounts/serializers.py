@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from healthchat.validation import StrictSerializer, drf
+from healthchat.validation import QuerySerializer, StrictSerializer, drf
 
 from . import validators as v
 from .models import Device, DoctorProfile, Specialty, User
@@ -114,6 +114,13 @@ class DoctorPublicSerializer(serializers.ModelSerializer[DoctorProfile]):
             "currency",
             "languages",
         ]
+
+
+class DoctorListQuerySerializer(QuerySerializer):
+    """``GET doctors`` filters (text fields refuse NUL characters, which PostgreSQL cannot hold)."""
+
+    specialty = serializers.SlugField(required=False, max_length=64, help_text="specialty slug")
+    q = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="name search")
 
 
 class DeviceInputSerializer(StrictSerializer):

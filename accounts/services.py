@@ -327,6 +327,81 @@ def device_delete(*, user: User, device_id: int) -> None:
     device.delete()
 
 
+# --- Session safety -----------------------------------------------------------------------
+# Close codes of the socket (docs/protocol.md "Close codes"): 4403 = do not reconnect (account
+# gone or deactivated), 4401 = sign in again (tokens revoked).
+CLOSE_FORBIDDEN = 4403
+CLOSE_UNAUTHORIZED = 4401
+
+
+def terminate_sessions_on_commit(*, user_id: int, code: int, error: tuple[str, str] | None = None) -> None:
+    """Close every socket of ``user_id`` on every server process, once the transaction commits.
+
+    The consumer (``session_terminate``) sends ``error`` (code, message) first, when given.
+    """
+    event: dict[str, Any] = {"type": "session.terminate", "code": code}
+    if error is not None:
+        event["error"] = {"code": error[0], "message": error[1]}
+    publish_on_commit(user_group(user_id), event)
+
+
+def user_set_active(*, user: User, active: bool, actor: User | None = None) -> User:
+    """Deactivate (or reactivate) an account; deactivation closes the user's sockets at once.
+
+    The one way to change ``is_active`` (admin form and action, ``deactivate_user``). A deactivated
+    user's tokens are refused by REST and the socket (``user_inactive``); deleted accounts stay
+    deleted.
+    """
+    if actor is not None and not actor.is_staff:
+        raise PermissionDenied("Only staff may deactivate accounts.")
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        if active and locked.deleted_at is not None:
+            raise ApplicationError("user_deleted", "A deleted account cannot be reactivated.", status=409)
+        if actor is not None and actor.pk == locked.pk and not active:
+            raise ApplicationError("cannot_deactivate_self", "You cannot deactivate your own account.")
+        changed = locked.is_active != active
+        if changed:
+            locked.is_active = active
+            locked.save(update_fields=["is_active", "updated_at"])
+        if not active:
+            # Also when it was already inactive: a socket opened before is closed all the same.
+            terminate_sessions_on_commit(
+                user_id=locked.pk,
+                code=CLOSE_FORBIDDEN,
+                error=("user_inactive", "This account is deactivated."),
+            )
+    user.is_active = active
+    if changed:
+        logger.info(
+            "user %s %s by %s",
+            user.pk,
+            "reactivated" if active else "deactivated",
+            actor.pk if actor else "operator",
+        )
+    return user
+
+
+def revoke_sessions(*, user: User, actor: User | None = None) -> None:
+    """Sign the user out everywhere: revoke their Firebase refresh tokens, close their sockets.
+
+    Firebase stops issuing new ID tokens at once. ID tokens already issued (valid up to an hour)
+    are refused by REST and the socket only with ``FIREBASE_CHECK_REVOKED`` on (a Firebase lookup
+    per token check); with it off they work until they expire.
+    """
+    if actor is not None and not actor.is_staff and actor.pk != user.pk:
+        raise PermissionDenied("Only staff may sign other users out.")
+    if user.firebase_uid:
+        firebase.revoke_refresh_tokens(user.firebase_uid)
+    with transaction.atomic():
+        terminate_sessions_on_commit(
+            user_id=user.pk,
+            code=CLOSE_UNAUTHORIZED,
+            error=("token_revoked", "You were signed out; sign in again."),
+        )
+    logger.info("sessions of user %s revoked by %s", user.pk, actor.pk if actor else "operator")
+
+
 # --- Deletion and export ------------------------------------------------------------------
 def user_delete(*, user: User, actor: User | None = None) -> None:
     """Erase an account: Firebase user, tokens, devices, personal data; close sockets at once.
@@ -357,8 +432,20 @@ def user_delete(*, user: User, actor: User | None = None) -> None:
         locked.save()
         locked.groups.clear()
         locked.user_permissions.clear()
-        publish_on_commit(user_group(locked.pk), {"type": "session.terminate", "code": 4403})
+        _pseudonymise_admin_log(locked)
+        terminate_sessions_on_commit(user_id=locked.pk, code=CLOSE_FORBIDDEN)
     logger.info("user %s deleted by %s", user.pk, actor.pk if actor else "self")
+
+
+def _pseudonymise_admin_log(user: User) -> None:
+    """The admin's history names a changed user by ``str(user)`` (the display name): keep the
+    entries (who changed what, when), but under the erased user's id."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(User), object_id=str(user.pk)
+    ).update(object_repr=str(user))
 
 
 def user_export(*, user: User) -> dict[str, Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.crypto import salted_hmac
 from rest_framework.request import Request
-from rest_framework.throttling import ScopedRateThrottle
+
+from healthchat.throttling import ScopedRateThrottle
 
 from .firebase import VerifiedToken
 
@@ -21,12 +23,7 @@ class FirebaseScopedRateThrottle(ScopedRateThrottle):
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         uid = request.auth.uid if isinstance(request.auth, VerifiedToken) else None
         if uid:
-            return self.cache_format % {"scope": self.scope, "ident": f"firebase:{uid}"}
+            # A keyed digest, not the uid: Redis keys outlive an account's erasure.
+            digest = salted_hmac("throttle-firebase-uid", uid, algorithm="sha256").hexdigest()[:32]
+            return self.cache_format % {"scope": self.scope, "ident": f"firebase:{digest}"}
         return super().get_cache_key(request, view)
-
-    def get_rate(self) -> str | None:
-        """The rate from the current settings (DRF reads them once, when it is imported)."""
-        from rest_framework.settings import api_settings
-
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
-        return str(rate) if rate is not None else None

@@ -7,6 +7,9 @@ must get ``message.new``. Two modes:
   message is acked AND received by the peer, or after ``--msg-timeout``) for ``seconds``;
 * ``offered``: every sender sends ``rate`` messages per second (open loop, phases spread evenly).
 
+A long phase can report as it goes (``progress_every``, control mode): a ``{"event": "progress"}``
+line every so many seconds before its final answer (``bench/soak.py`` uses it).
+
 Measured per phase: messages/s delivered end to end (acked and received; counted when both
 happened inside the sending window), send→receive and send→ack latency percentiles, lost (acked,
 never received within the grace period), duplicated (received more than once), unacked, error
@@ -36,6 +39,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 CONNECT_CONCURRENCY = 32
+# Like the app (docs/protocol.md "Idle sockets"): a socket with nothing else to send sends
+# ``ping`` well within HEALTHCHAT_WS_IDLE_TIMEOUT / 2 (default 300 s), else the server closes
+# it with 4408 and a long soak would lose its receivers' live path after five minutes.
+KEEPALIVE_SECONDS = 60.0
 
 
 def log(*parts: Any) -> None:
@@ -137,6 +144,7 @@ class LoadGen:
         self.pairs = [Pair(i, spec) for i, spec in enumerate(pairs)]
         self.phase: Phase | None = None
         self.readers: list[asyncio.Task[None]] = []
+        self.keepalive: asyncio.Task[None] | None = None
         self.closed: dict[str, int] = {}
         self.body_pad = "x" * max(0, body_bytes - 12)
 
@@ -169,7 +177,19 @@ class LoadGen:
                 return False
         self.readers.append(asyncio.create_task(self._read_sender(pair)))
         self.readers.append(asyncio.create_task(self._read_receiver(pair)))
+        if self.keepalive is None:
+            self.keepalive = asyncio.create_task(self._keepalive())
         return True
+
+    async def _keepalive(self) -> None:
+        """Every socket sends ``ping`` once per ``KEEPALIVE_SECONDS``, spread over the interval."""
+        while True:
+            sockets = [ws for p in self.pairs for ws in (p.sender, p.receiver) if ws is not None]
+            pause = KEEPALIVE_SECONDS / max(1, len(sockets))
+            for ws in sockets:
+                await asyncio.sleep(pause)
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await ws.send('{"type":"ping"}')
 
     async def connect(self, count: int | None = None) -> dict[str, Any]:
         pairs = self.pairs if count is None else self.pairs[:count]
@@ -192,6 +212,9 @@ class LoadGen:
         await asyncio.gather(*(shut(ws) for p in self.pairs for ws in (p.sender, p.receiver)))
         for pair in self.pairs:
             pair.sender = pair.receiver = None
+        if self.keepalive is not None:
+            self.keepalive.cancel()
+            self.keepalive = None
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
@@ -316,6 +339,7 @@ class LoadGen:
         grace: float = 10.0,
         msg_timeout: float = 30.0,
         dump: str | None = None,
+        progress_every: float | None = None,
     ) -> dict[str, Any]:
         pairs = [p for p in self.pairs if p.sender is not None]
         phase = Phase(mode)
@@ -338,9 +362,15 @@ class LoadGen:
                 for i, p in enumerate(pairs)
             ]
         sending = asyncio.gather(*senders)
+        progress = (
+            asyncio.create_task(self._progress(phase, progress_every, grace))
+            if progress_every
+            else asyncio.create_task(asyncio.sleep(0))
+        )
         # the sending window closes at ``end`` whatever the senders are doing
         await asyncio.wait([sending], timeout=seconds + 1)
         phase.t_end = time.perf_counter()
+        progress.cancel()
         cpu_send = cpu_seconds() - cpu0
         for pair in pairs:  # wake senders waiting for a slot so they see the window closed
             pair.slots.release()
@@ -353,6 +383,45 @@ class LoadGen:
         await asyncio.sleep(0.2)  # let duplicates, if any, arrive
         self.phase = None
         return self._report(phase, mode, seconds, window, rate, cpu_send, dump)
+
+    async def _progress(self, phase: Phase, every: float, grace: float) -> None:
+        """While a long phase runs: one ``{"event": "progress"}`` line on stdout every ``every`` s
+        (delivered/s and latency over the last interval; lost, duplicated and overdue so far)."""
+        previous = phase.t_start
+        while True:
+            await asyncio.sleep(every)
+            now = time.perf_counter()
+            delivered = received = lost = duplicated = overdue = 0
+            latency: list[float] = []
+            for m in list(phase.messages.values()):
+                if m.acked and m.received:
+                    delivered += 1
+                    if previous < max(m.t_ack, m.t_recv) <= now:
+                        received += 1
+                if m.received and previous < m.t_recv <= now:
+                    latency.append(m.t_recv - m.t_send)
+                if m.received > 1:
+                    duplicated += m.received - 1
+                if m.acked and not m.received and m.t_ack < now - grace:
+                    lost += 1  # so far: acked longer ago than the grace period, never received
+                if not m.acked and not m.error and m.t_send < now - grace:
+                    overdue += 1
+            latency.sort()
+            line = {
+                "event": "progress",
+                "t": round(now - phase.t_start, 1),
+                "delivered_per_s": round(received / (now - previous), 1),
+                "latency_ms": {"p50": ms(percentile(latency, 50)), "p99": ms(percentile(latency, 99))},
+                "sent": len(phase.messages),
+                "delivered": delivered,
+                "lost_so_far": lost,
+                "duplicated_so_far": duplicated,
+                "unacked_overdue": overdue,
+                "errors": dict(phase.errors),
+                "unexpected_closes": dict(self.closed),
+            }
+            print(json.dumps(line), flush=True)
+            previous = now
 
     def _report(
         self,

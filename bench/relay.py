@@ -2,7 +2,7 @@
 
 Speaks just enough of ``/ws/v1/`` for ``bench/loadgen.py``: ``ready`` on connect, ``message.send``
 → ``message.new`` to the other sockets of the conversation (``?c=<conversation_id>`` on the URL),
-then ``ack {message}`` to the sender. ``python bench/relay.py --port 8765``.
+then ``ack {message}`` to the sender; ``ping`` → ``pong``. ``python bench/relay.py --port 8765``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ async def handler(ws: ServerConnection) -> None:
         await ws.send('{"type":"ready","data":{}}')
         async for text in ws:
             frame = json.loads(text)
+            if frame.get("type") == "ping":
+                await ws.send('{"type":"pong"}')
+                continue
             data = frame["data"]
             seqs[room] += 1
             message = {"conversation_id": data["conversation_id"], "seq": seqs[room], **data}

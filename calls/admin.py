@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from audit.admin import AuditedAdminMixin
+
 from .models import Call, CallParticipant
 
 
@@ -21,7 +23,7 @@ class CallParticipantInline(admin.TabularInline[CallParticipant, Call]):
 
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin[Call]):
+class CallAdmin(AuditedAdminMixin, admin.ModelAdmin[Call]):
     list_display = ["id", "conversation", "caller", "media", "state", "end_reason", "created_at", "duration"]
     list_filter = ["state", "media", "end_reason"]
     search_fields = ["caller__phone_number", "=conversation__id"]

@@ -8,6 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
+from audit import actions as audited
+from audit import services as audit
 from healthchat.pagination import DefaultCursorPagination
 
 from . import selectors, turn
@@ -15,11 +17,12 @@ from .serializers import CallListQuerySerializer, CallOutSerializer, TurnCredent
 
 
 class CallListApi(APIView):
+    pagination_class = DefaultCursorPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("conversation_id", int, description="only this conversation's calls"),
             OpenApiParameter("active", bool, description="true: ringing or answered now; false: over"),
-            OpenApiParameter("limit", int, description="page size, at most 200 (default 50)"),
         ],
         responses=CallOutSerializer(many=True),
     )
@@ -27,15 +30,18 @@ class CallListApi(APIView):
         query = CallListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         calls = selectors.call_list(user=request_user(request), **query.validated_data)
-        paginator = DefaultCursorPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(calls, request, view=self) or []
+        audit.record(audited.CALL_LIST, request=request)
         return paginator.get_paginated_response([selectors.call_data(call) for call in page])
 
 
 class CallDetailApi(APIView):
     @extend_schema(responses=CallOutSerializer)
     def get(self, request: Request, call_id: int) -> Response:
-        return Response(selectors.call_data(selectors.call_get(user=request_user(request), call_id=call_id)))
+        call = selectors.call_get(user=request_user(request), call_id=call_id)
+        audit.record(audited.CALL_READ, request=request, object_type="call", object_id=call_id)
+        return Response(selectors.call_data(call))
 
 
 class TurnCredentialsApi(APIView):

@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from healthchat.validation import QuerySerializer
+
 
 class CallParticipantOutSerializer(serializers.Serializer[Any]):
     user_id = serializers.IntegerField()
@@ -30,7 +32,7 @@ class CallOutSerializer(serializers.Serializer[Any]):
     participants = CallParticipantOutSerializer(many=True)
 
 
-class CallListQuerySerializer(serializers.Serializer[Any]):
+class CallListQuerySerializer(QuerySerializer):
     conversation_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
 

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from healthchat import realtime
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import selectors as messaging_selectors
 from messaging import services as messaging
@@ -65,7 +65,7 @@ def _channel_send(channel: str, frame: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.send)(channel, {"type": "client.event", "frame": frame})
+        realtime.send_from_sync(layer, "send", channel, {"type": "client.event", "frame": frame})
     except Exception:  # a live hint: the peer's client also has GET calls/{id}
         logger.warning("could not relay %s to a call device", frame.get("type"), exc_info=True)
 

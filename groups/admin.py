@@ -1,4 +1,5 @@
-"""Staff view of groups and their members (metadata only: no message content here)."""
+"""Staff view of groups and their members (metadata only: no message content here). Every page
+is audited; the legal hold is set through messaging's service (audited)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from messaging.admin import LegalHoldAdminMixin
 from messaging.models import Conversation, Membership
 
 
@@ -29,7 +31,7 @@ class MemberInline(admin.TabularInline[Membership, GroupConversation]):
 
 
 @admin.register(GroupConversation)
-class GroupAdmin(admin.ModelAdmin[GroupConversation]):
+class GroupAdmin(LegalHoldAdminMixin, admin.ModelAdmin[GroupConversation]):
     list_display = ["id", "name", "created_by", "created_at", "last_seq", "e2ee", "legal_hold"]
     search_fields = ["name"]
     readonly_fields = ["name", "description", "created_by", "created_at", "last_seq", "last_event", "e2ee"]

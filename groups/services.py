@@ -46,6 +46,15 @@ def _group_membership(*, user: User, group_id: int, for_update: bool = False) ->
     return membership
 
 
+def _lock_group(group_id: int) -> None:
+    """Lock the group's conversation row (it orders membership changes). An id that is no
+    conversation at all reads exactly like a group the caller is not in: ``group_not_found``."""
+    try:
+        messaging.lock(group_id)
+    except NotFound as exc:
+        raise NotFound("No such group.", code="group_not_found") from exc
+
+
 def _require_admin(membership: Membership) -> None:
     if membership.role not in (Role.OWNER, Role.ADMIN):
         raise PermissionDenied("Only the group's owner or admins may do this.", code="not_group_admin")
@@ -148,7 +157,7 @@ def group_update(*, actor: User, group_id: int, data: dict[str, Any]) -> Convers
             "nothing_to_update", "Give name, description or history_visible_to_new_members."
         )
     with transaction.atomic():
-        messaging.lock(group_id)
+        _lock_group(group_id)
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         _require_admin(membership)
         Conversation.objects.filter(pk=group_id).update(**changes)
@@ -162,7 +171,7 @@ def group_update(*, actor: User, group_id: int, data: dict[str, Any]) -> Convers
 def member_add(*, actor: User, group_id: int, user_id: int) -> Membership:
     target = _target_user(user_id)
     with transaction.atomic():
-        messaging.lock(group_id)
+        _lock_group(group_id)
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         _require_admin(membership)
         messaging.check_can_contact(user=actor, peer=target)
@@ -197,7 +206,7 @@ def member_remove(*, actor: User, group_id: int, user_id: int) -> None:
     if user_id == actor.pk:
         raise ApplicationError("use_leave", "To leave a group use POST groups/{id}/leave.")
     with transaction.atomic():
-        messaging.lock(group_id)
+        _lock_group(group_id)
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         _require_admin(membership)
         target = (
@@ -224,7 +233,7 @@ def member_remove(*, actor: User, group_id: int, user_id: int) -> None:
 def member_leave(*, user: User, group_id: int) -> None:
     """Leave a group; an owner's ownership passes to the longest-serving admin, else member."""
     with transaction.atomic():
-        messaging.lock(group_id)
+        _lock_group(group_id)
         membership = _group_membership(user=user, group_id=group_id, for_update=True)
         new_owner = None
         if membership.role == Role.OWNER:
@@ -258,7 +267,7 @@ def member_set_role(*, actor: User, group_id: int, user_id: int, role: str) -> N
     if role not in (Role.OWNER, Role.ADMIN, Role.MEMBER):
         raise ApplicationError("invalid_role", "Role must be owner, admin or member.")
     with transaction.atomic():
-        messaging.lock(group_id)
+        _lock_group(group_id)
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         if membership.role != Role.OWNER:
             raise PermissionDenied("Only the owner may change roles.", code="not_group_owner")

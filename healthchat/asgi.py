@@ -19,3 +19,7 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+from healthchat.gc_tuning import tune_for_server  # noqa: E402
+
+tune_for_server()  # after everything above is loaded: it is frozen out of the collector's walks

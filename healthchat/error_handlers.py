@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -29,9 +31,58 @@ def _field_details(detail: Any) -> Any:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF exception handler producing the one error format."""
+    """DRF exception handler producing the one error format; refusals are audit-logged."""
+    response = _render(exc, context)
+    if response is not None and response.status_code in (401, 403, 404):
+        _audit_refusal(exc, context, response)
+    return response
+
+
+def _audit_refusal(exc: Exception, context: dict[str, Any], response: Response) -> None:
+    """One audit entry per refused request: 403/404 as ``authz.denied`` (with the object the
+    URL names), a rejected token (401 with credentials) as a denied ``auth.signin``. Requests
+    without credentials are not sign-in attempts and are not logged."""
+    from audit import actions
+    from audit import services as audit
+    from audit.models import AuditEntry
+
+    request = context.get("request")
+    error = response.data.get("error", {}) if isinstance(response.data, dict) else {}
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    if response.status_code == 401:
+        if not isinstance(exc, drf_exceptions.AuthenticationFailed):
+            return
+        audit.record_quietly(
+            actions.AUTH_SIGNIN, request=request, outcome=AuditEntry.Outcome.DENIED, code=code
+        )
+        return
+    object_type, object_id = "", None
+    for name, value in (context.get("kwargs") or {}).items():
+        if name.endswith("_id"):
+            object_type, object_id = name.removesuffix("_id"), value
+            break
+    audit.record_quietly(
+        actions.AUTHZ_DENIED,
+        request=request,
+        object_type=object_type,
+        object_id=object_id,
+        outcome=AuditEntry.Outcome.DENIED,
+        code=code,
+    )
+
+
+def _render(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response({"error": exc.as_dict()}, status=exc.status)
+        rendered = Response({"error": exc.as_dict()}, status=exc.status)
+        if exc.status == 429 and "retry_after" in exc.extra:
+            rendered["Retry-After"] = str(exc.extra["retry_after"])
+        return rendered
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body(*STATUS_CODES[413]), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        # Django's refusals of a request it will not parse (too many fields or files, a
+        # malformed multipart body...): the client's fault, a 400 like Django's own handler.
+        return Response(error_body("bad_request", "The request could not be parsed."), status=400)
 
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -73,14 +124,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
                 "permission_denied": "permission_denied",
                 "not_found": "not_found",
                 "method_not_allowed": "method_not_allowed",
-                "throttled": "throttled",
+                "throttled": "rate_limited",
                 "unsupported_media_type": "unsupported_media_type",
                 "parse_error": "parse_error",
             }.get(exc_code, exc_code)
         extra: dict[str, Any] = {}
         wait = getattr(exc, "wait", None)
         if isinstance(exc, drf_exceptions.Throttled) and wait is not None:
-            extra["retry_after"] = int(wait + 0.999)
+            # Whole seconds, rounded up, the same in the header and the body (DRF rounds down).
+            extra["retry_after"] = max(1, math.ceil(wait))
+            response["Retry-After"] = str(extra["retry_after"])
         response.data = error_body(code, message, **extra)
         return response
 

@@ -19,7 +19,7 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     409: ("conflict", "The request conflicts with the current state."),
     413: ("too_large", "The request is too large."),
     415: ("unsupported_media_type", "Unsupported media type."),
-    429: ("throttled", "Too many requests."),
+    429: ("rate_limited", "Too many requests."),
     500: ("internal_error", "An internal error occurred."),
     503: ("unavailable", "The service is temporarily unavailable."),
 }

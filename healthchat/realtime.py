@@ -47,9 +47,24 @@ def publish(group: str, event: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, event)
+        send_from_sync(layer, "group_send", group, event)
     except Exception:  # the live event is a hint; sync repairs what is lost
         logger.warning("could not publish %s to %s", event.get("type"), group, exc_info=True)
+
+
+def send_from_sync(layer: Any, method: str, *args: Any) -> None:
+    """``layer.<method>(*args)`` from synchronous code (a Celery task, a command, a service
+    outside a socket), waiting until the layer has published it: the project's layer queues
+    publications on the event loop (``published``), and the loop ``async_to_sync`` makes
+    for a sync caller ends, cancelling what is still queued, as soon as the call returns."""
+
+    async def send_and_wait() -> None:
+        await getattr(layer, method)(*args)
+        published = getattr(layer, "published", None)
+        if published is not None:
+            await published()
+
+    async_to_sync(send_and_wait)()
 
 
 def publish_on_commit(group: str, event: dict[str, Any]) -> None:
@@ -57,9 +72,17 @@ def publish_on_commit(group: str, event: dict[str, Any]) -> None:
 
 
 async def flush(pending: Pending) -> None:
-    """Send collected events: in order within a group, groups concurrently."""
+    """Send collected events in order: in one pipelined batch when the layer can
+    (``healthchat.channel_layer``), else one ``group_send`` at a time, groups concurrently."""
     layer = get_channel_layer()
     if layer is None or not pending:
+        return
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        try:
+            await send_many(pending)
+        except Exception:  # the live event is a hint; sync repairs what is lost
+            logger.warning("could not publish %d events", len(pending), exc_info=True)
         return
     by_group: dict[str, list[dict[str, Any]]] = {}
     for group, event in pending:

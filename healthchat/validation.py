@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.http import QueryDict
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from .errors import ApplicationError
 
@@ -23,8 +25,45 @@ def drf(fn: Callable[[Any], Any]) -> Callable[[Any], None]:
     return _validate
 
 
+def _json_type_problem(field: serializers.Field[Any, Any, Any, Any], value: Any) -> str | None:
+    """Why ``value`` (decoded JSON) is not of the JSON type ``field`` documents, or None.
+
+    DRF coerces across types (``12`` into the string ``"12"``, ``"true"`` into ``True``,
+    ``"7"`` into ``7``); a JSON API refuses them instead, as its schema says.
+    """
+    if value is None:
+        return None  # allow_null is the field's own rule
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Expected a boolean."
+    if isinstance(field, serializers.IntegerField):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "Expected an integer."
+    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+        return (
+            None if isinstance(value, int | float) and not isinstance(value, bool) else "Expected a number."
+        )
+    if isinstance(
+        field,
+        serializers.CharField
+        | serializers.DateField
+        | serializers.DateTimeField
+        | serializers.TimeField
+        | serializers.DurationField,
+    ):
+        return None if isinstance(value, str) else "Expected a string."
+    if isinstance(field, serializers.ChoiceField) and all(isinstance(c, str) for c in field.choices):
+        return None if isinstance(value, str) else "Expected a string."
+    if isinstance(field, serializers.ListField):
+        if not isinstance(value, list):
+            return "Expected a list."
+        return next((p for p in (_json_type_problem(field.child, v) for v in value) if p), None)
+    return None
+
+
 class StrictSerializer(serializers.Serializer[Any]):
-    """Refuses fields it does not declare (unknown or read-only), instead of ignoring them."""
+    """Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+    (for JSON bodies) values of another JSON type than the field's, instead of coercing them."""
+
+    json_types = True
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -36,4 +75,27 @@ class StrictSerializer(serializers.Serializer[Any]):
                         for name in unknown
                     }
                 )
+            if self.json_types:
+                wrong = {
+                    name: problem
+                    for name, field in self.fields.items()
+                    if name in data and (problem := _json_type_problem(field, data[name]))
+                }
+                if wrong:
+                    raise serializers.ValidationError(
+                        {name: [serializers.ErrorDetail(p, code="wrong_type")] for name, p in wrong.items()}
+                    )
         return super().to_internal_value(data)
+
+
+class QuerySerializer(serializers.Serializer[Any]):
+    """Query-string parameters read as plain values (the last of a repeated one), not with
+    HTML-form rules, under which ``?limit=`` would mean "not given" and a missing boolean false:
+    an empty value for a number or a boolean is refused. Values are strings: no JSON types."""
+
+    json_types = False
+
+    def __init__(self, instance: Any = None, data: Any = empty, **kwargs: Any) -> None:
+        if isinstance(data, QueryDict):
+            data = data.dict()
+        super().__init__(instance, data, **kwargs)

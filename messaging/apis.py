@@ -7,16 +7,18 @@ from typing import Any
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.permissions import request_user
+from audit import actions as audited
+from audit import services as audit
 from healthchat.errors import ApplicationError
+from healthchat.pagination import DefaultCursorPagination
+from healthchat.throttling import ScopedRateThrottle
 
 from . import selectors, services
 from .serializers import (
@@ -30,10 +32,7 @@ from .serializers import (
 )
 
 
-class ConversationPagination(CursorPagination):
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
+class ConversationPagination(DefaultCursorPagination):
     ordering = ("-conversation__last_message_at", "-conversation_id")
 
 
@@ -44,9 +43,11 @@ def _conversation_payload(user: User, conversation_id: int) -> dict[str, Any]:
 
 
 class ConversationListCreateApi(APIView):
+    pagination_class = ConversationPagination
+
     @extend_schema(responses=ConversationOutSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = ConversationPagination()
+        paginator = self.pagination_class()
         page = (
             paginator.paginate_queryset(
                 selectors.conversation_list(user=request_user(request)), request, view=self
@@ -55,6 +56,7 @@ class ConversationListCreateApi(APIView):
         )
         members = selectors.conversation_members(conversation_ids=[m.conversation_id for m in page])
         data = [selectors.conversation_data(m, members.get(m.conversation_id, [])) for m in page]
+        audit.record(audited.CONVERSATION_LIST, request=request)
         return paginator.get_paginated_response(data)
 
     @extend_schema(
@@ -75,7 +77,11 @@ class ConversationListCreateApi(APIView):
 class ConversationDetailApi(APIView):
     @extend_schema(responses=ConversationOutSerializer)
     def get(self, request: Request, conversation_id: int) -> Response:
-        return Response(_conversation_payload(request_user(request), conversation_id))
+        data = _conversation_payload(request_user(request), conversation_id)
+        audit.record(
+            audited.CONVERSATION_READ, request=request, object_type="conversation", object_id=conversation_id
+        )
+        return Response(data)
 
 
 class MessageHistoryApi(APIView):
@@ -109,6 +115,9 @@ class MessageHistoryApi(APIView):
             before_seq=query.validated_data.get("before_seq"),
             limit=query.validated_data["limit"],
             device_id=device_id,
+        )
+        audit.record(
+            audited.HISTORY_READ, request=request, object_type="conversation", object_id=conversation_id
         )
         return Response({"results": [selectors.message_data(m) for m in messages], "has_more": has_more})
 
@@ -180,13 +189,15 @@ class AttachmentDetailApi(APIView):
 
     @extend_schema(responses=AttachmentLinkSerializer)
     def get(self, request: Request, attachment_id: int) -> Response:
-        return Response(
-            selectors.attachment_link(
-                user_id=request_user(request).pk,
-                attachment_id=attachment_id,
-                build_url=request.build_absolute_uri,
-            )
+        link = selectors.attachment_link(
+            user_id=request_user(request).pk,
+            attachment_id=attachment_id,
+            build_url=request.build_absolute_uri,
         )
+        audit.record(
+            audited.ATTACHMENT_LINK, request=request, object_type="attachment", object_id=attachment_id
+        )
+        return Response(link)
 
 
 class AttachmentContentApi(APIView):
@@ -197,8 +208,15 @@ class AttachmentContentApi(APIView):
 
     @extend_schema(parameters=[OpenApiParameter("token", str, required=True)], responses={200: bytes})
     def get(self, request: Request, attachment_id: int) -> FileResponse:
-        attachment, variant = selectors.attachment_from_token(
+        attachment, variant, holder_id = selectors.attachment_from_token(
             attachment_id=attachment_id, token=request.query_params.get("token", "")
+        )
+        audit.record(
+            audited.ATTACHMENT_DOWNLOAD,
+            request=request,
+            actor=holder_id,
+            object_type="attachment",
+            object_id=attachment_id,
         )
         field = attachment.thumbnail if variant == "thumb" else attachment.file
         response = FileResponse(

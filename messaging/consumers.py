@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
+import random
 import time
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, ClassVar
 
+import orjson
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts import ws_auth
 from accounts.models import User
+from audit.services import arecord_socket_denial
+from healthchat import coalesce
+from healthchat.channel_layer import Inbox
 from healthchat.errors import ApplicationError
 from healthchat.realtime import presence_group, run_service, user_group
 
@@ -26,11 +34,58 @@ logger = logging.getLogger("healthchat.ws")
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_FLOOD = 4429
+CLOSE_IDLE = 4408
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 FLOOD_WARNINGS_BEFORE_CLOSE = 10
 
 
+class AdmissionGate:
+    """Sockets of this process authenticating right now (token check, device, presence, up to
+    ``ready``). Beyond ``HEALTHCHAT_WS_MAX_PENDING_AUTH`` the next one is refused at once
+    (``server_busy`` + close 1013, no database work) instead of queueing more than the process
+    can answer before clients give up. ``retry_after_ms`` is how long the sockets already
+    waiting should take at the recent completion rate (at least ``HEALTHCHAT_WS_RETRY_AFTER_MS``),
+    times a random factor in [1, 1.5) so refused clients do not come back together."""
+
+    pending = 0
+    completed: ClassVar[deque[float]] = deque(maxlen=256)  # monotonic completion times
+
+    @classmethod
+    def admit(cls) -> bool:
+        limit = settings.HEALTHCHAT_WS_MAX_PENDING_AUTH
+        if limit and cls.pending >= limit:
+            return False
+        cls.pending += 1
+        return True
+
+    @classmethod
+    def release(cls) -> None:
+        cls.pending -= 1
+        cls.completed.append(time.monotonic())
+
+    @classmethod
+    def retry_after_ms(cls) -> int:
+        floor = settings.HEALTHCHAT_WS_RETRY_AFTER_MS
+        now = time.monotonic()
+        recent = [t for t in cls.completed if now - t <= 2.0]
+        rate = len(recent) / 2.0  # authentications completed per second, lately
+        drain_ms = cls.pending / max(rate, 1.0) * 1000
+        jitter = 1 + random.random() / 2  # noqa: S311 - jitter, not security
+        return int(min(30_000, max(floor, drain_ms)) * jitter)
+
+
+def reconnect_hint() -> dict[str, int]:
+    """``ready.data.reconnect``: the delay range clients draw from before reconnecting."""
+    return {
+        "min_ms": settings.HEALTHCHAT_WS_RECONNECT_MIN_MS,
+        "max_ms": settings.HEALTHCHAT_WS_RECONNECT_MAX_MS,
+    }
+
+
 class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
@@ -57,6 +112,14 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def _forget_authorization(scope: dict[str, Any]) -> None:
+    """Drop the bearer token from the scope once read: a socket lives for hours and its scope
+    with it; the token is not needed again (``auth.refresh`` brings a new one)."""
+    headers = scope.get("headers")
+    if isinstance(headers, list):  # shared with the server's scope: edited in place
+        headers[:] = [h for h in headers if h[0].lower() != b"authorization"]
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     user: User | None
     device_id: int | None
@@ -75,10 +138,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(settings.HEALTHCHAT_WS_RATE, settings.HEALTHCHAT_WS_BURST)
         self.typing_bucket = TokenBucket(2.0, 5.0)
         self.flood_warnings = 0
-        self.expiry_task: asyncio.Task[Any] | None = None
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.auth_timer: asyncio.TimerHandle | None = None
         await self.accept()
+        self.last_frame_at = time.monotonic()
+        self.idle_timer: asyncio.TimerHandle | None = None
+        if settings.HEALTHCHAT_WS_IDLE_TIMEOUT > 0:
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                settings.HEALTHCHAT_WS_IDLE_TIMEOUT, self._idle_check
+            )
         authorization = _header(self.scope, b"authorization")
         device_header = _header(self.scope, b"x-device-id")
+        if authorization is not None:
+            _forget_authorization(self.scope)
         if authorization and authorization.lower().startswith("bearer "):
             device_id = (
                 int(device_header)
@@ -87,13 +159,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             await self.authenticate(authorization[7:].strip(), device_id, ref=None)
         else:
-            self.tasks.append(asyncio.create_task(self._auth_deadline()))
+            self.auth_timer = asyncio.get_running_loop().call_later(
+                settings.HEALTHCHAT_WS_AUTH_TIMEOUT, self._auth_deadline_passed
+            )
 
     # --- authentication ---------------------------------------------------------------------
     async def authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
+        if not AdmissionGate.admit():
+            await self.send_error(
+                "server_busy",
+                "The server is busy; reconnect after retry_after_ms.",
+                ref,
+                retry_after_ms=AdmissionGate.retry_after_ms(),
+            )
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
         try:
-            user, verified, device = await run_service(
-                ws_auth.authenticate_socket, token=token, device_id=device_id
+            await self._authenticate(token, device_id, ref)
+        finally:
+            AdmissionGate.release()
+
+    async def _authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
+        try:
+            # Sockets signing in together share one thread hop and one query per step.
+            user, verified, device = await coalesce.for_loop(ws_auth.authenticate_sockets).submit(
+                ws_auth.SocketAuth(token, device_id, self.scope)
             )
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, ref)
@@ -105,7 +195,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_INTERNAL_ERROR)
             return
         self.user, self.device_id = user, device
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
         self._schedule_expiry(verified.expires_at)
+        if self._inbox is not None:  # other processes may now send to this socket's channel
+            await self.channel_layer.listen_inbox(self.channel_name)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         try:
             came_online = await presence.store().connect(user.pk, self.conn_id)
@@ -114,28 +209,53 @@ class ChatConsumer(AsyncWebsocketConsumer):
             came_online = False
         if came_online:
             await self._announce_presence(True, None)
-        self.tasks.append(asyncio.create_task(self._heartbeat()))
+        presence.heartbeats().add(user.pk, self.conn_id)  # one process-wide heartbeat loop
         await self.send_frame(
-            {"type": "ready", "ref": ref, "data": {"user_id": user.pk, "device_id": device}}
+            {
+                "type": "ready",
+                "ref": ref,
+                "data": {"user_id": user.pk, "device_id": device, "reconnect": reconnect_hint()},
+            }
         )
 
+    # Deadlines (auth, token expiry, idle) are loop timers, not sleeping tasks: a task (and its
+    # coroutine) is created only when one fires, so an idle socket holds small timer handles
+    # instead of four tasks.
     def _schedule_expiry(self, exp: int) -> None:
         self.token_exp = exp
-        if self.expiry_task is not None:
-            self.expiry_task.cancel()
-        self.expiry_task = asyncio.create_task(self._expire_at(exp))
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+        self.expiry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, exp - time.time()), self._token_expired, exp
+        )
 
-    async def _expire_at(self, exp: int) -> None:
-        await asyncio.sleep(max(0.0, exp - time.time()))
+    def _token_expired(self, exp: int) -> None:
+        self.expiry_timer = None
         if self.token_exp == exp:
-            await self.send_error("token_expired", "The token expired; reconnect with a new one.", None)
-            await self.close(code=CLOSE_UNAUTHORIZED)
+            self._close_soon("token_expired", "The token expired; reconnect with a new one.")
 
-    async def _auth_deadline(self) -> None:
-        await asyncio.sleep(settings.HEALTHCHAT_WS_AUTH_TIMEOUT)
+    def _auth_deadline_passed(self) -> None:
+        self.auth_timer = None
         if self.user is None:
-            await self.send_error("auth_timeout", "Send an auth frame within 10 seconds.", None)
-            await self.close(code=CLOSE_UNAUTHORIZED)
+            self._close_soon("auth_timeout", "Send an auth frame within 10 seconds.")
+
+    def _idle_check(self) -> None:
+        """Close the socket when the client sent no frame (``ping`` counts) for the idle timeout;
+        else look again when the timeout would next be reached (frames only stamp the time)."""
+        timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
+        idle = time.monotonic() - self.last_frame_at
+        if idle >= timeout:
+            self.idle_timer = None
+            self._close_soon("idle_timeout", f"No frame for {timeout:g} seconds.", CLOSE_IDLE)
+        else:
+            self.idle_timer = asyncio.get_running_loop().call_later(timeout - idle, self._idle_check)
+
+    def _close_soon(self, code: str, message: str, close_code: int = CLOSE_UNAUTHORIZED) -> None:
+        async def close() -> None:
+            await self.send_error(code, message, None)
+            await self.close(code=close_code)
+
+        self.tasks.append(asyncio.get_running_loop().create_task(close()))
 
     async def refresh(self, token: str) -> dict[str, Any]:
         assert self.user is not None
@@ -144,21 +264,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return {"expires_at": verified.expires_at}
 
     # --- presence ---------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(presence.heartbeat_interval())
-            if self.user is not None:
-                try:
-                    await presence.store().heartbeat(self.user.pk, self.conn_id)
-                except Exception:
-                    logger.warning("presence heartbeat failed", exc_info=True)
-
     async def _announce_presence(self, online: bool, last_seen: float | None) -> None:
         assert self.user is not None
-        frame = presence.presence_frame(self.user.pk, online, last_seen)
-        await self.channel_layer.group_send(
-            presence_group(self.user.pk), {"type": "client.event", "frame": frame}
-        )
+        await presence.announce(self.user.pk, online, last_seen)
 
     async def watch_presence(self, user_ids: list[int]) -> None:
         for uid in user_ids:
@@ -167,15 +275,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(presence_group(uid), self.channel_name)
 
     async def disconnect(self, code: int) -> None:
-        for task in [*getattr(self, "tasks", []), getattr(self, "expiry_task", None)]:
-            if task is not None:
+        for timer in (
+            getattr(self, "expiry_timer", None),
+            getattr(self, "auth_timer", None),
+            getattr(self, "idle_timer", None),
+        ):
+            if timer is not None:
+                timer.cancel()
+        for task in getattr(self, "tasks", []):
+            if not task.done() and task is not asyncio.current_task():
                 task.cancel()
         user = getattr(self, "user", None)
         if user is None:
             return
-        await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
-        for uid in self.presence_watch:
-            await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
+        presence.heartbeats().discard(self.conn_id)
+        try:
+            await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+            for uid in self.presence_watch:
+                await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
+        except Exception:  # Redis down: the subscription goes with the connection anyway
+            logger.warning("group discard failed", exc_info=True)
         try:
             if await presence.store().disconnect(user.pk, self.conn_id):
                 await self._announce_presence(False, time.time())
@@ -189,6 +308,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- frames in ----------------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_frame_at = time.monotonic()
         if not self.bucket.take():
             await self._flooded(text_data)
             return
@@ -220,6 +340,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reply = await HANDLERS[frame.type](self, frame)
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, ref, exc.fields, **exc.extra)
+            if exc.status in (403, 404):  # refused: one audit entry (after the reply)
+                await arecord_socket_denial(scope=self.scope, user=self.user, frame=frame, code=exc.code)
             return
         except Exception:
             logger.exception("socket handler failed for %s", frame.type)
@@ -239,7 +361,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         if frame.get("ref", "") is None:
             frame = {k: v for k, v in frame.items() if k != "ref"}
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        await self.send(text_data=orjson.dumps(frame).decode())
 
     async def send_error(
         self, code: str, message: str, ref: str | None, fields: Any = None, **extra: Any
@@ -251,12 +373,82 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frame: dict[str, Any] = {"type": "error", "error": error}
         if ref is not None:
             frame["ref"] = ref
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        await self.send(text_data=orjson.dumps(frame).decode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, cheaper and without head-of-line blocking: frames from the
+        client are handled in order by this task, channel-layer events in order by a second
+        one (Channels waits on both with ``asyncio.wait`` and a new task per message, and holds
+        every live event back while a frame's handler awaits its commit). With the project's
+        layer the second task exists only while events are waiting (``Inbox``): an idle socket
+        has no task of its own besides this one."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        self._drainer: asyncio.Task[None] | None = None
+        self._inbox: Inbox | None = None
+        events: asyncio.Task[None] | None = None
+        if self.channel_layer is not None:
+            new_inbox = getattr(self.channel_layer, "new_inbox", None)
+            if new_inbox is not None:
+                # Subscribed in Redis once authenticated (``_authenticate``).
+                self.channel_name, self._inbox = await new_inbox(self._wake, listen=False)
+            else:  # another layer (embedded mode: in-memory)
+                self.channel_name = await self.channel_layer.new_channel()
+                events = asyncio.create_task(self._channel_events())
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            for task in (events, self._drainer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self._inbox is not None:
+                self._inbox = None
+                try:
+                    await self.channel_layer.close_inbox(self.channel_name)
+                except Exception:  # Redis away: the subscription ends with the connection
+                    logger.warning("could not unsubscribe a closed socket's channel", exc_info=True)
+
+    def _wake(self) -> None:
+        """The inbox has an event: drain it in order in one task (started if none runs)."""
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self._inbox is not None
+        items = self._inbox.items
+        try:
+            while items:
+                event = items.pop(0)
+                try:
+                    await self.dispatch(event)
+                except Exception:
+                    logger.exception("channel event %s failed", event.get("type"))
+        finally:
+            self._drainer = None
+
+    async def _channel_events(self) -> None:
+        layer, channel = self.channel_layer, self.channel_name
+        while True:
+            event = await layer.receive(channel)
+            try:
+                await self.dispatch(event)
+            except Exception:
+                logger.exception("channel event %s failed", event.get("type"))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, minus its per-message ``aclose_old_connections`` thread hop:
         no handler here touches the database except through ``run_service``, which closes
-        stale connections in the thread that uses them."""
+        stale connections in the thread that uses them. Live events, nearly all of the
+        traffic, skip the handler-name lookup."""
+        if message["type"] == "client.event":
+            await self.client_event(message)
+            return
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -269,14 +461,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         target = event.get("device_id")
         if target is not None and target != self.device_id:
             return  # for another device of this user (e.g. keys.low)
-        frame = event["frame"]
         ciphertexts = event.get("ciphertexts")
-        if ciphertexts is not None:
-            # An end-to-end encrypted message: this socket's device gets its own copy only.
-            own = ciphertexts.get(str(self.device_id)) if self.device_id is not None else None
-            message = {**frame["data"]["message"], "ciphertext": own}
-            frame = {**frame, "data": {**frame["data"], "message": message}}
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        if ciphertexts is None:
+            # The same event reaches every local socket of the group: serialize it once, and
+            # hand the server one shared ``websocket.send`` message (servers do not change it).
+            outgoing = event.get("_send")
+            if outgoing is None:
+                text = orjson.dumps(event["frame"]).decode()
+                outgoing = event["_send"] = {"type": "websocket.send", "text": text}
+            await self.base_send(outgoing)
+            return
+        # An end-to-end encrypted message: this socket's device gets its own copy only.
+        frame = event["frame"]
+        own = ciphertexts.get(str(self.device_id)) if self.device_id is not None else None
+        message = {**frame["data"]["message"], "ciphertext": own}
+        await self.send(
+            text_data=orjson.dumps({**frame, "data": {**frame["data"], "message": message}}).decode()
+        )
 
     async def session_terminate(self, event: dict[str, Any]) -> None:
+        error = event.get("error")  # the reason, for deactivation and revocation
+        if error:
+            await self.send_error(error["code"], error["message"], None)
         await self.close(code=int(event.get("code", CLOSE_FORBIDDEN)))

@@ -7,12 +7,17 @@ Other apps (calls) add their handlers to ``HANDLERS`` in their ``AppConfig.ready
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from audit import actions as audited
+from audit import client as audit_client
+from audit import services as audit
+from healthchat import coalesce
 from healthchat.errors import ApplicationError
 from healthchat.realtime import run_service
 
-from . import batching, presence, selectors, services
+from . import batching, presence, selectors, send_limits, services
 
 if TYPE_CHECKING:
     from .consumers import ChatConsumer
@@ -47,6 +52,9 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         # Plaintext: group commit with the other sockets of this process.
         result = await batching.batcher().send(**send)
     else:
+        refused = await send_limits.refusals([send["sender"].pk])
+        if refused:
+            raise refused[0]
         result = await run_service(
             services.message_send, **send, ciphertexts=data.ciphertexts, sender_device_id=conn.device_id
         )
@@ -94,9 +102,32 @@ async def typing(conn: ChatConsumer, frame: Any) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Sync:
+    request: selectors.SyncRequest
+    client: audit_client.Client
+
+
+def _sync_audited(items: list[_Sync]) -> list[selectors.SyncResult | Exception]:
+    """A read of history, for every socket syncing now (``coalesce``: one thread hop): one
+    audit entry per sync request (not per message), all in one INSERT. The entries cannot be
+    written: no answer is served."""
+    answers: list[Any] = list(selectors.sync_events_many([item.request for item in items]))
+    served = [i for i, answer in enumerate(answers) if not isinstance(answer, Exception)]
+    audit.record_many(
+        [
+            audit.entry(audited.HISTORY_SYNC, actor=items[i].request.user, client=items[i].client)
+            for i in served
+        ]
+    )
+    return answers
+
+
 async def sync(conn: ChatConsumer, frame: Any) -> None:
-    frames, cursor, more = await run_service(
-        selectors.sync_events, user=conn.user, cursor=frame.data.cursor, device_id=conn.device_id
+    assert conn.user is not None
+    request = selectors.SyncRequest(user=conn.user, cursor=frame.data.cursor, device_id=conn.device_id)
+    frames, cursor, more = await coalesce.for_loop(_sync_audited).submit(
+        _Sync(request, audit_client.from_scope(conn.scope))
     )
     for item in frames:
         await conn.send_frame(item)

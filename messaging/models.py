@@ -122,16 +122,24 @@ class Message(models.Model):
         TEXT = "text", "Text"
         SYSTEM = "system", "System"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # No single-column indexes where a composite one leads with the column (conversation: the
+    # seq constraint; sender: the client_id constraint): every send pays for each index.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     seq = models.BigIntegerField()
     # Users are never hard-deleted (erasure blanks them), so history keeps its sender.
-    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     client_id = models.UUIDField()
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
     body = models.TextField(blank=True, default="")
     # System messages (member.added, group.updated, ...): structured, no free text.
     system = models.JSONField(null=True, blank=True)
-    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -148,6 +156,16 @@ class Message(models.Model):
             models.CheckConstraint(
                 condition=Q(kind="system", system__isnull=False) | Q(kind="text", system__isnull=True),
                 name="message_system_payload_iff_system",
+            ),
+        ]
+        indexes = [
+            # Replies only (most messages reply to nothing): for SET_NULL when a message goes.
+            models.Index(fields=["reply_to"], name="message_reply_to", condition=Q(reply_to__isnull=False)),
+            # Retention: the live text messages by age (tombstones leave the index).
+            models.Index(
+                fields=["created_at"],
+                name="message_retention_due",
+                condition=Q(deleted_at__isnull=True, kind="text"),
             ),
         ]
 
@@ -168,7 +186,10 @@ class Event(models.Model):
         MEMBER_ROLE_CHANGED = "member.role_changed", "member.role_changed"
         GROUP_UPDATED = "group.updated", "group.updated"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    # Indexed by the number constraint, which leads with it.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     number = models.BigIntegerField()
     kind = models.CharField(max_length=24, choices=Kind.choices)
     # member.* / group.updated events point at their system message (which has the seq).
@@ -268,6 +289,11 @@ class Attachment(models.Model):
                 fields=["created_at"],
                 name="attachment_orphans",
                 condition=Q(message__isnull=True, deleted_at__isnull=True),
+            ),
+            models.Index(
+                fields=["created_at"],
+                name="attachment_retention_due",
+                condition=Q(message__isnull=False, deleted_at__isnull=True),
             ),
         ]
 

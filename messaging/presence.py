@@ -4,16 +4,31 @@ Each connection is a member of ``<prefix>:presence:<user_id>`` (a sorted set) sc
 expiry time; heartbeats push the expiry forward, so a process that dies leaves no user
 "online" for longer than ``PRESENCE_TTL``. Without Redis (embedded mode: one process) the
 same register lives in memory.
+
+Heartbeats are per process, not per socket: ``Heartbeats`` (one per event loop) refreshes every
+local connection every ``PRESENCE_HEARTBEAT`` seconds in pipelined chunks, instead of one sleeping
+task and one round trip per socket (10,000 idle sockets: a few round trips per interval instead of
+10,000, and no task per socket).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
 from django.conf import settings
+
+from healthchat import coalesce
+from healthchat.realtime import presence_group
+
+logger = logging.getLogger("healthchat.presence")
+
+# Connections refreshed per pipelined round trip.
+HEARTBEAT_CHUNK = 1000
 
 
 def ttl() -> float:
@@ -28,6 +43,7 @@ def heartbeat_interval() -> float:
 class PresenceStore(Protocol):
     async def connect(self, user_id: int, conn_id: str) -> bool: ...
     async def heartbeat(self, user_id: int, conn_id: str) -> None: ...
+    async def heartbeat_many(self, entries: list[tuple[int, str]]) -> None: ...
     async def disconnect(self, user_id: int, conn_id: str) -> bool: ...
     async def status(self, user_ids: list[int]) -> dict[int, tuple[bool, float | None]]: ...
 
@@ -58,21 +74,39 @@ class RedisPresence:
         return f"{self.prefix}:lastseen:{user_id}"
 
     async def connect(self, user_id: int, conn_id: str) -> bool:
-        """Register a connection; True when the user just came online."""
+        """Register a connection; True when the user just came online. Connections registering
+        together (a reconnect storm) share one round trip (``connect_many``)."""
+        return await coalesce.loop_batcher(self.connect_many).submit((user_id, conn_id))
+
+    async def connect_many(self, entries: list[tuple[int, str]]) -> list[bool]:
+        """Register every ``(user_id, conn_id)`` in one MULTI/EXEC (each user's check-and-add
+        stays atomic; a user twice in the batch comes online once); each: came online?"""
         now = time.time()
         pipe = self._client().pipeline()
-        pipe.zremrangebyscore(self._key(user_id), "-inf", now)
-        pipe.zcard(self._key(user_id))
-        pipe.zadd(self._key(user_id), {conn_id: now + ttl()})
-        pipe.expire(self._key(user_id), int(ttl()) + 5)
-        _, before, _, _ = await pipe.execute()
-        return int(before) == 0
+        for user_id, conn_id in entries:
+            key = self._key(user_id)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zcard(key)
+            pipe.zadd(key, {conn_id: now + ttl()})
+            pipe.expire(key, int(ttl()) + 5)
+        results = await pipe.execute()
+        return [int(results[4 * i + 1]) == 0 for i in range(len(entries))]
 
     async def heartbeat(self, user_id: int, conn_id: str) -> None:
-        pipe = self._client().pipeline()
-        pipe.zadd(self._key(user_id), {conn_id: time.time() + ttl()})
-        pipe.expire(self._key(user_id), int(ttl()) + 5)
-        await pipe.execute()
+        await self.heartbeat_many([(user_id, conn_id)])
+
+    async def heartbeat_many(self, entries: list[tuple[int, str]]) -> None:
+        """Push the expiry of every ``(user_id, conn_id)`` forward: one pipelined round trip
+        (no MULTI) per ``HEARTBEAT_CHUNK`` connections."""
+        client = self._client()
+        for start in range(0, len(entries), HEARTBEAT_CHUNK):
+            expiry, keep = time.time() + ttl(), int(ttl()) + 5
+            pipe = client.pipeline(transaction=False)
+            for user_id, conn_id in entries[start : start + HEARTBEAT_CHUNK]:
+                key = self._key(user_id)
+                pipe.zadd(key, {conn_id: expiry})
+                pipe.expire(key, keep)
+            await pipe.execute()
 
     async def disconnect(self, user_id: int, conn_id: str) -> bool:
         """Remove a connection; True when the user has no live connection left."""
@@ -121,6 +155,10 @@ class MemoryPresence:
     async def heartbeat(self, user_id: int, conn_id: str) -> None:
         self._live(user_id)[conn_id] = time.time() + ttl()
 
+    async def heartbeat_many(self, entries: list[tuple[int, str]]) -> None:
+        for user_id, conn_id in entries:
+            self._live(user_id)[conn_id] = time.time() + ttl()
+
     async def disconnect(self, user_id: int, conn_id: str) -> bool:
         conns = self._live(user_id)
         conns.pop(conn_id, None)
@@ -145,6 +183,72 @@ def store() -> PresenceStore:
         else:
             _store = MemoryPresence()
     return _store
+
+
+class Heartbeats:
+    """The live connections of this process (event loop) and the one task that refreshes them
+    all every ``heartbeat_interval()`` seconds. The task starts with the first connection and
+    ends with the last."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, int] = {}  # conn_id -> user_id
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, user_id: int, conn_id: str) -> None:
+        self.connections[conn_id] = user_id
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, conn_id: str) -> None:
+        self.connections.pop(conn_id, None)
+
+    async def _run(self) -> None:
+        while self.connections:
+            await asyncio.sleep(heartbeat_interval())
+            await self.beat()
+        self._task = None
+
+    async def beat(self) -> None:
+        """Refresh every live connection now (one pipelined round trip per chunk)."""
+        entries = [(user_id, conn_id) for conn_id, user_id in self.connections.items()]
+        if not entries:
+            return
+        try:
+            await store().heartbeat_many(entries)
+        except Exception:  # presence is best-effort; the next beat retries every connection
+            logger.warning("presence heartbeat of %d connections failed", len(entries), exc_info=True)
+
+
+_heartbeats: dict[int, Heartbeats] = {}
+
+
+def heartbeats() -> Heartbeats:
+    """This event loop's (this server process's) heartbeat register."""
+    loop_id = id(asyncio.get_running_loop())
+    registry = _heartbeats.get(loop_id)
+    if registry is None:
+        registry = _heartbeats[loop_id] = Heartbeats()
+    return registry
+
+
+async def announce(user_id: int, online: bool, last_seen: float | None) -> None:
+    """Tell the sockets watching ``user_id`` (its presence group, every process). Announcements
+    made together (a reconnect storm) go out in one pipelined publication round trip."""
+    await coalesce.loop_batcher(_announce_many).submit((user_id, presence_frame(user_id, online, last_seen)))
+
+
+async def _announce_many(items: list[tuple[int, dict[str, Any]]]) -> list[None]:
+    layer = get_channel_layer()
+    if layer is None:
+        return [None] * len(items)
+    events = [(presence_group(uid), {"type": "client.event", "frame": frame}) for uid, frame in items]
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        await send_many(events)
+    else:  # another layer (embedded mode: in-memory)
+        for group, event in events:
+            await layer.group_send(group, event)
+    return [None] * len(items)
 
 
 def presence_frame(user_id: int, online: bool, last_seen: float | None) -> dict[str, Any]:

@@ -308,27 +308,35 @@ def event_frame(
     return {"type": kind, "data": data, "event": number}
 
 
-def sync_events(
-    *, user: User, cursor: str | None, device_id: int | None = None
-) -> tuple[list[dict[str, Any]], str, bool]:
-    """What the caller missed since ``cursor``: (frames in order, new cursor, more to come).
+_SYNC_MEMBERSHIP_FIELDS = (
+    "user_id",
+    "conversation_id",
+    "joined_event",
+    "left_event",
+    "left_at",
+    "conversation__last_event",
+    "conversation__history_visible_to_new_members",
+    "conversation__e2ee",
+)
 
-    Messages of end-to-end encrypted conversations carry ``device_id``'s own ciphertext (one
-    more query, only when the batch has any)."""
-    parsed = SyncCursor.decode(cursor)
-    memberships = list(
-        Membership.objects.filter(user=user)
-        .select_related("conversation")
-        .only(
-            "conversation_id",
-            "joined_event",
-            "left_event",
-            "left_at",
-            "conversation__last_event",
-            "conversation__history_visible_to_new_members",
-            "conversation__e2ee",
-        )
-    )
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One ``sync`` frame: whose, from which cursor, for which device (``sync_events_many``)."""
+
+    user: User
+    cursor: str | None
+    device_id: int | None = None
+
+
+SyncResult = tuple[list[dict[str, Any]], str, bool]
+
+
+def _sync_plan(
+    memberships: list[Membership], parsed: SyncCursor | None
+) -> tuple[dict[int, int], list[tuple[int, int, int]], set[int]]:
+    """(positions, ranges ``(conversation_id, after, up_to)`` with events to send, ids of the
+    end-to-end encrypted conversations) of one caller's memberships and cursor."""
     encrypted_ids = {m.conversation_id for m in memberships if m.conversation.e2ee}
     positions: dict[int, int] = {}
     ranges: list[tuple[int, int, int]] = []
@@ -345,32 +353,17 @@ def sync_events(
         positions[m.conversation_id] = max(start, 0)
         if top > start:
             ranges.append((m.conversation_id, start, top))
-    if not ranges:
-        return [], SyncCursor(positions).encode(), False
-    condition = Q()
-    for conversation_id, start, top in ranges:
-        condition |= Q(conversation_id=conversation_id, number__gt=start, number__lte=top)
-    events = list(
-        Event.objects.filter(condition)
-        .select_related("message")
-        .prefetch_related("message__attachments")
-        .order_by("conversation_id", "number")[: SYNC_BATCH + 1]
-    )
-    more = len(events) > SYNC_BATCH
-    events = events[:SYNC_BATCH]
-    ciphertexts: dict[int, bytes] = {}
-    wanted = [
-        e.message_id
-        for e in events
-        if e.conversation_id in encrypted_ids and e.message_id is not None and e.kind in _MESSAGE_EVENTS
-    ]
-    if wanted and device_id is not None:
-        ciphertexts = {
-            message_id: bytes(raw)
-            for message_id, raw in MessageCiphertext.objects.filter(
-                device_id=device_id, message_id__in=wanted
-            ).values_list("message_id", "ciphertext")
-        }
+    return positions, ranges, encrypted_ids
+
+
+def _sync_frames(
+    events: list[Event],
+    more: bool,
+    positions: dict[int, int],
+    ranges: list[tuple[int, int, int]],
+    encrypted_ids: set[int],
+    ciphertexts: dict[int, bytes],
+) -> SyncResult:
     frames: list[dict[str, Any]] = []
     for event in events:
         frames.append(_event_frame(event, event.conversation_id in encrypted_ids, ciphertexts))
@@ -379,6 +372,129 @@ def sync_events(
         for conversation_id, _start, top in ranges:
             positions[conversation_id] = max(positions[conversation_id], top)
     return frames, SyncCursor(positions).encode(), more
+
+
+def _wanted_ciphertexts(events: list[Event], encrypted_ids: set[int]) -> list[int]:
+    return [
+        e.message_id
+        for e in events
+        if e.conversation_id in encrypted_ids and e.message_id is not None and e.kind in _MESSAGE_EVENTS
+    ]
+
+
+def _sync_memberships(user_ids: list[int]) -> list[Membership]:
+    return list(
+        Membership.objects.filter(user_id__in=user_ids)
+        .select_related("conversation")
+        .only(*_SYNC_MEMBERSHIP_FIELDS)
+    )
+
+
+def _sync_event_query(condition: Q) -> QuerySet[Event]:
+    return (
+        Event.objects.filter(condition)
+        .select_related("message")
+        .prefetch_related("message__attachments")
+        .order_by("conversation_id", "number")
+    )
+
+
+def sync_events(*, user: User, cursor: str | None, device_id: int | None = None) -> SyncResult:
+    """What the caller missed since ``cursor``: (frames in order, new cursor, more to come).
+
+    Messages of end-to-end encrypted conversations carry ``device_id``'s own ciphertext (one
+    more query, only when the batch has any)."""
+    parsed = SyncCursor.decode(cursor)
+    memberships = _sync_memberships([user.pk])
+    positions, ranges, encrypted_ids = _sync_plan(memberships, parsed)
+    if not ranges:
+        return [], SyncCursor(positions).encode(), False
+    condition = Q()
+    for conversation_id, start, top in ranges:
+        condition |= Q(conversation_id=conversation_id, number__gt=start, number__lte=top)
+    events = list(_sync_event_query(condition)[: SYNC_BATCH + 1])
+    more = len(events) > SYNC_BATCH
+    events = events[:SYNC_BATCH]
+    ciphertexts: dict[int, bytes] = {}
+    wanted = _wanted_ciphertexts(events, encrypted_ids)
+    if wanted and device_id is not None:
+        ciphertexts = {
+            message_id: bytes(raw)
+            for message_id, raw in MessageCiphertext.objects.filter(
+                device_id=device_id, message_id__in=wanted
+            ).values_list("message_id", "ciphertext")
+        }
+    return _sync_frames(events, more, positions, ranges, encrypted_ids, ciphertexts)
+
+
+def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | ApplicationError]:
+    """``sync_events`` for many callers at once (sockets reconnecting together), each answer
+    the same as its own ``sync_events`` would be: one memberships query for all of them, one
+    events query for every range any of them misses (each conversation's event read once
+    however many of its members sync), one ciphertexts query. A caller missing more than
+    ``SYNC_BATCH`` events (its answer is cut, ``more``) is answered by ``sync_events`` alone.
+    An invalid cursor is that caller's error only."""
+    answers: list[SyncResult | ApplicationError | None] = [None] * len(requests)
+    parsed: dict[int, SyncCursor | None] = {}
+    for i, request in enumerate(requests):
+        try:
+            parsed[i] = SyncCursor.decode(request.cursor)
+        except ApplicationError as exc:
+            answers[i] = exc
+    by_user: dict[int, list[Membership]] = {}
+    if parsed:
+        for membership in _sync_memberships(sorted({requests[i].user.pk for i in parsed})):
+            by_user.setdefault(membership.user_id, []).append(membership)
+    plans: dict[int, tuple[dict[int, int], list[tuple[int, int, int]], set[int]]] = {}
+    alone: list[int] = []
+    spans: dict[int, tuple[int, int]] = {}  # conversation -> (after, up to) over every range
+    for i, cursor in parsed.items():
+        positions, ranges, encrypted_ids = _sync_plan(by_user.get(requests[i].user.pk, []), cursor)
+        # Numbers are unique per conversation: a range holds at most ``top - start`` events.
+        if sum(top - start for _c, start, top in ranges) > SYNC_BATCH:
+            alone.append(i)
+            continue
+        plans[i] = (positions, ranges, encrypted_ids)
+        for conversation_id, start, top in ranges:
+            low, high = spans.get(conversation_id, (start, top))
+            spans[conversation_id] = (min(low, start), max(high, top))
+    by_conversation: dict[int, list[Event]] = {}
+    if spans:
+        condition = Q()
+        for conversation_id, (start, top) in sorted(spans.items()):
+            condition |= Q(conversation_id=conversation_id, number__gt=start, number__lte=top)
+        for event in _sync_event_query(condition):
+            by_conversation.setdefault(event.conversation_id, []).append(event)
+    chosen: dict[int, list[Event]] = {}
+    wanted: set[tuple[int, int]] = set()  # (device, message)
+    for i, (_positions, ranges, encrypted_ids) in plans.items():
+        events = [
+            event
+            for conversation_id, start, top in sorted(ranges)
+            for event in by_conversation.get(conversation_id, ())
+            if start < event.number <= top
+        ]
+        chosen[i] = events
+        device_id = requests[i].device_id
+        if device_id is not None:
+            wanted.update((device_id, m) for m in _wanted_ciphertexts(events, encrypted_ids))
+    copies: dict[int, dict[int, bytes]] = {}  # device -> message -> its ciphertext
+    if wanted:
+        rows = MessageCiphertext.objects.filter(
+            device_id__in={d for d, _m in wanted}, message_id__in={m for _d, m in wanted}
+        ).values_list("device_id", "message_id", "ciphertext")
+        for d, m, raw in rows:
+            if (d, m) in wanted:
+                copies.setdefault(d, {})[m] = bytes(raw)
+    for i, (positions, ranges, encrypted_ids) in plans.items():
+        device_id = requests[i].device_id
+        ciphertexts = {} if device_id is None else copies.get(device_id, {})
+        answers[i] = _sync_frames(chosen[i], False, positions, ranges, encrypted_ids, ciphertexts)
+    for i in alone:
+        request = requests[i]
+        answers[i] = sync_events(user=request.user, cursor=request.cursor, device_id=request.device_id)
+    assert all(answer is not None for answer in answers)
+    return answers  # type: ignore[return-value]
 
 
 # --- Attachments ------------------------------------------------------------------------------
@@ -456,8 +572,9 @@ def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict
 ATTACHMENT_SIGNING_SALT = "healthchat.attachment.content"
 
 
-def attachment_from_token(*, attachment_id: int, token: str) -> tuple[Attachment, str]:
-    """Check a signed content link, then the holder's access again (it may have ended)."""
+def attachment_from_token(*, attachment_id: int, token: str) -> tuple[Attachment, str, int]:
+    """Check a signed content link, then the holder's access again (it may have ended).
+    Returns (attachment, variant, the holder's user id)."""
     from django.conf import settings
     from django.core import signing
 
@@ -471,10 +588,11 @@ def attachment_from_token(*, attachment_id: int, token: str) -> tuple[Attachment
         raise ApplicationError("invalid_link", "This download link is not valid.", status=403) from exc
     if payload.get("a") != attachment_id or payload.get("v") not in ("file", "thumb"):
         raise ApplicationError("invalid_link", "This download link is not valid.", status=403)
-    attachment = attachment_get_for_download(user_id=int(payload["u"]), attachment_id=attachment_id)
+    holder_id = int(payload["u"])
+    attachment = attachment_get_for_download(user_id=holder_id, attachment_id=attachment_id)
     if payload["v"] == "thumb" and not attachment.thumbnail:
         raise NotFound("No thumbnail.", code="attachment_not_found")
-    return attachment, str(payload["v"])
+    return attachment, str(payload["v"]), holder_id
 
 
 def content_disposition(attachment: Attachment) -> str:

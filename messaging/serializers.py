@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from healthchat.validation import StrictSerializer
+from healthchat.validation import QuerySerializer, StrictSerializer
 
 
 class ConversationOpenInputSerializer(StrictSerializer):
@@ -14,7 +14,7 @@ class ConversationOpenInputSerializer(StrictSerializer):
     e2ee = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
-class HistoryQuerySerializer(serializers.Serializer[Any]):
+class HistoryQuerySerializer(QuerySerializer):
     after_seq = serializers.IntegerField(min_value=0, required=False)
     before_seq = serializers.IntegerField(min_value=1, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, required=False, default=50)

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Sum
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import Q, QuerySet, Sum, prefetch_related_objects
 from django.db.models.functions import Greatest
 from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.models import DoctorProfile, User
+from audit import actions as audited
+from audit import services as audit
+from audit.client import SYSTEM, Client
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish, user_group
 
@@ -43,19 +49,33 @@ contact_rules: list[Any] = []
 # for the messages it created (the push outbox is written with them, in one statement). When no
 # hook is registered, each message announces itself with ``message_committed`` instead.
 batch_written_hooks: list[Any] = []
-# Extra rules checked inside a send's transaction, after the conversation is locked:
-# ``rule(sender, peer_id)`` for direct conversations (peer_id the other member), raising
-# ApplicationError to refuse (e.g. payments: read-only for the patient after a consultation).
-direct_send_rules: list[Any] = []
+# Extra rules checked inside a send's transaction, after the conversation is locked, for sends
+# to direct conversations: ``rule([(sender, peer_id), ...])`` (peer_id the other member) returns
+# ``{index: ApplicationError}`` for the sends it refuses (e.g. payments: read-only for the
+# patient after a consultation). Batched: a group commit asks once for all its sends.
+DirectSendRule = Callable[[list[tuple[User, int]]], dict[int, ApplicationError]]
+direct_send_rules: list[DirectSendRule] = []
+
+
+def _direct_peer(sender_id: int, direct_key: str) -> int:
+    a, b = (int(x) for x in direct_key.split(":"))
+    return b if a == sender_id else a
+
+
+def _direct_send_refusals(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
+    refused: dict[int, ApplicationError] = {}
+    for rule in direct_send_rules:
+        for index, error in rule(sends).items():
+            refused.setdefault(index, error)
+    return refused
 
 
 def _check_direct_send_rules(sender: User, direct_key: str | None) -> None:
     if not direct_send_rules or not direct_key:
         return
-    a, b = (int(x) for x in direct_key.split(":"))
-    peer_id = b if a == sender.pk else a
-    for rule in direct_send_rules:
-        rule(sender, peer_id)
+    error = _direct_send_refusals([(sender, _direct_peer(sender.pk, direct_key))]).get(0)
+    if error is not None:
+        raise error
 
 
 # --- Live fan-out -----------------------------------------------------------------------
@@ -247,11 +267,33 @@ def unblock_user(*, user: User, blocked_id: int) -> None:
 
 
 # --- Messages -----------------------------------------------------------------------------
-@dataclass(frozen=True)
 class SendResult:
-    message: Message
-    created: bool
-    data: dict[str, Any]
+    """A send's outcome: the message as clients see it (``data``), whether this call created
+    it, and the ``Message`` (built from ``data`` on first use when the batch path wrote it)."""
+
+    __slots__ = ("_message", "created", "data")
+
+    def __init__(self, message: Message | None, created: bool, data: dict[str, Any]) -> None:
+        self._message = message
+        self.created = created
+        self.data = data
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            d = self.data
+            self._message = Message(
+                id=d["id"],
+                conversation_id=d["conversation_id"],
+                seq=d["seq"],
+                sender_id=d["sender_id"],
+                client_id=uuid.UUID(d["client_id"]),
+                kind=d["kind"],
+                body=d["body"],
+                reply_to_id=d["reply_to"],
+                created_at=datetime.fromisoformat(d["created_at"]),
+            )
+        return self._message
 
 
 def _existing_send(sender: User, client_id: uuid.UUID, conversation_id: int) -> Message | None:
@@ -518,16 +560,124 @@ def _send_in_transaction(
     return SendResult(message, True, data)
 
 
-def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Exception]:
-    """Group commit: plaintext sends of many sockets in ONE transaction (one COMMIT, one thread
-    hop), each in its own savepoint so one refused send does not undo the others.
+_GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
 
-    Each item has ``message_send``'s keyword arguments. Conversations are locked in ascending id
-    order (no deadlock between batches); a socket's own sends keep their order. A result is the
-    ``SendResult`` or the exception that refused that send. Nothing is acked before the commit.
+_LOCK_BATCH_SQL = """
+SELECT id, kind, direct_key FROM messaging_conversation
+WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+# One statement for a whole batch of plaintext sends whose conversations are already locked
+# (so this statement's snapshot sees every send committed before the locks were granted): check
+# membership, blocks, reply_to, e2ee and earlier use of the client_id per send; number the
+# accepted ones per conversation in arrival order (gapless); insert messages and events; advance
+# the senders' own cursors; return each send's outcome and each conversation's recipients.
+_SEND_BATCH_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
+                         %(body)s::text[], %(reply)s::bigint[]) AS t(ord, conv, sender, cid, body, reply)
+), checked AS (
+    SELECT i.*, c.e2ee,
+        EXISTS (SELECT 1 FROM messaging_membership m
+                WHERE m.conversation_id = i.conv AND m.user_id = i.sender AND m.left_at IS NULL) AS member,
+        c.kind = 'direct' AND EXISTS (
+            SELECT 1 FROM messaging_membership o
+            JOIN messaging_block b ON (b.blocker_id = o.user_id AND b.blocked_id = i.sender)
+                                   OR (b.blocker_id = i.sender AND b.blocked_id = o.user_id)
+            WHERE o.conversation_id = i.conv AND o.user_id <> i.sender AND o.left_at IS NULL) AS blocked,
+        (i.reply IS NULL OR EXISTS (SELECT 1 FROM messaging_message r
+                                    WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
+        (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
+    FROM input i JOIN messaging_conversation c ON c.id = i.conv
+), ok AS (
+    SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
+    FROM checked WHERE member AND NOT e2ee AND NOT blocked AND reply_ok AND dup_id IS NULL
+), counts AS (
+    SELECT conv, count(*) AS n FROM ok GROUP BY conv
+), bumped AS (
+    UPDATE messaging_conversation c
+    SET last_seq = c.last_seq + counts.n, last_event = c.last_event + counts.n, last_message_at = %(now)s
+    FROM counts WHERE c.id = counts.conv
+    RETURNING c.id, c.last_seq - counts.n AS seq0, c.last_event - counts.n AS event0
+), numbered AS (
+    SELECT ok.*, b.seq0 + ok.k AS seq, b.event0 + ok.k AS number FROM ok JOIN bumped b ON b.id = ok.conv
+), msg AS (
+    INSERT INTO messaging_message
+        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
+    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s FROM numbered
+    ON CONFLICT (sender_id, client_id) DO NOTHING
+    RETURNING id, conversation_id, seq
+), ev AS (
+    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
+    SELECT n.conv, n.number, 'message.new', m.id, NULL, %(now)s
+    FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
+), mine AS (
+    UPDATE messaging_membership mm
+    SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)
+    FROM (SELECT conv, sender, max(seq) AS seq FROM numbered GROUP BY conv, sender) x
+    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender
+), rcpt AS (
+    SELECT conversation_id AS conv, array_agg(user_id) AS users FROM messaging_membership
+    WHERE conversation_id IN (SELECT conv FROM counts) AND left_at IS NULL GROUP BY conversation_id
+)
+SELECT c.ord, m.id, n.seq, n.number, c.member, c.e2ee, c.blocked, c.reply_ok, c.dup_id,
+       CASE WHEN n.k = 1 THEN r.users END
+FROM checked c
+LEFT JOIN numbered n ON n.ord = c.ord
+LEFT JOIN msg m ON m.conversation_id = n.conv AND m.seq = n.seq
+LEFT JOIN rcpt r ON r.conv = c.conv
+"""
+
+
+class _BatchConflict(Exception):
+    """The batch's transaction is undone and redone send by send: a concurrent send took a
+    client_id between the check and the insert (the seqs already numbered would leave a gap),
+    or a batch hook failed (the slow path runs hooks in savepoints, so a failing hook never
+    undoes the messages)."""
+
+
+# (index in the batch, the item, its client_id, attachment ids, validated text)
+_Prepared = tuple[int, dict[str, Any], uuid.UUID, list[int], str]
+
+
+Refusals = Callable[[], dict[int, Exception]]
+
+
+def _drop_refused(
+    entries: list[_Prepared], results: list[SendResult | Exception | None], refusals: Refusals | None
+) -> list[_Prepared]:
+    """Entries the caller's limit (``refusals``: ``{index in the batch: error}``) lets through;
+    the others get their error."""
+    refused = refusals() if refusals is not None else {}
+    if not refused:
+        return entries
+    kept: list[_Prepared] = []
+    for entry in entries:
+        error = refused.get(entry[0])
+        if error is None:
+            kept.append(entry)
+        else:
+            results[entry[0]] = error
+    return kept
+
+
+def message_send_many(
+    *, items: list[dict[str, Any]], refusals: Refusals | None = None
+) -> list[SendResult | Exception]:
+    """Group commit: plaintext sends of many sockets in ONE transaction (one COMMIT, one thread
+    hop), each refused send without undoing the others.
+
+    Each item has ``message_send``'s keyword arguments. On PostgreSQL the whole batch is a few
+    statements (lock the conversations in ascending id order, so batches cannot deadlock; one
+    statement that checks, numbers and writes every send; the batch hooks); sends with
+    attachments, and other databases, take one savepoint per send. A socket's own sends keep
+    their order. A result is the ``SendResult`` or the exception that refused that send.
+    Nothing is acked before the commit. ``refusals`` (the send limit) is asked once the
+    transaction has begun and locked, before anything is written: sends it refuses are not
+    stored.
     """
     results: list[SendResult | Exception | None] = [None] * len(items)
-    prepared: list[tuple[int, dict[str, Any], uuid.UUID, list[int], str]] = []
+    prepared: list[_Prepared] = []
     for index, item in enumerate(items):
         try:
             cid = v.validate_client_id(item["client_id"])
@@ -536,36 +686,25 @@ def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Excep
         except ApplicationError as exc:
             results[index] = exc
     duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
-    hooks = list(batch_written_hooks)
-    written: list[tuple[int, int, int]] = []
     if prepared:
-        with transaction.atomic():
-            for index, item, cid, ids, text in sorted(prepared, key=lambda p: p[1]["conversation_id"]):
+        batched = connection.vendor == "postgresql"
+        if batched:
+            try:
                 try:
-                    with transaction.atomic():
-                        result = _send_in_transaction(
-                            sender=item["sender"],
-                            conversation_id=item["conversation_id"],
-                            cid=cid,
-                            text=text,
-                            reply_to=item.get("reply_to"),
-                            attachment_ids=ids,
-                            origin_channel=item.get("origin_channel"),
-                            announce=not hooks,
-                        )
-                        written.append((result.message.pk, item["conversation_id"], item["sender"].pk))
-                        results[index] = result
-                except (IntegrityError, _Duplicate):
-                    duplicates.append((index, item, cid))
-                except Exception as exc:  # this send is refused; the savepoint undid it
-                    results[index] = exc
-            if written:
-                for hook in hooks:
-                    try:
-                        with transaction.atomic():
-                            hook(written)
-                    except Exception:  # a hook never undoes the messages
-                        logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
+                    _write_batch(prepared, results, duplicates, refusals)
+                except OperationalError:
+                    if connection.in_atomic_block or not _retry_on_fresh_connection(
+                        prepared, results, duplicates
+                    ):
+                        raise
+                    _write_batch(prepared, results, duplicates, refusals)
+            except _BatchConflict:
+                for index, *_ in prepared:
+                    results[index] = None
+                duplicates.clear()
+                batched = False
+        if not batched:
+            _write_one_by_one(_drop_refused(prepared, results, refusals), results, duplicates)
     for index, item, cid in duplicates:
         try:
             results[index] = _original_send(item["sender"], cid, item["conversation_id"])
@@ -575,6 +714,364 @@ def message_send_many(*, items: list[dict[str, Any]]) -> list[SendResult | Excep
         r if r is not None else ApplicationError("internal_error", "Not processed.", status=500)
         for r in results
     ]
+
+
+def _retry_on_fresh_connection(
+    prepared: list[_Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+) -> bool:
+    """After the batch's connection failed (closed by the server: a restart, a failover, an
+    idle connection terminated while pooled), whether to run the batch once more on a new one:
+    nothing of it can have been committed unless the failure hit the COMMIT itself, and even
+    then its sends come back as the originals (client_id). Sends refused before the failure
+    keep their refusal."""
+    if connection.is_usable():
+        return False  # not a dead connection: an error the retry would meet again
+    connection.close()
+    for index, *_ in prepared:
+        results[index] = None
+    duplicates.clear()
+    logger.warning("batch's database connection was closed; retrying the batch on a new one")
+    return True
+
+
+def _run_batch_hooks(written: list[tuple[int, int, int]], hooks: list[Any], *, guarded: bool = True) -> None:
+    """Run the batch hooks in the batch's transaction: ``guarded``, each in a savepoint (a
+    failing hook is logged and never undoes the messages); unguarded (the fast path, two
+    statements fewer per batch), a failure raises ``_BatchConflict`` to redo the batch guarded."""
+    for hook in hooks:
+        if not guarded:
+            try:
+                hook(written)
+            except Exception as exc:
+                logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
+                raise _BatchConflict from exc
+            continue
+        try:
+            with transaction.atomic():
+                hook(written)
+        except Exception:  # a hook never undoes the messages
+            logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
+
+
+@contextmanager
+def _batch_transaction() -> Iterator[None]:
+    """``transaction.atomic()`` for a batch of savepoints that raises instead of rolling back
+    silently. A savepoint that cannot be rolled back (the connection died inside it) marks the
+    whole transaction for rollback, and Django then ends the block with a ROLLBACK and no
+    exception: the sends already written in it would be acked without being stored."""
+    with transaction.atomic():
+        yield
+        if transaction.get_rollback():
+            raise DatabaseError("the batch's transaction was lost (connection closed)")
+
+
+def _write_one_by_one(
+    prepared: list[_Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+) -> None:
+    """The batch in one transaction, one savepoint per send."""
+    hooks = list(batch_written_hooks)
+    written: list[tuple[int, int, int]] = []
+    with _batch_transaction():
+        for index, item, cid, ids, text in sorted(prepared, key=lambda p: p[1]["conversation_id"]):
+            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=not hooks)
+        if written:
+            _run_batch_hooks(written, hooks)
+
+
+def _write_in_savepoint(
+    index: int,
+    item: dict[str, Any],
+    cid: uuid.UUID,
+    ids: list[int],
+    text: str,
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    written: list[tuple[int, int, int]],
+    *,
+    announce: bool,
+) -> None:
+    try:
+        with transaction.atomic():
+            result = _send_in_transaction(
+                sender=item["sender"],
+                conversation_id=item["conversation_id"],
+                cid=cid,
+                text=text,
+                reply_to=item.get("reply_to"),
+                attachment_ids=ids,
+                origin_channel=item.get("origin_channel"),
+                announce=announce,
+            )
+            written.append((result.message.pk, item["conversation_id"], item["sender"].pk))
+            results[index] = result
+    except (IntegrityError, _Duplicate):
+        duplicates.append((index, item, cid))
+    except Exception as exc:  # this send is refused; the savepoint undid it
+        results[index] = exc
+
+
+@contextmanager
+def _pipeline() -> Iterator[None]:
+    """psycopg's pipeline mode for the statements in the block (sent without waiting for each
+    reply; one round trip until a result is fetched)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw is None or not hasattr(raw, "pipeline"):
+        yield
+        return
+    # An error can surface when the pipeline syncs, outside Django's cursor wrappers: wrapped
+    # here too, so it becomes Django's exception and a broken connection is marked (closed at
+    # the end of the thread hop instead of failing the next batch as well).
+    with connection.wrap_database_errors, raw.pipeline():
+        yield
+
+
+# The kind and direct_key of conversations this process has locked before (they never change):
+# with them known, a batch's locks, send statement and direct-send rules share one round trip.
+_KINDS_MAX = 100_000
+_kinds: dict[int, tuple[str, str | None]] = {}
+
+
+def _remember_kinds(asked: set[int], locked: dict[int, tuple[str, str | None]]) -> None:
+    """What the locks answered: the kinds of the conversations found; the others are gone."""
+    for conversation_id in asked - set(locked):
+        _kinds.pop(conversation_id, None)
+    if len(_kinds) + len(locked) > _KINDS_MAX:
+        _kinds.clear()
+    _kinds.update(locked)
+
+
+def _write_batch(
+    prepared: list[_Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    refusals: Refusals | None = None,
+) -> None:
+    """PostgreSQL group commit: lock, limit, rules, one statement for the plain sends, hooks,
+    commit, pipelined (psycopg's pipeline mode spans the commit, so the hooks' statements and
+    the COMMIT share one round trip): two round trips for a batch whose conversations this
+    process has seen before, else three or four."""
+    hooks = list(batch_written_hooks)
+    written: list[tuple[int, int, int]] = []
+    first_use: set[tuple[int, uuid.UUID]] = set()
+    fresh: list[_Prepared] = []
+    for entry in prepared:
+        key = (entry[1]["sender"].pk, entry[2])
+        if key in first_use:  # the same send twice in one batch: the later one returns the first
+            duplicates.append((entry[0], entry[1], entry[2]))
+        else:
+            first_use.add(key)
+            fresh.append(entry)
+    known = not any(e[3] for e in fresh) and all(e[1]["conversation_id"] in _kinds for e in fresh)
+    with _pipeline(), _batch_transaction():
+        if known:
+            written += _write_known_batch(fresh, results, duplicates, refusals, announce=not hooks)
+        else:
+            written += _write_locked_batch(fresh, results, duplicates, refusals, announce=not hooks)
+        if written:
+            _run_batch_hooks(written, hooks, guarded=False)
+
+
+def _begin_and_lock(cursor: Any, fresh: list[_Prepared]) -> None:
+    # The batch's statements are prepared after a few uses (DATABASE_PREPARE_THRESHOLD); a
+    # generic plan spares planning them again for every batch (the default would re-plan the
+    # send statement each time, its array parameters making the generic plan look dearer).
+    cursor.execute(_GENERIC_PLANS_SQL)
+    cursor.execute(_LOCK_BATCH_SQL, {"ids": sorted({e[1]["conversation_id"] for e in fresh})})
+
+
+def _write_known_batch(
+    fresh: list[_Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    refusals: Refusals | None,
+    *,
+    announce: bool,
+) -> list[tuple[int, int, int]]:
+    """One round trip: BEGIN, the locks, the send statement and the direct-send rules' queries
+    (asked with the kinds remembered from earlier batches), then the answers. A send a rule
+    refuses was written already: the batch is undone and redone send by send (rules refuse
+    rarely: a patient writing after the consultation closed)."""
+    with connection.cursor() as lock_cursor, connection.cursor() as send_cursor:
+        _begin_and_lock(lock_cursor, fresh)
+        plain = _drop_refused(fresh, results, refusals)
+        if not plain:
+            lock_cursor.fetchall()
+            return []
+        now = _execute_plain_batch(send_cursor, plain)
+        ruled = _direct_send_rule_refusals(plain, _kinds)  # its query's answer ends the round trip
+        locked = {int(row[0]): (row[1], row[2]) for row in lock_cursor.fetchall()}
+        rows = sorted(send_cursor.fetchall())
+    _remember_kinds({e[1]["conversation_id"] for e in fresh}, locked)
+    if ruled:
+        raise _BatchConflict
+    return _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+
+
+def _write_locked_batch(
+    fresh: list[_Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    refusals: Refusals | None,
+    *,
+    announce: bool,
+) -> list[tuple[int, int, int]]:
+    """BEGIN and the locks first (their answer names each conversation's kind), then the rules,
+    the send statement, and the sends with attachments one by one."""
+    written: list[tuple[int, int, int]] = []
+    with connection.cursor() as cursor:
+        _begin_and_lock(cursor, fresh)
+        locked = {int(row[0]): (row[1], row[2]) for row in cursor.fetchall()}
+    _remember_kinds({e[1]["conversation_id"] for e in fresh}, locked)
+    fresh = _drop_refused(fresh, results, refusals)
+    one_by_one = {e[1]["conversation_id"] for e in fresh if e[3]}  # sends with attachments
+    plain: list[_Prepared] = []
+    slow: list[_Prepared] = []
+    for entry in fresh:
+        conversation_id = entry[1]["conversation_id"]
+        if conversation_id not in locked:
+            results[entry[0]] = NotFound("No such conversation.", code="conversation_not_found")
+        elif conversation_id in one_by_one:
+            slow.append(entry)
+        else:
+            plain.append(entry)
+    plain = _apply_direct_send_rules(plain, locked, results)
+    if plain:
+        with connection.cursor() as cursor:
+            now = _execute_plain_batch(cursor, plain)
+            rows = sorted(cursor.fetchall())
+        written += _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+    for index, item, cid, ids, text in slow:
+        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=announce)
+    return written
+
+
+def _direct_send_rule_refusals(
+    plain: list[_Prepared], locked: dict[int, tuple[str, str | None]]
+) -> dict[int, ApplicationError]:
+    """The direct-send rules' refusals for the sends of members of direct conversations, by
+    position in ``plain``."""
+    if not direct_send_rules:
+        return {}
+    asked: list[int] = []
+    sends: list[tuple[User, int]] = []
+    for position, entry in enumerate(plain):
+        _kind, direct_key = locked.get(entry[1]["conversation_id"], ("", None))
+        sender_id = entry[1]["sender"].pk
+        if direct_key and str(sender_id) in direct_key.split(":"):
+            asked.append(position)
+            sends.append((entry[1]["sender"], _direct_peer(sender_id, direct_key)))
+    if not sends:
+        return {}
+    return {asked[i]: error for i, error in _direct_send_refusals(sends).items()}
+
+
+def _apply_direct_send_rules(
+    plain: list[_Prepared],
+    locked: dict[int, tuple[str, str | None]],
+    results: list[SendResult | Exception | None],
+) -> list[_Prepared]:
+    """Ask the registered direct-send rules once for every send of a member to a direct
+    conversation; refused sends get the rule's error and are left out."""
+    refused = _direct_send_rule_refusals(plain, locked)
+    if not refused:
+        return plain
+    for position, error in refused.items():
+        results[plain[position][0]] = error
+    return [entry for position, entry in enumerate(plain) if position not in refused]
+
+
+def _execute_plain_batch(cursor: Any, plain: list[_Prepared]) -> datetime:
+    """Send the batch's one statement (its answer is fetched by the caller); returns its time."""
+    now = timezone.now()
+    cursor.execute(
+        _SEND_BATCH_SQL,
+        {
+            "ord": list(range(len(plain))),
+            "conv": [e[1]["conversation_id"] for e in plain],
+            "sender": [e[1]["sender"].pk for e in plain],
+            "cid": [e[2] for e in plain],
+            "body": [e[4] for e in plain],
+            "reply": [e[1].get("reply_to") for e in plain],
+            "now": now,
+        },
+    )
+    return now
+
+
+def _plain_batch_results(
+    plain: list[_Prepared],
+    rows: list[Any],
+    now: datetime,
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    *,
+    announce: bool,
+) -> list[tuple[int, int, int]]:
+    created_at = now.isoformat()
+    answered = {row[0] for row in rows}
+    for ord_, entry in enumerate(plain):
+        if ord_ not in answered:  # its conversation does not exist (any more)
+            results[entry[0]] = NotFound("No such conversation.", code="conversation_not_found")
+    recipients: dict[int, list[int]] = {}
+    for row in rows:
+        if row[9] is not None:
+            recipients[plain[row[0]][1]["conversation_id"]] = list(row[9])
+    written: list[tuple[int, int, int]] = []
+    fan_outs: list[tuple[list[int], dict[str, Any], str | None]] = []
+    for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
+        index, item, cid, _ids, text = plain[ord_]
+        conversation_id = item["conversation_id"]
+        sender: User = item["sender"]
+        if not member:
+            results[index] = NotFound("No such conversation.", code="conversation_not_found")
+        elif e2ee:
+            results[index] = _e2ee_mismatch(True, False)
+        elif blocked:
+            results[index] = PermissionDenied("This conversation is blocked.", code="blocked")
+        elif not reply_ok:
+            results[index] = ApplicationError(
+                "invalid_reply_to", "reply_to must be a message of this conversation."
+            )
+        elif dup_id is not None:
+            duplicates.append((index, item, cid))
+        elif message_id is None:
+            raise _BatchConflict
+        else:
+            data = {
+                "id": message_id,
+                "conversation_id": conversation_id,
+                "seq": seq,
+                "client_id": str(cid),
+                "sender_id": sender.pk,
+                "kind": "text",
+                "created_at": created_at,
+                "body": text,
+                "attachments": [],
+                "reply_to": item.get("reply_to"),
+                "edited_at": None,
+                "deleted": False,
+            }
+            members = recipients[conversation_id]
+            frame = {"type": "message.new", "data": {"message": data}, "event": number}
+            fan_outs.append((members, frame, item.get("origin_channel")))
+            result = SendResult(None, True, data)
+            if announce:
+                _announce_on_commit(result.message, sender_id=sender.pk, recipients=members)
+            written.append((message_id, conversation_id, sender.pk))
+            results[index] = result
+    if fan_outs:
+        transaction.on_commit(lambda: _fan_out_all(fan_outs))
+    return written
+
+
+def _fan_out_all(fan_outs: list[tuple[list[int], dict[str, Any], str | None]]) -> None:
+    for user_ids, frame, exclude_channel in fan_outs:
+        fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel)
 
 
 def _devices_mismatch(owners: dict[int, int], missing: set[int], extra: set[int]) -> ApplicationError:
@@ -730,21 +1227,41 @@ def _own_message_for_update(*, user: User, message_id: int) -> Message:
 
 
 def _record_update(message: Message, number: int) -> None:
-    Event.objects.create(
-        conversation_id=message.conversation_id,
-        number=number,
-        kind=Event.Kind.MESSAGE_UPDATED,
-        message=message,
+    _record_updates([(message, number)])
+
+
+def _record_updates(updates: list[tuple[Message, int]]) -> None:
+    """``message.updated`` for each (message, event number): the replay log rows (one INSERT),
+    then on commit the live frames and the ``message_updated`` signal (push refresh/withdraw).
+    The numbers were taken under each conversation's lock by the caller."""
+    if not updates:
+        return
+    Event.objects.bulk_create(
+        [
+            Event(conversation_id=m.conversation_id, number=n, kind=Event.Kind.MESSAGE_UPDATED, message=m)
+            for m, n in updates
+        ]
     )
-    frame = {"type": "message.updated", "data": {"message": selectors.message_data(message)}, "event": number}
-    fan_out_on_commit(
-        user_ids=selectors.active_member_ids(conversation_id=message.conversation_id), frame=frame
-    )
-    transaction.on_commit(
-        lambda: message_updated.send(
-            sender=Message, message_id=message.pk, conversation_id=message.conversation_id, event=number
+    members: dict[int, list[int]] = {}
+    for message, number in updates:
+        conversation_id = message.conversation_id
+        if conversation_id not in members:
+            members[conversation_id] = selectors.active_member_ids(conversation_id=conversation_id)
+        frame = {
+            "type": "message.updated",
+            "data": {"message": selectors.message_data(message)},
+            "event": number,
+        }
+        fan_out_on_commit(user_ids=members[conversation_id], frame=frame)
+        transaction.on_commit(
+            partial(
+                message_updated.send,
+                sender=Message,
+                message_id=message.pk,
+                conversation_id=conversation_id,
+                event=number,
+            )
         )
-    )
 
 
 def message_edit(*, user: User, message_id: int, body: str) -> Message:
@@ -880,6 +1397,18 @@ def _storage_delete(names: list[str | None]) -> None:
             logger.warning("could not delete a stored file", exc_info=True)
 
 
+def _quota_retry_after(uploader: User, since: Any, wanted: int) -> int:
+    """Seconds until enough of the last day's uploads leave the 24-hour window for ``wanted``."""
+    excess = wanted - settings.ATTACHMENT_DAILY_QUOTA_BYTES
+    freed = 0
+    rows = Attachment.objects.filter(uploader=uploader, created_at__gte=since).order_by("created_at")
+    for created_at, row_size in rows.values_list("created_at", "size"):
+        freed += row_size
+        if freed >= excess:
+            return max(1, int((created_at - since).total_seconds()) + 1)
+    return 86400
+
+
 def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool = False) -> Attachment:
     """Store an uploaded file: type from its bytes, per-category limits, daily quota, SHA-256,
     images re-encoded without EXIF/GPS; the row is written only once the file is stored.
@@ -918,7 +1447,10 @@ def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool
     )
     if used + size > settings.ATTACHMENT_DAILY_QUOTA_BYTES:
         raise ApplicationError(
-            "quota_exceeded", "Daily upload quota reached; try again tomorrow.", status=429
+            "quota_exceeded",
+            "Daily upload quota reached; try again later.",
+            status=429,
+            extra={"retry_after": _quota_retry_after(uploader, since, used + size)},
         )
     digest = hashlib.sha256()
     upload.seek(0)
@@ -1027,14 +1559,27 @@ def _attach(
     return ordered
 
 
-def attachments_delete_for_messages(message_ids: list[int]) -> None:
-    """Deleted messages lose their files (rows kept as tombstones for the history)."""
+# What a tombstone keeps instead of the file's name and digest (both say what the file was).
+TOMBSTONE_NAME = "deleted"
+TOMBSTONE_SHA256 = "0" * 64
+
+
+def attachments_delete_for_messages(message_ids: list[int], *, keep_rows: bool = True) -> int:
+    """Deleted messages lose their files (rows kept as tombstones for the history: category,
+    size and times, but not the name or the digest; or with ``keep_rows=False`` deleted too:
+    retention keeps no file names). Files go after commit. Returns how many were deleted."""
     rows = list(Attachment.objects.filter(message_id__in=message_ids, deleted_at__isnull=True))
     if not rows:
-        return
-    Attachment.objects.filter(pk__in=[r.pk for r in rows]).update(deleted_at=timezone.now())
+        return 0
+    if keep_rows:
+        Attachment.objects.filter(pk__in=[r.pk for r in rows]).update(
+            deleted_at=timezone.now(), name=TOMBSTONE_NAME, sha256=TOMBSTONE_SHA256
+        )
+    else:
+        Attachment.objects.filter(pk__in=[r.pk for r in rows]).delete()
     names = [r.file.name for r in rows] + [r.thumbnail.name for r in rows if r.thumbnail]
     transaction.on_commit(lambda: _storage_delete(names))
+    return len(rows)
 
 
 def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
@@ -1048,3 +1593,205 @@ def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
     Attachment.objects.filter(pk__in=[r.pk for r in rows]).delete()
     _storage_delete(names)
     return len(rows)
+
+
+# --- Legal hold and retention -----------------------------------------------------------------
+def conversation_set_legal_hold(
+    *, conversation_id: int, hold: bool, actor: User | None, client: Client | None = None
+) -> Conversation:
+    """Place or release a legal hold: retention erases nothing of a held conversation. The
+    change and its audit entry (who, when, from where) commit together; no change, no entry."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        if conversation is None:
+            raise NotFound("No such conversation.", code="conversation_not_found")
+        if conversation.legal_hold != hold:
+            conversation.legal_hold = hold
+            conversation.save(update_fields=["legal_hold"])
+            audit.record(
+                audited.LEGAL_HOLD_SET if hold else audited.LEGAL_HOLD_RELEASE,
+                actor=actor,
+                object_type="conversation",
+                object_id=conversation.pk,
+                client=client or SYSTEM,
+            )
+    return conversation
+
+
+@dataclass(frozen=True)
+class RetentionCounts:
+    """Messages erased (tombstoned) and attachments deleted (files and rows)."""
+
+    messages: int = 0
+    attachments: int = 0
+
+
+def _messages_due(cutoff: datetime) -> QuerySet[Message]:
+    return Message.objects.filter(
+        kind=Message.Kind.TEXT,
+        deleted_at__isnull=True,
+        created_at__lt=cutoff,
+        conversation__legal_hold=False,
+    )
+
+
+def _attachments_due(cutoff: datetime) -> QuerySet[Attachment]:
+    return Attachment.objects.filter(
+        deleted_at__isnull=True,
+        message__isnull=False,
+        created_at__lt=cutoff,
+        message__conversation__legal_hold=False,
+    )
+
+
+def _keyset_batches(qs: QuerySet[Any], size: int, *fields: str) -> Iterator[list[tuple[Any, ...]]]:
+    """Pages of ``(created_at, pk, *fields)`` ordered by (created_at, pk), never OFFSET. Each
+    page is fetched after the caller handled the previous one."""
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = qs
+        if after is not None:
+            page = page.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
+        rows = list(page.order_by("created_at", "pk").values_list("created_at", "pk", *fields)[:size])
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        after = (rows[-1][0], rows[-1][1])
+
+
+def _lock_unheld(conversation_ids: set[int]) -> set[int]:
+    """Lock the conversations (in id order: no deadlock with another batch) and keep those
+    without a legal hold, as of now (a hold placed meanwhile is seen here)."""
+    return set(
+        Conversation.objects.select_for_update()
+        .filter(pk__in=conversation_ids, legal_hold=False)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _number_updates(messages: list[Message]) -> list[tuple[Message, int]]:
+    """Event numbers for ``message.updated`` of each message, one UPDATE per conversation
+    (whose row the caller holds locked)."""
+    by_conversation: dict[int, list[Message]] = {}
+    for message in messages:
+        by_conversation.setdefault(message.conversation_id, []).append(message)
+    numbered: list[tuple[Message, int]] = []
+    with connection.cursor() as cursor:
+        for conversation_id, group in by_conversation.items():
+            cursor.execute(
+                "UPDATE messaging_conversation SET last_event = last_event + %s WHERE id = %s"
+                " RETURNING last_event",
+                [len(group), conversation_id],
+            )
+            row = cursor.fetchone()
+            assert row is not None  # locked by the caller
+            first = int(row[0]) - len(group) + 1
+            numbered.extend((message, first + i) for i, message in enumerate(group))
+    return numbered
+
+
+def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: datetime) -> tuple[int, int]:
+    """One transaction: erase these messages as ``message_delete`` does (body, ciphertexts,
+    files), each with its ``message.updated`` event. Returns (messages, attachments)."""
+    with transaction.atomic():
+        unheld = _lock_unheld(conversation_ids)
+        messages = list(
+            Message.objects.select_related("conversation")
+            .filter(
+                pk__in=message_ids,
+                conversation_id__in=unheld,
+                kind=Message.Kind.TEXT,
+                deleted_at__isnull=True,
+            )
+            .order_by("conversation_id", "seq")
+        )
+        if not messages:
+            return 0, 0
+        ids = [m.pk for m in messages]
+        Message.objects.filter(pk__in=ids).update(body="", deleted_at=now)
+        for message in messages:
+            message.body, message.deleted_at = "", now
+        MessageCiphertext.objects.filter(message_id__in=ids).delete()
+        files = attachments_delete_for_messages(ids, keep_rows=False)
+        _record_updates(_number_updates(messages))
+    return len(messages), files
+
+
+def _strip_attachments_batch(message_ids: set[int]) -> int:
+    """One transaction: these messages lose their files (files and rows); each message that
+    stays gets a ``message.updated`` event with its remaining attachments."""
+    with transaction.atomic():
+        conversation_ids = set(
+            Message.objects.filter(pk__in=message_ids).values_list("conversation_id", flat=True)
+        )
+        unheld = _lock_unheld(conversation_ids)
+        messages = list(
+            Message.objects.select_related("conversation")
+            .filter(pk__in=message_ids, conversation_id__in=unheld)
+            .order_by("conversation_id", "seq")
+        )
+        deleted = attachments_delete_for_messages([m.pk for m in messages], keep_rows=False)
+        if not deleted:
+            return 0
+        live = [m for m in messages if m.deleted_at is None]
+        prefetch_related_objects(live, "attachments")
+        _record_updates(_number_updates(live))
+    return deleted
+
+
+def retention_due(*, now: datetime | None = None) -> RetentionCounts:
+    """What ``retention_purge`` would erase now (its dry run)."""
+    now = now or timezone.now()
+    message_cutoff, attachment_cutoff = _retention_cutoffs(now)
+    messages = _messages_due(message_cutoff).count() if message_cutoff else 0
+    due = Q(pk__in=[])
+    if message_cutoff is not None:
+        due |= Q(message__in=_messages_due(message_cutoff))
+    if attachment_cutoff is not None:
+        due |= Q(pk__in=_attachments_due(attachment_cutoff).values("pk"))
+    attachments = (
+        Attachment.objects.filter(deleted_at__isnull=True, message__isnull=False).filter(due).count()
+        if message_cutoff or attachment_cutoff
+        else 0
+    )
+    return RetentionCounts(messages=messages, attachments=attachments)
+
+
+def _retention_cutoffs(now: datetime) -> tuple[datetime | None, datetime | None]:
+    message_days = int(settings.MESSAGE_RETENTION_DAYS)
+    attachment_days = int(settings.ATTACHMENT_RETENTION_DAYS)
+    return (
+        now - timedelta(days=message_days) if message_days > 0 else None,
+        now - timedelta(days=attachment_days) if attachment_days > 0 else None,
+    )
+
+
+def retention_purge(*, now: datetime | None = None, batch_size: int | None = None) -> RetentionCounts:
+    """Erase what is older than ``MESSAGE_RETENTION_DAYS`` / ``ATTACHMENT_RETENTION_DAYS``
+    (0: kept for ever) in conversations without a legal hold.
+
+    Messages become tombstones as with ``message_delete`` (body and ciphertexts erased, kind
+    and seq kept, files deleted) and members learn it through ``sync`` (``message.updated``);
+    older files go on their own (files and rows) when their retention is shorter. System
+    messages (membership changes, no free text) stay. Batches of ``RETENTION_BATCH_SIZE``
+    rows, one short transaction each; a second run finds nothing to do. The audit log is not
+    touched (it is append-only, and kept)."""
+    now = now or timezone.now()
+    size = int(batch_size or settings.RETENTION_BATCH_SIZE)
+    message_cutoff, attachment_cutoff = _retention_cutoffs(now)
+    messages = attachments = 0
+    if message_cutoff is not None:
+        for rows in _keyset_batches(_messages_due(message_cutoff), size, "conversation_id"):
+            erased, files = _tombstone_batch([r[1] for r in rows], {r[2] for r in rows}, now)
+            messages += erased
+            attachments += files
+    if attachment_cutoff is not None:
+        for rows in _keyset_batches(_attachments_due(attachment_cutoff), size, "message_id"):
+            attachments += _strip_attachments_batch({r[2] for r in rows})
+    if messages or attachments:
+        audit.record(audited.RETENTION_PURGE, client=SYSTEM)
+        logger.info("retention erased %s messages and %s attachments", messages, attachments)
+    return RetentionCounts(messages=messages, attachments=attachments)

@@ -13,3 +13,9 @@ def make_thumbnail(attachment_id: int) -> None:
 @shared_task(acks_late=True)
 def purge_orphan_attachments() -> int:
     return services.attachments_purge_orphans()
+
+
+@shared_task(acks_late=True)
+def retention_purge() -> dict[str, int]:
+    counts = services.retention_purge()
+    return {"messages": counts.messages, "attachments": counts.attachments}

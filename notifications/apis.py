@@ -31,7 +31,7 @@ class ConversationMuteApi(APIView):
         )
         return Response(selectors.mute_data(membership))
 
-    @extend_schema(responses=MuteOutSerializer)
+    @extend_schema(responses={200: MuteOutSerializer})
     def delete(self, request: Request, conversation_id: int) -> Response:
         membership = services.conversation_unmute(user=request_user(request), conversation_id=conversation_id)
         return Response(selectors.mute_data(membership))

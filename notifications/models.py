@@ -56,7 +56,8 @@ class PushDelivery(models.Model):
         "messaging.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
-    # Why a row was skipped or failed: a short code (never content).
+    # Why a row was skipped or failed: a short code (never content). On a sent row,
+    # ``lease_expired``: an earlier attempt died mid-send, so FCM may have had the push twice.
     reason = models.CharField(max_length=32, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     # Not before: the end of the grace period, or of a retry backoff.

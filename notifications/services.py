@@ -52,6 +52,8 @@ logger = logging.getLogger("healthchat.push")
 MUTED_FOREVER = selectors.MUTED_FOREVER
 PREVIEW_MAX_CHARS = 200
 TASK_CHUNK = fcm.BATCH_SIZE
+# ``reason`` of a row claimed again after its worker died mid-send (kept when it is then sent).
+LEASE_EXPIRED = "lease_expired"
 Kind = PushDelivery.Kind
 State = PushDelivery.State
 PUSHABLE_PLATFORMS = (Device.Platform.ANDROID, Device.Platform.IOS)
@@ -224,41 +226,48 @@ RETURNING id
 """
 
 
-def push_enqueue_batch(written: list[tuple[int, int, int]]) -> list[int]:
+def push_enqueue_batch(written: list[tuple[int, int, int]]) -> None:
     """Messaging's group-commit hook: the outbox rows of a whole batch of new messages, written
     in the batch's own transaction (so a push is never lost between the commit and the hook) by
-    one statement; one task is queued after the commit when any device is due a push."""
+    one statement; one task is queued after the commit when any device is due a push. The
+    statement's answer (the new rows' ids) is read after the commit: in the batch's pipeline
+    the statement and the COMMIT share one round trip."""
     if not written:
-        return []
+        return
     if connection.vendor != "postgresql":
-        ids: list[int] = []
-        for message_id, conversation_id, sender_id in written:
+        for message_id, conversation_id, sender_id in written:  # each queues its own task
             members = messaging_selectors.active_member_ids(conversation_id=conversation_id)
-            ids += push_enqueue_message(
+            push_enqueue_message(
                 message_id=message_id,
                 conversation_id=conversation_id,
                 sender_id=sender_id,
                 recipient_ids=members,
             )
-        return ids
+        return
     grace = float(settings.PUSH_GRACE_SECONDS)
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _ENQUEUE_BATCH_SQL,
-            {
-                "messages": [w[0] for w in written],
-                "conversations": [w[1] for w in written],
-                "senders": [w[2] for w in written],
-                "due": now + dt.timedelta(seconds=grace),
-                "now": now,
-                "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
-            },
-        )
-        ids = sorted(row[0] for row in cursor.fetchall())
-    if ids:
-        transaction.on_commit(lambda: _queue(ids, grace))
-    return ids
+    cursor = connection.cursor()  # closed after the commit, once its answer is read
+    cursor.execute(
+        _ENQUEUE_BATCH_SQL,
+        {
+            "messages": [w[0] for w in written],
+            "conversations": [w[1] for w in written],
+            "senders": [w[2] for w in written],
+            "due": now + dt.timedelta(seconds=grace),
+            "now": now,
+            "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
+        },
+    )
+
+    def queue_after_commit() -> None:
+        try:
+            ids = sorted(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
+        if ids:
+            _queue(ids, grace)
+
+    transaction.on_commit(queue_after_commit)
 
 
 def push_enqueue_message_update(*, message_id: int, conversation_id: int, event: int) -> list[int]:
@@ -410,8 +419,11 @@ def _claim(ids: list[int], report: DeliveryReport, *, ignore_due: bool) -> list[
             )
         if claim:
             for row in claim:
+                if row.state == State.SENDING:
+                    # Its worker died mid-send: FCM may have the push already. Said on the row.
+                    row.reason = LEASE_EXPIRED
                 row.state, row.claimed_at, row.attempts = State.SENDING, now, row.attempts + 1
-            PushDelivery.objects.bulk_update(claim, ["state", "claimed_at", "attempts"])
+            PushDelivery.objects.bulk_update(claim, ["state", "claimed_at", "attempts", "reason"])
     return claim
 
 
@@ -606,7 +618,8 @@ def _record(
                 State.SENT,
                 now,
                 result.message_id[:200],
-                "",
+                # sent, and perhaps a second time: an earlier attempt's outcome was never recorded
+                LEASE_EXPIRED if row.reason == LEASE_EXPIRED else "",
             )
             report.sent.append(row.pk)
         elif result.outcome in (fcm.Outcome.UNREGISTERED, fcm.Outcome.INVALID_TOKEN):

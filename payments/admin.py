@@ -15,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from accounts.models import User
+from audit.admin import AuditedAdminMixin
 from healthchat.errors import ApplicationError
 
 from . import selectors, services
@@ -70,7 +71,7 @@ def _actor(request: HttpRequest) -> User | None:
 
 
 @admin.register(Consultation)
-class ConsultationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Consultation]):
+class ConsultationAdmin(AuditedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin[Consultation]):
     list_display = [
         "id",
         "patient",

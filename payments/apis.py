@@ -38,6 +38,8 @@ from .serializers import (
 class ConsultationListCreateApi(APIView):
     """The caller's consultations (as patient or doctor); a patient requests a new one."""
 
+    pagination_class = DefaultCursorPagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("state", str, description="only this state"),
@@ -48,7 +50,7 @@ class ConsultationListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         query = ConsultationListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        paginator = DefaultCursorPagination()
+        paginator = self.pagination_class()
         qs = selectors.consultation_list(
             user=request_user(request),
             state=query.validated_data.get("state"),

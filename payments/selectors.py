@@ -7,12 +7,13 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
-from healthchat.errors import NotFound, PermissionDenied
+from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, DoctorAvailability, LedgerEntry, StripeAccount
@@ -122,25 +123,46 @@ def has_consultation(doctor: User, patient: User) -> bool:
     ).exists()
 
 
-def consultation_send_rule(sender: User, peer_id: int) -> None:
-    """Messaging's direct-send rule: once a consultation has closed (completion plus the
-    follow-up window), the conversation is read-only for the patient until a new one opens.
-    Conversations that never had a consultation are not affected."""
-    if sender.role != User.Role.PATIENT:
-        return
+def consultation_send_rule(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
+    """Messaging's direct-send rule, for a batch of ``(sender, peer_id)`` sends (one query):
+    once a consultation has closed (completion plus the follow-up window), the conversation is
+    read-only for the patient until a new one opens. Conversations that never had a
+    consultation are not affected. Returns ``{index: error}`` for the sends it refuses."""
+    patients = {(sender.pk, peer_id) for sender, peer_id in sends if sender.role == User.Role.PATIENT}
+    if not patients:
+        return {}
     moment = timezone.now()
-    states = Consultation.objects.filter(patient=sender, doctor_id=peer_id).values_list("state", "closes_at")
-    closed = False
-    for state, closes_at in states:
+    rows: Any
+    if connection.vendor == "postgresql":
+        # On the send hot path: one plain statement (no ORM query building per batch).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT patient_id, doctor_id, state, closes_at FROM payments_consultation"
+                " WHERE (patient_id, doctor_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+                [[p for p, _ in patients], [d for _, d in patients]],
+            )
+            rows = cursor.fetchall()
+    else:
+        rows = Consultation.objects.filter(
+            patient_id__in={p for p, _ in patients}, doctor_id__in={d for _, d in patients}
+        ).values_list("patient_id", "doctor_id", "state", "closes_at")
+    open_pairs: set[tuple[int, int]] = set()
+    closed_pairs: set[tuple[int, int]] = set()
+    for patient_id, doctor_id, state, closes_at in rows:
+        key = (patient_id, doctor_id)
         if state in v.OPEN_STATES or (state == "completed" and closes_at is not None and closes_at > moment):
-            return
-        if state == "completed":
-            closed = True
-    if closed:
-        raise PermissionDenied(
+            open_pairs.add(key)
+        elif state == "completed":
+            closed_pairs.add(key)
+    refused = closed_pairs - open_pairs
+    return {
+        index: PermissionDenied(
             "This consultation has closed; request a new consultation to write again.",
             code="consultation_closed",
         )
+        for index, (sender, peer_id) in enumerate(sends)
+        if (sender.pk, peer_id) in refused and sender.role == User.Role.PATIENT
+    }
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.models import User
-from healthchat.validation import StrictSerializer, drf
+from healthchat.validation import QuerySerializer, StrictSerializer, drf
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, LedgerEntry, StripeAccount
@@ -26,7 +26,7 @@ class ConsultationCreateInputSerializer(StrictSerializer):
     )
 
 
-class ConsultationListQuerySerializer(StrictSerializer):
+class ConsultationListQuerySerializer(QuerySerializer, StrictSerializer):
     state = serializers.ChoiceField(choices=v.STATES, required=False)
     role = serializers.ChoiceField(choices=("patient", "doctor"), required=False)
     cursor = serializers.CharField(required=False)

@@ -88,7 +88,7 @@ def uvicorn_args(port: int, boot: bool = False) -> list[str]:
         "--http",
         "httptools",
         "--ws",
-        "websockets",
+        "healthchat.ws_protocol:LeanWebSocketProtocol",
         "--log-level",
         "warning",
         "--no-access-log",

@@ -6,6 +6,7 @@ signatures; only the certificate document comes from the test's throwaway key.
 
 import os
 import re
+import socket
 import sys
 
 import responses
@@ -22,7 +23,21 @@ def main() -> None:
     mock.start()
     import uvicorn
 
-    sys.argv = ["uvicorn", *sys.argv[1:]]
+    args = sys.argv[1:]
+    if os.environ.get("HC_REUSE_PORT") == "1":
+        # Several server processes behind one port: each binds it with SO_REUSEPORT and the
+        # kernel spreads new connections over them (uvicorn serves the inherited socket).
+        host, port = args[args.index("--host") + 1], int(args[args.index("--port") + 1])
+        for flag in ("--host", "--port"):
+            at = args.index(flag)
+            del args[at : at + 2]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+        args += ["--fd", str(sock.fileno())]
+    sys.argv = ["uvicorn", *args]
     uvicorn.main()
 
 

@@ -244,7 +244,7 @@ def test_bundle_fetches_are_rate_limited(client_for, published, settings):
     published(doctor)
     client = client_for(patient)
     assert [client.get(f"/api/v1/keys/{doctor.pk}").status_code for _ in range(3)] == [200] * 3
-    assert_error(client.get(f"/api/v1/keys/{doctor.pk}"), 429, "throttled")
+    assert_error(client.get(f"/api/v1/keys/{doctor.pk}"), 429, "rate_limited")
     assert OneTimePreKey.objects.filter(device__user=doctor).count() == 2
 
 

@@ -138,42 +138,61 @@ def coturn(secret: str, tmp: Path) -> Any:
     )
     if binary is None:
         raise RuntimeError(TURNSERVER_MISSING)
-    port = free_udp_port()
-    low = 40000 + (port % 200) * 100
-    log = tmp / "turnserver.log"
-    args = [
-        binary,
-        "-n",
-        "--listening-ip=127.0.0.1",
-        "--relay-ip=127.0.0.1",
-        f"--listening-port={port}",
-        "--use-auth-secret",
-        f"--static-auth-secret={secret}",
-        "--realm=healthchat.test",
-        "--allow-loopback-peers",
-        "--no-tls",
-        "--no-dtls",
-        "--no-cli",
-        "--fingerprint",
-        f"--min-port={low}",
-        f"--max-port={low + 99}",
-        f"--pidfile={tmp / 'turnserver.pid'}",
-        f"--userdb={tmp / 'turnserver.db'}",
-        f"--log-file={log}",
-        "--simple-log",
-    ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
+    # The port must be free for UDP and TCP; a parallel run's client sockets can take the TCP
+    # side between the check and coturn's bind, so a refused start is retried on another port.
+    log = tmp / "turnserver-0.log"
+    for attempt in range(5):
+        port = free_udp_port()
+        with socket.socket() as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        low = 40000 + (port % 200) * 100
+        log = tmp / f"turnserver-{attempt}.log"
+        args = [
+            binary,
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            "--use-auth-secret",
+            f"--static-auth-secret={secret}",
+            "--realm=healthchat.test",
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--fingerprint",
+            f"--min-port={low}",
+            f"--max-port={low + 99}",
+            f"--pidfile={tmp / 'turnserver.pid'}",
+            f"--userdb={tmp / f'turnserver-{attempt}.db'}",
+            f"--log-file={log}",
+            "--simple-log",
+        ]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"turnserver exited: {_tail(log)}")
+        started = False
+        while time.monotonic() < deadline and process.poll() is None:
             with socket.socket() as probe:  # coturn listens on TCP too once it is up
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    started = True
                     break
+            if "errno=98" in _tail(log):
+                break  # the port was taken meanwhile: try another
             time.sleep(0.05)
-        else:
-            raise RuntimeError(f"turnserver did not start: {args}\n{_tail(log)}")
+        if started:
+            break
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    else:
+        raise RuntimeError(f"turnserver did not start after 5 ports:\n{_tail(log)}")
+    try:
         yield port
     finally:
         process.terminate()

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "channels",
@@ -46,10 +47,13 @@ INSTALLED_APPS = [
     "calls",
     "payments",
     "notifications",
+    "audit",
 ]
 
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "healthchat.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -95,11 +99,14 @@ else:
     # Off: socket frames run many short "requests" per connection, and a health check would
     # add a round trip to each. A broken connection fails one call and is then replaced.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=False)
-    # Server-side parameters: psycopg prepares a statement after a few uses, so the hot path's
-    # statements are parsed and planned once per connection instead of on every message.
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
-        "DATABASE_SERVER_SIDE_BINDING", default=True
-    )
+    # Server-side parameters, and prepared statements after DATABASE_PREPARE_THRESHOLD uses
+    # (Django turns psycopg's preparation off unless asked): the hot path's statements are
+    # parsed and planned once per connection instead of on every message. 0 turns preparation
+    # off (needed behind a transaction-pooling PgBouncer older than 1.21).
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["server_side_binding"] = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
+    _prepare = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    options["prepare_threshold"] = _prepare if _prepare > 0 and options["server_side_binding"] else None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -116,9 +123,10 @@ REDIS_URL: str | None = env.str("REDIS_URL", default=None) or None
 if REDIS_URL:
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
-            # One PUBLISH per group_send instead of ~15 commands of the core layer. Safe
-            # because live events are a hint: what pub/sub drops, ``sync`` replays.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis' pub/sub layer (one PUBLISH per event instead of ~15 commands of
+            # the core layer; safe because live events are a hint: what pub/sub drops, ``sync``
+            # replays) with local delivery and pipelined publishing (healthchat/channel_layer.py).
+            "BACKEND": "healthchat.channel_layer.LocalFirstChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="healthchat"),
@@ -143,7 +151,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = "healthchat"
+CELERY_TASK_DEFAULT_QUEUE: str = env.str("CELERY_TASK_DEFAULT_QUEUE", default="healthchat")
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "attachments-purge-orphans": {"task": "messaging.tasks.purge_orphan_attachments", "schedule": 3600.0},
@@ -204,17 +212,17 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.FirebaseAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsRegistered"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON bodies only: form encodings read a missing boolean as false and repeated keys as
+    # lists. Uploads (attachments) take multipart on their own view.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "healthchat.error_handlers.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "healthchat.pagination.DefaultCursorPagination",
     "PAGE_SIZE": 50,
+    # Counted in Redis, atomically, across processes and restarts (healthchat/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "healthchat.throttling.UserRateThrottle",
+        "healthchat.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("THROTTLE_USER_RATE", default="600/minute"),
@@ -235,7 +243,43 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's files (drf-spectacular's defaults, named here for the docs page's CSP below).
+    "SWAGGER_UI_DIST": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@latest",
+    "SWAGGER_UI_FAVICON_HREF": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@latest/favicon-32x32.png",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "healthchat.openapi.add_error_responses",
+    ],
 }
+
+# --- Security headers and CORS (docs/trust.md) ----------------------------------------------
+# Django's SecurityMiddleware: nosniff, Referrer-Policy, Cross-Origin-Opener-Policy; the
+# clickjacking middleware: X-Frame-Options. Production adds HSTS and the HTTPS redirect.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# "same-origin" (not "no-referrer"): the admin's CSRF check needs the Origin/Referer of its forms.
+SECURE_REFERRER_POLICY = env.str("SECURE_REFERRER_POLICY", default="same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content-Security-Policy by path prefix (healthchat/security.py; the longest prefix wins). The
+# admin loads only its own static files; the API docs load Swagger UI from SWAGGER_UI_DIST (and
+# need inline styles); API responses are data and may load nothing.
+_SWAGGER = SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"].rstrip("/") + "/"
+HEALTHCHAT_CSP: dict[str, str] = {
+    "/admin/": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "/api/docs/": f"default-src 'none'; script-src 'self' {_SWAGGER}; style-src 'self' {_SWAGGER} "
+    f"'unsafe-inline'; img-src 'self' data: {_SWAGGER}; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+    "/api/": "default-src 'none'; frame-ancestors 'none'",
+}
+# CORS (django-cors-headers) for browser clients on other origins: only these origins, only the
+# API, no cookies (the API takes bearer tokens). Empty (the default): no CORS headers at all.
+CORS_ALLOWED_ORIGINS: list[str] = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_PREFLIGHT_MAX_AGE = 3600
 
 # --- Firebase -----------------------------------------------------------------------------
 FIREBASE_PROJECT_ID: str = env.str("FIREBASE_PROJECT_ID", default="demo-healthchat")
@@ -281,11 +325,44 @@ HEALTHCHAT_WS_ALLOWED_ORIGINS: list[str] = env.list("HEALTHCHAT_WS_ALLOWED_ORIGI
 # Per-connection frame rate limit (token bucket: frames per second, burst).
 # Seconds a socket without an Authorization header has to send its auth frame.
 HEALTHCHAT_WS_AUTH_TIMEOUT: float = env.float("HEALTHCHAT_WS_AUTH_TIMEOUT", default=10.0)
+# Seconds a socket may go without a frame from the client (``ping`` counts) before it is closed
+# with 4408; 0 turns the check off. Clients ping well within it (docs/protocol.md, Limits).
+HEALTHCHAT_WS_IDLE_TIMEOUT: float = env.float("HEALTHCHAT_WS_IDLE_TIMEOUT", default=300.0)
 # Presence: a connection without a heartbeat for this long counts as gone (crashed process).
 HEALTHCHAT_PRESENCE_TTL: float = env.float("HEALTHCHAT_PRESENCE_TTL", default=75.0)
 HEALTHCHAT_PRESENCE_HEARTBEAT: float = env.float("HEALTHCHAT_PRESENCE_HEARTBEAT", default=25.0)
+# The garbage collector's thresholds in server processes (healthchat/gc_tuning.py); empty keeps
+# Python's defaults (700,10,10).
+HEALTHCHAT_GC_THRESHOLD: str = env.str("HEALTHCHAT_GC_THRESHOLD", default="50000,20,100")
 HEALTHCHAT_WS_RATE: float = env.float("HEALTHCHAT_WS_RATE", default=50.0)
 HEALTHCHAT_WS_BURST: float = env.float("HEALTHCHAT_WS_BURST", default=100.0)
+# Messages one user may send per minute over all their sockets and server processes (Redis; 0 = off).
+HEALTHCHAT_SEND_LIMIT_PER_MINUTE: int = env.int("HEALTHCHAT_SEND_LIMIT_PER_MINUTE", default=1200)
+# Admission control (a reconnect storm): at most this many sockets authenticating at once per
+# server process; the next ones get ``server_busy`` with ``retry_after_ms`` and close 1013
+# (0 = no limit). ``retry_after_ms`` is the time the waiting ones should take at the recent rate,
+# at least HEALTHCHAT_WS_RETRY_AFTER_MS, times a random 1-1.5.
+HEALTHCHAT_WS_MAX_PENDING_AUTH: int = env.int("HEALTHCHAT_WS_MAX_PENDING_AUTH", default=1000)
+HEALTHCHAT_WS_RETRY_AFTER_MS: int = env.int("HEALTHCHAT_WS_RETRY_AFTER_MS", default=1000)
+# The reconnect hint of ``ready``: after losing the socket, clients wait a random delay between
+# these (milliseconds) before reconnecting, so a restart does not bring every socket back at once.
+HEALTHCHAT_WS_RECONNECT_MIN_MS: int = env.int("HEALTHCHAT_WS_RECONNECT_MIN_MS", default=500)
+HEALTHCHAT_WS_RECONNECT_MAX_MS: int = env.int("HEALTHCHAT_WS_RECONNECT_MAX_MS", default=5000)
+
+# --- Trust: audit log, retention, legal hold (docs/trust.md) ---------------------------------
+# Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed for the
+# client address in the audit log. Empty: the peer's own address is recorded.
+TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
+# Days messages / attachment files are kept; 0 keeps them for ever (the default). Older ones are
+# erased by the retention job (beat, hourly; or manage.py purge_expired) except in conversations
+# under legal hold. The audit log is never purged.
+MESSAGE_RETENTION_DAYS: int = env.int("MESSAGE_RETENTION_DAYS", default=0)
+ATTACHMENT_RETENTION_DAYS: int = env.int("ATTACHMENT_RETENTION_DAYS", default=0)
+RETENTION_BATCH_SIZE: int = env.int("RETENTION_BATCH_SIZE", default=1000)
+CELERY_BEAT_SCHEDULE["messaging-retention-purge"] = {
+    "task": "messaging.tasks.retention_purge",
+    "schedule": 3600.0,
+}
 
 # --- Payments (Stripe): see docs/payments.md ------------------------------------------------
 STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")

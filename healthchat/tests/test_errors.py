@@ -75,7 +75,7 @@ def test_405_wrong_method(client, make_token):
 def test_429_throttled_has_retry_after(client):
     assert client.get("/api/v1/test/throttled").status_code == 200
     response = client.get("/api/v1/test/throttled")
-    error = assert_error(response, 429, "throttled")
+    error = assert_error(response, 429, "rate_limited")
     assert error["retry_after"] >= 1
     assert int(response["Retry-After"]) >= 1
 

@@ -8,9 +8,9 @@ from django.urls import path
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from healthchat.throttling import AnonRateThrottle
 from healthchat.urls import urlpatterns as real_urlpatterns
 
 

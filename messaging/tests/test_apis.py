@@ -117,8 +117,8 @@ def test_conversation_list_unread_counts_without_n_plus_one(api, django_assert_n
         send(doctor, conversation, i + 1)
         conversations.append(conversation)
     client = api(patient)
-    # auth (user lookup) + page + members: constant however many conversations
-    with django_assert_num_queries(3):
+    # auth (user lookup) + page + members + the audit entry: constant however many conversations
+    with django_assert_num_queries(4):
         response = client.get("/api/v1/conversations")
     assert response.status_code == 200
     unread = {c["id"]: c["unread_count"] for c in response.json()["results"]}
@@ -150,7 +150,7 @@ def test_history_query_count_is_constant(api, django_assert_num_queries, limit):
     patient, doctor, conversation = pair()
     send(patient, conversation, 60)
     client = api(doctor)
-    with django_assert_num_queries(4):  # auth + membership + page + the page's attachments
+    with django_assert_num_queries(5):  # auth + membership + page + its attachments + audit entry
         response = client.get(f"/api/v1/conversations/{conversation.pk}/messages?limit={limit}")
     assert len(response.json()["results"]) == min(limit, 60)
 

@@ -153,6 +153,10 @@ def test_per_category_size_limit_and_daily_quota(api, settings):
     over = upload(api(patient), b"y" * 40, "b.txt")
     assert over.status_code == 429
     assert over.json()["error"]["code"] == "quota_exceeded"
+    # The 40 bytes uploaded just now leave the 24-hour window in about a day.
+    retry_after = int(over["Retry-After"])
+    assert over.json()["error"]["retry_after"] == retry_after
+    assert 86400 - 60 < retry_after <= 86400
 
 
 @pytest.mark.parametrize(

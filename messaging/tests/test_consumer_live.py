@@ -89,7 +89,11 @@ def test_auth_frame_and_ping(server, make_token):
         ref = await c.send("auth", {"token": token_for(make_token, patient), "device_id": device.pk})
         ready = await c.expect("ready")
         assert ready["ref"] == ref
-        assert ready["data"] == {"user_id": patient.pk, "device_id": device.pk}
+        assert ready["data"] == {
+            "user_id": patient.pk,
+            "device_id": device.pk,
+            "reconnect": {"min_ms": 500, "max_ms": 5000},
+        }
         pong = await c.request("ping")
         assert pong["type"] == "pong"
         again = await c.request("auth", {"token": token_for(make_token, patient)})
@@ -370,7 +374,13 @@ def test_offline_recipient_gets_200_messages_through_sync(server, make_token):
         await b.close()
         a = await WsClient.connect(server.ws_url, token_for(make_token, patient))
         for i in range(200):
-            ack = await a.send_message(conversation.pk, f"m{i}")
+            client_id = str(uuid.uuid4())
+            ack = await a.send_message(conversation.pk, f"m{i}", client_id=client_id)
+            while ack["type"] == "error" and ack["error"]["code"] == "rate_limited":
+                # 200 sends outrun the socket's frame rate (HEALTHCHAT_WS_RATE): the app waits
+                # and sends the same client_id again, as a client does on rate_limited
+                await asyncio.sleep(0.2)
+                ack = await a.send_message(conversation.pk, f"m{i}", client_id=client_id)
             assert ack["type"] == "ack", ack
         await a.close()
         b = await WsClient.connect(server.ws_url, token_for(make_token, doctor))
@@ -466,3 +476,75 @@ def test_deleted_user_socket_is_closed_at_once(server, make_token, firebase_admi
 
     asyncio.run(scenario())
     assert any(url.endswith("accounts:delete") for url, _ in firebase_admin_api)
+
+
+def test_sockets_reconnecting_together_each_sync_exactly_their_own(server, make_token):
+    """A reconnect storm in small: 40 sockets sign in and ``sync`` at the same moment (their
+    sign-ins, syncs, presence and subscriptions are batched in the server). Each gets every
+    message of its own conversations it missed, in order, once, and nothing of anyone else's;
+    each sign-in and sync is one audit entry; a watcher sees its contacts come online."""
+    from audit import actions
+    from audit.models import AuditEntry
+    from messaging import services
+
+    pairs = [pair() for _ in range(20)]
+    users = [u for patient, doctor, _c in pairs for u in (patient, doctor)]
+    conversation_of = {u.pk: c.pk for patient, doctor, c in pairs for u in (patient, doctor)}
+    watcher_patient, watcher_doctor, _c = pairs[0]
+
+    async def first_sync(user):
+        client = await WsClient.connect(server.ws_url, token_for(make_token, user))
+        _frames, cursor, _more = await client.sync()
+        await client.close()
+        return cursor
+
+    async def cursors():
+        return await asyncio.gather(*(first_sync(u) for u in users))
+
+    cursor_of = dict(zip([u.pk for u in users], asyncio.run(cursors()), strict=True))
+    sent: dict[int, list[str]] = {}
+    for n, (patient, doctor, conversation) in enumerate(pairs):
+        bodies = [f"c{conversation.pk}-{i}" for i in range(1 + n % 3)]
+        for i, body in enumerate(bodies):
+            sender = patient if i % 2 == 0 else doctor
+            services.message_send(
+                sender=sender, conversation_id=conversation.pk, client_id=uuid.uuid4(), body=body
+            )
+        sent[conversation.pk] = bodies
+    before = AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    async def reconnect(user):
+        client = await WsClient.connect(server.ws_url, token_for(make_token, user))
+        frames, _cursor, more = await client.sync(cursor_of[user.pk])
+        await client.close()
+        return user, frames, more
+
+    async def storm():
+        watcher = await WsClient.connect(server.ws_url, token_for(make_token, watcher_doctor))
+        await watcher.request("presence.subscribe", {"user_ids": [watcher_patient.pk]})
+        await watcher.expect("presence")  # the current state
+        results = await asyncio.gather(*(reconnect(u) for u in users if u != watcher_doctor))
+        online = await watcher.expect("presence", lambda f: f["data"]["online"], timeout=10)
+        await watcher.close()
+        return results, online
+
+    results, online = asyncio.run(storm())
+    assert online["data"]["user_id"] == watcher_patient.pk
+    assert len(results) == len(users) - 1
+    for user, frames, more in results:
+        assert not more
+        assert all(f["type"] == "message.new" for f in frames), frames
+        messages = [f["data"]["message"] for f in frames]
+        assert {m["conversation_id"] for m in messages} <= {conversation_of[user.pk]}
+        assert [m["body"] for m in messages] == sent[conversation_of[user.pk]]
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    rows = list(
+        AuditEntry.objects.filter(id__gt=before).values_list("action", "actor_id", "outcome", "channel")
+    )
+    expected_users = sorted(u.pk for u in users if u != watcher_doctor)
+    for action in (actions.AUTH_SIGNIN, actions.HISTORY_SYNC):
+        mine = sorted(
+            actor for a, actor, outcome, channel in rows if a == action and actor != watcher_doctor.pk
+        )
+        assert mine == expected_users, action
+        assert {(o, ch) for a, _actor, o, ch in rows if a == action} == {("ok", "socket")}

@@ -32,6 +32,30 @@ from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _server_done_with_the_database(transactional_db: None) -> Any:
+    """After each test (before pytest-django truncates the tables), wait until the live
+    server's sessions have finished the work the test's closed sockets left them (disconnect
+    hooks, audit rows): a TRUNCATE racing them can deadlock."""
+    yield
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            (busy,) = cursor.fetchone()
+        if not busy:
+            return
+        time.sleep(0.1)
+
+
 # No flood closing while fuzzing: this test is about malformed frames, not rate limits.
 LIVE_ENV = {"HEALTHCHAT_WS_RATE": "100000", "HEALTHCHAT_WS_BURST": "100000"}
 MAX_FRAME = 65536

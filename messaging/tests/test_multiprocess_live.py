@@ -6,11 +6,14 @@ import time
 import pytest
 
 from messaging.tests.factories import pair
+from tests.faults import Ledger, Peer, check_exactly_once
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 ENV = {"HEALTHCHAT_PRESENCE_TTL": "2", "HEALTHCHAT_PRESENCE_HEARTBEAT": "0.5"}
+KILL_PAIRS = 100  # 200 sockets on the process that is killed
+KILL_PER_USER = 6
 
 
 @pytest.fixture(scope="module")
@@ -89,29 +92,54 @@ def test_presence_across_processes_and_expiry_of_a_killed_process(live_server_fa
     assert time.monotonic() - start < 30
 
 
-def test_server_killed_mid_conversation_loses_nothing(live_server_factory, servers, make_token):
-    """Acked messages survive a server process killed with SIGKILL; the peer syncs them elsewhere."""
+def test_server_killed_with_200_sockets_open_loses_nothing(live_server_factory, servers, make_token):
+    """SIGKILL to a server process holding 200 sockets mid-exchange: every client reconnects to
+    the other process, syncs from its cursor and re-sends what was not acked (same client_id):
+    every acked message is stored once and shown once, in order."""
     _s1, s2 = servers
     doomed = live_server_factory(ENV)
-    patient, doctor, conversation = pair()
+    pairs = [pair() for _ in range(KILL_PAIRS)]
+    members = {c.pk: [p.pk, d.pk] for p, d, c in pairs}
+    ledger = Ledger()
 
-    async def scenario():
-        b = await WsClient.connect(s2.ws_url, token_for(make_token, doctor))
-        _, cursor, _ = await b.sync()
-        await b.close()
-        a = await WsClient.connect(doomed.ws_url, token_for(make_token, patient))
-        acked = [
-            (await a.send_message(conversation.pk, f"m{i}"))["data"]["message"]["seq"] for i in range(20)
-        ]
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        peers: list[Peer] = []
+        work = []
+        for patient, doctor, conversation in pairs:
+            for user in (patient, doctor):
+                peer = Peer(user.pk, token_for(make_token, user), [doomed.ws_url, s2.ws_url], ledger)
+                peers.append(peer)
+                work.append(
+                    (peer, [ledger.plan(conversation.pk, f"{user.pk}:{i}") for i in range(KILL_PER_USER)])
+                )
+        gate = asyncio.Semaphore(50)
+
+        async def connect(peer: Peer) -> None:
+            async with gate:
+                await peer.connect()
+
+        await asyncio.gather(*(connect(p) for p in peers))
+        assert sum(1 for p in peers if p.connected) == 2 * KILL_PAIRS
+        deadline = loop.time() + 60
+        senders = asyncio.gather(
+            *(peer.deliver(items, deadline=deadline, pause=0.05) for peer, items in work)
+        )
+        await ledger.until(lambda: len(ledger.acked()) >= len(ledger.outgoing) // 3, 30, stop=senders)
+        acked_at_kill = len(ledger.acked())
         doomed.kill()
-        b = await WsClient.connect(s2.ws_url, token_for(make_token, doctor))
-        frames, _, _ = await b.sync(cursor)
-        assert [f["data"]["message"]["seq"] for f in frames if f["type"] == "message.new"] == acked
-        # The patient reconnects to the surviving process and carries on in order.
-        a = await WsClient.connect(s2.ws_url, token_for(make_token, patient))
-        after = await a.send_message(conversation.pk, "after the crash")
-        assert after["data"]["message"]["seq"] == acked[-1] + 1
-        await a.close()
-        await b.close()
+        await senders
+        for peer in peers:
+            await (peer.sync() if peer.connected else peer.reconnect())
+        assert all(p.url_index % 2 == 1 for p in peers)  # every client moved to the other process
+        await asyncio.gather(*(p.close() for p in peers))
+        return acked_at_kill
 
-    asyncio.run(scenario())
+    started = time.monotonic()
+    acked_at_kill = asyncio.run(scenario())
+    counts = check_exactly_once(ledger, members)
+    assert 0 < acked_at_kill < len(ledger.outgoing)
+    assert counts["reconnects"] >= 2 * KILL_PAIRS
+    assert counts["stored"] == 2 * KILL_PAIRS * KILL_PER_USER
+    assert time.monotonic() - started < 60
+    print(acked_at_kill, counts)

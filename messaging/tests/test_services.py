@@ -191,3 +191,307 @@ def test_group_commit_isolates_refused_sends_and_keeps_order(django_assert_max_n
     seqs = list(Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "body"))
     assert seqs == [(1, "one"), (2, "two"), (3, "three")]
     assert not Message.objects.filter(conversation=other).exists()
+
+
+@pytest.mark.django_db
+def test_group_commit_frames_match_the_stored_rows(django_assert_max_num_queries):
+    """The batched statement builds each ack/`message.new` payload without reading the row
+    back: it must equal what the selectors make of the stored row."""
+    patient, doctor, conversation = pair()
+    _p2, doctor2, other = pair()
+    first = services.message_send(
+        sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="first"
+    ).message
+    items = [
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
+        {
+            "sender": patient,
+            "conversation_id": conversation.pk,
+            "client_id": uuid.uuid4(),
+            "body": "b",
+            "reply_to": first.pk,
+        },
+        {"sender": doctor2, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "c"},
+    ]
+    # lock, consultation rule, the send statement, push outbox; + savepoints
+    with django_assert_max_num_queries(8):
+        results = services.message_send_many(items=items)
+    for result in results:
+        assert isinstance(result, services.SendResult)
+        stored = Message.objects.get(pk=result.data["id"])
+        assert result.data == selectors.message_data(stored)
+    assert [r.data["seq"] for r in results] == [2, 3, 1]
+    events = Event.objects.filter(conversation=conversation).order_by("number")
+    assert [(e.number, e.message_id) for e in events] == [
+        (1, first.pk),
+        (2, results[0].data["id"]),
+        (3, results[1].data["id"]),
+    ]
+
+
+@pytest.mark.django_db
+def test_group_commit_refusals_are_per_send():
+    patient, doctor, conversation = pair()
+    outsider, _d, _c = pair()
+    _p3, _d3, elsewhere = pair()
+    foreign_message = services.message_send(
+        sender=_p3, conversation_id=elsewhere.pk, client_id=uuid.uuid4(), body="x"
+    ).message
+    services.block_user(user=outsider, blocked_id=doctor.pk)
+    items = [
+        {"sender": outsider, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"},
+        {"sender": patient, "conversation_id": 10**9, "client_id": uuid.uuid4(), "body": "x"},
+        {
+            "sender": patient,
+            "conversation_id": conversation.pk,
+            "client_id": uuid.uuid4(),
+            "body": "x",
+            "reply_to": foreign_message.pk,
+        },
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "ok"},
+    ]
+    results = services.message_send_many(items=items)
+    assert [getattr(r, "code", None) for r in results[:3]] == [
+        "conversation_not_found",
+        "conversation_not_found",
+        "invalid_reply_to",
+    ]
+    assert isinstance(results[3], services.SendResult)
+    assert results[3].data["seq"] == 1
+    services.block_user(user=patient, blocked_id=doctor.pk)
+    blocked = services.message_send_many(
+        items=[{"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"}]
+    )
+    assert getattr(blocked[0], "code", None) == "blocked"
+    assert list(Message.objects.filter(conversation=conversation).values_list("seq", flat=True)) == [1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_group_commit_redoes_the_batch_when_a_concurrent_send_takes_its_client_id(monkeypatch):
+    """A send of the same client_id to ANOTHER conversation, committed while the batch's
+    statement waits on it: the batch's numbers would leave a gap, so the batch is undone and
+    redone send by send (this one is refused, the others are stored, seqs stay gapless)."""
+    patient, doctor, conversation = pair()
+    _p2, doctor2, _other = pair()
+    services.conversation_open_direct(user=patient, peer_id=doctor2.pk)
+    mine = services.conversation_open_direct(user=patient, peer_id=doctor2.pk)[0]
+    client_id = uuid.uuid4()
+    started = threading.Event()
+    release = threading.Event()
+
+    def concurrent() -> None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "INSERT INTO messaging_message (conversation_id, seq, sender_id, client_id, kind,"
+                        " body, created_at) VALUES (%s, 1, %s, %s, 'text', 'x', now())",
+                        [mine.pk, patient.pk, client_id],
+                    )
+                    cursor.execute(
+                        "UPDATE messaging_conversation SET last_seq = 1, last_event = 1 WHERE id = %s",
+                        [mine.pk],
+                    )
+                started.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    redone = []
+    one_by_one = services._write_one_by_one
+    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or one_by_one(*a))
+    thread = threading.Thread(target=concurrent)
+    thread.start()
+    assert started.wait(10)
+    threading.Timer(0.5, release.set).start()
+    results = services.message_send_many(
+        items=[
+            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
+            {"sender": patient, "conversation_id": conversation.pk, "client_id": client_id, "body": "b"},
+            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "c"},
+        ]
+    )
+    thread.join()
+    assert redone == [3]
+    assert getattr(results[1], "code", None) == "client_id_reused"
+    assert [r.data["seq"] for r in (results[0], results[2])] == [1, 2]
+    assert list(
+        Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "body")
+    ) == [(1, "a"), (2, "c")]
+    numbers = list(Event.objects.filter(conversation=conversation).values_list("number", flat=True))
+    assert sorted(numbers) == [1, 2]
+
+
+@pytest.mark.django_db
+def test_a_failing_batch_hook_never_undoes_the_batch(monkeypatch, caplog):
+    """The fast path runs the batch hooks without savepoints; when one fails, the batch is
+    redone send by send with each hook in a savepoint: every message is stored, once."""
+    patient, doctor, conversation = pair()
+    calls: list[int] = []
+
+    def broken(written):
+        calls.append(len(written))
+        raise RuntimeError("hook down")
+
+    monkeypatch.setattr(services, "batch_written_hooks", [broken])
+    items = [
+        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
+        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "b"},
+    ]
+    with caplog.at_level("ERROR", logger="healthchat.messaging"):
+        results = services.message_send_many(items=items)
+    assert [r.data["seq"] for r in results] == [1, 2]
+    assert calls == [2, 2]  # the fast attempt, then the guarded redo
+    assert list(
+        Message.objects.filter(conversation=conversation).order_by("seq").values_list("body", flat=True)
+    ) == [
+        "a",
+        "b",
+    ]
+    assert "batch hook failed" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_group_commit_statements_are_prepared_once_with_a_generic_plan():
+    """DATABASE_PREPARE_THRESHOLD: after a few batches on a connection the send statement is a
+    prepared statement run with a generic plan (not re-parsed and re-planned per batch), and the
+    plan mode stays local to the batch's transaction."""
+    patient, doctor, conversation = pair()
+    assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 5
+    for i in range(8):
+        results = services.message_send_many(
+            items=[
+                {
+                    "sender": patient,
+                    "conversation_id": conversation.pk,
+                    "client_id": uuid.uuid4(),
+                    "body": f"{i}",
+                },
+                {
+                    "sender": doctor,
+                    "conversation_id": conversation.pk,
+                    "client_id": uuid.uuid4(),
+                    "body": f"{i}",
+                },
+            ]
+        )
+        assert [r.data["seq"] for r in results] == [2 * i + 1, 2 * i + 2]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%WITH input AS%"],
+        )
+        rows = cursor.fetchall()
+        cursor.execute("SHOW plan_cache_mode")
+        mode = cursor.fetchone()[0]
+    assert len(rows) == 1
+    generic, custom = rows[0]
+    assert generic >= 8 - 5
+    assert custom == 0
+    assert mode == "auto"  # SET LOCAL: other transactions on the connection plan as usual
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sends_refused_by_the_limit_are_not_stored_and_leave_no_gap(monkeypatch):
+    """The send limit answers while the batch's transaction locks (``refusals``, asked once
+    the locks are held): refused sends get the limit's error and nothing of them is written,
+    on the fast path and when the batch is redone send by send."""
+    patient, doctor, conversation = pair()
+    limited = ApplicationError("rate_limited", "Too many messages; retry later.", status=429)
+    asked: list[int] = []
+
+    def refusals() -> dict[int, Exception]:
+        asked.append(1)
+        return {1: limited}
+
+    def items() -> list[dict]:
+        return [
+            {"sender": user, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": body}
+            for user, body in ((patient, "a"), (patient, "b"), (doctor, "c"))
+        ]
+
+    results = services.message_send_many(items=items(), refusals=refusals)
+    assert results[1] is limited
+    assert [results[0].data["seq"], results[2].data["seq"]] == [1, 2]
+    # The slow path (other databases, a batch redone send by send) drops them too.
+    slow = services._write_one_by_one
+    redone: list[int] = []
+
+    def conflict(*args: object, **kwargs: object) -> None:
+        raise services._BatchConflict
+
+    monkeypatch.setattr(services, "_plain_batch_results", conflict)
+    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or slow(*a))
+    again = services.message_send_many(items=items(), refusals=refusals)
+    assert redone == [2]
+    assert again[1] is limited
+    assert [again[0].data["seq"], again[2].data["seq"]] == [3, 4]
+    assert list(
+        Message.objects.filter(conversation=conversation).order_by("seq").values_list("body", flat=True)
+    ) == ["a", "c", "a", "c"]
+    assert len(asked) == 3  # once per attempt: fast path, then the failed fast path and its redo
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_conversation_deleted_after_the_process_remembered_it_is_not_found():
+    """The one-round-trip path relies on remembered conversation kinds; a conversation deleted
+    since then gets conversation_not_found (the send statement finds no row) and is forgotten."""
+    patient, _doctor, conversation = pair()
+    other_patient, _d2, other = pair()
+    assert services.message_send_many(
+        items=[
+            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"}
+        ]
+    )[0].created
+    assert conversation.pk in services._kinds
+    Message.objects.filter(conversation=conversation).delete()
+    Event.objects.filter(conversation=conversation).delete()
+    gone = conversation.pk
+    conversation.delete()
+    results = services.message_send_many(
+        items=[
+            {"sender": patient, "conversation_id": gone, "client_id": uuid.uuid4(), "body": "y"},
+            {"sender": other_patient, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "z"},
+        ]
+    )
+    assert getattr(results[0], "code", None) == "conversation_not_found"
+    assert results[1].created
+    assert gone not in services._kinds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_on_a_connection_the_server_closed_is_retried_on_a_new_one():
+    """A pooled connection PostgreSQL terminated while idle (restart, failover,
+    pg_terminate_backend) costs the next batch nothing: it is written once on a new connection."""
+    import psycopg
+
+    patient, doctor, conversation = pair()
+    first = services.message_send_many(
+        items=[
+            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "1"}
+        ]
+    )
+    assert first[0].created
+    old_pid = connection.connection.info.backend_pid
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"],
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+    results = services.message_send_many(
+        items=[
+            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "2"},
+            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "3"},
+        ]
+    )
+    assert [r.data["seq"] for r in results] == [2, 3]
+    assert connection.connection.info.backend_pid != old_pid
+    assert list(
+        Message.objects.filter(conversation=conversation).order_by("seq").values_list("body", flat=True)
+    ) == ["1", "2", "3"]

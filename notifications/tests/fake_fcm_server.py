@@ -13,9 +13,14 @@ from typing import Any
 
 
 class FakeFcmServer:
-    def __init__(self) -> None:
+    def __init__(self, hold_first: int = 0, hold_seconds: float = 30.0) -> None:
+        """``hold_first``: the first N requests are recorded at once but answered only after
+        ``release()`` (or ``hold_seconds``): a sender killed meanwhile never learns the outcome."""
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self.hold_first = hold_first
+        self.hold_seconds = hold_seconds
+        self.released = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -25,13 +30,18 @@ class FakeFcmServer:
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body})
                     n = len(fake.requests)
+                if n <= fake.hold_first:
+                    fake.released.wait(fake.hold_seconds)
                 project = self.path.split("/")[3] if self.path.count("/") >= 4 else "unknown"
                 payload = json.dumps({"name": f"projects/{project}/messages/fake-{n}"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the sender is gone (a killed worker)
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -47,7 +57,11 @@ class FakeFcmServer:
         self.thread.start()
         return self
 
+    def release(self) -> None:
+        self.released.set()
+
     def stop(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 

@@ -90,12 +90,11 @@ def fcm_server() -> Iterator[FakeFcmServer]:
 
 
 def _clear_queue(url: str) -> None:
-    """Drop this app's Celery queue keys only: other test workers share the Redis database
-    (presence, throttles), so it is never flushed."""
+    """Drop this test worker's Celery queue keys only (the root conftest gives each test worker
+    its own queue): other test workers share the Redis database, so it is never flushed."""
     client = redis.Redis.from_url(url)
     queue = celery_app.conf.task_default_queue
-    keys = [queue, "unacked", "unacked_index", "unacked_mutex", *client.scan_iter(match="_kombu.binding.*")]
-    client.delete(*keys)
+    client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def broker(settings: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def start_worker(broker: str, fcm_server: FakeFcmServer, tmp_path: Path) -> Iterator[Callable[[], Worker]]:
+def start_worker(broker: str, fcm_server: FakeFcmServer, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(
@@ -129,8 +128,8 @@ def start_worker(broker: str, fcm_server: FakeFcmServer, tmp_path: Path) -> Iter
     )
     workers: list[Worker] = []
 
-    def start() -> Worker:
-        worker = Worker(env, tmp_path / f"worker-{len(workers)}.log")
+    def start(**extra_env: str) -> Worker:
+        worker = Worker({**env, **extra_env}, tmp_path / f"worker-{len(workers)}.log")
         workers.append(worker)
         worker.wait_for("ready.")
         return worker
@@ -206,6 +205,46 @@ def test_worker_killed_mid_task_then_restarted_sends_once(start_worker, fcm_serv
     assert len(fcm_server.requests) == 1
     row.refresh_from_db()
     assert (row.state, row.attempts) == (PushDelivery.State.SENT, 1)
+
+
+def test_worker_killed_mid_send_then_restarted_sends_again_once_and_the_row_says_so(
+    start_worker, fcm_server, settings
+):
+    """The gap the test above leaves: FCM has the push, the worker dies before recording it.
+    FCM has no idempotency key, so the row is sent again once its lease runs out, with the same
+    collapse key and tag (Android shows one notification), and the row says it may be twice."""
+    lease = 3.0
+    settings.PUSH_SEND_LEASE_SECONDS = lease
+    patient, doctor, conversation = pair()
+    DeviceFactory(user=patient, fcm_token="live-mid-send-token", installation_id=None)
+    fcm_server.hold_first = 1  # FCM takes the first push but its answer never reaches the worker
+    first = start_worker(PUSH_SEND_LEASE_SECONDS=str(lease))
+
+    message = send(doctor, conversation, "hello")
+    wait_until(lambda: len(fcm_server.requests) == 1, 20, f"no push reached the fake:\n{first.log()[-3000:]}")
+    first.stop(signal.SIGKILL)
+    row = PushDelivery.objects.get(message=message)
+    assert (row.state, row.attempts) == (PushDelivery.State.SENDING, 1)
+    assert services.push_requeue(older_than=0) == 0  # a live worker may still be sending it
+
+    second = start_worker(PUSH_SEND_LEASE_SECONDS=str(lease))
+    # Beat, every minute in production: the row is queued again once the lease has run out.
+    wait_until(lambda: services.push_requeue(older_than=0) == 1, 20, "the lease never ran out")
+    wait_until(lambda: len(fcm_server.requests) == 2, 20, f"not sent again:\n{second.log()[-3000:]}")
+    services.push_requeue(older_than=0)  # beat again, and a late redelivery: nothing more
+    from notifications import tasks
+
+    tasks.push_deliver.apply_async(args=([row.pk],))
+    time.sleep(2.0)
+    assert len(fcm_server.requests) == 2
+    before, again = fcm_server.messages()
+    # Same token, data, collapse key and tag (only the APNs expiry moves): shown once.
+    for part in ("token", "data", "notification", "android"):
+        assert before.get(part) == again.get(part), part
+    assert again["android"]["collapse_key"] == f"conversation-{conversation.pk}"
+    assert again["android"]["notification"]["tag"] == f"conversation-{conversation.pk}"
+    row.refresh_from_db()
+    assert (row.state, row.attempts, row.reason) == (PushDelivery.State.SENT, 2, services.LEASE_EXPIRED)
 
 
 @pytest.fixture(scope="module")

@@ -40,3 +40,70 @@ def test_conversations_without_consultations_are_not_affected():
 
     patient, _doctor, conversation = pair()
     assert send(patient, conversation.pk).created
+
+
+def test_group_commit_asks_the_rule_once_for_the_whole_batch(stripe_fake, django_assert_max_num_queries):
+    patient, doctor = people()
+    consultation = completed(patient, doctor, stripe_fake)
+    conversation_id = consultation.conversation_id
+    Consultation.objects.filter(pk=consultation.pk).update(closes_at=timezone.now() - dt.timedelta(minutes=1))
+    from messaging.tests.factories import pair
+
+    other_patient, _other_doctor, other_conversation = pair()
+    items = [
+        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
+        {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "yes"},
+        {
+            "sender": other_patient,
+            "conversation_id": other_conversation.pk,
+            "client_id": uuid.uuid4(),
+            "body": "yes",
+        },
+        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
+    ]
+    with django_assert_max_num_queries(8):
+        results = messaging.message_send_many(items=items)
+    assert [getattr(r, "code", None) for r in results] == [
+        "consultation_closed",
+        None,
+        None,
+        "consultation_closed",
+    ]
+    assert results[1].created
+    assert results[2].created
+
+
+def test_a_refusal_on_the_one_round_trip_path_redoes_the_batch(stripe_fake, monkeypatch):
+    """Once the process knows a conversation's kind, its batch is locked, written and checked
+    by the rule in one round trip; a send the rule refuses was written already, so the batch
+    is undone and redone send by send: the refused send is not stored, the others are, gapless."""
+    from messaging.models import Message
+
+    patient, doctor = people()
+    consultation = completed(patient, doctor, stripe_fake)
+    conversation_id = consultation.conversation_id
+    messaging._kinds.pop(conversation_id, None)
+    first = messaging.message_send_many(
+        items=[{"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "1"}]
+    )
+    assert first[0].created
+    assert conversation_id in messaging._kinds  # remembered from the locks' answer
+    Consultation.objects.filter(pk=consultation.pk).update(closes_at=timezone.now() - dt.timedelta(minutes=1))
+    paths: list[str] = []
+    known, one_by_one = messaging._write_known_batch, messaging._write_one_by_one
+    monkeypatch.setattr(
+        messaging, "_write_known_batch", lambda *a, **k: paths.append("known") or known(*a, **k)
+    )
+    monkeypatch.setattr(messaging, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a))
+    results = messaging.message_send_many(
+        items=[
+            {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
+            {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "2"},
+        ]
+    )
+    assert paths == ["known", "redo"]
+    assert getattr(results[0], "code", None) == "consultation_closed"
+    assert results[1].data["seq"] == first[0].data["seq"] + 1
+    stored = Message.objects.filter(conversation_id=conversation_id, sender=doctor).order_by("seq")
+    assert [m.body for m in stored] == ["1", "2"]
+    assert not Message.objects.filter(conversation_id=conversation_id, body="no").exists()

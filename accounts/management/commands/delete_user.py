@@ -3,6 +3,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from audit import actions, client
+from audit import services as audit
 from healthchat.errors import ApplicationError
 
 
@@ -16,6 +18,7 @@ class Command(BaseCommand):
         try:
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
             services.user_delete(user=user)
+            audit.record(actions.USER_DELETE, client=client.COMMAND, object_type="user", object_id=user.pk)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(f"user {user.pk} deleted"))

@@ -4,6 +4,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from audit import actions, client
+from audit import services as audit
 from healthchat.errors import ApplicationError
 
 
@@ -18,4 +20,6 @@ class Command(BaseCommand):
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
-        self.stdout.write(json.dumps(services.user_export(user=user), indent=2, default=str))
+        data = services.user_export(user=user)
+        audit.record(actions.USER_EXPORT, client=client.COMMAND, object_type="user", object_id=user.pk)
+        self.stdout.write(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,66 @@
+"""The stable action codes of the audit log (``AuditEntry.action``).
+
+A code is ``<noun>.<verb>``; it names what was attempted, never what was said. Adding one is a
+code change here (no migration): ``services.record`` refuses codes not listed.
+"""
+
+from __future__ import annotations
+
+# Sign-in and authorization
+AUTH_SIGNIN = "auth.signin"  # a socket authenticated (ok) or a token was refused (denied)
+AUTH_REGISTER = "auth.register"  # REST registration (first sign-in of a phone number)
+AUTHZ_DENIED = "authz.denied"  # a REST 403/404 or a socket forbidden/not-found error frame
+
+# Reads of health data
+CONVERSATION_LIST = "conversation.list"
+CONVERSATION_READ = "conversation.read"
+HISTORY_READ = "history.read"  # REST message history page
+HISTORY_SYNC = "history.sync"  # one socket ``sync`` request (not one row per message)
+ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
+ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
+CALL_LIST = "call.list"  # a REST page of the caller's call history
+CALL_READ = "call.read"  # one call's record (participants, times, state)
+
+# The account holder's rights
+USER_EXPORT = "user.export"
+USER_DELETE = "user.delete"
+
+# Account safety (staff or an operator; docs/trust.md "Session safety")
+USER_DEACTIVATE = "user.deactivate"
+USER_REACTIVATE = "user.reactivate"
+USER_SIGNOUT = "user.signout"  # Firebase refresh tokens revoked, sockets closed
+
+# Staff
+ADMIN_VIEW = "admin.view"  # a changelist or change page of health data was shown
+ADMIN_CHANGE = "admin.change"  # a change form of health data was saved
+LEGAL_HOLD_SET = "legal_hold.set"
+LEGAL_HOLD_RELEASE = "legal_hold.release"
+
+# The system itself
+RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
+
+ACTIONS: frozenset[str] = frozenset(
+    {
+        AUTH_SIGNIN,
+        AUTH_REGISTER,
+        AUTHZ_DENIED,
+        CONVERSATION_LIST,
+        CONVERSATION_READ,
+        HISTORY_READ,
+        HISTORY_SYNC,
+        ATTACHMENT_LINK,
+        ATTACHMENT_DOWNLOAD,
+        CALL_LIST,
+        CALL_READ,
+        USER_EXPORT,
+        USER_DELETE,
+        USER_DEACTIVATE,
+        USER_REACTIVATE,
+        USER_SIGNOUT,
+        ADMIN_VIEW,
+        ADMIN_CHANGE,
+        LEGAL_HOLD_SET,
+        LEGAL_HOLD_RELEASE,
+        RETENTION_PURGE,
+    }
+)

@@ -1,0 +1,134 @@
+"""The lean uvicorn WebSocket protocol: its small queue and event, and the real server with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import websockets
+
+from accounts.tests.factories import PatientFactory
+from healthchat.ws_protocol import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from messaging.tests.factories import pair
+from tests.wsclient import WsClient
+
+
+async def test_queue_keeps_order_and_wakes_its_reader():
+    queue = LeanQueue()
+    assert queue.empty()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert queue.qsize() == 2
+    assert await queue.get() == 1
+    assert await queue.get() == 2
+    reader = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    queue.put_nowait(3)
+    queue.put_nowait(4)
+    assert await asyncio.wait_for(reader, 1) == 3
+    assert await queue.get() == 4
+    assert queue.empty()
+
+
+async def test_queue_reader_cancelled_while_waiting_leaves_no_waiter():
+    queue = LeanQueue()
+    reader = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    queue.put_nowait("x")  # no stale future to trip over
+    assert await queue.get() == "x"
+
+
+async def test_event_wait_set_clear():
+    event = LeanEvent()
+    assert not event.is_set()
+    waiters = [asyncio.create_task(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    event.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True, True, True]
+    assert await event.wait() is True  # set: returns at once
+    event.clear()
+    late = asyncio.create_task(event.wait())
+    await asyncio.sleep(0)
+    late.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert event._waiters == []
+    event.set()
+    assert event._waiters is None
+
+
+def test_the_protocol_is_importable_by_uvicorn_by_path():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from uvicorn.config import Config; c = Config('healthchat.asgi:application', "
+            "ws='healthchat.ws_protocol:LeanWebSocketProtocol'); c.load(); print(c.ws_protocol_class.__name__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "healthchat.settings.test"},
+    )
+    assert out.stdout.strip().endswith(LeanWebSocketProtocol.__name__)
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
+    """Handshake, frames both ways, a burst to a socket that is not reading, server pings,
+    a refused handshake (bad Origin) and close codes, all through LeanWebSocketProtocol."""
+    from tests.live import uvicorn_args
+
+    assert "healthchat.ws_protocol:LeanWebSocketProtocol" in uvicorn_args(0)  # as the Dockerfile
+    server = live_server_factory({"UVICORN_WS_PING_INTERVAL": "0.5"})
+    patient, doctor, conversation = pair()
+    stranger = PatientFactory()
+
+    def token(user):
+        return make_token(uid=user.firebase_uid, phone_number=user.phone_number)
+
+    async def scenario():
+        a = await WsClient.connect(server.ws_url, token(patient))
+        b = await WsClient.connect(server.ws_url, token(doctor))
+        # A burst (under the frame rate burst) while the doctor is not reading.
+        for i in range(80):
+            await a.send(
+                "message.send",
+                {"conversation_id": conversation.pk, "client_id": _uuid(i), "body": "x" * 8000},
+            )
+        acks = [await a.expect("ack", timeout=30) for _ in range(80)]
+        assert sorted(f["data"]["message"]["seq"] for f in acks) == list(range(1, 81))
+        got = [await b.expect("message.new", timeout=30) for _ in range(80)]
+        assert [f["data"]["message"]["seq"] for f in got] == list(range(1, 81))
+        # Server keepalive pings (0.5 s) are answered by the client; the socket stays up.
+        await asyncio.sleep(1.5)
+        assert (await b.request("ping"))["type"] == "pong"
+        # A refused handshake still gets its HTTP answer.
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            await websockets.connect(server.ws_url, additional_headers={"Origin": "https://evil.example"})
+        assert refused.value.response.status_code == 403
+        # Close codes pass through.
+        c = await WsClient.connect(server.ws_url, wait_ready=False)
+        await c.send_raw(json.dumps({"type": "auth", "data": {"token": "nope"}}))
+        assert (await c.expect("error"))["error"]["code"] == "invalid_token"
+        await c.ws.wait_closed()
+        assert c.close_code == 4401
+        s = await WsClient.connect(server.ws_url, token(stranger))
+        await s.close()
+        for client in (a, b):
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def _uuid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"

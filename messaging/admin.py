@@ -1,0 +1,97 @@
+"""Staff view of conversations: metadata only (no message content), and the legal hold.
+
+Placing or releasing a hold goes through ``services.conversation_set_legal_hold``, which writes
+who and when to the audit log; every page shown here is audited too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from accounts.models import User
+from audit import client as audit_client
+from audit.admin import AuditedAdminMixin
+
+from . import services
+from .models import Conversation, Membership
+
+
+class LegalHoldAdminMixin(AuditedAdminMixin):
+    """``legal_hold`` is the only field staff change; the form's checkbox and the two actions
+    all call the service (audited). Nothing else of the conversation is saved here."""
+
+    actions = ["place_legal_hold", "release_legal_hold"]
+
+    def _set_hold(self, request: HttpRequest, conversation_ids: list[int], hold: bool) -> None:
+        actor = request.user if isinstance(request.user, User) else None
+        client = audit_client.from_request(request)
+        for conversation_id in conversation_ids:
+            services.conversation_set_legal_hold(
+                conversation_id=conversation_id, hold=hold, actor=actor, client=client
+            )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change and "legal_hold" in form.changed_data:
+            self._set_hold(request, [obj.pk], bool(obj.legal_hold))
+
+    @admin.action(description="Place a legal hold (retention erases nothing of it)")
+    def place_legal_hold(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self._set_hold(request, ids, True)
+        self.message_user(request, f"Legal hold placed on {len(ids)} conversation(s).", messages.SUCCESS)
+
+    @admin.action(description="Release the legal hold")
+    def release_legal_hold(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self._set_hold(request, ids, False)
+        self.message_user(request, f"Legal hold released on {len(ids)} conversation(s).", messages.SUCCESS)
+
+
+class MembershipInline(admin.TabularInline[Membership, Conversation]):
+    model = Membership
+    fk_name = "conversation"
+    extra = 0
+    fields = ["user", "role", "joined_at", "left_at"]
+    readonly_fields = ["user", "role", "joined_at", "left_at"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
+    list_display = ["id", "kind", "created_at", "last_message_at", "last_seq", "e2ee", "legal_hold"]
+    list_filter = ["kind", "legal_hold", "e2ee"]
+    search_fields = ["=id"]
+    fields = [
+        "kind",
+        "created_by",
+        "created_at",
+        "last_message_at",
+        "last_seq",
+        "last_event",
+        "e2ee",
+        "legal_hold",
+    ]
+    readonly_fields = [
+        "kind",
+        "created_by",
+        "created_at",
+        "last_message_at",
+        "last_seq",
+        "last_event",
+        "e2ee",
+    ]
+    list_select_related = ["created_by"]
+    inlines = [MembershipInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
