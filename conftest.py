@@ -252,6 +252,17 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
 
 
 @pytest.fixture
+def queued_pushes(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The push tasks queued after message commits (their delivery ids), recorded instead of
+    run eagerly (no FCM call)."""
+    from notifications import services as push_services
+
+    queued: list[list[int]] = []
+    monkeypatch.setattr(push_services, "_queue", lambda ids, countdown: queued.append(list(ids)))
+    return queued
+
+
+@pytest.fixture
 def firebase_admin_api(firebase_certs: responses.RequestsMock) -> list[tuple[str, dict[str, Any]]]:
     """Google's Identity Toolkit admin API (revoke, delete) answered at the HTTP boundary.
 

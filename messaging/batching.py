@@ -17,6 +17,7 @@ from channels.db import DatabaseSyncToAsync
 from healthchat import realtime
 
 from . import send_limits, services
+from .loop_writer import LoopWriter
 
 MAX_BATCH = 200
 # Batches written at once (each in its own thread and connection): the pipeline is bound by
@@ -38,6 +39,9 @@ class SendBatcher:
         # Writers still inside their loop: counted down synchronously when a writer finds the
         # queue empty, so a send never waits behind a writer that is already leaving.
         self._active = 0
+        # The common batch is written on the event loop (no thread hop); the others, and any
+        # batch arriving while it writes, take a worker thread.
+        self.loop_writer = LoopWriter()
 
     async def send(self, **kwargs: Any) -> services.SendResult:
         loop = asyncio.get_running_loop()
@@ -71,9 +75,13 @@ class SendBatcher:
             pending: realtime.Pending = []
             token = realtime._deferred.set(pending)
             try:
-                results: list[Any] = await DatabaseSyncToAsync(
-                    services.message_send_many, thread_sensitive=False
-                )(items=items, refusals=functools.partial(_wait, refusals))
+                results: list[Any] | None = None
+                if self.loop_writer.takes(items):
+                    results = await self.loop_writer.write(items, limit, LIMIT_WAIT_SECONDS)
+                if results is None:
+                    results = await DatabaseSyncToAsync(services.message_send_many, thread_sensitive=False)(
+                        items=items, refusals=functools.partial(_wait, refusals)
+                    )
             except Exception as exc:  # the whole batch failed (e.g. the commit): every send
                 results = [exc] * len(batch)
             finally:

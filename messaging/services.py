@@ -45,14 +45,33 @@ message_updated = Signal()
 
 # Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
 contact_rules: list[Any] = []
+
+
+@dataclass(frozen=True)
+class BatchStatement:
+    """One PostgreSQL statement of a group-commit batch and what its answer means, so that both
+    batch writers run it: the worker thread's (Django's connection) and the event loop's
+    (``messaging.loop_writer``, async psycopg). ``answer(rows)`` interprets the statement's rows
+    (a rule: ``{index: error}``); for a batch hook it is called after the COMMIT, only when the
+    statement returned rows, and may block (the loop writer runs it in a worker thread)."""
+
+    sql: str
+    params: Any
+    answer: Callable[[list[tuple[Any, ...]]], Any]
+
+
 # Called inside a group-commit batch's transaction with [(message_id, conversation_id, sender_id)]
 # for the messages it created (the push outbox is written with them, in one statement). When no
-# hook is registered, each message announces itself with ``message_committed`` instead.
+# hook is registered, each message announces itself with ``message_committed`` instead. A hook
+# with a ``statement`` attribute (``statement(written) -> BatchStatement | None``, PostgreSQL)
+# can also run in the event loop's writer; without one, batches take the worker thread.
 batch_written_hooks: list[Any] = []
 # Extra rules checked inside a send's transaction, after the conversation is locked, for sends
 # to direct conversations: ``rule([(sender, peer_id), ...])`` (peer_id the other member) returns
 # ``{index: ApplicationError}`` for the sends it refuses (e.g. payments: read-only for the
-# patient after a consultation). Batched: a group commit asks once for all its sends.
+# patient after a consultation). Batched: a group commit asks once for all its sends. A rule
+# with a ``statement`` attribute (``statement(sends) -> BatchStatement | None``, PostgreSQL) can
+# also be asked by the event loop's writer.
 DirectSendRule = Callable[[list[tuple[User, int]]], dict[int, ApplicationError]]
 direct_send_rules: list[DirectSendRule] = []
 
@@ -577,9 +596,7 @@ WITH input AS (
     SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
                          %(body)s::text[], %(reply)s::bigint[]) AS t(ord, conv, sender, cid, body, reply)
 ), checked AS (
-    SELECT i.*, c.e2ee,
-        EXISTS (SELECT 1 FROM messaging_membership m
-                WHERE m.conversation_id = i.conv AND m.user_id = i.sender AND m.left_at IS NULL) AS member,
+    SELECT i.*, c.e2ee, (m.id IS NOT NULL AND m.left_at IS NULL) AS member,
         c.kind = 'direct' AND EXISTS (
             SELECT 1 FROM messaging_membership o
             JOIN messaging_block b ON (b.blocker_id = o.user_id AND b.blocked_id = i.sender)
@@ -589,6 +606,10 @@ WITH input AS (
                                     WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
         (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
     FROM input i JOIN messaging_conversation c ON c.id = i.conv
+    -- the sender's membership by the unique (conversation, user) key: one index probe per send,
+    -- whatever the size of the table (an EXISTS here may be planned as a hash of every
+    -- active membership when the statistics are stale)
+    LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
 ), ok AS (
     SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
     FROM checked WHERE member AND NOT e2ee AND NOT blocked AND reply_ok AND dup_id IS NULL
@@ -957,17 +978,26 @@ def _direct_send_rule_refusals(
     position in ``plain``."""
     if not direct_send_rules:
         return {}
+    asked, sends = direct_rule_sends(plain, locked)
+    if not sends:
+        return {}
+    return {asked[i]: error for i, error in _direct_send_refusals(sends).items()}
+
+
+def direct_rule_sends(
+    plain: list[_Prepared], kinds: dict[int, tuple[str, str | None]]
+) -> tuple[list[int], list[tuple[User, int]]]:
+    """The sends the direct-send rules are asked about (a member writing to a direct
+    conversation): their positions in ``plain`` and ``(sender, peer_id)`` each."""
     asked: list[int] = []
     sends: list[tuple[User, int]] = []
     for position, entry in enumerate(plain):
-        _kind, direct_key = locked.get(entry[1]["conversation_id"], ("", None))
+        _kind, direct_key = kinds.get(entry[1]["conversation_id"], ("", None))
         sender_id = entry[1]["sender"].pk
         if direct_key and str(sender_id) in direct_key.split(":"):
             asked.append(position)
             sends.append((entry[1]["sender"], _direct_peer(sender_id, direct_key)))
-    if not sends:
-        return {}
-    return {asked[i]: error for i, error in _direct_send_refusals(sends).items()}
+    return asked, sends
 
 
 def _apply_direct_send_rules(
@@ -988,19 +1018,21 @@ def _apply_direct_send_rules(
 def _execute_plain_batch(cursor: Any, plain: list[_Prepared]) -> datetime:
     """Send the batch's one statement (its answer is fetched by the caller); returns its time."""
     now = timezone.now()
-    cursor.execute(
-        _SEND_BATCH_SQL,
-        {
-            "ord": list(range(len(plain))),
-            "conv": [e[1]["conversation_id"] for e in plain],
-            "sender": [e[1]["sender"].pk for e in plain],
-            "cid": [e[2] for e in plain],
-            "body": [e[4] for e in plain],
-            "reply": [e[1].get("reply_to") for e in plain],
-            "now": now,
-        },
-    )
+    cursor.execute(_SEND_BATCH_SQL, send_batch_params(plain, now))
     return now
+
+
+def send_batch_params(plain: list[_Prepared], now: datetime) -> dict[str, Any]:
+    """The parameters of the batch's send statement (``_SEND_BATCH_SQL``)."""
+    return {
+        "ord": list(range(len(plain))),
+        "conv": [e[1]["conversation_id"] for e in plain],
+        "sender": [e[1]["sender"].pk for e in plain],
+        "cid": [e[2] for e in plain],
+        "body": [e[4] for e in plain],
+        "reply": [e[1].get("reply_to") for e in plain],
+        "now": now,
+    }
 
 
 def _plain_batch_results(
@@ -1012,6 +1044,34 @@ def _plain_batch_results(
     *,
     announce: bool,
 ) -> list[tuple[int, int, int]]:
+    written, fan_outs, recipients = batch_outcome(plain, rows, now, results, duplicates)
+    if announce:
+        for ord_, _message_id, *_rest in rows:
+            result = results[plain[ord_][0]]
+            if isinstance(result, SendResult):
+                conversation_id = plain[ord_][1]["conversation_id"]
+                _announce_on_commit(
+                    result.message, sender_id=result.data["sender_id"], recipients=recipients[conversation_id]
+                )
+    if fan_outs:
+        transaction.on_commit(lambda: _fan_out_all(fan_outs))
+    return written
+
+
+FanOut = tuple[list[int], dict[str, Any], str | None]
+
+
+def batch_outcome(
+    plain: list[_Prepared],
+    rows: list[Any],
+    now: datetime,
+    results: list[SendResult | Exception | None],
+    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+) -> tuple[list[tuple[int, int, int]], list[FanOut], dict[int, list[int]]]:
+    """What the send statement answered, for both batch writers: each send's result (in
+    ``results``), earlier uses of a client_id (``duplicates``), and the messages written, their
+    ``message.new`` fan-outs (to publish after the commit) and each conversation's members.
+    Raises ``_BatchConflict`` when a send lost its insert to a concurrent one."""
     created_at = now.isoformat()
     answered = {row[0] for row in rows}
     for ord_, entry in enumerate(plain):
@@ -1022,7 +1082,7 @@ def _plain_batch_results(
         if row[9] is not None:
             recipients[plain[row[0]][1]["conversation_id"]] = list(row[9])
     written: list[tuple[int, int, int]] = []
-    fan_outs: list[tuple[list[int], dict[str, Any], str | None]] = []
+    fan_outs: list[FanOut] = []
     for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
         index, item, cid, _ids, text = plain[ord_]
         conversation_id = item["conversation_id"]
@@ -1059,17 +1119,12 @@ def _plain_batch_results(
             members = recipients[conversation_id]
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_outs.append((members, frame, item.get("origin_channel")))
-            result = SendResult(None, True, data)
-            if announce:
-                _announce_on_commit(result.message, sender_id=sender.pk, recipients=members)
             written.append((message_id, conversation_id, sender.pk))
-            results[index] = result
-    if fan_outs:
-        transaction.on_commit(lambda: _fan_out_all(fan_outs))
-    return written
+            results[index] = SendResult(None, True, data)
+    return written, fan_outs, recipients
 
 
-def _fan_out_all(fan_outs: list[tuple[list[int], dict[str, Any], str | None]]) -> None:
+def _fan_out_all(fan_outs: list[FanOut]) -> None:
     for user_ids, frame, exclude_channel in fan_outs:
         fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel)
 

@@ -43,6 +43,7 @@ from accounts.models import Device, User
 from healthchat.errors import ApplicationError
 from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Membership, Message
+from messaging.services import BatchStatement
 
 from . import fcm, selectors
 from .models import PushDelivery, PushPreference
@@ -226,6 +227,33 @@ RETURNING id
 """
 
 
+def push_enqueue_statement(written: list[tuple[int, int, int]]) -> BatchStatement | None:
+    """The batch hook below as one PostgreSQL statement: the outbox rows of the batch's new
+    messages; its answer (read after the COMMIT) queues one push task when any device is due."""
+    if not written:
+        return None
+    grace = float(settings.PUSH_GRACE_SECONDS)
+    now = timezone.now()
+
+    def queue(rows: list[tuple[Any, ...]]) -> None:
+        ids = sorted(row[0] for row in rows)
+        if ids:
+            _queue(ids, grace)
+
+    return BatchStatement(
+        _ENQUEUE_BATCH_SQL,
+        {
+            "messages": [w[0] for w in written],
+            "conversations": [w[1] for w in written],
+            "senders": [w[2] for w in written],
+            "due": now + dt.timedelta(seconds=grace),
+            "now": now,
+            "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
+        },
+        queue,
+    )
+
+
 def push_enqueue_batch(written: list[tuple[int, int, int]]) -> None:
     """Messaging's group-commit hook: the outbox rows of a whole batch of new messages, written
     in the batch's own transaction (so a push is never lost between the commit and the hook) by
@@ -244,30 +272,23 @@ def push_enqueue_batch(written: list[tuple[int, int, int]]) -> None:
                 recipient_ids=members,
             )
         return
-    grace = float(settings.PUSH_GRACE_SECONDS)
-    now = timezone.now()
+    statement = push_enqueue_statement(written)
+    assert statement is not None
     cursor = connection.cursor()  # closed after the commit, once its answer is read
-    cursor.execute(
-        _ENQUEUE_BATCH_SQL,
-        {
-            "messages": [w[0] for w in written],
-            "conversations": [w[1] for w in written],
-            "senders": [w[2] for w in written],
-            "due": now + dt.timedelta(seconds=grace),
-            "now": now,
-            "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
-        },
-    )
+    cursor.execute(statement.sql, statement.params)
 
     def queue_after_commit() -> None:
         try:
-            ids = sorted(row[0] for row in cursor.fetchall())
+            rows = cursor.fetchall()
         finally:
             cursor.close()
-        if ids:
-            _queue(ids, grace)
+        if rows:
+            statement.answer(rows)
 
     transaction.on_commit(queue_after_commit)
+
+
+push_enqueue_batch.statement = push_enqueue_statement  # type: ignore[attr-defined]
 
 
 def push_enqueue_message_update(*, message_id: int, conversation_id: int, event: int) -> list[int]:

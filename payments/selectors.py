@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging.services import BatchStatement
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, DoctorAvailability, LedgerEntry, StripeAccount
@@ -123,29 +124,19 @@ def has_consultation(doctor: User, patient: User) -> bool:
     ).exists()
 
 
-def consultation_send_rule(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
-    """Messaging's direct-send rule, for a batch of ``(sender, peer_id)`` sends (one query):
-    once a consultation has closed (completion plus the follow-up window), the conversation is
-    read-only for the patient until a new one opens. Conversations that never had a
-    consultation are not affected. Returns ``{index: error}`` for the sends it refuses."""
-    patients = {(sender.pk, peer_id) for sender, peer_id in sends if sender.role == User.Role.PATIENT}
-    if not patients:
-        return {}
-    moment = timezone.now()
-    rows: Any
-    if connection.vendor == "postgresql":
-        # On the send hot path: one plain statement (no ORM query building per batch).
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT patient_id, doctor_id, state, closes_at FROM payments_consultation"
-                " WHERE (patient_id, doctor_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-                [[p for p, _ in patients], [d for _, d in patients]],
-            )
-            rows = cursor.fetchall()
-    else:
-        rows = Consultation.objects.filter(
-            patient_id__in={p for p, _ in patients}, doctor_id__in={d for _, d in patients}
-        ).values_list("patient_id", "doctor_id", "state", "closes_at")
+_CONSULTATION_STATES_SQL = (
+    "SELECT patient_id, doctor_id, state, closes_at FROM payments_consultation"
+    " WHERE (patient_id, doctor_id) IN (SELECT * FROM unnest(%(patients)s::bigint[], %(doctors)s::bigint[]))"
+)
+
+
+def _patient_sends(sends: list[tuple[User, int]]) -> set[tuple[int, int]]:
+    return {(sender.pk, peer_id) for sender, peer_id in sends if sender.role == User.Role.PATIENT}
+
+
+def _closed_consultation_refusals(
+    sends: list[tuple[User, int]], rows: Any, moment: Any
+) -> dict[int, ApplicationError]:
     open_pairs: set[tuple[int, int]] = set()
     closed_pairs: set[tuple[int, int]] = set()
     for patient_id, doctor_id, state, closes_at in rows:
@@ -163,6 +154,46 @@ def consultation_send_rule(sends: list[tuple[User, int]]) -> dict[int, Applicati
         for index, (sender, peer_id) in enumerate(sends)
         if (sender.pk, peer_id) in refused and sender.role == User.Role.PATIENT
     }
+
+
+def consultation_send_statement(sends: list[tuple[User, int]]) -> BatchStatement | None:
+    """The rule below as one PostgreSQL statement and the reading of its answer (what the
+    event loop's batch writer runs; the thread's runs it through ``consultation_send_rule``)."""
+    patients = _patient_sends(sends)
+    if not patients:
+        return None
+    moment = timezone.now()
+    return BatchStatement(
+        _CONSULTATION_STATES_SQL,
+        {"patients": [p for p, _ in patients], "doctors": [d for _, d in patients]},
+        lambda rows: _closed_consultation_refusals(sends, rows, moment),
+    )
+
+
+def consultation_send_rule(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
+    """Messaging's direct-send rule, for a batch of ``(sender, peer_id)`` sends (one query):
+    once a consultation has closed (completion plus the follow-up window), the conversation is
+    read-only for the patient until a new one opens. Conversations that never had a
+    consultation are not affected. Returns ``{index: error}`` for the sends it refuses."""
+    if connection.vendor == "postgresql":
+        # On the send hot path: one plain statement (no ORM query building per batch).
+        statement = consultation_send_statement(sends)
+        if statement is None:
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute(statement.sql, statement.params)
+            refusals: dict[int, ApplicationError] = statement.answer(cursor.fetchall())
+            return refusals
+    patients = _patient_sends(sends)
+    if not patients:
+        return {}
+    rows = Consultation.objects.filter(
+        patient_id__in={p for p, _ in patients}, doctor_id__in={d for _, d in patients}
+    ).values_list("patient_id", "doctor_id", "state", "closes_at")
+    return _closed_consultation_refusals(sends, rows, timezone.now())
+
+
+consultation_send_rule.statement = consultation_send_statement  # type: ignore[attr-defined]
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:

@@ -321,6 +321,9 @@ HEALTHCHAT_CIPHERTEXT_MAX_BYTES: int = env.int("HEALTHCHAT_CIPHERTEXT_MAX_BYTES"
 HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=256)
 HEALTHCHAT_MESSAGE_MAX_LENGTH: int = env.int("HEALTHCHAT_MESSAGE_MAX_LENGTH", default=8000)
 HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", default=65536)
+# Group commit of the common batch of sends on the event loop's own async psycopg connection
+# (no worker-thread hop; messaging/loop_writer.py). Off: every batch takes a worker thread.
+HEALTHCHAT_LOOP_WRITER: bool = env.bool("HEALTHCHAT_LOOP_WRITER", default=True)
 HEALTHCHAT_WS_ALLOWED_ORIGINS: list[str] = env.list("HEALTHCHAT_WS_ALLOWED_ORIGINS", default=[])
 # Per-connection frame rate limit (token bucket: frames per second, burst).
 # Seconds a socket without an Authorization header has to send its auth frame.

@@ -1,0 +1,179 @@
+"""The event loop's batch writer (``messaging/loop_writer.py``) against the real PostgreSQL and
+Redis: the common batch is written on the loop with every guarantee of the thread's writer, and
+every other batch is handed over whole, nothing of it stored twice or lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+
+from accounts.tests.factories import DeviceFactory
+from healthchat import realtime
+from messaging import batching, loop_writer, services
+from messaging.models import Event, Membership, Message
+from messaging.tests.factories import pair
+from notifications.models import PushDelivery
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _item(sender: Any, conversation_id: int, body: str, client_id: uuid.UUID | None = None) -> dict[str, Any]:
+    return {
+        "sender": sender,
+        "conversation_id": conversation_id,
+        "client_id": client_id or uuid.uuid4(),
+        "body": body,
+        "reply_to": None,
+        "attachment_ids": None,
+        "origin_channel": None,
+    }
+
+
+async def _send_together(batcher: batching.SendBatcher, items: list[dict[str, Any]]) -> list[Any]:
+    """Sends queued in one loop turn: one batch."""
+    return await asyncio.gather(*(batcher.send(**item) for item in items), return_exceptions=True)
+
+
+async def test_the_common_batch_is_written_on_the_loop(queued_pushes: list[list[int]]) -> None:
+    patient, doctor, conversation = await sync_to_async(pair)()
+    phone: Any = await sync_to_async(DeviceFactory)(user=doctor, fcm_token="doctor-phone", installation_id=None)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(realtime.user_group(doctor.pk), channel)
+    batcher = batching.SendBatcher()
+    services._kinds.pop(conversation.pk, None)
+
+    first = await _send_together(batcher, [_item(patient, conversation.pk, "first")])
+    assert batcher.loop_writer.batches == 0  # a conversation not seen before: the thread's writer
+    assert conversation.pk in services._kinds
+
+    results = await _send_together(batcher, [_item(patient, conversation.pk, f"m{i}") for i in range(5)])
+    assert batcher.loop_writer.batches == 1
+    assert batcher.loop_writer.handed_over == 0
+    assert [r.data["seq"] for r in first + results] == [1, 2, 3, 4, 5, 6]
+    assert all(r.created for r in results)
+
+    def stored() -> tuple[list[tuple[int, str]], list[int], tuple[int, int], int]:
+        messages = list(
+            Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", "body")
+        )
+        events = list(
+            Event.objects.filter(conversation=conversation)
+            .order_by("number")
+            .values_list("number", flat=True)
+        )
+        mine = Membership.objects.get(conversation=conversation, user=patient)
+        return (
+            messages,
+            events,
+            (mine.read_seq, mine.delivered_seq),
+            PushDelivery.objects.filter(device=phone).count(),
+        )
+
+    messages, events, cursors, pushes = await sync_to_async(stored)()
+    assert messages == [(1, "first")] + [(i + 2, f"m{i}") for i in range(5)]
+    assert events == [1, 2, 3, 4, 5, 6]  # one event per message, gapless
+    assert cursors == (6, 6)  # the sender has read what it sent
+    assert pushes == 6  # the outbox rows, written in the batch's transaction
+    assert sum(len(ids) for ids in queued_pushes) == 6  # and queued after the commit
+
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(6)]
+    assert [e["frame"]["data"]["message"]["seq"] for e in received] == [1, 2, 3, 4, 5, 6]
+    assert received[-1]["frame"]["data"]["message"]["body"] == "m4"
+    await batcher.loop_writer.close()
+
+
+async def test_a_resent_client_id_is_handed_over_and_returns_the_original(
+    queued_pushes: list[list[int]],
+) -> None:
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
+    client_id = uuid.uuid4()
+    (original,) = await _send_together(batcher, [_item(patient, conversation.pk, "once", client_id)])
+    assert batcher.loop_writer.batches == 1
+
+    again = await _send_together(
+        batcher, [_item(patient, conversation.pk, "once", client_id), _item(patient, conversation.pk, "new")]
+    )
+    assert batcher.loop_writer.handed_over == 1  # the whole batch went to the thread's writer
+    assert not again[0].created
+    assert again[0].data["id"] == original.data["id"]
+    assert again[1].created
+    assert again[1].data["seq"] == original.data["seq"] + 1
+    count = await sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    assert count == 3
+    await batcher.loop_writer.close()
+
+
+async def test_a_killed_connection_hands_the_batch_over_and_the_next_one_reconnects(
+    queued_pushes: list[list[int]],
+) -> None:
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
+    await _send_together(batcher, [_item(patient, conversation.pk, "on the loop")])
+    writer = batcher.loop_writer
+    assert writer.batches == 1
+    assert writer._conn is not None
+    pid = writer._conn.info.backend_pid
+    db = connection.settings_dict
+    dsn = f"host={db['HOST']} port={db['PORT']} user={db['USER']} dbname={db['NAME']}"
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as other:
+        await other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+    lost = await _send_together(batcher, [_item(patient, conversation.pk, f"x{i}") for i in range(3)])
+    assert writer.handed_over == 1  # the dead connection: the thread's writer stored them
+    assert [r.data["seq"] for r in lost] == [3, 4, 5]
+    after = await _send_together(batcher, [_item(patient, conversation.pk, "reconnected")])
+    assert writer.batches == 2
+    assert writer._conn.info.backend_pid != pid
+    assert after[0].data["seq"] == 6
+    seqs = await sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", flat=True)
+        )
+    )()
+    assert seqs == [1, 2, 3, 4, 5, 6]  # each once, gapless
+    await writer.close()
+
+
+async def test_errors_of_single_sends_come_back_from_the_loop(queued_pushes: list[list[int]]) -> None:
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    stranger, _, other = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    await _send_together(
+        batcher, [_item(patient, conversation.pk, "warm"), _item(stranger, other.pk, "warm")]
+    )
+    results = await _send_together(
+        batcher,
+        [
+            _item(stranger, conversation.pk, "not a member"),
+            _item(patient, conversation.pk, "   "),
+            _item(patient, conversation.pk, "fine"),
+        ],
+    )
+    assert batcher.loop_writer.batches == 1
+    assert getattr(results[0], "code", None) == "conversation_not_found"
+    assert getattr(results[1], "code", None) == "empty_message"
+    assert results[2].created
+    assert results[2].data["seq"] == 2
+    await batcher.loop_writer.close()
+
+
+async def test_turned_off_every_batch_takes_the_thread(settings: Any, queued_pushes: list[list[int]]) -> None:
+    settings.HEALTHCHAT_LOOP_WRITER = False
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    for _ in range(3):
+        await _send_together(batcher, [_item(patient, conversation.pk, "m")])
+    assert batcher.loop_writer.batches == 0
+    assert batcher.loop_writer.handed_over == 0
+    assert not loop_writer.enabled()
