@@ -96,7 +96,12 @@ def run_target(
             ("saturation", {"window": args.window}),
             ("offered", {"rate": 1.0}),
         ):
+            if phase not in args.phases:
+                continue
             dump = tmp / f"{name}-{phase}.json"
+            # The previous phase's aftermath (PostgreSQL's autovacuum of 100,000 new rows, the
+            # server's garbage) is not this phase's load: wait for a quiet machine first.
+            settled = wait_for_quiet(0.3, args.quiet_wait) if phase != args.phases[0] else None
             before = Sample(proc.pid, gen.proc.pid)
             profiler = None
             if args.profile and verify and phase == args.profile_phase:
@@ -113,6 +118,8 @@ def run_target(
             if profiler is not None:
                 finish_profiler(profiler, out)
             result["resources"] = usage = after.since(before)
+            if settled is not None:
+                usage["busy_cores_before"] = settled
             delivered = max(1, int(result["delivered"]))
             usage["server_cpu_s_per_1k"] = round(usage["server_cpu_s"] / delivered * 1000, 3)
             usage["pg_redis_cpu_s_per_1k"] = round(usage["pg_redis_cpu_s"] / delivered * 1000, 3)
@@ -155,6 +162,8 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
     def lost(target: dict[str, Any]) -> int:
         total = 0
         for phase in ("saturation", "offered"):
+            if phase not in target:
+                continue
             result, db = target[phase], target[phase].get("db", {})
             total += result["lost"] + db.get("acked_not_in_db", 0) + db.get("received_not_in_db", 0)
         return total
@@ -163,7 +172,7 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
         return sum(t["duplicated"] + t.get("db", {}).get("duplicate_rows", 0) for t in phases(target))
 
     def phases(target: dict[str, Any]) -> list[dict[str, Any]]:
-        return [target["saturation"], target["offered"]]
+        return [target[phase] for phase in ("saturation", "offered") if phase in target]
 
     rows: list[tuple[str, Any, Any]] = []
     for label, pick in (
@@ -190,8 +199,16 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
         ("other processes' cores (saturation)", lambda t: t["saturation"]["resources"]["other_cores"]),
         ("other processes' cores (offered)", lambda t: t["offered"]["resources"]["other_cores"]),
     ):
-        rows.append((label, pick(ours), pick(relay)))
+        rows.append((label, _pick(pick, ours), _pick(pick, relay)))
     return rows
+
+
+def _pick(pick: Any, target: dict[str, Any]) -> Any:
+    """A figure of ``target``; None for a phase that did not run (``--phases``)."""
+    try:
+        return pick(target)
+    except KeyError:
+        return None
 
 
 def print_table(rows: list[tuple[str, Any, Any]]) -> None:
@@ -234,6 +251,13 @@ def main() -> int:
         "--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine first"
     )
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["saturation", "offered"],
+        default=["saturation", "offered"],
+        help="load phases to run (both by default)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes behind the one port")
     parser.add_argument(
         "--ws",

@@ -112,7 +112,10 @@ class LoopWriter:
                 done = await self._transaction(conn, prepared, results, limit, limit_wait)
             except Exception:  # a database error, or a rule or hook that failed
                 logger.warning("loop writer: batch handed to the worker thread", exc_info=True)
-                done = None
+                # A new connection for the next batch: whatever state this one is in (a dead
+                # server, a cached plan a migration invalidated) is not carried over.
+                await self._drop(conn)
+                return None
             if done is None:
                 await self._roll_back(conn)
                 return None
@@ -137,32 +140,31 @@ class LoopWriter:
     ) -> tuple[list[services.FanOut], list[tuple[services.BatchStatement, list[Any]]]] | None:
         """The batch's transaction; ``None``: roll back and hand over. Committed: the message
         fan-outs to publish and the batch hooks' answers to run."""
+        # The send limit's Redis round trip overlaps the database's: its answer is awaited once
+        # the batch is written, before the COMMIT. A refusal (a flood) hands the batch over: the
+        # thread's writer leaves the refused sends out.
+        if limit.done() and (limit.cancelled() or limit.exception() is not None or limit.result()):
+            return None
         asked = {e[1]["conversation_id"] for e in prepared}
+        plain = prepared
         hook_answers: list[tuple[services.BatchStatement, psycopg.AsyncCursor[Any]]] = []
-        async with conn.pipeline():
+        async with conn.pipeline() as pipeline:
+            # Round trip 1: BEGIN, the locks, the send statement, the direct-send rules.
             await conn.execute("BEGIN")
             lock = await conn.execute(services._LOCK_BATCH_SQL, {"ids": sorted(asked)})
-            refused = await _refusals(limit, limit_wait)
-            plain = []
-            for entry in prepared:
-                error = refused.get(entry[0])
-                if error is None:
-                    plain.append(entry)
-                else:
-                    results[entry[0]] = error
-            if not plain:
-                await lock.fetchall()
-                await conn.execute("ROLLBACK")
-                return [], []
             now = timezone.now()
             send = await conn.execute(services._SEND_BATCH_SQL, services.send_batch_params(plain, now))
-            rules = self._rule_statements(plain)
-            rule_cursors = [(stmt, await conn.execute(stmt.sql, stmt.params)) for stmt in rules]
+            rule_cursors = [
+                (stmt, await conn.execute(stmt.sql, stmt.params)) for stmt in self._rule_statements(plain)
+            ]
+            await pipeline.sync()  # one wait for every answer above
             locked = {int(row[0]): (row[1], row[2]) for row in await lock.fetchall()}
             rows = sorted(await send.fetchall())
             services._remember_kinds(asked, locked)
             if asked - set(locked):
                 return None  # a conversation is gone: the thread's writer answers its sends
+            if await _refusals(limit, limit_wait):
+                return None
             for stmt, cursor in rule_cursors:
                 if stmt.answer(await cursor.fetchall()):
                     return None  # a rule refuses a send: written already, redone send by send
@@ -173,13 +175,15 @@ class LoopWriter:
                 return None
             if duplicates:
                 return None  # a re-sent client_id: the thread's writer returns the original
+            # Round trip 2: the batch hooks (the push outbox) and the COMMIT, answered together
+            # when the pipeline ends.
             for hook in services.batch_written_hooks:
                 stmt = hook.statement(written)
                 if stmt is not None:
                     hook_answers.append((stmt, await conn.execute(stmt.sql, stmt.params)))
             await conn.execute("COMMIT")
-            answers = [(stmt, await cursor.fetchall()) for stmt, cursor in hook_answers]
-        # Past the pipeline's end: every statement's answer is in, the COMMIT's included.
+        # Past the pipeline's end every statement has answered, the COMMIT included.
+        answers = [(stmt, await cursor.fetchall()) for stmt, cursor in hook_answers]
         return fan_outs, answers
 
     @staticmethod
@@ -197,9 +201,12 @@ class LoopWriter:
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
         loop = asyncio.get_running_loop()
         conn = self._conn
-        if conn is not None and (conn.closed or conn.broken or self._loop is not loop):
-            if not conn.closed and self._loop is loop:
-                await conn.close()
+        idle = conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if conn is not None and (conn.closed or conn.broken or self._loop is not loop or not idle):
+            # Not idle: a batch was cancelled mid-transaction (the server shutting down a task);
+            # never let the next batch's BEGIN run inside what it left.
+            if self._loop is loop:
+                await self._drop(conn)
             conn = self._conn = None
         if conn is None:
             try:
@@ -217,10 +224,13 @@ class LoopWriter:
                 await conn.execute("ROLLBACK")
         except (psycopg.Error, OSError):
             logger.warning("loop writer: connection dropped", exc_info=True)
-            if self._conn is conn:
-                self._conn = None
-            with contextlib.suppress(psycopg.Error, OSError):
-                await conn.close()
+            await self._drop(conn)
+
+    async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(psycopg.Error, OSError):
+            await conn.close()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -839,6 +839,9 @@ def _write_in_savepoint(
 def _pipeline() -> Iterator[None]:
     """psycopg's pipeline mode for the statements in the block (sent without waiting for each
     reply; one round trip until a result is fetched)."""
+    # The health check (CONN_HEALTH_CHECKS: a SELECT 1 on a reused connection) before the
+    # pipeline: inside it, the check's query would still be pending when Django sets autocommit.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
     if raw is None or not hasattr(raw, "pipeline"):

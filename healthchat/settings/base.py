@@ -96,9 +96,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    # Off: socket frames run many short "requests" per connection, and a health check would
-    # add a round trip to each. A broken connection fails one call and is then replaced.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=False)
+    # On: a reused connection is checked (one round trip) at the start of each call into a
+    # worker thread, so a connection the server closed while it sat in the pool (a failover, a
+    # restart, an idle timeout) is replaced instead of failing that call with internal_error.
+    # The send hot path does not pay it: it runs on the event loop's own connection
+    # (messaging/loop_writer.py), and the batched thread calls pay it once per batch.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     # Server-side parameters, and prepared statements after DATABASE_PREPARE_THRESHOLD uses
     # (Django turns psycopg's preparation off unless asked): the hot path's statements are
     # parsed and planned once per connection instead of on every message. 0 turns preparation

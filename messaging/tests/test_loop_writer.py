@@ -43,7 +43,9 @@ async def _send_together(batcher: batching.SendBatcher, items: list[dict[str, An
 
 async def test_the_common_batch_is_written_on_the_loop(queued_pushes: list[list[int]]) -> None:
     patient, doctor, conversation = await sync_to_async(pair)()
-    phone: Any = await sync_to_async(DeviceFactory)(user=doctor, fcm_token="doctor-phone", installation_id=None)
+    phone: Any = await sync_to_async(DeviceFactory)(
+        user=doctor, fcm_token="doctor-phone", installation_id=None
+    )
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(realtime.user_group(doctor.pk), channel)
@@ -177,3 +179,32 @@ async def test_turned_off_every_batch_takes_the_thread(settings: Any, queued_pus
     assert batcher.loop_writer.batches == 0
     assert batcher.loop_writer.handed_over == 0
     assert not loop_writer.enabled()
+
+
+async def test_a_transaction_left_open_is_never_joined(queued_pushes: list[list[int]]) -> None:
+    """A batch cancelled mid-transaction (a task cancelled at shutdown) leaves its connection
+    inside a transaction: the next batch starts on a new connection, never inside it."""
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
+    await _send_together(batcher, [_item(patient, conversation.pk, "on the loop")])
+    writer = batcher.loop_writer
+    assert writer._conn is not None
+    left = writer._conn
+    await left.execute("BEGIN")
+    await left.execute(
+        "UPDATE messaging_conversation SET last_seq = 1000, last_event = 1000 WHERE id = %s",
+        [conversation.pk],
+    )
+
+    (result,) = await _send_together(batcher, [_item(patient, conversation.pk, "after")])
+    assert writer.batches == 2
+    assert result.data["seq"] == 3  # not 1001: the half-done transaction was dropped, not committed
+    assert left.closed
+    seqs = await sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", flat=True)
+        )
+    )()
+    assert seqs == [1, 2, 3]
+    await writer.close()
