@@ -606,9 +606,9 @@ WITH input AS (
                                     WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
         (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
     FROM input i JOIN messaging_conversation c ON c.id = i.conv
-    -- the sender's membership by the unique (conversation, user) key: one index probe per send,
-    -- whatever the size of the table (an EXISTS here may be planned as a hash of every
-    -- active membership when the statistics are stale)
+    -- the sender's membership joined on the unique (conversation, user) pair: at most one row
+    -- per send, probed by index (an EXISTS here was planned as a hash of every active
+    -- membership when the statistics were stale: work growing with the table, per batch)
     LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
 ), ok AS (
     SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
