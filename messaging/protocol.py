@@ -268,6 +268,7 @@ SERVER_FRAMES: tuple[str, ...] = (
     "receipt",
     "typing",
     "sync.done",
+    "sync.required",
     "presence",
     "member.added",
     "member.removed",

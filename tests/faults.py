@@ -122,6 +122,8 @@ class Peer:
         self.reader: asyncio.Task[None] | None = None
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.syncing = False
+        self.sync_required = 0  # sync.required frames received (the server lost its live path)
+        self.reconnects = 0
         self._refs = 0
 
     @property
@@ -153,6 +155,7 @@ class Peer:
     async def reconnect(self, timeout: float = 20.0) -> None:
         await self.drop()
         self.ledger.reconnects += 1
+        self.reconnects += 1
         await self.connect(timeout)
 
     async def drop(self) -> None:
@@ -193,6 +196,8 @@ class Peer:
             self.ledger.record_shown(
                 self.user_id, frame["data"]["message"], "sync" if self.syncing else "live"
             )
+        elif kind == "sync.required":  # the app then syncs from its cursor (the test does)
+            self.sync_required += 1
         elif kind in ("ack", "error", "sync.done"):
             if kind == "error":
                 self.ledger.errors[frame["error"]["code"]] += 1

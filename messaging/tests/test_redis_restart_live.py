@@ -131,6 +131,12 @@ def test_redis_restart_during_a_1000_message_exchange_loses_nothing(servers, own
             if live_again:
                 break
         assert live_again, "no message reached the open socket live after the restart"
+        # Every socket that stayed open through the restart was told that it may have missed
+        # live events (it has no other reason to sync if its conversation goes quiet).
+        stayed = [peer for peer in peers if peer.connected and peer.reconnects == 0]
+        assert stayed, "every socket reconnected: the hint was not exercised"
+        assert all(peer.sync_required >= 1 for peer in stayed), [p.sync_required for p in peers]
+        outage["told_to_sync"] = sum(1 for peer in peers if peer.sync_required)
         # What the app does on a seq gap or a reconnect: sync from the stored cursor.
         for peer in peers:
             await (peer.sync() if peer.connected else peer.reconnect())
