@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from typing import Any
+
 from accounts.models import User
 from accounts.tests.factories import DoctorFactory, PatientFactory
-from messaging import services
+from messaging import batching, services
 from messaging.models import Conversation
 
 
@@ -14,3 +18,23 @@ def pair() -> tuple[User, User, Conversation]:
     doctor: User = DoctorFactory.create()
     conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk)
     return patient, doctor, conversation
+
+
+def send_item(
+    sender: User, conversation_id: int, body: str, client_id: uuid.UUID | None = None
+) -> dict[str, Any]:
+    """A plaintext ``message.send`` as the socket handler hands it to the batcher."""
+    return {
+        "sender": sender,
+        "conversation_id": conversation_id,
+        "client_id": client_id or uuid.uuid4(),
+        "body": body,
+        "reply_to": None,
+        "attachment_ids": None,
+        "origin_channel": None,
+    }
+
+
+async def send_together(batcher: batching.SendBatcher, items: list[dict[str, Any]]) -> list[Any]:
+    """Sends queued in one event-loop turn: one batch. Each result or exception, in order."""
+    return await asyncio.gather(*(batcher.send(**item) for item in items), return_exceptions=True)

@@ -18,27 +18,10 @@ from accounts.tests.factories import DeviceFactory
 from healthchat import realtime
 from messaging import batching, loop_writer, services
 from messaging.models import Event, Membership, Message
-from messaging.tests.factories import pair
+from messaging.tests.factories import pair, send_item, send_together
 from notifications.models import PushDelivery
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _item(sender: Any, conversation_id: int, body: str, client_id: uuid.UUID | None = None) -> dict[str, Any]:
-    return {
-        "sender": sender,
-        "conversation_id": conversation_id,
-        "client_id": client_id or uuid.uuid4(),
-        "body": body,
-        "reply_to": None,
-        "attachment_ids": None,
-        "origin_channel": None,
-    }
-
-
-async def _send_together(batcher: batching.SendBatcher, items: list[dict[str, Any]]) -> list[Any]:
-    """Sends queued in one loop turn: one batch."""
-    return await asyncio.gather(*(batcher.send(**item) for item in items), return_exceptions=True)
 
 
 async def test_the_common_batch_is_written_on_the_loop(queued_pushes: list[list[int]]) -> None:
@@ -52,11 +35,11 @@ async def test_the_common_batch_is_written_on_the_loop(queued_pushes: list[list[
     batcher = batching.SendBatcher()
     services._kinds.pop(conversation.pk, None)
 
-    first = await _send_together(batcher, [_item(patient, conversation.pk, "first")])
+    first = await send_together(batcher, [send_item(patient, conversation.pk, "first")])
     assert batcher.loop_writer.batches == 0  # a conversation not seen before: the thread's writer
     assert conversation.pk in services._kinds
 
-    results = await _send_together(batcher, [_item(patient, conversation.pk, f"m{i}") for i in range(5)])
+    results = await send_together(batcher, [send_item(patient, conversation.pk, f"m{i}") for i in range(5)])
     assert batcher.loop_writer.batches == 1
     assert batcher.loop_writer.handed_over == 0
     assert [r.data["seq"] for r in first + results] == [1, 2, 3, 4, 5, 6]
@@ -97,13 +80,14 @@ async def test_a_resent_client_id_is_handed_over_and_returns_the_original(
 ) -> None:
     patient, _doctor, conversation = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
-    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
+    await send_together(batcher, [send_item(patient, conversation.pk, "warm")])
     client_id = uuid.uuid4()
-    (original,) = await _send_together(batcher, [_item(patient, conversation.pk, "once", client_id)])
+    (original,) = await send_together(batcher, [send_item(patient, conversation.pk, "once", client_id)])
     assert batcher.loop_writer.batches == 1
 
-    again = await _send_together(
-        batcher, [_item(patient, conversation.pk, "once", client_id), _item(patient, conversation.pk, "new")]
+    again = await send_together(
+        batcher,
+        [send_item(patient, conversation.pk, "once", client_id), send_item(patient, conversation.pk, "new")],
     )
     assert batcher.loop_writer.handed_over == 1  # the whole batch went to the thread's writer
     assert not again[0].created
@@ -120,8 +104,8 @@ async def test_a_killed_connection_hands_the_batch_over_and_the_next_one_reconne
 ) -> None:
     patient, _doctor, conversation = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
-    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
-    await _send_together(batcher, [_item(patient, conversation.pk, "on the loop")])
+    await send_together(batcher, [send_item(patient, conversation.pk, "warm")])
+    await send_together(batcher, [send_item(patient, conversation.pk, "on the loop")])
     writer = batcher.loop_writer
     assert writer.batches == 1
     assert writer._conn is not None
@@ -131,10 +115,10 @@ async def test_a_killed_connection_hands_the_batch_over_and_the_next_one_reconne
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as other:
         await other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
 
-    lost = await _send_together(batcher, [_item(patient, conversation.pk, f"x{i}") for i in range(3)])
+    lost = await send_together(batcher, [send_item(patient, conversation.pk, f"x{i}") for i in range(3)])
     assert writer.handed_over == 1  # the dead connection: the thread's writer stored them
     assert [r.data["seq"] for r in lost] == [3, 4, 5]
-    after = await _send_together(batcher, [_item(patient, conversation.pk, "reconnected")])
+    after = await send_together(batcher, [send_item(patient, conversation.pk, "reconnected")])
     assert writer.batches == 2
     assert writer._conn.info.backend_pid != pid
     assert after[0].data["seq"] == 6
@@ -151,15 +135,15 @@ async def test_errors_of_single_sends_come_back_from_the_loop(queued_pushes: lis
     patient, _doctor, conversation = await sync_to_async(pair)()
     stranger, _, other = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
-    await _send_together(
-        batcher, [_item(patient, conversation.pk, "warm"), _item(stranger, other.pk, "warm")]
+    await send_together(
+        batcher, [send_item(patient, conversation.pk, "warm"), send_item(stranger, other.pk, "warm")]
     )
-    results = await _send_together(
+    results = await send_together(
         batcher,
         [
-            _item(stranger, conversation.pk, "not a member"),
-            _item(patient, conversation.pk, "   "),
-            _item(patient, conversation.pk, "fine"),
+            send_item(stranger, conversation.pk, "not a member"),
+            send_item(patient, conversation.pk, "   "),
+            send_item(patient, conversation.pk, "fine"),
         ],
     )
     assert batcher.loop_writer.batches == 1
@@ -175,7 +159,7 @@ async def test_turned_off_every_batch_takes_the_thread(settings: Any, queued_pus
     patient, _doctor, conversation = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
     for _ in range(3):
-        await _send_together(batcher, [_item(patient, conversation.pk, "m")])
+        await send_together(batcher, [send_item(patient, conversation.pk, "m")])
     assert batcher.loop_writer.batches == 0
     assert batcher.loop_writer.handed_over == 0
     assert not loop_writer.enabled()
@@ -186,8 +170,8 @@ async def test_a_transaction_left_open_is_never_joined(queued_pushes: list[list[
     inside a transaction: the next batch starts on a new connection, never inside it."""
     patient, _doctor, conversation = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
-    await _send_together(batcher, [_item(patient, conversation.pk, "warm")])
-    await _send_together(batcher, [_item(patient, conversation.pk, "on the loop")])
+    await send_together(batcher, [send_item(patient, conversation.pk, "warm")])
+    await send_together(batcher, [send_item(patient, conversation.pk, "on the loop")])
     writer = batcher.loop_writer
     assert writer._conn is not None
     left = writer._conn
@@ -197,7 +181,7 @@ async def test_a_transaction_left_open_is_never_joined(queued_pushes: list[list[
         [conversation.pk],
     )
 
-    (result,) = await _send_together(batcher, [_item(patient, conversation.pk, "after")])
+    (result,) = await send_together(batcher, [send_item(patient, conversation.pk, "after")])
     assert writer.batches == 2
     assert result.data["seq"] == 3  # not 1001: the half-done transaction was dropped, not committed
     assert left.closed

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from messaging import batching
 from messaging.models import Message
-from messaging.tests.test_loop_writer import _item, _send_together
+from messaging.tests.factories import send_item, send_together
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,15 +30,16 @@ async def test_a_rule_refusal_is_handed_over_and_nothing_of_it_stored(
 
     patient, doctor, conversation_id, consultation = await sync_to_async(consultation_closed)()
     batcher = batching.SendBatcher()
-    await _send_together(batcher, [_item(doctor, conversation_id, "warm")])
-    await _send_together(batcher, [_item(patient, conversation_id, "inside the window")])
+    await send_together(batcher, [send_item(doctor, conversation_id, "warm")])
+    await send_together(batcher, [send_item(patient, conversation_id, "inside the window")])
     assert batcher.loop_writer.batches == 1  # the rule asked on the loop, in the batch's round trip
 
     await sync_to_async(Consultation.objects.filter(pk=consultation.pk).update)(
         closes_at=timezone.now() - dt.timedelta(minutes=1)
     )
-    results = await _send_together(
-        batcher, [_item(patient, conversation_id, "refused"), _item(doctor, conversation_id, "still fine")]
+    results = await send_together(
+        batcher,
+        [send_item(patient, conversation_id, "refused"), send_item(doctor, conversation_id, "still fine")],
     )
     assert batcher.loop_writer.handed_over == 1
     assert getattr(results[0], "code", None) == "consultation_closed"
