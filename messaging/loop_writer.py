@@ -8,10 +8,11 @@ of database time took 3.6 ms in the thread). The loop writer runs the same state
 async psycopg connection that this event loop owns, in one pipeline: BEGIN, the locks, the send
 limit's answer, the send statement, the direct-send rules, the batch hooks, COMMIT.
 
-It takes the common batch only: plaintext sends without attachments to conversations this
-process has locked before (their kind is known, so the rules are asked in the same round trip),
-no client_id twice, every rule and hook able to run as a ``services.BatchStatement``. Anything
-else (a conversation not seen before or gone, a rule refusing a send, a re-sent client_id, a
+It takes the common batch only: plaintext sends without attachments, no client_id twice, every
+rule and hook able to run as a ``services.BatchStatement``. The kind of a conversation this
+process has not written to before is read first (one round trip, once: kinds never change), so
+the rules are asked in the batch's first round trip. Anything else (a conversation that does
+not exist or is gone, a rule refusing a send, a re-sent client_id, a
 send losing its insert to a concurrent one, any database error) rolls the transaction back and
 hands the whole batch to the worker thread's writer, which handles every case. A batch whose
 COMMIT may or may not have happened (the connection died) is handed over too: its sends come
@@ -44,9 +45,17 @@ Results = list[services.SendResult | Exception]
 
 
 def enabled() -> bool:
-    return (
-        bool(getattr(settings, "HEALTHCHAT_LOOP_WRITER", True)) and django_connection.vendor == "postgresql"
+    # The engine from the settings, not ``connection.vendor``: on the event loop Django's
+    # connection handler is context-local, so touching ``connection`` in each batch's task built
+    # a new DatabaseWrapper (a dozen objects in reference cycles) per batch: CPU, and garbage
+    # that made the collector's young-generation passes ~20 ms long.
+    return bool(getattr(settings, "HEALTHCHAT_LOOP_WRITER", True)) and _is_postgresql(
+        settings.DATABASES["default"]["ENGINE"]
     )
+
+
+def _is_postgresql(engine: str) -> bool:
+    return engine.endswith(".postgresql") or engine.endswith(".postgresql_psycopg2")
 
 
 class LoopWriter:
@@ -63,8 +72,7 @@ class LoopWriter:
         """Whether this batch is one the loop writer may try (cheap checks, before any I/O)."""
         if self.busy or not enabled():
             return False
-        kinds = services._kinds
-        if not all(not item.get("attachment_ids") and item["conversation_id"] in kinds for item in items):
+        if any(item.get("attachment_ids") for item in items):
             return False
         hooks_ok = all(hasattr(hook, "statement") for hook in services.batch_written_hooks)
         return hooks_ok and all(hasattr(rule, "statement") for rule in services.direct_send_rules)
@@ -109,6 +117,8 @@ class LoopWriter:
             if conn is None:
                 return None
             try:
+                if not await self._learn_kinds(conn, {e[1]["conversation_id"] for e in prepared}):
+                    return None  # a conversation that does not exist: the thread's writer answers
                 done = await self._transaction(conn, prepared, results, limit, limit_wait)
             except Exception:  # a database error, or a rule or hook that failed
                 logger.warning("loop writer: batch handed to the worker thread", exc_info=True)
@@ -185,6 +195,19 @@ class LoopWriter:
         # Past the pipeline's end every statement has answered, the COMMIT included.
         answers = [(stmt, await cursor.fetchall()) for stmt, cursor in hook_answers]
         return fan_outs, answers
+
+    @staticmethod
+    async def _learn_kinds(conn: psycopg.AsyncConnection[Any], asked: set[int]) -> bool:
+        """The kinds of conversations this process has not locked before, read once (one
+        round trip outside the batch's transaction: they never change); ``False`` if one of
+        them does not exist."""
+        unknown = asked - services._kinds.keys()
+        if not unknown:
+            return True
+        cursor = await conn.execute(services._KINDS_SQL, {"ids": sorted(unknown)})
+        found = {int(row[0]): (row[1], row[2]) for row in await cursor.fetchall()}
+        services._remember_kinds(unknown, found)
+        return len(found) == len(unknown)
 
     @staticmethod
     def _rule_statements(plain: list[services._Prepared]) -> list[services.BatchStatement]:

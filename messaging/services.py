@@ -586,6 +586,10 @@ SELECT id, kind, direct_key FROM messaging_conversation
 WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 """
 
+# The kinds of conversations (they never change), without a lock: the loop writer learns a
+# conversation's kind before its first batch, so that batch's rules share the first round trip.
+_KINDS_SQL = "SELECT id, kind, direct_key FROM messaging_conversation WHERE id = ANY(%(ids)s::bigint[])"
+
 # One statement for a whole batch of plaintext sends whose conversations are already locked
 # (so this statement's snapshot sees every send committed before the locks were granted): check
 # membership, blocks, reply_to, e2ee and earlier use of the client_id per send; number the

@@ -32,7 +32,7 @@ async def test_a_rule_refusal_is_handed_over_and_nothing_of_it_stored(
     batcher = batching.SendBatcher()
     await send_together(batcher, [send_item(doctor, conversation_id, "warm")])
     await send_together(batcher, [send_item(patient, conversation_id, "inside the window")])
-    assert batcher.loop_writer.batches == 1  # the rule asked on the loop, in the batch's round trip
+    assert batcher.loop_writer.batches == 2  # the rule asked on the loop, in the batch's round trip
 
     await sync_to_async(Consultation.objects.filter(pk=consultation.pk).update)(
         closes_at=timezone.now() - dt.timedelta(minutes=1)
@@ -53,4 +53,34 @@ async def test_a_rule_refusal_is_handed_over_and_nothing_of_it_stored(
         )
     )()
     assert bodies == ["warm", "inside the window", "still fine"]
+    await batcher.loop_writer.close()
+
+
+async def test_a_first_send_to_a_conversation_not_seen_before_is_ruled_too(
+    stripe_fake: Any, queued_pushes: list[list[int]]
+) -> None:
+    """The loop writer reads an unknown conversation's kind before the batch, so the direct-send
+    rule is asked for its very first send as well."""
+    from messaging import services
+    from payments.models import Consultation
+    from payments.tests.factories import completed, people
+
+    def consultation_closed() -> tuple[Any, Any, int]:
+        patient, doctor = people()
+        consultation = completed(patient, doctor, stripe_fake)
+        Consultation.objects.filter(pk=consultation.pk).update(
+            closes_at=timezone.now() - dt.timedelta(minutes=1)
+        )
+        return patient, doctor, consultation.conversation_id
+
+    patient, _doctor, conversation_id = await sync_to_async(consultation_closed)()
+    services._kinds.pop(conversation_id, None)
+    batcher = batching.SendBatcher()
+    (result,) = await send_together(batcher, [send_item(patient, conversation_id, "too late")])
+    assert getattr(result, "code", None) == "consultation_closed"
+    assert batcher.loop_writer.handed_over == 1  # refused on the loop, answered by the thread's writer
+    count = await sync_to_async(
+        Message.objects.filter(conversation_id=conversation_id, body="too late").count
+    )()
+    assert count == 0
     await batcher.loop_writer.close()
