@@ -41,22 +41,25 @@ async def test_one_beat_refreshes_every_connection_in_chunked_round_trips(redis_
             await redis_store.connect(uid, conn)
         before = await _scores(redis_store, entries)
         await asyncio.sleep(0.05)
-        pipelines: list[int] = []
-        real_pipeline = redis_store._client().pipeline
+        calls: list[int] = []
+        client = redis_store._client()
+        real_evalsha = client.evalsha
 
-        def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = real_pipeline(*args, **kwargs)
-            pipelines.append(1)
-            return pipe
+        async def counting_evalsha(*args: Any, **kwargs: Any) -> Any:
+            calls.append(int(args[1]))  # the number of keys: connections in this round trip
+            return await real_evalsha(*args, **kwargs)
 
-        monkeypatch.setattr(redis_store._client(), "pipeline", counting_pipeline)
+        monkeypatch.setattr(client, "evalsha", counting_evalsha)
         beats = presence.Heartbeats()
         for uid, conn in entries:
             beats.connections[conn] = uid
         await beats.beat()
         monkeypatch.undo()
         after = await _scores(redis_store, entries)
-        assert len(pipelines) == 3  # 2,010 connections: chunks of 1,000
+        # two chunks and ten: one script call per chunk, each connection once
+        assert calls == [presence.HEARTBEAT_CHUNK, presence.HEARTBEAT_CHUNK, 10]
+        ttls = await client.ttl(redis_store._key(entries[0][0]))
+        assert 60 <= ttls <= 65  # the key outlives its connections' expiry
         assert all(b is not None and a is not None and a > b for a, b in zip(after, before, strict=True))
         assert all(a is not None and a > time.time() + 55 for a in after)
     finally:
