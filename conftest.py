@@ -213,6 +213,10 @@ def make_token(token_minter: TokenMinter) -> Callable[..., str]:
 
 
 # --- Live servers: real uvicorn processes on the test database and real Redis ----------------
+# The live servers' PostgreSQL sessions carry this application_name.
+LIVE_SERVER_APPLICATION_NAME = "hc-live-server"
+
+
 @pytest.fixture(scope="module")
 def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_path_factory):
     """Start real ASGI server processes (uvicorn) sharing this worker's test database and Redis."""
@@ -230,7 +234,11 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
         env = dict(os.environ)
         env.update(
             DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-            DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            # Named, so a test that kills the servers' database sessions can find exactly those.
+            DATABASE_URL=(
+                f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+                f"?application_name={LIVE_SERVER_APPLICATION_NAME}"
+            ),
             REDIS_URL=dj_settings.REDIS_URL or "redis://127.0.0.1:6379/0",
             CHANNEL_LAYER_PREFIX=dj_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
             HC_TEST_FIREBASE_CERTS=token_minter.certs_json(),

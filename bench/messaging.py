@@ -12,7 +12,9 @@ venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1
    ``--rev`` names (exported with ``git archive``, so edits in progress are not measured).
 3. Runs ``bench/loadgen.py`` in its own process: warm-up, ``--sockets`` authenticated idle sockets
    (RSS per idle socket), saturation (every sender keeps ``--window`` messages in flight for
-   ``--seconds``), then offered load (every sender sends 1 message/s for ``--seconds``). Server
+   ``--seconds``), then offered load (every sender sends 1 message/s for ``--seconds``, after
+   ``--lead-in`` seconds of the same load that are checked but not in the latency figures: the
+   window measures the sustained load, not the machine waking from the idle pause before it). Server
    CPU comes from ``/proc/<pid>/stat`` around each phase; every acked / received ``client_id``
    is checked against the ``messaging_message`` table, and ``seq`` for gaps.
 4. Does the same against ``bench/relay.py`` and prints a table: our figure, the relay's, ratio.
@@ -94,7 +96,7 @@ def run_target(
         }
         for phase, extra in (
             ("saturation", {"window": args.window}),
-            ("offered", {"rate": 1.0}),
+            ("offered", {"rate": 1.0, "lead_in": args.lead_in}),
         ):
             if phase not in args.phases:
                 continue
@@ -120,7 +122,8 @@ def run_target(
             result["resources"] = usage = after.since(before)
             if settled is not None:
                 usage["busy_cores_before"] = settled
-            delivered = max(1, int(result["delivered"]))
+            # server CPU covers the lead-in's messages too
+            delivered = max(1, int(result["delivered"]) + int(result.get("lead_in", {}).get("delivered", 0)))
             usage["server_cpu_s_per_1k"] = round(usage["server_cpu_s"] / delivered * 1000, 3)
             usage["pg_redis_cpu_s_per_1k"] = round(usage["pg_redis_cpu_s"] / delivered * 1000, 3)
             if verify:
@@ -182,6 +185,10 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
         ("offered msgs/s delivered", lambda t: t["offered"]["msgs_per_s"]),
         ("offered p50 latency ms", lambda t: t["offered"]["latency_ms"]["p50"]),
         ("offered p99 latency ms", lambda t: t["offered"]["latency_ms"]["p99"]),
+        (
+            "offered lead-in p99 ms (not in the window)",
+            lambda t: t["offered"]["lead_in"]["latency_ms"]["p99"],
+        ),
         (
             "server CPU-s / 1k msgs (saturation)",
             lambda t: t["saturation"]["resources"]["server_cpu_s_per_1k"],
@@ -251,6 +258,12 @@ def main() -> int:
         "--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine first"
     )
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument(
+        "--lead-in",
+        type=float,
+        default=1.0,
+        help="offered: seconds of the same load before the measured window (0: none)",
+    )
     parser.add_argument(
         "--phases",
         nargs="+",

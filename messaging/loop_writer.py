@@ -38,6 +38,7 @@ from healthchat.errors import ApplicationError
 
 from . import services
 from . import validators as v
+from .raw_pipeline import PipelineError, RawPipeline
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -63,6 +64,7 @@ class LoopWriter:
 
     def __init__(self) -> None:
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._pipe: RawPipeline | None = None  # the round trips on ``_conn``
         self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = False
         self.batches = 0  # written here (tests, benchmarks)
@@ -114,12 +116,13 @@ class LoopWriter:
             prepared.append((index, item, cid, [], text))
         if prepared:
             conn = await self._connection()
-            if conn is None:
+            if conn is None or self._pipe is None:
                 return None
+            pipe = self._pipe
             try:
-                if not await self._learn_kinds(conn, {e[1]["conversation_id"] for e in prepared}):
+                if not await self._learn_kinds(pipe, {e[1]["conversation_id"] for e in prepared}):
                     return None  # a conversation that does not exist: the thread's writer answers
-                done = await self._transaction(conn, prepared, results, limit, limit_wait)
+                done = await self._transaction(pipe, prepared, results, limit, limit_wait)
             except Exception:  # a database error, or a rule or hook that failed
                 logger.warning("loop writer: batch handed to the worker thread", exc_info=True)
                 # A new connection for the next batch: whatever state this one is in (a dead
@@ -127,7 +130,7 @@ class LoopWriter:
                 await self._drop(conn)
                 return None
             if done is None:
-                await self._roll_back(conn)
+                await self._roll_back(conn, pipe)
                 return None
             fan_outs, answers = done
             services._fan_out_all(fan_outs)
@@ -142,7 +145,7 @@ class LoopWriter:
 
     async def _transaction(
         self,
-        conn: psycopg.AsyncConnection[Any],
+        pipe: RawPipeline,
         prepared: list[services._Prepared],
         results: list[services.SendResult | Exception | None],
         limit: asyncio.Future[dict[int, Any]],
@@ -157,55 +160,51 @@ class LoopWriter:
             return None
         asked = {e[1]["conversation_id"] for e in prepared}
         plain = prepared
-        hook_answers: list[tuple[services.BatchStatement, psycopg.AsyncCursor[Any]]] = []
-        async with conn.pipeline() as pipeline:
-            # Round trip 1: BEGIN, the locks, the send statement, the direct-send rules.
-            await conn.execute("BEGIN")
-            lock = await conn.execute(services._LOCK_BATCH_SQL, {"ids": sorted(asked)})
-            now = timezone.now()
-            send = await conn.execute(services._SEND_BATCH_SQL, services.send_batch_params(plain, now))
-            rule_cursors = [
-                (stmt, await conn.execute(stmt.sql, stmt.params)) for stmt in self._rule_statements(plain)
+        now = timezone.now()
+        rules = self._rule_statements(plain)
+        # Round trip 1: BEGIN, the locks, the send statement, the direct-send rules.
+        first = await pipe.round_trip(
+            [
+                ("BEGIN", None),
+                (services._LOCK_BATCH_SQL, {"ids": sorted(asked)}),
+                (services._SEND_BATCH_SQL, services.send_batch_params(plain, now)),
+                *((stmt.sql, stmt.params) for stmt in rules),
             ]
-            await pipeline.sync()  # one wait for every answer above
-            locked = {int(row[0]): (row[1], row[2]) for row in await lock.fetchall()}
-            rows = sorted(await send.fetchall())
-            services._remember_kinds(asked, locked)
-            if asked - set(locked):
-                return None  # a conversation is gone: the thread's writer answers its sends
-            if await _refusals(limit, limit_wait):
-                return None
-            for stmt, cursor in rule_cursors:
-                if stmt.answer(await cursor.fetchall()):
-                    return None  # a rule refuses a send: written already, redone send by send
-            duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
-            try:
-                written, fan_outs, _members = services.batch_outcome(plain, rows, now, results, duplicates)
-            except services._BatchConflict:
-                return None
-            if duplicates:
-                return None  # a re-sent client_id: the thread's writer returns the original
-            # Round trip 2: the batch hooks (the push outbox) and the COMMIT, answered together
-            # when the pipeline ends.
-            for hook in services.batch_written_hooks:
-                stmt = hook.statement(written)
-                if stmt is not None:
-                    hook_answers.append((stmt, await conn.execute(stmt.sql, stmt.params)))
-            await conn.execute("COMMIT")
-        # Past the pipeline's end every statement has answered, the COMMIT included.
-        answers = [(stmt, await cursor.fetchall()) for stmt, cursor in hook_answers]
-        return fan_outs, answers
+        )
+        locked = {int(row[0]): (row[1], row[2]) for row in first[1]}
+        rows = sorted(first[2])
+        services._remember_kinds(asked, locked)
+        if asked - set(locked):
+            return None  # a conversation is gone: the thread's writer answers its sends
+        if await _refusals(limit, limit_wait):
+            return None
+        for stmt, rule_rows in zip(rules, first[3:], strict=True):
+            if stmt.answer(rule_rows):
+                return None  # a rule refuses a send: written already, redone send by send
+        duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
+        try:
+            written, fan_outs, _members = services.batch_outcome(plain, rows, now, results, duplicates)
+        except services._BatchConflict:
+            return None
+        if duplicates:
+            return None  # a re-sent client_id: the thread's writer returns the original
+        # Round trip 2: the batch hooks (the push outbox) and the COMMIT, answered together.
+        hooks = [
+            stmt for hook in services.batch_written_hooks if (stmt := hook.statement(written)) is not None
+        ]
+        second = await pipe.round_trip([*((stmt.sql, stmt.params) for stmt in hooks), ("COMMIT", None)])
+        return fan_outs, list(zip(hooks, second[:-1], strict=True))
 
     @staticmethod
-    async def _learn_kinds(conn: psycopg.AsyncConnection[Any], asked: set[int]) -> bool:
+    async def _learn_kinds(pipe: RawPipeline, asked: set[int]) -> bool:
         """The kinds of conversations this process has not locked before, read once (one
         round trip outside the batch's transaction: they never change); ``False`` if one of
         them does not exist."""
         unknown = asked - services._kinds.keys()
         if not unknown:
             return True
-        cursor = await conn.execute(services._KINDS_SQL, {"ids": sorted(unknown)})
-        found = {int(row[0]): (row[1], row[2]) for row in await cursor.fetchall()}
+        (rows,) = await pipe.round_trip([(services._KINDS_SQL, {"ids": sorted(unknown)})])
+        found = {int(row[0]): (row[1], row[2]) for row in rows}
         services._remember_kinds(unknown, found)
         return len(found) == len(unknown)
 
@@ -231,6 +230,7 @@ class LoopWriter:
             if self._loop is loop:
                 await self._drop(conn)
             conn = self._conn = None
+            self._pipe = None
         if conn is None:
             try:
                 conn = await psycopg.AsyncConnection.connect(**connection_params(), autocommit=True)
@@ -238,25 +238,26 @@ class LoopWriter:
                 logger.warning("loop writer: cannot connect; batches take the worker thread", exc_info=True)
                 return None
             self._conn, self._loop = conn, loop
+            self._pipe = RawPipeline(conn)
         return conn
 
-    async def _roll_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _roll_back(self, conn: psycopg.AsyncConnection[Any], pipe: RawPipeline) -> None:
         """After a handed-over batch: end its transaction, or drop a connection that cannot."""
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                await conn.execute("ROLLBACK")
-        except (psycopg.Error, OSError):
+                await pipe.round_trip([("ROLLBACK", None)])
+        except (psycopg.Error, PipelineError, OSError):
             logger.warning("loop writer: connection dropped", exc_info=True)
             await self._drop(conn)
 
     async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self._conn is conn:
-            self._conn = None
+            self._conn = self._pipe = None
         with contextlib.suppress(psycopg.Error, OSError):
             await conn.close()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._pipe = self._conn, None, None
         if conn is not None and not conn.closed:
             await conn.close()
 

@@ -243,3 +243,35 @@ async def test_a_batch_on_the_loop_leaves_no_cyclic_garbage(queued_pushes: list[
     assert wrappers == []
     assert garbage < 20  # fewer than one object per batch (none is expected)
     await batcher.loop_writer.close()
+
+
+TRICKY_BODIES = [
+    'quotes " and "" and \\" inside',
+    "backslashes \\ \\\\ \\n (not a newline) and a real\nnewline\ttab",
+    "braces {a,b} , commas , NULL and null",
+    "NULL",
+    "  leading and trailing spaces are the validator's business  ",
+    "unicode: é ü ß 日本語 مرحبا 🩺💊",
+    "'single' quotes; DROP TABLE messaging_message; --",
+    "$1 %s %(body)s %% placeholders",
+]
+
+
+async def test_bodies_are_stored_exactly_as_sent(queued_pushes: list[list[int]]) -> None:
+    """The loop writer sends parameters in PostgreSQL's text form (``raw_pipeline.dump``):
+    quotes, backslashes, braces, commas, the word NULL and any Unicode come back unchanged."""
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    batcher = batching.SendBatcher()
+    results = await send_together(batcher, [send_item(patient, conversation.pk, b) for b in TRICKY_BODIES])
+    assert batcher.loop_writer.batches == 1
+    assert batcher.loop_writer.handed_over == 0
+    assert all(r.created for r in results)
+    stored = await sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation=conversation).order_by("seq").values_list("body", flat=True)
+        )
+    )()
+    expected = [r.data["body"] for r in results]
+    assert stored == expected
+    assert [b.strip() for b in TRICKY_BODIES] == [s.strip() for s in stored]
+    await batcher.loop_writer.close()

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from conftest import LIVE_SERVER_APPLICATION_NAME
 from messaging.tests.factories import pair
 from tests.faults import Ledger, Peer, check_exactly_once
 
@@ -32,7 +33,9 @@ def token_for(make_token, user):
 
 
 class Killer(threading.Thread):
-    """Terminates every backend on the test database except the test's own connections."""
+    """Terminates the live server's sessions on the test database, and only those: the test
+    process's own connections (this thread's, asgiref's executor threads') stay alive, so no
+    later test in this worker inherits a dead one."""
 
     def __init__(self, dsn: str, spare_pid: int) -> None:
         super().__init__(daemon=True)
@@ -48,8 +51,8 @@ class Killer(threading.Thread):
                 killed = conn.execute(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s"
-                    " AND backend_type = 'client backend'",
-                    [self.spare_pid],
+                    " AND backend_type = 'client backend' AND application_name = %s",
+                    [self.spare_pid, LIVE_SERVER_APPLICATION_NAME],
                 ).fetchone()
                 self.terminated += int(killed[0]) if killed else 0
                 self.rounds += 1
