@@ -12,9 +12,10 @@ venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1
    ``--rev`` names (exported with ``git archive``, so edits in progress are not measured).
 3. Runs ``bench/loadgen.py`` in its own process: warm-up, ``--sockets`` authenticated idle sockets
    (RSS per idle socket), saturation (every sender keeps ``--window`` messages in flight for
-   ``--seconds``), then offered load (every sender sends 1 message/s for ``--seconds``, after
-   ``--lead-in`` seconds of the same load that are checked but not in the latency figures: the
-   window measures the sustained load, not the machine waking from the idle pause before it). Server
+   ``--seconds``), then offered load (every sender sends 1 message/s for ``--seconds``; with
+   ``--lead-in`` N, after N seconds of the same load that are checked but not in the latency
+   figures: the window then measures the sustained load, not the machine waking from the idle
+   pause before it). Server
    CPU comes from ``/proc/<pid>/stat`` around each phase; every acked / received ``client_id``
    is checked against the ``messaging_message`` table, and ``seq`` for gaps.
 4. Does the same against ``bench/relay.py`` and prints a table: our figure, the relay's, ratio.
@@ -261,8 +262,8 @@ def main() -> int:
     parser.add_argument(
         "--lead-in",
         type=float,
-        default=1.0,
-        help="offered: seconds of the same load before the measured window (0: none)",
+        default=0.0,
+        help="offered: seconds of the same load before the measured window (default 0: none)",
     )
     parser.add_argument(
         "--phases",
