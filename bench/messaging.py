@@ -187,7 +187,7 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
         ("offered p50 latency ms", lambda t: t["offered"]["latency_ms"]["p50"]),
         ("offered p99 latency ms", lambda t: t["offered"]["latency_ms"]["p99"]),
         (
-            "offered lead-in p99 ms (not in the window)",
+            "offered lead-in p99 ms (--lead-in, outside the window)",
             lambda t: t["offered"]["lead_in"]["latency_ms"]["p99"],
         ),
         (
