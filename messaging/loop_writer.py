@@ -5,8 +5,9 @@ Under light load that costs more than the database does: the hop to the thread a
 the thread and the event loop taking turns at the GIL each time a database answer arrives
 (measured at an offered 500 msgs/s: 0.6 ms to start the thread, and a batch that needs 1.4 ms
 of database time took 3.6 ms in the thread). The loop writer runs the same statements on an
-async psycopg connection that this event loop owns, in one pipeline: BEGIN, the locks, the send
-limit's answer, the send statement, the direct-send rules, the batch hooks, COMMIT.
+async psycopg connection that this event loop owns, driven through ``raw_pipeline`` (libpq's
+pipeline mode, one wait per round trip): BEGIN, the locks, the send statement and the
+direct-send rules; then, with the send limit's answer, the batch hooks and COMMIT.
 
 It takes the common batch only: plaintext sends without attachments, no client_id twice, every
 rule and hook able to run as a ``services.BatchStatement``. The kind of a conversation this
@@ -238,7 +239,7 @@ class LoopWriter:
                 logger.warning("loop writer: cannot connect; batches take the worker thread", exc_info=True)
                 return None
             self._conn, self._loop = conn, loop
-            self._pipe = RawPipeline(conn)
+            self._pipe = RawPipeline(conn, prepare=_prepares())
         return conn
 
     async def _roll_back(self, conn: psycopg.AsyncConnection[Any], pipe: RawPipeline) -> None:
@@ -264,16 +265,22 @@ class LoopWriter:
 
 def connection_params() -> dict[str, Any]:
     """Django's parameters for its PostgreSQL connection, for an async psycopg one: the same
-    server, database, role, options and preparation (``DATABASE_PREPARE_THRESHOLD``), plus a
+    server, database, role and options (preparation: ``_prepares``), plus a
     generic plan for every statement (the batch statements' array parameters would otherwise be
     re-planned each time; the thread's writer sets this per transaction)."""
     params = django_connection.get_connection_params()
+    # Statements go through ``raw_pipeline`` (pgconn), never psycopg's cursors or preparation.
     params.pop("cursor_factory", None)
-    server_side = django_connection.settings_dict["OPTIONS"].get("server_side_binding", False)
-    params["cursor_factory"] = psycopg.AsyncCursor if server_side else psycopg.AsyncClientCursor
+    params.pop("prepare_threshold", None)
     options = params.get("options", "")
     params["options"] = f"{options} -c plan_cache_mode=force_generic_plan".strip()
     return params
+
+
+def _prepares() -> bool:
+    """Named prepared statements unless the settings turn preparation off
+    (``DATABASE_PREPARE_THRESHOLD=0``, or client-side binding)."""
+    return django_connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None
 
 
 async def _refusals(limit: asyncio.Future[dict[int, Any]], wait: float) -> dict[int, Any]:

@@ -83,19 +83,26 @@ class RawPipeline:
     ``pgconn`` only while a round trip runs (never with psycopg's own pipeline or cursors at the
     same time); after any failure the caller drops the connection."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], *, prepare: bool = True) -> None:
+        """``prepare`` false: unnamed statements, parsed every time (behind a PgBouncer that
+        cannot keep named prepared statements; ``DATABASE_PREPARE_THRESHOLD=0``)."""
         self.conn = conn
         self.pgconn = conn.pgconn
-        self._prepared: dict[str, tuple[bytes, list[str]]] = {}  # sql -> (statement name, order)
+        self.prepare = prepare
+        # sql -> (statement name, or the query itself when not preparing; parameter order)
+        self._statements: dict[str, tuple[bytes, list[str]]] = {}
         self._tx = Transformer(conn)
 
     def _statement(self, sql: str, queue: list[tuple[Any, ...]]) -> tuple[bytes, list[str]]:
-        known = self._prepared.get(sql)
+        known = self._statements.get(sql)
         if known is None:
             query, order = _convert(sql)
-            known = (f"hc_raw_{len(self._prepared)}".encode(), order)
-            queue.append(("prepare", known[0], query))
-            self._prepared[sql] = known
+            if self.prepare:
+                known = (f"hc_raw_{len(self._statements)}".encode(), order)
+                queue.append(("prepare", known[0], query))
+            else:
+                known = (query, order)
+            self._statements[sql] = known
         return known
 
     async def round_trip(self, statements: Sequence[tuple[str, dict[str, Any] | None]]) -> list[list[Any]]:
@@ -115,8 +122,10 @@ class RawPipeline:
         for entry in queue:
             if entry[0] == "prepare":
                 pgconn.send_prepare(entry[1], entry[2])
-            else:
+            elif self.prepare:
                 pgconn.send_query_prepared(entry[1], entry[2])
+            else:
+                pgconn.send_query_params(entry[1], entry[2])
         pgconn.pipeline_sync()
         loop = asyncio.get_running_loop()
         while pgconn.flush():  # 1: not all sent yet (a full socket buffer)

@@ -105,3 +105,29 @@ async def test_a_dead_connection_raises() -> None:
     with pytest.raises((psycopg.Error, PipelineError)):
         await pipe.round_trip([("SELECT 1", None)])
     await conn.close()
+
+
+async def test_without_preparation_nothing_is_prepared_on_the_server() -> None:
+    """``DATABASE_PREPARE_THRESHOLD=0`` (a PgBouncer that cannot keep named statements):
+    unnamed statements, the same answers."""
+    conn = await psycopg.AsyncConnection.connect(**connection_params(), autocommit=True)
+    pipe = RawPipeline(conn, prepare=False)
+    try:
+        for _ in range(2):
+            (rows,) = await pipe.round_trip(
+                [("SELECT * FROM unnest(%(ids)s::bigint[]) ORDER BY 1", {"ids": [2, 1]})]
+            )
+            assert rows == [(1,), (2,)]
+        (prepared,) = await pipe.round_trip([("SELECT count(*) FROM pg_prepared_statements", None)])
+        assert prepared == [(0,)]
+    finally:
+        await conn.close()
+
+
+async def test_the_loop_writer_follows_the_preparation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from messaging import loop_writer
+
+    options = connection.settings_dict["OPTIONS"]
+    assert loop_writer._prepares() is (options.get("prepare_threshold") is not None)
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**options, "prepare_threshold": None})
+    assert loop_writer._prepares() is False
