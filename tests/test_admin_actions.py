@@ -131,7 +131,10 @@ def _held(wanted: bool) -> Callable[[Context, list[int]], bool]:
 # --- notifications -------------------------------------------------------------------------
 def _push_deliveries(ctx: Context) -> list[int]:
     delivery = PushDelivery.objects.create(
-        kind=PushDelivery.Kind.TEST, device=DeviceFactory.create(), ref=uuid.uuid4().hex, due_at=timezone.now()
+        kind=PushDelivery.Kind.TEST,
+        device=DeviceFactory.create(),
+        ref=uuid.uuid4().hex,
+        due_at=timezone.now(),
     )
     return [delivery.pk]
 
@@ -312,3 +315,79 @@ def test_staff_holding_the_permission_runs_the_action(ctx: Context, key: tuple[s
     response = client.post(changelist(label), {"action": action, "_selected_action": pks, **row.extra})
     assert response.status_code == 302, response.content[:2000]
     assert row.done(ctx, pks), f"{label}:{action} did not take effect"
+
+
+# --- Beyond the changelist actions: change forms and the refund page ----------------------------
+def form_data(page: Any, **changes: Any) -> dict[str, Any]:
+    """What the browser would post back for a change page as shown (inline management forms
+    included), with ``changes`` applied (``False`` unticks a checkbox)."""
+    forms: list[Any] = [page.context["adminform"].form]
+    for inline in page.context["inline_admin_formsets"]:
+        forms.extend([inline.formset.management_form, *inline.formset.forms])
+    data: dict[str, Any] = {}
+    for form in forms:
+        for name, form_field in form.fields.items():
+            value = form[name].value()
+            if form_field.disabled or value is None or value is False:
+                continue
+            data[form.add_prefix(name)] = "on" if value is True else value
+    for name, value in changes.items():
+        if value is False:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return data
+
+
+def test_user_form_changes_activity_and_privileges_only_with_their_permissions():
+    target = UserFactory.create(display_name="Before")
+    url = reverse("admin:accounts_user_change", args=[target.pk])
+    every = [str(pk) for pk in Permission.objects.values_list("pk", flat=True)]
+    clerk = browser(staff_with("accounts.view_user", "accounts.change_user"))
+    page = clerk.get(url)
+    posted = form_data(
+        page, display_name="After", is_active=False, is_superuser="on", is_staff="on", user_permissions=every
+    )
+    assert clerk.post(url, posted).status_code == 302
+    target.refresh_from_db()
+    assert target.display_name == "After"  # the change permission covers the ordinary fields
+    assert (target.is_active, target.is_superuser, target.is_staff) == (True, False, False)
+    assert not target.user_permissions.exists()
+
+    deactivator = browser(
+        staff_with("accounts.view_user", "accounts.change_user", "accounts.deactivate_account")
+    )
+    assert deactivator.post(url, form_data(deactivator.get(url), is_active=False)).status_code == 302
+    target.refresh_from_db()
+    assert target.is_active is False
+
+
+@pytest.mark.parametrize("model", ["messaging.conversation", "groups.groupconversation"])
+def test_legal_hold_checkbox_needs_manage_legal_hold(ctx: Context, model: str):
+    pks = _direct_conversations(ctx) if model == "messaging.conversation" else _group_conversations(ctx)
+    app_label, model_name = model.split(".")
+    url = reverse(f"admin:{app_label}_{model_name}_change", args=[pks[0]])
+    change = f"{app_label}.change_{model_name}"
+    clerk = browser(staff_with(view_permission(model), change))
+    assert clerk.post(url, form_data(clerk.get(url), legal_hold="on")).status_code == 302
+    assert not _held(True)(ctx, pks)
+    keeper = browser(staff_with(view_permission(model), change, "messaging.manage_legal_hold"))
+    assert keeper.post(url, form_data(keeper.get(url), legal_hold="on")).status_code == 302
+    assert _held(True)(ctx, pks)
+
+
+def test_refund_page_needs_refund_consultation(ctx: Context):
+    pks = _accepted_consultations(ctx)
+    url = reverse("admin:payments_consultation_refund", args=[pks[0]])
+    for perms in (
+        ("payments.view_consultation",),
+        ("payments.view_consultation", "payments.change_consultation"),
+    ):
+        clerk = browser(staff_with(*perms))
+        assert clerk.get(url).status_code == 302
+        assert clerk.post(url, {"amount": "", "note": "x"}).status_code == 302
+        assert not _refunded(ctx, pks)
+    cashier = browser(staff_with("payments.view_consultation", "payments.refund_consultation"))
+    assert cashier.get(url).status_code == 200
+    assert cashier.post(url, {"amount": "", "note": "goodwill"}).status_code == 302
+    assert _refunded(ctx, pks)
