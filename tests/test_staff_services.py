@@ -187,7 +187,7 @@ def test_the_actor_is_required():
     """No default: a caller that forgets the actor fails, it never runs as nobody."""
     pk = _pending_doctor()
     with pytest.raises(TypeError):
-        account_services.doctor_set_verification(doctor=_user(pk), status="verified")  # type: ignore[call-arg]
+        account_services.doctor_set_verification(doctor=_user(pk), status="verified")
     assert DoctorProfile.objects.get(pk=pk).verification_status == "pending"
 
 
