@@ -3,7 +3,7 @@
 Every action declares the permission it needs (``@admin.action(permissions=[...])``; Django hides
 and refuses it otherwise) and the service it calls checks that permission again
 (``accounts.actors``). A change form shows ``is_active`` editable only to holders of
-``deactivate_account``, and the permission fields only to superusers.
+``deactivate_account``, and the permission fields (and staff groups) only to superusers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -181,6 +183,24 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
             audited.USER_DELETE,
             "Deleted",
         )
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class StaffGroupAdmin(DjangoGroupAdmin):
+    """Groups of staff carry permissions: only a superuser creates, changes or deletes one (a
+    holder of ``change_group`` could otherwise add any permission to a group they are in)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
 
 
 @admin.register(DoctorProfile)

@@ -4,7 +4,8 @@ One row per action, discovered from the admin site at test time: a new action wi
 fails ``test_every_admin_action_has_a_row``. Each row runs through the real changelist POST,
 signed in as (a) a staff user holding every view permission of the project: the action is not
 offered, the POST is refused and nothing changes; (b) a staff user holding the model's view
-permission plus exactly the permission the row names: the action is offered and takes effect.
+permission plus exactly the permission the row names (or a superuser, for the few actions only a
+superuser may run): the action is offered and takes effect.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class Context:
     firebase_calls: list[tuple[str, dict[str, Any]]]
 
 
+SUPERUSER = "superuser"  # a row whose action only a superuser may run
+
+
 @dataclass(frozen=True)
 class Row:
-    permission: str  # "app_label.codename": what the action needs, beyond the view permission
+    permission: str  # "app_label.codename" the action needs beyond the view permission, or SUPERUSER
     setup: Callable[[Context], list[int]]  # makes the objects; returns the pks to select
     done: Callable[[Context, list[int]], bool]  # the action took effect on every one of them
     extra: dict[str, str] = field(default_factory=dict)  # more POST fields (a confirmation)
@@ -157,7 +161,7 @@ def _refunded(ctx: Context, pks: list[int]) -> bool:
 
 
 ROWS: dict[tuple[str, str], Row] = {
-    ("auth.group", "delete_selected"): Row("auth.delete_group", _groups, _gone(Group), CONFIRMED),
+    ("auth.group", "delete_selected"): Row(SUPERUSER, _groups, _gone(Group), CONFIRMED),
     ("accounts.user", "deactivate_accounts"): Row(
         "accounts.deactivate_account", _patients, lambda ctx, pks: _active(ctx, pks, False)
     ),
@@ -229,11 +233,15 @@ def discovered_actions() -> dict[tuple[str, str], Any]:
 
 
 def staff_with(*perms: str) -> User:
-    """A staff account (not superuser) holding exactly ``perms`` ("app_label.codename")."""
+    """A staff account holding exactly ``perms`` ("app_label.codename"; SUPERUSER: a superuser)."""
     user: User = User.objects.create_user(
-        unique_phone(), "pw-for-tests-only", is_staff=True, display_name="Clerk"
+        unique_phone(),
+        "pw-for-tests-only",
+        is_staff=True,
+        is_superuser=SUPERUSER in perms,
+        display_name="Clerk",
     )
-    for perm in perms:
+    for perm in set(perms) - {SUPERUSER}:
         app_label, codename = perm.split(".", 1)
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
@@ -391,3 +399,23 @@ def test_refund_page_needs_refund_consultation(ctx: Context):
     assert cashier.get(url).status_code == 200
     assert cashier.post(url, {"amount": "", "note": "goodwill"}).status_code == 302
     assert _refunded(ctx, pks)
+
+
+def test_only_superusers_change_staff_groups(ctx: Context):
+    """Groups carry permissions: ``change_group`` must not let a clerk grant themselves more."""
+    group = Group.objects.create(name="Clerks")
+    clerk_user = staff_with("auth.view_group", "auth.add_group", "auth.change_group", "auth.delete_group")
+    clerk_user.groups.add(group)
+    clerk = browser(clerk_user)
+    every = [str(pk) for pk in Permission.objects.values_list("pk", flat=True)]
+    url = reverse("admin:auth_group_change", args=[group.pk])
+    assert clerk.post(url, {"name": "Clerks", "permissions": every}).status_code == 403
+    assert (
+        clerk.post(reverse("admin:auth_group_add"), {"name": "Mine", "permissions": every}).status_code == 403
+    )
+    assert not group.permissions.exists()
+    assert not Group.objects.filter(name="Mine").exists()
+    clerk.post(
+        changelist("auth.group"), {"action": "delete_selected", "_selected_action": [group.pk], **CONFIRMED}
+    )
+    assert Group.objects.filter(pk=group.pk).exists()
