@@ -13,7 +13,7 @@ future API are held to the same rule. The actor is either
 
 There is no default and no ``None``: a caller that forgets the actor fails, it never runs as
 nobody. The permissions (``Meta.permissions`` of the models) and which action needs which are
-listed in docs/trust.md ("Staff permissions").
+listed in the README ("Staff and operators").
 """
 
 from __future__ import annotations
