@@ -1,11 +1,19 @@
-"""Admin for clinic staff: users, doctors awaiting verification, devices, specialties."""
+"""Admin for clinic staff: users, doctors awaiting verification, devices, specialties.
+
+Every action declares the permission it needs (``@admin.action(permissions=[...])``; Django hides
+and refuses it otherwise) and the service it calls checks that permission again
+(``accounts.actors``). A change form shows ``is_active`` editable only to holders of
+``deactivate_account``, and the permission fields (and staff groups) only to superusers.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -16,11 +24,17 @@ from audit.admin import AuditedAdminMixin
 from healthchat.errors import ApplicationError
 
 from . import services
+from .actors import admin_permission, may
 from .models import Device, DoctorProfile, PatientProfile, Specialty, User
 
+# Fields that grant power: only a superuser edits them (a holder of ``change_user`` could
+# otherwise give themselves every permission, or superuser status).
+PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
-def _actor(request: HttpRequest) -> User | None:
-    return request.user if isinstance(request.user, User) else None
+
+def _actor(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # the admin site lets only signed-in staff in
+    return request.user
 
 
 def _record(request: HttpRequest, action: str, user: User) -> None:
@@ -75,9 +89,21 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
     inlines = [PatientProfileInline, DoctorProfileInline, DeviceInline]
     actions = ["delete_accounts", "deactivate_accounts", "reactivate_accounts", "revoke_sessions"]
 
+    has_erase_account_permission = admin_permission("accounts.erase_account")
+    has_deactivate_account_permission = admin_permission("accounts.deactivate_account")
+    has_revoke_sessions_permission = admin_permission("accounts.revoke_sessions")
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows would orphan conversations: use the "Delete account" action (erasure).
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not may(request.user, "accounts.deactivate_account"):
+            fields.append("is_active")
+        if not request.user.is_superuser:
+            fields.extend(PRIVILEGE_FIELDS)
+        return fields
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm[User], change: bool) -> None:
         """Save the form; a change of ``is_active`` goes through the service (closes sockets)."""
@@ -107,7 +133,9 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
                 self.message_user(request, f"User {user.pk}: {exc.message}", messages.ERROR)
         self.message_user(request, f"{done} {count} account(s).", messages.SUCCESS)
 
-    @admin.action(description="Deactivate (refuse sign-in, close open sockets)")
+    @admin.action(
+        description="Deactivate (refuse sign-in, close open sockets)", permissions=["deactivate_account"]
+    )
     def deactivate_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         actor = _actor(request)
         self._each(
@@ -118,7 +146,7 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
             "Deactivated",
         )
 
-    @admin.action(description="Reactivate")
+    @admin.action(description="Reactivate", permissions=["deactivate_account"])
     def reactivate_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         actor = _actor(request)
         self._each(
@@ -129,7 +157,10 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
             "Reactivated",
         )
 
-    @admin.action(description="Sign out everywhere (revoke Firebase tokens, close sockets)")
+    @admin.action(
+        description="Sign out everywhere (revoke Firebase tokens, close sockets)",
+        permissions=["revoke_sessions"],
+    )
     def revoke_sessions(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         actor = _actor(request)
         self._each(
@@ -140,13 +171,36 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
             "Signed out",
         )
 
-    @admin.action(description="Delete account (erase personal data, keep conversations)")
+    @admin.action(
+        description="Delete account (erase personal data, keep conversations)", permissions=["erase_account"]
+    )
     def delete_accounts(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        actor = request.user if isinstance(request.user, User) else None
-        for user in queryset:
-            services.user_delete(user=user, actor=actor)
-            audit.record(audited.USER_DELETE, request=request, object_type="user", object_id=user.pk)
-        self.message_user(request, f"Deleted {queryset.count()} account(s).", messages.SUCCESS)
+        actor = _actor(request)
+        self._each(
+            request,
+            queryset,
+            lambda user: services.user_delete(user=user, actor=actor),
+            audited.USER_DELETE,
+            "Deleted",
+        )
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class StaffGroupAdmin(DjangoGroupAdmin):
+    """Groups of staff carry permissions: only a superuser creates, changes or deletes one (a
+    holder of ``change_group`` could otherwise add any permission to a group they are in)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
 
 
 @admin.register(DoctorProfile)
@@ -166,22 +220,32 @@ class DoctorProfileAdmin(AuditedAdminMixin, admin.ModelAdmin[DoctorProfile]):
     list_select_related = ["user", "specialty", "verified_by"]
     actions = ["approve", "reject"]
 
+    has_verify_doctor_permission = admin_permission("accounts.verify_doctor")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A doctor's profile goes only with their account (erasure), never on its own.
+        return False
+
     def _decide(self, request: HttpRequest, queryset: QuerySet[DoctorProfile], status: str) -> None:
-        actor = request.user if isinstance(request.user, User) else None
+        actor = _actor(request)
+        action = (
+            audited.DOCTOR_VERIFY if status == DoctorProfile.Verification.VERIFIED else audited.DOCTOR_REJECT
+        )
         done = 0
         for profile in queryset.select_related("user"):
             try:
                 services.doctor_set_verification(doctor=profile.user, status=status, actor=actor)
+                _record(request, action, profile.user)
                 done += 1
             except ApplicationError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
         self.message_user(request, f"{done} doctor(s) marked {status}.", messages.SUCCESS)
 
-    @admin.action(description="Approve (verify) selected doctors")
+    @admin.action(description="Approve (verify) selected doctors", permissions=["verify_doctor"])
     def approve(self, request: HttpRequest, queryset: QuerySet[DoctorProfile]) -> None:
         self._decide(request, queryset, DoctorProfile.Verification.VERIFIED)
 
-    @admin.action(description="Reject selected doctors")
+    @admin.action(description="Reject selected doctors", permissions=["verify_doctor"])
     def reject(self, request: HttpRequest, queryset: QuerySet[DoctorProfile]) -> None:
         self._decide(request, queryset, DoctorProfile.Verification.REJECTED)
 

@@ -82,7 +82,7 @@ class MeApi(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request: Request) -> Response:
         user = request_user(request)
-        services.user_delete(user=user)
+        services.user_delete(user=user, actor=user)
         audit.record(audited.USER_DELETE, request=request, actor=user, object_type="user", object_id=user.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -53,6 +53,12 @@ class User(AbstractBaseUser, PermissionsMixin):
     REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
+        # Staff actions beyond "change" (docs/trust.md "Staff permissions").
+        permissions = [
+            ("erase_account", "Can erase an account (personal data, devices, Firebase user)"),
+            ("deactivate_account", "Can deactivate or reactivate an account"),
+            ("revoke_sessions", "Can sign an account out everywhere"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(role__isnull=True) | Q(role__in=v.ROLES), name="user_role_valid"
@@ -163,6 +169,9 @@ class DoctorProfile(models.Model):
     languages = models.JSONField(default=list, blank=True)
 
     class Meta:
+        permissions = [
+            ("verify_doctor", "Can verify or reject a doctor"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(verification_status__in=v.VERIFICATION_STATUSES), name="doctor_verification_valid"

@@ -21,6 +21,7 @@ from healthchat.realtime import publish_on_commit, user_group
 
 from . import firebase, selectors, xeddsa
 from . import validators as v
+from .actors import Actor, acting_user, require_permission
 from .models import (
     Device,
     DeviceIdentity,
@@ -249,19 +250,19 @@ def user_update(*, user: User, data: dict[str, Any]) -> User:
     return fresh or user
 
 
-def doctor_set_verification(*, doctor: User, status: str, actor: User | None) -> DoctorProfile:
-    """Staff decision on a doctor's credentials (admin action and ``verify_doctor``)."""
+def doctor_set_verification(*, doctor: User, status: str, actor: Actor) -> DoctorProfile:
+    """Staff decision on a doctor's credentials (admin action and ``verify_doctor``); needs
+    ``accounts.verify_doctor``."""
+    require_permission(actor, "accounts.verify_doctor")
     if status not in (DoctorProfile.Verification.VERIFIED, DoctorProfile.Verification.REJECTED):
         raise ApplicationError("invalid_status", "Status must be verified or rejected.")
-    if actor is not None and not actor.is_staff:
-        raise ApplicationError("permission_denied", "Only staff may verify doctors.", status=403)
     with transaction.atomic():
         profile = DoctorProfile.objects.select_for_update().filter(user=doctor).first()
         if profile is None:
             raise ApplicationError("not_a_doctor", "This user is not a doctor.", status=404)
         profile.verification_status = status
         profile.verified_at = timezone.now()
-        profile.verified_by = actor
+        profile.verified_by = acting_user(actor)
         profile.save(update_fields=["verification_status", "verified_at", "verified_by"])
     logger.info("doctor %s verification=%s", doctor.pk, status)
     return profile
@@ -345,20 +346,19 @@ def terminate_sessions_on_commit(*, user_id: int, code: int, error: tuple[str, s
     publish_on_commit(user_group(user_id), event)
 
 
-def user_set_active(*, user: User, active: bool, actor: User | None = None) -> User:
+def user_set_active(*, user: User, active: bool, actor: Actor) -> User:
     """Deactivate (or reactivate) an account; deactivation closes the user's sockets at once.
 
-    The one way to change ``is_active`` (admin form and action, ``deactivate_user``). A deactivated
-    user's tokens are refused by REST and the socket (``user_inactive``); deleted accounts stay
-    deleted.
+    The one way to change ``is_active`` (admin form and action, ``deactivate_user``); needs
+    ``accounts.deactivate_account``. A deactivated user's tokens are refused by REST and the
+    socket (``user_inactive``); deleted accounts stay deleted.
     """
-    if actor is not None and not actor.is_staff:
-        raise PermissionDenied("Only staff may deactivate accounts.")
+    require_permission(actor, "accounts.deactivate_account")
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
         if active and locked.deleted_at is not None:
             raise ApplicationError("user_deleted", "A deleted account cannot be reactivated.", status=409)
-        if actor is not None and actor.pk == locked.pk and not active:
+        if actor.pk == locked.pk and not active:
             raise ApplicationError("cannot_deactivate_self", "You cannot deactivate your own account.")
         changed = locked.is_active != active
         if changed:
@@ -377,20 +377,21 @@ def user_set_active(*, user: User, active: bool, actor: User | None = None) -> U
             "user %s %s by %s",
             user.pk,
             "reactivated" if active else "deactivated",
-            actor.pk if actor else "operator",
+            actor.pk or "operator",
         )
     return user
 
 
-def revoke_sessions(*, user: User, actor: User | None = None) -> None:
+def revoke_sessions(*, user: User, actor: Actor) -> None:
     """Sign the user out everywhere: revoke their Firebase refresh tokens, close their sockets.
+    The user themselves may; anyone else needs ``accounts.revoke_sessions``.
 
     Firebase stops issuing new ID tokens at once. ID tokens already issued (valid up to an hour)
     are refused by REST and the socket only with ``FIREBASE_CHECK_REVOKED`` on (a Firebase lookup
     per token check); with it off they work until they expire.
     """
-    if actor is not None and not actor.is_staff and actor.pk != user.pk:
-        raise PermissionDenied("Only staff may sign other users out.")
+    if actor.pk is None or actor.pk != user.pk:
+        require_permission(actor, "accounts.revoke_sessions")
     if user.firebase_uid:
         firebase.revoke_refresh_tokens(user.firebase_uid)
     with transaction.atomic():
@@ -399,16 +400,19 @@ def revoke_sessions(*, user: User, actor: User | None = None) -> None:
             code=CLOSE_UNAUTHORIZED,
             error=("token_revoked", "You were signed out; sign in again."),
         )
-    logger.info("sessions of user %s revoked by %s", user.pk, actor.pk if actor else "operator")
+    logger.info("sessions of user %s revoked by %s", user.pk, actor.pk or "operator")
 
 
 # --- Deletion and export ------------------------------------------------------------------
-def user_delete(*, user: User, actor: User | None = None) -> None:
+def user_delete(*, user: User, actor: Actor) -> None:
     """Erase an account: Firebase user, tokens, devices, personal data; close sockets at once.
 
+    The account holder may (``DELETE /me``); anyone else needs ``accounts.erase_account``.
     Messages the user sent stay in their conversations as from a deleted user, content erased
     (erasers registered by the other apps).
     """
+    if actor.pk is None or actor.pk != user.pk:
+        require_permission(actor, "accounts.erase_account")
     if user.deleted_at is not None:
         return
     if user.firebase_uid:
@@ -434,7 +438,7 @@ def user_delete(*, user: User, actor: User | None = None) -> None:
         locked.user_permissions.clear()
         _pseudonymise_admin_log(locked)
         terminate_sessions_on_commit(user_id=locked.pk, code=CLOSE_FORBIDDEN)
-    logger.info("user %s deleted by %s", user.pk, actor.pk if actor else "self")
+    logger.info("user %s deleted by %s", user.pk, "self" if actor.pk == user.pk else actor.pk or "operator")
 
 
 def _pseudonymise_admin_log(user: User) -> None:

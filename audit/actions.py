@@ -35,6 +35,8 @@ ADMIN_VIEW = "admin.view"  # a changelist or change page of health data was show
 ADMIN_CHANGE = "admin.change"  # a change form of health data was saved
 LEGAL_HOLD_SET = "legal_hold.set"
 LEGAL_HOLD_RELEASE = "legal_hold.release"
+DOCTOR_VERIFY = "doctor.verify"  # a doctor's credentials accepted (admin action, ``verify_doctor``)
+DOCTOR_REJECT = "doctor.reject"
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -61,6 +63,8 @@ ACTIONS: frozenset[str] = frozenset(
         ADMIN_CHANGE,
         LEGAL_HOLD_SET,
         LEGAL_HOLD_RELEASE,
+        DOCTOR_VERIFY,
+        DOCTOR_REJECT,
         RETENTION_PURGE,
     }
 )

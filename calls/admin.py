@@ -38,3 +38,6 @@ class CallAdmin(AuditedAdminMixin, admin.ModelAdmin[Call]):
 
     def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False

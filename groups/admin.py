@@ -10,12 +10,7 @@ from django.http import HttpRequest
 from messaging.admin import LegalHoldAdminMixin
 from messaging.models import Conversation, Membership
 
-
-class GroupConversation(Conversation):
-    class Meta:
-        proxy = True
-        verbose_name = "group"
-        verbose_name_plural = "groups"
+from .models import GroupConversation
 
 
 class MemberInline(admin.TabularInline[Membership, GroupConversation]):

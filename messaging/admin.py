@@ -1,7 +1,9 @@
 """Staff view of conversations: metadata only (no message content), and the legal hold.
 
 Placing or releasing a hold goes through ``services.conversation_set_legal_hold``, which writes
-who and when to the audit log; every page shown here is audited too.
+who and when to the audit log; every page shown here is audited too. Both need
+``messaging.manage_legal_hold``: the actions are offered, and the checkbox editable, only to
+its holders, and the service checks it again.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.actors import admin_permission, may
 from accounts.models import User
 from audit import client as audit_client
 from audit.admin import AuditedAdminMixin
+from healthchat.errors import ApplicationError
 
 from . import services
 from .models import Conversation, Membership
@@ -26,25 +30,38 @@ class LegalHoldAdminMixin(AuditedAdminMixin):
 
     actions = ["place_legal_hold", "release_legal_hold"]
 
+    has_manage_legal_hold_permission = admin_permission("messaging.manage_legal_hold")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not may(request.user, "messaging.manage_legal_hold"):
+            fields.append("legal_hold")
+        return fields
+
     def _set_hold(self, request: HttpRequest, conversation_ids: list[int], hold: bool) -> None:
-        actor = request.user if isinstance(request.user, User) else None
+        assert isinstance(request.user, User)  # the admin site lets only signed-in staff in
         client = audit_client.from_request(request)
         for conversation_id in conversation_ids:
             services.conversation_set_legal_hold(
-                conversation_id=conversation_id, hold=hold, actor=actor, client=client
+                conversation_id=conversation_id, hold=hold, actor=request.user, client=client
             )
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change and "legal_hold" in form.changed_data:
-            self._set_hold(request, [obj.pk], bool(obj.legal_hold))
+            try:
+                self._set_hold(request, [obj.pk], bool(obj.legal_hold))
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
 
-    @admin.action(description="Place a legal hold (retention erases nothing of it)")
+    @admin.action(
+        description="Place a legal hold (retention erases nothing of it)", permissions=["manage_legal_hold"]
+    )
     def place_legal_hold(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         self._set_hold(request, ids, True)
         self.message_user(request, f"Legal hold placed on {len(ids)} conversation(s).", messages.SUCCESS)
 
-    @admin.action(description="Release the legal hold")
+    @admin.action(description="Release the legal hold", permissions=["manage_legal_hold"])
     def release_legal_hold(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         self._set_hold(request, ids, False)

@@ -39,6 +39,9 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        permissions = [
+            ("manage_legal_hold", "Can place or release a legal hold"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(kind__in=v.CONVERSATION_KINDS), name="conversation_kind_valid"

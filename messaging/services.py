@@ -23,10 +23,11 @@ from django.db.models.functions import Greatest
 from django.dispatch import Signal
 from django.utils import timezone
 
+from accounts.actors import Actor, Operator, require_permission
 from accounts.models import DoctorProfile, User
 from audit import actions as audited
 from audit import services as audit
-from audit.client import SYSTEM, Client
+from audit.client import COMMAND, SYSTEM, Client
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish, user_group
 
@@ -1659,10 +1660,14 @@ def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
 
 # --- Legal hold and retention -----------------------------------------------------------------
 def conversation_set_legal_hold(
-    *, conversation_id: int, hold: bool, actor: User | None, client: Client | None = None
+    *, conversation_id: int, hold: bool, actor: Actor, client: Client | None = None
 ) -> Conversation:
-    """Place or release a legal hold: retention erases nothing of a held conversation. The
-    change and its audit entry (who, when, from where) commit together; no change, no entry."""
+    """Place or release a legal hold (needs ``messaging.manage_legal_hold``): retention erases
+    nothing of a held conversation. The change and its audit entry (who, when, from where; an
+    operator's on the ``command`` channel) commit together; no change, no entry."""
+    require_permission(actor, "messaging.manage_legal_hold")
+    if client is None:
+        client = COMMAND if isinstance(actor, Operator) else SYSTEM
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
         if conversation is None:
@@ -1675,7 +1680,7 @@ def conversation_set_legal_hold(
                 actor=actor,
                 object_type="conversation",
                 object_id=conversation.pk,
-                client=client or SYSTEM,
+                client=client,
             )
     return conversation
 

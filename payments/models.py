@@ -74,6 +74,9 @@ class Consultation(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [
+            ("refund_consultation", "Can refund a consultation"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=v.KINDS), name="consultation_kind_valid"),
             models.CheckConstraint(condition=Q(state__in=v.STATES), name="consultation_state_valid"),

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.actors import Actor, acting_user, require_permission
 from accounts.models import DoctorProfile, User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import conversation_open_direct, fan_out_on_commit
@@ -605,16 +606,19 @@ def _refund(
 def consultation_refund(
     *,
     consultation_id: int,
+    actor: Actor,
     amount: int | None = None,
-    actor: User | None = None,
     source: str = "admin",
     note: str = "",
 ) -> Consultation:
-    """Refund ``amount`` (None: all that is left). The doctor's share and the platform fee are
-    reversed in proportion; refunding everything moves the consultation to ``refunded``."""
+    """Staff refund of ``amount`` (None: all that is left); needs ``payments.refund_consultation``.
+    The doctor's share and the platform fee are reversed in proportion; refunding everything
+    moves the consultation to ``refunded``."""
+    require_permission(actor, "payments.refund_consultation")
+    by = acting_user(actor)
     try:
         with transaction.atomic():
-            return _refund(_lock(consultation_id), amount=amount, actor=actor, source=source, note=note)
+            return _refund(_lock(consultation_id), amount=amount, actor=by, source=source, note=note)
     except GatewayError as exc:
         raise _provider_failed(exc) from exc
 

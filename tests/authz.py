@@ -20,6 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from accounts import services as account_services
+from accounts.actors import Operator
 from accounts.models import Device, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory, UserFactory
 from calls import services as call_services
@@ -198,7 +199,7 @@ def build_world() -> World:
     )
     _send(deleted, deleted_conversation, "matrix-secret: erased with the account")
     with _firebase_admin_mock():
-        account_services.user_delete(user=deleted)
+        account_services.user_delete(user=deleted, actor=Operator(command="test"))
     deleted.refresh_from_db()
 
     consultation.refresh_from_db()

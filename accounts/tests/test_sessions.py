@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts import services
+from accounts.actors import Operator
 from accounts.models import User
 from accounts.tests.factories import PatientFactory
 from accounts.tests.helpers import assert_error
@@ -56,7 +57,7 @@ def only_terminations(events):
 def test_deactivation_publishes_one_close_after_commit(events, django_capture_on_commit_callbacks):
     user = PatientFactory()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.user_set_active(user=user, active=False)
+        services.user_set_active(user=user, active=False, actor=Operator(command="test"))
     assert events == []  # nothing before the commit
     for callback in callbacks:
         callback()
@@ -71,7 +72,7 @@ def test_a_rolled_back_deactivation_closes_nothing(events, django_capture_on_com
 
     def deactivate_then_fail() -> None:
         with transaction.atomic():
-            services.user_set_active(user=user, active=False)
+            services.user_set_active(user=user, active=False, actor=Operator(command="test"))
             raise RuntimeError("rolled back")
 
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
@@ -85,11 +86,11 @@ def test_reactivation_publishes_nothing_and_sign_in_works_again(
 ):
     user = PatientFactory()
     with django_capture_on_commit_callbacks(execute=True):
-        services.user_set_active(user=user, active=False)
+        services.user_set_active(user=user, active=False, actor=Operator(command="test"))
     assert_error(client_for(user).get("/api/v1/me"), 401, "user_inactive")
     events.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        services.user_set_active(user=user, active=True)
+        services.user_set_active(user=user, active=True, actor=Operator(command="test"))
     assert events == []
     assert client_for(user).get("/api/v1/me").status_code == 200
 
@@ -107,9 +108,11 @@ def test_only_staff_may_deactivate_and_not_themselves(staff):
 
 def test_a_deleted_account_cannot_be_reactivated(firebase_admin_api):
     user = PatientFactory()
-    services.user_delete(user=user)
+    services.user_delete(user=user, actor=Operator(command="test"))
     with pytest.raises(ApplicationError) as refused:
-        services.user_set_active(user=User.objects.get(pk=user.pk), active=True)
+        services.user_set_active(
+            user=User.objects.get(pk=user.pk), active=True, actor=Operator(command="test")
+        )
     assert (refused.value.code, refused.value.status) == ("user_deleted", 409)
 
 
@@ -118,7 +121,7 @@ def test_revoke_sessions_revokes_in_firebase_and_closes(
 ):
     user = PatientFactory()
     with django_capture_on_commit_callbacks(execute=True):
-        services.revoke_sessions(user=user)
+        services.revoke_sessions(user=user, actor=Operator(command="test"))
     assert only_terminations(events) == [
         (f"user.{user.pk}", {"type": "session.terminate", "code": 4401, "error": "token_revoked"})
     ]
@@ -137,7 +140,7 @@ def test_revoke_sessions_when_firebase_is_down_closes_nothing(events, firebase_c
     )
     user = PatientFactory()
     with pytest.raises(ApplicationError) as unavailable:
-        services.revoke_sessions(user=user)
+        services.revoke_sessions(user=user, actor=Operator(command="test"))
     assert unavailable.value.code == "auth_unavailable"
     assert events == []
 

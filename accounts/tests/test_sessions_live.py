@@ -21,6 +21,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts import services
+from accounts.actors import Operator
 from accounts.models import User
 from accounts.tests.factories import PatientFactory
 from audit.models import AuditEntry
@@ -127,7 +128,9 @@ def _error_codes(frames: list[dict[str, Any]]) -> list[str]:
 
 
 def test_deleted_user_sockets_close_within_a_second(servers, make_token, firebase_admin_api):
-    closed, victim = _terminate_scenario(servers, make_token, lambda user: services.user_delete(user=user))
+    closed, victim = _terminate_scenario(
+        servers, make_token, lambda user: services.user_delete(user=user, actor=Operator(command="test"))
+    )
     assert [code for _, code in closed.results] == [4403, 4403]
     assert closed.after_start < CLOSE_WITHIN, f"closed {closed.after_start:.3f}s after the start"
     assert User.objects.get(pk=victim.pk).deleted_at is not None
@@ -135,7 +138,9 @@ def test_deleted_user_sockets_close_within_a_second(servers, make_token, firebas
 
 def test_deactivated_user_sockets_close_within_a_second_and_stay_out(servers, make_token):
     closed, victim = _terminate_scenario(
-        servers, make_token, lambda user: services.user_set_active(user=user, active=False)
+        servers,
+        make_token,
+        lambda user: services.user_set_active(user=user, active=False, actor=Operator(command="test")),
     )
     assert [code for _, code in closed.results] == [4403, 4403]
     assert [_error_codes(frames) for frames, _ in closed.results] == [["user_inactive"], ["user_inactive"]]
@@ -213,7 +218,7 @@ def test_staff_unticking_active_in_the_admin_closes_sockets_within_a_second(serv
 
 def test_revoked_sessions_close_within_a_second(servers, make_token, firebase_admin_api):
     closed, victim = _terminate_scenario(
-        servers, make_token, lambda user: services.revoke_sessions(user=user)
+        servers, make_token, lambda user: services.revoke_sessions(user=user, actor=Operator(command="test"))
     )
     assert [code for _, code in closed.results] == [4401, 4401]
     assert [_error_codes(frames) for frames, _ in closed.results] == [["token_revoked"], ["token_revoked"]]

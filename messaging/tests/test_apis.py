@@ -5,6 +5,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.actors import Operator
 from accounts.models import DoctorProfile
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from messaging import services
@@ -170,7 +171,7 @@ def test_deleted_user_messages_stay_with_content_erased(api, firebase_admin_api)
     send(patient, conversation, 2, prefix="private ")
     from accounts import services as account_services
 
-    account_services.user_delete(user=patient)
+    account_services.user_delete(user=patient, actor=Operator(command="test"))
     history = api(doctor).get(f"/api/v1/conversations/{conversation.pk}/messages").json()["results"]
     assert [m["seq"] for m in history] == [1, 2]
     assert all(m["body"] == "" and m["deleted"] for m in history)

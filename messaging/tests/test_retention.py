@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from PIL import Image
 
+from accounts.actors import Operator
 from accounts.models import User
 from audit import actions
 from audit.models import AuditEntry
@@ -76,7 +77,7 @@ def stored_names(message: Message) -> list[str]:
 def test_old_messages_become_tombstones_recent_and_held_stay(retention, django_capture_on_commit_callbacks):
     patient, doctor, conversation = pair()
     _p2, _d2, held = pair()
-    services.conversation_set_legal_hold(conversation_id=held.pk, hold=True, actor=None)
+    services.conversation_set_legal_hold(conversation_id=held.pk, hold=True, actor=Operator(command="test"))
     old = send(patient, conversation, "old and private", files=1, old=True)
     old_reply = send(doctor, conversation, "old reply", old=True)
     recent = send(patient, conversation, "recent", files=1)

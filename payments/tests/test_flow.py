@@ -8,6 +8,7 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from accounts.actors import Operator
 from payments import selectors, services
 from payments.models import Consultation, LedgerEntry, WebhookEvent
 from payments.tasks import expire_consultations, retry_payouts
@@ -132,7 +133,9 @@ def test_partial_refund_reverses_the_doctors_share_and_fee_proportionally(stripe
     consultation = completed(patient, doctor, stripe_fake)
     assert ledger(consultation)["transfer"] == 2550
 
-    services.consultation_refund(consultation_id=consultation.pk, amount=1000, source="admin")
+    services.consultation_refund(
+        consultation_id=consultation.pk, actor=Operator(command="test"), amount=1000, source="admin"
+    )
     consultation.refresh_from_db()
     assert consultation.state == "completed"
     # Net 2000: the doctor keeps 2000 * 2550 / 3000 = 1700, the platform 300.
@@ -144,13 +147,17 @@ def test_partial_refund_reverses_the_doctors_share_and_fee_proportionally(stripe
     assert refund.idempotency_key == f"consultation:{consultation.pk}:refund:1000"
 
     # The rest: everything reversed, the consultation refunded.
-    services.consultation_refund(consultation_id=consultation.pk, source="admin")
+    services.consultation_refund(
+        consultation_id=consultation.pk, actor=Operator(command="test"), source="admin"
+    )
     consultation.refresh_from_db()
     assert consultation.state == "refunded"
     assert ledger(consultation) == {"charge": 3000, "refund": -3000, "fee": 0, "transfer": 0, "held": 0}
     assert stripe_fake.objects[consultation.transfer_id]["amount_reversed"] == 2550
     with pytest.raises(Exception) as excinfo:
-        services.consultation_refund(consultation_id=consultation.pk, amount=1)
+        services.consultation_refund(
+            consultation_id=consultation.pk, actor=Operator(command="test"), amount=1
+        )
     assert getattr(excinfo.value, "code", "") == "not_refundable"
 
 
@@ -159,7 +166,9 @@ def test_refund_amount_is_checked(stripe_fake):
     consultation = completed(patient, doctor, stripe_fake)
     for amount, code in ((3001, "refund_too_large"), (0, "invalid_amount"), (-5, "invalid_amount")):
         with pytest.raises(Exception) as excinfo:
-            services.consultation_refund(consultation_id=consultation.pk, amount=amount)
+            services.consultation_refund(
+                consultation_id=consultation.pk, actor=Operator(command="test"), amount=amount
+            )
         assert excinfo.value.code == code
     assert stripe_fake.calls("POST", "/v1/refunds") == []
 

@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from accounts.actors import Operator
 from audit import actions, client
 from audit import services as audit
 from healthchat.errors import ApplicationError
@@ -22,7 +23,7 @@ class Command(BaseCommand):
         active = bool(options["reactivate"])
         try:
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
-            services.user_set_active(user=user, active=active)
+            services.user_set_active(user=user, active=active, actor=Operator(command="deactivate_user"))
             action = actions.USER_REACTIVATE if active else actions.USER_DEACTIVATE
             audit.record(action, client=client.COMMAND, object_type="user", object_id=user.pk)
         except ApplicationError as exc:

@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from accounts.actors import Operator
 from audit import actions, client
 from audit import services as audit
 from healthchat.errors import ApplicationError
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
-            services.user_delete(user=user)
+            services.user_delete(user=user, actor=Operator(command="delete_user"))
             audit.record(actions.USER_DELETE, client=client.COMMAND, object_type="user", object_id=user.pk)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc

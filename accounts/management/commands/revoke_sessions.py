@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from accounts.actors import Operator
 from audit import actions, client
 from audit import services as audit
 from healthchat.errors import ApplicationError
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
-            services.revoke_sessions(user=user)
+            services.revoke_sessions(user=user, actor=Operator(command="revoke_sessions"))
             audit.record(actions.USER_SIGNOUT, client=client.COMMAND, object_type="user", object_id=user.pk)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc

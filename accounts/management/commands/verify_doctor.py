@@ -3,7 +3,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors, services
+from accounts.actors import Operator
 from accounts.models import DoctorProfile
+from audit import actions, client
+from audit import services as audit
 from healthchat.errors import ApplicationError
 
 
@@ -20,7 +23,11 @@ class Command(BaseCommand):
         )
         try:
             user = selectors.user_get_by_phone_or_id(ref=options["user"])
-            services.doctor_set_verification(doctor=user, status=status, actor=None)
+            services.doctor_set_verification(
+                doctor=user, status=status, actor=Operator(command="verify_doctor")
+            )
+            action = actions.DOCTOR_REJECT if options["reject"] else actions.DOCTOR_VERIFY
+            audit.record(action, client=client.COMMAND, object_type="user", object_id=user.pk)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(self.style.SUCCESS(f"doctor {user.pk} is now {status}"))
