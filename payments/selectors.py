@@ -197,8 +197,17 @@ def consultation_reach_statement(reaches: list[Reach]) -> BatchStatement | None:
     )
 
 
+def consultation_reach_rule_orm(reaches: list[Reach]) -> dict[int, ApplicationError]:
+    """The rule through the ORM (databases other than PostgreSQL): the statement's rows, read
+    with Django's queries, then the same decision."""
+    asked = _patient_reaches(reaches)
+    if not asked:
+        return {}
+    return _closed_refusals(_reach_consultation_rows(reaches, asked), timezone.now())
+
+
 def _reach_consultation_rows(reaches: list[Reach], asked: list[int]) -> list[tuple[Any, ...]]:
-    """The statement's rows through the ORM (databases other than PostgreSQL)."""
+    """The statement's rows through the ORM."""
     conversations = {c for i in asked if (c := reaches[i].conversation_id) is not None}
     members: dict[int, set[int]] = {}
     for conversation_id, user_id in Membership.objects.filter(
@@ -238,10 +247,7 @@ def consultation_reach_rule(reaches: list[Reach]) -> dict[int, ApplicationError]
             cursor.execute(statement.sql, statement.params)
             refusals: dict[int, ApplicationError] = statement.answer(cursor.fetchall())
             return refusals
-    asked = _patient_reaches(reaches)
-    if not asked:
-        return {}
-    return _closed_refusals(_reach_consultation_rows(reaches, asked), timezone.now())
+    return consultation_reach_rule_orm(reaches)
 
 
 consultation_reach_rule.statement = consultation_reach_statement  # type: ignore[attr-defined]
