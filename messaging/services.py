@@ -156,6 +156,13 @@ def is_blocked(a_id: int, b_id: int) -> bool:
     ).exists()
 
 
+def check_not_blocked(*, user_id: int, peer_id: int) -> None:
+    """The one block check of every path that opens contact (a new or existing conversation, a
+    group, a consultation): refused when either side blocked the other."""
+    if is_blocked(user_id, peer_id):
+        raise PermissionDenied("This user cannot be contacted.", code="blocked")
+
+
 def _verified_doctor(user: User) -> bool:
     return (
         user.role == User.Role.DOCTOR
@@ -176,8 +183,7 @@ def check_can_contact(*, user: User, peer: User) -> None:
         raise ApplicationError("cannot_contact_self", "You cannot open a conversation with yourself.")
     if not peer.is_active or peer.deleted_at is not None:
         raise NotFound("No such user.", code="user_not_found")
-    if is_blocked(user.pk, peer.pk):
-        raise PermissionDenied("This user cannot be contacted.", code="blocked")
+    check_not_blocked(user_id=user.pk, peer_id=peer.pk)
     if user.role == User.Role.PATIENT and _verified_doctor(peer):
         return
     if _verified_doctor(user) and _verified_doctor(peer):
@@ -216,12 +222,14 @@ def contacts_of(user: User) -> set[int]:
 def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
-    """Open (or return) the one direct conversation between ``user`` and ``peer_id``."""
+    """Open (or return) the one direct conversation between ``user`` and ``peer_id``; never
+    while either side has blocked the other (the existing conversation included)."""
     key = f"{min(user.pk, peer_id)}:{max(user.pk, peer_id)}"
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
         if not Membership.objects.filter(conversation=existing, user=user).exists():
             raise NotFound("No such conversation.", code="conversation_not_found")
+        check_not_blocked(user_id=user.pk, peer_id=peer_id)
         return existing, False
     peer = User.objects.filter(pk=peer_id).first()
     if peer is None:

@@ -157,10 +157,12 @@ def _check(decisions: dict[str, Decision]) -> None:
         if isinstance(decision, NotApplicable):
             assert decision.reason.strip(), key
             continue
-        assert decision.how.strip() and decision.tests, key
+        assert decision.how.strip(), key
+        assert decision.tests, key
         for name in decision.tests:
             test = getattr(live, name, None)
-            assert callable(test) and name.startswith("test_"), f"{key}: no live test {name}"
+            assert callable(test), f"{key}: no live test {name}"
+            assert name.startswith("test_"), f"{key}: {name} is not a test"
             source = inspect.getsource(test)
             assert any(m in source for m in decision.markers), f"{key}: {name} never uses {decision.markers}"
 
