@@ -41,11 +41,15 @@ def test_a_block_stops_opening_the_existing_conversation_and_a_consultation(
     intents_before = len(stripe_fake.calls("POST", "/v1/payment_intents"))
 
     refused_as_blocked(patient_api.post("/api/v1/conversations", {"peer_id": doctor.pk}, format="json"))
-    refused_as_blocked(client_for(doctor).post("/api/v1/conversations", {"peer_id": patient.pk}, format="json"))
+    refused_as_blocked(
+        client_for(doctor).post("/api/v1/conversations", {"peer_id": patient.pk}, format="json")
+    )
     refused_as_blocked(
         patient_api.post("/api/v1/consultations", {"doctor_id": doctor.pk, "kind": "chat"}, format="json")
     )
-    assert list(Consultation.objects.filter(patient=patient).values_list("pk", flat=True)) == [consultation.pk]
+    assert list(Consultation.objects.filter(patient=patient).values_list("pk", flat=True)) == [
+        consultation.pk
+    ]
     assert len(stripe_fake.calls("POST", "/v1/payment_intents")) == intents_before  # no authorisation
 
 
@@ -55,7 +59,9 @@ def test_a_block_stops_a_first_consultation_before_any_payment(
     patient, doctor = people()
     block(client_for, doctor, patient)
     refused_as_blocked(
-        client_for(patient).post("/api/v1/consultations", {"doctor_id": doctor.pk, "kind": "chat"}, format="json")
+        client_for(patient).post(
+            "/api/v1/consultations", {"doctor_id": doctor.pk, "kind": "chat"}, format="json"
+        )
     )
     assert not Consultation.objects.filter(patient=patient).exists()
 
@@ -67,5 +73,7 @@ def test_after_unblocking_both_open_again(stripe_fake: Any, client_for: Callable
     assert client_for(doctor).delete(f"/api/v1/blocks/{patient.pk}").status_code == 204
     patient_api = client_for(patient)
     assert patient_api.post("/api/v1/conversations", {"peer_id": doctor.pk}, format="json").status_code == 200
-    answer = patient_api.post("/api/v1/consultations", {"doctor_id": doctor.pk, "kind": "chat"}, format="json")
+    answer = patient_api.post(
+        "/api/v1/consultations", {"doctor_id": doctor.pk, "kind": "chat"}, format="json"
+    )
     assert answer.status_code == 201, answer.content

@@ -155,7 +155,9 @@ def test_edit_of_an_old_message_refused(server: Any, make_token: Any, consulted:
         d = await WsClient.connect(server.ws_url, token(make_token, doctor))
         refused(await p.request("message.edit", {"message_id": old.message.pk, "body": "new words"}))
         await nothing_arrives(d, "message.updated")
-        ok = await d.request("message.edit", {"message_id": mine.message.pk, "body": "doctor's note, amended"})
+        ok = await d.request(
+            "message.edit", {"message_id": mine.message.pk, "body": "doctor's note, amended"}
+        )
         assert ok["type"] == "ack", ok
         assert (await p.expect("message.updated"))["data"]["message"]["body"] == "doctor's note, amended"
         await p.close()
@@ -243,7 +245,13 @@ def test_doctor_added_to_the_patients_group_refused(server: Any, make_token: Any
     async def scenario() -> None:
         d = await WsClient.connect(server.ws_url, token(make_token, doctor))
         answer = await asyncio.to_thread(
-            rest, server, make_token, patient, "POST", f"groups/{group.pk}/members", json={"user_id": doctor.pk}
+            rest,
+            server,
+            make_token,
+            patient,
+            "POST",
+            f"groups/{group.pk}/members",
+            json={"user_id": doctor.pk},
         )
         assert answer.status_code == 403, answer.text
         assert answer.json()["error"]["code"] == "consultation_closed"
@@ -292,7 +300,9 @@ def test_inside_the_window_every_path_works(server: Any, make_token: Any, consul
         d = await WsClient.connect(server.ws_url, token(make_token, doctor))
         sent = await p.send_message(conversation_id, "inside the window")
         assert sent["type"] == "ack", sent
-        edited = await p.request("message.edit", {"message_id": sent["data"]["message"]["id"], "body": "edited"})
+        edited = await p.request(
+            "message.edit", {"message_id": sent["data"]["message"]["id"], "body": "edited"}
+        )
         assert edited["type"] == "ack", edited
         await p.send("typing", {"conversation_id": conversation_id, "active": True})
         assert (await d.expect("typing"))["data"]["user_id"] == patient.pk
