@@ -148,16 +148,15 @@ def consultation_closed(consultations: list[tuple[str, dt.datetime | None]], mom
 # For each reach asked (ord): the consultations between its sender (as patient) and each person
 # it reaches (as doctor): the other active members of the conversation and the named users.
 _REACH_CONSULTATIONS_SQL = """
-WITH asked AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(sender)s::bigint[], %(conv)s::bigint[]) AS t(ord, sender, conv)
-), reached AS (
-    SELECT a.ord, a.sender, m.user_id AS peer FROM asked a
+SELECT r.ord, c.doctor_id, c.state, c.closes_at
+FROM (
+    SELECT a.ord, a.sender, m.user_id
+    FROM unnest(%(ord)s::int[], %(sender)s::bigint[], %(conv)s::bigint[]) AS a(ord, sender, conv)
     JOIN messaging_membership m ON m.conversation_id = a.conv AND m.user_id <> a.sender AND m.left_at IS NULL
     UNION
     SELECT * FROM unnest(%(named_ord)s::int[], %(named_sender)s::bigint[], %(named_peer)s::bigint[])
-)
-SELECT r.ord, c.doctor_id, c.state, c.closes_at
-FROM reached r JOIN payments_consultation c ON c.patient_id = r.sender AND c.doctor_id = r.peer
+) AS r(ord, sender, peer)
+JOIN payments_consultation c ON c.patient_id = r.sender AND c.doctor_id = r.peer
 """
 
 
