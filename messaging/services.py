@@ -841,7 +841,7 @@ def _pipeline() -> Iterator[None]:
 
 
 # The kind and direct_key of conversations this process has locked before (they never change):
-# with them known, a batch's locks, send statement and direct-send rules share one round trip.
+# with them known, a batch's locks, send statement and reach rules share one round trip.
 _KINDS_MAX = 100_000
 _kinds: dict[int, tuple[str, str | None]] = {}
 
@@ -902,8 +902,8 @@ def _write_known_batch(
     *,
     announce: bool,
 ) -> list[tuple[int, int, int]]:
-    """One round trip: BEGIN, the locks, the send statement and the direct-send rules' queries
-    (asked with the kinds remembered from earlier batches), then the answers. A send a rule
+    """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
+    (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
     refuses was written already: the batch is undone and redone send by send (rules refuse
     rarely: a patient writing after the consultation closed)."""
     with connection.cursor() as lock_cursor, connection.cursor() as send_cursor:
