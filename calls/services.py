@@ -34,6 +34,7 @@ from django.utils import timezone
 from accounts.models import User
 from healthchat import realtime
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging import reach
 from messaging import selectors as messaging_selectors
 from messaging import services as messaging
 from messaging.models import Conversation
@@ -217,6 +218,7 @@ def check_can_call(*, caller: User, conversation_id: int, media: str) -> tuple[C
         raise ApplicationError("callee_unavailable", "There is nobody to call in this conversation.")
     if any(messaging.is_blocked(caller.pk, callee.pk) for callee in callees):
         raise PermissionDenied("This conversation is blocked.", code="blocked")
+    reach.check(sender=caller, recipient_ids=tuple(c.pk for c in callees))
     return conversation, [c.pk for c in callees]
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging import reach
 from messaging import services as messaging
 from messaging import validators as mv
 from messaging.models import Conversation, Membership
@@ -119,6 +120,7 @@ def group_create(
     members = [_target_user(uid) for uid in wanted]
     for member in members:
         messaging.check_can_contact(user=creator, peer=member)
+    reach.check(sender=creator, recipient_ids=tuple(m.pk for m in members))
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP,
@@ -160,6 +162,7 @@ def group_update(*, actor: User, group_id: int, data: dict[str, Any]) -> Convers
         _lock_group(group_id)
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         _require_admin(membership)
+        reach.check(sender=actor, conversation_id=group_id)
         Conversation.objects.filter(pk=group_id).update(**changes)
         messaging.system_message_create(
             conversation_id=group_id, actor=actor, kind="group.updated", payload={"by": actor.pk, **changes}
@@ -175,6 +178,7 @@ def member_add(*, actor: User, group_id: int, user_id: int) -> Membership:
         membership = _group_membership(user=actor, group_id=group_id, for_update=True)
         _require_admin(membership)
         messaging.check_can_contact(user=actor, peer=target)
+        reach.check(sender=actor, recipient_ids=(target.pk,))
         if Membership.objects.filter(conversation_id=group_id, user=target, left_at__isnull=True).exists():
             raise ApplicationError("already_member", "This user is already a member.", status=409)
         if _active_count(group_id) >= max_group_size():

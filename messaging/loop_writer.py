@@ -7,7 +7,7 @@ the thread and the event loop taking turns at the GIL each time a database answe
 of database time took 3.6 ms in the thread). The loop writer runs the same statements on an
 async psycopg connection that this event loop owns, driven through ``raw_pipeline`` (libpq's
 pipeline mode, one wait per round trip): BEGIN, the locks, the send statement and the
-direct-send rules; then, with the send limit's answer, the batch hooks and COMMIT.
+reach rules (``messaging.reach``); then, with the send limit's answer, the batch hooks and COMMIT.
 
 It takes the common batch only: plaintext sends without attachments, no client_id twice, every
 rule and hook able to run as a ``services.BatchStatement``. The kind of a conversation this
@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from healthchat.errors import ApplicationError
 
-from . import services
+from . import reach, services
 from . import validators as v
 from .raw_pipeline import PipelineError, RawPipeline
 
@@ -78,7 +78,7 @@ class LoopWriter:
         if any(item.get("attachment_ids") for item in items):
             return False
         hooks_ok = all(hasattr(hook, "statement") for hook in services.batch_written_hooks)
-        return hooks_ok and all(hasattr(rule, "statement") for rule in services.direct_send_rules)
+        return hooks_ok and reach.statements_available()
 
     async def write(
         self, items: list[dict[str, Any]], limit: asyncio.Future[dict[int, Any]], limit_wait: float
@@ -163,7 +163,7 @@ class LoopWriter:
         plain = prepared
         now = timezone.now()
         rules = self._rule_statements(plain)
-        # Round trip 1: BEGIN, the locks, the send statement, the direct-send rules.
+        # Round trip 1: BEGIN, the locks, the send statement, the reach rules.
         first = await pipe.round_trip(
             [
                 ("BEGIN", None),
@@ -211,15 +211,9 @@ class LoopWriter:
 
     @staticmethod
     def _rule_statements(plain: list[services._Prepared]) -> list[services.BatchStatement]:
-        _positions, sends = services.direct_rule_sends(plain, services._kinds)
-        if not sends:
-            return []
-        statements = []
-        for rule in services.direct_send_rules:
-            stmt = rule.statement(sends)  # type: ignore[attr-defined]
-            if stmt is not None:
-                statements.append(stmt)
-        return statements
+        """The reach rules' statements for the batch's sends (the same rules the thread's
+        writer asks; ``takes`` made sure each has a statement form)."""
+        return reach.statements(services.send_reaches(plain)) or []
 
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
         loop = asyncio.get_running_loop()

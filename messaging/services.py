@@ -31,9 +31,10 @@ from audit.client import COMMAND, SYSTEM, Client
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish, user_group
 
-from . import selectors
+from . import reach, selectors
 from . import validators as v
 from .models import Attachment, Block, Conversation, Event, Membership, Message, MessageCiphertext
+from .reach import Reach
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -67,35 +68,8 @@ class BatchStatement:
 # with a ``statement`` attribute (``statement(written) -> BatchStatement | None``, PostgreSQL)
 # can also run in the event loop's writer; without one, batches take the worker thread.
 batch_written_hooks: list[Any] = []
-# Extra rules checked inside a send's transaction, after the conversation is locked, for sends
-# to direct conversations: ``rule([(sender, peer_id), ...])`` (peer_id the other member) returns
-# ``{index: ApplicationError}`` for the sends it refuses (e.g. payments: read-only for the
-# patient after a consultation). Batched: a group commit asks once for all its sends. A rule
-# with a ``statement`` attribute (``statement(sends) -> BatchStatement | None``, PostgreSQL) can
-# also be asked by the event loop's writer.
-DirectSendRule = Callable[[list[tuple[User, int]]], dict[int, ApplicationError]]
-direct_send_rules: list[DirectSendRule] = []
-
-
-def _direct_peer(sender_id: int, direct_key: str) -> int:
-    a, b = (int(x) for x in direct_key.split(":"))
-    return b if a == sender_id else a
-
-
-def _direct_send_refusals(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
-    refused: dict[int, ApplicationError] = {}
-    for rule in direct_send_rules:
-        for index, error in rule(sends).items():
-            refused.setdefault(index, error)
-    return refused
-
-
-def _check_direct_send_rules(sender: User, direct_key: str | None) -> None:
-    if not direct_send_rules or not direct_key:
-        return
-    error = _direct_send_refusals([(sender, _direct_peer(sender.pk, direct_key))]).get(0)
-    if error is not None:
-        raise error
+# Who may reach whom (e.g. payments: read-only for the patient after a consultation) is asked
+# through ``messaging.reach`` by every path that puts a user's content in front of others.
 
 
 # --- Live fan-out -----------------------------------------------------------------------
@@ -183,6 +157,13 @@ def is_blocked(a_id: int, b_id: int) -> bool:
     ).exists()
 
 
+def check_not_blocked(*, user_id: int, peer_id: int) -> None:
+    """The one block check of every path that opens contact (a new or existing conversation, a
+    group, a consultation): refused when either side blocked the other."""
+    if is_blocked(user_id, peer_id):
+        raise PermissionDenied("This user cannot be contacted.", code="blocked")
+
+
 def _verified_doctor(user: User) -> bool:
     return (
         user.role == User.Role.DOCTOR
@@ -203,8 +184,7 @@ def check_can_contact(*, user: User, peer: User) -> None:
         raise ApplicationError("cannot_contact_self", "You cannot open a conversation with yourself.")
     if not peer.is_active or peer.deleted_at is not None:
         raise NotFound("No such user.", code="user_not_found")
-    if is_blocked(user.pk, peer.pk):
-        raise PermissionDenied("This user cannot be contacted.", code="blocked")
+    check_not_blocked(user_id=user.pk, peer_id=peer.pk)
     if user.role == User.Role.PATIENT and _verified_doctor(peer):
         return
     if _verified_doctor(user) and _verified_doctor(peer):
@@ -243,12 +223,14 @@ def contacts_of(user: User) -> set[int]:
 def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
-    """Open (or return) the one direct conversation between ``user`` and ``peer_id``."""
+    """Open (or return) the one direct conversation between ``user`` and ``peer_id``; never
+    while either side has blocked the other (the existing conversation included)."""
     key = f"{min(user.pk, peer_id)}:{max(user.pk, peer_id)}"
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
         if not Membership.objects.filter(conversation=existing, user=user).exists():
             raise NotFound("No such conversation.", code="conversation_not_found")
+        check_not_blocked(user_id=user.pk, peer_id=peer_id)
         return existing, False
     peer = User.objects.filter(pk=peer_id).first()
     if peer is None:
@@ -401,13 +383,13 @@ def _write_message_sql(
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
-            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee, direct_key",
+            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee",
             [now, conversation_id],
         )
         row = cursor.fetchone()
         if row is None:
             raise NotFound("No such conversation.", code="conversation_not_found")
-        seq, number, kind, e2ee, direct_key = int(row[0]), int(row[1]), row[2], bool(row[3]), row[4]
+        seq, number, kind, e2ee = int(row[0]), int(row[1]), row[2], bool(row[3])
         cursor.execute(
             _SEND_SQL,
             {
@@ -435,7 +417,7 @@ def _write_message_sql(
         raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
     if message_id is None:
         raise _Duplicate
-    _check_direct_send_rules(sender, direct_key)
+    reach.check(sender=sender, conversation_id=conversation_id)
     message = Message(
         id=message_id,
         conversation_id=conversation_id,
@@ -472,7 +454,7 @@ def _write_message_orm(
     if Message.objects.filter(sender=sender, client_id=cid).exists():
         raise _Duplicate
     seq, number = _allocate(conversation_id, message=True)
-    _check_direct_send_rules(sender, membership.conversation.direct_key)
+    reach.check(sender=sender, conversation_id=conversation_id)
     recipients = selectors.active_member_ids(conversation_id=conversation_id)
     if sender.pk not in recipients:  # removed between the check and the lock
         raise NotFound("No such conversation.", code="conversation_not_found")
@@ -860,7 +842,7 @@ def _pipeline() -> Iterator[None]:
 
 
 # The kind and direct_key of conversations this process has locked before (they never change):
-# with them known, a batch's locks, send statement and direct-send rules share one round trip.
+# with them known, a batch's locks, send statement and reach rules share one round trip.
 _KINDS_MAX = 100_000
 _kinds: dict[int, tuple[str, str | None]] = {}
 
@@ -921,8 +903,8 @@ def _write_known_batch(
     *,
     announce: bool,
 ) -> list[tuple[int, int, int]]:
-    """One round trip: BEGIN, the locks, the send statement and the direct-send rules' queries
-    (asked with the kinds remembered from earlier batches), then the answers. A send a rule
+    """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
+    (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
     refuses was written already: the batch is undone and redone send by send (rules refuse
     rarely: a patient writing after the consultation closed)."""
     with connection.cursor() as lock_cursor, connection.cursor() as send_cursor:
@@ -932,7 +914,7 @@ def _write_known_batch(
             lock_cursor.fetchall()
             return []
         now = _execute_plain_batch(send_cursor, plain)
-        ruled = _direct_send_rule_refusals(plain, _kinds)  # its query's answer ends the round trip
+        ruled = reach.refusals(send_reaches(plain))  # its query's answer ends the round trip
         locked = {int(row[0]): (row[1], row[2]) for row in lock_cursor.fetchall()}
         rows = sorted(send_cursor.fetchall())
     _remember_kinds({e[1]["conversation_id"] for e in fresh}, locked)
@@ -968,7 +950,7 @@ def _write_locked_batch(
             slow.append(entry)
         else:
             plain.append(entry)
-    plain = _apply_direct_send_rules(plain, locked, results)
+    plain = _apply_reach_rules(plain, results)
     if plain:
         with connection.cursor() as cursor:
             now = _execute_plain_batch(cursor, plain)
@@ -979,43 +961,17 @@ def _write_locked_batch(
     return written
 
 
-def _direct_send_rule_refusals(
-    plain: list[_Prepared], locked: dict[int, tuple[str, str | None]]
-) -> dict[int, ApplicationError]:
-    """The direct-send rules' refusals for the sends of members of direct conversations, by
-    position in ``plain``."""
-    if not direct_send_rules:
-        return {}
-    asked, sends = direct_rule_sends(plain, locked)
-    if not sends:
-        return {}
-    return {asked[i]: error for i, error in _direct_send_refusals(sends).items()}
+def send_reaches(plain: list[_Prepared]) -> list[Reach]:
+    """What each send of ``plain`` reaches (the other members of its conversation), by position."""
+    return [Reach(entry[1]["sender"], entry[1]["conversation_id"]) for entry in plain]
 
 
-def direct_rule_sends(
-    plain: list[_Prepared], kinds: dict[int, tuple[str, str | None]]
-) -> tuple[list[int], list[tuple[User, int]]]:
-    """The sends the direct-send rules are asked about (a member writing to a direct
-    conversation): their positions in ``plain`` and ``(sender, peer_id)`` each."""
-    asked: list[int] = []
-    sends: list[tuple[User, int]] = []
-    for position, entry in enumerate(plain):
-        _kind, direct_key = kinds.get(entry[1]["conversation_id"], ("", None))
-        sender_id = entry[1]["sender"].pk
-        if direct_key and str(sender_id) in direct_key.split(":"):
-            asked.append(position)
-            sends.append((entry[1]["sender"], _direct_peer(sender_id, direct_key)))
-    return asked, sends
-
-
-def _apply_direct_send_rules(
-    plain: list[_Prepared],
-    locked: dict[int, tuple[str, str | None]],
-    results: list[SendResult | Exception | None],
+def _apply_reach_rules(
+    plain: list[_Prepared], results: list[SendResult | Exception | None]
 ) -> list[_Prepared]:
-    """Ask the registered direct-send rules once for every send of a member to a direct
-    conversation; refused sends get the rule's error and are left out."""
-    refused = _direct_send_rule_refusals(plain, locked)
+    """Ask the reach rules once for every send of the batch; refused sends get the rule's error
+    and are left out."""
+    refused = reach.refusals(send_reaches(plain))
     if not refused:
         return plain
     for position, error in refused.items():
@@ -1334,6 +1290,7 @@ def message_edit(*, user: User, message_id: int, body: str) -> Message:
         raise ApplicationError("e2ee_required", "Encrypted messages cannot be edited in plaintext.")
     with transaction.atomic():
         _seq, number = _allocate(message.conversation_id, message=False)
+        reach.check(sender=user, conversation_id=message.conversation_id)
         message.refresh_from_db(fields=["deleted_at"])
         if message.deleted_at is not None:
             raise ApplicationError("message_deleted", "This message was deleted.", status=409)
@@ -1405,6 +1362,7 @@ def typing_notify(
     *, user: User, conversation_id: int, active: bool, origin_channel: str | None = None
 ) -> None:
     selectors.membership_get(user=user, conversation_id=conversation_id)
+    reach.check(sender=user, conversation_id=conversation_id)
     others = [uid for uid in selectors.active_member_ids(conversation_id=conversation_id) if uid != user.pk]
     frame = {
         "type": "typing",

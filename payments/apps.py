@@ -7,6 +7,7 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import services as account_services
+        from messaging import reach
         from messaging import services as messaging_services
 
         from . import selectors, services
@@ -15,5 +16,6 @@ class PaymentsConfig(AppConfig):
         account_services.register_eraser("consultations", services.erase_user_consultations)
         if selectors.has_consultation not in messaging_services.contact_rules:
             messaging_services.contact_rules.append(selectors.has_consultation)
-        if selectors.consultation_send_rule not in messaging_services.direct_send_rules:
-            messaging_services.direct_send_rules.append(selectors.consultation_send_rule)
+        # The closed rule, asked by every path that puts a patient's content in front of others.
+        if selectors.consultation_reach_rule not in reach.reach_rules:
+            reach.reach_rules.append(selectors.consultation_reach_rule)

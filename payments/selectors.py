@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging.models import Membership
+from messaging.reach import Reach
 from messaging.services import BatchStatement
 
 from . import validators as v
@@ -124,87 +126,138 @@ def has_consultation(doctor: User, patient: User) -> bool:
     ).exists()
 
 
-_CONSULTATION_STATES_SQL = (
-    "SELECT patient_id, doctor_id, state, closes_at FROM payments_consultation"
-    " WHERE (patient_id, doctor_id) IN (SELECT * FROM unnest(%(patients)s::bigint[], %(doctors)s::bigint[]))"
-)
+# --- The closed rule: read-only for the patient once a consultation has closed ------------
+CLOSED_MESSAGE = "This consultation has closed; request a new consultation to write again."
 
 
-def _patient_sends(sends: list[tuple[User, int]]) -> set[tuple[int, int]]:
-    return {(sender.pk, peer_id) for sender, peer_id in sends if sender.role == User.Role.PATIENT}
-
-
-def _closed_consultation_refusals(
-    sends: list[tuple[User, int]], rows: Any, moment: Any
-) -> dict[int, ApplicationError]:
-    open_pairs: set[tuple[int, int]] = set()
-    closed_pairs: set[tuple[int, int]] = set()
-    for patient_id, doctor_id, state, closes_at in rows:
-        key = (patient_id, doctor_id)
+def consultation_closed(consultations: list[tuple[str, dt.datetime | None]], moment: dt.datetime) -> bool:
+    """THE decision, for one patient and one doctor, from their consultations' ``(state,
+    closes_at)``: closed when one was completed and its follow-up window has ended, and none is
+    open or still inside its window (a new consultation opens the conversation again). A pair
+    that never had a completed consultation is not affected. Every form of the rule (the SQL
+    statement the batch writers run, the ORM query of other databases) ends here."""
+    completed_and_over = False
+    for state, closes_at in consultations:
         if state in v.OPEN_STATES or (state == "completed" and closes_at is not None and closes_at > moment):
-            open_pairs.add(key)
-        elif state == "completed":
-            closed_pairs.add(key)
-    refused = closed_pairs - open_pairs
-    return {
-        index: PermissionDenied(
-            "This consultation has closed; request a new consultation to write again.",
-            code="consultation_closed",
-        )
-        for index, (sender, peer_id) in enumerate(sends)
-        if (sender.pk, peer_id) in refused and sender.role == User.Role.PATIENT
-    }
+            return False
+        if state == "completed":
+            completed_and_over = True
+    return completed_and_over
 
 
-def consultation_send_statement(sends: list[tuple[User, int]]) -> BatchStatement | None:
-    """The rule below as one PostgreSQL statement and the reading of its answer (what the
-    event loop's batch writer runs; the thread's runs it through ``consultation_send_rule``)."""
-    patients = _patient_sends(sends)
-    if not patients:
+# For each reach asked (ord): the consultations between its sender (as patient) and each person
+# it reaches (as doctor): the other active members of the conversation and the named users.
+_REACH_CONSULTATIONS_SQL = """
+SELECT r.ord, c.doctor_id, c.state, c.closes_at
+FROM (
+    SELECT a.ord, a.sender, m.user_id
+    FROM unnest(%(ord)s::int[], %(sender)s::bigint[], %(conv)s::bigint[]) AS a(ord, sender, conv)
+    JOIN messaging_membership m ON m.conversation_id = a.conv AND m.user_id <> a.sender AND m.left_at IS NULL
+    UNION
+    SELECT * FROM unnest(%(named_ord)s::int[], %(named_sender)s::bigint[], %(named_peer)s::bigint[])
+) AS r(ord, sender, peer)
+JOIN payments_consultation c ON c.patient_id = r.sender AND c.doctor_id = r.peer
+"""
+
+
+def _patient_reaches(reaches: list[Reach]) -> list[int]:
+    """The positions of the reaches the rule is about: a patient's (doctors never are refused)."""
+    return [i for i, r in enumerate(reaches) if r.sender.role == User.Role.PATIENT]
+
+
+def _closed_refusals(rows: Any, moment: dt.datetime) -> dict[int, ApplicationError]:
+    """``rows`` of ``(ord, doctor_id, state, closes_at)`` → the refused reaches (by ord)."""
+    by_pair: dict[tuple[int, int], list[tuple[str, dt.datetime | None]]] = {}
+    for ord_, doctor_id, state, closes_at in rows:
+        by_pair.setdefault((int(ord_), int(doctor_id)), []).append((state, closes_at))
+    refused = {ord_ for (ord_, _doctor), pair in by_pair.items() if consultation_closed(pair, moment)}
+    return {ord_: PermissionDenied(CLOSED_MESSAGE, code="consultation_closed") for ord_ in sorted(refused)}
+
+
+def consultation_reach_statement(reaches: list[Reach]) -> BatchStatement | None:
+    """The rule as one PostgreSQL statement and the reading of its answer (what the event loop's
+    batch writer runs; the thread runs the same through ``consultation_reach_rule``)."""
+    asked = _patient_reaches(reaches)
+    if not asked:
         return None
     moment = timezone.now()
+    named = [(i, reaches[i].sender.pk, peer) for i in asked for peer in reaches[i].recipient_ids]
     return BatchStatement(
-        _CONSULTATION_STATES_SQL,
-        {"patients": [p for p, _ in patients], "doctors": [d for _, d in patients]},
-        lambda rows: _closed_consultation_refusals(sends, rows, moment),
+        _REACH_CONSULTATIONS_SQL,
+        {
+            "ord": asked,
+            "sender": [reaches[i].sender.pk for i in asked],
+            "conv": [reaches[i].conversation_id for i in asked],
+            "named_ord": [n[0] for n in named],
+            "named_sender": [n[1] for n in named],
+            "named_peer": [n[2] for n in named],
+        },
+        lambda rows: _closed_refusals(rows, moment),
     )
 
 
-def consultation_send_rule(sends: list[tuple[User, int]]) -> dict[int, ApplicationError]:
-    """Messaging's direct-send rule, for a batch of ``(sender, peer_id)`` sends (one query):
-    once a consultation has closed (completion plus the follow-up window), the conversation is
-    read-only for the patient until a new one opens. Conversations that never had a
-    consultation are not affected. Returns ``{index: error}`` for the sends it refuses."""
+def consultation_reach_rule_orm(reaches: list[Reach]) -> dict[int, ApplicationError]:
+    """The rule through the ORM (databases other than PostgreSQL): the statement's rows, read
+    with Django's queries, then the same decision."""
+    asked = _patient_reaches(reaches)
+    if not asked:
+        return {}
+    return _closed_refusals(_reach_consultation_rows(reaches, asked), timezone.now())
+
+
+def _reach_consultation_rows(reaches: list[Reach], asked: list[int]) -> list[tuple[Any, ...]]:
+    """The statement's rows through the ORM."""
+    conversations = {c for i in asked if (c := reaches[i].conversation_id) is not None}
+    members: dict[int, set[int]] = {}
+    for conversation_id, user_id in Membership.objects.filter(
+        conversation_id__in=conversations, left_at__isnull=True
+    ).values_list("conversation_id", "user_id"):
+        members.setdefault(conversation_id, set()).add(user_id)
+    reached = {
+        i: (
+            {*members.get(reaches[i].conversation_id or 0, set()), *reaches[i].recipient_ids}
+            - {reaches[i].sender.pk}
+        )
+        for i in asked
+    }
+    consultations = Consultation.objects.filter(
+        patient_id__in={reaches[i].sender.pk for i in asked},
+        doctor_id__in={peer for peers in reached.values() for peer in peers},
+    ).values_list("patient_id", "doctor_id", "state", "closes_at")
+    return [
+        (i, doctor_id, state, closes_at)
+        for patient_id, doctor_id, state, closes_at in consultations
+        for i in asked
+        if reaches[i].sender.pk == patient_id and doctor_id in reached[i]
+    ]
+
+
+def consultation_reach_rule(reaches: list[Reach]) -> dict[int, ApplicationError]:
+    """Messaging's reach rule (registered by ``PaymentsConfig.ready``), for a batch of reaches
+    (one query): once a consultation has closed (completion plus the follow-up window), nothing
+    the patient writes reaches that doctor (a message, an edit, typing, a call, a group) until a
+    new consultation opens. Returns ``{index: error}`` for the reaches it refuses."""
     if connection.vendor == "postgresql":
         # On the send hot path: one plain statement (no ORM query building per batch).
-        statement = consultation_send_statement(sends)
+        statement = consultation_reach_statement(reaches)
         if statement is None:
             return {}
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, statement.params)
             refusals: dict[int, ApplicationError] = statement.answer(cursor.fetchall())
             return refusals
-    patients = _patient_sends(sends)
-    if not patients:
-        return {}
-    rows = Consultation.objects.filter(
-        patient_id__in={p for p, _ in patients}, doctor_id__in={d for _, d in patients}
-    ).values_list("patient_id", "doctor_id", "state", "closes_at")
-    return _closed_consultation_refusals(sends, rows, timezone.now())
+    return consultation_reach_rule_orm(reaches)
 
 
-consultation_send_rule.statement = consultation_send_statement  # type: ignore[attr-defined]
+consultation_reach_rule.statement = consultation_reach_statement  # type: ignore[attr-defined]
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:
-    """Whether the patient may write to the doctor: an open consultation, or a completed one
-    still inside its follow-up window (for messaging to enforce read-only afterwards)."""
-    moment = now or timezone.now()
-    return Consultation.objects.filter(
-        Q(state__in=v.OPEN_STATES) | Q(state="completed", closes_at__gt=moment),
-        patient=patient,
-        doctor=doctor,
-    ).exists()
+    """Whether the closed rule lets ``patient`` write to ``doctor`` now (the same decision)."""
+    consultations = list(
+        Consultation.objects.filter(patient=patient, doctor=doctor).values_list("state", "closes_at")
+    )
+    return not consultation_closed(consultations, now or timezone.now())
 
 
 # --- Availability ---------------------------------------------------------------------------

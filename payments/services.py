@@ -27,7 +27,7 @@ from django.utils import timezone
 from accounts.actors import Actor, acting_user, require_permission
 from accounts.models import DoctorProfile, User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
-from messaging.services import conversation_open_direct, fan_out_on_commit
+from messaging.services import check_not_blocked, conversation_open_direct, fan_out_on_commit
 
 from . import selectors
 from . import validators as v
@@ -175,7 +175,8 @@ def _check_role(consultation: Consultation, user: User, action: str) -> None:
 
 # --- Request --------------------------------------------------------------------------------
 def check_can_request(*, patient: User, doctor_id: int) -> DoctorProfile:
-    """A patient may consult a verified, available doctor with a fee, one open request at a time."""
+    """A patient may consult a verified, available doctor with a fee, one open request at a time,
+    never when either of them blocked the other."""
     if patient.role != User.Role.PATIENT:
         raise PermissionDenied("Only patients can request consultations.", code="patients_only")
     profile = (
@@ -190,6 +191,7 @@ def check_can_request(*, patient: User, doctor_id: int) -> DoctorProfile:
     )
     if profile is None:
         raise NotFound("No such doctor.", code="doctor_not_found")
+    check_not_blocked(user_id=patient.pk, peer_id=doctor_id)
     if profile.consultation_fee <= 0:
         raise ApplicationError(
             "doctor_has_no_fee", "This doctor has not set a consultation fee yet.", status=409

@@ -59,7 +59,7 @@ async def test_a_rule_refusal_is_handed_over_and_nothing_of_it_stored(
 async def test_a_first_send_to_a_conversation_not_seen_before_is_ruled_too(
     stripe_fake: Any, queued_pushes: list[list[int]]
 ) -> None:
-    """The loop writer reads an unknown conversation's kind before the batch, so the direct-send
+    """The loop writer reads an unknown conversation's kind before the batch, so the reach
     rule is asked for its very first send as well."""
     from messaging import services
     from payments.models import Consultation
