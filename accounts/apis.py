@@ -44,7 +44,14 @@ class RegisterApi(APIView):
     throttle_scope = "register"
 
     @extend_schema(
-        request=RegisterInputSerializer, responses={200: UserOutSerializer, 201: UserOutSerializer}
+        request=RegisterInputSerializer,
+        responses={200: UserOutSerializer, 201: UserOutSerializer},
+        description=(
+            "The phone number is the verified ID token's, accepted when it is a possible "
+            "international number (Firebase proved it by SMS; libphonenumber's validity metadata "
+            "may lag). A typed `emergency_contact_phone` must be a valid number. "
+            "Errors: `invalid_phone_number`, `phone_number_required`, `phone_number_in_use`."
+        ),
     )
     def post(self, request: Request) -> Response:
         serializer = RegisterInputSerializer(data=request.data)

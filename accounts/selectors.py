@@ -10,7 +10,7 @@ from django.db.models.functions import Coalesce
 from healthchat.errors import ApplicationError, NotFound
 
 from .models import Device, DoctorProfile, KyberPreKey, OneTimePreKey, User
-from .validators import validate_phone_number
+from .validators import validate_verified_phone_number
 
 
 def user_get_by_firebase_uid(*, uid: str) -> User | None:
@@ -38,8 +38,8 @@ def user_get_by_phone_or_id(*, ref: str) -> User:
     if ref.isdigit():
         user = User.objects.filter(pk=int(ref)).first()
     else:
-        try:
-            phone = validate_phone_number(ref)
+        try:  # the stored numbers came from verified tokens: normalise the same way
+            phone = validate_verified_phone_number(ref)
         except ApplicationError:
             phone = None
         if phone is not None:

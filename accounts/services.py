@@ -160,7 +160,7 @@ def user_register(
         raise ApplicationError(
             "phone_number_required", "Sign in with a phone number before registering.", status=400
         )
-    phone = v.validate_phone_number(token.phone_number)
+    phone = v.validate_verified_phone_number(token.phone_number)
     _check_role_fields(role, profile)
     patient_fields = _clean_patient_fields(profile) if role == User.Role.PATIENT else {}
     doctor_fields = _clean_doctor_fields(profile, creating=True) if role == User.Role.DOCTOR else {}
