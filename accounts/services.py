@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -471,11 +472,42 @@ def user_export(*, user: User) -> dict[str, Any]:
     return data
 
 
+# --- Specialties (the managed list doctors register with; public and cached) ----------------
+def specialties_changed() -> None:
+    """After the current transaction commits, serve the specialty list afresh (a new cache
+    version, see ``selectors.specialty_list``); nothing if it rolls back."""
+    from django.core.cache import cache
+
+    def new_version() -> None:
+        cache.set(selectors.SPECIALTIES_VERSION_KEY, time.time_ns(), timeout=None)
+
+    transaction.on_commit(new_version)
+
+
+def specialty_save(*, specialty: Specialty) -> Specialty:
+    """Create or change a specialty (staff, in the admin)."""
+    with transaction.atomic():
+        specialty.save()
+        specialties_changed()
+    return specialty
+
+
+def specialty_delete(*, specialty: Specialty) -> None:
+    """Delete a specialty no doctor uses (the foreign key protects used ones)."""
+    with transaction.atomic():
+        specialty.delete()
+        specialties_changed()
+
+
 def seed_specialties(specialties: list[tuple[str, str]]) -> int:
+    """Create the missing ones of ``specialties`` (slug, name); returns how many."""
     created = 0
-    for slug, name in specialties:
-        _, was_created = Specialty.objects.get_or_create(slug=slug, defaults={"name": name})
-        created += int(was_created)
+    with transaction.atomic():
+        for slug, name in specialties:
+            _, was_created = Specialty.objects.get_or_create(slug=slug, defaults={"name": name})
+            created += int(was_created)
+        if created:
+            specialties_changed()
     return created
 
 
