@@ -102,7 +102,16 @@ class MeExportApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "export"
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={200: dict},
+        description=(
+            "`format` (`healthchat-export/1`), `exported_at`, `user` (profile), `devices`, then "
+            "one section per app: `messaging` (conversations and the messages the user sent, "
+            "with their attachments' metadata), `uploads` (files uploaded and never attached: "
+            "metadata and `download`, the request that gives a short-lived link), "
+            "`consultations`, `calls` (every call the user took part in, as `GET /calls` shows it)."
+        ),
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         data = services.user_export(user=user)

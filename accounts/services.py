@@ -47,6 +47,11 @@ def register_export_section(name: str, fn: ExportSection) -> None:
     _export_sections[name] = fn
 
 
+def export_section_names() -> list[str]:
+    """The sections other apps added to the export, in the order they appear."""
+    return list(_export_sections)
+
+
 def register_eraser(name: str, fn: Eraser) -> None:
     _erasers[name] = fn
 
