@@ -52,15 +52,16 @@ CREDENTIAL_PARAMETERS = frozenset(
     }
 )
 
-# Cheap first look: a string with none of these (lower-cased) is returned untouched.
-_TRIGGERS = ("=", "eyj", "bearer", "cookie", "_secret_", "sk_", "rk_", "whsec_")
 _PARAMETER = re.compile(r"(?<![\w.%-])(?P<name>[\w.%-]+)=(?P<value>[^&\s\"'#;,]*)")
 _SHAPES = re.compile(
     r"eyJ[\w-]{4,}(?:(?:[.:]|%3[Aa])[\w-]*)+"  # JWT, Django signed value
     r"|\b(?:sk|rk)_(?:live|test)_\w+|\bwhsec_\w+|\b(?:pi|seti)_\w+?_secret_\w+"  # Stripe
 )
+_SHAPE_HINTS = ("eyj", "sk_", "rk_", "whsec_", "_secret_")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
 _COOKIE = re.compile(r"(?i)\b((?:set-)?cookie:\s*)[^\r\n]+")
+# A parameter is looked at only when the text names one (or percent-encodes some name).
+_PARAMETER_HINTS = (*(f"{name}=" for name in sorted(CREDENTIAL_PARAMETERS)), "%")
 
 
 def _parameter(match: re.Match[str]) -> str:
@@ -71,14 +72,18 @@ def _parameter(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with every credential it holds replaced by ``[redacted]``."""
+    """``text`` with every credential it holds replaced by ``[redacted]``. Each pattern runs
+    only when a plain substring test says it could match (most log lines pass untouched)."""
     lowered = text.lower()
-    if not any(trigger in lowered for trigger in _TRIGGERS):
-        return text
-    text = _COOKIE.sub(rf"\1{REDACTED}", text)
-    text = _BEARER.sub(rf"\1{REDACTED}", text)
-    text = _SHAPES.sub(REDACTED, text)
-    return _PARAMETER.sub(_parameter, text)
+    if "cookie" in lowered:
+        text = _COOKIE.sub(rf"\1{REDACTED}", text)
+    if "bearer" in lowered:
+        text = _BEARER.sub(rf"\1{REDACTED}", text)
+    if any(hint in lowered for hint in _SHAPE_HINTS):
+        text = _SHAPES.sub(REDACTED, text)
+    if "=" in text and any(hint in lowered for hint in _PARAMETER_HINTS):
+        text = _PARAMETER.sub(_parameter, text)
+    return text
 
 
 def _redact_value(value: Any) -> Any:
