@@ -223,13 +223,21 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
     from django.conf import settings as dj_settings
     from django.db import connection
 
-    from tests.live import ServerProcess, free_port, uvicorn_args
+    from tests.live import ServerProcess, free_port, runserver_args, uvicorn_args
 
     started: list[Any] = []
     tmp = tmp_path_factory.mktemp("live")
 
-    def start(extra_env: dict[str, str] | None = None, *, port: int | None = None) -> Any:
-        """A server process; ``port`` given: another process behind that port (SO_REUSEPORT)."""
+    def start(
+        extra_env: dict[str, str] | None = None,
+        *,
+        port: int | None = None,
+        access_log: bool = False,
+        runserver: bool = False,
+    ) -> Any:
+        """A server process; ``port`` given: another process behind that port (SO_REUSEPORT);
+        ``access_log``: uvicorn's access log on, everything logged at debug; ``runserver``:
+        ``manage.py runserver`` instead of uvicorn."""
         db = connection.settings_dict
         env = dict(os.environ)
         env.update(
@@ -249,7 +257,8 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
             env["HC_REUSE_PORT"] = "1"
         port = port or free_port()
         log_path = tmp / f"server-{port}-{len(started)}.log"
-        server = ServerProcess(uvicorn_args(port, boot=True), env, port, log_path)
+        args = runserver_args(port) if runserver else uvicorn_args(port, boot=True, access_log=access_log)
+        server = ServerProcess(args, env, port, log_path)
         started.append(server)
         server.wait_ready()
         return server

@@ -261,6 +261,18 @@ class DeviceAdmin(AuditedAdminMixin, admin.ModelAdmin[Device]):
 
 @admin.register(Specialty)
 class SpecialtyAdmin(admin.ModelAdmin[Specialty]):
+    """Writes go through the services, which refresh the public (cached) specialty list."""
+
     list_display = ["slug", "name"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ("name",)}
+
+    def save_model(self, request: HttpRequest, obj: Specialty, form: Any, change: bool) -> None:
+        services.specialty_save(specialty=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Specialty) -> None:
+        services.specialty_delete(specialty=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Specialty]) -> None:
+        for specialty in queryset:
+            services.specialty_delete(specialty=specialty)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +32,7 @@ from .serializers import (
     KeysPutOutSerializer,
     MeUpdateInputSerializer,
     RegisterInputSerializer,
+    SpecialtyListOutSerializer,
     UserOutSerializer,
 )
 from .throttling import FirebaseScopedRateThrottle
@@ -44,7 +46,14 @@ class RegisterApi(APIView):
     throttle_scope = "register"
 
     @extend_schema(
-        request=RegisterInputSerializer, responses={200: UserOutSerializer, 201: UserOutSerializer}
+        request=RegisterInputSerializer,
+        responses={200: UserOutSerializer, 201: UserOutSerializer},
+        description=(
+            "The phone number is the verified ID token's, accepted when it is a possible "
+            "international number (Firebase proved it by SMS; libphonenumber's validity metadata "
+            "may lag). A typed `emergency_contact_phone` must be a valid number. "
+            "Errors: `invalid_phone_number`, `phone_number_required`, `phone_number_in_use`."
+        ),
     )
     def post(self, request: Request) -> Response:
         serializer = RegisterInputSerializer(data=request.data)
@@ -93,12 +102,59 @@ class MeExportApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "export"
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={200: dict},
+        description=(
+            "`format` (`healthchat-export/1`), `exported_at`, `user` (profile), `devices`, then "
+            "one section per app: `messaging` (conversations and the messages the user sent, "
+            "with their attachments' metadata), `uploads` (files uploaded and never attached: "
+            "metadata and `download`, the request that gives a short-lived link), "
+            "`consultations`, `calls` (every call the user took part in, as `GET /calls` shows it)."
+        ),
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         data = services.user_export(user=user)
         audit.record(audited.USER_EXPORT, request=request, object_type="user", object_id=user.pk)
         return Response(data)
+
+
+class SpecialtyListApi(APIView):
+    """The specialties doctors register with and patients search by (public, cached)."""
+
+    # Public reference data: a doctor needs it on the registration form, before registering;
+    # no credentials are read (an expired token does not matter), the anonymous rate applies.
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="List the medical specialties",
+        description=(
+            "Every specialty, sorted by name: `slug` is what `POST /auth/register` (doctor) "
+            "and `GET /doctors?specialty=` take, `name` is for display. Public (no "
+            "authentication); served from the cache, refreshed as soon as staff change the list; "
+            "clients may cache it for 5 minutes (`Cache-Control: public, max-age=300`)."
+        ),
+        responses=SpecialtyListOutSerializer,
+        examples=[
+            OpenApiExample(
+                "Specialties",
+                value={
+                    "results": [
+                        {"slug": "cardiology", "name": "Cardiology"},
+                        {"slug": "dermatology", "name": "Dermatology"},
+                        {"slug": "general-practice", "name": "General practice"},
+                    ]
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        data = SpecialtyListOutSerializer({"results": selectors.specialty_list()}).data
+        response = Response(data)
+        response["Cache-Control"] = "public, max-age=300"
+        return response
 
 
 class DoctorCursorPagination(DefaultCursorPagination):

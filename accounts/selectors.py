@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Device, DoctorProfile, KyberPreKey, OneTimePreKey, User
-from .validators import validate_phone_number
+from .models import Device, DoctorProfile, KyberPreKey, OneTimePreKey, Specialty, User
+from .validators import validate_verified_phone_number
 
 
 def user_get_by_firebase_uid(*, uid: str) -> User | None:
@@ -38,8 +40,8 @@ def user_get_by_phone_or_id(*, ref: str) -> User:
     if ref.isdigit():
         user = User.objects.filter(pk=int(ref)).first()
     else:
-        try:
-            phone = validate_phone_number(ref)
+        try:  # the stored numbers came from verified tokens: normalise the same way
+            phone = validate_verified_phone_number(ref)
         except ApplicationError:
             phone = None
         if phone is not None:
@@ -47,6 +49,29 @@ def user_get_by_phone_or_id(*, ref: str) -> User:
     if user is None:
         raise NotFound(f"No user matches {ref!r}.", code="user_not_found")
     return user
+
+
+# The public list of specialties is cached under a version that every committed change replaces
+# (services.specialties_changed): a reader that filled the cache from the old rows while the
+# change committed wrote them under the old version, which nobody reads any more. A lost version
+# key (eviction) starts a new version, never an old one. The timeout bounds what a change made
+# outside the services (a shell, a migration) leaves stale.
+SPECIALTIES_VERSION_KEY = "accounts:specialties:version"
+SPECIALTIES_CACHE_SECONDS = 3600
+
+
+def specialty_list() -> list[dict[str, str]]:
+    """Every specialty (``slug``, ``name``) by name: public reference data, from the cache."""
+    version = cache.get_or_set(SPECIALTIES_VERSION_KEY, time.time_ns, timeout=None)
+    key = f"accounts:specialties:{version}"
+    rows: list[dict[str, str]] | None = cache.get(key)
+    if rows is None:
+        rows = [
+            {"slug": slug, "name": name}
+            for slug, name in Specialty.objects.order_by("name", "slug").values_list("slug", "name")
+        ]
+        cache.set(key, rows, SPECIALTIES_CACHE_SECONDS)
+    return rows
 
 
 def doctor_list(*, specialty: str | None = None, q: str | None = None) -> QuerySet[DoctorProfile]:

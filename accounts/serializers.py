@@ -45,6 +45,10 @@ class SpecialtySerializer(serializers.ModelSerializer[Specialty]):
         fields = ["slug", "name"]
 
 
+class SpecialtyListOutSerializer(serializers.Serializer[Any]):
+    results = SpecialtySerializer(many=True)
+
+
 class PatientProfileOutSerializer(serializers.Serializer[Any]):
     date_of_birth = serializers.DateField(allow_null=True)
     sex = serializers.CharField()

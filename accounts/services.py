@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,11 @@ _erasers: dict[str, Eraser] = {}
 
 def register_export_section(name: str, fn: ExportSection) -> None:
     _export_sections[name] = fn
+
+
+def export_section_names() -> list[str]:
+    """The sections other apps added to the export, in the order they appear."""
+    return list(_export_sections)
 
 
 def register_eraser(name: str, fn: Eraser) -> None:
@@ -161,7 +167,7 @@ def user_register(
         raise ApplicationError(
             "phone_number_required", "Sign in with a phone number before registering.", status=400
         )
-    phone = v.validate_phone_number(token.phone_number)
+    phone = v.validate_verified_phone_number(token.phone_number)
     _check_role_fields(role, profile)
     patient_fields = _clean_patient_fields(profile) if role == User.Role.PATIENT else {}
     doctor_fields = _clean_doctor_fields(profile, creating=True) if role == User.Role.DOCTOR else {}
@@ -475,11 +481,42 @@ def user_export(*, user: User) -> dict[str, Any]:
     return data
 
 
+# --- Specialties (the managed list doctors register with; public and cached) ----------------
+def specialties_changed() -> None:
+    """After the current transaction commits, serve the specialty list afresh (a new cache
+    version, see ``selectors.specialty_list``); nothing if it rolls back."""
+    from django.core.cache import cache
+
+    def new_version() -> None:
+        cache.set(selectors.SPECIALTIES_VERSION_KEY, time.time_ns(), timeout=None)
+
+    transaction.on_commit(new_version)
+
+
+def specialty_save(*, specialty: Specialty) -> Specialty:
+    """Create or change a specialty (staff, in the admin)."""
+    with transaction.atomic():
+        specialty.save()
+        specialties_changed()
+    return specialty
+
+
+def specialty_delete(*, specialty: Specialty) -> None:
+    """Delete a specialty no doctor uses (the foreign key protects used ones)."""
+    with transaction.atomic():
+        specialty.delete()
+        specialties_changed()
+
+
 def seed_specialties(specialties: list[tuple[str, str]]) -> int:
+    """Create the missing ones of ``specialties`` (slug, name); returns how many."""
     created = 0
-    for slug, name in specialties:
-        _, was_created = Specialty.objects.get_or_create(slug=slug, defaults={"name": name})
-        created += int(was_created)
+    with transaction.atomic():
+        for slug, name in specialties:
+            _, was_created = Specialty.objects.get_or_create(slug=slug, defaults={"name": name})
+            created += int(was_created)
+        if created:
+            specialties_changed()
     return created
 
 

@@ -6,6 +6,7 @@ urlpatterns = [
     path("auth/register", apis.RegisterApi.as_view(), name="auth-register"),
     path("me", apis.MeApi.as_view(), name="me"),
     path("me/export", apis.MeExportApi.as_view(), name="me-export"),
+    path("specialties", apis.SpecialtyListApi.as_view(), name="specialty-list"),
     path("doctors", apis.DoctorListApi.as_view(), name="doctor-list"),
     path("doctors/<int:doctor_id>", apis.DoctorDetailApi.as_view(), name="doctor-detail"),
     path("devices", apis.DeviceCreateApi.as_view(), name="device-create"),

@@ -45,6 +45,32 @@ def validate_phone_number(value: str, *, field: str = "phone_number") -> str:
     return e164
 
 
+def validate_verified_phone_number(value: str, *, field: str = "phone_number") -> str:
+    """A number the identity provider verified (a Firebase ID token's ``phone_number``): E.164
+    form when it is a *possible* international number (its length fits its country).
+
+    Not ``is_valid_number``: Firebase has already proven the number by SMS, and libphonenumber's
+    metadata lags behind real allocations (and calls test ranges such as +1 555 01xx or
+    +44 7700 900xxx invalid); refusing them would lock real users out. Numbers a user types
+    (an emergency contact) keep the strict ``validate_phone_number``.
+    """
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ApplicationError(
+            "invalid_phone_number", "Not a valid international phone number.", fields={field: [str(exc)]}
+        ) from exc
+    possible = phonenumbers.is_possible_number_with_reason(parsed)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE or not re.match(E164_REGEX, e164):
+        raise ApplicationError(
+            "invalid_phone_number",
+            "Not a possible international phone number.",
+            fields={field: ["invalid"]},
+        )
+    return e164
+
+
 def validate_display_name(value: str) -> str:
     name = " ".join(value.split())
     if not name:

@@ -753,3 +753,10 @@ def _log_to_history(loaded: Loaded) -> None:
         },
         notify=call.state in MISSED_FOR_CALLEE,
     )
+
+
+# --- Account export (registered with accounts) ------------------------------------------------
+def export_user_calls(user: User) -> list[dict[str, Any]]:
+    """The calls ``user`` took part in, newest first, as ``GET /calls`` shows them (the other
+    participants by id only: nothing the user could not already see)."""
+    return [selectors.call_data(call) for call in selectors.call_list(user=user)]

@@ -1407,6 +1407,23 @@ def export_user_messages(user: User) -> dict[str, Any]:
     }
 
 
+def export_user_uploads(user: User) -> list[dict[str, Any]]:
+    """Files ``user`` uploaded and never attached to a message (those attached are in their
+    messages): metadata, and ``download``, the request that gives the uploader a short-lived
+    link to the bytes (exports hold no files, and no links that would outlive them)."""
+    from django.urls import reverse
+
+    unattached = Attachment.objects.filter(uploader=user, message__isnull=True, deleted_at__isnull=True)
+    return [
+        {
+            **selectors.attachment_data(attachment),
+            "created_at": attachment.created_at.isoformat(),
+            "download": reverse("attachment-detail", args=[attachment.pk]),
+        }
+        for attachment in unattached.order_by("id")
+    ]
+
+
 # --- Attachments ------------------------------------------------------------------------------
 def _storage_delete(names: list[str | None]) -> None:
     from django.core.files.storage import default_storage

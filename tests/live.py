@@ -71,8 +71,9 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-def uvicorn_args(port: int, boot: bool = False) -> list[str]:
-    """uvicorn as production runs it; ``boot`` serves the test Firebase certificate too."""
+def uvicorn_args(port: int, boot: bool = False, access_log: bool = False) -> list[str]:
+    """uvicorn as production runs it; ``boot`` serves the test Firebase certificate too;
+    ``access_log``: uvicorn's access log on and every logger at debug (quiet otherwise)."""
     head = (
         [sys.executable, str(ROOT / "tests" / "live_boot.py")] if boot else [sys.executable, "-m", "uvicorn"]
     )
@@ -89,7 +90,12 @@ def uvicorn_args(port: int, boot: bool = False) -> list[str]:
         "httptools",
         "--ws",
         "healthchat.ws_protocol:LeanWebSocketProtocol",
-        "--log-level",
-        "warning",
-        "--no-access-log",
+        *(["--log-level", "debug"] if access_log else ["--log-level", "warning", "--no-access-log"]),
     ]
+
+
+def runserver_args(port: int) -> list[str]:
+    """``manage.py runserver`` (daphne's, as ``make run`` starts it; it logs every request),
+    with the test Firebase certificate served like ``uvicorn_args(boot=True)``."""
+    boot = str(ROOT / "tests" / "live_boot.py")
+    return [sys.executable, boot, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]

@@ -1,4 +1,5 @@
-"""Run uvicorn for live tests, with Google's Firebase certificate URL answered locally.
+"""Run uvicorn (or ``manage.py ...``) for live tests, with Google's Firebase certificate URL
+answered locally.
 
 firebase-admin still fetches the certificates over its real HTTP stack and verifies real RS256
 signatures; only the certificate document comes from the test's throwaway key.
@@ -21,9 +22,15 @@ def main() -> None:
     )
     mock.add_passthru(re.compile(r"https?://(127\.0\.0\.1|localhost)(:\d+)?/.*"))
     mock.start()
+    args = sys.argv[1:]
+    if args[:1] == ["manage.py"]:
+        from django.core.management import execute_from_command_line
+
+        sys.path.insert(0, os.getcwd())  # the project, as ``python manage.py`` would have it
+        execute_from_command_line(args)
+        return
     import uvicorn
 
-    args = sys.argv[1:]
     if os.environ.get("HC_REUSE_PORT") == "1":
         # Several server processes behind one port: each binds it with SO_REUSEPORT and the
         # kernel spreads new connections over them (uvicorn serves the inherited socket).

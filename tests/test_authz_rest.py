@@ -159,6 +159,7 @@ TABLE: dict[str, Op] = {
     "PATCH /api/v1/me": Op(row(OK), body=lambda w, a: {"display_name": "Renamed Matrix"}),
     "DELETE /api/v1/me": Op(row(NO_CONTENT)),
     "GET /api/v1/me/export": Op(row(OK)),
+    "GET /api/v1/specialties": Op(everyone(OK)),  # public reference data, no credentials read
     "GET /api/v1/doctors": Op(row(OK)),
     "GET /api/v1/doctors/{doctor_id}": Op(row(OK), params=lambda w: {"doctor_id": w.doctor.pk}),
     "POST /api/v1/devices": Op(

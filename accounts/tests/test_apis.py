@@ -182,6 +182,48 @@ def test_role_cannot_change_by_registering_again(make_token, bearer):
     assert not DoctorProfile.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("verified", "e164"),
+    [
+        ("+15550100123", "+15550100123"),
+        ("+447700900123", "+447700900123"),
+        ("+1 555 010 0199", "+15550100199"),
+    ],
+)
+def test_a_firebase_verified_number_is_accepted_when_possible(make_token, bearer, verified, e164):
+    """Firebase verified it by SMS; libphonenumber's metadata calls it invalid (555 01xx,
+    Ofcom's 07700 900xxx drama range): registration takes it, and operators find the user."""
+    import phonenumbers
+
+    assert not phonenumbers.is_valid_number(phonenumbers.parse(verified, None))
+    response = bearer(make_token(phone_number=verified)).post(
+        REGISTER, {"role": "patient", "display_name": "Ann"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["phone_number"] == e164
+    assert User.objects.get(pk=response.json()["id"]).phone_number == e164
+    assert selectors.user_get_by_phone_or_id(ref=verified).pk == response.json()["id"]
+
+
+def test_a_typed_number_is_still_checked_strictly(make_token, bearer):
+    """An emergency contact is typed by the user: libphonenumber's validity check stays."""
+    client = bearer(make_token(phone_number=unique_phone()))
+    body = {"role": "patient", "display_name": "Ann", "emergency_contact_phone": "+447700900123"}
+    assert_error(client.post(REGISTER, body, format="json"), 400, "invalid_phone_number")
+
+
+@pytest.mark.parametrize(
+    "verified", ["+1234", "+15550100", "+4412345678901234567", "12025550100", "not a number"]
+)
+def test_a_verified_token_with_an_impossible_number_is_refused(make_token, bearer, verified):
+    """Too short, too long, local-only (+1 555 0100 has no area code), not international."""
+    response = bearer(make_token(phone_number=verified)).post(
+        REGISTER, {"role": "patient", "display_name": "Ann"}, format="json"
+    )
+    assert_error(response, 400, "invalid_phone_number")
+    assert not User.objects.filter(display_name="Ann").exists()
+
+
 def test_phone_number_of_another_account(make_token, bearer):
     """A second Firebase account (new uid) with a phone number we already hold."""
     holder = PatientFactory()

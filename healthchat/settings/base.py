@@ -420,6 +420,9 @@ CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "sched
 
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# Every log record of the process has its credentials (signed links' ``token=``, ID tokens,
+# cookies, ...) redacted before any logger or handler sees it: healthchat/logs.py.
+LOGGING_CONFIG = "healthchat.logs.configure"
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
