@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -35,9 +36,7 @@ def bin_dir() -> Path:
     on_path = shutil.which("initdb")
     if on_path:
         return Path(on_path).parent
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
-    )
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     if not found:
         raise RuntimeError(MISSING)
     return found[-1].parent
@@ -64,7 +63,9 @@ class PrivatePostgres:
             command = ["runuser", "-u", "postgres", "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n{self.log()}")
+            raise RuntimeError(
+                f"{args[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n{self.log()}"
+            )
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
@@ -94,15 +95,21 @@ class PrivatePostgres:
         query = f"?application_name={application_name}" if application_name else ""
         return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}{query}"
 
-    def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}", autocommit=True)
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}", autocommit=True
+        )
 
     def create_database(self, name: str, *, migrate: bool = True) -> None:
         """A new database, with the project's migrations applied (``manage.py migrate``)."""
         with self.connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         if migrate:
-            env = {**os.environ, "DJANGO_SETTINGS_MODULE": "healthchat.settings.test", "DATABASE_URL": self.url(name)}
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "healthchat.settings.test",
+                "DATABASE_URL": self.url(name),
+            }
             done = subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

@@ -8,6 +8,7 @@ under test need. ``tests/test_db_connections_live.py`` and ``bench/rest.py`` dri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     if "content-length" in headers:
         return await reader.readexactly(int(headers["content-length"]))
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -53,10 +54,8 @@ class _Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
         self.reader = self.writer = self.target = None
 
     async def get(self, request: Request, timeout: float) -> Result:
@@ -68,8 +67,12 @@ class _Connection:
                 await self.close()
                 self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(*target), timeout)
                 self.target = target
-            assert self.reader is not None and self.writer is not None
-            lines = [f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1", f"Host: {parts.netloc}"]
+            assert self.reader is not None
+            assert self.writer is not None
+            lines = [
+                f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+                f"Host: {parts.netloc}",
+            ]
             lines += [f"{name}: {value}" for name, value in request.headers]
             self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
@@ -83,7 +86,13 @@ class _Connection:
             if headers.get("connection", "").lower() == "close":
                 await self.close()
             return Result(int(status_line.split()[1]), body, headers, time.monotonic() - started)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ValueError,
+        ) as exc:
             await self.close()
             return Result(0, b"", {}, time.monotonic() - started, error=f"{type(exc).__name__}: {exc}")
 

@@ -68,7 +68,9 @@ def start_servers(
     try:
         for index in range(count):
             port = free_port()
-            servers.append(ServerProcess(uvicorn_args(port, boot=True), env, port, tmp / f"server-{index}.log"))
+            servers.append(
+                ServerProcess(uvicorn_args(port, boot=True), env, port, tmp / f"server-{index}.log")
+            )
         for server in servers:
             server.wait_ready()
     except BaseException:
@@ -79,7 +81,9 @@ def start_servers(
 
 
 @pytest.fixture(scope="module")
-def users(cluster: PrivatePostgres, token_minter: TokenMinter, tmp_path_factory: Any) -> list[tuple[int, str]]:
+def users(
+    cluster: PrivatePostgres, token_minter: TokenMinter, tmp_path_factory: Any
+) -> list[tuple[int, str]]:
     """Registered patients (id, token), over the API of a server on the private database."""
     (server,) = start_servers(cluster, token_minter, tmp_path_factory.mktemp("register"), 1, {})
     try:
@@ -198,7 +202,8 @@ def test_the_server_refuses_persistent_connections(env: dict[str, str], refusal:
         timeout=120,
     )
     assert done.returncode != 0
-    assert "ImproperlyConfigured" in done.stderr and refusal in done.stderr, done.stderr[-2000:]
+    assert "ImproperlyConfigured" in done.stderr, done.stderr[-2000:]
+    assert refusal in done.stderr, done.stderr[-2000:]
 
 
 def test_the_settings_pool_per_process() -> None:
