@@ -156,7 +156,8 @@ def configurations(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path,
         (tmp / "before").mkdir()
         source, before = export_source(args.before, tmp / "before")
         out.append(("before", source, before, {}))
-    return out
+    wanted = {name.strip() for name in args.configs.split(",")}
+    return [c for c in out if c[0] in wanted]
 
 
 def wait_sessions_gone(cluster: PrivatePostgres, timeout: float = 30.0) -> None:
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--max-connections", type=int, default=100)
     parser.add_argument("--before", default=None, help="also measure this revision (e.g. b16ee94)")
+    parser.add_argument("--configs", default="pool,no pool,before", help="which of them to measure")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--quiet-wait", type=float, default=30.0)
     parser.add_argument("--json", type=Path, default=None)

@@ -105,15 +105,15 @@ else:
     # DATABASE_POOL_TIMEOUT seconds is answered 503 ``server_busy``. Per process at most
     # DATABASE_POOL_MAX_SIZE connections, plus the event loop's batch writer (one): size
     # PostgreSQL's max_connections for processes x (max size + 1) + the Celery worker's (see
-    # docs/performance.md). DATABASE_POOL_MAX_SIZE=0: no pool (behind PgBouncer, and the Celery
-    # worker), a connection per request or task, closed at its end.
+    # docs/performance.md). DATABASE_POOL_MAX_SIZE=0: no pool, a connection per request or task,
+    # closed at its end; only behind PgBouncer or with bounded concurrency (the Celery worker).
     options = DATABASES["default"].setdefault("OPTIONS", {})
     DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
     if DATABASE_POOL_MAX_SIZE > 0:
         options["pool"] = {
             "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), DATABASE_POOL_MAX_SIZE),
             "max_size": DATABASE_POOL_MAX_SIZE,
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
         }
     # Seconds a connection outlives its request without a pool: 0 (closed at the end of each
     # request), the only safe value under ASGI (healthchat/database.py refuses the others there);
