@@ -1,6 +1,7 @@
 """REST throughput under concurrent load, and the PostgreSQL connections it takes.
 
-``python bench/rest.py [--requests 2000] [--concurrency 8,500] [--before REV] [--json FILE]``
+``python bench/rest.py [--requests 2000] [--concurrency 8,500] [--before REV] [--configs pool]
+[--json FILE]``
 (from the repository root; Redis on 127.0.0.1:6379 and PostgreSQL's server binaries installed).
 
 ``GET /api/v1/me`` (a signed-in user's own account: token check, throttle, one query) against
