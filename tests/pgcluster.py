@@ -26,8 +26,8 @@ import psycopg
 from tests.live import ROOT, free_port
 
 MISSING = (
-    "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql "
-    "(the tests and bench/rest.py start a private cluster with them)"
+    "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: `make pg-server` installs "
+    "them (Debian package postgresql); `make test` does so before running the tests"
 )
 
 
