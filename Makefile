@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn worker beat bench clean
+.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn pg-server worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,18 +33,25 @@ coturn:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
 		{ echo "coturn is missing: install it (apt-get install coturn) for the calls relay tests"; exit 1; }
 
+## PostgreSQL's server binaries (initdb, pg_ctl; Debian package postgresql): the connection-pool
+## tests and bench/rest.py start a private cluster with a small max_connections (tests/pgcluster.py).
+pg-server:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+		{ echo "PostgreSQL's server binaries are missing: install them (apt-get install postgresql)"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## The whole test command (what CI runs).
-test: install-dev coturn
+test: install-dev coturn pg-server
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py makemigrations --check --dry-run
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 lint: install-dev
@@ -56,7 +63,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn
+pytest: install-dev coturn pg-server
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

@@ -8,6 +8,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "healthchat.settings.local")
 
 django_asgi_app = get_asgi_application()
 
+from healthchat.database import refuse_persistent_connections  # noqa: E402
+
+refuse_persistent_connections()  # pooled, never kept by a request's thread (healthchat/database.py)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from healthchat.asgi_limits import BodySizeLimit  # noqa: E402

@@ -14,6 +14,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import database
 from .errors import STATUS_CODES, ApplicationError, error_body
 
 logger = logging.getLogger("healthchat.errors")
@@ -84,6 +85,9 @@ def _render(exc: Exception, context: dict[str, Any]) -> Response | None:
         # malformed multipart body...): the client's fault, a 400 like Django's own handler.
         return Response(error_body("bad_request", "The request could not be parsed."), status=400)
 
+    if database.pool_exhausted(exc):
+        return Response(**_busy())
+
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.error("unhandled error in API view", exc_info=exc)
@@ -141,6 +145,21 @@ def _render(exc: Exception, context: dict[str, Any]) -> Response | None:
     return response
 
 
+def _busy() -> dict[str, Any]:
+    """The answer when this process's database connections all stayed in use for
+    ``DATABASE_POOL_TIMEOUT`` seconds: the request got no database connection, so it can be
+    repeated as it was."""
+    logger.warning("database connection pool exhausted: answered 503 server_busy")
+    retry = database.BUSY_RETRY_AFTER
+    return {
+        "data": error_body(
+            "server_busy", "The server is busy; try again after retry_after seconds.", retry_after=retry
+        ),
+        "status": 503,
+        "headers": {"Retry-After": str(retry)},
+    }
+
+
 class ApiErrorMiddleware:
     """Makes every error under ``/api/`` (and ``/healthz``) JSON in the one format.
 
@@ -176,6 +195,9 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not self._applies(request):
             return None
+        if database.pool_exhausted(exception):
+            busy = _busy()
+            return JsonResponse(busy["data"], status=busy["status"], headers=busy["headers"])
         logger.error("unhandled error", exc_info=exception)
         code, message = STATUS_CODES[500]
         return JsonResponse(error_body(code, message), status=500)

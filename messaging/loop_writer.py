@@ -32,6 +32,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.db import close_old_connections
 from django.db import connection as django_connection
 from django.utils import timezone
 
@@ -292,3 +293,7 @@ def _run_answer(stmt: services.BatchStatement, rows: list[tuple[Any, ...]]) -> N
         stmt.answer(rows)
     except Exception:
         logger.exception("batch hook's after-commit step failed")
+    finally:
+        # A connection the answer took (a task run eagerly) goes back to the pool, not kept
+        # by this executor thread until its next database call.
+        close_old_connections()

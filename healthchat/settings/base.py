@@ -13,6 +13,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 django_stubs_ext.monkeypatch()
 
@@ -95,9 +96,36 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    # On: a reused connection is checked (one round trip) at the start of each call into a
-    # worker thread, so a connection the server closed while it sat in the pool (a failover, a
+    # Connections come from a pool per process (Django's psycopg pool), never kept by a thread:
+    # under ASGI every request's sync code runs in a thread of its own, and a persistent
+    # connection (CONN_MAX_AGE > 0) stayed with that dead thread until the garbage collector
+    # found it, so ordinary REST traffic ran PostgreSQL out of connections ("too many clients").
+    # A request borrows a connection at its first query and returns it when it ends (a
+    # WebSocket's worker-thread call likewise, per call); one that waits longer than
+    # DATABASE_POOL_TIMEOUT seconds is answered 503 ``server_busy``. Per process at most
+    # DATABASE_POOL_MAX_SIZE connections, plus the event loop's batch writer (one): size
+    # PostgreSQL's max_connections for processes x (max size + 1) + the Celery worker's (see
+    # docs/performance.md). DATABASE_POOL_MAX_SIZE=0: no pool, a connection per request or task,
+    # closed at its end; only behind PgBouncer or with bounded concurrency (the Celery worker).
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
+    if DATABASE_POOL_MAX_SIZE > 0:
+        options["pool"] = {
+            "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+        }
+    # Seconds a connection outlives its request without a pool: 0 (closed at the end of each
+    # request), the only safe value under ASGI (healthchat/database.py refuses the others there);
+    # with the pool it must be 0.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+    if "pool" in options and DATABASES["default"]["CONN_MAX_AGE"] != 0:
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 (unset) with the connection pool: the pool keeps the "
+            "connections. Remove it from the environment, or set DATABASE_POOL_MAX_SIZE=0."
+        )
+    # On: a connection is checked (one round trip) when it is taken from the pool (without the
+    # pool: when a persistent one is reused), so one the server closed meanwhile (a failover, a
     # restart, an idle timeout) is replaced instead of failing that call with internal_error.
     # The send hot path does not pay it: it runs on the event loop's own connection
     # (messaging/loop_writer.py), and the batched thread calls pay it once per batch.
@@ -106,7 +134,6 @@ else:
     # (Django turns psycopg's preparation off unless asked): the hot path's statements are
     # parsed and planned once per connection instead of on every message. 0 turns preparation
     # off (needed behind a transaction-pooling PgBouncer older than 1.21).
-    options = DATABASES["default"].setdefault("OPTIONS", {})
     options["server_side_binding"] = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
     _prepare = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
     options["prepare_threshold"] = _prepare if _prepare > 0 and options["server_side_binding"] else None
