@@ -71,34 +71,6 @@ def _active_count(group_id: int) -> int:
     return Membership.objects.filter(conversation_id=group_id, left_at__isnull=True).count()
 
 
-def _add_membership(
-    *, conversation: Conversation, user: User, role: str, added_by: User | None
-) -> Membership:
-    """Insert, or re-activate a former member's row (one row per user and conversation)."""
-    last_seq, last_event = conversation.last_seq, conversation.last_event
-    membership, created = Membership.objects.get_or_create(
-        conversation=conversation,
-        user=user,
-        defaults={"role": role, "added_by": added_by, "joined_seq": last_seq, "joined_event": last_event},
-    )
-    if not created:
-        if membership.left_at is None:
-            raise ApplicationError("already_member", "This user is already a member.", status=409)
-        membership.role = role
-        membership.added_by = added_by
-        membership.joined_at = timezone.now()
-        membership.joined_seq = last_seq
-        membership.joined_event = last_event
-        membership.left_at = None
-        membership.left_seq = None
-        membership.left_event = None
-        membership.removed_by = None
-        membership.delivered_seq = max(membership.delivered_seq, last_seq)
-        membership.read_seq = max(membership.read_seq, last_seq)
-        membership.save()
-    return membership
-
-
 # --- Create and update --------------------------------------------------------------------
 def group_create(
     *,
@@ -128,11 +100,13 @@ def group_create(
             history_visible_to_new_members=history_visible_to_new_members,
             e2ee=bool(e2ee),
         )
-        Membership.objects.create(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
+        messaging.lock(conversation.pk)
+        messaging.membership_join(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
         for member in members:
-            messaging.lock(conversation.pk)
             conversation.refresh_from_db(fields=["last_seq", "last_event"])
-            _add_membership(conversation=conversation, user=member, role=Role.MEMBER, added_by=creator)
+            messaging.membership_join(
+                conversation=conversation, user=member, role=Role.MEMBER, added_by=creator
+            )
             messaging.system_message_create(
                 conversation_id=conversation.pk,
                 actor=creator,
@@ -182,7 +156,9 @@ def member_add(*, actor: User, group_id: int, user_id: int) -> Membership:
                 "group_full", f"A group has at most {max_group_size()} members.", status=409
             )
         conversation = Conversation.objects.get(pk=group_id)
-        added = _add_membership(conversation=conversation, user=target, role=Role.MEMBER, added_by=actor)
+        added = messaging.membership_join(
+            conversation=conversation, user=target, role=Role.MEMBER, added_by=actor
+        )
         messaging.system_message_create(
             conversation_id=group_id,
             actor=actor,

@@ -239,6 +239,48 @@ def contacts_of(user: User) -> set[int]:
     return selectors.contact_ids(user=user)
 
 
+def membership_join(
+    *, conversation: Conversation, user: User, role: str, added_by: User | None
+) -> Membership:
+    """The one place a user joins a conversation: a new row, or a former member's row made
+    active again (one row per user and conversation). Call with the conversation row locked
+    (``lock``) and ``conversation``'s counters fresh.
+
+    The lower bound of what the member may read (``visible_after_seq``) is fixed here, from the
+    group's ``history_visible_to_new_members`` as it is now: changing the setting later applies
+    to members who join later, never to this membership."""
+    last_seq, last_event = conversation.last_seq, conversation.last_event
+    shares = conversation.kind == Conversation.Kind.DIRECT or conversation.history_visible_to_new_members
+    bound = 0 if shares else last_seq
+    membership = Membership.objects.filter(conversation=conversation, user=user).first()
+    if membership is None:
+        return Membership.objects.create(
+            conversation=conversation,
+            user=user,
+            role=role,
+            added_by=added_by,
+            joined_seq=last_seq,
+            joined_event=last_event,
+            visible_after_seq=bound,
+        )
+    if membership.left_at is None:
+        raise ApplicationError("already_member", "This user is already a member.", status=409)
+    membership.role = role
+    membership.added_by = added_by
+    membership.joined_at = timezone.now()
+    membership.joined_seq = last_seq
+    membership.joined_event = last_event
+    membership.visible_after_seq = bound
+    membership.left_at = None
+    membership.left_seq = None
+    membership.left_event = None
+    membership.removed_by = None
+    membership.delivered_seq = max(membership.delivered_seq, last_seq)
+    membership.read_seq = max(membership.read_seq, last_seq)
+    membership.save()
+    return membership
+
+
 def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
@@ -259,12 +301,10 @@ def conversation_open_direct(
             conversation = Conversation.objects.create(
                 kind=Conversation.Kind.DIRECT, direct_key=key, e2ee=use_e2ee, created_by=user
             )
-            Membership.objects.bulk_create(
-                [
-                    Membership(conversation=conversation, user=user, role=Membership.Role.MEMBER),
-                    Membership(conversation=conversation, user=peer, role=Membership.Role.MEMBER),
-                ]
-            )
+            for member in (user, peer):
+                membership_join(
+                    conversation=conversation, user=member, role=Membership.Role.MEMBER, added_by=None
+                )
     except IntegrityError:
         existing = Conversation.objects.filter(direct_key=key).first()
         if existing is None:
@@ -1304,17 +1344,19 @@ def _record_updates(updates: list[tuple[Message, int]]) -> None:
             for m, n in updates
         ]
     )
-    members: dict[int, list[int]] = {}
+    members: dict[int, list[tuple[int, int]]] = {}
     for message, number in updates:
         conversation_id = message.conversation_id
         if conversation_id not in members:
-            members[conversation_id] = selectors.active_member_ids(conversation_id=conversation_id)
+            members[conversation_id] = selectors.active_member_bounds(conversation_id=conversation_id)
         frame = {
             "type": "message.updated",
             "data": {"message": selectors.message_data(message)},
             "event": number,
         }
-        fan_out_on_commit(user_ids=members[conversation_id], frame=frame)
+        # Only to members who may read the message (not those who joined after it, unshared).
+        readers = [uid for uid, bound in members[conversation_id] if message.seq > bound]
+        fan_out_on_commit(user_ids=readers, frame=frame)
         transaction.on_commit(
             partial(
                 message_updated.send,
