@@ -406,8 +406,9 @@ def revoke_sessions(*, user: User, actor: User | None = None) -> None:
 def user_delete(*, user: User, actor: User | None = None) -> None:
     """Erase an account: Firebase user, tokens, devices, personal data; close sockets at once.
 
-    Messages the user sent stay in their conversations as from a deleted user, content erased
-    (erasers registered by the other apps).
+    Messages the user sent stay in their conversations as from a deleted user, content erased;
+    the user leaves every group as leaving does (erasers registered by the other apps, run in
+    this transaction).
     """
     if user.deleted_at is not None:
         return

@@ -238,6 +238,19 @@ def member_leave(*, user: User, group_id: int) -> None:
             )
 
 
+def erase_user_groups(user: User) -> None:
+    """Account erasure (registered with accounts): the user leaves every group they are in, as
+    ``member_leave`` does (an owner's ownership passes on), inside the erasure's transaction.
+    Groups are locked in id order, as concurrent erasures then queue instead of deadlocking."""
+    group_ids = (
+        Membership.objects.filter(user=user, left_at__isnull=True, conversation__kind=Conversation.Kind.GROUP)
+        .order_by("conversation_id")
+        .values_list("conversation_id", flat=True)
+    )
+    for group_id in list(group_ids):
+        member_leave(user=user, group_id=group_id)
+
+
 def member_set_role(*, actor: User, group_id: int, user_id: int, role: str) -> None:
     """Owner only: promote/demote admins, or hand ownership over (the old owner becomes admin)."""
     if role not in (Role.OWNER, Role.ADMIN, Role.MEMBER):

@@ -1,0 +1,90 @@
+"""Erasure ends group memberships the way leaving does (trust finding 8): an owner's group gets a
+new owner who can manage it, inside the erasure's transaction."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.tests.factories import DoctorFactory, PatientFactory
+from groups import services as group_services
+from messaging import services
+from messaging.models import Membership, Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(make_token):
+    def client_for(user):
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
+        )
+        return client
+
+    return client_for
+
+
+def owned_group():
+    owner, admin, patient = DoctorFactory(), DoctorFactory(), PatientFactory()
+    services.conversation_open_direct(user=patient, peer_id=owner.pk)
+    group = group_services.group_create(creator=owner, name="Team", member_ids=[admin.pk, patient.pk])
+    group_services.member_set_role(actor=owner, group_id=group.pk, user_id=admin.pk, role="admin")
+    return owner, admin, patient, group
+
+
+def test_an_erased_owner_leaves_and_the_group_can_still_be_managed(api, firebase_admin_api):
+    owner, admin, patient, group = owned_group()
+    assert api(owner).delete("/api/v1/me").status_code == 204
+    detail = api(admin).get(f"/api/v1/groups/{group.pk}").json()
+    assert detail["my_role"] == "owner"
+    assert {m["user_id"]: m["role"] for m in detail["members"]} == {admin.pk: "owner", patient.pk: "member"}
+    assert "Deleted user" not in [m["display_name"] for m in detail["members"]]
+    # Recorded as a leave: member.left, then ownership handed over.
+    events = list(
+        Message.objects.filter(conversation=group, kind="system")
+        .order_by("seq")
+        .values_list("system", flat=True)
+    )
+    assert events[-2:] == [
+        {"event": "member.left", "user_id": owner.pk},
+        {"event": "member.role_changed", "user_id": admin.pk, "role": "owner", "by": owner.pk},
+    ]
+    renamed = api(admin).patch(f"/api/v1/groups/{group.pk}", {"name": "Team 2"}, format="json")
+    assert renamed.status_code == 200, renamed.content
+    assert Membership.objects.get(conversation=group, user=owner).left_at is not None
+
+
+def test_every_group_membership_ends_but_direct_conversations_keep_their_history(firebase_admin_api):
+    owner, _admin, patient, group = owned_group()
+    other = group_services.group_create(creator=owner, name="Other", member_ids=[patient.pk])
+    account_services.user_delete(user=patient)
+    assert not Membership.objects.filter(
+        user=patient, left_at__isnull=True, conversation__kind="group"
+    ).exists()
+    assert set(
+        Membership.objects.filter(user=patient, conversation__kind="group").values_list(
+            "conversation_id", flat=True
+        )
+    ) == {group.pk, other.pk}
+    # The direct conversation stays, so the doctor keeps the (erased) history with them.
+    assert (
+        Membership.objects.filter(user=patient, conversation__kind="direct", left_at__isnull=True).count()
+        == 1
+    )
+
+
+def test_the_leaves_roll_back_with_a_failed_erasure(monkeypatch, firebase_admin_api):
+    owner, admin, _patient, group = owned_group()
+
+    def fail(user):
+        raise RuntimeError("erasure step failed")
+
+    monkeypatch.setitem(account_services._erasers, "zz_failing", fail)
+    with pytest.raises(RuntimeError):
+        account_services.user_delete(user=owner)
+    assert Membership.objects.get(conversation=group, user=owner).left_at is None
+    assert Membership.objects.get(conversation=group, user=owner).role == "owner"
+    assert Membership.objects.get(conversation=group, user=admin).role == "admin"
