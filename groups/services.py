@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from messaging import selectors as messaging_selectors
 from messaging import services as messaging
 from messaging import validators as mv
 from messaging.models import Conversation, Membership
@@ -176,6 +177,11 @@ def _close_membership(membership: Membership, *, by: User | None) -> None:
     membership.left_event = conversation.last_event + 1
     membership.removed_by = by
     membership.save(update_fields=["left_at", "left_seq", "left_event", "removed_by"])
+    # Whoever watched presence only through this group stops, both ways, on every socket.
+    messaging.presence_end_lost_contacts(
+        user_id=membership.user_id,
+        candidates=set(messaging_selectors.active_member_ids(conversation_id=membership.conversation_id)),
+    )
 
 
 def member_remove(*, actor: User, group_id: int, user_id: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import F, Prefetch, Q, QuerySet
@@ -13,7 +13,7 @@ from django.db.models import F, Prefetch, Q, QuerySet
 from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Attachment, Event, Membership, Message, MessageCiphertext
+from .models import Attachment, Block, Event, Membership, Message, MessageCiphertext
 
 HISTORY_MAX_LIMIT = 200
 SYNC_BATCH = 500
@@ -144,6 +144,53 @@ def contact_ids(*, user: User) -> set[int]:
         .exclude(user=user)
         .values_list("user_id", flat=True)
     )
+
+
+def _block_partners(user_id: int) -> Q:
+    """Rows of users in a block with ``user_id``, either way (for a ``user_id`` column)."""
+    return Q(user_id__in=Block.objects.filter(blocker_id=user_id).values("blocked_id")) | Q(
+        user_id__in=Block.objects.filter(blocked_id=user_id).values("blocker_id")
+    )
+
+
+def presence_contact_ids(*, user_id: int) -> set[int]:
+    """Whose presence ``user_id`` may watch (and who may watch theirs): users sharing an active
+    conversation with them, not erased, and not in a block with them either way."""
+    mine = Membership.objects.filter(user_id=user_id, left_at__isnull=True).values("conversation_id")
+    return set(
+        Membership.objects.filter(
+            conversation_id__in=mine, left_at__isnull=True, user__deleted_at__isnull=True
+        )
+        .exclude(user_id=user_id)
+        .exclude(_block_partners(user_id))
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
+def signal_audience_ids(*, conversation_id: int, user_id: int) -> list[int]:
+    """Who gets ``user_id``'s typing and receipts in a conversation: the other active members
+    who are not in a block with them either way."""
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
+        .exclude(user_id=user_id)
+        .exclude(_block_partners(user_id))
+        .values_list("user_id", flat=True)
+    )
+
+
+def block_partner_ids(*, user_ids: set[int], among: set[int]) -> dict[int, set[int]]:
+    """``{user: the users of among in a block with them, either way}`` in one query."""
+    rows = Block.objects.filter(
+        Q(blocker_id__in=user_ids, blocked_id__in=among) | Q(blocked_id__in=user_ids, blocker_id__in=among)
+    ).values_list("blocker_id", "blocked_id")
+    partners: dict[int, set[int]] = {uid: set() for uid in user_ids}
+    for blocker, blocked in rows:
+        if blocker in partners:
+            partners[blocker].add(blocked)
+        if blocked in partners:
+            partners[blocked].add(blocker)
+    return partners
 
 
 # --- Conversations -----------------------------------------------------------------------
@@ -351,6 +398,8 @@ class _SyncPlan:
     ranges: list[tuple[int, int, int]]
     encrypted_ids: set[int]
     bounds: dict[int, int]
+    # Users in a block with the caller: their receipts are not replayed (``_hide_blocked``).
+    blocked: set[int] = field(default_factory=set)
 
 
 def _sync_plan(memberships: list[Membership], parsed: SyncCursor | None) -> _SyncPlan:
@@ -377,9 +426,31 @@ def _sync_plan(memberships: list[Membership], parsed: SyncCursor | None) -> _Syn
 
 def _visible(event: Event, plan: _SyncPlan) -> bool:
     """An event about a message older than the member's bound (an edit or deletion of history
-    they may not read) is not theirs to see."""
+    they may not read) is not theirs to see, nor the receipt of someone in a block with them."""
+    if event.kind == Event.Kind.RECEIPT:
+        return (event.data or {}).get("user_id") not in plan.blocked
     message = event.message
     return message is None or message.seq > plan.bounds.get(event.conversation_id, 0)
+
+
+def _receipt_senders(events: list[Event], caller_id: int) -> set[int]:
+    return {
+        int(e.data["user_id"])
+        for e in events
+        if e.kind == Event.Kind.RECEIPT and e.data and e.data.get("user_id") not in (None, caller_id)
+    }
+
+
+def _hide_blocked(plans: list[tuple[int, _SyncPlan, list[Event]]]) -> None:
+    """Fill each plan's ``blocked`` (caller id, plan, its events): one query, and none when the
+    events hold no receipt of another user."""
+    wanted = {caller: _receipt_senders(events, caller) for caller, _plan, events in plans}
+    among = set().union(*wanted.values()) if wanted else set()
+    if not among:
+        return
+    partners = block_partner_ids(user_ids={c for c, senders in wanted.items() if senders}, among=among)
+    for caller, plan, _events in plans:
+        plan.blocked = partners.get(caller, set())
 
 
 def _sync_frames(
@@ -438,6 +509,7 @@ def sync_events(*, user: User, cursor: str | None, device_id: int | None = None)
     events = list(_sync_event_query(condition)[: SYNC_BATCH + 1])
     more = len(events) > SYNC_BATCH
     events = events[:SYNC_BATCH]
+    _hide_blocked([(user.pk, plan, events)])
     ciphertexts: dict[int, bytes] = {}
     wanted = _wanted_ciphertexts(events, plan.encrypted_ids)
     if wanted and device_id is not None:
@@ -501,6 +573,7 @@ def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | Applicati
         device_id = requests[i].device_id
         if device_id is not None:
             wanted.update((device_id, m) for m in _wanted_ciphertexts(events, plan.encrypted_ids))
+    _hide_blocked([(requests[i].user.pk, plan, chosen[i]) for i, plan in plans.items()])
     copies: dict[int, dict[int, bytes]] = {}  # device -> message -> its ciphertext
     if wanted:
         rows = MessageCiphertext.objects.filter(

@@ -313,12 +313,44 @@ def conversation_open_direct(
     return conversation, True
 
 
+# --- Presence subscriptions end with the relationship --------------------------------------
+PRESENCE_REVOKE = "presence.revoke"  # channel-layer event to a user's sockets (not a client frame)
+
+
+def presence_revoke_on_commit(*, user_id: int, other_ids: set[int]) -> None:
+    """After commit, end the presence subscriptions between ``user_id`` and each of
+    ``other_ids``, both ways, on every socket of every process: each side's user group gets a
+    ``presence.revoke`` event naming the users its sockets stop watching."""
+    others = sorted(other_ids - {user_id})
+    if not others:
+        return
+
+    def revoke() -> None:
+        publish(user_group(user_id), {"type": PRESENCE_REVOKE, "user_ids": others})
+        for other in others:
+            publish(user_group(other), {"type": PRESENCE_REVOKE, "user_ids": [user_id]})
+
+    transaction.on_commit(revoke)
+
+
+def presence_end_lost_contacts(*, user_id: int, candidates: set[int]) -> None:
+    """A relationship of ``user_id`` ended (a removal, a leave, a block) and is written: of
+    ``candidates``, those who may no longer watch each other (``presence_contact_ids``) lose
+    their subscriptions after commit. Call inside the transaction, after the change."""
+    lost = candidates - selectors.presence_contact_ids(user_id=user_id) - {user_id}
+    presence_revoke_on_commit(user_id=user_id, other_ids=lost)
+
+
 def block_user(*, user: User, blocked_id: int) -> None:
+    """Block: no new direct conversation, no sends in the direct one, no presence either way (at
+    once, on every socket), no typing or receipts between the two in any conversation."""
     if blocked_id == user.pk:
         raise ApplicationError("cannot_block_self", "You cannot block yourself.")
     if not User.objects.filter(pk=blocked_id).exists():
         raise NotFound("No such user.", code="user_not_found")
-    Block.objects.get_or_create(blocker=user, blocked_id=blocked_id)
+    with transaction.atomic():
+        Block.objects.get_or_create(blocker=user, blocked_id=blocked_id)
+        presence_revoke_on_commit(user_id=user.pk, other_ids={blocked_id})
 
 
 def unblock_user(*, user: User, blocked_id: int) -> None:
@@ -1433,11 +1465,9 @@ def receipt_mark(
             conversation_id=conversation_id, number=number, kind=Event.Kind.RECEIPT, data=data
         )
         frame = {"type": "receipt", "data": {"conversation_id": conversation_id, **data}, "event": number}
-        fan_out_on_commit(
-            user_ids=selectors.active_member_ids(conversation_id=conversation_id),
-            frame=frame,
-            exclude_channel=origin_channel,
-        )
+        # The user's own other devices, and the members not in a block with them.
+        audience = selectors.signal_audience_ids(conversation_id=conversation_id, user_id=user.pk)
+        fan_out_on_commit(user_ids=[user.pk, *audience], frame=frame, exclude_channel=origin_channel)
     return {"conversation_id": conversation_id, **data}
 
 
@@ -1446,7 +1476,7 @@ def typing_notify(
     *, user: User, conversation_id: int, active: bool, origin_channel: str | None = None
 ) -> None:
     selectors.membership_get(user=user, conversation_id=conversation_id)
-    others = [uid for uid in selectors.active_member_ids(conversation_id=conversation_id) if uid != user.pk]
+    others = selectors.signal_audience_ids(conversation_id=conversation_id, user_id=user.pk)
     frame = {
         "type": "typing",
         "data": {"conversation_id": conversation_id, "user_id": user.pk, "active": bool(active)},
@@ -1456,7 +1486,9 @@ def typing_notify(
 
 # --- Account erasure and export (registered with accounts) -----------------------------------
 def erase_user_messages(user: User) -> None:
-    """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
+    """Messages a deleted user sent stay (as from a deleted user) with their content erased;
+    nobody watches their presence any more, nor they anyone's."""
+    presence_revoke_on_commit(user_id=user.pk, other_ids=selectors.contact_ids(user=user))
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
     MessageCiphertext.objects.filter(message__sender=user).delete()
     attachments_delete_for_messages(list(Message.objects.filter(sender=user).values_list("pk", flat=True)))
