@@ -88,3 +88,23 @@ def test_the_leaves_roll_back_with_a_failed_erasure(monkeypatch, firebase_admin_
     assert Membership.objects.get(conversation=group, user=owner).left_at is None
     assert Membership.objects.get(conversation=group, user=owner).role == "owner"
     assert Membership.objects.get(conversation=group, user=admin).role == "admin"
+
+
+def test_erasure_ends_presence_subscriptions_with_every_contact(
+    monkeypatch, firebase_admin_api, django_capture_on_commit_callbacks
+):
+    owner, admin, patient, _group = owned_group()
+    published: list[tuple[str, dict]] = []
+    monkeypatch.setattr(services, "publish", lambda group, event: published.append((group, event)))
+    with django_capture_on_commit_callbacks(execute=True):
+        account_services.user_delete(user=patient)
+    revoked: dict[str, set[int]] = {}
+    for group, event in published:
+        if event["type"] == "presence.revoke":
+            revoked.setdefault(group, set()).update(event["user_ids"])
+    # The direct conversation with the owner stays, yet nobody watches an erased user.
+    assert revoked == {
+        f"user.{patient.pk}": {owner.pk, admin.pk},
+        f"user.{owner.pk}": {patient.pk},
+        f"user.{admin.pk}": {patient.pk},
+    }
