@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
@@ -204,21 +204,31 @@ def conversation_list(*, user: User) -> QuerySet[Membership]:
     )
 
 
-def conversation_members(*, conversation_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def conversation_members(*, conversation_ids: list[int], viewer_id: int) -> dict[int, list[dict[str, Any]]]:
+    """The active members as ``viewer_id`` sees them: the receipts (``delivered_seq``,
+    ``read_seq``) of a member in a block with the viewer, either way, are ``None``. One query."""
+    in_block = Exists(
+        Block.objects.filter(
+            Q(blocker_id=viewer_id, blocked_id=OuterRef("user_id"))
+            | Q(blocker_id=OuterRef("user_id"), blocked_id=viewer_id)
+        )
+    )
     rows = (
         Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True)
         .select_related("user")
+        .annotate(in_block=in_block)
         .order_by("conversation_id", "id")
     )
     out: dict[int, list[dict[str, Any]]] = {}
     for m in rows:
+        hidden = bool(m.in_block)
         out.setdefault(m.conversation_id, []).append(
             {
                 "user_id": m.user_id,
                 "display_name": m.user.display_name or "Deleted user",
                 "role": m.role,
-                "delivered_seq": m.delivered_seq,
-                "read_seq": m.read_seq,
+                "delivered_seq": None if hidden else m.delivered_seq,
+                "read_seq": None if hidden else m.read_seq,
             }
         )
     return out
