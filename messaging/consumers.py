@@ -276,6 +276,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(presence_group(uid), self.channel_name)
 
     async def unwatch_presence(self, user_ids: list[int]) -> None:
+        """Stop watching ``user_ids`` (whether or not this socket watches them: a watch may be
+        joining its group while a revocation is handled)."""
         for uid in user_ids:
             self.presence_watch.discard(uid)
             await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
@@ -490,7 +492,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         an erasure): stop watching them on this socket. No frame: the client learns of the
         removal or leave from its own event, and a blocked user is not told of the block."""
         self.presence_revocations += 1
-        await self.unwatch_presence([int(uid) for uid in event.get("user_ids", [])])
+        revoked = {int(uid) for uid in event.get("user_ids", [])}
+        await self.unwatch_presence(sorted(revoked & self.presence_watch))
 
     async def session_terminate(self, event: dict[str, Any]) -> None:
         error = event.get("error")  # the reason, for deactivation and revocation
