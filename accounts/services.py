@@ -416,7 +416,10 @@ def user_delete(*, user: User, actor: User | None = None) -> None:
         firebase.revoke_refresh_tokens(user.firebase_uid)
         firebase.delete_user(user.firebase_uid)
     with transaction.atomic():
-        locked = User.objects.select_for_update().get(pk=user.pk)
+        # NO KEY UPDATE: it still orders concurrent erasures, but does not block the foreign-key
+        # checks of a message the user is sending right now, which holds its conversation's row
+        # lock that the groups' erasure step (leaving) then waits for: no deadlock.
+        locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         for eraser in _erasers.values():
             eraser(locked)
         Device.objects.filter(user=locked).delete()

@@ -108,3 +108,42 @@ def test_erasure_ends_presence_subscriptions_with_every_contact(
         f"user.{owner.pk}": {patient.pk},
         f"user.{admin.pk}": {patient.pk},
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_erasure_while_the_user_sends_to_a_group_does_not_deadlock(monkeypatch, firebase_admin_api):
+    """The erasure holds the user's row; a send of theirs that holds the group's row lock must
+    not wait on it while the erasure's leave waits on the group (a deadlock: one of them fails)."""
+    import threading
+    import uuid
+
+    from django.db import connection
+
+    owner, _admin, _patient, group = owned_group()
+    user_locked, outcome = threading.Event(), {}
+
+    def pause(user):  # the first erasure step: the user's row is locked by now
+        user_locked.set()
+        threading.Event().wait(1.0)  # the send takes the group's lock meanwhile
+
+    def send():
+        try:
+            user_locked.wait(10)
+            services.message_send(sender=owner, conversation_id=group.pk, client_id=uuid.uuid4(), body="bye")
+            outcome["send"] = "ok"
+        except Exception as exc:  # recorded, asserted below
+            outcome["send"] = repr(exc)
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(account_services, "_erasers", {"pause": pause, **account_services._erasers})
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        account_services.user_delete(user=owner)
+        outcome["erase"] = "ok"
+    except Exception as exc:
+        outcome["erase"] = repr(exc)
+    sender.join(15)
+    assert outcome == {"send": "ok", "erase": "ok"}
+    assert Membership.objects.get(conversation=group, user=owner).left_at is not None
