@@ -1486,9 +1486,7 @@ def typing_notify(
 
 # --- Account erasure and export (registered with accounts) -----------------------------------
 def erase_user_messages(user: User) -> None:
-    """Messages a deleted user sent stay (as from a deleted user) with their content erased;
-    nobody watches their presence any more, nor they anyone's."""
-    presence_revoke_on_commit(user_id=user.pk, other_ids=selectors.contact_ids(user=user))
+    """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
     MessageCiphertext.objects.filter(message__sender=user).delete()
     attachments_delete_for_messages(list(Message.objects.filter(sender=user).values_list("pk", flat=True)))
@@ -1497,6 +1495,11 @@ def erase_user_messages(user: User) -> None:
     Attachment.objects.filter(pk__in=[a.pk for a in orphans]).delete()
     transaction.on_commit(lambda: _storage_delete(names))
     Membership.objects.filter(user=user, left_at__isnull=True).update(muted_until=None)
+
+
+def erase_user_presence(user: User) -> None:
+    """Nobody watches an erased user's presence any more, nor they anyone's (after commit)."""
+    presence_revoke_on_commit(user_id=user.pk, other_ids=selectors.contact_ids(user=user))
 
 
 def export_user_messages(user: User) -> dict[str, Any]:
