@@ -414,8 +414,9 @@ def user_delete(*, user: User, actor: Actor) -> None:
     """Erase an account: Firebase user, tokens, devices, personal data; close sockets at once.
 
     The account holder may (``DELETE /me``); anyone else needs ``accounts.erase_account``.
-    Messages the user sent stay in their conversations as from a deleted user, content erased
-    (erasers registered by the other apps).
+    Messages the user sent stay in their conversations as from a deleted user, content erased;
+    the user leaves every group as leaving does (erasers registered by the other apps, run in
+    this transaction).
     """
     if actor.pk is None or actor.pk != user.pk:
         require_permission(actor, "accounts.erase_account")
@@ -425,7 +426,10 @@ def user_delete(*, user: User, actor: Actor) -> None:
         firebase.revoke_refresh_tokens(user.firebase_uid)
         firebase.delete_user(user.firebase_uid)
     with transaction.atomic():
-        locked = User.objects.select_for_update().get(pk=user.pk)
+        # NO KEY UPDATE: it still orders concurrent erasures, but does not block the foreign-key
+        # checks of a message the user is sending right now, which holds its conversation's row
+        # lock that the groups' erasure step (leaving) then waits for: no deadlock.
+        locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
         for eraser in _erasers.values():
             eraser(locked)
         Device.objects.filter(user=locked).delete()

@@ -23,7 +23,7 @@ def group_get(*, user: User, group_id: int) -> dict[str, Any]:
     )
     if membership is None:
         raise NotFound("No such group.", code="group_not_found")
-    members = messaging_selectors.conversation_members(conversation_ids=[group_id])
+    members = messaging_selectors.conversation_members(conversation_ids=[group_id], viewer_id=user.pk)
     data = messaging_selectors.conversation_data(membership, members.get(group_id, []))
     data["history_visible_to_new_members"] = membership.conversation.history_visible_to_new_members
     return data

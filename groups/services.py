@@ -20,6 +20,7 @@ from django.utils import timezone
 from accounts.models import User
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import reach
+from messaging import selectors as messaging_selectors
 from messaging import services as messaging
 from messaging import validators as mv
 from messaging.models import Conversation, Membership
@@ -72,34 +73,6 @@ def _active_count(group_id: int) -> int:
     return Membership.objects.filter(conversation_id=group_id, left_at__isnull=True).count()
 
 
-def _add_membership(
-    *, conversation: Conversation, user: User, role: str, added_by: User | None
-) -> Membership:
-    """Insert, or re-activate a former member's row (one row per user and conversation)."""
-    last_seq, last_event = conversation.last_seq, conversation.last_event
-    membership, created = Membership.objects.get_or_create(
-        conversation=conversation,
-        user=user,
-        defaults={"role": role, "added_by": added_by, "joined_seq": last_seq, "joined_event": last_event},
-    )
-    if not created:
-        if membership.left_at is None:
-            raise ApplicationError("already_member", "This user is already a member.", status=409)
-        membership.role = role
-        membership.added_by = added_by
-        membership.joined_at = timezone.now()
-        membership.joined_seq = last_seq
-        membership.joined_event = last_event
-        membership.left_at = None
-        membership.left_seq = None
-        membership.left_event = None
-        membership.removed_by = None
-        membership.delivered_seq = max(membership.delivered_seq, last_seq)
-        membership.read_seq = max(membership.read_seq, last_seq)
-        membership.save()
-    return membership
-
-
 # --- Create and update --------------------------------------------------------------------
 def group_create(
     *,
@@ -130,11 +103,13 @@ def group_create(
             history_visible_to_new_members=history_visible_to_new_members,
             e2ee=bool(e2ee),
         )
-        Membership.objects.create(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
+        messaging.lock(conversation.pk)
+        messaging.membership_join(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
         for member in members:
-            messaging.lock(conversation.pk)
             conversation.refresh_from_db(fields=["last_seq", "last_event"])
-            _add_membership(conversation=conversation, user=member, role=Role.MEMBER, added_by=creator)
+            messaging.membership_join(
+                conversation=conversation, user=member, role=Role.MEMBER, added_by=creator
+            )
             messaging.system_message_create(
                 conversation_id=conversation.pk,
                 actor=creator,
@@ -186,7 +161,9 @@ def member_add(*, actor: User, group_id: int, user_id: int) -> Membership:
                 "group_full", f"A group has at most {max_group_size()} members.", status=409
             )
         conversation = Conversation.objects.get(pk=group_id)
-        added = _add_membership(conversation=conversation, user=target, role=Role.MEMBER, added_by=actor)
+        added = messaging.membership_join(
+            conversation=conversation, user=target, role=Role.MEMBER, added_by=actor
+        )
         messaging.system_message_create(
             conversation_id=group_id,
             actor=actor,
@@ -204,6 +181,11 @@ def _close_membership(membership: Membership, *, by: User | None) -> None:
     membership.left_event = conversation.last_event + 1
     membership.removed_by = by
     membership.save(update_fields=["left_at", "left_seq", "left_event", "removed_by"])
+    # Whoever watched presence only through this group stops, both ways, on every socket.
+    messaging.presence_end_lost_contacts(
+        user_id=membership.user_id,
+        candidates=set(messaging_selectors.active_member_ids(conversation_id=membership.conversation_id)),
+    )
 
 
 def member_remove(*, actor: User, group_id: int, user_id: int) -> None:
@@ -264,6 +246,19 @@ def member_leave(*, user: User, group_id: int) -> None:
                 kind="member.role_changed",
                 payload={"user_id": new_owner.user_id, "role": Role.OWNER, "by": user.pk},
             )
+
+
+def erase_user_groups(user: User) -> None:
+    """Account erasure (registered with accounts): the user leaves every group they are in, as
+    ``member_leave`` does (an owner's ownership passes on), inside the erasure's transaction.
+    Groups are locked in id order, as concurrent erasures then queue instead of deadlocking."""
+    group_ids = (
+        Membership.objects.filter(user=user, left_at__isnull=True, conversation__kind=Conversation.Kind.GROUP)
+        .order_by("conversation_id")
+        .values_list("conversation_id", flat=True)
+    )
+    for group_id in list(group_ids):
+        member_leave(user=user, group_id=group_id)
 
 
 def member_set_role(*, actor: User, group_id: int, user_id: int, role: str) -> None:

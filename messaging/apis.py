@@ -38,7 +38,7 @@ class ConversationPagination(DefaultCursorPagination):
 
 def _conversation_payload(user: User, conversation_id: int) -> dict[str, Any]:
     membership = selectors.membership_get(user=user, conversation_id=conversation_id)
-    members = selectors.conversation_members(conversation_ids=[conversation_id])
+    members = selectors.conversation_members(conversation_ids=[conversation_id], viewer_id=user.pk)
     return selectors.conversation_data(membership, members.get(conversation_id, []))
 
 
@@ -54,7 +54,9 @@ class ConversationListCreateApi(APIView):
             )
             or []
         )
-        members = selectors.conversation_members(conversation_ids=[m.conversation_id for m in page])
+        members = selectors.conversation_members(
+            conversation_ids=[m.conversation_id for m in page], viewer_id=request_user(request).pk
+        )
         data = [selectors.conversation_data(m, members.get(m.conversation_id, [])) for m in page]
         audit.record(audited.CONVERSATION_LIST, request=request)
         return paginator.get_paginated_response(data)

@@ -11,6 +11,7 @@ class MessagingConfig(AppConfig):
         from . import services
 
         account_services.register_eraser("messages", services.erase_user_messages)
+        account_services.register_eraser("presence", services.erase_user_presence)
         account_services.register_export_section("messaging", services.export_user_messages)
         account_services.register_export_section("uploads", services.export_user_uploads)
         account_services.register_key_access_rule(services.may_fetch_keys)

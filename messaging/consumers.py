@@ -134,6 +134,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conn_id = uuid.uuid4().hex
         self.token_exp = 0
         self.presence_watch: set[int] = set()
+        self.presence_revocations = 0  # ``presence.revoke`` events seen (see presence_subscribe)
         self.tasks: list[asyncio.Task[Any]] = []
         self.bucket = TokenBucket(settings.HEALTHCHAT_WS_RATE, settings.HEALTHCHAT_WS_BURST)
         self.typing_bucket = TokenBucket(2.0, 5.0)
@@ -273,6 +274,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if uid not in self.presence_watch:
                 self.presence_watch.add(uid)
                 await self.channel_layer.group_add(presence_group(uid), self.channel_name)
+
+    async def unwatch_presence(self, user_ids: list[int]) -> None:
+        """Stop watching ``user_ids`` (whether or not this socket watches them: a watch may be
+        joining its group while a revocation is handled)."""
+        for uid in user_ids:
+            self.presence_watch.discard(uid)
+            await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         for timer in (
@@ -478,6 +486,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(
             text_data=orjson.dumps({**frame, "data": {**frame["data"], "message": message}}).decode()
         )
+
+    async def presence_revoke(self, event: dict[str, Any]) -> None:
+        """A relationship that allowed watching these users ended (a removal, a leave, a block,
+        an erasure): stop watching them on this socket. No frame: the client learns of the
+        removal or leave from its own event, and a blocked user is not told of the block."""
+        self.presence_revocations += 1
+        revoked = {int(uid) for uid in event.get("user_ids", [])}
+        await self.unwatch_presence(sorted(revoked & self.presence_watch))
 
     async def session_terminate(self, event: dict[str, Any]) -> None:
         error = event.get("error")  # the reason, for deactivation and revocation

@@ -141,9 +141,16 @@ async def presence_subscribe(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         raise ApplicationError(
             "too_many_subscriptions", f"At most {MAX_PRESENCE_WATCH} users may be watched."
         )
-    allowed = await run_service(selectors.contact_ids, user=conn.user)
+    revocations = conn.presence_revocations
+    allowed = await run_service(selectors.presence_contact_ids, user_id=conn.user.pk)
     granted = [uid for uid in requested if uid in allowed]
     await conn.watch_presence(granted)
+    if conn.presence_revocations != revocations:
+        # A relationship ended while this was checked: its revocation may have come before
+        # the watch it should have ended. Check again against what is committed now.
+        allowed = await run_service(selectors.presence_contact_ids, user_id=conn.user.pk)
+        await conn.unwatch_presence([uid for uid in granted if uid not in allowed])
+        granted = [uid for uid in granted if uid in allowed]
     for uid, (online, last_seen) in (await presence.store().status(granted)).items():
         await conn.send_frame(presence.presence_frame(uid, online, last_seen))
     return {"subscribed": granted, "refused": [uid for uid in requested if uid not in allowed]}

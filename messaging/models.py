@@ -74,9 +74,13 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)
-    # Messages with seq > joined_seq are visible (or all, if the group shows history).
+    # The conversation's last seq and event number when this member (last) joined.
     joined_seq = models.BigIntegerField(default=0)
     joined_event = models.BigIntegerField(default=0)
+    # The member may read messages with seq > visible_after_seq: fixed when they join (0 when
+    # the group shared its history then, else joined_seq). A later change of the group's
+    # setting applies to members who join later, never to this row.
+    visible_after_seq = models.BigIntegerField(default=0, db_default=0)
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -97,6 +101,10 @@ class Membership(models.Model):
             models.CheckConstraint(condition=Q(role__in=v.MEMBER_ROLES), name="membership_role_valid"),
             models.CheckConstraint(
                 condition=Q(read_seq__gte=0) & Q(delivered_seq__gte=0), name="membership_cursors_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(visible_after_seq__gte=0) & Q(visible_after_seq__lte=F("joined_seq")),
+                name="membership_visible_after_within_join",
             ),
             models.CheckConstraint(
                 condition=(Q(left_at__isnull=True) & Q(left_seq__isnull=True) & Q(left_event__isnull=True))

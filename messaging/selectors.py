@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
 
-from .models import Attachment, Event, Membership, Message, MessageCiphertext
+from .models import Attachment, Block, Event, Membership, Message, MessageCiphertext
 
 HISTORY_MAX_LIMIT = 200
 SYNC_BATCH = 500
@@ -95,16 +95,25 @@ def membership_get(*, user: User, conversation_id: int, active: bool = True) -> 
 
 
 def visible_seq_range(membership: Membership) -> tuple[int, int | None]:
-    """(exclusive lower bound, inclusive upper bound or None) of the seqs a member may read."""
-    conversation = membership.conversation
-    lower = 0 if conversation.history_visible_to_new_members else membership.joined_seq
-    return lower, membership.left_seq
+    """(exclusive lower bound, inclusive upper bound or None) of the seqs a member may read:
+    both fixed in the membership row (at join and at removal), never read from the group's
+    settings of today."""
+    return membership.visible_after_seq, membership.left_seq
 
 
 def active_member_ids(*, conversation_id: int) -> list[int]:
     return list(
         Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
             "user_id", flat=True
+        )
+    )
+
+
+def active_member_bounds(*, conversation_id: int) -> list[tuple[int, int]]:
+    """``(user_id, visible_after_seq)`` of the active members: who may read a given seq."""
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values_list(
+            "user_id", "visible_after_seq"
         )
     )
 
@@ -137,6 +146,53 @@ def contact_ids(*, user: User) -> set[int]:
     )
 
 
+def _block_partners(user_id: int) -> Q:
+    """Rows of users in a block with ``user_id``, either way (for a ``user_id`` column)."""
+    return Q(user_id__in=Block.objects.filter(blocker_id=user_id).values("blocked_id")) | Q(
+        user_id__in=Block.objects.filter(blocked_id=user_id).values("blocker_id")
+    )
+
+
+def presence_contact_ids(*, user_id: int) -> set[int]:
+    """Whose presence ``user_id`` may watch (and who may watch theirs): users sharing an active
+    conversation with them, not erased, and not in a block with them either way."""
+    mine = Membership.objects.filter(user_id=user_id, left_at__isnull=True).values("conversation_id")
+    return set(
+        Membership.objects.filter(
+            conversation_id__in=mine, left_at__isnull=True, user__deleted_at__isnull=True
+        )
+        .exclude(user_id=user_id)
+        .exclude(_block_partners(user_id))
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
+def signal_audience_ids(*, conversation_id: int, user_id: int) -> list[int]:
+    """Who gets ``user_id``'s typing and receipts in a conversation: the other active members
+    who are not in a block with them either way."""
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
+        .exclude(user_id=user_id)
+        .exclude(_block_partners(user_id))
+        .values_list("user_id", flat=True)
+    )
+
+
+def block_partner_ids(*, user_ids: set[int], among: set[int]) -> dict[int, set[int]]:
+    """``{user: the users of among in a block with them, either way}`` in one query."""
+    rows = Block.objects.filter(
+        Q(blocker_id__in=user_ids, blocked_id__in=among) | Q(blocked_id__in=user_ids, blocker_id__in=among)
+    ).values_list("blocker_id", "blocked_id")
+    partners: dict[int, set[int]] = {uid: set() for uid in user_ids}
+    for blocker, blocked in rows:
+        if blocker in partners:
+            partners[blocker].add(blocked)
+        if blocked in partners:
+            partners[blocked].add(blocker)
+    return partners
+
+
 # --- Conversations -----------------------------------------------------------------------
 def conversation_list(*, user: User) -> QuerySet[Membership]:
     """The caller's conversations with unread counts, in one query (no N+1)."""
@@ -148,21 +204,31 @@ def conversation_list(*, user: User) -> QuerySet[Membership]:
     )
 
 
-def conversation_members(*, conversation_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def conversation_members(*, conversation_ids: list[int], viewer_id: int) -> dict[int, list[dict[str, Any]]]:
+    """The active members as ``viewer_id`` sees them: the receipts (``delivered_seq``,
+    ``read_seq``) of a member in a block with the viewer, either way, are ``None``. One query."""
+    in_block = Exists(
+        Block.objects.filter(
+            Q(blocker_id=viewer_id, blocked_id=OuterRef("user_id"))
+            | Q(blocker_id=OuterRef("user_id"), blocked_id=viewer_id)
+        )
+    )
     rows = (
         Membership.objects.filter(conversation_id__in=conversation_ids, left_at__isnull=True)
         .select_related("user")
+        .annotate(in_block=in_block)
         .order_by("conversation_id", "id")
     )
     out: dict[int, list[dict[str, Any]]] = {}
     for m in rows:
+        hidden = bool(m.in_block)
         out.setdefault(m.conversation_id, []).append(
             {
                 "user_id": m.user_id,
                 "display_name": m.user.display_name or "Deleted user",
                 "role": m.role,
-                "delivered_seq": m.delivered_seq,
-                "read_seq": m.read_seq,
+                "delivered_seq": None if hidden else m.delivered_seq,
+                "read_seq": None if hidden else m.read_seq,
             }
         )
     return out
@@ -312,10 +378,10 @@ _SYNC_MEMBERSHIP_FIELDS = (
     "user_id",
     "conversation_id",
     "joined_event",
+    "visible_after_seq",
     "left_event",
     "left_at",
     "conversation__last_event",
-    "conversation__history_visible_to_new_members",
     "conversation__e2ee",
 )
 
@@ -332,12 +398,24 @@ class SyncRequest:
 SyncResult = tuple[list[dict[str, Any]], str, bool]
 
 
-def _sync_plan(
-    memberships: list[Membership], parsed: SyncCursor | None
-) -> tuple[dict[int, int], list[tuple[int, int, int]], set[int]]:
-    """(positions, ranges ``(conversation_id, after, up_to)`` with events to send, ids of the
-    end-to-end encrypted conversations) of one caller's memberships and cursor."""
+@dataclass
+class _SyncPlan:
+    """One caller's sync: cursor ``positions``, ``ranges`` ``(conversation_id, after, up_to)``
+    with events to send, the end-to-end encrypted conversations, and each conversation's
+    ``bounds`` (the member's ``visible_after_seq``: an event about an older message is skipped)."""
+
+    positions: dict[int, int]
+    ranges: list[tuple[int, int, int]]
+    encrypted_ids: set[int]
+    bounds: dict[int, int]
+    # Users in a block with the caller: their receipts are not replayed (``_hide_blocked``).
+    blocked: set[int] = field(default_factory=set)
+
+
+def _sync_plan(memberships: list[Membership], parsed: SyncCursor | None) -> _SyncPlan:
+    """The plan of one caller's memberships and cursor."""
     encrypted_ids = {m.conversation_id for m in memberships if m.conversation.e2ee}
+    bounds = {m.conversation_id: m.visible_after_seq for m in memberships}
     positions: dict[int, int] = {}
     ranges: list[tuple[int, int, int]] = []
     for m in memberships:
@@ -353,23 +431,49 @@ def _sync_plan(
         positions[m.conversation_id] = max(start, 0)
         if top > start:
             ranges.append((m.conversation_id, start, top))
-    return positions, ranges, encrypted_ids
+    return _SyncPlan(positions, ranges, encrypted_ids, bounds)
+
+
+def _visible(event: Event, plan: _SyncPlan) -> bool:
+    """An event about a message older than the member's bound (an edit or deletion of history
+    they may not read) is not theirs to see, nor the receipt of someone in a block with them."""
+    if event.kind == Event.Kind.RECEIPT:
+        return (event.data or {}).get("user_id") not in plan.blocked
+    message = event.message
+    return message is None or message.seq > plan.bounds.get(event.conversation_id, 0)
+
+
+def _receipt_senders(events: list[Event], caller_id: int) -> set[int]:
+    return {
+        int(e.data["user_id"])
+        for e in events
+        if e.kind == Event.Kind.RECEIPT and e.data and e.data.get("user_id") not in (None, caller_id)
+    }
+
+
+def _hide_blocked(plans: list[tuple[int, _SyncPlan, list[Event]]]) -> None:
+    """Fill each plan's ``blocked`` (caller id, plan, its events): one query, and none when the
+    events hold no receipt of another user."""
+    wanted = {caller: _receipt_senders(events, caller) for caller, _plan, events in plans}
+    among = set().union(*wanted.values()) if wanted else set()
+    if not among:
+        return
+    partners = block_partner_ids(user_ids={c for c, senders in wanted.items() if senders}, among=among)
+    for caller, plan, _events in plans:
+        plan.blocked = partners.get(caller, set())
 
 
 def _sync_frames(
-    events: list[Event],
-    more: bool,
-    positions: dict[int, int],
-    ranges: list[tuple[int, int, int]],
-    encrypted_ids: set[int],
-    ciphertexts: dict[int, bytes],
+    events: list[Event], more: bool, plan: _SyncPlan, ciphertexts: dict[int, bytes]
 ) -> SyncResult:
+    positions = plan.positions
     frames: list[dict[str, Any]] = []
     for event in events:
-        frames.append(_event_frame(event, event.conversation_id in encrypted_ids, ciphertexts))
+        if _visible(event, plan):
+            frames.append(_event_frame(event, event.conversation_id in plan.encrypted_ids, ciphertexts))
         positions[event.conversation_id] = event.number
     if not more:  # else conversations not reached in this batch keep their old position
-        for conversation_id, _start, top in ranges:
+        for conversation_id, _start, top in plan.ranges:
             positions[conversation_id] = max(positions[conversation_id], top)
     return frames, SyncCursor(positions).encode(), more
 
@@ -406,17 +510,18 @@ def sync_events(*, user: User, cursor: str | None, device_id: int | None = None)
     more query, only when the batch has any)."""
     parsed = SyncCursor.decode(cursor)
     memberships = _sync_memberships([user.pk])
-    positions, ranges, encrypted_ids = _sync_plan(memberships, parsed)
-    if not ranges:
-        return [], SyncCursor(positions).encode(), False
+    plan = _sync_plan(memberships, parsed)
+    if not plan.ranges:
+        return [], SyncCursor(plan.positions).encode(), False
     condition = Q()
-    for conversation_id, start, top in ranges:
+    for conversation_id, start, top in plan.ranges:
         condition |= Q(conversation_id=conversation_id, number__gt=start, number__lte=top)
     events = list(_sync_event_query(condition)[: SYNC_BATCH + 1])
     more = len(events) > SYNC_BATCH
     events = events[:SYNC_BATCH]
+    _hide_blocked([(user.pk, plan, events)])
     ciphertexts: dict[int, bytes] = {}
-    wanted = _wanted_ciphertexts(events, encrypted_ids)
+    wanted = _wanted_ciphertexts(events, plan.encrypted_ids)
     if wanted and device_id is not None:
         ciphertexts = {
             message_id: bytes(raw)
@@ -424,7 +529,7 @@ def sync_events(*, user: User, cursor: str | None, device_id: int | None = None)
                 device_id=device_id, message_id__in=wanted
             ).values_list("message_id", "ciphertext")
         }
-    return _sync_frames(events, more, positions, ranges, encrypted_ids, ciphertexts)
+    return _sync_frames(events, more, plan, ciphertexts)
 
 
 def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | ApplicationError]:
@@ -445,17 +550,17 @@ def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | Applicati
     if parsed:
         for membership in _sync_memberships(sorted({requests[i].user.pk for i in parsed})):
             by_user.setdefault(membership.user_id, []).append(membership)
-    plans: dict[int, tuple[dict[int, int], list[tuple[int, int, int]], set[int]]] = {}
+    plans: dict[int, _SyncPlan] = {}
     alone: list[int] = []
     spans: dict[int, tuple[int, int]] = {}  # conversation -> (after, up to) over every range
     for i, cursor in parsed.items():
-        positions, ranges, encrypted_ids = _sync_plan(by_user.get(requests[i].user.pk, []), cursor)
+        plan = _sync_plan(by_user.get(requests[i].user.pk, []), cursor)
         # Numbers are unique per conversation: a range holds at most ``top - start`` events.
-        if sum(top - start for _c, start, top in ranges) > SYNC_BATCH:
+        if sum(top - start for _c, start, top in plan.ranges) > SYNC_BATCH:
             alone.append(i)
             continue
-        plans[i] = (positions, ranges, encrypted_ids)
-        for conversation_id, start, top in ranges:
+        plans[i] = plan
+        for conversation_id, start, top in plan.ranges:
             low, high = spans.get(conversation_id, (start, top))
             spans[conversation_id] = (min(low, start), max(high, top))
     by_conversation: dict[int, list[Event]] = {}
@@ -467,17 +572,18 @@ def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | Applicati
             by_conversation.setdefault(event.conversation_id, []).append(event)
     chosen: dict[int, list[Event]] = {}
     wanted: set[tuple[int, int]] = set()  # (device, message)
-    for i, (_positions, ranges, encrypted_ids) in plans.items():
+    for i, plan in plans.items():
         events = [
             event
-            for conversation_id, start, top in sorted(ranges)
+            for conversation_id, start, top in sorted(plan.ranges)
             for event in by_conversation.get(conversation_id, ())
             if start < event.number <= top
         ]
         chosen[i] = events
         device_id = requests[i].device_id
         if device_id is not None:
-            wanted.update((device_id, m) for m in _wanted_ciphertexts(events, encrypted_ids))
+            wanted.update((device_id, m) for m in _wanted_ciphertexts(events, plan.encrypted_ids))
+    _hide_blocked([(requests[i].user.pk, plan, chosen[i]) for i, plan in plans.items()])
     copies: dict[int, dict[int, bytes]] = {}  # device -> message -> its ciphertext
     if wanted:
         rows = MessageCiphertext.objects.filter(
@@ -486,10 +592,10 @@ def sync_events_many(requests: list[SyncRequest]) -> list[SyncResult | Applicati
         for d, m, raw in rows:
             if (d, m) in wanted:
                 copies.setdefault(d, {})[m] = bytes(raw)
-    for i, (positions, ranges, encrypted_ids) in plans.items():
+    for i, plan in plans.items():
         device_id = requests[i].device_id
         ciphertexts = {} if device_id is None else copies.get(device_id, {})
-        answers[i] = _sync_frames(chosen[i], False, positions, ranges, encrypted_ids, ciphertexts)
+        answers[i] = _sync_frames(chosen[i], False, plan, ciphertexts)
     for i in alone:
         request = requests[i]
         answers[i] = sync_events(user=request.user, cursor=request.cursor, device_id=request.device_id)
@@ -520,7 +626,6 @@ def attachment_get_for_download(*, user_id: int, attachment_id: int) -> Attachme
     ).first()
     if membership is None:
         raise missing
-    membership.conversation = message.conversation
     lower, _upper = visible_seq_range(membership)
     if message.seq <= lower:
         raise missing

@@ -29,8 +29,9 @@ class MemberOutSerializer(serializers.Serializer[Any]):
     user_id = serializers.IntegerField()
     display_name = serializers.CharField()
     role = serializers.CharField()
-    delivered_seq = serializers.IntegerField()
-    read_seq = serializers.IntegerField()
+    # None for a member in a block with the caller (either way): no receipts between them.
+    delivered_seq = serializers.IntegerField(allow_null=True)
+    read_seq = serializers.IntegerField(allow_null=True)
 
 
 class ConversationOutSerializer(serializers.Serializer[Any]):

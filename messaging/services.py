@@ -220,6 +220,48 @@ def contacts_of(user: User) -> set[int]:
     return selectors.contact_ids(user=user)
 
 
+def membership_join(
+    *, conversation: Conversation, user: User, role: str, added_by: User | None
+) -> Membership:
+    """The one place a user joins a conversation: a new row, or a former member's row made
+    active again (one row per user and conversation). Call with the conversation row locked
+    (``lock``) and ``conversation``'s counters fresh.
+
+    The lower bound of what the member may read (``visible_after_seq``) is fixed here, from the
+    group's ``history_visible_to_new_members`` as it is now: changing the setting later applies
+    to members who join later, never to this membership."""
+    last_seq, last_event = conversation.last_seq, conversation.last_event
+    shares = conversation.kind == Conversation.Kind.DIRECT or conversation.history_visible_to_new_members
+    bound = 0 if shares else last_seq
+    membership = Membership.objects.filter(conversation=conversation, user=user).first()
+    if membership is None:
+        return Membership.objects.create(
+            conversation=conversation,
+            user=user,
+            role=role,
+            added_by=added_by,
+            joined_seq=last_seq,
+            joined_event=last_event,
+            visible_after_seq=bound,
+        )
+    if membership.left_at is None:
+        raise ApplicationError("already_member", "This user is already a member.", status=409)
+    membership.role = role
+    membership.added_by = added_by
+    membership.joined_at = timezone.now()
+    membership.joined_seq = last_seq
+    membership.joined_event = last_event
+    membership.visible_after_seq = bound
+    membership.left_at = None
+    membership.left_seq = None
+    membership.left_event = None
+    membership.removed_by = None
+    membership.delivered_seq = max(membership.delivered_seq, last_seq)
+    membership.read_seq = max(membership.read_seq, last_seq)
+    membership.save()
+    return membership
+
+
 def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
@@ -242,12 +284,10 @@ def conversation_open_direct(
             conversation = Conversation.objects.create(
                 kind=Conversation.Kind.DIRECT, direct_key=key, e2ee=use_e2ee, created_by=user
             )
-            Membership.objects.bulk_create(
-                [
-                    Membership(conversation=conversation, user=user, role=Membership.Role.MEMBER),
-                    Membership(conversation=conversation, user=peer, role=Membership.Role.MEMBER),
-                ]
-            )
+            for member in (user, peer):
+                membership_join(
+                    conversation=conversation, user=member, role=Membership.Role.MEMBER, added_by=None
+                )
     except IntegrityError:
         existing = Conversation.objects.filter(direct_key=key).first()
         if existing is None:
@@ -256,12 +296,44 @@ def conversation_open_direct(
     return conversation, True
 
 
+# --- Presence subscriptions end with the relationship --------------------------------------
+PRESENCE_REVOKE = "presence.revoke"  # channel-layer event to a user's sockets (not a client frame)
+
+
+def presence_revoke_on_commit(*, user_id: int, other_ids: set[int]) -> None:
+    """After commit, end the presence subscriptions between ``user_id`` and each of
+    ``other_ids``, both ways, on every socket of every process: each side's user group gets a
+    ``presence.revoke`` event naming the users its sockets stop watching."""
+    others = sorted(other_ids - {user_id})
+    if not others:
+        return
+
+    def revoke() -> None:
+        publish(user_group(user_id), {"type": PRESENCE_REVOKE, "user_ids": others})
+        for other in others:
+            publish(user_group(other), {"type": PRESENCE_REVOKE, "user_ids": [user_id]})
+
+    transaction.on_commit(revoke)
+
+
+def presence_end_lost_contacts(*, user_id: int, candidates: set[int]) -> None:
+    """A relationship of ``user_id`` ended (a removal, a leave, a block) and is written: of
+    ``candidates``, those who may no longer watch each other (``presence_contact_ids``) lose
+    their subscriptions after commit. Call inside the transaction, after the change."""
+    lost = candidates - selectors.presence_contact_ids(user_id=user_id) - {user_id}
+    presence_revoke_on_commit(user_id=user_id, other_ids=lost)
+
+
 def block_user(*, user: User, blocked_id: int) -> None:
+    """Block: no new direct conversation, no sends in the direct one, no presence either way (at
+    once, on every socket), no typing or receipts between the two in any conversation."""
     if blocked_id == user.pk:
         raise ApplicationError("cannot_block_self", "You cannot block yourself.")
     if not User.objects.filter(pk=blocked_id).exists():
         raise NotFound("No such user.", code="user_not_found")
-    Block.objects.get_or_create(blocker=user, blocked_id=blocked_id)
+    with transaction.atomic():
+        Block.objects.get_or_create(blocker=user, blocked_id=blocked_id)
+        presence_revoke_on_commit(user_id=user.pk, other_ids={blocked_id})
 
 
 def unblock_user(*, user: User, blocked_id: int) -> None:
@@ -1261,17 +1333,19 @@ def _record_updates(updates: list[tuple[Message, int]]) -> None:
             for m, n in updates
         ]
     )
-    members: dict[int, list[int]] = {}
+    members: dict[int, list[tuple[int, int]]] = {}
     for message, number in updates:
         conversation_id = message.conversation_id
         if conversation_id not in members:
-            members[conversation_id] = selectors.active_member_ids(conversation_id=conversation_id)
+            members[conversation_id] = selectors.active_member_bounds(conversation_id=conversation_id)
         frame = {
             "type": "message.updated",
             "data": {"message": selectors.message_data(message)},
             "event": number,
         }
-        fan_out_on_commit(user_ids=members[conversation_id], frame=frame)
+        # Only to members who may read the message (not those who joined after it, unshared).
+        readers = [uid for uid, bound in members[conversation_id] if message.seq > bound]
+        fan_out_on_commit(user_ids=readers, frame=frame)
         transaction.on_commit(
             partial(
                 message_updated.send,
@@ -1349,11 +1423,9 @@ def receipt_mark(
             conversation_id=conversation_id, number=number, kind=Event.Kind.RECEIPT, data=data
         )
         frame = {"type": "receipt", "data": {"conversation_id": conversation_id, **data}, "event": number}
-        fan_out_on_commit(
-            user_ids=selectors.active_member_ids(conversation_id=conversation_id),
-            frame=frame,
-            exclude_channel=origin_channel,
-        )
+        # The user's own other devices, and the members not in a block with them.
+        audience = selectors.signal_audience_ids(conversation_id=conversation_id, user_id=user.pk)
+        fan_out_on_commit(user_ids=[user.pk, *audience], frame=frame, exclude_channel=origin_channel)
     return {"conversation_id": conversation_id, **data}
 
 
@@ -1363,7 +1435,7 @@ def typing_notify(
 ) -> None:
     selectors.membership_get(user=user, conversation_id=conversation_id)
     reach.check(sender=user, conversation_id=conversation_id)
-    others = [uid for uid in selectors.active_member_ids(conversation_id=conversation_id) if uid != user.pk]
+    others = selectors.signal_audience_ids(conversation_id=conversation_id, user_id=user.pk)
     frame = {
         "type": "typing",
         "data": {"conversation_id": conversation_id, "user_id": user.pk, "active": bool(active)},
@@ -1382,6 +1454,11 @@ def erase_user_messages(user: User) -> None:
     Attachment.objects.filter(pk__in=[a.pk for a in orphans]).delete()
     transaction.on_commit(lambda: _storage_delete(names))
     Membership.objects.filter(user=user, left_at__isnull=True).update(muted_until=None)
+
+
+def erase_user_presence(user: User) -> None:
+    """Nobody watches an erased user's presence any more, nor they anyone's (after commit)."""
+    presence_revoke_on_commit(user_id=user.pk, other_ids=selectors.contact_ids(user=user))
 
 
 def export_user_messages(user: User) -> dict[str, Any]:
