@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn worker beat bench clean
+.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn media-tools worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,20 @@ coturn:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
 		{ echo "coturn is missing: install it (apt-get install coturn) for the calls relay tests"; exit 1; }
 
+## ffmpeg strips video/audio metadata (without it those uploads are refused); exiftool is the
+## outside judge of the metadata tests (Debian packages ffmpeg, libimage-exiftool-perl).
+media-tools:
+	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl >/dev/null; } || \
+		{ echo "ffmpeg/exiftool are missing: install them (apt-get install ffmpeg libimage-exiftool-perl) for the upload metadata tests"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## The whole test command (what CI runs).
-test: install-dev coturn
+test: install-dev coturn media-tools
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -56,7 +63,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn
+pytest: install-dev coturn media-tools
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

@@ -207,6 +207,12 @@ ATTACHMENT_MAX_BYTES: dict[str, int] = {
 }
 ATTACHMENT_DAILY_QUOTA_BYTES: int = env.int("ATTACHMENT_DAILY_QUOTA_BYTES", default=500 * 1024 * 1024)
 ATTACHMENT_ORPHAN_HOURS: int = env.int("ATTACHMENT_ORPHAN_HOURS", default=24)
+# Video and audio uploads are remuxed without metadata by ffmpeg in the Celery worker: the
+# binaries, a time limit per run and the largest input it is given (larger: rejected).
+MEDIA_FFMPEG_BINARY: str = env.str("MEDIA_FFMPEG_BINARY", default="ffmpeg")
+MEDIA_FFPROBE_BINARY: str = env.str("MEDIA_FFPROBE_BINARY", default="ffprobe")
+MEDIA_PROCESSING_TIMEOUT_SECONDS: float = env.float("MEDIA_PROCESSING_TIMEOUT_SECONDS", default=120.0)
+MEDIA_PROCESSING_MAX_BYTES: int = env.int("MEDIA_PROCESSING_MAX_BYTES", default=100 * 1024 * 1024)
 # Request bodies above this are refused (413) by the ASGI guard before they are read.
 MAX_REQUEST_BODY_BYTES: int = env.int("MAX_REQUEST_BODY_BYTES", default=10 * 1024 * 1024)
 
