@@ -1613,10 +1613,10 @@ def attachment_process_media(*, attachment_id: int) -> None:
                 done = Attachment.objects.filter(pk=row.pk, state=Attachment.State.PROCESSING).update(
                     state=Attachment.State.REJECTED, rejection=exc.code, file=""
                 )
-                if done:
+                if done:  # the uploaded bytes go first, then the uploader hears of it
+                    transaction.on_commit(lambda: _storage_delete([original]))
                     row.state, row.rejection = Attachment.State.REJECTED, exc.code
                     _attachment_updated(row)
-                    transaction.on_commit(lambda: _storage_delete([original]))
             logger.info("attachment %s rejected (%s)", attachment_id, exc.code)
             return
         digest = hashlib.sha256()
@@ -1642,9 +1642,9 @@ def attachment_process_media(*, attachment_id: int) -> None:
         if not done:  # deleted or finished meanwhile: this copy is not needed
             transaction.on_commit(lambda: _storage_delete([clean]))
             return
+        transaction.on_commit(lambda: _storage_delete([original]))
         row.refresh_from_db()
         _attachment_updated(row)
-        transaction.on_commit(lambda: _storage_delete([original]))
     logger.info("attachment %s stripped (%s, %s bytes)", attachment_id, row.content_type, row.size)
 
 
