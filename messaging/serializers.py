@@ -8,6 +8,8 @@ from rest_framework import serializers
 
 from healthchat.validation import QuerySerializer, StrictSerializer
 
+from .models import Attachment
+
 
 class ConversationOpenInputSerializer(StrictSerializer):
     peer_id = serializers.IntegerField(min_value=1)
@@ -89,7 +91,7 @@ class AttachmentOutSerializer(serializers.Serializer[Any]):
 
 class AttachmentUploadOutSerializer(AttachmentOutSerializer):
     state = serializers.ChoiceField(
-        choices=["processing", "ready", "rejected"],
+        choices=Attachment.State.choices,
         help_text="processing: video/audio being stripped of metadata (not yet downloadable or "
         "sendable; watch for attachment.updated); ready; rejected: see rejection",
     )

@@ -406,6 +406,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum
 # Several models have a "state": name each choice set so the OpenAPI enums are stable.
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsultationStateEnum"] = "payments.models.Consultation.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CallStateEnum"] = "calls.models.Call.State"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AttachmentStateEnum"] = "messaging.models.Attachment.State"
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,
