@@ -1670,6 +1670,24 @@ def attachment_make_thumbnail(*, attachment_id: int) -> None:
     Attachment.objects.filter(pk=attachment_id, thumbnail="").update(thumbnail=attachment.thumbnail.name)
 
 
+def attachments_requeue_processing(*, older_than_seconds: float | None = None) -> int:
+    """Beat: queue the strip again for uploads still ``processing`` well after their time limit
+    (the task was lost with its worker or broker). Processing twice is harmless."""
+    from .tasks import process_media
+
+    if older_than_seconds is None:
+        older_than_seconds = float(settings.MEDIA_PROCESSING_TIMEOUT_SECONDS) * 3 + 60
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = list(
+        Attachment.objects.filter(state=Attachment.State.PROCESSING, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for attachment_id in ids:
+        process_media.delay(attachment_id)
+    return len(ids)
+
+
 def _attach(
     *, sender: User, message: Message, attachment_ids: list[int], encrypted: bool = False
 ) -> list[Attachment]:

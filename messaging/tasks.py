@@ -24,6 +24,11 @@ def process_media(attachment_id: int) -> None:
 
 
 @shared_task(acks_late=True)
+def requeue_processing_media() -> int:
+    return services.attachments_requeue_processing()
+
+
+@shared_task(acks_late=True)
 def purge_orphan_attachments() -> int:
     return services.attachments_purge_orphans()
 

@@ -158,6 +158,8 @@ CELERY_TASK_DEFAULT_QUEUE: str = env.str("CELERY_TASK_DEFAULT_QUEUE", default="h
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "attachments-purge-orphans": {"task": "messaging.tasks.purge_orphan_attachments", "schedule": 3600.0},
+    # Video/audio uploads still "processing" long after upload (a lost task): queued again.
+    "attachments-requeue-processing": {"task": "messaging.tasks.requeue_processing_media", "schedule": 300.0},
 }
 
 # --- Internationalisation -----------------------------------------------------------------

@@ -266,3 +266,16 @@ def test_password_protected_and_damaged_documents_are_refused(api, media):
         assert response.status_code == 422, (name, response.content)
         assert response.json()["error"]["code"] == code
     assert Attachment.objects.count() == 0
+
+
+def test_a_lost_strip_task_is_queued_again_by_beat(api, media, django_capture_on_commit_callbacks):
+    patient = pair()[0]
+    with django_capture_on_commit_callbacks(execute=False):  # the task is lost with its worker
+        body = upload(api(patient), mc.ogg()).json()
+    assert Attachment.objects.get(pk=body["id"]).state == "processing"
+    assert services.attachments_requeue_processing() == 0  # not overdue yet
+    assert services.attachments_requeue_processing(older_than_seconds=0) == 1  # eager: runs now
+    row = Attachment.objects.get(pk=body["id"])
+    assert row.state == "ready"
+    assert mc.metadata_problems(row.file.read(), "ogg") == []
+    assert services.attachments_requeue_processing(older_than_seconds=0) == 0
