@@ -3,7 +3,9 @@
 - Images (JPEG, PNG, GIF, WebP; HEIC through pillow-heif): decoded and re-encoded by Pillow from
   the pixels alone. EXIF, GPS, XMP, IPTC, comments and text chunks are not copied; an embedded
   colour profile is applied (converted to sRGB) rather than carried, so no profile text travels.
-  Orientation is applied to the pixels first.
+  Orientation is applied to the pixels first. HEIC becomes JPEG: encoding HEVC (x265) took
+  minutes for a 12-megapixel photo on a small server, JPEG half a second, and only Safari
+  shows HEIC (the doctor's web console must show the photo).
 - PDF: pikepdf (qpdf) drops the document information dictionary (``/Author``, ``/Producer``…),
   every XMP stream (``/Metadata`` on the catalogue, pages or images) and ``/PieceInfo``, and
   writes the file anew (earlier incremental revisions are not carried over).
@@ -37,8 +39,10 @@ _FORMATS = {
     "image/png": "PNG",
     "image/gif": "GIF",
     "image/webp": "WEBP",
-    "image/heic": "HEIF",
+    "image/heic": "JPEG",
 }
+# What a converted upload is stored as.
+_CONVERTED = {"image/heic": Detected("image", "image/jpeg", "jpg")}
 # Image.info keys that describe the pixels (kept); everything else in ``info`` is dropped.
 _PIXEL_INFO = ("transparency", "duration", "loop", "background")
 
@@ -69,6 +73,7 @@ class Clean:
     data: bytes
     width: int | None = None
     height: int | None = None
+    converted: Detected | None = None  # stored as another type (HEIC → JPEG)
 
 
 def scrub(stream: IO[bytes], detected: Detected) -> Clean:
@@ -127,19 +132,15 @@ def scrub_image(stream: IO[bytes], content_type: str) -> Clean:
                     )
                     return Clean(out.getvalue(), img.width, img.height)
                 # HEIC: libheif has already applied the container's rotation to the pixels.
-                oriented = img if fmt == "HEIF" else ImageOps.exif_transpose(img)
+                oriented = img if content_type == "image/heic" else ImageOps.exif_transpose(img)
                 clean = _pixels_only(oriented)
                 if fmt == "JPEG" and clean.mode not in ("RGB", "L"):
                     clean = clean.convert("RGB")
-                if fmt == "HEIF" and clean.mode not in ("RGB", "RGBA", "L"):
-                    clean = clean.convert("RGB")
                 if fmt == "PNG":
                     clean.save(out, format="PNG")
-                elif fmt == "HEIF":
-                    clean.save(out, format="HEIF", quality=90, exif=None, xmp=None)
                 else:
                     clean.save(out, format=fmt, quality=90, comment=b"")
-                return Clean(out.getvalue(), clean.width, clean.height)
+                return Clean(out.getvalue(), clean.width, clean.height, _CONVERTED.get(content_type))
     except ApplicationError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

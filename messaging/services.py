@@ -1535,6 +1535,7 @@ def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool
     elif detected.category in ("image", "document"):
         clean = scrub.scrub(upload, detected)
         content, width, height = ContentFile(clean.data), clean.width, clean.height
+        detected = clean.converted or detected
     else:
         content = File(upload)
     digest = hashlib.sha256()

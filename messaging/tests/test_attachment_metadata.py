@@ -145,6 +145,10 @@ def test_what_a_recipient_downloads_carries_no_metadata_and_still_decodes(
     suffix = link["name"].rsplit(".", 1)[1]
     assert mc.metadata_problems(data, suffix) == []
     assert link["size"] == len(data)
+    assert link["sha256"] == hashlib.sha256(data).hexdigest()
+    # Converted: HEIC (minutes to encode, shown only by Safari) and AMR (no browser plays it).
+    converted = {"image/heic": "image/jpeg", "audio/amr": "audio/ogg"}
+    assert link["content_type"] == converted.get(sample.content_type, sample.content_type)
     if sample.category == "image":
         pillow_heif.register_heif_opener()
         with Image.open(io.BytesIO(data)) as img:
