@@ -14,6 +14,13 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
+# ffmpeg (Debian package): the Celery worker remuxes video and audio uploads without their
+# metadata; without it they are refused (messaging/ffmpeg.py). pikepdf and pillow-heif ship
+# manylinux wheels with qpdf and libheif inside.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, so code changes do not invalidate this layer. Every runtime dependency
 # ships manylinux wheels (psycopg[binary], uvloop, httptools, cryptography): no compiler needed.
 COPY requirements.txt .

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn pg-server worker beat bench clean
+.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn pg-server media-tools worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,13 +40,20 @@ pg-server:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 		{ echo "PostgreSQL's server binaries are missing: install them (apt-get install postgresql)"; exit 1; }
 
+## ffmpeg strips video/audio metadata (without it those uploads are refused); exiftool is the
+## outside judge of the metadata tests (Debian packages ffmpeg, libimage-exiftool-perl).
+media-tools:
+	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl >/dev/null; } || \
+		{ echo "ffmpeg/exiftool are missing: install them (apt-get install ffmpeg libimage-exiftool-perl) for the upload metadata tests"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## The whole test command (what CI runs).
-test: install-dev coturn pg-server
+test: install-dev coturn pg-server media-tools
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,7 +70,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn pg-server
+pytest: install-dev coturn pg-server media-tools
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

@@ -23,7 +23,7 @@ from healthchat.throttling import ScopedRateThrottle
 from . import selectors, services
 from .serializers import (
     AttachmentLinkSerializer,
-    AttachmentOutSerializer,
+    AttachmentUploadOutSerializer,
     BlockInputSerializer,
     ConversationOpenInputSerializer,
     ConversationOutSerializer,
@@ -141,7 +141,8 @@ class BlockDeleteApi(APIView):
 
 
 class AttachmentUploadApi(APIView):
-    """Upload a file (multipart field ``file``); send it with ``message.send`` ``attachment_ids``."""
+    """Upload a file (multipart field ``file``); send it with ``message.send`` ``attachment_ids``
+    once its ``state`` is ``ready`` (video and audio: after ``attachment.updated``)."""
 
     parser_classes = [MultiPartParser]
     throttle_classes = [ScopedRateThrottle]
@@ -161,7 +162,7 @@ class AttachmentUploadApi(APIView):
                 },
             }
         },
-        responses={201: AttachmentOutSerializer},
+        responses={201: AttachmentUploadOutSerializer},
     )
     def post(self, request: Request) -> Response:
         upload = request.FILES.get("file")
@@ -183,7 +184,7 @@ class AttachmentUploadApi(APIView):
             )
         finally:
             upload.close()
-        return Response(selectors.attachment_data(attachment), status=status.HTTP_201_CREATED)
+        return Response(selectors.attachment_state_data(attachment), status=status.HTTP_201_CREATED)
 
 
 class AttachmentDetailApi(APIView):

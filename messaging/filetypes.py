@@ -1,24 +1,26 @@
 """File type detection from the bytes (never the name or the client's header), the allow-list,
-and image sanitising (EXIF/GPS removed, decompression bombs refused, thumbnails)."""
+safe display names and thumbnails. Metadata is stripped by ``scrub`` (images, documents, in the
+request) and ``ffmpeg`` (video and audio, in the Celery worker)."""
 
 from __future__ import annotations
 
 import io
 import re
 import unicodedata
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
-from PIL import Image, ImageOps
+import pillow_heif
+from PIL import Image
 
 from healthchat.errors import ApplicationError
 
 # Decompression bombs: refuse images above this many pixels (Pillow warns at 1x, errors at 2x).
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+pillow_heif.register_heif_opener()  # HEIC through Pillow (scrubbing, thumbnails)
 THUMBNAIL_SIZE = (320, 320)
 
 
@@ -71,6 +73,11 @@ def _ftyp(head: bytes) -> Detected | None:
     return None
 
 
+_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+OOXML_TYPES = (_DOCX, _XLSX)
+
+
 def _office(stream: IO[bytes]) -> Detected | None:
     stream.seek(0)
     try:
@@ -81,13 +88,9 @@ def _office(stream: IO[bytes]) -> Detected | None:
     if "[Content_Types].xml" not in names:
         return None
     if any(n.startswith("word/") for n in names):
-        return Detected(
-            "document", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"
-        )
+        return Detected("document", _DOCX, "docx")
     if any(n.startswith("xl/") for n in names):
-        return Detected(
-            "document", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"
-        )
+        return Detected("document", _XLSX, "xlsx")
     return None
 
 
@@ -155,73 +158,9 @@ def sanitize_filename(name: str, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
-@dataclass(frozen=True)
-class CleanImage:
-    data: bytes
-    width: int
-    height: int
-
-
-def sanitize_image(stream: IO[bytes], detected: Detected) -> CleanImage | None:
-    """Re-encode an image without its metadata (EXIF, GPS). Refuse truncated images and bombs.
-
-    Returns None for formats Pillow cannot re-encode here (HEIC); those are stored as uploaded.
-    """
-    if detected.content_type == "image/heic":
-        return None
-    stream.seek(0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ApplicationError("image_too_large", "The image has too many pixels.", status=413)
-                img.load()
-                if detected.content_type == "image/gif":
-                    out = io.BytesIO()
-                    img.save(out, format="GIF", save_all=True)  # drops comment/application blocks
-                    return CleanImage(out.getvalue(), img.width, img.height)
-                oriented = ImageOps.exif_transpose(img)
-                out = io.BytesIO()
-                fmt = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}[detected.content_type]
-                if fmt == "JPEG" and oriented.mode not in ("RGB", "L"):
-                    oriented = oriented.convert("RGB")
-                if fmt == "PNG":
-                    oriented.save(out, format=fmt)
-                else:
-                    oriented.save(out, format=fmt, quality=90)
-                return CleanImage(out.getvalue(), oriented.width, oriented.height)
-    except ApplicationError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ApplicationError("image_too_large", "The image has too many pixels.", status=413) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ApplicationError("corrupt_image", "The image is truncated or corrupt.", status=422) from exc
-
-
 def thumbnail(data: bytes) -> bytes:
     with Image.open(io.BytesIO(data)) as img:
         img.thumbnail(THUMBNAIL_SIZE)
         out = io.BytesIO()
         img.convert("RGB").save(out, format="JPEG", quality=80)
         return out.getvalue()
-
-
-def mp4_duration(stream: IO[bytes]) -> float | None:
-    """Duration in seconds from an MP4/QuickTime/3GP container's ``mvhd`` box, if found."""
-    stream.seek(0)
-    data = stream.read(8 << 20)
-    index = data.find(b"mvhd")
-    if index < 4 or index + 28 > len(data):
-        return None
-    version = data[index + 4]
-    try:
-        if version == 1:
-            timescale = int.from_bytes(data[index + 24 : index + 28], "big")
-            duration = int.from_bytes(data[index + 28 : index + 36], "big")
-        else:
-            timescale = int.from_bytes(data[index + 16 : index + 20], "big")
-            duration = int.from_bytes(data[index + 20 : index + 24], "big")
-    except (IndexError, ValueError):
-        return None
-    return round(duration / timescale, 3) if timescale else None

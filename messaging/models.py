@@ -261,6 +261,15 @@ class Attachment(models.Model):
         # Uploaded already encrypted for an end-to-end encrypted conversation: opaque bytes.
         ENCRYPTED = "encrypted", "Encrypted"
 
+    class State(models.TextChoices):
+        # Video and audio: stored as uploaded, waiting for the worker to strip its metadata;
+        # never served and never attached in this state.
+        PROCESSING = "processing", "Processing"
+        READY = "ready", "Ready"
+        # The tool could not make a clean copy (corrupt, too long to process, no ffmpeg): the
+        # uploaded bytes are deleted; ``rejection`` says why.
+        REJECTED = "rejected", "Rejected"
+
     uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     message = models.ForeignKey(
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
@@ -275,6 +284,8 @@ class Attachment(models.Model):
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     duration = models.FloatField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.READY)
+    rejection = models.CharField(max_length=40, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     attached_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -293,6 +304,12 @@ class Attachment(models.Model):
                 name="attachment_attached_has_time",
             ),
             models.CheckConstraint(condition=~Q(name=""), name="attachment_name_not_blank"),
+            models.CheckConstraint(
+                condition=Q(state__in=["processing", "ready", "rejected"]), name="attachment_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(message__isnull=True) | Q(state="ready"), name="attachment_attached_is_ready"
+            ),
         ]
         indexes = [
             models.Index(fields=["uploader", "created_at"], name="attachment_uploader_day"),

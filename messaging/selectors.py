@@ -36,6 +36,16 @@ def attachment_data(attachment: Attachment) -> dict[str, Any]:
     }
 
 
+def attachment_state_data(attachment: Attachment) -> dict[str, Any]:
+    """What the uploader sees of an upload: the attachment, its processing state and, when it
+    was rejected, why (``rejection``: an error code)."""
+    return {
+        **attachment_data(attachment),
+        "state": attachment.state,
+        "rejection": attachment.rejection or None,
+    }
+
+
 def message_data(
     message: Message,
     attachments: list[Attachment] | None = None,
@@ -641,7 +651,8 @@ def _content_disposition(attachment: Attachment) -> str:
 
 def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict[str, Any]:
     """A short-lived download link: a presigned storage URL, or our own signed, access-checked
-    stream (``build_url(path)`` makes it absolute)."""
+    stream (``build_url(path)`` makes it absolute). Uploads not ``ready`` get no link (``url``
+    null): their stored bytes are the uploaded ones, never served."""
     from datetime import timedelta
 
     from django.conf import settings
@@ -651,6 +662,8 @@ def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict
     from django.utils import timezone
 
     attachment = attachment_get_for_download(user_id=user_id, attachment_id=attachment_id)
+    if attachment.state != Attachment.State.READY:  # only its uploader sees it (never attached)
+        return {**attachment_state_data(attachment), "url": None, "expires_at": None, "thumbnail_url": None}
     ttl = int(settings.ATTACHMENT_URL_TTL_SECONDS)
     expires_at = timezone.now() + timedelta(seconds=ttl)
 
@@ -666,7 +679,7 @@ def attachment_link(*, user_id: int, attachment_id: int, build_url: Any) -> dict
         return str(build_url(reverse("attachment-content", args=[attachment.pk]) + f"?token={token}"))
 
     data = {
-        **attachment_data(attachment),
+        **attachment_state_data(attachment),
         "url": url_for("file", str(attachment.file.name)),
         "expires_at": expires_at.isoformat(),
     }
@@ -695,6 +708,8 @@ def attachment_from_token(*, attachment_id: int, token: str) -> tuple[Attachment
         raise ApplicationError("invalid_link", "This download link is not valid.", status=403)
     holder_id = int(payload["u"])
     attachment = attachment_get_for_download(user_id=holder_id, attachment_id=attachment_id)
+    if attachment.state != Attachment.State.READY:  # links are only made for ready files
+        raise ApplicationError("attachment_processing", "The attachment is not ready.", status=409)
     if payload["v"] == "thumb" and not attachment.thumbnail:
         raise NotFound("No thumbnail.", code="attachment_not_found")
     return attachment, str(payload["v"]), holder_id

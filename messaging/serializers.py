@@ -8,6 +8,8 @@ from rest_framework import serializers
 
 from healthchat.validation import QuerySerializer, StrictSerializer
 
+from .models import Attachment
+
 
 class ConversationOpenInputSerializer(StrictSerializer):
     peer_id = serializers.IntegerField(min_value=1)
@@ -88,7 +90,20 @@ class AttachmentOutSerializer(serializers.Serializer[Any]):
     duration = serializers.FloatField(allow_null=True)
 
 
-class AttachmentLinkSerializer(AttachmentOutSerializer):
-    url = serializers.URLField()
-    expires_at = serializers.DateTimeField()
+class AttachmentUploadOutSerializer(AttachmentOutSerializer):
+    state = serializers.ChoiceField(
+        choices=Attachment.State.choices,
+        help_text="processing: video/audio being stripped of metadata (not yet downloadable or "
+        "sendable; watch for attachment.updated); ready; rejected: see rejection",
+    )
+    rejection = serializers.CharField(
+        allow_null=True,
+        help_text="rejected only: why (corrupt_media, processing_timeout, file_too_large, "
+        "media_processing_unavailable)",
+    )
+
+
+class AttachmentLinkSerializer(AttachmentUploadOutSerializer):
+    url = serializers.URLField(allow_null=True, help_text="null unless state is ready")
+    expires_at = serializers.DateTimeField(allow_null=True)
     thumbnail_url = serializers.URLField(allow_null=True)

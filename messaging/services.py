@@ -29,7 +29,7 @@ from audit import actions as audited
 from audit import services as audit
 from audit.client import COMMAND, SYSTEM, Client
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
-from healthchat.realtime import publish, user_group
+from healthchat.realtime import publish, publish_on_commit, user_group
 
 from . import reach, selectors
 from . import validators as v
@@ -1525,18 +1525,25 @@ def _quota_retry_after(uploader: User, since: Any, wanted: int) -> int:
 
 
 def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool = False) -> Attachment:
-    """Store an uploaded file: type from its bytes, per-category limits, daily quota, SHA-256,
-    images re-encoded without EXIF/GPS; the row is written only once the file is stored.
+    """Store an uploaded file: type from its bytes, per-category limits, daily quota, and no
+    metadata (location, author, device, free text) in what is stored for recipients.
+
+    Images and documents are rewritten here (``messaging/scrub.py``) and are ``ready`` at once.
+    Video and audio are stored as uploaded in state ``processing`` and stripped by ffmpeg in
+    the Celery worker (``attachment_process_media``); until then they cannot be downloaded or
+    attached. Without ffmpeg they are refused (``media_processing_unavailable``).
+    ``sha256`` and ``size`` describe the stored, clean bytes (what a recipient downloads).
 
     ``encrypted``: the client encrypted the file for an end-to-end encrypted conversation (its
     key travels inside the encrypted message). The bytes are opaque: stored as they came,
     ``application/octet-stream``, category ``encrypted``, named ``encrypted.bin`` (the real name
-    is inside the message too), never sniffed, re-encoded or thumbnailed."""
+    is inside the message too), never sniffed, re-encoded or thumbnailed: the client strips
+    metadata before it encrypts."""
     import hashlib
 
     from django.core.files.base import ContentFile, File
 
-    from . import filetypes
+    from . import ffmpeg, filetypes, scrub
 
     size = int(getattr(upload, "size", 0) or 0)
     if size <= 0:
@@ -1567,31 +1574,28 @@ def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool
             status=429,
             extra={"retry_after": _quota_retry_after(uploader, since, used + size)},
         )
-    digest = hashlib.sha256()
-    upload.seek(0)
-    for chunk in iter(lambda: upload.read(1 << 16), b""):
-        digest.update(chunk)
-    upload.seek(0)
     width = height = None
-    duration = None
     content: File[Any]
-    if detected.category == "image":
-        clean = filetypes.sanitize_image(upload, detected)
-        if clean is not None:
-            content, width, height = ContentFile(clean.data), clean.width, clean.height
-        else:
-            content = File(upload)
+    state = Attachment.State.READY
+    if detected.category in ("video", "audio"):
+        if not ffmpeg.available():
+            raise ApplicationError(
+                "media_processing_unavailable",
+                "Video and audio cannot be accepted right now: this server cannot strip their metadata.",
+                status=503,
+            )
+        content, state = File(upload), Attachment.State.PROCESSING
+    elif detected.category in ("image", "document"):
+        clean = scrub.scrub(upload, detected)
+        content, width, height = ContentFile(clean.data), clean.width, clean.height
+        detected = clean.converted or detected
     else:
-        if detected.content_type in (
-            "video/mp4",
-            "video/quicktime",
-            "video/3gpp",
-            "video/3gpp2",
-            "audio/mp4",
-        ):
-            duration = filetypes.mp4_duration(upload)
-            upload.seek(0)
         content = File(upload)
+    digest = hashlib.sha256()
+    content.seek(0)
+    for chunk in iter(lambda: content.read(1 << 16), b""):
+        digest.update(chunk)
+    content.seek(0)
     attachment = Attachment(
         uploader=uploader,
         category=detected.category,
@@ -1601,22 +1605,101 @@ def attachment_upload(*, uploader: User, upload: Any, name: str, encrypted: bool
         name=filetypes.sanitize_filename(name or "file", detected.extension),
         width=width,
         height=height,
-        duration=duration,
+        state=state,
     )
     attachment.file.save(f"upload.{detected.extension}", content, save=False)
     try:
         with transaction.atomic():
             attachment.save()
+            attachment_id = attachment.pk
             if detected.category == "image":
                 from .tasks import make_thumbnail
 
-                attachment_id = attachment.pk
                 transaction.on_commit(lambda: make_thumbnail.delay(attachment_id))
+            elif state == Attachment.State.PROCESSING:
+                from .tasks import process_media
+
+                transaction.on_commit(lambda: process_media.delay(attachment_id))
     except Exception:
         _storage_delete([attachment.file.name])
         raise
     logger.info("attachment %s stored (%s, %s bytes)", attachment.pk, detected.content_type, attachment.size)
+    if state == Attachment.State.PROCESSING:
+        attachment.refresh_from_db()  # an eager worker (``make run``) has processed it already
     return attachment
+
+
+def _attachment_updated(attachment: Attachment) -> None:
+    """Tell the uploader's sockets that processing ended (on commit; REST is the fallback)."""
+    frame = {
+        "type": "attachment.updated",
+        "data": {"attachment": selectors.attachment_state_data(attachment)},
+    }
+    publish_on_commit(user_group(attachment.uploader_id), {"type": "client.event", "frame": frame})
+
+
+def attachment_process_media(*, attachment_id: int) -> None:
+    """Celery: strip a video or audio upload with ffmpeg (``messaging/ffmpeg.py``), under its time
+    and size limits. The clean copy replaces the upload (``ready``); when the tool fails the
+    upload is deleted and the row says why (``rejected``). Idempotent: only ``processing`` rows
+    are worked on, and only the first worker to finish changes the row."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from django.core.files import File
+
+    from . import ffmpeg
+
+    row = Attachment.objects.filter(pk=attachment_id, state=Attachment.State.PROCESSING).first()
+    if row is None:
+        return
+    original = row.file.name
+    with tempfile.TemporaryDirectory(prefix="hc-media-") as folder:
+        source, target = Path(folder) / "source", Path(folder) / "target"
+        with row.file.open("rb") as fh, source.open("wb") as out:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                out.write(chunk)
+        try:
+            result = ffmpeg.strip(source, target, row.content_type)
+        except ffmpeg.MediaError as exc:
+            with transaction.atomic():
+                done = Attachment.objects.filter(pk=row.pk, state=Attachment.State.PROCESSING).update(
+                    state=Attachment.State.REJECTED, rejection=exc.code, file=""
+                )
+                if done:  # the uploaded bytes go first, then the uploader hears of it
+                    transaction.on_commit(lambda: _storage_delete([original]))
+                    row.state, row.rejection = Attachment.State.REJECTED, exc.code
+                    _attachment_updated(row)
+            logger.info("attachment %s rejected (%s)", attachment_id, exc.code)
+            return
+        digest = hashlib.sha256()
+        with target.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        with target.open("rb") as fh:
+            row.file.save(f"clean.{result.extension}", File(fh), save=False)
+    clean = row.file.name
+    stem = row.name.rsplit(".", 1)[0]
+    with transaction.atomic():
+        done = Attachment.objects.filter(pk=row.pk, state=Attachment.State.PROCESSING).update(
+            state=Attachment.State.READY,
+            file=clean,
+            size=row.file.size,
+            sha256=digest.hexdigest(),
+            content_type=result.content_type,
+            name=f"{stem}.{result.extension}",
+            duration=result.duration,
+            width=result.width,
+            height=result.height,
+        )
+        if not done:  # deleted or finished meanwhile: this copy is not needed
+            transaction.on_commit(lambda: _storage_delete([clean]))
+            return
+        transaction.on_commit(lambda: _storage_delete([original]))
+        row.refresh_from_db()
+        _attachment_updated(row)
+    logger.info("attachment %s stripped (%s, %s bytes)", attachment_id, row.content_type, row.size)
 
 
 def attachment_make_thumbnail(*, attachment_id: int) -> None:
@@ -1641,6 +1724,24 @@ def attachment_make_thumbnail(*, attachment_id: int) -> None:
     Attachment.objects.filter(pk=attachment_id, thumbnail="").update(thumbnail=attachment.thumbnail.name)
 
 
+def attachments_requeue_processing(*, older_than_seconds: float | None = None) -> int:
+    """Beat: queue the strip again for uploads still ``processing`` well after their time limit
+    (the task was lost with its worker or broker). Processing twice is harmless."""
+    from .tasks import process_media
+
+    if older_than_seconds is None:
+        older_than_seconds = float(settings.MEDIA_PROCESSING_TIMEOUT_SECONDS) * 3 + 60
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = list(
+        Attachment.objects.filter(state=Attachment.State.PROCESSING, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for attachment_id in ids:
+        process_media.delay(attachment_id)
+    return len(ids)
+
+
 def _attach(
     *, sender: User, message: Message, attachment_ids: list[int], encrypted: bool = False
 ) -> list[Attachment]:
@@ -1655,6 +1756,17 @@ def _attach(
         raise NotFound("No such attachment.", code="attachment_not_found")
     if any(row.message_id is not None for row in rows):
         raise ApplicationError("attachment_already_used", "An attachment can be sent once.", status=409)
+    for row in rows:
+        if row.state == Attachment.State.PROCESSING:
+            raise ApplicationError(
+                "attachment_processing",
+                "The attachment is still being processed; send it once attachment.updated says ready.",
+                status=409,
+            )
+        if row.state == Attachment.State.REJECTED:
+            raise ApplicationError(
+                "attachment_rejected", "The attachment was rejected and cannot be sent.", status=422
+            )
     for row in rows:
         if (row.category == Attachment.Category.ENCRYPTED) != encrypted:
             if encrypted:

@@ -147,3 +147,33 @@ def test_socket_message_between_patient_and_doctor(embedded):
         await b.close()
 
     asyncio.run(scenario())
+
+
+def test_video_upload_is_stripped_inside_the_request_with_eager_celery(embedded):
+    """``make run`` has no worker: the eager task strips the video before the upload answers."""
+    from messaging.tests import media_corpus as mc
+
+    server, env = embedded
+    token = dev_token(env, "+14155550133")
+    headers = {"Authorization": f"Bearer {token}"}
+    registered = requests.post(
+        f"{server.base_url}/api/v1/auth/register",
+        json={"role": "patient", "display_name": "Ben"},
+        headers=headers,
+        timeout=5,
+    )
+    assert registered.status_code in (200, 201), registered.text
+    sample = mc.mov()
+    uploaded = requests.post(
+        f"{server.base_url}/api/v1/attachments",
+        files={"file": (sample.name, sample.data, "application/octet-stream")},
+        headers=headers,
+        timeout=60,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert (uploaded.json()["state"], uploaded.json()["rejection"]) == ("ready", None)
+    link = requests.get(
+        f"{server.base_url}/api/v1/attachments/{uploaded.json()['id']}", headers=headers, timeout=5
+    )
+    data = requests.get(link.json()["url"], timeout=30).content
+    assert mc.metadata_problems(data, "mov") == []

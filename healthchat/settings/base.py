@@ -185,6 +185,8 @@ CELERY_TASK_DEFAULT_QUEUE: str = env.str("CELERY_TASK_DEFAULT_QUEUE", default="h
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "attachments-purge-orphans": {"task": "messaging.tasks.purge_orphan_attachments", "schedule": 3600.0},
+    # Video/audio uploads still "processing" long after upload (a lost task): queued again.
+    "attachments-requeue-processing": {"task": "messaging.tasks.requeue_processing_media", "schedule": 300.0},
 }
 
 # --- Internationalisation -----------------------------------------------------------------
@@ -234,6 +236,12 @@ ATTACHMENT_MAX_BYTES: dict[str, int] = {
 }
 ATTACHMENT_DAILY_QUOTA_BYTES: int = env.int("ATTACHMENT_DAILY_QUOTA_BYTES", default=500 * 1024 * 1024)
 ATTACHMENT_ORPHAN_HOURS: int = env.int("ATTACHMENT_ORPHAN_HOURS", default=24)
+# Video and audio uploads are remuxed without metadata by ffmpeg in the Celery worker: the
+# binaries, a time limit per run and the largest input it is given (larger: rejected).
+MEDIA_FFMPEG_BINARY: str = env.str("MEDIA_FFMPEG_BINARY", default="ffmpeg")
+MEDIA_FFPROBE_BINARY: str = env.str("MEDIA_FFPROBE_BINARY", default="ffprobe")
+MEDIA_PROCESSING_TIMEOUT_SECONDS: float = env.float("MEDIA_PROCESSING_TIMEOUT_SECONDS", default=120.0)
+MEDIA_PROCESSING_MAX_BYTES: int = env.int("MEDIA_PROCESSING_MAX_BYTES", default=100 * 1024 * 1024)
 # Request bodies above this are refused (413) by the ASGI guard before they are read.
 MAX_REQUEST_BODY_BYTES: int = env.int("MAX_REQUEST_BODY_BYTES", default=10 * 1024 * 1024)
 
@@ -427,6 +435,7 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum
 # Several models have a "state": name each choice set so the OpenAPI enums are stable.
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsultationStateEnum"] = "payments.models.Consultation.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CallStateEnum"] = "calls.models.Call.State"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AttachmentStateEnum"] = "messaging.models.Attachment.State"
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,

@@ -272,7 +272,7 @@ def test_encrypted_uploads_are_opaque_and_only_for_e2ee_conversations(
     assert not stored.thumbnail
     with stored.file.open("rb") as fh:
         assert fh.read() == blob
-    plain = upload(client, b"%PDF-1.4\n%%EOF", "notes.pdf", None).json()
+    plain = upload(client, b"Blood pressure 120/80\n", "notes.txt", None).json()
     with pytest.raises(ApplicationError) as caught:
         send(patient, conversation, blobs([target]), phone, attachment_ids=[plain["id"]])
     assert caught.value.code == "attachment_not_encrypted"
