@@ -109,8 +109,9 @@ def group_create(
     history_visible_to_new_members: bool = False,
     e2ee: bool = False,
 ) -> Conversation:
-    """A group; ``e2ee`` (fixed at creation) makes it end-to-end encrypted: messages are sent as
-    one Signal-protocol ciphertext per member device (no sender keys yet, see docs/e2ee.md)."""
+    """A group; ``e2ee`` (fixed at creation; refused when the deployment's policy is ``off``) makes
+    it end-to-end encrypted: messages are sent as one Signal-protocol ciphertext per member device
+    (no sender keys yet, see docs/e2ee.md)."""
     name = mv.validate_group_name(name)
     description = mv.validate_group_description(description)
     wanted = [uid for uid in dict.fromkeys(member_ids or []) if uid != creator.pk]
@@ -119,6 +120,7 @@ def group_create(
     members = [_target_user(uid) for uid in wanted]
     for member in members:
         messaging.check_can_contact(user=creator, peer=member)
+    encrypted = messaging.e2ee_for_new_conversation(requested=e2ee, patient_doctor=False)
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP,
@@ -126,7 +128,7 @@ def group_create(
             description=description,
             created_by=creator,
             history_visible_to_new_members=history_visible_to_new_members,
-            e2ee=bool(e2ee),
+            e2ee=encrypted,
         )
         Membership.objects.create(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)
         for member in members:

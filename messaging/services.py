@@ -239,21 +239,59 @@ def contacts_of(user: User) -> set[int]:
     return selectors.contact_ids(user=user)
 
 
+def _patient_doctor(role: str | None, other_role: str | None) -> bool:
+    return {role, other_role} == {User.Role.PATIENT, User.Role.DOCTOR}
+
+
+def e2ee_for_new_conversation(*, requested: bool | None, patient_doctor: bool) -> bool:
+    """Whether a new conversation is end-to-end encrypted, under the deployment's policy
+    (``HEALTHCHAT_E2EE_POLICY``), which the opener's ``requested`` choice cannot override:
+    ``off`` refuses encryption (``e2ee_disabled``); ``required`` encrypts every patient-doctor
+    direct conversation and refuses ``e2ee: false`` for one (``e2ee_mandatory``); otherwise
+    (``optional``, and other conversations under ``required``) the opener chooses, plaintext
+    unless asked."""
+    policy = settings.HEALTHCHAT_E2EE_POLICY
+    if policy == "off":
+        if requested:
+            raise ApplicationError(
+                "e2ee_disabled",
+                "This service does not offer end-to-end encrypted conversations.",
+                status=422,
+                fields={"e2ee": ["disabled"]},
+            )
+        return False
+    if policy == "required" and patient_doctor:
+        if requested is False:
+            raise ApplicationError(
+                "e2ee_mandatory",
+                "Conversations between a patient and a doctor are end-to-end encrypted on this service.",
+                status=422,
+                fields={"e2ee": ["mandatory"]},
+            )
+        return True
+    return bool(requested)
+
+
 def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
-    """Open (or return) the one direct conversation between ``user`` and ``peer_id``."""
+    """Open (or return) the one direct conversation between ``user`` and ``peer_id``; whether a
+    new one is encrypted follows ``e2ee_for_new_conversation``."""
     key = f"{min(user.pk, peer_id)}:{max(user.pk, peer_id)}"
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
         if not Membership.objects.filter(conversation=existing, user=user).exists():
             raise NotFound("No such conversation.", code="conversation_not_found")
+        if e2ee is not None and bool(e2ee) != existing.e2ee:
+            # The policy decided when it was created; a client cannot change it now either.
+            peer_role = User.objects.filter(pk=peer_id).values_list("role", flat=True).first()
+            e2ee_for_new_conversation(requested=e2ee, patient_doctor=_patient_doctor(user.role, peer_role))
         return existing, False
     peer = User.objects.filter(pk=peer_id).first()
     if peer is None:
         raise NotFound("No such user.", code="user_not_found")
     check_can_contact(user=user, peer=peer)
-    use_e2ee = settings.HEALTHCHAT_E2EE_DEFAULT if e2ee is None else bool(e2ee)
+    use_e2ee = e2ee_for_new_conversation(requested=e2ee, patient_doctor=_patient_doctor(user.role, peer.role))
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(

@@ -54,7 +54,7 @@ def send(sender: User, conversation: Conversation, ciphertexts: dict[str, str], 
 
 
 def test_direct_conversations_follow_the_setting(settings):
-    settings.HEALTHCHAT_E2EE_DEFAULT = True
+    settings.HEALTHCHAT_E2EE_POLICY = "required"
     patient, doctor = PatientFactory.create(), DoctorFactory.create()
     conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk)
     assert conversation.e2ee is True
