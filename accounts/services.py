@@ -14,8 +14,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from audit import actions as audited
+from audit import services as audit
+from audit.client import Client
+from audit.models import AuditEntry
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish_on_commit, user_group
 
@@ -275,8 +280,16 @@ def device_register(
     fcm_token: str | None = None,
     installation_id: str | None = None,
     app_version: str = "",
+    client: Client | None = None,
 ) -> tuple[Device, bool]:
-    """One row per device: re-registration (same installation id or token) updates it."""
+    """One row per device of an account: re-registration (same installation id or token)
+    updates it.
+
+    An installation id is scoped per account: a phone signed in to several accounts in turn has
+    one row per account. The latest registration takes the phone's push address: any other row
+    with this installation id or this FCM token is ``superseded`` (token cleared, no pushes until
+    it registers again); nothing else of it changes, and for another account's row the move is
+    written to the audit log. A claim never deletes a device, its keys or its ciphertexts."""
     platform = v.validate_platform(platform)
     fcm_token = (fcm_token or "").strip() or None
     installation_id = (installation_id or "").strip() or None
@@ -291,34 +304,76 @@ def device_register(
     if installation_id is not None and len(installation_id) > 200:
         raise ApplicationError("invalid_installation_id", "installation_id is too long.")
     app_version = v.validate_short_text(app_version, field="app_version", max_length=32, required=False)
-    with transaction.atomic():
-        device = None
-        if installation_id is not None:
-            device = (
-                Device.objects.select_for_update().filter(user=user, installation_id=installation_id).first()
+    try:
+        with transaction.atomic():
+            return _device_register(
+                user=user,
+                platform=platform,
+                fcm_token=fcm_token,
+                installation_id=installation_id,
+                app_version=app_version,
+                client=client,
             )
-        if device is None and fcm_token is not None:
-            device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
-        if installation_id is not None:
-            # An installation id names one app instance, signed in to one account at a time:
-            # another account's row for it is from an earlier sign-in on that phone.
-            Device.objects.filter(installation_id=installation_id).exclude(user=user).delete()
-        if fcm_token is not None:
-            # A token belongs to one app instance: another account signed in on that phone
-            # before, so its old row must not receive this user's pushes.
-            stale = Device.objects.filter(fcm_token=fcm_token)
-            if device is not None:
-                stale = stale.exclude(pk=device.pk)
-            stale.filter(installation_id__isnull=True).delete()
-            stale.update(fcm_token=None)
-        created = device is None
-        if device is None:
-            device = Device(user=user)
-        device.platform = platform
-        device.fcm_token = fcm_token
-        device.installation_id = installation_id or device.installation_id
-        device.app_version = app_version
-        device.save()
+    except IntegrityError as exc:  # a concurrent registration of the same phone won the race
+        raise ApplicationError(
+            "device_conflict", "This device was registered at the same moment; try again.", status=409
+        ) from exc
+
+
+def _device_register(
+    *,
+    user: User,
+    platform: str,
+    fcm_token: str | None,
+    installation_id: str | None,
+    app_version: str,
+    client: Client | None,
+) -> tuple[Device, bool]:
+    device = None
+    if installation_id is not None:
+        device = Device.objects.select_for_update().filter(user=user, installation_id=installation_id).first()
+    if device is None and fcm_token is not None:
+        device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
+    claimed = Q(pk__in=[])
+    if installation_id is not None:
+        claimed |= Q(installation_id=installation_id, superseded_at__isnull=True)
+    if fcm_token is not None:
+        claimed |= Q(fcm_token=fcm_token)
+    others = Device.objects.select_for_update().filter(claimed).order_by("pk")
+    if device is not None:
+        others = others.exclude(pk=device.pk)
+    now = timezone.now()
+    moved: list[AuditEntry] = []
+    for other in others:
+        # This phone now belongs to ``user``: the other row keeps everything but its push address.
+        Device.objects.filter(pk=other.pk).update(fcm_token=None, superseded_at=other.superseded_at or now)
+        if other.user_id != user.pk:
+            moved.append(
+                audit.entry(
+                    audited.DEVICE_SUPERSEDED,
+                    actor=user,
+                    object_type="device",
+                    object_id=other.pk,
+                    code="installation_id"
+                    if installation_id is not None and other.installation_id == installation_id
+                    else "fcm_token",
+                    client=client,
+                )
+            )
+    audit.record_many(moved)
+    created = device is None
+    if device is None:
+        device = Device(user=user)
+    device.platform = platform
+    device.fcm_token = fcm_token
+    device.installation_id = installation_id or device.installation_id
+    device.app_version = app_version
+    device.superseded_at = None
+    device.save()
+    if moved:
+        logger.info(
+            "device registration of user %s superseded %d other account device(s)", user.pk, len(moved)
+        )
     return device, created
 
 
