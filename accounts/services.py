@@ -24,7 +24,7 @@ from audit.models import AuditEntry
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish_on_commit, user_group
 
-from . import firebase, selectors, xeddsa
+from . import firebase, prekey_budget, selectors, xeddsa
 from . import validators as v
 from .models import (
     Device,
@@ -833,8 +833,10 @@ def _b64(raw: bytes | memoryview) -> str:
 
 def key_bundles_take(*, requester: User, user_id: int, device_id: int | None = None) -> dict[str, Any]:
     """One prekey bundle per device of ``user_id`` (or of one device), each consuming exactly one
-    one-time prekey and one one-time Kyber prekey when there are any (else the bundle has
-    ``one_time_prekey: null`` and the last-resort Kyber key). Devices left low get ``keys.low``."""
+    one-time prekey and one one-time Kyber prekey when there are any and the requester is within
+    its prekey budgets (``prekey_budget``; the owner's own devices are not budgeted); otherwise
+    the bundle has ``one_time_prekey: null`` and the last-resort Kyber key. Devices left low get
+    ``keys.low``."""
     owner = _check_key_access(requester, user_id)
     identities = list(
         DeviceIdentity.objects.select_related("device__signed_prekey")
@@ -847,13 +849,16 @@ def key_bundles_take(*, requester: User, user_id: int, device_id: int | None = N
             raise NotFound("No keys for this device.", code="device_not_found")
     ids = [i.device_id for i in identities]
     threshold = int(settings.HEALTHCHAT_PREKEY_LOW_THRESHOLD)
+    budgeted = bool(ids) and (
+        owner.pk == requester.pk or prekey_budget.grant(requester_id=requester.pk, target_id=owner.pk)
+    )
     with transaction.atomic():
-        one_time = _take_one_per_device(OneTimePreKey, ids)
-        kyber = _take_one_per_device(KyberPreKey, ids)
+        one_time = _take_one_per_device(OneTimePreKey, ids) if budgeted else {}
+        kyber = _take_one_per_device(KyberPreKey, ids) if budgeted else {}
         short = [d for d in ids if d not in kyber]
         for row in KyberPreKey.objects.filter(device_id__in=short, last_resort=True):
             kyber[row.device_id] = (row.key_id, bytes(row.public_key), bytes(row.signature), True)
-        counts = selectors.prekey_counts(device_ids=ids)
+        counts = selectors.prekey_counts(device_ids=ids) if budgeted else {}
         for d, stock in counts.items():
             if min(stock["one_time_prekeys"], stock["kyber_prekeys"]) < threshold:
                 frame = {"type": "keys.low", "data": {"device_id": d, **stock, "threshold": threshold}}

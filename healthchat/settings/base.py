@@ -356,6 +356,12 @@ HEALTHCHAT_E2EE_POLICY: str = _e2ee_policy()
 HEALTHCHAT_PREKEY_LOW_THRESHOLD: int = env.int("HEALTHCHAT_PREKEY_LOW_THRESHOLD", default=10)
 HEALTHCHAT_PREKEY_MAX_STOCK: int = env.int("HEALTHCHAT_PREKEY_MAX_STOCK", default=500)
 HEALTHCHAT_PREKEY_MAX_UPLOAD: int = env.int("HEALTHCHAT_PREKEY_MAX_UPLOAD", default=100)
+# One-time prekey budgets (accounts/prekey_budget.py, docs/e2ee.md): bundle fetches per window that
+# hand out one-time keys, per (requester, target) pair and per target; over a budget the bundle
+# comes without them (signed prekey + last-resort Kyber key).
+HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS: int = env.int("HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS", default=86400)
+HEALTHCHAT_PREKEY_BUDGET_PER_PAIR: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_PAIR", default=5)
+HEALTHCHAT_PREKEY_BUDGET_PER_TARGET: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_TARGET", default=50)
 # Largest per-device ciphertext of an end-to-end encrypted message (decoded bytes).
 HEALTHCHAT_CIPHERTEXT_MAX_BYTES: int = env.int("HEALTHCHAT_CIPHERTEXT_MAX_BYTES", default=16384)
 HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=256)
