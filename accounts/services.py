@@ -535,12 +535,15 @@ def seed_specialties(specialties: list[tuple[str, str]]) -> int:
 
 
 # --- End-to-end encryption: the key directory ---------------------------------------------
-# Who may fetch whose prekey bundles, and who hears of a changed identity key, is decided by
-# the messaging app (conversations and contact rules), registered in its AppConfig.ready.
+# Who may fetch whose prekey bundles, and how a device's key change reaches the people who talk
+# to its owner, is decided by the messaging app (conversations and contact rules; the replayable
+# event log), registered in its AppConfig.ready.
 KeyAccessRule = Callable[[User, User], bool]
-ContactLister = Callable[[User], set[int]]
+# ``fn(user=, device_id=, kind=)``, called inside the upload's transaction; ``kind`` is
+# ``identity.changed`` (a new identity key) or ``device.added`` (a device's first keys).
+DeviceKeysListener = Callable[..., None]
 _key_access_rules: list[KeyAccessRule] = []
-_contact_listers: list[ContactLister] = []
+_device_keys_listeners: list[DeviceKeysListener] = []
 
 
 def register_key_access_rule(fn: KeyAccessRule) -> None:
@@ -549,10 +552,10 @@ def register_key_access_rule(fn: KeyAccessRule) -> None:
         _key_access_rules.append(fn)
 
 
-def register_contact_lister(fn: ContactLister) -> None:
-    """``fn(user)`` gives the ids of users who talk to ``user`` (told of identity changes)."""
-    if fn not in _contact_listers:
-        _contact_listers.append(fn)
+def register_device_keys_listener(fn: DeviceKeysListener) -> None:
+    """``fn`` records (and announces) a device's new identity key or first keys."""
+    if fn not in _device_keys_listeners:
+        _device_keys_listeners.append(fn)
 
 
 @dataclass(frozen=True)
@@ -665,10 +668,6 @@ def _add_keys(model: Any, device: Device, keys: list[Any], *, field: str) -> Non
         )
 
 
-def identity_changed_frame(*, user_id: int, device_id: int) -> dict[str, Any]:
-    return {"type": "identity.changed", "data": {"user_id": user_id, "device_id": device_id}}
-
-
 def device_keys_put(
     *,
     user: User,
@@ -685,8 +684,10 @@ def device_keys_put(
     Every signed key (signed prekey, Kyber prekeys) must carry the identity key's XEdDSA
     signature (422 ``invalid_signature``). A device's first upload, and an upload with a new
     identity key (a reinstall), must include the signed prekey and the last-resort Kyber
-    prekey; a new identity key drops every key the device held and tells the user's contacts
-    (``identity.changed``). Lists are added to what the server holds.
+    prekey; a new identity key drops every key the device held. The first upload
+    (``device.added``) and a new identity key (``identity.changed``) are recorded by the
+    registered listeners (messaging: in the event log of each of the user's conversations, so
+    ``sync`` replays them). Lists are added to what the server holds.
     """
     registration = v.validate_registration_id(registration_id)
     identity = v.validate_ec_public_key(identity_key, field="identity_key")
@@ -760,13 +761,10 @@ def device_keys_put(
         _add_keys(OneTimePreKey, device, one_time, field="one_time_prekeys")
         _add_keys(KyberPreKey, device, kyber, field="kyber_prekeys")
         counts = selectors.prekey_counts(device_ids=[device.pk])[device.pk]
-        if changed:
-            recipients = {user.pk}
-            for lister in _contact_listers:
-                recipients |= lister(user)
-            frame = identity_changed_frame(user_id=user.pk, device_id=device.pk)
-            for uid in sorted(recipients):
-                publish_on_commit(user_group(uid), {"type": "client.event", "frame": frame})
+        if changed or current is None:
+            kind = "identity.changed" if changed else "device.added"
+            for listener in _device_keys_listeners:
+                listener(user=user, device_id=device.pk, kind=kind)
     if changed:
         logger.info("device %s of user %s has a new identity key", device_id, user.pk)
     return {"device_id": device_id, **counts, "identity_changed": changed}

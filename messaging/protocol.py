@@ -277,6 +277,7 @@ SERVER_FRAMES: tuple[str, ...] = (
     "group.updated",
     "keys.low",
     "identity.changed",
+    "device.added",
     "call.invite",
     "call.ringing",
     "call.accept",

@@ -234,9 +234,43 @@ def may_fetch_keys(requester: User, owner: User) -> bool:
     return True
 
 
-def contacts_of(user: User) -> set[int]:
-    """Users told when ``user``'s identity key changes: everyone sharing a conversation."""
-    return selectors.contact_ids(user=user)
+_LOCK_AND_NUMBER_SQL = """
+WITH locked AS (
+    SELECT id FROM messaging_conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+)
+UPDATE messaging_conversation c SET last_event = c.last_event + 1
+FROM locked WHERE c.id = locked.id
+RETURNING c.id, c.last_event
+"""
+
+
+def device_keys_event_record(*, user: User, device_id: int, kind: str) -> None:
+    """A device of ``user`` has a new identity key (``identity.changed``) or published its first
+    keys (``device.added``): one entry in the event log of every conversation ``user`` is an
+    active member of (each locked in id order and numbered), so ``sync`` replays it to everyone
+    who talks to them and to their other devices; the same frames go live on commit."""
+    if kind not in v.DEVICE_EVENT_KINDS:
+        raise ValueError(f"not a device event: {kind}")
+    conversation_ids = list(
+        Membership.objects.filter(user=user, left_at__isnull=True).values_list("conversation_id", flat=True)
+    )
+    if not conversation_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_AND_NUMBER_SQL, [conversation_ids])
+        numbers = {int(cid): int(number) for cid, number in cursor.fetchall()}
+    data = {"user_id": user.pk, "device_id": device_id}
+    Event.objects.bulk_create(
+        [Event(conversation_id=cid, number=n, kind=kind, data=data) for cid, n in sorted(numbers.items())]
+    )
+    members: dict[int, list[int]] = {}
+    for cid, uid in Membership.objects.filter(
+        conversation_id__in=list(numbers), left_at__isnull=True
+    ).values_list("conversation_id", "user_id"):
+        members.setdefault(cid, []).append(uid)
+    for cid, number in sorted(numbers.items()):
+        frame = {"type": kind, "data": {"conversation_id": cid, **data}, "event": number}
+        fan_out_on_commit(user_ids=members.get(cid, []), frame=frame)
 
 
 def _patient_doctor(role: str | None, other_role: str | None) -> bool:

@@ -16,6 +16,7 @@ from accounts.models import DeviceIdentity, KyberPreKey, OneTimePreKey, SignedPr
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.helpers import assert_error
 from accounts.tests.signal_keys import SignalIdentity, b64, ec_public_key, kyber_public_key
+from messaging.models import Event
 from messaging.tests.factories import pair
 
 pytestmark = pytest.mark.django_db
@@ -305,9 +306,11 @@ def test_prekey_budget_is_per_target(client_for, published, settings):
 @pytest.fixture
 def published_events(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     from healthchat import realtime
+    from messaging import services as messaging_services
 
     events: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "publish", lambda group, event: events.append((group, event)))
+    monkeypatch.setattr(messaging_services, "publish", lambda group, event: events.append((group, event)))
     return events
 
 
@@ -336,7 +339,7 @@ def test_keys_low_goes_to_the_owning_device_only(
 def test_new_identity_key_resets_the_device_and_tells_contacts(
     client_for, published, published_events, django_capture_on_commit_callbacks
 ):
-    patient, doctor, _conversation = pair()
+    patient, doctor, conversation = pair()
     stranger = PatientFactory.create()
     device, _old = published(doctor)
     new = SignalIdentity()
@@ -355,7 +358,12 @@ def test_new_identity_key_resets_the_device_and_tells_contacts(
     assert bytes(DeviceIdentity.objects.get(device=device).identity_key) == new.public_key
     changed = [(g, e["frame"]) for g, e in published_events if e["frame"]["type"] == "identity.changed"]
     assert sorted(g for g, _f in changed) == sorted([f"user.{patient.pk}", f"user.{doctor.pk}"])
-    assert changed[0][1]["data"] == {"user_id": doctor.pk, "device_id": device.pk}
+    logged = Event.objects.get(conversation=conversation, kind="identity.changed")
+    assert changed[0][1] == {
+        "type": "identity.changed",
+        "data": {"conversation_id": conversation.pk, "user_id": doctor.pk, "device_id": device.pk},
+        "event": logged.number,
+    }
     assert f"user.{stranger.pk}" not in [g for g, _f in changed]
 
 

@@ -359,7 +359,9 @@ HEALTHCHAT_PREKEY_MAX_UPLOAD: int = env.int("HEALTHCHAT_PREKEY_MAX_UPLOAD", defa
 # One-time prekey budgets (accounts/prekey_budget.py, docs/e2ee.md): bundle fetches per window that
 # hand out one-time keys, per (requester, target) pair and per target; over a budget the bundle
 # comes without them (signed prekey + last-resort Kyber key).
-HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS: int = env.int("HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS", default=86400)
+HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS: int = env.int(
+    "HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS", default=86400
+)
 HEALTHCHAT_PREKEY_BUDGET_PER_PAIR: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_PAIR", default=5)
 HEALTHCHAT_PREKEY_BUDGET_PER_TARGET: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_TARGET", default=50)
 # Largest per-device ciphertext of an end-to-end encrypted message (decoded bytes).
