@@ -86,10 +86,26 @@ def test_optional_policy_is_the_default_and_the_opener_chooses(api, settings):
     assert (encrypted.status_code, encrypted.json()["e2ee"]) == (201, True)
 
 
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "healthchat.settings.production",
+    "SECRET_KEY": "x" * 50,
+    "ALLOWED_HOSTS": "api.example.org",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/healthchat",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "FIREBASE_PROJECT_ID": "healthchat-prod",
+    "STRIPE_SECRET_KEY": "sk_live_test",
+    "STRIPE_WEBHOOK_SECRET": "whsec_test",
+}
+
+
 def settings_value(env_overrides: dict[str, str], name: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHCHAT_E2EE")}
-    env.update(env_overrides)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HEALTHCHAT_E2EE", "FIREBASE", "DEBUG", "PAYMENTS", "STRIPE"))
+    }
     env["DJANGO_SETTINGS_MODULE"] = "healthchat.settings.local"
+    env.update(env_overrides)
     code = f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -118,3 +134,12 @@ def test_policy_from_the_environment_and_the_deprecated_alias():
         result = settings_value(env, "HEALTHCHAT_E2EE_POLICY")
         assert result.returncode != 0, env
         assert "HEALTHCHAT_E2EE" in result.stderr, (env, result.stderr)
+
+
+def test_production_reads_the_policy_and_the_alias_the_same_way():
+    assert settings_value(PRODUCTION, "HEALTHCHAT_E2EE_POLICY").stdout.strip() == "optional"
+    alias = settings_value({**PRODUCTION, "HEALTHCHAT_E2EE_DEFAULT": "true"}, "HEALTHCHAT_E2EE_POLICY")
+    assert alias.stdout.strip() == "required", alias.stderr
+    refused = settings_value({**PRODUCTION, "HEALTHCHAT_E2EE_POLICY": "on"}, "HEALTHCHAT_E2EE_POLICY")
+    assert refused.returncode != 0
+    assert "HEALTHCHAT_E2EE_POLICY must be one of off, optional, required" in refused.stderr
