@@ -312,3 +312,21 @@ def _end_stray_db_sessions(django_db_setup: Any, django_db_blocker: Any) -> Iter
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_prekey_budgets() -> None:
+    """One-time prekey budgets are Redis counters keyed by user id (accounts/prekey_budget.py),
+    and every session's test database numbers users from 1 again: drop this worker's counters
+    left by an earlier session, or they would count against today's users."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return
+    pattern = backend.make_key("prekey_budget:*")
+    client = backend._cache.get_client(pattern, write=True)
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    if keys:
+        client.delete(*keys)

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import actions as audited
+from audit import client as audit_client
 from audit import services as audit
 from healthchat.errors import ApplicationError
 from healthchat.pagination import DefaultCursorPagination
@@ -194,7 +195,9 @@ class DeviceCreateApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = DeviceInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        device, created = services.device_register(user=request_user(request), **serializer.validated_data)
+        device, created = services.device_register(
+            user=request_user(request), client=audit_client.from_request(request), **serializer.validated_data
+        )
         return Response(
             DeviceOutSerializer(device).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

@@ -197,7 +197,12 @@ class DoctorProfile(models.Model):
 
 
 class Device(models.Model):
-    """One installed app instance: push token and, later, end-to-end encryption keys."""
+    """One installed app instance signed in to one account: push address, end-to-end keys.
+
+    The installation id is scoped per account (a shared phone has one row per account that signed
+    in on it). When another account registers the same installation id or FCM token, this row is
+    ``superseded``: it loses its FCM token and gets no pushes until its app registers again;
+    nothing else of it changes (keys, ciphertexts, history stay)."""
 
     class Platform(models.TextChoices):
         ANDROID = "android", "Android"
@@ -209,6 +214,9 @@ class Device(models.Model):
     fcm_token = models.CharField(max_length=4096, null=True, blank=True)
     platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.ANDROID)
     app_version = models.CharField(max_length=32, blank=True, default="")
+    # Set when another account registered this installation id or FCM token (the phone signed in
+    # to that account): no pushes until this device registers again.
+    superseded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,12 +224,20 @@ class Device(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(platform__in=v.PLATFORMS), name="device_platform_valid"),
             models.CheckConstraint(
-                condition=Q(installation_id__isnull=False) | Q(fcm_token__isnull=False),
+                condition=Q(installation_id__isnull=False)
+                | Q(fcm_token__isnull=False)
+                | Q(superseded_at__isnull=False),
                 name="device_has_identifier",
             ),
             models.UniqueConstraint(fields=["fcm_token"], name="device_fcm_token_unique"),
             models.UniqueConstraint(
                 fields=["user", "installation_id"], name="device_installation_unique_per_user"
+            ),
+            # One account at a time receives an installation's pushes.
+            models.UniqueConstraint(
+                fields=["installation_id"],
+                condition=Q(superseded_at__isnull=True),
+                name="device_installation_active_unique",
             ),
         ]
 

@@ -15,12 +15,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from audit import actions as audited
+from audit import services as audit
+from audit.client import Client
+from audit.models import AuditEntry
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish_on_commit, user_group
 
-from . import firebase, selectors, xeddsa
+from . import firebase, prekey_budget, selectors, xeddsa
 from . import validators as v
 from .actors import Actor, acting_user, require_permission
 from .models import (
@@ -282,8 +287,16 @@ def device_register(
     fcm_token: str | None = None,
     installation_id: str | None = None,
     app_version: str = "",
+    client: Client | None = None,
 ) -> tuple[Device, bool]:
-    """One row per device: re-registration (same installation id or token) updates it."""
+    """One row per device of an account: re-registration (same installation id or token)
+    updates it.
+
+    An installation id is scoped per account: a phone signed in to several accounts in turn has
+    one row per account. The latest registration takes the phone's push address: any other row
+    with this installation id or this FCM token is ``superseded`` (token cleared, no pushes until
+    it registers again); nothing else of it changes, and for another account's row the move is
+    written to the audit log. A claim never deletes a device, its keys or its ciphertexts."""
     platform = v.validate_platform(platform)
     fcm_token = (fcm_token or "").strip() or None
     installation_id = (installation_id or "").strip() or None
@@ -298,34 +311,76 @@ def device_register(
     if installation_id is not None and len(installation_id) > 200:
         raise ApplicationError("invalid_installation_id", "installation_id is too long.")
     app_version = v.validate_short_text(app_version, field="app_version", max_length=32, required=False)
-    with transaction.atomic():
-        device = None
-        if installation_id is not None:
-            device = (
-                Device.objects.select_for_update().filter(user=user, installation_id=installation_id).first()
+    try:
+        with transaction.atomic():
+            return _device_register(
+                user=user,
+                platform=platform,
+                fcm_token=fcm_token,
+                installation_id=installation_id,
+                app_version=app_version,
+                client=client,
             )
-        if device is None and fcm_token is not None:
-            device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
-        if installation_id is not None:
-            # An installation id names one app instance, signed in to one account at a time:
-            # another account's row for it is from an earlier sign-in on that phone.
-            Device.objects.filter(installation_id=installation_id).exclude(user=user).delete()
-        if fcm_token is not None:
-            # A token belongs to one app instance: another account signed in on that phone
-            # before, so its old row must not receive this user's pushes.
-            stale = Device.objects.filter(fcm_token=fcm_token)
-            if device is not None:
-                stale = stale.exclude(pk=device.pk)
-            stale.filter(installation_id__isnull=True).delete()
-            stale.update(fcm_token=None)
-        created = device is None
-        if device is None:
-            device = Device(user=user)
-        device.platform = platform
-        device.fcm_token = fcm_token
-        device.installation_id = installation_id or device.installation_id
-        device.app_version = app_version
-        device.save()
+    except IntegrityError as exc:  # a concurrent registration of the same phone won the race
+        raise ApplicationError(
+            "device_conflict", "This device was registered at the same moment; try again.", status=409
+        ) from exc
+
+
+def _device_register(
+    *,
+    user: User,
+    platform: str,
+    fcm_token: str | None,
+    installation_id: str | None,
+    app_version: str,
+    client: Client | None,
+) -> tuple[Device, bool]:
+    device = None
+    if installation_id is not None:
+        device = Device.objects.select_for_update().filter(user=user, installation_id=installation_id).first()
+    if device is None and fcm_token is not None:
+        device = Device.objects.select_for_update().filter(user=user, fcm_token=fcm_token).first()
+    claimed = Q(pk__in=[])
+    if installation_id is not None:
+        claimed |= Q(installation_id=installation_id, superseded_at__isnull=True)
+    if fcm_token is not None:
+        claimed |= Q(fcm_token=fcm_token)
+    others = Device.objects.select_for_update().filter(claimed).order_by("pk")
+    if device is not None:
+        others = others.exclude(pk=device.pk)
+    now = timezone.now()
+    moved: list[AuditEntry] = []
+    for other in others:
+        # This phone now belongs to ``user``: the other row keeps everything but its push address.
+        Device.objects.filter(pk=other.pk).update(fcm_token=None, superseded_at=other.superseded_at or now)
+        if other.user_id != user.pk:
+            moved.append(
+                audit.entry(
+                    audited.DEVICE_SUPERSEDED,
+                    actor=user,
+                    object_type="device",
+                    object_id=other.pk,
+                    code="installation_id"
+                    if installation_id is not None and other.installation_id == installation_id
+                    else "fcm_token",
+                    client=client,
+                )
+            )
+    audit.record_many(moved)
+    created = device is None
+    if device is None:
+        device = Device(user=user)
+    device.platform = platform
+    device.fcm_token = fcm_token
+    device.installation_id = installation_id or device.installation_id
+    device.app_version = app_version
+    device.superseded_at = None
+    device.save()
+    if moved:
+        logger.info(
+            "device registration of user %s superseded %d other account device(s)", user.pk, len(moved)
+        )
     return device, created
 
 
@@ -525,12 +580,15 @@ def seed_specialties(specialties: list[tuple[str, str]]) -> int:
 
 
 # --- End-to-end encryption: the key directory ---------------------------------------------
-# Who may fetch whose prekey bundles, and who hears of a changed identity key, is decided by
-# the messaging app (conversations and contact rules), registered in its AppConfig.ready.
+# Who may fetch whose prekey bundles, and how a device's key change reaches the people who talk
+# to its owner, is decided by the messaging app (conversations and contact rules; the replayable
+# event log), registered in its AppConfig.ready.
 KeyAccessRule = Callable[[User, User], bool]
-ContactLister = Callable[[User], set[int]]
+# ``fn(user=, device_id=, kind=)``, called inside the upload's transaction; ``kind`` is
+# ``identity.changed`` (a new identity key) or ``device.added`` (a device's first keys).
+DeviceKeysListener = Callable[..., None]
 _key_access_rules: list[KeyAccessRule] = []
-_contact_listers: list[ContactLister] = []
+_device_keys_listeners: list[DeviceKeysListener] = []
 
 
 def register_key_access_rule(fn: KeyAccessRule) -> None:
@@ -539,10 +597,10 @@ def register_key_access_rule(fn: KeyAccessRule) -> None:
         _key_access_rules.append(fn)
 
 
-def register_contact_lister(fn: ContactLister) -> None:
-    """``fn(user)`` gives the ids of users who talk to ``user`` (told of identity changes)."""
-    if fn not in _contact_listers:
-        _contact_listers.append(fn)
+def register_device_keys_listener(fn: DeviceKeysListener) -> None:
+    """``fn`` records (and announces) a device's new identity key or first keys."""
+    if fn not in _device_keys_listeners:
+        _device_keys_listeners.append(fn)
 
 
 @dataclass(frozen=True)
@@ -655,10 +713,6 @@ def _add_keys(model: Any, device: Device, keys: list[Any], *, field: str) -> Non
         )
 
 
-def identity_changed_frame(*, user_id: int, device_id: int) -> dict[str, Any]:
-    return {"type": "identity.changed", "data": {"user_id": user_id, "device_id": device_id}}
-
-
 def device_keys_put(
     *,
     user: User,
@@ -675,8 +729,10 @@ def device_keys_put(
     Every signed key (signed prekey, Kyber prekeys) must carry the identity key's XEdDSA
     signature (422 ``invalid_signature``). A device's first upload, and an upload with a new
     identity key (a reinstall), must include the signed prekey and the last-resort Kyber
-    prekey; a new identity key drops every key the device held and tells the user's contacts
-    (``identity.changed``). Lists are added to what the server holds.
+    prekey; a new identity key drops every key the device held. The first upload
+    (``device.added``) and a new identity key (``identity.changed``) are recorded by the
+    registered listeners (messaging: in the event log of each of the user's conversations, so
+    ``sync`` replays them). Lists are added to what the server holds.
     """
     registration = v.validate_registration_id(registration_id)
     identity = v.validate_ec_public_key(identity_key, field="identity_key")
@@ -750,13 +806,10 @@ def device_keys_put(
         _add_keys(OneTimePreKey, device, one_time, field="one_time_prekeys")
         _add_keys(KyberPreKey, device, kyber, field="kyber_prekeys")
         counts = selectors.prekey_counts(device_ids=[device.pk])[device.pk]
-        if changed:
-            recipients = {user.pk}
-            for lister in _contact_listers:
-                recipients |= lister(user)
-            frame = identity_changed_frame(user_id=user.pk, device_id=device.pk)
-            for uid in sorted(recipients):
-                publish_on_commit(user_group(uid), {"type": "client.event", "frame": frame})
+        if changed or current is None:
+            kind = "identity.changed" if changed else "device.added"
+            for listener in _device_keys_listeners:
+                listener(user=user, device_id=device.pk, kind=kind)
     if changed:
         logger.info("device %s of user %s has a new identity key", device_id, user.pk)
     return {"device_id": device_id, **counts, "identity_changed": changed}
@@ -823,8 +876,10 @@ def _b64(raw: bytes | memoryview) -> str:
 
 def key_bundles_take(*, requester: User, user_id: int, device_id: int | None = None) -> dict[str, Any]:
     """One prekey bundle per device of ``user_id`` (or of one device), each consuming exactly one
-    one-time prekey and one one-time Kyber prekey when there are any (else the bundle has
-    ``one_time_prekey: null`` and the last-resort Kyber key). Devices left low get ``keys.low``."""
+    one-time prekey and one one-time Kyber prekey when there are any and the requester is within
+    its prekey budgets (``prekey_budget``; the owner's own devices are not budgeted); otherwise
+    the bundle has ``one_time_prekey: null`` and the last-resort Kyber key. Devices left low get
+    ``keys.low``."""
     owner = _check_key_access(requester, user_id)
     identities = list(
         DeviceIdentity.objects.select_related("device__signed_prekey")
@@ -837,13 +892,16 @@ def key_bundles_take(*, requester: User, user_id: int, device_id: int | None = N
             raise NotFound("No keys for this device.", code="device_not_found")
     ids = [i.device_id for i in identities]
     threshold = int(settings.HEALTHCHAT_PREKEY_LOW_THRESHOLD)
+    budgeted = bool(ids) and (
+        owner.pk == requester.pk or prekey_budget.grant(requester_id=requester.pk, target_id=owner.pk)
+    )
     with transaction.atomic():
-        one_time = _take_one_per_device(OneTimePreKey, ids)
-        kyber = _take_one_per_device(KyberPreKey, ids)
+        one_time = _take_one_per_device(OneTimePreKey, ids) if budgeted else {}
+        kyber = _take_one_per_device(KyberPreKey, ids) if budgeted else {}
         short = [d for d in ids if d not in kyber]
         for row in KyberPreKey.objects.filter(device_id__in=short, last_resort=True):
             kyber[row.device_id] = (row.key_id, bytes(row.public_key), bytes(row.signature), True)
-        counts = selectors.prekey_counts(device_ids=ids)
+        counts = selectors.prekey_counts(device_ids=ids) if budgeted else {}
         for d, stock in counts.items():
             if min(stock["one_time_prekeys"], stock["kyber_prekeys"]) < threshold:
                 frame = {"type": "keys.low", "data": {"device_id": d, **stock, "threshold": threshold}}

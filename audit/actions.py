@@ -29,6 +29,9 @@ USER_DELETE = "user.delete"
 USER_DEACTIVATE = "user.deactivate"
 USER_REACTIVATE = "user.reactivate"
 USER_SIGNOUT = "user.signout"  # Firebase refresh tokens revoked, sockets closed
+# A device registration took an installation id or FCM token from another account's device
+# (object: the device that lost it; code: which identifier). That device gets no more pushes.
+DEVICE_SUPERSEDED = "device.superseded"
 
 # Staff
 ADMIN_VIEW = "admin.view"  # a changelist or change page of health data was shown
@@ -59,6 +62,7 @@ ACTIONS: frozenset[str] = frozenset(
         USER_DEACTIVATE,
         USER_REACTIVATE,
         USER_SIGNOUT,
+        DEVICE_SUPERSEDED,
         ADMIN_VIEW,
         ADMIN_CHANGE,
         LEGAL_HOLD_SET,

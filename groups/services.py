@@ -83,8 +83,9 @@ def group_create(
     history_visible_to_new_members: bool = False,
     e2ee: bool = False,
 ) -> Conversation:
-    """A group; ``e2ee`` (fixed at creation) makes it end-to-end encrypted: messages are sent as
-    one Signal-protocol ciphertext per member device (no sender keys yet, see docs/e2ee.md)."""
+    """A group; ``e2ee`` (fixed at creation; refused when the deployment's policy is ``off``) makes
+    it end-to-end encrypted: messages are sent as one Signal-protocol ciphertext per member device
+    (no sender keys yet, see docs/e2ee.md)."""
     name = mv.validate_group_name(name)
     description = mv.validate_group_description(description)
     wanted = [uid for uid in dict.fromkeys(member_ids or []) if uid != creator.pk]
@@ -94,6 +95,7 @@ def group_create(
     for member in members:
         messaging.check_can_contact(user=creator, peer=member)
     reach.check(sender=creator, recipient_ids=tuple(m.pk for m in members))
+    encrypted = messaging.e2ee_for_new_conversation(requested=e2ee, patient_doctor=False)
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP,
@@ -101,7 +103,7 @@ def group_create(
             description=description,
             created_by=creator,
             history_visible_to_new_members=history_visible_to_new_members,
-            e2ee=bool(e2ee),
+            e2ee=encrypted,
         )
         messaging.lock(conversation.pk)
         messaging.membership_join(conversation=conversation, user=creator, role=Role.OWNER, added_by=creator)

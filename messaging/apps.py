@@ -15,4 +15,4 @@ class MessagingConfig(AppConfig):
         account_services.register_export_section("messaging", services.export_user_messages)
         account_services.register_export_section("uploads", services.export_user_uploads)
         account_services.register_key_access_rule(services.may_fetch_keys)
-        account_services.register_contact_lister(services.contacts_of)
+        account_services.register_device_keys_listener(services.device_keys_event_record)

@@ -196,6 +196,8 @@ class Event(models.Model):
         MEMBER_LEFT = "member.left", "member.left"
         MEMBER_ROLE_CHANGED = "member.role_changed", "member.role_changed"
         GROUP_UPDATED = "group.updated", "group.updated"
+        IDENTITY_CHANGED = "identity.changed", "identity.changed"
+        DEVICE_ADDED = "device.added", "device.added"
 
     # Indexed by the number constraint, which leads with it.
     conversation = models.ForeignKey(
@@ -205,7 +207,8 @@ class Event(models.Model):
     kind = models.CharField(max_length=24, choices=Kind.choices)
     # member.* / group.updated events point at their system message (which has the seq).
     message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
-    # Receipts: {"user_id", "delivered_seq"?, "read_seq"?}. Never message content.
+    # Receipts: {"user_id", "delivered_seq"?, "read_seq"?}; identity.changed / device.added:
+    # {"user_id", "device_id"}. Never message content.
     data = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -215,8 +218,8 @@ class Event(models.Model):
             models.CheckConstraint(condition=Q(number__gte=1), name="event_number_positive"),
             models.CheckConstraint(condition=Q(kind__in=v.EVENT_KINDS), name="event_kind_valid"),
             models.CheckConstraint(
-                condition=Q(kind="receipt", data__isnull=False)
-                | (~Q(kind="receipt") & Q(message__isnull=False)),
+                condition=Q(kind__in=v.DATA_EVENT_KINDS, data__isnull=False)
+                | (~Q(kind__in=v.DATA_EVENT_KINDS) & Q(message__isnull=False)),
                 name="event_payload_present",
             ),
         ]

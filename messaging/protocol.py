@@ -278,6 +278,7 @@ SERVER_FRAMES: tuple[str, ...] = (
     "keys.low",
     "identity.changed",
     "attachment.updated",
+    "device.added",
     "call.invite",
     "call.ringing",
     "call.accept",

@@ -13,6 +13,7 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
 
+from . import validators as v
 from .models import Attachment, Block, Event, Membership, Message, MessageCiphertext
 
 HISTORY_MAX_LIMIT = 200
@@ -360,9 +361,9 @@ class SyncCursor:
 
 
 def _event_frame(event: Event, encrypted: bool, ciphertexts: dict[int, bytes]) -> dict[str, Any]:
-    if event.kind == Event.Kind.RECEIPT:
+    if event.kind in v.DATA_EVENT_KINDS:  # receipt, identity.changed, device.added
         data = {"conversation_id": event.conversation_id, **(event.data or {})}
-        return {"type": "receipt", "data": data, "event": event.number}
+        return {"type": event.kind, "data": data, "event": event.number}
     assert event.message is not None
     return event_frame(
         event.kind,

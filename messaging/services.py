@@ -215,9 +215,76 @@ def may_fetch_keys(requester: User, owner: User) -> bool:
     return True
 
 
-def contacts_of(user: User) -> set[int]:
-    """Users told when ``user``'s identity key changes: everyone sharing a conversation."""
-    return selectors.contact_ids(user=user)
+_LOCK_AND_NUMBER_SQL = """
+WITH locked AS (
+    SELECT id FROM messaging_conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+)
+UPDATE messaging_conversation c SET last_event = c.last_event + 1
+FROM locked WHERE c.id = locked.id
+RETURNING c.id, c.last_event
+"""
+
+
+def device_keys_event_record(*, user: User, device_id: int, kind: str) -> None:
+    """A device of ``user`` has a new identity key (``identity.changed``) or published its first
+    keys (``device.added``): one entry in the event log of every conversation ``user`` is an
+    active member of (each locked in id order and numbered), so ``sync`` replays it to everyone
+    who talks to them and to their other devices; the same frames go live on commit."""
+    if kind not in v.DEVICE_EVENT_KINDS:
+        raise ValueError(f"not a device event: {kind}")
+    conversation_ids = list(
+        Membership.objects.filter(user=user, left_at__isnull=True).values_list("conversation_id", flat=True)
+    )
+    if not conversation_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_AND_NUMBER_SQL, [conversation_ids])
+        numbers = {int(cid): int(number) for cid, number in cursor.fetchall()}
+    data = {"user_id": user.pk, "device_id": device_id}
+    Event.objects.bulk_create(
+        [Event(conversation_id=cid, number=n, kind=kind, data=data) for cid, n in sorted(numbers.items())]
+    )
+    members: dict[int, list[int]] = {}
+    for cid, uid in Membership.objects.filter(
+        conversation_id__in=list(numbers), left_at__isnull=True
+    ).values_list("conversation_id", "user_id"):
+        members.setdefault(cid, []).append(uid)
+    for cid, number in sorted(numbers.items()):
+        frame = {"type": kind, "data": {"conversation_id": cid, **data}, "event": number}
+        fan_out_on_commit(user_ids=members.get(cid, []), frame=frame)
+
+
+def _patient_doctor(role: str | None, other_role: str | None) -> bool:
+    return {role, other_role} == {User.Role.PATIENT, User.Role.DOCTOR}
+
+
+def e2ee_for_new_conversation(*, requested: bool | None, patient_doctor: bool) -> bool:
+    """Whether a new conversation is end-to-end encrypted, under the deployment's policy
+    (``HEALTHCHAT_E2EE_POLICY``), which the opener's ``requested`` choice cannot override:
+    ``off`` refuses encryption (``e2ee_disabled``); ``required`` encrypts every patient-doctor
+    direct conversation and refuses ``e2ee: false`` for one (``e2ee_mandatory``); otherwise
+    (``optional``, and other conversations under ``required``) the opener chooses, plaintext
+    unless asked."""
+    policy = settings.HEALTHCHAT_E2EE_POLICY
+    if policy == "off":
+        if requested:
+            raise ApplicationError(
+                "e2ee_disabled",
+                "This service does not offer end-to-end encrypted conversations.",
+                status=422,
+                fields={"e2ee": ["disabled"]},
+            )
+        return False
+    if policy == "required" and patient_doctor:
+        if requested is False:
+            raise ApplicationError(
+                "e2ee_mandatory",
+                "Conversations between a patient and a doctor are end-to-end encrypted on this service.",
+                status=422,
+                fields={"e2ee": ["mandatory"]},
+            )
+        return True
+    return bool(requested)
 
 
 def membership_join(
@@ -266,19 +333,24 @@ def conversation_open_direct(
     *, user: User, peer_id: int, e2ee: bool | None = None
 ) -> tuple[Conversation, bool]:
     """Open (or return) the one direct conversation between ``user`` and ``peer_id``; never
-    while either side has blocked the other (the existing conversation included)."""
+    while either side has blocked the other (the existing conversation included). Whether a new
+    one is encrypted follows ``e2ee_for_new_conversation``."""
     key = f"{min(user.pk, peer_id)}:{max(user.pk, peer_id)}"
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
         if not Membership.objects.filter(conversation=existing, user=user).exists():
             raise NotFound("No such conversation.", code="conversation_not_found")
         check_not_blocked(user_id=user.pk, peer_id=peer_id)
+        if e2ee is not None and bool(e2ee) != existing.e2ee:
+            # The policy decided when it was created; a client cannot change it now either.
+            peer_role = User.objects.filter(pk=peer_id).values_list("role", flat=True).first()
+            e2ee_for_new_conversation(requested=e2ee, patient_doctor=_patient_doctor(user.role, peer_role))
         return existing, False
     peer = User.objects.filter(pk=peer_id).first()
     if peer is None:
         raise NotFound("No such user.", code="user_not_found")
     check_can_contact(user=user, peer=peer)
-    use_e2ee = settings.HEALTHCHAT_E2EE_DEFAULT if e2ee is None else bool(e2ee)
+    use_e2ee = e2ee_for_new_conversation(requested=e2ee, patient_doctor=_patient_doctor(user.role, peer.role))
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(

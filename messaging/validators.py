@@ -15,7 +15,11 @@ CONVERSATION_KINDS = ("direct", "group")
 MEMBER_ROLES = ("owner", "admin", "member")
 MESSAGE_KINDS = ("text", "system")
 MEMBER_EVENT_KINDS = ("member.added", "member.removed", "member.left", "member.role_changed", "group.updated")
-EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS)
+# A contact's device changed: logged in each of the owner's conversations, data {user_id, device_id}.
+DEVICE_EVENT_KINDS = ("identity.changed", "device.added")
+# Kinds whose log entry carries ``data`` instead of pointing at a message.
+DATA_EVENT_KINDS = ("receipt", *DEVICE_EVENT_KINDS)
+EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS, *DEVICE_EVENT_KINDS)
 ATTACHMENT_CATEGORIES = ("image", "video", "audio", "document", "encrypted")
 GROUP_NAME_MAX = 100
 GROUP_DESCRIPTION_MAX = 1000

@@ -137,7 +137,8 @@ def _target_devices(user_ids: Iterable[int], *, not_muted_in: int | None = None)
         devices = devices.exclude(Exists(muted))
     return list(
         devices.filter(
-            Q(fcm_token__isnull=False) | Q(installation_id__isnull=False, platform__in=PUSHABLE_PLATFORMS)
+            Q(fcm_token__isnull=False)
+            | Q(installation_id__isnull=False, superseded_at__isnull=True, platform__in=PUSHABLE_PLATFORMS)
         )
         .order_by("pk")
         .values_list("pk", flat=True)
@@ -152,7 +153,8 @@ SELECT 'message', d.id, %(message)s, 0, '', %(conversation)s, 'pending', '', 0,
        %(due)s, NULL, NULL, '', %(now)s
 FROM accounts_device d
 WHERE d.user_id = ANY(%(users)s)
-  AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.platform = ANY(%(platforms)s)))
+  AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.superseded_at IS NULL
+      AND d.platform = ANY(%(platforms)s)))
   AND NOT EXISTS (
       SELECT 1 FROM messaging_membership mb
       WHERE mb.conversation_id = %(conversation)s AND mb.user_id = d.user_id AND mb.muted_until > %(now)s
@@ -220,7 +222,8 @@ JOIN messaging_membership mb
  AND (mb.muted_until IS NULL OR mb.muted_until <= %(now)s)
 JOIN accounts_device d
   ON d.user_id = mb.user_id
- AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.platform = ANY(%(platforms)s)))
+ AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.superseded_at IS NULL
+      AND d.platform = ANY(%(platforms)s)))
 ORDER BY m.message_id, d.id
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -465,7 +468,9 @@ def _memberships(rows: list[PushDelivery]) -> dict[tuple[int, int], Membership]:
 def _refusal(row: PushDelivery, memberships: dict[tuple[int, int], Membership], now: dt.datetime) -> str:
     """Why this row must not be sent now ('' when it may)."""
     device = row.device
-    if not device.fcm_token and not (device.installation_id and device.platform in PUSHABLE_PLATFORMS):
+    if not device.fcm_token and not (
+        device.installation_id and device.superseded_at is None and device.platform in PUSHABLE_PLATFORMS
+    ):
         return "no_token"
     if row.kind == Kind.CALL:
         age = (now - row.created_at).total_seconds()

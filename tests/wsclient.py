@@ -21,6 +21,8 @@ SYNC_TYPES = (
     "member.left",
     "member.role_changed",
     "group.updated",
+    "identity.changed",
+    "device.added",
 )
 
 

@@ -19,14 +19,19 @@ def _forget_throttles() -> None:
         cache.clear()  # a local-memory cache belongs to this process alone
         return
     redis = client.get_client(write=True)
-    keys = list(redis.scan_iter(match=cache.make_key("throttle_*"), count=1000))
+    keys = [
+        key
+        for pattern in ("throttle_*", "prekey_budget:*")
+        for key in redis.scan_iter(match=cache.make_key(pattern), count=1000)
+    ]
     if keys:
         redis.delete(*keys)
 
 
 @pytest.fixture(autouse=True)
 def fresh_throttles() -> None:
-    """Rate-limit counters outlive the test database (ids restart): start every test clean."""
+    """Rate-limit and prekey-budget counters outlive the test database (ids restart): start
+    every test clean."""
     _forget_throttles()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts import selectors, services
-from accounts.models import Device, DoctorProfile, PatientProfile, User
+from accounts.models import Device, DeviceIdentity, DoctorProfile, PatientProfile, User
 from accounts.tests.factories import (
     DeviceFactory,
     DoctorFactory,
@@ -27,6 +29,8 @@ from accounts.tests.factories import (
     UserFactory,
 )
 from accounts.tests.helpers import assert_error
+from audit import actions as audit_actions
+from audit.models import AuditEntry
 from conftest import unique_phone
 
 pytestmark = pytest.mark.django_db
@@ -575,35 +579,111 @@ def test_device_validation(client_for):
     assert not Device.objects.exists()
 
 
-def test_fcm_token_moves_to_the_account_that_registers_it(client_for):
-    first, second = PatientFactory(), PatientFactory()
-    kept = client_for(first).post(DEVICES, {"fcm_token": "shared", "installation_id": "fid-1"}, format="json")
-    dropped = client_for(first).post(DEVICES, {"fcm_token": "shared-2"}, format="json")
-    assert (kept.status_code, dropped.status_code) == (201, 201)
+def keyed_device_with_ciphertext(user: User, **fields: Any) -> Device:
+    """A device of ``user`` with published keys and one stored ciphertext addressed to it."""
+    from accounts.tests.signal_keys import SignalIdentity
+    from messaging import services as messaging
+    from messaging.models import MessageCiphertext
 
-    assert (
-        client_for(second).post(DEVICES, {"fcm_token": "shared", "installation_id": "fid-9"}).status_code
-        == 201
+    device: Device = DeviceFactory.create(user=user, **fields)
+    services.device_keys_put(user=user, **SignalIdentity().upload(device.pk, one_time=[1, 2], kyber=[1, 2]))
+    sender: User = DoctorFactory.create()
+    sender_device: Device = DeviceFactory.create(user=sender)
+    conversation, _ = messaging.conversation_open_direct(user=user, peer_id=sender.pk, e2ee=True)
+    messaging.message_send(
+        sender=sender,
+        conversation_id=conversation.pk,
+        client_id=uuid.uuid4(),
+        body=None,
+        ciphertexts={
+            str(keyed): base64.b64encode(b"sealed").decode()
+            for keyed in DeviceIdentity.objects.filter(device__user=user).values_list("device_id", flat=True)
+        },
+        sender_device_id=sender_device.pk,
     )
-    assert client_for(second).post(DEVICES, {"fcm_token": "shared-2"}).status_code == 201
-
-    old = Device.objects.get(pk=kept.json()["id"])
-    assert old.user == first
-    assert old.fcm_token is None  # its installation id keeps the row; the token left it
-    assert not Device.objects.filter(pk=dropped.json()["id"]).exists()  # token-only row: gone
-    assert set(Device.objects.filter(fcm_token__isnull=False).values_list("user", "fcm_token")) == {
-        (second.pk, "shared"),
-        (second.pk, "shared-2"),
-    }
+    assert MessageCiphertext.objects.filter(device=device).count() == 1
+    return device
 
 
-def test_installation_id_moves_to_the_account_that_registers_it(client_for):
+def device_state(device: Device) -> tuple[Any, ...]:
+    """Everything of a device another account's claim must leave alone (but its push address)."""
+    from messaging.models import MessageCiphertext
+
+    device.refresh_from_db()
+    return (
+        device.user_id,
+        device.installation_id,
+        bytes(device.identity.identity_key),
+        device.one_time_prekeys.count(),
+        device.kyber_prekeys.count(),
+        MessageCiphertext.objects.filter(device=device).count(),
+    )
+
+
+def moves(victim_device: Device) -> list[tuple[Any, ...]]:
+    return list(
+        AuditEntry.objects.filter(action=audit_actions.DEVICE_SUPERSEDED, object_id=str(victim_device.pk))
+        .order_by("pk")
+        .values_list("actor_id", "object_type", "code", "outcome")
+    )
+
+
+def test_another_accounts_installation_id_or_token_never_deletes_or_changes_their_device(client_for):
+    victim, attacker = PatientFactory(), PatientFactory()
+    target = keyed_device_with_ciphertext(victim, installation_id="fid-victim", fcm_token="tok-victim")
+    token_only = keyed_device_with_ciphertext(victim, installation_id=None, fcm_token="tok-victim-2")
+    before = {d.pk: device_state(d) for d in (target, token_only)}
+
+    claims = [
+        {"installation_id": "fid-victim"},
+        {"fcm_token": "tok-victim"},
+        {"installation_id": "fid-victim", "fcm_token": "tok-victim"},
+        {"fcm_token": "tok-victim-2", "installation_id": "fid-attacker"},
+    ]
+    for claim in claims:
+        response = client_for(attacker).post(DEVICES, {"platform": "android", **claim}, format="json")
+        assert response.status_code in (200, 201), response.content
+        assert response.json()["id"] not in before
+
+    # The victim's devices, keys and ciphertexts are all still there, unchanged...
+    assert {d.pk: device_state(d) for d in (target, token_only)} == before
+    # ...only their push addresses left them (that phone now belongs to the attacker's account).
+    target.refresh_from_db()
+    token_only.refresh_from_db()
+    assert (target.fcm_token, token_only.fcm_token) == (None, None)
+    assert target.superseded_at is not None
+    assert token_only.superseded_at is not None
+    # Each move is in the audit log: who took it, which device lost it, what moved.
+    assert moves(target) == [(attacker.pk, "device", "installation_id", "ok")]  # its token went too
+    assert moves(token_only) == [(attacker.pk, "device", "fcm_token", "ok")]
+
+
+def test_a_shared_phone_signs_in_as_a_second_user_and_back(client_for):
     first, second = PatientFactory(), PatientFactory()
-    old = client_for(first).post(DEVICES, {"installation_id": "fid-shared"}, format="json").json()
-    new = client_for(second).post(DEVICES, {"installation_id": "fid-shared"}, format="json")
-    assert new.status_code == 201
-    assert not Device.objects.filter(pk=old["id"]).exists()
-    assert list(Device.objects.values_list("user", "installation_id")) == [(second.pk, "fid-shared")]
+    phone = {"platform": "android", "installation_id": "fid-shared", "fcm_token": "tok-shared"}
+    mine = client_for(first).post(DEVICES, phone, format="json")
+    assert mine.status_code == 201
+    first_device = Device.objects.get(pk=mine.json()["id"])
+    theirs = client_for(second).post(DEVICES, phone, format="json")
+    assert theirs.status_code == 201
+    second_device = Device.objects.get(pk=theirs.json()["id"])
+
+    # The installation id is scoped per account: both rows exist; only the latest gets pushes.
+    first_device.refresh_from_db()
+    assert (first_device.installation_id, first_device.fcm_token) == ("fid-shared", None)
+    assert first_device.superseded_at is not None
+    assert (second_device.fcm_token, second_device.superseded_at) == ("tok-shared", None)
+    assert moves(first_device) == [(second.pk, "device", "installation_id", "ok")]
+
+    # The first user signs in again on that phone: their own row comes back, the other pauses.
+    again = client_for(first).post(DEVICES, phone, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, first_device.pk)
+    first_device.refresh_from_db()
+    second_device.refresh_from_db()
+    assert (first_device.fcm_token, first_device.superseded_at) == ("tok-shared", None)
+    assert (second_device.fcm_token, second_device.superseded_at is not None) == (None, True)
+    assert moves(second_device) == [(first.pk, "device", "installation_id", "ok")]
+    assert Device.objects.filter(installation_id="fid-shared").count() == 2
 
 
 def test_delete_device(client_for):

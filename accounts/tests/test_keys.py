@@ -16,6 +16,7 @@ from accounts.models import DeviceIdentity, KyberPreKey, OneTimePreKey, SignedPr
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.helpers import assert_error
 from accounts.tests.signal_keys import SignalIdentity, b64, ec_public_key, kyber_public_key
+from messaging.models import Event
 from messaging.tests.factories import pair
 
 pytestmark = pytest.mark.django_db
@@ -248,13 +249,68 @@ def test_bundle_fetches_are_rate_limited(client_for, published, settings):
     assert OneTimePreKey.objects.filter(device__user=doctor).count() == 2
 
 
+def test_strangers_cannot_drain_one_time_prekeys_but_still_get_bundles(client_for, published, settings):
+    """Trust finding 4: a budget per (requester, target) and per target; over it, the bundle
+    comes without a one-time prekey (and with the last-resort Kyber key), never an error."""
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_PAIR = 3
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_TARGET = 8
+    settings.HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS = 3600
+    doctor = DoctorFactory.create()
+    device, _identity = published(doctor, one_time=range(1, 21), kyber=range(1, 21), last_resort_id=900)
+    strangers = [PatientFactory.create() for _ in range(4)]  # no conversation with the doctor
+    taken: list[list[bool]] = []
+    for stranger in strangers:
+        client = client_for(stranger)
+        row = []
+        for _ in range(5):
+            response = client.get(f"/api/v1/keys/{doctor.pk}")
+            assert response.status_code == 200, response.content
+            (bundle,) = response.json()["devices"]
+            assert bundle["signed_prekey"]["id"] == 1  # the bundle is complete without it
+            row.append(bundle["one_time_prekey"] is not None)
+            assert (bundle["kyber_prekey"]["last_resort"] is False) == row[-1]
+            if not row[-1]:
+                assert bundle["kyber_prekey"]["id"] == 900
+        taken.append(row)
+    # 3 each for the first two, then the doctor's budget (8) is spent: 2 for the third, none after.
+    assert taken == [
+        [True, True, True, False, False],
+        [True, True, True, False, False],
+        [True, True, False, False, False],
+        [False] * 5,
+    ]
+    assert OneTimePreKey.objects.filter(device=device).count() == 20 - 8
+    assert KyberPreKey.objects.filter(device=device, last_resort=False).count() == 20 - 8
+    # The owner's own other devices are not budgeted (they refill their own stock).
+    own = client_for(doctor).get(f"/api/v1/keys/{doctor.pk}").json()["devices"][0]
+    assert own["one_time_prekey"] is not None
+
+
+def test_prekey_budget_is_per_target(client_for, published, settings):
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_PAIR = 2
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_TARGET = 100
+    patient = PatientFactory.create()
+    doctors = [DoctorFactory.create() for _ in range(2)]
+    for doctor in doctors:
+        published(doctor, one_time=range(1, 6))
+    client = client_for(patient)
+    for doctor in doctors:  # one requester's budget with one doctor does not touch the other's
+        got = [
+            client.get(f"/api/v1/keys/{doctor.pk}").json()["devices"][0]["one_time_prekey"] is not None
+            for _ in range(3)
+        ]
+        assert got == [True, True, False]
+
+
 # --- Events ---------------------------------------------------------------------------------------
 @pytest.fixture
 def published_events(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     from healthchat import realtime
+    from messaging import services as messaging_services
 
     events: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "publish", lambda group, event: events.append((group, event)))
+    monkeypatch.setattr(messaging_services, "publish", lambda group, event: events.append((group, event)))
     return events
 
 
@@ -283,7 +339,7 @@ def test_keys_low_goes_to_the_owning_device_only(
 def test_new_identity_key_resets_the_device_and_tells_contacts(
     client_for, published, published_events, django_capture_on_commit_callbacks
 ):
-    patient, doctor, _conversation = pair()
+    patient, doctor, conversation = pair()
     stranger = PatientFactory.create()
     device, _old = published(doctor)
     new = SignalIdentity()
@@ -302,23 +358,19 @@ def test_new_identity_key_resets_the_device_and_tells_contacts(
     assert bytes(DeviceIdentity.objects.get(device=device).identity_key) == new.public_key
     changed = [(g, e["frame"]) for g, e in published_events if e["frame"]["type"] == "identity.changed"]
     assert sorted(g for g, _f in changed) == sorted([f"user.{patient.pk}", f"user.{doctor.pk}"])
-    assert changed[0][1]["data"] == {"user_id": doctor.pk, "device_id": device.pk}
+    logged = Event.objects.get(conversation=conversation, kind="identity.changed")
+    assert changed[0][1] == {
+        "type": "identity.changed",
+        "data": {"conversation_id": conversation.pk, "user_id": doctor.pk, "device_id": device.pk},
+        "event": logged.number,
+    }
     assert f"user.{stranger.pk}" not in [g for g, _f in changed]
 
 
 # --- Concurrency: each one-time key is handed out once --------------------------------------------
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_fetches_never_share_a_one_time_key():
-    """2N concurrent bundle fetches against N one-time prekeys (and N one-time Kyber prekeys):
-    N distinct keys, then only the last-resort Kyber key; nothing handed out twice."""
-    n = 12
-    patient, doctor, _conversation = pair()
-    device = DeviceFactory.create(user=doctor)
-    identity = SignalIdentity()
-    services.device_keys_put(
-        user=doctor, **identity.upload(device.pk, one_time=range(1, n + 1), kyber=range(1, n + 1))
-    )
-    barrier = threading.Barrier(2 * n)
+def concurrent_fetches(requester: User, owner: User, count: int) -> list[dict[str, Any]]:
+    """``count`` bundle fetches of ``owner``'s keys by ``requester`` at the same instant."""
+    barrier = threading.Barrier(count)
     results: list[dict[str, Any]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -326,7 +378,7 @@ def test_concurrent_fetches_never_share_a_one_time_key():
     def fetch() -> None:
         try:
             barrier.wait(timeout=30)
-            (bundle,) = services.key_bundles_take(requester=patient, user_id=doctor.pk)["devices"]
+            (bundle,) = services.key_bundles_take(requester=requester, user_id=owner.pk)["devices"]
             with lock:
                 results.append(bundle)
         except BaseException as exc:
@@ -334,13 +386,29 @@ def test_concurrent_fetches_never_share_a_one_time_key():
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=fetch) for _ in range(2 * n)]
+    threads = [threading.Thread(target=fetch) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
-    assert len(results) == 2 * n
+    assert len(results) == count
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fetches_never_share_a_one_time_key(settings):
+    """2N concurrent bundle fetches against N one-time prekeys (and N one-time Kyber prekeys):
+    N distinct keys, then only the last-resort Kyber key; nothing handed out twice."""
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_PAIR = settings.HEALTHCHAT_PREKEY_BUDGET_PER_TARGET = 1000
+    n = 12
+    patient, doctor, _conversation = pair()
+    device = DeviceFactory.create(user=doctor)
+    identity = SignalIdentity()
+    services.device_keys_put(
+        user=doctor, **identity.upload(device.pk, one_time=range(1, n + 1), kyber=range(1, n + 1))
+    )
+    results = concurrent_fetches(patient, doctor, 2 * n)
     one_time = [b["one_time_prekey"]["id"] for b in results if b["one_time_prekey"]]
     assert sorted(one_time) == list(range(1, n + 1))  # each exactly once
     assert sum(1 for b in results if b["one_time_prekey"] is None) == n
@@ -349,3 +417,18 @@ def test_concurrent_fetches_never_share_a_one_time_key():
     assert [b["kyber_prekey"]["id"] for b in results if b["kyber_prekey"]["last_resort"]] == [10_000] * n
     assert not OneTimePreKey.objects.filter(device=device).exists()
     assert KyberPreKey.objects.filter(device=device).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fetches_stay_within_the_prekey_budget(settings):
+    """24 fetches at once by one requester with a budget of 5: exactly 5 get one-time keys
+    (the Redis script counts atomically)."""
+    settings.HEALTHCHAT_PREKEY_BUDGET_PER_PAIR = 5
+    patient, doctor, _conversation = pair()
+    device = DeviceFactory.create(user=doctor)
+    services.device_keys_put(
+        user=doctor, **SignalIdentity().upload(device.pk, one_time=range(1, 21), kyber=range(1, 21))
+    )
+    results = concurrent_fetches(patient, doctor, 24)
+    assert sum(1 for b in results if b["one_time_prekey"] is not None) == 5
+    assert OneTimePreKey.objects.filter(device=device).count() == 15

@@ -7,6 +7,7 @@ layer, Celery tasks run eagerly, files on local disk, push written to the log.
 
 from __future__ import annotations
 
+import warnings
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -348,12 +349,55 @@ CELERY_BEAT_SCHEDULE["push-requeue-stale"] = {"task": "notifications.tasks.push_
 CELERY_BEAT_SCHEDULE["push-outbox-cleanup"] = {"task": "notifications.tasks.push_cleanup", "schedule": 3600.0}
 
 # --- Domain settings ----------------------------------------------------------------------
-HEALTHCHAT_E2EE_DEFAULT: bool = env.bool("HEALTHCHAT_E2EE_DEFAULT", default=False)
+# End-to-end encryption policy (docs/e2ee.md "Policy"): "off" (server-readable chat only),
+# "optional" (the opener of a conversation chooses; plaintext unless asked) or "required"
+# (patient-doctor direct conversations are always encrypted). A client cannot override it.
+E2EE_POLICIES = ("off", "optional", "required")
+
+
+def _e2ee_policy() -> str:
+    """HEALTHCHAT_E2EE_POLICY, or the deprecated HEALTHCHAT_E2EE_DEFAULT (true = required,
+    false = optional) with a warning; a value that is neither, or the two disagreeing, refuses to
+    start (never a silent guess)."""
+    policy = env.str("HEALTHCHAT_E2EE_POLICY", default="").strip().lower()
+    if policy and policy not in E2EE_POLICIES:
+        raise ImproperlyConfigured(f"HEALTHCHAT_E2EE_POLICY must be one of {', '.join(E2EE_POLICIES)}.")
+    legacy = env.str("HEALTHCHAT_E2EE_DEFAULT", default="").strip().lower()
+    if not legacy:
+        return policy or "optional"
+    booleans = {"true": "required", "1": "required", "false": "optional", "0": "optional"}
+    if legacy not in booleans:
+        raise ImproperlyConfigured(
+            "HEALTHCHAT_E2EE_DEFAULT (deprecated) must be true or false; use HEALTHCHAT_E2EE_POLICY."
+        )
+    if policy and policy != booleans[legacy]:
+        raise ImproperlyConfigured(
+            f"HEALTHCHAT_E2EE_DEFAULT={legacy} contradicts HEALTHCHAT_E2EE_POLICY={policy}; "
+            "remove HEALTHCHAT_E2EE_DEFAULT (deprecated)."
+        )
+    warnings.warn(
+        f"HEALTHCHAT_E2EE_DEFAULT is deprecated: read as HEALTHCHAT_E2EE_POLICY={booleans[legacy]}; "
+        "set HEALTHCHAT_E2EE_POLICY instead.",
+        FutureWarning,
+        stacklevel=1,
+    )
+    return booleans[legacy]
+
+
+HEALTHCHAT_E2EE_POLICY: str = _e2ee_policy()
 # End-to-end encryption key directory (docs/e2ee.md): a device whose one-time prekeys (or
 # one-time Kyber prekeys) fall below the threshold is sent ``keys.low``; stock and upload caps.
 HEALTHCHAT_PREKEY_LOW_THRESHOLD: int = env.int("HEALTHCHAT_PREKEY_LOW_THRESHOLD", default=10)
 HEALTHCHAT_PREKEY_MAX_STOCK: int = env.int("HEALTHCHAT_PREKEY_MAX_STOCK", default=500)
 HEALTHCHAT_PREKEY_MAX_UPLOAD: int = env.int("HEALTHCHAT_PREKEY_MAX_UPLOAD", default=100)
+# One-time prekey budgets (accounts/prekey_budget.py, docs/e2ee.md): bundle fetches per window that
+# hand out one-time keys, per (requester, target) pair and per target; over a budget the bundle
+# comes without them (signed prekey + last-resort Kyber key).
+HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS: int = env.int(
+    "HEALTHCHAT_PREKEY_BUDGET_WINDOW_SECONDS", default=86400
+)
+HEALTHCHAT_PREKEY_BUDGET_PER_PAIR: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_PAIR", default=5)
+HEALTHCHAT_PREKEY_BUDGET_PER_TARGET: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER_TARGET", default=50)
 # Largest per-device ciphertext of an end-to-end encrypted message (decoded bytes).
 HEALTHCHAT_CIPHERTEXT_MAX_BYTES: int = env.int("HEALTHCHAT_CIPHERTEXT_MAX_BYTES", default=16384)
 HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=256)

@@ -54,7 +54,7 @@ def send(sender: User, conversation: Conversation, ciphertexts: dict[str, str], 
 
 
 def test_direct_conversations_follow_the_setting(settings):
-    settings.HEALTHCHAT_E2EE_DEFAULT = True
+    settings.HEALTHCHAT_E2EE_POLICY = "required"
     patient, doctor = PatientFactory.create(), DoctorFactory.create()
     conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk)
     assert conversation.e2ee is True
@@ -292,3 +292,39 @@ def test_encrypted_uploads_are_opaque_and_only_for_e2ee_conversations(
         )
     assert caught.value.code == "attachment_encrypted"
     assert upload(client, b"abc", "x", "maybe").status_code == 400
+
+
+def test_key_changes_are_logged_in_every_conversation_of_the_owner_and_replayed_by_sync():
+    """Trust finding 12: ``device.added`` and ``identity.changed`` are event-log entries of each
+    of the owner's active conversations (direct and group); ``sync`` replays them to members,
+    not to someone who left before."""
+    patient, doctor, direct = e2ee_pair()
+    member, leaver = PatientFactory.create(), DoctorFactory.create()
+    group = group_services.group_create(
+        creator=member, name="Ward", member_ids=[doctor.pk, leaver.pk], e2ee=True
+    )
+    group_services.member_leave(user=leaver, group_id=group.pk)
+    cursors = {u.pk: selectors.sync_events(user=u, cursor=None)[1] for u in (patient, member, leaver)}
+
+    phone = keyed_device(doctor)  # first keys: device.added
+    second = SignalIdentity()
+    account_services.device_keys_put(user=doctor, **second.upload(phone.pk))  # identity.changed
+
+    expected = [("device.added", phone.pk), ("identity.changed", phone.pk)]
+    for user, conversation in ((patient, direct), (member, group)):
+        frames, _cursor, _more = selectors.sync_events(user=user, cursor=cursors[user.pk])
+        logged = [
+            (f["type"], f["data"]["device_id"])
+            for f in frames
+            if f["type"] in ("device.added", "identity.changed")
+            and f["data"] == {"conversation_id": conversation.pk, "user_id": doctor.pk, "device_id": phone.pk}
+        ]
+        assert logged == expected
+    frames, _cursor, _more = selectors.sync_events(user=leaver, cursor=cursors[leaver.pk])
+    assert not [f for f in frames if f["type"] in ("device.added", "identity.changed")]
+    # A refill with the same identity key is not logged.
+    before = selectors.sync_events(user=patient, cursor=cursors[patient.pk])[1]
+    account_services.device_keys_put(
+        user=doctor, **second.upload(phone.pk, one_time=range(50, 53), kyber=[], full=False)
+    )
+    assert selectors.sync_events(user=patient, cursor=before)[0] == []

@@ -106,7 +106,7 @@ def test_each_device_gets_only_its_own_ciphertext(server, make_token):
 
 def test_keys_low_reaches_only_its_device_and_identity_changes_reach_contacts(server, make_token):
     patient, doctor = PatientFactory.create(), DoctorFactory.create()
-    services.conversation_open_direct(user=patient, peer_id=doctor.pk, e2ee=True)
+    conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk, e2ee=True)
     doctor_phone, doctor_tablet = keyed_device(doctor), keyed_device(doctor)
     patient_auth = {"Authorization": f"Bearer {token_for(make_token, patient)}"}
     doctor_auth = {"Authorization": f"Bearer {token_for(make_token, doctor)}"}
@@ -146,9 +146,68 @@ def test_keys_low_reaches_only_its_device_and_identity_changes_reach_contacts(se
         assert response.status_code == 200
         assert response.json()["identity_changed"] is True
         changed = await patient_socket.expect("identity.changed")
-        assert changed["data"] == {"user_id": doctor.pk, "device_id": doctor_tablet.pk}
+        assert changed["data"] == {
+            "conversation_id": conversation.pk,
+            "user_id": doctor.pk,
+            "device_id": doctor_tablet.pk,
+        }
         assert (await phone_socket.expect("identity.changed"))["data"]["device_id"] == doctor_tablet.pk
         for socket in (phone_socket, tablet_socket, patient_socket):
+            await socket.close()
+
+    asyncio.run(scenario())
+
+
+def test_key_changes_reach_a_device_that_was_offline_through_sync(server, make_token):
+    """Trust finding 12: ``identity.changed`` and a contact's new device are in the replayable
+    event log; a device offline during the change gets them from ``sync``, with the same event
+    numbers a device online at the time got live."""
+    patient, doctor = PatientFactory.create(), DoctorFactory.create()
+    conversation, _ = services.conversation_open_direct(user=patient, peer_id=doctor.pk, e2ee=True)
+    phone, tablet = keyed_device(patient), keyed_device(patient)
+    doctor_phone = keyed_device(doctor)
+    doctor_headers = {"Authorization": f"Bearer {token_for(make_token, doctor)}"}
+
+    def put_keys(body):
+        response = requests.put(
+            server.base_url + "/api/v1/keys", json=body, headers=doctor_headers, timeout=10
+        )
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    async def scenario():
+        offline = await WsClient.connect(server.ws_url, token_for(make_token, patient), device_id=phone.pk)
+        _frames, cursor, _more = await offline.sync()
+        await offline.close()  # the phone goes offline
+        online = await WsClient.connect(server.ws_url, token_for(make_token, patient), device_id=tablet.pk)
+        await online.sync()
+
+        loop = asyncio.get_running_loop()
+        # The doctor reinstalls on their phone (a new identity key) and adds a tablet.
+        changed = await loop.run_in_executor(None, lambda: put_keys(SignalIdentity().upload(doctor_phone.pk)))
+        assert changed["identity_changed"] is True
+        doctor_tablet = await loop.run_in_executor(None, lambda: DeviceFactory.create(user=doctor))
+        await loop.run_in_executor(None, lambda: put_keys(SignalIdentity().upload(doctor_tablet.pk)))
+
+        back = await WsClient.connect(server.ws_url, token_for(make_token, patient), device_id=phone.pk)
+        frames, _cursor, more = await back.sync(cursor)
+        assert not more
+        replayed = [f for f in frames if f["type"] in ("identity.changed", "device.added")]
+        assert [(f["type"], f["data"]) for f in replayed] == [
+            (
+                "identity.changed",
+                {"conversation_id": conversation.pk, "user_id": doctor.pk, "device_id": doctor_phone.pk},
+            ),
+            (
+                "device.added",
+                {"conversation_id": conversation.pk, "user_id": doctor.pk, "device_id": doctor_tablet.pk},
+            ),
+        ]
+        # The socket that was online got the same entries live, with the same event numbers.
+        live = [await online.expect("identity.changed"), await online.expect("device.added")]
+        assert live == replayed
+        assert replayed[1]["event"] == replayed[0]["event"] + 1
+        for socket in (online, back):
             await socket.close()
 
     asyncio.run(scenario())

@@ -12,6 +12,7 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
+from accounts import services as account_services
 from accounts.models import Device
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from messaging import services as messaging_services
@@ -345,6 +346,21 @@ def test_fid_only_android_device_is_addressed_by_installation_id(fake_fcm, enque
     run_queued(enqueued)
     assert [m.get("fid") for m in fake_fcm.messages] == [d.installation_id]
     assert "token" not in fake_fcm.messages[0]
+
+
+def test_a_device_whose_phone_signed_in_to_another_account_gets_no_push(fake_fcm, enqueued, send_message):
+    """Trust finding 3: the shared phone's installation id now belongs to another account; the
+    old account's row stays (keys, history) but its pushes stop."""
+    patient, doctor, conversation = pair()
+    old = device(patient, token=False, installation=True)
+    account_services.device_register(
+        user=PatientFactory(), platform="android", installation_id=old.installation_id
+    )
+    kept = device(patient)
+    send_message(doctor, conversation)
+    run_queued(enqueued)
+    assert [m.get("token") for m in fake_fcm.messages] == [kept.fcm_token]
+    assert not PushDelivery.objects.filter(device=old).exists()
 
 
 # --- FCM errors ----------------------------------------------------------------------------------------

@@ -4,8 +4,11 @@
 // Driven by tests/e2ee/test_libsignal_canary.py, which creates the users, their devices and an
 // end-to-end encrypted conversation, and passes everything in the HC_E2EE_CONFIG environment
 // variable (JSON):
-//   {base_url, ws_url, conversation_id, markers: [..], clients: [{name, user_id, device_id, token}]}
-// clients[0] and clients[1] are two devices of one user (alice), clients[2] is bob.
+//   {base_url, ws_url, conversation_id, markers: [..], clients: [{name, user_id, device_id, token}],
+//    scenario?}
+// Scenario "canary" (the default): clients[0] and clients[1] are two devices of one user (alice),
+// clients[2] is bob. Scenario "no_one_time_prekey" (tests/e2ee/test_libsignal_no_one_time_prekey.py):
+// clients[0] a patient, clients[1] a doctor.
 //
 // Each client has its own identity key, prekeys and in-memory stores; they share nothing but
 // the server. libsignal device ids must be 1..127 while ours are database ids, so a session is
@@ -355,7 +358,52 @@ async function main() {
   for (const c of [alice1, alice2, bob]) c.ws.close();
 }
 
-main().then(
+// --- Scenario "no_one_time_prekey": a session from a bundle without a one-time prekey -----------
+// The server runs with a prekey budget of 1 per (requester, target): the patient's first fetch of
+// the doctor's bundle takes a one-time prekey, the second comes without one (and with the
+// last-resort Kyber key). libsignal builds a PQXDH session from it; both sides talk.
+async function noOneTimePrekey() {
+  const [patient, doctor] = config.clients.map((c) => new Client(c));
+  const conversation = config.conversation_id;
+  for (const c of [patient, doctor]) await c.publishKeys();
+  for (const c of [patient, doctor]) await c.connect();
+  const first = await patient.api('GET', `keys/${doctor.userId}`);
+  if (first.status !== 200 || first.data.devices[0].one_time_prekey === null) throw new Error(`first fetch: ${JSON.stringify(first)}`);
+  const second = await patient.api('GET', `keys/${doctor.userId}`);
+  const bundle = second.data.devices[0];
+  if (second.status !== 200 || bundle.one_time_prekey !== null || !bundle.kyber_prekey.last_resort) {
+    throw new Error(`expected a bundle without a one-time prekey: ${JSON.stringify(second)}`);
+  }
+  log({ step: 'bundle without one-time prekey', kyber_prekey: bundle.kyber_prekey.id });
+  await patient.startSessions(doctor.userId); // a third fetch: still over budget, no one-time key
+  let reply = await patient.request('message.send', {
+    conversation_id: conversation,
+    client_id: webcrypto.randomUUID(),
+    ciphertexts: await patient.encryptFor([{ userId: doctor.userId, deviceId: doctor.deviceId }], { text: config.markers[0] }),
+  });
+  if (reply.type !== 'ack') throw new Error(`send refused: ${JSON.stringify(reply)}`);
+  let frame = await doctor.next((f) => f.type === 'message.new' && f.data.message.id === reply.data.message.id);
+  const opened = await doctor.decrypt(patient.userId, patient.deviceId, frame.data.message.ciphertext);
+  if (opened.type !== S.CiphertextMessageType.PreKey || opened.payload.text !== config.markers[0]) throw new Error('doctor could not decrypt');
+  log({ client: doctor.name, step: 'decrypted PreKey message without one-time prekey' });
+  reply = await doctor.request('message.send', {
+    conversation_id: conversation,
+    client_id: webcrypto.randomUUID(),
+    ciphertexts: await doctor.encryptFor([{ userId: patient.userId, deviceId: patient.deviceId }], { text: config.markers[1] }),
+  });
+  if (reply.type !== 'ack') throw new Error(`reply refused: ${JSON.stringify(reply)}`);
+  frame = await patient.next((f) => f.type === 'message.new' && f.data.message.id === reply.data.message.id);
+  const answer = await patient.decrypt(doctor.userId, doctor.deviceId, frame.data.message.ciphertext);
+  if (answer.type !== S.CiphertextMessageType.Whisper || answer.payload.text !== config.markers[1]) throw new Error('patient could not decrypt the reply');
+  log({ client: patient.name, step: 'decrypted reply' });
+  const counts = await doctor.api('GET', `keys/count?device_id=${doctor.deviceId}`);
+  log({ step: 'doctor stock', counts: counts.data });
+  for (const c of [patient, doctor]) c.ws.close();
+}
+
+const scenarios = { canary: main, no_one_time_prekey: noOneTimePrekey };
+
+scenarios[config.scenario || 'canary']().then(
   () => { console.log(JSON.stringify({ ok: true, steps })); process.exit(0); },
   (error) => { console.log(JSON.stringify({ ok: false, error: String(error && error.stack || error), steps })); process.exit(1); },
 );
