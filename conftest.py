@@ -212,6 +212,21 @@ def make_token(token_minter: TokenMinter) -> Callable[..., str]:
     return token_minter.mint
 
 
+@pytest.fixture
+def api(make_token: Callable[..., str]) -> Callable[[Any], Any]:
+    """A DRF test client signed in as a user (a real RS256 token for their uid and phone)."""
+    from rest_framework.test import APIClient
+
+    def client_for(user: Any) -> APIClient:
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
+        )
+        return client
+
+    return client_for
+
+
 # --- Live servers: real uvicorn processes on the test database and real Redis ----------------
 # The live servers' PostgreSQL sessions carry this application_name.
 LIVE_SERVER_APPLICATION_NAME = "hc-live-server"

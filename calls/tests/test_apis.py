@@ -25,18 +25,6 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
-
-
 def make_calls(n: int):
     """``n`` finished calls (cancelled) between a patient and a doctor, oldest first."""
     patient, doctor, conversation = pair()

@@ -3,7 +3,6 @@
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from groups import services as group_services
@@ -11,18 +10,6 @@ from messaging import services
 from messaging.models import Conversation, Membership, Message
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ new owner who can manage it, inside the erasure's transaction."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.tests.factories import DoctorFactory, PatientFactory
@@ -13,18 +12,6 @@ from messaging import services
 from messaging.models import Membership, Message
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
 
 
 def owned_group():

@@ -3,7 +3,6 @@
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.actors import Operator
 from accounts.models import DoctorProfile
@@ -13,18 +12,6 @@ from messaging.models import Conversation, Membership
 from messaging.tests.factories import pair
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
 
 
 def send(user, conversation, n=1, prefix="m"):

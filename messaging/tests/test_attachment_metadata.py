@@ -61,18 +61,6 @@ def media(settings, tmp_path):
     return tmp_path / "media"
 
 
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
-
-
 def upload(client: APIClient, sample: mc.Sample) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 

@@ -26,18 +26,6 @@ def media(settings, tmp_path):
     return tmp_path / "media"
 
 
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
-
-
 def jpeg_with_exif() -> bytes:
     img = Image.new("RGB", (640, 480), (200, 30, 30))
     exif = Image.Exif()

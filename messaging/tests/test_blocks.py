@@ -4,25 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from groups import services as group_services
 from messaging import services
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
 
 
 def test_member_lists_show_no_cursors_of_a_block_partner(api):

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from messaging.models import Conversation
@@ -19,18 +18,6 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
 CONVERSATIONS = "/api/v1/conversations"
 GROUPS = "/api/v1/groups"
-
-
-@pytest.fixture
-def api(make_token):
-    def client_for(user):
-        client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
-        return client
-
-    return client_for
 
 
 def open_direct(api, opener, peer, **body):
