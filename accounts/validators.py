@@ -25,14 +25,18 @@ VERIFICATION_STATUSES = ("pending", "verified", "rejected")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def validate_phone_number(value: str, *, field: str = "phone_number") -> str:
-    """Parse any reasonable phone number and return it in E.164 form."""
+def _parse_phone_number(value: str, *, field: str) -> phonenumbers.PhoneNumber:
     try:
-        parsed = phonenumbers.parse(value, None)
+        return phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException as exc:
         raise ApplicationError(
             "invalid_phone_number", "Not a valid international phone number.", fields={field: [str(exc)]}
         ) from exc
+
+
+def validate_phone_number(value: str, *, field: str = "phone_number") -> str:
+    """Parse any reasonable phone number and return it in E.164 form."""
+    parsed = _parse_phone_number(value, field=field)
     if not phonenumbers.is_possible_number(parsed) or not phonenumbers.is_valid_number(parsed):
         raise ApplicationError(
             "invalid_phone_number",
@@ -54,12 +58,7 @@ def validate_verified_phone_number(value: str, *, field: str = "phone_number") -
     +44 7700 900xxx invalid); refusing them would lock real users out. Numbers a user types
     (an emergency contact) keep the strict ``validate_phone_number``.
     """
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ApplicationError(
-            "invalid_phone_number", "Not a valid international phone number.", fields={field: [str(exc)]}
-        ) from exc
+    parsed = _parse_phone_number(value, field=field)
     possible = phonenumbers.is_possible_number_with_reason(parsed)
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     if possible != phonenumbers.ValidationResult.IS_POSSIBLE or not re.match(E164_REGEX, e164):
