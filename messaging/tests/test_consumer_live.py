@@ -470,7 +470,7 @@ def test_deleted_user_socket_is_closed_at_once(server, make_token, firebase_admi
 
     async def scenario():
         c = await WsClient.connect(server.ws_url, token)
-        await sync_to_async(account_services.user_delete)(user=patient)
+        await sync_to_async(account_services.user_delete)(user=patient, actor=patient)
         await asyncio.wait_for(c.ws.wait_closed(), 3)
         assert c.close_code == 4403
 
