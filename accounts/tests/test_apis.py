@@ -19,7 +19,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts import selectors, services
-from accounts.models import Device, DeviceIdentity, DoctorProfile, PatientProfile, User
+from accounts.management.commands.seed_specialties import SPECIALTIES
+from accounts.models import Device, DeviceIdentity, DoctorProfile, PatientProfile, Specialty, User
 from accounts.tests.factories import (
     DeviceFactory,
     DoctorFactory,
@@ -40,6 +41,15 @@ ME = "/api/v1/me"
 EXPORT = "/api/v1/me/export"
 DOCTORS = "/api/v1/doctors"
 DEVICES = "/api/v1/devices"
+
+
+@pytest.fixture(autouse=True)
+def seeded_specialties() -> None:
+    """The specialties the data migration seeds. A transactional (live) test that ran earlier in
+    the same worker empties every table, those rows included: registration tests name them."""
+    Specialty.objects.bulk_create(
+        [Specialty(slug=slug, name=name) for slug, name in SPECIALTIES], ignore_conflicts=True
+    )
 
 
 def doctor_body(**overrides: Any) -> dict[str, Any]:
