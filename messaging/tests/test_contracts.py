@@ -47,10 +47,11 @@ def test_every_server_frame_has_a_model_that_refuses_unknown_fields() -> None:
 
 
 def test_a_field_the_model_does_not_know_is_refused() -> None:
-    frame = {"type": "typing", "data": {"conversation_id": 1, "user_id": 2, "active": True}}
+    data: dict[str, Any] = {"conversation_id": 1, "user_id": 2, "active": True}
+    frame: dict[str, Any] = {"type": "typing", "data": data}
     frames.validate_server_frame(frame)
     with pytest.raises(ValidationError):
-        frames.validate_server_frame({**frame, "data": {**frame["data"], "secret": 1}})
+        frames.validate_server_frame({**frame, "data": {**data, "secret": 1}})
     with pytest.raises(ValidationError):
         frames.validate_server_frame({**frame, "surprise": True})
 
