@@ -59,6 +59,7 @@ test: install-dev coturn pg-server media-tools
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py asyncapi --check
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 lint: install-dev

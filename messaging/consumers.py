@@ -26,17 +26,18 @@ from healthchat.channel_layer import Inbox
 from healthchat.errors import ApplicationError
 from healthchat.realtime import presence_group, run_service, user_group
 
-from . import presence, protocol
+from . import frames, presence, protocol
 from .handlers import DISCONNECT_HOOKS, HANDLERS
 
 logger = logging.getLogger("healthchat.ws")
 
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_FLOOD = 4429
-CLOSE_IDLE = 4408
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
+# Close codes: documented in ``frames.CLOSE_CODES`` (and so in docs/asyncapi.yaml).
+CLOSE_UNAUTHORIZED = frames.CLOSE_UNAUTHORIZED
+CLOSE_FORBIDDEN = frames.CLOSE_FORBIDDEN
+CLOSE_FLOOD = frames.CLOSE_FLOOD
+CLOSE_IDLE = frames.CLOSE_IDLE
+CLOSE_INTERNAL_ERROR = frames.CLOSE_INTERNAL_ERROR
+CLOSE_TRY_AGAIN_LATER = frames.CLOSE_TRY_AGAIN_LATER
 FLOOD_WARNINGS_BEFORE_CLOSE = 10
 
 

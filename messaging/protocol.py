@@ -1,4 +1,5 @@
-"""The WebSocket protocol: one typed model per client frame, a tagged union on ``type``.
+"""The WebSocket protocol: one typed model per client frame, a tagged union on ``type``
+(the frames the server sends are typed in ``frames``).
 
 Unknown fields are refused (``extra="forbid"``). ``docs/protocol.md`` is checked against
 ``CLIENT_FRAMES``, ``SERVER_FRAMES`` and ``ERROR_CODES`` by a test, so the two cannot drift.
@@ -14,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from healthchat.errors import ApplicationError
+
+from . import frames
 
 MAX_REF = 64
 # A JSON ``\uD800``-``\uDFFF`` escape: the only way a lone surrogate (not UTF-8 encodable, so
@@ -258,41 +261,8 @@ CLIENT_FRAMES: tuple[str, ...] = (
     "call.resume",
 )
 
-SERVER_FRAMES: tuple[str, ...] = (
-    "ack",
-    "error",
-    "pong",
-    "ready",
-    "message.new",
-    "message.updated",
-    "receipt",
-    "typing",
-    "sync.done",
-    "sync.required",
-    "presence",
-    "member.added",
-    "member.removed",
-    "member.left",
-    "member.role_changed",
-    "group.updated",
-    "keys.low",
-    "identity.changed",
-    "attachment.updated",
-    "device.added",
-    "call.invite",
-    "call.ringing",
-    "call.accept",
-    "call.reject",
-    "call.cancel",
-    "call.hangup",
-    "call.ice",
-    "call.update",
-    "call.missed",
-    "call.answered_elsewhere",
-    "call.ended",
-    "call.peer_disconnected",
-    "call.peer_resumed",
-)
+# Every frame the server sends: typed in ``frames`` (one model each).
+SERVER_FRAMES: tuple[str, ...] = frames.SERVER_FRAMES
 
 # Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
 ERROR_CODES: tuple[str, ...] = (

@@ -13,6 +13,7 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from accounts.models import DeviceIdentity, User
 from healthchat.errors import ApplicationError, NotFound
 
+from . import frames
 from . import validators as v
 from .models import Attachment, Block, Event, Membership, Message, MessageCiphertext
 
@@ -63,30 +64,30 @@ def message_data(
     deleted = message.deleted_at is not None
     if attachments is None:
         attachments = [] if deleted or message.kind == "system" else list(message.attachments.all())
-    data: dict[str, Any] = {
-        "id": message.pk,
-        "conversation_id": message.conversation_id,
-        "seq": message.seq,
-        "client_id": str(message.client_id),
-        "sender_id": message.sender_id,
-        "kind": message.kind,
-        "created_at": message.created_at.isoformat(),
-        "body": "" if deleted else message.body,
-        "attachments": [] if deleted else [attachment_data(a) for a in attachments],
-        "reply_to": message.reply_to_id,
-        "edited_at": message.edited_at.isoformat() if message.edited_at else None,
-        "deleted": deleted,
-    }
-    if message.system is not None:
-        data["system"] = message.system
-    if encrypted is None:
-        encrypted = Message.conversation.is_cached(message) and message.conversation.e2ee
-    if encrypted and message.kind == Message.Kind.TEXT:
-        if ciphertext is None:
-            mine = getattr(message, "device_ciphertexts", None)
-            ciphertext = bytes(mine[0].ciphertext) if mine else None
-        data["ciphertext"] = None if deleted or ciphertext is None else b64(ciphertext)
-    return data
+    text_encrypted = (
+        encrypted
+        if encrypted is not None
+        else Message.conversation.is_cached(message) and message.conversation.e2ee
+    ) and message.kind == Message.Kind.TEXT
+    if text_encrypted and ciphertext is None:
+        mine = getattr(message, "device_ciphertexts", None)
+        ciphertext = bytes(mine[0].ciphertext) if mine else None
+    return frames.message_wire(
+        message_id=message.pk,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        client_id=str(message.client_id),
+        sender_id=message.sender_id,
+        kind=message.kind,
+        created_at=message.created_at.isoformat(),
+        body="" if deleted else message.body,
+        attachments=[] if deleted else [attachment_data(a) for a in attachments],
+        reply_to=message.reply_to_id,
+        edited_at=message.edited_at.isoformat() if message.edited_at else None,
+        deleted=deleted,
+        system=message.system,
+        ciphertext=(None if deleted or ciphertext is None else b64(ciphertext)) if text_encrypted else False,
+    )
 
 
 def b64(raw: bytes | memoryview) -> str:

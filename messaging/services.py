@@ -31,7 +31,7 @@ from audit.client import COMMAND, SYSTEM, Client
 from healthchat.errors import ApplicationError, NotFound, PermissionDenied
 from healthchat.realtime import publish, publish_on_commit, user_group
 
-from . import reach, selectors
+from . import frames, reach, selectors
 from . import validators as v
 from .models import Attachment, Block, Conversation, Event, Membership, Message, MessageCiphertext
 from .reach import Reach
@@ -1210,20 +1210,20 @@ def batch_outcome(
         elif message_id is None:
             raise _BatchConflict
         else:
-            data = {
-                "id": message_id,
-                "conversation_id": conversation_id,
-                "seq": seq,
-                "client_id": str(cid),
-                "sender_id": sender.pk,
-                "kind": "text",
-                "created_at": created_at,
-                "body": text,
-                "attachments": [],
-                "reply_to": item.get("reply_to"),
-                "edited_at": None,
-                "deleted": False,
-            }
+            data = frames.message_wire(
+                message_id=message_id,
+                conversation_id=conversation_id,
+                seq=seq,
+                client_id=str(cid),
+                sender_id=sender.pk,
+                kind="text",
+                created_at=created_at,
+                body=text,
+                attachments=[],
+                reply_to=item.get("reply_to"),
+                edited_at=None,
+                deleted=False,
+            )
             members = recipients[conversation_id]
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_outs.append((members, frame, item.get("origin_channel")))

@@ -1,4 +1,7 @@
-"""A small real WebSocket client for tests (the `websockets` library)."""
+"""A small real WebSocket client for tests (the `websockets` library).
+
+Every frame it receives is validated against its model (``messaging.frames``): each live test
+checks that the server sends only what the contract describes."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
+
+from messaging.frames import validate_server_frame
 
 _refs = itertools.count(1)
 SYNC_TYPES = (
@@ -64,7 +69,9 @@ class WsClient:
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        return json.loads(raw)
+        frame: dict[str, Any] = json.loads(raw)
+        validate_server_frame(frame)  # pydantic's ValidationError names the field that drifted
+        return frame
 
     async def expect(
         self, type_: str, pred: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 5.0
