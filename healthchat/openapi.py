@@ -5,7 +5,7 @@
 - ``AutoSchema`` (the project's DRF schema class) adds the codes every view of a kind answers:
   401 (the token errors) and 503 ``auth_unavailable`` where a sign-in is required, 403
   ``not_registered`` under ``IsRegistered``, 429 ``rate_limited`` where a throttle applies, 400
-  ``invalid``/``parse_error`` where a body or query is validated, 404 ``not_found`` for a path
+  ``invalid``/``null``/``parse_error`` where a body or query is validated, 404 ``not_found`` for a path
   that names an object or a paginated list (bad cursor), 503 ``server_busy`` everywhere (database
   pool exhausted). Each status becomes a response whose ``error.code`` is an enum of its codes.
 - ``add_error_responses`` (postprocessing hook): the ``Error`` component, a ``default`` response
@@ -101,7 +101,7 @@ def error_response(status: int, codes: list[str]) -> dict[str, Any]:
 # The standard answers (the same on many operations) as named components/responses.
 SHARED_RESPONSES: dict[tuple[int, tuple[str, ...]], str] = {
     (400, ("invalid",)): "InvalidQuery",
-    (400, ("invalid", "parse_error")): "InvalidRequest",
+    (400, ("invalid", "null", "parse_error")): "InvalidRequest",
     (401, TOKEN_ERRORS): "Unauthorized",
     (403, ("not_registered",)): "NotRegistered",
     (404, ("not_found",)): "NotFound",
@@ -109,6 +109,8 @@ SHARED_RESPONSES: dict[tuple[int, tuple[str, ...]], str] = {
     (503, ("server_busy",)): "ServerBusy",
     (503, ("auth_unavailable", "server_busy")): "Unavailable",
 }
+# Every code the standard answers can carry (what ``AutoSchema.standard_errors`` adds).
+STANDARD_CODES = frozenset(code for _status, codes in SHARED_RESPONSES for code in codes)
 
 
 class AutoSchema(SpectacularAutoSchema):
@@ -146,7 +148,8 @@ class AutoSchema(SpectacularAutoSchema):
             errors[429] = ["rate_limited"]
         parameters = operation.get("parameters", [])
         if "requestBody" in operation:
-            errors[400] = ["invalid", "parse_error"]
+            # ``null``: DRF's code for a JSON ``null`` body ("No data provided").
+            errors[400] = ["invalid", "null", "parse_error"]
         elif any(p["in"] == "query" and p["name"] != "cursor" for p in parameters):
             errors[400] = ["invalid"]
         if any(p["in"] == "path" or p["name"] == "cursor" for p in parameters):
@@ -160,14 +163,40 @@ def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, An
     return schema
 
 
-def example_for(schema: dict[str, Any], components: dict[str, Any], depth: int = 0) -> Any:
+# Example strings by property name (anything else: by format, or "string").
+NAMED_EXAMPLES: dict[str, str] = {
+    "currency": "EUR",
+    "timezone": "Europe/Paris",
+    "phone_number": "+33612345678",
+    "emergency_contact_phone": "+33612345679",
+    "display_name": "Dr. Ada Martin",
+    "name": "Care team",
+    "specialty": "cardiology",
+    "slug": "cardiology",
+    "platform": "android",
+    "app_version": "2.4.1",
+    "content_type": "image/jpeg",
+    "language": "fr",
+    "languages": "fr",
+    "date_of_birth": "1984-03-02",
+    "licence_number": "RPPS-10003456789",
+    "jurisdiction": "FR",
+    "bio": "Cardiologist, 15 years of practice.",
+    "emergency_contact_name": "Jean Martin",
+    "reason": "Chest pain since Monday",
+    "description": "Follow-up after surgery",
+    "message": "…",
+}
+
+
+def example_for(schema: dict[str, Any], components: dict[str, Any], name: str = "", depth: int = 0) -> Any:
     """A value matching ``schema``, built from its types, formats, enums and bounds."""
     schema = _resolve(schema, components)
     if "example" in schema:
         return schema["example"]
     for key in ("allOf", "oneOf", "anyOf"):
         if schema.get(key):
-            parts = [example_for(part, components, depth) for part in schema[key]]
+            parts = [example_for(part, components, name, depth) for part in schema[key]]
             if key == "allOf" and all(isinstance(p, dict) for p in parts):
                 return {k: v for part in parts for k, v in part.items()}
             return parts[0]
@@ -178,16 +207,16 @@ def example_for(schema: dict[str, Any], components: dict[str, Any], depth: int =
         if depth > 4:
             return {}
         properties = schema.get("properties", {})
-        return {name: example_for(sub, components, depth + 1) for name, sub in properties.items()}
+        return {key: example_for(sub, components, key, depth + 1) for key, sub in properties.items()}
     if kind == "array":
-        return [] if depth > 4 else [example_for(schema.get("items", {}), components, depth + 1)]
+        return [] if depth > 4 else [example_for(schema.get("items", {}), components, name, depth + 1)]
     if kind == "integer":
         return max(1, int(schema.get("minimum", 1)))
     if kind == "number":
         return float(schema.get("minimum", 1))
     if kind == "boolean":
         return True
-    return {
+    text = NAMED_EXAMPLES.get(name) or {
         "date-time": "2026-01-05T09:30:00Z",
         "date": "2026-01-05",
         "time": "09:00:00",
@@ -196,6 +225,7 @@ def example_for(schema: dict[str, Any], components: dict[str, Any], depth: int =
         "email": "name@example.com",
         "binary": "<bytes>",
     }.get(schema.get("format", ""), "string")
+    return text[: schema.get("maxLength", len(text))]
 
 
 def _add_examples(operation: dict[str, Any], components: dict[str, Any]) -> None:

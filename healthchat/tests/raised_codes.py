@@ -117,8 +117,9 @@ def _error(module: Module, call: ast.Call, owner: str | None, where: str) -> Rai
         return None
     status, code = ERROR_CLASSES[target]
     keywords = {k.arg: k.value for k in call.keywords if k.arg}
-    if "status" in keywords and isinstance(keywords["status"], ast.Constant):
-        status = int(keywords["status"].value)
+    if "status" in keywords:
+        value = keywords["status"]
+        status = value.value if isinstance(value, ast.Constant) and isinstance(value.value, int) else -1
     node: ast.expr | None = keywords.get("code")
     if node is None and code is None and call.args:
         node = call.args[0]

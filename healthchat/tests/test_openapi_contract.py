@@ -13,9 +13,11 @@ import pytest
 import yaml
 from django.core.management import call_command
 from drf_spectacular.generators import EndpointEnumerator
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from healthchat.openapi import TOKEN_ERRORS
+from healthchat.errors import ApplicationError
+from healthchat.openapi import STANDARD_CODES, TOKEN_ERRORS
 from healthchat.tests import raised_codes
 from messaging import reach
 
@@ -67,6 +69,11 @@ def _codes(schema: dict[str, Any], response: dict[str, Any]) -> list[str] | None
     return enum or None
 
 
+def _validator(schema: dict[str, Any], body: dict[str, Any]) -> OAS30Validator:
+    """A JSON Schema validator for ``body`` resolving the document's ``$ref``s."""
+    return OAS30Validator({**body, "components": schema["components"]})
+
+
 def test_committed_schema_is_the_generated_one(tmp_path: Path) -> None:
     out = tmp_path / "openapi.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
@@ -106,8 +113,16 @@ def test_every_operation_has_a_summary_errors_and_examples(committed: dict[str, 
             for media_type, media in body.get("content", {}).items():
                 if "example" not in media and "examples" not in media:
                     problems.append(f"{label} {where} {media_type}: no example")
+                elif "example" in media and media_type == "application/json":
+                    problems += [
+                        f"{label} {where}: example does not match its schema: {error.message}"
+                        for error in _validator(committed, media["schema"]).iter_errors(media["example"])
+                    ]
         for status, response in responses.items():
-            if status[0] in "45" and "example" not in _response(committed, response)["content"]["application/json"]:
+            if (
+                status[0] in "45"
+                and "example" not in _response(committed, response)["content"]["application/json"]
+            ):
                 problems.append(f"{label} {status}: no example")
     assert not problems, "\n".join(problems)
 
@@ -134,22 +149,31 @@ def test_documented_error_codes_are_the_ones_the_code_raises(committed: dict[str
         }
         raised = raised_codes.raised_by_view(view, method)
         for error in sorted(raised, key=lambda r: (r.status, r.code)):
+            if error.status == -1:
+                problems.append(f"{error.where}: an error status the source reading cannot tell")
             if error.code == "?" or error.status == 500:
                 continue  # a code built at run time (RUN_TIME_CODES); 500 is ``default``
             if error.code not in documented.get(error.status, set()):
-                problems.append(f"{method.upper()} {path}: {error.status} {error.code} ({error.where}) undocumented")
+                problems.append(
+                    f"{method.upper()} {path}: {error.status} {error.code} ({error.where}) undocumented"
+                )
         reachable = {(r.status, r.code) for r in raised}
         run_time = RUN_TIME_CODES.get(operation["operationId"], set())
-        standard = {"invalid", "parse_error", "not_found", "not_registered", "rate_limited", "server_busy"}
-        standard |= {"auth_unavailable", *TOKEN_ERRORS}
         for status, codes in documented.items():
-            for code in sorted(codes - standard - run_time):
+            for code in sorted(codes - STANDARD_CODES - run_time):
                 if (status, code) not in reachable:
                     problems.append(f"{method.upper()} {path}: {status} {code} documented, never raised")
     assert not problems, "\n".join(problems)
 
 
-def test_source_reading_knows_every_registered_plugin() -> None:
-    """The reach rules run through a registry the source cannot show; the reading lists them."""
+def test_source_reading_knows_every_error_class_and_plugin() -> None:
+    """The reading knows every ``ApplicationError`` subclass, and the reach rules that run
+    through a registry the source cannot show."""
+    classes, pending = set(), [ApplicationError]
+    while pending:
+        cls = pending.pop()
+        classes.add(f"{cls.__module__}.{cls.__qualname__}")
+        pending += cls.__subclasses__()
+    assert classes == set(raised_codes.ERROR_CLASSES)
     registered = {f"{rule.__module__}.{rule.__qualname__}" for rule in reach.reach_rules}
     assert registered == set(raised_codes.PLUGINS["messaging.reach.refusals"])
