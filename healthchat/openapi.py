@@ -6,7 +6,7 @@
   401 (the token errors) and 503 ``auth_unavailable`` where a sign-in is required, 403
   ``not_registered`` under ``IsRegistered``, 429 ``rate_limited`` where a throttle applies, 400
   ``invalid``/``null``/``parse_error`` where a body or query is validated, 404 ``not_found`` for a path
-  that names an object or a paginated list (bad cursor), 503 ``server_busy`` everywhere (database
+  that names an object (a malformed id matches no URL), 503 ``server_busy`` everywhere (database
   pool exhausted). Each status becomes a response whose ``error.code`` is an enum of its codes.
 - ``add_error_responses`` (postprocessing hook): the ``Error`` component, a ``default`` response
   (any other status: 405, 406, 413, 415, 500) and a generated example for every request and
@@ -150,10 +150,10 @@ class AutoSchema(SpectacularAutoSchema):
         if "requestBody" in operation:
             # ``null``: DRF's code for a JSON ``null`` body ("No data provided").
             errors[400] = ["invalid", "null", "parse_error"]
-        elif any(p["in"] == "query" and p["name"] != "cursor" for p in parameters):
-            errors[400] = ["invalid"]
-        if any(p["in"] == "path" or p["name"] == "cursor" for p in parameters):
-            errors[404] = ["not_found"]
+        elif any(p["in"] == "query" for p in parameters):
+            errors[400] = ["invalid"]  # also a bad ``cursor`` or ``limit`` (healthchat/pagination.py)
+        if any(p["in"] == "path" for p in parameters):
+            errors[404] = ["not_found"]  # an id that is not a number matches no URL
         return errors
 
 
