@@ -6,6 +6,7 @@ Regenerate it with ``make contracts`` after changing a view, serializer or error
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,30 @@ def test_documented_error_codes_are_the_ones_the_code_raises(committed: dict[str
                 if (status, code) not in reachable:
                     problems.append(f"{method.upper()} {path}: {status} {code} documented, never raised")
     assert not problems, "\n".join(problems)
+
+
+def _doc_codes(text: str, section: str) -> set[str]:
+    """The codes in the first cells of the tables of a ``## section`` of docs/protocol.md."""
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", body, flags=re.MULTILINE))
+
+
+def test_every_documented_code_is_in_the_protocol_document(committed: dict[str, Any]) -> None:
+    """docs/protocol.md lists every code: the REST ones under ``## REST`` (the REST error codes
+    and the upload tables), the ones the socket shares under ``## Error codes``; its REST
+    error code table lists no code that no operation answers."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    answered = {
+        code
+        for _path, _method, operation in _operations(committed)
+        for status, response in operation["responses"].items()
+        if status[0] in "45"
+        for code in _codes(committed, response) or []
+    }
+    rest = _doc_codes(text, "REST")
+    assert answered - rest - _doc_codes(text, "Error codes") == set()
+    table = text.split("\n### REST error codes\n", 1)[1]
+    assert set(re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.MULTILINE)) - answered == set()
 
 
 def test_source_reading_knows_every_error_class_and_plugin() -> None:
