@@ -3,11 +3,12 @@
 - ``api_doc(summary, errors={status: [codes]}, ...)``: ``extend_schema`` for a view method, with
   the codes the method itself (its services, selectors, validators) can answer.
 - ``AutoSchema`` (the project's DRF schema class) adds the codes every view of a kind answers:
-  401 (the token errors) and 503 ``auth_unavailable`` where a sign-in is required, 403
-  ``not_registered`` under ``IsRegistered``, 429 ``rate_limited`` where a throttle applies, 400
-  ``invalid``/``null``/``parse_error`` where a body or query is validated, 404 ``not_found`` for a path
-  that names an object (a malformed id matches no URL), 503 ``server_busy`` everywhere (database
-  pool exhausted). Each status becomes a response whose ``error.code`` is an enum of its codes.
+  401 (the token errors) and 503 ``auth_unavailable`` where a sign-in is required, 403 with
+  each permission's ``code`` (``not_registered`` under ``IsRegistered``), 429 ``rate_limited``
+  where a throttle applies, 400 ``invalid``/``null``/``parse_error`` where a body or query is
+  validated, 404 ``not_found`` for a path that names an object (a malformed id matches no URL),
+  503 ``server_busy`` everywhere (database pool exhausted). Each status becomes a response
+  whose ``error.code`` is an enum of its codes.
 - ``add_error_responses`` (postprocessing hook): the ``Error`` component, a ``default`` response
   (any other status: 405, 406, 413, 415, 500) and a generated example for every request and
   success body that has none of its own.
@@ -142,8 +143,10 @@ class AutoSchema(SpectacularAutoSchema):
         if view.get_authenticators() and not all(isinstance(p, AllowAny) for p in permissions):
             errors[401] = list(TOKEN_ERRORS)
             errors[503].append("auth_unavailable")
-            if any(type(p).__name__ == "IsRegistered" for p in permissions):
-                errors[403] = ["not_registered"]
+            # A refusing permission answers 403 with its ``code`` (``IsRegistered``: not_registered).
+            refusals = sorted({c for p in permissions if isinstance(c := getattr(p, "code", None), str)})
+            if refusals:
+                errors[403] = refusals
         if view.get_throttles():
             errors[429] = ["rate_limited"]
         parameters = operation.get("parameters", [])
