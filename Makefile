@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format migrations-check pytest install install-dev coturn pg-server media-tools worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn pg-server media-tools worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ media-tools:
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+## Regenerate the contract files from the code (docs/openapi.yaml: drf-spectacular, validated).
+## The tests fail while a committed contract differs from what the code generates.
+contracts: $(VENV)/.dev
+	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 ## The whole test command (what CI runs).
 test: install-dev coturn pg-server media-tools

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 from rest_framework import generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -16,6 +16,7 @@ from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
 from healthchat.errors import ApplicationError
+from healthchat.openapi import api_doc
 from healthchat.pagination import DefaultCursorPagination
 from healthchat.throttling import ScopedRateThrottle
 
@@ -46,7 +47,28 @@ class RegisterApi(APIView):
     throttle_classes = [FirebaseScopedRateThrottle]
     throttle_scope = "register"
 
-    @extend_schema(
+    @api_doc(
+        "Register the signed-in phone number",
+        errors={
+            400: [
+                "invalid_bio",
+                "invalid_currency",
+                "invalid_date_of_birth",
+                "invalid_display_name",
+                "invalid_emergency_contact_name",
+                "invalid_fee",
+                "invalid_jurisdiction",
+                "invalid_languages",
+                "invalid_licence_number",
+                "invalid_phone_number",
+                "invalid_role",
+                "invalid_sex",
+                "missing_fields",
+                "phone_number_required",
+                "unknown_specialty",
+            ],
+            409: ["conflict", "licence_in_use", "phone_number_in_use", "role_mismatch"],
+        },
         request=RegisterInputSerializer,
         responses={200: UserOutSerializer, 201: UserOutSerializer},
         description=(
@@ -78,18 +100,45 @@ class RegisterApi(APIView):
 class MeApi(APIView):
     """The caller's own account: read, update, delete."""
 
-    @extend_schema(responses=UserOutSerializer)
+    @api_doc("Get my account", responses=UserOutSerializer)
     def get(self, request: Request) -> Response:
         return Response(UserOutSerializer(request_user(request)).data)
 
-    @extend_schema(request=MeUpdateInputSerializer, responses=UserOutSerializer)
+    @api_doc(
+        "Update my account",
+        errors={
+            400: [
+                "invalid_bio",
+                "invalid_currency",
+                "invalid_date_of_birth",
+                "invalid_display_name",
+                "invalid_emergency_contact_name",
+                "invalid_fee",
+                "invalid_jurisdiction",
+                "invalid_languages",
+                "invalid_licence_number",
+                "invalid_phone_number",
+                "invalid_sex",
+                "missing_fields",
+                "read_only_field",
+                "unknown_specialty",
+            ],
+            409: ["licence_in_use"],
+        },
+        request=MeUpdateInputSerializer,
+        responses=UserOutSerializer,
+    )
     def patch(self, request: Request) -> Response:
         serializer = MeUpdateInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         user = services.user_update(user=request_user(request), data=dict(serializer.validated_data))
         return Response(UserOutSerializer(user).data)
 
-    @extend_schema(responses={204: None})
+    @api_doc(
+        "Delete my account",
+        errors={403: ["permission_denied"], 503: ["auth_unavailable"]},
+        responses={204: None},
+    )
     def delete(self, request: Request) -> Response:
         user = request_user(request)
         services.user_delete(user=user, actor=user)
@@ -103,7 +152,8 @@ class MeExportApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "export"
 
-    @extend_schema(
+    @api_doc(
+        "Export my data",
         responses={200: dict},
         description=(
             "`format` (`healthchat-export/1`), `exported_at`, `user` (profile), `devices`, then "
@@ -128,8 +178,8 @@ class SpecialtyListApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        summary="List the medical specialties",
+    @api_doc(
+        "List the medical specialties",
         description=(
             "Every specialty, sorted by name: `slug` is what `POST /auth/register` (doctor) "
             "and `GET /doctors?specialty=` take, `name` is for display. Public (no "
@@ -168,7 +218,7 @@ class DoctorListApi(generics.ListAPIView[DoctorProfile]):
     serializer_class = DoctorPublicSerializer
     pagination_class = DoctorCursorPagination
 
-    @extend_schema(parameters=[DoctorListQuerySerializer])
+    @api_doc("Search doctors", parameters=[DoctorListQuerySerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -181,7 +231,9 @@ class DoctorListApi(generics.ListAPIView[DoctorProfile]):
 
 
 class DoctorDetailApi(APIView):
-    @extend_schema(responses=DoctorPublicSerializer)
+    @api_doc(
+        "Get a doctor's public profile", errors={404: ["doctor_not_found"]}, responses=DoctorPublicSerializer
+    )
     def get(self, request: Request, doctor_id: int) -> Response:
         return Response(DoctorPublicSerializer(selectors.doctor_get(doctor_id=doctor_id)).data)
 
@@ -189,8 +241,20 @@ class DoctorDetailApi(APIView):
 class DeviceCreateApi(APIView):
     """Register this app instance (re-registration updates the same row)."""
 
-    @extend_schema(
-        request=DeviceInputSerializer, responses={200: DeviceOutSerializer, 201: DeviceOutSerializer}
+    @api_doc(
+        "Register this device",
+        errors={
+            400: [
+                "device_identifier_required",
+                "invalid_app_version",
+                "invalid_fcm_token",
+                "invalid_installation_id",
+                "invalid_platform",
+            ],
+            409: ["device_conflict"],
+        },
+        request=DeviceInputSerializer,
+        responses={200: DeviceOutSerializer, 201: DeviceOutSerializer},
     )
     def post(self, request: Request) -> Response:
         serializer = DeviceInputSerializer(data=request.data)
@@ -205,7 +269,7 @@ class DeviceCreateApi(APIView):
 
 
 class DeviceDeleteApi(APIView):
-    @extend_schema(responses={204: None})
+    @api_doc("Remove a device", errors={404: ["device_not_found"]}, responses={204: None})
     def delete(self, request: Request, device_id: int) -> Response:
         services.device_delete(user=request_user(request), device_id=device_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -226,7 +290,16 @@ def _device_param(request: Request) -> int | None:
 class KeysPutApi(APIView):
     """Upload or refill this device's public keys (end-to-end encryption; idempotent)."""
 
-    @extend_schema(request=KeysPutInputSerializer, responses=KeysPutOutSerializer)
+    @api_doc(
+        "Upload this device's public keys",
+        errors={
+            404: ["device_not_found"],
+            409: ["prekey_conflict"],
+            422: ["invalid_key", "invalid_signature", "keys_incomplete", "too_many_prekeys"],
+        },
+        request=KeysPutInputSerializer,
+        responses=KeysPutOutSerializer,
+    )
     def put(self, request: Request) -> Response:
         serializer = KeysPutInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -240,7 +313,13 @@ class KeyBundleApi(APIView):
     throttle_classes = [FirebaseScopedRateThrottle]
     throttle_scope = "keys"
 
-    @extend_schema(
+    @api_doc(
+        "Get a user's prekey bundles",
+        errors={
+            400: ["invalid_device_id"],
+            403: ["keys_not_allowed"],
+            404: ["device_not_found", "user_not_found"],
+        },
         parameters=[OpenApiParameter("device_id", int, description="only this device's bundle")],
         responses=KeyBundlesOutSerializer,
     )
@@ -254,7 +333,9 @@ class KeyBundleApi(APIView):
 class KeyCountApi(APIView):
     """How many one-time prekeys the server still holds for one of the caller's devices."""
 
-    @extend_schema(
+    @api_doc(
+        "Count my device's one-time prekeys",
+        errors={400: ["device_id_required", "invalid_device_id"], 404: ["device_not_found"]},
         parameters=[
             OpenApiParameter("device_id", int, required=True, description="or the X-Device-Id header")
         ],

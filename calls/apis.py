@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from accounts.permissions import request_user
 from audit import actions as audited
 from audit import services as audit
+from healthchat.openapi import api_doc
 from healthchat.pagination import DefaultCursorPagination
 
 from . import selectors, turn
@@ -19,7 +20,8 @@ from .serializers import CallListQuerySerializer, CallOutSerializer, TurnCredent
 class CallListApi(APIView):
     pagination_class = DefaultCursorPagination
 
-    @extend_schema(
+    @api_doc(
+        "List my calls",
         parameters=[
             OpenApiParameter("conversation_id", int, description="only this conversation's calls"),
             OpenApiParameter("active", bool, description="true: ringing or answered now; false: over"),
@@ -37,7 +39,7 @@ class CallListApi(APIView):
 
 
 class CallDetailApi(APIView):
-    @extend_schema(responses=CallOutSerializer)
+    @api_doc("Get a call", errors={404: ["call_not_found"]}, responses=CallOutSerializer)
     def get(self, request: Request, call_id: int) -> Response:
         call = selectors.call_get(user=request_user(request), call_id=call_id)
         audit.record(audited.CALL_READ, request=request, object_type="call", object_id=call_id)
@@ -47,7 +49,7 @@ class CallDetailApi(APIView):
 class TurnCredentialsApi(APIView):
     """Short-lived TURN credentials (TURN REST API) and the STUN/TURN servers to use them with."""
 
-    @extend_schema(responses=TurnCredentialsSerializer)
+    @api_doc("Get TURN credentials", errors={503: ["turn_unavailable"]}, responses=TurnCredentialsSerializer)
     def get(self, request: Request) -> Response:
         response = Response(turn.turn_credentials(user_id=request_user(request).pk))
         response["Cache-Control"] = "no-store"

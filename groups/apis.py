@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
+from healthchat.openapi import api_doc
 from messaging.serializers import ConversationOutSerializer
 
 from . import selectors, services
@@ -21,7 +21,18 @@ from .serializers import (
 
 
 class GroupCreateApi(APIView):
-    @extend_schema(request=GroupCreateInputSerializer, responses={201: ConversationOutSerializer})
+    @api_doc(
+        "Create a group",
+        errors={
+            400: ["cannot_contact_self", "invalid_description", "invalid_group_name"],
+            403: ["blocked", "consultation_closed", "contact_not_allowed"],
+            404: ["conversation_not_found", "group_not_found", "user_not_found"],
+            409: ["already_member", "group_full"],
+            422: ["e2ee_disabled", "e2ee_mandatory"],
+        },
+        request=GroupCreateInputSerializer,
+        responses={201: ConversationOutSerializer},
+    )
     def post(self, request: Request) -> Response:
         serializer = GroupCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -31,11 +42,20 @@ class GroupCreateApi(APIView):
 
 
 class GroupDetailApi(APIView):
-    @extend_schema(responses=ConversationOutSerializer)
+    @api_doc("Get a group", errors={404: ["group_not_found"]}, responses=ConversationOutSerializer)
     def get(self, request: Request, group_id: int) -> Response:
         return Response(selectors.group_get(user=request_user(request), group_id=group_id))
 
-    @extend_schema(request=GroupUpdateInputSerializer, responses=ConversationOutSerializer)
+    @api_doc(
+        "Update a group",
+        errors={
+            400: ["invalid_description", "invalid_group_name", "nothing_to_update"],
+            403: ["consultation_closed", "not_group_admin"],
+            404: ["conversation_not_found", "group_not_found"],
+        },
+        request=GroupUpdateInputSerializer,
+        responses=ConversationOutSerializer,
+    )
     def patch(self, request: Request, group_id: int) -> Response:
         serializer = GroupUpdateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -45,7 +65,17 @@ class GroupDetailApi(APIView):
 
 
 class GroupMemberAddApi(APIView):
-    @extend_schema(request=MemberAddInputSerializer, responses={201: ConversationOutSerializer})
+    @api_doc(
+        "Add a group member",
+        errors={
+            400: ["cannot_contact_self"],
+            403: ["blocked", "consultation_closed", "contact_not_allowed", "not_group_admin"],
+            404: ["conversation_not_found", "group_not_found", "user_not_found"],
+            409: ["already_member", "group_full"],
+        },
+        request=MemberAddInputSerializer,
+        responses={201: ConversationOutSerializer},
+    )
     def post(self, request: Request, group_id: int) -> Response:
         serializer = MemberAddInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -55,12 +85,29 @@ class GroupMemberAddApi(APIView):
 
 
 class GroupMemberApi(APIView):
-    @extend_schema(responses={204: None})
+    @api_doc(
+        "Remove a group member",
+        errors={
+            400: ["use_leave"],
+            403: ["cannot_remove_member", "not_group_admin"],
+            404: ["conversation_not_found", "group_not_found", "not_a_member"],
+        },
+        responses={204: None},
+    )
     def delete(self, request: Request, group_id: int, user_id: int) -> Response:
         services.member_remove(actor=request_user(request), group_id=group_id, user_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=MemberRoleInputSerializer, responses=ConversationOutSerializer)
+    @api_doc(
+        "Change a member's role",
+        errors={
+            400: ["cannot_change_own_role", "invalid_role"],
+            403: ["not_group_owner"],
+            404: ["conversation_not_found", "group_not_found", "not_a_member"],
+        },
+        request=MemberRoleInputSerializer,
+        responses=ConversationOutSerializer,
+    )
     def patch(self, request: Request, group_id: int, user_id: int) -> Response:
         serializer = MemberRoleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -72,7 +119,12 @@ class GroupMemberApi(APIView):
 
 
 class GroupLeaveApi(APIView):
-    @extend_schema(request=None, responses={204: None})
+    @api_doc(
+        "Leave a group",
+        errors={404: ["conversation_not_found", "group_not_found"]},
+        request=None,
+        responses={204: None},
+    )
     def post(self, request: Request, group_id: int) -> Response:
         services.member_leave(user=request_user(request), group_id=group_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

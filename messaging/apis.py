@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -17,6 +17,7 @@ from accounts.permissions import request_user
 from audit import actions as audited
 from audit import services as audit
 from healthchat.errors import ApplicationError
+from healthchat.openapi import api_doc
 from healthchat.pagination import DefaultCursorPagination
 from healthchat.throttling import ScopedRateThrottle
 
@@ -45,7 +46,7 @@ def _conversation_payload(user: User, conversation_id: int) -> dict[str, Any]:
 class ConversationListCreateApi(APIView):
     pagination_class = ConversationPagination
 
-    @extend_schema(responses=ConversationOutSerializer(many=True))
+    @api_doc("List my conversations", responses=ConversationOutSerializer(many=True))
     def get(self, request: Request) -> Response:
         paginator = self.pagination_class()
         page = (
@@ -61,7 +62,15 @@ class ConversationListCreateApi(APIView):
         audit.record(audited.CONVERSATION_LIST, request=request)
         return paginator.get_paginated_response(data)
 
-    @extend_schema(
+    @api_doc(
+        "Open a direct conversation",
+        errors={
+            400: ["cannot_contact_self"],
+            403: ["blocked", "contact_not_allowed"],
+            404: ["conversation_not_found", "user_not_found"],
+            409: ["already_member"],
+            422: ["e2ee_disabled", "e2ee_mandatory"],
+        },
         request=ConversationOpenInputSerializer,
         responses={200: ConversationOutSerializer, 201: ConversationOutSerializer},
     )
@@ -77,7 +86,9 @@ class ConversationListCreateApi(APIView):
 
 
 class ConversationDetailApi(APIView):
-    @extend_schema(responses=ConversationOutSerializer)
+    @api_doc(
+        "Get a conversation", errors={404: ["conversation_not_found"]}, responses=ConversationOutSerializer
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
         data = _conversation_payload(request_user(request), conversation_id)
         audit.record(
@@ -89,7 +100,9 @@ class ConversationDetailApi(APIView):
 class MessageHistoryApi(APIView):
     """History, ascending by seq. No bounds: the latest page; ``after_seq``/``before_seq`` page on."""
 
-    @extend_schema(
+    @api_doc(
+        "Read a conversation's history",
+        errors={404: ["conversation_not_found"]},
         parameters=[
             OpenApiParameter("after_seq", int),
             OpenApiParameter("before_seq", int),
@@ -125,7 +138,12 @@ class MessageHistoryApi(APIView):
 
 
 class BlockCreateApi(APIView):
-    @extend_schema(request=BlockInputSerializer, responses={204: None})
+    @api_doc(
+        "Block a user",
+        errors={400: ["cannot_block_self"], 404: ["user_not_found"]},
+        request=BlockInputSerializer,
+        responses={204: None},
+    )
     def post(self, request: Request) -> Response:
         serializer = BlockInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -134,7 +152,7 @@ class BlockCreateApi(APIView):
 
 
 class BlockDeleteApi(APIView):
-    @extend_schema(responses={204: None})
+    @api_doc("Unblock a user", responses={204: None})
     def delete(self, request: Request, user_id: int) -> Response:
         services.unblock_user(user=request_user(request), blocked_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -148,7 +166,16 @@ class AttachmentUploadApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "upload"
 
-    @extend_schema(
+    @api_doc(
+        "Upload an attachment",
+        errors={
+            400: ["empty_file", "file_required"],
+            413: ["file_too_large", "image_too_large"],
+            415: ["unsupported_file_type"],
+            422: ["corrupt_document", "corrupt_image", "document_encrypted"],
+            429: ["quota_exceeded"],
+            503: ["media_processing_unavailable"],
+        },
         request={
             "multipart/form-data": {
                 "type": "object",
@@ -190,7 +217,11 @@ class AttachmentUploadApi(APIView):
 class AttachmentDetailApi(APIView):
     """A short-lived download link for an attachment the caller may see."""
 
-    @extend_schema(responses=AttachmentLinkSerializer)
+    @api_doc(
+        "Get an attachment's download link",
+        errors={404: ["attachment_not_found"]},
+        responses=AttachmentLinkSerializer,
+    )
     def get(self, request: Request, attachment_id: int) -> Response:
         link = selectors.attachment_link(
             user_id=request_user(request).pk,
@@ -209,7 +240,16 @@ class AttachmentContentApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
 
-    @extend_schema(parameters=[OpenApiParameter("token", str, required=True)], responses={200: bytes})
+    @api_doc(
+        "Download an attachment's bytes (signed link)",
+        errors={
+            403: ["invalid_link", "link_expired"],
+            404: ["attachment_not_found"],
+            409: ["attachment_processing"],
+        },
+        parameters=[OpenApiParameter("token", str, required=True)],
+        responses={200: bytes},
+    )
     def get(self, request: Request, attachment_id: int) -> FileResponse:
         attachment, variant, holder_id = selectors.attachment_from_token(
             attachment_id=attachment_id, token=request.query_params.get("token", "")

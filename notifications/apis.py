@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
+from healthchat.openapi import api_doc
 
 from . import selectors, services
 from .serializers import MuteInputSerializer, MuteOutSerializer, PreferenceSerializer
@@ -16,11 +16,20 @@ from .serializers import MuteInputSerializer, MuteOutSerializer, PreferenceSeria
 class ConversationMuteApi(APIView):
     """``GET`` the mute state; ``POST {until?}`` mutes (no ``until``: until unmuted); ``DELETE`` unmutes."""
 
-    @extend_schema(responses=MuteOutSerializer)
+    @api_doc(
+        "Get a conversation's mute state",
+        errors={404: ["conversation_not_found"]},
+        responses=MuteOutSerializer,
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
         return Response(selectors.mute_get(user=request_user(request), conversation_id=conversation_id))
 
-    @extend_schema(request=MuteInputSerializer, responses=MuteOutSerializer)
+    @api_doc(
+        "Mute a conversation",
+        errors={400: ["invalid_mute_until"], 404: ["conversation_not_found"]},
+        request=MuteInputSerializer,
+        responses=MuteOutSerializer,
+    )
     def post(self, request: Request, conversation_id: int) -> Response:
         serializer = MuteInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -31,18 +40,20 @@ class ConversationMuteApi(APIView):
         )
         return Response(selectors.mute_data(membership))
 
-    @extend_schema(responses={200: MuteOutSerializer})
+    @api_doc(
+        "Unmute a conversation", errors={404: ["conversation_not_found"]}, responses={200: MuteOutSerializer}
+    )
     def delete(self, request: Request, conversation_id: int) -> Response:
         membership = services.conversation_unmute(user=request_user(request), conversation_id=conversation_id)
         return Response(selectors.mute_data(membership))
 
 
 class PushPreferenceApi(APIView):
-    @extend_schema(responses=PreferenceSerializer)
+    @api_doc("Get my push preferences", responses=PreferenceSerializer)
     def get(self, request: Request) -> Response:
         return Response(selectors.preference_get(user=request_user(request)))
 
-    @extend_schema(request=PreferenceSerializer, responses=PreferenceSerializer)
+    @api_doc("Set my push preferences", request=PreferenceSerializer, responses=PreferenceSerializer)
     def put(self, request: Request) -> Response:
         serializer = PreferenceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from accounts.models import User
 from accounts.permissions import request_user
 from healthchat.errors import ApplicationError
+from healthchat.openapi import api_doc
 from healthchat.pagination import DefaultCursorPagination
 
 from . import gateway, selectors, services
@@ -40,7 +41,8 @@ class ConsultationListCreateApi(APIView):
 
     pagination_class = DefaultCursorPagination
 
-    @extend_schema(
+    @api_doc(
+        "List my consultations",
         parameters=[
             OpenApiParameter("state", str, description="only this state"),
             OpenApiParameter("role", str, description="patient | doctor: only where I am that"),
@@ -64,7 +66,27 @@ class ConsultationListCreateApi(APIView):
             data.append(item)
         return paginator.get_paginated_response(data)
 
-    @extend_schema(request=ConsultationCreateInputSerializer, responses={201: dict})
+    @api_doc(
+        "Request a consultation",
+        errors={
+            400: ["cannot_contact_self", "invalid_kind", "invalid_reason", "reason_too_long"],
+            403: ["blocked", "contact_not_allowed", "patients_only"],
+            404: ["consultation_not_found", "conversation_not_found", "doctor_not_found", "user_not_found"],
+            409: [
+                "already_member",
+                "consultation_open",
+                "doctor_has_no_fee",
+                "doctor_offline",
+                "doctor_unavailable",
+                "invalid_transition",
+            ],
+            422: ["e2ee_disabled", "e2ee_mandatory"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=ConsultationCreateInputSerializer,
+        responses={201: dict},
+    )
     def post(self, request: Request) -> Response:
         serializer = ConsultationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -81,7 +103,11 @@ class ConsultationListCreateApi(APIView):
 
 
 class ConsultationDetailApi(APIView):
-    @extend_schema(responses=ConsultationDetailOutSerializer)
+    @api_doc(
+        "Get a consultation",
+        errors={404: ["consultation_not_found"]},
+        responses=ConsultationDetailOutSerializer,
+    )
     def get(self, request: Request, consultation_id: int) -> Response:
         user = request_user(request)
         consultation = selectors.consultation_get(user=user, consultation_id=consultation_id)
@@ -107,22 +133,73 @@ class _ConsultationActionApi(APIView):
         return Response(consultation_out(fresh, viewer=user))
 
 
+@extend_schema_view(
+    post=api_doc(
+        "Accept a consultation (doctor)",
+        errors={
+            403: ["not_allowed"],
+            404: ["consultation_not_found"],
+            409: ["invalid_transition", "payment_not_authorised", "payment_not_captured"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=ConsultationDetailOutSerializer,
+    )
+)
 class ConsultationAcceptApi(_ConsultationActionApi):
     """The doctor accepts (the payment is captured)."""
 
     service = services.consultation_accept
 
 
+@extend_schema_view(
+    post=api_doc(
+        "Start a consultation (doctor)",
+        errors={403: ["not_allowed"], 404: ["consultation_not_found"], 409: ["invalid_transition"]},
+        request=EmptyInputSerializer,
+        responses=ConsultationDetailOutSerializer,
+    )
+)
 class ConsultationStartApi(_ConsultationActionApi):
     service = services.consultation_start
 
 
+@extend_schema_view(
+    post=api_doc(
+        "Complete a consultation (doctor)",
+        errors={
+            403: ["not_allowed"],
+            404: ["consultation_not_found"],
+            409: ["invalid_transition"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=ConsultationDetailOutSerializer,
+    )
+)
 class ConsultationCompleteApi(_ConsultationActionApi):
     """The doctor completes (the doctor's share is transferred)."""
 
     service = services.consultation_complete
 
 
+@extend_schema_view(
+    post=api_doc(
+        "Cancel a consultation",
+        errors={
+            400: ["invalid_amount", "refund_too_large"],
+            403: ["not_allowed"],
+            404: ["consultation_not_found"],
+            409: ["cannot_cancel", "invalid_transition", "not_refundable", "nothing_to_refund"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=ConsultationDetailOutSerializer,
+    )
+)
 class ConsultationCancelApi(_ConsultationActionApi):
     service = services.consultation_cancel
 
@@ -137,7 +214,19 @@ class ConsultationDeclineApi(_ConsultationActionApi):
             user=user, consultation_id=consultation_id, note=data.get("reason", "")
         )
 
-    @extend_schema(request=ConsultationDeclineInputSerializer, responses=ConsultationDetailOutSerializer)
+    @api_doc(
+        "Decline a consultation (doctor)",
+        errors={
+            400: ["invalid_reason", "reason_too_long"],
+            403: ["not_allowed"],
+            404: ["consultation_not_found"],
+            409: ["invalid_transition"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=ConsultationDeclineInputSerializer,
+        responses=ConsultationDetailOutSerializer,
+    )
     def post(self, request: Request, consultation_id: int) -> Response:
         return super().post(request, consultation_id)
 
@@ -145,7 +234,9 @@ class ConsultationDeclineApi(_ConsultationActionApi):
 class AvailabilityMeApi(APIView):
     """A doctor's own availability: online switch, time zone, weekly hours."""
 
-    @extend_schema(responses=AvailabilityOutSerializer)
+    @api_doc(
+        "Get my availability (doctors)", errors={403: ["doctors_only"]}, responses=AvailabilityOutSerializer
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         if user.role != User.Role.DOCTOR:
@@ -153,7 +244,15 @@ class AvailabilityMeApi(APIView):
         availability = selectors.availability_get(doctor_id=user.pk)
         return Response(selectors.availability_data(doctor_id=user.pk, availability=availability))
 
-    @extend_schema(request=AvailabilityInputSerializer, responses=AvailabilityOutSerializer)
+    @api_doc(
+        "Set my availability (doctors)",
+        errors={
+            400: ["invalid_outside_hours", "invalid_timezone", "invalid_weekly_hours"],
+            403: ["doctors_only"],
+        },
+        request=AvailabilityInputSerializer,
+        responses=AvailabilityOutSerializer,
+    )
     def put(self, request: Request) -> Response:
         serializer = AvailabilityInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -172,7 +271,9 @@ class AvailabilityMeApi(APIView):
 class DoctorAvailabilityApi(APIView):
     """A verified doctor's availability, as patients see it."""
 
-    @extend_schema(responses=AvailabilityOutSerializer)
+    @api_doc(
+        "Get a doctor's availability", errors={404: ["doctor_not_found"]}, responses=AvailabilityOutSerializer
+    )
     def get(self, request: Request, doctor_id: int) -> Response:
         from accounts.selectors import doctor_get
 
@@ -184,7 +285,16 @@ class DoctorAvailabilityApi(APIView):
 class PayoutOnboardingApi(APIView):
     """A doctor's Stripe Connect Express onboarding link (the account is created once)."""
 
-    @extend_schema(request=None, responses=OnboardingOutSerializer)
+    @api_doc(
+        "Start payout onboarding (doctors)",
+        errors={
+            403: ["doctors_only", "not_verified"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=None,
+        responses=OnboardingOutSerializer,
+    )
     def post(self, request: Request) -> Response:
         account, url, expires_at = services.payout_onboarding_start(doctor=request_user(request))
         return Response(
@@ -195,7 +305,7 @@ class PayoutOnboardingApi(APIView):
 class PayoutListApi(APIView):
     """The caller's own payout account status and transfers (doctors only)."""
 
-    @extend_schema(responses=dict)
+    @api_doc("List my payouts (doctors)", errors={403: ["doctors_only"]}, responses=dict)
     def get(self, request: Request) -> Response:
         user = request_user(request)
         if user.role != User.Role.DOCTOR:
@@ -215,7 +325,16 @@ class StripeWebhookApi(APIView):
     permission_classes = ()
     throttle_classes = ()
 
-    @extend_schema(request=None, responses={200: dict})
+    @api_doc(
+        "Receive a Stripe event",
+        errors={
+            400: ["invalid_event", "invalid_signature"],
+            502: ["payment_provider_error"],
+            503: ["webhooks_not_configured"],
+        },
+        request=None,
+        responses={200: dict},
+    )
     def post(self, request: Request) -> Response:
         try:
             event = gateway.parse_webhook(request._request.body, request.headers.get("Stripe-Signature"))

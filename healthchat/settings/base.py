@@ -254,7 +254,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     # JSON bodies only: form encodings read a missing boolean as false and repeated keys as
     # lists. Uploads (attachments) take multipart on their own view.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "healthchat.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "healthchat.error_handlers.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "healthchat.pagination.DefaultCursorPagination",
     "PAGE_SIZE": 50,
