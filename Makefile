@@ -52,10 +52,12 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-## Regenerate the contract files from the code (docs/openapi.yaml: drf-spectacular, validated).
+## Regenerate the contract files from the code (docs/openapi.yaml: drf-spectacular, validated;
+## docs/asyncapi.yaml: from the frame models).
 ## The tests fail while a committed contract differs from what the code generates.
 contracts: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py asyncapi --write
 
 ## The whole test command (what CI runs).
 test: install-dev coturn pg-server media-tools
