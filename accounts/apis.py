@@ -39,6 +39,23 @@ from .serializers import (
 )
 from .throttling import FirebaseScopedRateThrottle
 
+# The 400 codes of the profile fields that registration and account updates both validate.
+PROFILE_FIELD_ERRORS = [
+    "invalid_bio",
+    "invalid_currency",
+    "invalid_date_of_birth",
+    "invalid_display_name",
+    "invalid_emergency_contact_name",
+    "invalid_fee",
+    "invalid_jurisdiction",
+    "invalid_languages",
+    "invalid_licence_number",
+    "invalid_phone_number",
+    "invalid_sex",
+    "missing_fields",
+    "unknown_specialty",
+]
+
 
 class RegisterApi(APIView):
     """Register the signed-in phone number as a patient or doctor (idempotent)."""
@@ -50,23 +67,7 @@ class RegisterApi(APIView):
     @api_doc(
         "Register the signed-in phone number",
         errors={
-            400: [
-                "invalid_bio",
-                "invalid_currency",
-                "invalid_date_of_birth",
-                "invalid_display_name",
-                "invalid_emergency_contact_name",
-                "invalid_fee",
-                "invalid_jurisdiction",
-                "invalid_languages",
-                "invalid_licence_number",
-                "invalid_phone_number",
-                "invalid_role",
-                "invalid_sex",
-                "missing_fields",
-                "phone_number_required",
-                "unknown_specialty",
-            ],
+            400: [*PROFILE_FIELD_ERRORS, "invalid_role", "phone_number_required"],
             409: ["conflict", "licence_in_use", "phone_number_in_use", "role_mismatch"],
         },
         request=RegisterInputSerializer,
@@ -107,22 +108,7 @@ class MeApi(APIView):
     @api_doc(
         "Update my account",
         errors={
-            400: [
-                "invalid_bio",
-                "invalid_currency",
-                "invalid_date_of_birth",
-                "invalid_display_name",
-                "invalid_emergency_contact_name",
-                "invalid_fee",
-                "invalid_jurisdiction",
-                "invalid_languages",
-                "invalid_licence_number",
-                "invalid_phone_number",
-                "invalid_sex",
-                "missing_fields",
-                "read_only_field",
-                "unknown_specialty",
-            ],
+            400: [*PROFILE_FIELD_ERRORS, "read_only_field"],
             409: ["licence_in_use"],
         },
         request=MeUpdateInputSerializer,
