@@ -24,9 +24,11 @@ async function openapiTypes() {
   return BANNER + "// Source: docs/openapi.yaml\n" + astToString(ast);
 }
 
+/** @param {any} node @returns {any} */
 function rewriteRefs(node) {
   if (Array.isArray(node)) return node.map(rewriteRefs);
   if (node && typeof node === "object") {
+    /** @type {Record<string, any>} */
     const copy = {};
     for (const [key, value] of Object.entries(node)) {
       if (key === "$ref" && typeof value === "string") {
@@ -44,13 +46,16 @@ async function asyncapiDocument() {
   return YAML.parse(await readFile(path.join(docs, "asyncapi.yaml"), "utf8"));
 }
 
+/** @param {any} doc */
 async function frameTypes(doc) {
   const schemas = rewriteRefs(doc.components.schemas);
   // Every schema keeps its own name: each becomes a named definition reachable from the root.
+  /** @type {Record<string, any>} */
   const named = {};
   for (const [name, schema] of Object.entries(schemas)) named[name] = { ...schema, title: name };
   const serverFrames = Object.keys(named).filter((n) => n.startsWith("Server") && n.endsWith("Frame"));
   const clientFrames = Object.keys(named).filter((n) => n.startsWith("Client") && n.endsWith("Frame"));
+  /** @type {any} */
   const rootSchema = {
     title: "AsyncApiSchemas",
     type: "object",
@@ -75,12 +80,11 @@ async function frameTypes(doc) {
   return ts;
 }
 
+/** @param {any} doc */
 function constants(doc) {
   const schemas = doc.components.schemas;
-  const messages = Object.values(doc.components.messages);
-  const names = (prefix) =>
+  const names = (/** @type {string} */ prefix) =>
     [...new Set(Object.keys(doc.components.messages).filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length)))];
-  void messages;
   const lines = [
     BANNER.trimEnd(),
     "// Source: docs/asyncapi.yaml",
@@ -104,6 +108,7 @@ function constants(doc) {
 async function main() {
   const check = process.argv.includes("--check");
   const doc = await asyncapiDocument();
+  /** @type {Record<string, string>} */
   const files = {
     "openapi.d.ts": await openapiTypes(),
     "frames.d.ts": await frameTypes(doc),
