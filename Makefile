@@ -24,8 +24,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## The JavaScript SDK's own dependencies (clients/js/package-lock.json): its tests
+## (tests/test_sdk_contract.py, tests/test_sdk_live.py) run its generator check, tsc and node --test.
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev node_modules/.installed
+install-dev: $(VENV)/.dev node_modules/.installed clients/js/node_modules/.installed
 
 ## coturn's turnserver (Debian package coturn): the calls tests start it as a real TURN relay.
 coturn:
@@ -88,4 +94,4 @@ beat: install
 	$(BIN)/celery -A healthchat beat -l info
 
 clean:
-	rm -rf $(VENV) node_modules db.sqlite3* var staticfiles
+	rm -rf $(VENV) node_modules clients/js/node_modules db.sqlite3* var staticfiles
