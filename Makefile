@@ -59,11 +59,12 @@ run: install
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Regenerate the contract files from the code (docs/openapi.yaml: drf-spectacular, validated;
-## docs/asyncapi.yaml: from the frame models).
+## docs/asyncapi.yaml: from the frame models), then the JavaScript SDK's generated types from both.
 ## The tests fail while a committed contract differs from what the code generates.
-contracts: $(VENV)/.dev
+contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py asyncapi --write
+	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
 test: install-dev coturn pg-server media-tools

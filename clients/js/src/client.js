@@ -222,7 +222,7 @@ export class HealthchatClient {
     ws.onmessage = (event) => {
       if (this.ws !== ws) return;
       const text = typeof event.data === "string" ? event.data : String(event.data);
-      this.chain = this.chain.then(() => this.receive(text)).catch((error) => this.emit("error", asError(error)));
+      this.serial(() => this.receive(text)).catch((error) => this.emit("error", asError(error)));
     };
     ws.onerror = () => {};
     ws.onclose = (event) => {
@@ -346,6 +346,20 @@ export class HealthchatClient {
       this.pending.set(ref, { resolve, reject, timer });
       ws.send(JSON.stringify(data === undefined ? { type, ref } : { type, ref, data }));
     });
+  }
+
+  /**
+   * Run `task` after every frame received before it has been handled: frames and acks update
+   * the delivery watermark one at a time, so no (conversation, seq) is delivered twice.
+   * @template T @param {() => Promise<T>} task @returns {Promise<T>}
+   */
+  serial(task) {
+    const run = this.chain.then(task);
+    this.chain = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
   }
 
   /** @param {Error} error */
@@ -590,7 +604,7 @@ export class HealthchatClient {
     for (;;) {
       try {
         const ack = await this.request("message.send", data);
-        await this.accept(ack.data.message);
+        await this.serial(() => this.accept(ack.data.message));
         // accept() settles it; a message below the watermark (already delivered) is settled here.
         if (this.ackWaiters.has(item.clientId)) await this.acked(item.clientId, ack.data.message);
         return;
