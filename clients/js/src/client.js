@@ -116,8 +116,9 @@ export class HealthchatClient {
     this.seenEvents = new Map();
     /** @type {Map<number, Map<number, {clientId: string, status: SendStatus}>>} own acked messages by seq, until read */
     this.sent = new Map();
-    /** @type {Map<string, {resolve: (m: Message) => void, reject: (e: Error) => void}>} */
+    /** @type {Map<string, {acked: Promise<Message>, resolve: (m: Message) => void, reject: (e: Error) => void}>} outbox items not acked yet */
     this.ackWaiters = new Map();
+    this.lastCreatedAt = 0;
     this.failedAttempts = 0;
     this.authFailures = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
@@ -405,7 +406,7 @@ export class HealthchatClient {
         await this.logEntry(typed.data.conversation_id, typed.event, async () => this.onReceipt(typed.data));
         break;
       case "sync.required":
-        this.sync().catch((error) => this.emit("error", asError(error)));
+        this.backgroundSync();
         break;
       case "error":
         if (ref == null) this.emit("error", new ServerError(typed.error, undefined));
@@ -421,7 +422,7 @@ export class HealthchatClient {
     this.stats.protocolErrors += 1;
     this.emit("error", new ProtocolError(message, raw));
     // The frame may have carried a conversation entry: the log on the server still has it.
-    if (this.state === "ready" || this.state === "syncing") this.sync().catch(() => {});
+    if (this.state === "ready" || this.state === "syncing") this.backgroundSync();
   }
 
   /** Run `apply` once per (conversation, event). @param {number} conversationId @param {number} event @param {() => Promise<void>} apply */
@@ -453,7 +454,7 @@ export class HealthchatClient {
       let held = this.held.get(conversationId);
       if (!held) this.held.set(conversationId, (held = new Map()));
       held.set(message.seq, message);
-      this.sync().catch((error) => this.emit("error", asError(error)));
+      this.backgroundSync();
       return;
     }
     // In order (or the first message this device sees of the conversation: it starts there).
@@ -530,6 +531,13 @@ export class HealthchatClient {
     }
   }
 
+  /** A sync nobody waits for: a lost socket is not an error here (every ready syncs again). */
+  backgroundSync() {
+    this.sync().catch((error) => {
+      if (!(error instanceof ConnectionLostError) && !(error instanceof RequestTimeoutError)) this.emit("error", asError(error));
+    });
+  }
+
   // --- sending -----------------------------------------------------------------------------
   /**
    * Queue a text message: stored in the outbox (status `pending`), sent when connected, resent
@@ -547,27 +555,43 @@ export class HealthchatClient {
       body,
       replyTo: options.replyTo ?? null,
       attachmentIds: options.attachmentIds ?? [],
-      createdAt: Date.now() + this.refCounter / 1e6,
+      createdAt: Math.max(Date.now(), this.lastCreatedAt + 1),
     };
-    this.refCounter += 1;
-    /** @type {Promise<Message>} */
-    const acked = new Promise((resolve, reject) => this.ackWaiters.set(item.clientId, { resolve, reject }));
-    acked.catch(() => {});
+    this.lastCreatedAt = item.createdAt;
+    const { acked } = this.waiterFor(item.clientId);
     await this.store.putOutbox(item);
     this.emit("status", { clientId: item.clientId, conversationId, status: "pending" });
     this.flush();
     return { clientId: item.clientId, acked };
   }
 
-  /** Items of the store's outbox written by an earlier run get ack promises too; call once after
-   * creating a client on a persistent store, then `connect()`. */
-  async restoreOutbox() {
-    for (const item of await this.store.listOutbox()) {
-      if (!this.ackWaiters.has(item.clientId)) {
-        const acked = new Promise((resolve, reject) => this.ackWaiters.set(item.clientId, { resolve, reject }));
-        acked.catch(() => {});
-      }
+  /** @param {string} clientId */
+  waiterFor(clientId) {
+    let waiter = this.ackWaiters.get(clientId);
+    if (!waiter) {
+      /** @type {(m: Message) => void} */
+      let resolve = () => {};
+      /** @type {(e: Error) => void} */
+      let reject = () => {};
+      /** @type {Promise<Message>} */
+      const acked = new Promise((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      acked.catch(() => {});
+      waiter = { acked, resolve, reject };
+      this.ackWaiters.set(clientId, waiter);
     }
+    return waiter;
+  }
+
+  /** The outbox a store kept from an earlier run (a persistent store after a restart or page
+   * reload), with a promise per item for its ack. Items are sent on `ready` either way; call this
+   * before `connect()` to follow them. */
+  async restoreOutbox() {
+    const items = await this.store.listOutbox();
+    for (const item of items) this.lastCreatedAt = Math.max(this.lastCreatedAt, item.createdAt);
+    return items.map((item) => ({ ...item, acked: this.waiterFor(item.clientId).acked }));
   }
 
   /** Send the outbox in order, one message at a time (so seq order is send order). */
@@ -601,6 +625,7 @@ export class HealthchatClient {
     const data = { conversation_id: item.conversationId, client_id: item.clientId, body: item.body };
     if (item.replyTo != null) data.reply_to = item.replyTo;
     if (item.attachmentIds.length) data.attachment_ids = item.attachmentIds;
+    this.waiterFor(item.clientId);
     for (;;) {
       try {
         const ack = await this.request("message.send", data);

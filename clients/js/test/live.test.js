@@ -12,7 +12,7 @@ import {
   ProtocolError,
   createRestClient,
 } from "../src/index.js";
-import { Relay } from "./proxy.js";
+import { Relay } from "../testing/relay.js";
 
 /** @param {string} name */
 function env(name) {
@@ -215,6 +215,35 @@ describe("the SDK against a live server", () => {
     assert.equal((await store.listOutbox()).length, 0);
     patient.client.close();
     doctor.client.close();
+  });
+
+  it("sends an outbox kept in the store by an earlier client (a restart) exactly once", async () => {
+    const store = new MemoryStore();
+    const before = recordingClient(PATIENT_TOKEN, { store });
+    await before.client.send(conversationId, "written before the restart 1");
+    await before.client.send(conversationId, "written before the restart 2");
+    assert.deepEqual(before.statuses.map((s) => s.status), ["pending", "pending"]);
+    // The app restarts: a new client on the same store.
+    const doctor = recordingClient(DOCTOR_TOKEN);
+    const after = recordingClient(PATIENT_TOKEN, { store });
+    open.push(doctor.client, after.client);
+    await doctor.client.connect();
+    await waitFor(() => doctor.client.state === "ready", "the doctor ready");
+    const seen = bodies(doctor.messages, conversationId).length;
+    const restored = await after.client.restoreOutbox();
+    assert.equal(restored.length, 2);
+    await after.client.connect();
+    const acked = await Promise.all(restored.map((item) => item.acked));
+    assert.deepEqual(acked.map((m) => m.body), ["written before the restart 1", "written before the restart 2"]);
+    await waitFor(() => bodies(doctor.messages, conversationId).length >= seen + 2, "the doctor's copies");
+    await sleep(300);
+    assert.deepEqual(bodies(doctor.messages, conversationId).slice(seen), [
+      "written before the restart 1",
+      "written before the restart 2",
+    ]);
+    assert.equal((await store.listOutbox()).length, 0);
+    doctor.client.close();
+    after.client.close();
   });
 
   it("refreshes the token with auth.refresh before it expires, on the same socket", async () => {

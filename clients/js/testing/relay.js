@@ -51,7 +51,7 @@ export class Relay {
       client.terminate();
       upstream.terminate();
     };
-    client.on("close", (code, reason) => {
+    client.on("close", () => {
       this.links.delete(entry);
       if (upstream.readyState === WebSocket.OPEN) upstream.close(1000);
       else upstream.terminate();
