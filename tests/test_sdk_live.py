@@ -50,7 +50,7 @@ def test_sdk_node_suite_against_a_live_server(live_server_factory: Any, make_tok
         HC_DOCTOR_ID=str(doctor.pk),
         HC_PATIENT_TOKEN=token(patient),
         HC_DOCTOR_TOKEN=token(doctor),
-        HC_PATIENT_SHORT_TOKEN=token(patient, lifetime=4),
+        HC_PATIENT_SHORT_TOKEN=token(patient, lifetime=10),
         HC_UNREGISTERED_TOKEN=str(make_token(phone_number="+12025550123")),
     )
     result = subprocess.run(

@@ -10,6 +10,8 @@ export class Relay {
     this.refuse = false;
     /** drop the server's `ack` frames instead of relaying them (replies lost on the way) */
     this.dropAcks = false;
+    /** @type {(frame: any) => boolean} drop the server frames it returns true for (a lossy live path) */
+    this.dropIf = () => false;
     /** @type {Set<{client: import("ws").WebSocket, upstream: import("ws").WebSocket}>} */
     this.links = new Set();
     this.server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
@@ -43,7 +45,8 @@ export class Relay {
     });
     upstream.on("message", (data) => {
       const text = data.toString();
-      if (this.dropAcks && JSON.parse(text).type === "ack") return;
+      const frame = JSON.parse(text);
+      if ((this.dropAcks && frame.type === "ack") || this.dropIf(frame)) return;
       if (client.readyState === WebSocket.OPEN) client.send(text);
     });
     const end = () => {
