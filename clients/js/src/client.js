@@ -273,17 +273,15 @@ export class HealthchatClient {
       this.firstReady = this.firstFail = null;
       return;
     }
-    const hint = this.session?.reconnect ?? DEFAULT_HINT;
-    let delay;
-    if (error instanceof ServerBusyError) {
-      const retryAfter = Number(/** @type {any} */ (this.lastError)?.retry_after_ms ?? hint.min_ms);
-      delay = retryAfter + this.random() * hint.min_ms;
-    } else if (authenticated) {
-      delay = hint.min_ms + this.random() * (hint.max_ms - hint.min_ms);
-    } else {
-      this.failedAttempts += 1;
-      delay = this.random() * Math.min(hint.max_ms, hint.min_ms * 2 ** this.failedAttempts);
-    }
+    const busy = error instanceof ServerBusyError;
+    if (!authenticated && !busy) this.failedAttempts += 1;
+    const delay = reconnectDelay({
+      hint: this.session?.reconnect ?? DEFAULT_HINT,
+      authenticated,
+      failedAttempts: this.failedAttempts,
+      retryAfterMs: busy ? Number(/** @type {any} */ (this.lastError)?.retry_after_ms ?? 0) : null,
+      random: this.random,
+    });
     this.setState("connecting");
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
@@ -672,6 +670,20 @@ export class HealthchatClient {
   markRead(conversationId, seq) {
     return this.request("message.read", { conversation_id: conversationId, seq });
   }
+}
+
+/**
+ * How long to wait before the next connection attempt (docs/protocol.md#reconnecting):
+ * after `server_busy` (1013) `retryAfterMs + uniform(0, min_ms)`; after losing an authenticated
+ * socket `uniform(min_ms, max_ms)`; after the n-th failed attempt in a row
+ * `uniform(0, min(max_ms, min_ms * 2^n))`.
+ * @param {{hint: {min_ms: number, max_ms: number}, authenticated: boolean, failedAttempts: number,
+ *   retryAfterMs: number | null, random: () => number}} state
+ */
+export function reconnectDelay({ hint, authenticated, failedAttempts, retryAfterMs, random }) {
+  if (retryAfterMs !== null) return retryAfterMs + random() * hint.min_ms;
+  if (authenticated) return hint.min_ms + random() * (hint.max_ms - hint.min_ms);
+  return random() * Math.min(hint.max_ms, hint.min_ms * 2 ** failedAttempts);
 }
 
 /** @param {unknown} frame @returns {string | null} why the frame cannot be used, or null */

@@ -1,5 +1,5 @@
 // @healthchat/client: the public surface.
-export { HealthchatClient, frameProblem, tokenExpiry } from "./client.js";
+export { HealthchatClient, frameProblem, reconnectDelay, tokenExpiry } from "./client.js";
 export { createRestClient } from "./rest.js";
 export { MemoryStore } from "./stores.js";
 export * from "./errors.js";
