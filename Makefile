@@ -24,8 +24,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## The JavaScript SDK's own dependencies (clients/js/package-lock.json): its tests
+## (tests/test_sdk_contract.py, tests/test_sdk_live.py) run its generator check, tsc and node --test.
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev node_modules/.installed
+install-dev: $(VENV)/.dev node_modules/.installed clients/js/node_modules/.installed
 
 ## coturn's turnserver (Debian package coturn): the calls tests start it as a real TURN relay.
 coturn:
@@ -53,11 +59,12 @@ run: install
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Regenerate the contract files from the code (docs/openapi.yaml: drf-spectacular, validated;
-## docs/asyncapi.yaml: from the frame models).
+## docs/asyncapi.yaml: from the frame models), then the JavaScript SDK's generated types from both.
 ## The tests fail while a committed contract differs from what the code generates.
-contracts: $(VENV)/.dev
+contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 	DJANGO_SETTINGS_MODULE=healthchat.settings.test DATABASE_POOL_MAX_SIZE=0 $(PY) manage.py asyncapi --write
+	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
 test: install-dev coturn pg-server media-tools
@@ -88,4 +95,4 @@ beat: install
 	$(BIN)/celery -A healthchat beat -l info
 
 clean:
-	rm -rf $(VENV) node_modules db.sqlite3* var staticfiles
+	rm -rf $(VENV) node_modules clients/js/node_modules db.sqlite3* var staticfiles
