@@ -121,6 +121,22 @@ def _forget_authorization(scope: dict[str, Any]) -> None:
         headers[:] = [h for h in headers if h[0].lower() != b"authorization"]
 
 
+def quiet_when_gone(send: Any) -> Any:
+    """The server's ``send``, dropping a frame for a client that has already gone: uvicorn raises
+    ``ClientDisconnected`` (an ``OSError``) when the socket closed under a send, e.g. a phone that
+    lost its network in the middle of a ``sync`` reply. Nothing is lost by dropping it (the
+    client syncs from its cursor when it is back) and nothing is an error: the disconnect is
+    handled when the server delivers ``websocket.disconnect``."""
+
+    async def quiet(message: dict[str, Any]) -> None:
+        try:
+            await send(message)
+        except OSError:
+            logger.debug("frame dropped: the client has disconnected")
+
+    return quiet
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     user: User | None
     device_id: int | None
@@ -393,7 +409,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         has no task of its own besides this one."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
+        self.base_send = quiet_when_gone(send)
         self._drainer: asyncio.Task[None] | None = None
         self._inbox: Inbox | None = None
         events: asyncio.Task[None] | None = None
