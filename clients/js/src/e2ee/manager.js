@@ -174,9 +174,10 @@ export class EndToEnd {
   }
 
   /**
-   * Start sessions with every device of `userId` (or only `deviceId`) from their bundles; each
-   * fetch consumes one one-time prekey per device on the server, so it is done only when a
-   * session is missing.
+   * Learn `userId`'s devices and start sessions with those that have none (or with `deviceId`
+   * only) from their bundles. Each fetch consumes a one-time prekey per device on the server
+   * (within its budgets), so it is done only for a user whose devices are unknown or a device
+   * without a session.
    * @param {number} userId @param {number} [deviceId]
    */
   async fetchBundles(userId, deviceId) {
@@ -188,6 +189,8 @@ export class EndToEnd {
     const provider = /** @type {CryptoProvider} */ (this.provider);
     for (const bundle of answer.data.devices) {
       if (userId === self.userId && bundle.device_id === self.deviceId) continue;
+      // A session started by an incoming PreKey message is kept (its ratchet is already running).
+      if (deviceId == null && (await provider.hasSession({ userId, deviceId: bundle.device_id }))) continue;
       await guard("encrypt_failed", () => provider.startSession({ userId, deviceId: bundle.device_id }, bundle));
       this.stats.sessionsStarted += 1;
     }
@@ -270,7 +273,7 @@ export class EndToEnd {
     const mine = this.client.session && message.sender_id === this.client.session.user_id;
     if (message.ciphertext == null) {
       const text = mine ? await this.ownPlaintext(message.client_id) : undefined;
-      if (text === undefined) return placeholder(message, "no_ciphertext");
+      if (text === undefined) return placeholder(message, this.provider ? "no_ciphertext" : "open_on_phone");
       return { ...message, body: text, encrypted: true };
     }
     if (!this.provider) return placeholder(message, "open_on_phone");
