@@ -104,8 +104,6 @@ export function closeError(code, reason, lastError) {
  * - `e2ee_unavailable`: no crypto provider here (a browser: the conversation is end-to-end
  *   encrypted, "open it on your phone"); the message is not queued.
  * - `no_recipient_devices`: no device of the other members has published keys yet.
- * - `devices_unresolved`: the server kept answering `devices_mismatch` after refreshing the
- *   device lists (`E2EE_MAX_REPAIRS` times).
  * - `bundle_unavailable`: a member's key bundle could not be fetched (`cause` holds the REST answer).
  * - `decrypt_failed`: an incoming message could not be decrypted (it is still delivered, as a
  *   placeholder with `undecryptable: "decrypt_failed"`).
