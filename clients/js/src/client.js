@@ -481,12 +481,13 @@ export class HealthchatClient {
   async deliver(message) {
     this.seqCache.set(message.conversation_id, message.seq);
     await this.store.setSeq(message.conversation_id, message.seq);
+    const shown = await this.e2ee.open(message); // decrypted here: once per (conversation, seq)
     if (this.session && message.sender_id === this.session.user_id) {
       // Our own message (this device's ack, or replayed by sync after a lost ack).
       const waiter = this.ackWaiters.get(message.client_id);
       if (waiter) await this.acked(message.client_id, message);
     }
-    this.emit("message", await this.e2ee.open(message));
+    this.emit("message", shown);
   }
 
   /** @param {ReceiptData} receipt */
