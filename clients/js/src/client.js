@@ -14,8 +14,10 @@ import {
   ServerBusyError,
   ServerError,
   closeError,
+  E2EEError,
 } from "./errors.js";
 import { MemoryStore } from "./stores.js";
+import { EndToEnd } from "./e2ee/manager.js";
 
 /** @typedef {import("./generated/frames.js").ServerFrame} ServerFrame */
 /** @typedef {import("./generated/frames.js").ServerMessage} Message */
@@ -26,6 +28,8 @@ import { MemoryStore } from "./stores.js";
 /** @typedef {import("./stores.js").Store} Store */
 /** @typedef {import("./stores.js").OutboxItem} OutboxItem */
 /** @typedef {import("./rest.js").TokenProvider} TokenProvider */
+/** @typedef {import("./e2ee/manager.js").AppMessage} AppMessage */
+/** @typedef {import("./e2ee/manager.js").E2EEHook} E2EEHook */
 
 /**
  * The WebSocket shape the client needs: the browser's global `WebSocket` and the `ws` package
@@ -49,8 +53,9 @@ import { MemoryStore } from "./stores.js";
 
 /**
  * @typedef {object} Events
- * @property {Message} message          a message for the app's timeline: exactly once per
- *   (conversation, seq), in seq order per conversation (the app's own sends included, on ack)
+ * @property {AppMessage} message       a message for the app's timeline: exactly once per
+ *   (conversation, seq), in seq order per conversation (the app's own sends included, on ack);
+ *   end-to-end encrypted ones decrypted (or placeholders, see e2ee/manager.js)
  * @property {Message} messageUpdated   an edit or deletion (replace the message with this id)
  * @property {ReceiptData} receipt      a member's delivered/read cursor moved
  * @property {StatusEvent} status       pending → acked → delivered → read (or failed)
@@ -59,6 +64,7 @@ import { MemoryStore } from "./stores.js";
  * @property {ConnectionState} state
  * @property {HealthchatError} error    typed errors: CloseError subclasses, ProtocolError, ...
  * @property {ServerFrame} frame        every well-formed frame, as received (typing, presence, calls...)
+ * @property {{userId: number, deviceId: number}} identityChanged  a contact's device has a new identity key (show the safety-number change)
  */
 
 const OPEN = 1;
@@ -139,6 +145,8 @@ export class HealthchatClient {
     this.firstReady = null;
     /** @type {((e: Error) => void) | null} */
     this.firstFail = null;
+    /** @type {E2EEHook} end-to-end encryption (attachE2EE replaces it; by default: placeholders) */
+    this.e2ee = new EndToEnd(this);
   }
 
   // --- events ------------------------------------------------------------------------------
@@ -473,12 +481,13 @@ export class HealthchatClient {
   async deliver(message) {
     this.seqCache.set(message.conversation_id, message.seq);
     await this.store.setSeq(message.conversation_id, message.seq);
+    const shown = await this.e2ee.open(message); // decrypted here: once per (conversation, seq)
     if (this.session && message.sender_id === this.session.user_id) {
       // Our own message (this device's ack, or replayed by sync after a lost ack).
       const waiter = this.ackWaiters.get(message.client_id);
       if (waiter) await this.acked(message.client_id, message);
     }
-    this.emit("message", message);
+    this.emit("message", shown);
   }
 
   /** @param {ReceiptData} receipt */
@@ -546,6 +555,7 @@ export class HealthchatClient {
    * @returns {Promise<{clientId: string, acked: Promise<Message>}>}
    */
   async send(conversationId, body, options = {}) {
+    await this.e2ee.beforeSend(conversationId);
     /** @type {OutboxItem} */
     const item = {
       clientId: globalThis.crypto.randomUUID(),
@@ -619,21 +629,23 @@ export class HealthchatClient {
 
   /** @param {OutboxItem} item */
   async transmit(item) {
-    /** @type {Record<string, unknown>} */
-    const data = { conversation_id: item.conversationId, client_id: item.clientId, body: item.body };
-    if (item.replyTo != null) data.reply_to = item.replyTo;
-    if (item.attachmentIds.length) data.attachment_ids = item.attachmentIds;
     this.waiterFor(item.clientId);
     for (;;) {
       try {
+        // The content is made per attempt: an encrypted one advances the ratchet each time.
+        /** @type {Record<string, unknown>} */
+        const data = { conversation_id: item.conversationId, client_id: item.clientId, ...(await this.e2ee.seal(item)) };
+        if (item.replyTo != null) data.reply_to = item.replyTo;
+        if (item.attachmentIds.length) data.attachment_ids = item.attachmentIds;
         const ack = await this.request("message.send", data);
         await this.serial(() => this.accept(ack.data.message));
         // accept() settles it; a message below the watermark (already delivered) is settled here.
         if (this.ackWaiters.has(item.clientId)) await this.acked(item.clientId, ack.data.message);
         return;
       } catch (error) {
-        if (!(error instanceof ServerError)) throw error;
-        if (RETRYABLE_SEND_ERRORS.has(error.code)) {
+        if (!(error instanceof ServerError) && !(error instanceof E2EEError)) throw error;
+        if (error instanceof ServerError && (await this.e2ee.repair(item, error))) continue;
+        if (error instanceof ServerError && RETRYABLE_SEND_ERRORS.has(error.code)) {
           const seconds = Number(/** @type {any} */ (error.body).retry_after ?? 1);
           await sleep(Math.min(60, Math.max(0.2, seconds)) * 1000);
           continue;

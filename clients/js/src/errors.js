@@ -98,3 +98,25 @@ export function closeError(code, reason, lastError) {
   const Class = known ? BY_CODE[/** @type {CloseCode} */ (code)] : ConnectionDroppedError;
   return new Class(code, reason, lastError);
 }
+
+/**
+ * End-to-end encryption could not be applied (docs/clients.md#end-to-end-encryption). `code`:
+ * - `e2ee_unavailable`: no crypto provider here (a browser: the conversation is end-to-end
+ *   encrypted, "open it on your phone"); the message is not queued.
+ * - `no_recipient_devices`: no device of the other members has published keys yet.
+ * - `bundle_unavailable`: a member's key bundle could not be fetched (`cause` holds the REST answer).
+ * - `decrypt_failed`: an incoming message could not be decrypted (it is still delivered, as a
+ *   placeholder with `undecryptable: "decrypt_failed"`).
+ * - `encrypt_failed`: the provider could not start a session or encrypt (e.g. an identity key
+ *   that changed without `identity.changed`); the message fails.
+ * - `not_registered`: this device's keys could not be published (`cause` holds the answer).
+ * - `e2ee_failed`: anything else the provider threw while handling a key-directory event.
+ */
+export class E2EEError extends HealthchatError {
+  /** @param {string} code @param {string} message @param {unknown} [cause] */
+  constructor(code, message, cause) {
+    super(message);
+    this.code = code;
+    if (cause !== undefined) this.cause = cause;
+  }
+}

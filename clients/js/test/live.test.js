@@ -45,7 +45,7 @@ async function waitFor(predicate, what, timeoutMs = 15_000) {
   }
 }
 
-/** @typedef {import("../src/client.js").Message} Message */
+/** @typedef {import("../src/client.js").AppMessage} Message */
 
 /**
  * A client that records what it delivers to the app.
@@ -69,7 +69,7 @@ function recordingClient(token, options = {}) {
 
 /** @param {Message[]} messages @param {number} conversationId */
 const bodies = (messages, conversationId) =>
-  messages.filter((m) => m.conversation_id === conversationId).map((m) => m.body);
+  messages.filter((m) => m.conversation_id === conversationId).map((m) => m.body ?? "");
 
 /** @param {Message[]} messages @param {number} conversationId */
 function assertGapless(messages, conversationId) {
