@@ -199,7 +199,22 @@ export class HealthchatClient {
 
   /** Drop the current socket as if the network went away (the client reconnects). */
   dropConnection() {
-    if (this.ws) this.ws.close(4000, "dropped by the app");
+    if (this.ws) this.abandon(this.ws, "dropped by the app");
+  }
+
+  /**
+   * Give up on a socket now: close it (4000) and reconnect without waiting for its `close`
+   * event, which a network that swallows packets (offline, a dead NAT) may never deliver.
+   * @param {WebSocketLike} ws @param {string} reason
+   */
+  abandon(ws, reason) {
+    if (this.ws !== ws) return;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      // already closing
+    }
+    ws.onclose?.({ code: 4000, reason });
   }
 
   open() {
@@ -216,6 +231,8 @@ export class HealthchatClient {
           authenticated = true;
         },
         () => {
+          // The server closes with its own code (4401, 4403...) after an error reply: let that
+          // close arrive (a request timeout has abandoned the socket already).
           if (this.ws === ws) ws.close(4000, "authentication did not complete");
         },
       );
@@ -340,7 +357,7 @@ export class HealthchatClient {
       const timer = setTimeout(() => {
         this.pending.delete(ref);
         reject(new RequestTimeoutError(`no reply to ${type} in ${this.requestTimeoutMs} ms`));
-        if (this.ws === ws) ws.close(4000, "request timeout");
+        this.abandon(ws, "request timeout");
       }, this.requestTimeoutMs);
       this.pending.set(ref, { resolve, reject, timer });
       ws.send(JSON.stringify(data === undefined ? { type, ref } : { type, ref, data }));
