@@ -1,4 +1,4 @@
-"""200 SDK clients across server restarts (issue 19): 100 patient–doctor pairs, one Node
+"""200 SDK clients across server restarts (issue 19): 100 patient-doctor pairs, one Node
 HealthchatClient each (clients/js/test/restart.live.test.js), all sending; this test kills the
 uvicorn process (SIGKILL, then SIGTERM) while messages are in flight and starts a new one on the
 same port. Every client reconnects on its own; every message is acknowledged once and delivered
@@ -31,7 +31,7 @@ PAIRS = 100
 LINE_TIMEOUT = 120.0
 
 ENV = {
-    # The reconnect hint of `ready`: clients spread their reconnects over 0.2–2 s.
+    # The reconnect hint of `ready`: clients spread their reconnects over 0.2-2 s.
     "HEALTHCHAT_WS_RECONNECT_MIN_MS": "200",
     "HEALTHCHAT_WS_RECONNECT_MAX_MS": "2000",
     "HEALTHCHAT_E2EE_POLICY": "optional",
@@ -93,7 +93,8 @@ def test_200_sdk_clients_across_server_restarts(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert process.stdin and process.stdout
+    assert process.stdin
+    assert process.stdout
     lines: queue.Queue[str | None] = queue.Queue()
     transcript: list[str] = []
     threading.Thread(target=_reader, args=(process.stdout, lines, transcript), daemon=True).start()
@@ -117,7 +118,8 @@ def test_200_sdk_clients_across_server_restarts(
             process.kill()
             process.wait()
     output = "".join(transcript)
-    assert "# fail 0" in output and "# pass 1" in output, output[-6000:]
+    assert "# fail 0" in output, output[-6000:]
+    assert "# pass 1" in output, output[-6000:]
     result = json.loads(result_line.split(" ", 1)[1])
     assert result["clients"] == 2 * PAIRS
     assert result["messages"] > 2 * PAIRS, "every client sent across the restarts"
