@@ -124,6 +124,11 @@ def test_200_sdk_clients_across_server_restarts(
     assert result["clients"] == 2 * PAIRS
     assert result["messages"] > 2 * PAIRS, "every client sent across the restarts"
 
+    # The losses surface as typed errors: SIGKILL drops every socket (1006), SIGTERM closes each
+    # with 1012 (uvicorn's shutdown), then failed attempts while the server is down are drops too.
+    kill, term = result["restarts"]
+    assert kill["closeErrors"].get("ConnectionDroppedError", 0) >= 2 * PAIRS, kill
+    assert term["closeErrors"].get("ServerRestartError") == 2 * PAIRS, term
     # The database: every acknowledged message once (no client_id twice), nothing else.
     conversations = Message.objects.filter(
         sender__in=[p["patient"]["id"] for p in pairs] + [p["doctor"]["id"] for p in pairs]
