@@ -5,11 +5,16 @@ import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import {
   AuthenticationError,
+  CLOSE_CODES,
+  CloseError,
   ConnectionDroppedError,
+  FloodError,
   ForbiddenError,
   HealthchatClient,
   MemoryStore,
   ProtocolError,
+  ServerBusyError,
+  closeError,
   createRestClient,
   tokenExpiry,
 } from "../src/index.js";
@@ -309,6 +314,122 @@ describe("the SDK against a live server", () => {
     assert.equal(patient.client.stats.connects, 1, "the socket stayed open");
     assert.equal(patient.messages.length, before + 1);
     patient.client.close();
+    doctor.client.close();
+  });
+
+  it("recovers a message whose live frame arrived unreadable: a typed error, then a sync brings it once", async () => {
+    const relay = new Relay(WS_URL);
+    relays.push(relay);
+    const patient = recordingClient(PATIENT_TOKEN, { url: await relay.listening() });
+    const doctor = recordingClient(DOCTOR_TOKEN);
+    open.push(patient.client, doctor.client);
+    await patient.client.connect();
+    await doctor.client.connect();
+    await waitFor(() => patient.client.state === "ready" && doctor.client.state === "ready", "both ready");
+    const seen = bodies(patient.messages, conversationId).length;
+    const syncs = patient.client.stats.syncs;
+    /** @type {Set<string>} */
+    const spoiled = new Set();
+    relay.rewrite = (frame, text) => {
+      const body = frame.type === "message.new" ? frame.data.message.body : null;
+      if (body === "cut short" && !spoiled.has(body)) {
+        spoiled.add(body);
+        return text.slice(0, -7); // not JSON any more
+      }
+      if (body === "without its seq" && !spoiled.has(body)) {
+        spoiled.add(body);
+        delete frame.data.message.seq; // JSON, but not a message the SDK can place
+        return JSON.stringify(frame);
+      }
+      return text;
+    };
+    await (await doctor.client.send(conversationId, "cut short")).acked;
+    await (await doctor.client.send(conversationId, "without its seq")).acked;
+    await waitFor(() => bodies(patient.messages, conversationId).length >= seen + 2, "both messages");
+    await sleep(300);
+    assert.equal(spoiled.size, 2, "both live frames were spoiled on the way");
+    assert.deepEqual(bodies(patient.messages, conversationId).slice(seen), ["cut short", "without its seq"]);
+    assertGapless(patient.messages, conversationId);
+    assert.equal(patient.errors.filter((e) => e instanceof ProtocolError).length, 2);
+    assert.ok(patient.client.stats.syncs > syncs, "the unreadable frames started a sync");
+    assert.equal(patient.client.stats.connects, 1, "the socket stayed open");
+    patient.client.close();
+    doctor.client.close();
+  });
+
+  it("closes the socket with 4429 when the client floods it: a FloodError, then a reconnect", async () => {
+    const patient = recordingClient(PATIENT_TOKEN);
+    open.push(patient.client);
+    await patient.client.connect();
+    await waitFor(() => patient.client.state === "ready", "ready");
+    const ws = /** @type {import("../src/client.js").WebSocketLike} */ (patient.client.ws);
+    for (let i = 0; i < 200; i += 1) ws.send(JSON.stringify({ type: "ping", ref: `flood-${i}` }));
+    await waitFor(() => patient.errors.some((e) => e instanceof FloodError), "the flood close");
+    await waitFor(() => patient.client.stats.connects === 2 && patient.client.state === "ready", "the reconnect");
+    const flood = /** @type {FloodError} */ (patient.errors.find((e) => e instanceof FloodError));
+    assert.equal(flood.code, 4429);
+    assert.equal(flood.willReconnect, true);
+    patient.client.close();
+  });
+
+  it("maps every close code to its typed error, reconnects after each but 4403, and loses no message", async () => {
+    const relay = new Relay(WS_URL);
+    relays.push(relay);
+    const store = new MemoryStore();
+    const patient = recordingClient(PATIENT_TOKEN, { url: await relay.listening(), store });
+    const doctor = recordingClient(DOCTOR_TOKEN);
+    open.push(patient.client, doctor.client);
+    await patient.client.connect();
+    await doctor.client.connect();
+    await waitFor(() => patient.client.state === "ready" && doctor.client.state === "ready", "both ready");
+    const seen = bodies(doctor.messages, conversationId).length;
+    const codes = CLOSE_CODES.filter((code) => code !== 4403);
+    for (const code of codes) {
+      const connects = patient.client.stats.connects;
+      const errorsBefore = patient.errors.length;
+      if (code === 1013) {
+        relay.inject(JSON.stringify({ type: "error", error: { code: "server_busy", message: "busy", retry_after_ms: 200 } }));
+      }
+      relay.closeAll(code, `closed by the test (${code})`);
+      // Written while the socket is down: sent after the reconnect.
+      const sent = await patient.client.send(conversationId, `after close ${code}`);
+      await waitFor(() => patient.client.stats.connects > connects && patient.client.state === "ready", `the reconnect after ${code}`);
+      await sent.acked;
+      const error = patient.errors.slice(errorsBefore).find((e) => e instanceof CloseError);
+      assert.ok(error instanceof CloseError, `a CloseError after ${code}`);
+      assert.equal(error.constructor, closeError(code, "", null).constructor, `${code} → ${error.name}`);
+      assert.notEqual(error.constructor, ConnectionDroppedError, `${code} has its own class`);
+      assert.equal(error.code, code);
+      assert.equal(error.willReconnect, true);
+      if (code === 1013) {
+        assert.ok(error instanceof ServerBusyError);
+        assert.equal(error.lastError?.code, "server_busy");
+      }
+    }
+    // 4403: never reconnects; what the app writes afterwards stays in the outbox, not lost.
+    const errorsBefore = patient.errors.length;
+    relay.closeAll(4403, "closed by the test (4403)");
+    await waitFor(() => patient.client.state === "closed", "the client gives up");
+    const forbidden = patient.errors.slice(errorsBefore).find((e) => e instanceof ForbiddenError);
+    assert.ok(forbidden instanceof ForbiddenError);
+    assert.equal(forbidden.willReconnect, false);
+    const kept = await patient.client.send(conversationId, "after close 4403");
+    await sleep(500);
+    assert.equal(patient.client.state, "closed");
+    assert.deepEqual((await store.listOutbox()).map((i) => i.clientId), [kept.clientId]);
+    // The app signs in again (a new client on the same store): the outbox goes out once.
+    const again = recordingClient(PATIENT_TOKEN, { store });
+    open.push(again.client);
+    const [restored] = await again.client.restoreOutbox();
+    await again.client.connect();
+    await restored.acked;
+    const expected = [...codes.map((code) => `after close ${code}`), "after close 4403"];
+    await waitFor(() => bodies(doctor.messages, conversationId).length >= seen + expected.length, "the doctor's copies");
+    await sleep(300);
+    assert.deepEqual(bodies(doctor.messages, conversationId).slice(seen), expected);
+    assertGapless(doctor.messages, conversationId);
+    assert.equal((await store.listOutbox()).length, 0);
+    again.client.close();
     doctor.client.close();
   });
 

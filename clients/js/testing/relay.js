@@ -12,6 +12,8 @@ export class Relay {
     this.dropAcks = false;
     /** @type {(frame: any) => boolean} drop the server frames it returns true for (a lossy live path) */
     this.dropIf = () => false;
+    /** @type {(frame: any, text: string) => string} what to pass on instead of a server frame (a corrupting path) */
+    this.rewrite = (_frame, text) => text;
     /** @type {Set<{client: import("ws").WebSocket, upstream: import("ws").WebSocket}>} */
     this.links = new Set();
     this.server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
@@ -47,7 +49,7 @@ export class Relay {
       const text = data.toString();
       const frame = JSON.parse(text);
       if ((this.dropAcks && frame.type === "ack") || this.dropIf(frame)) return;
-      if (client.readyState === WebSocket.OPEN) client.send(text);
+      if (client.readyState === WebSocket.OPEN) client.send(this.rewrite(frame, text));
     });
     const end = () => {
       this.links.delete(entry);
@@ -75,6 +77,17 @@ export class Relay {
     for (const { client, upstream } of this.links) {
       client.terminate();
       upstream.terminate();
+    }
+    this.links.clear();
+  }
+
+  /** Close every client socket with `code` as if the server had (the upstream sockets end too).
+   * @param {number} code @param {string} [reason] */
+  closeAll(code, reason = "") {
+    for (const { client, upstream } of this.links) {
+      upstream.removeAllListeners("close"); // its end must not cut the client's close frame short
+      upstream.terminate();
+      client.close(code, reason);
     }
     this.links.clear();
   }
