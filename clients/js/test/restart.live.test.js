@@ -65,7 +65,7 @@ function quantile(values, q) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN;
 }
 
-/** @typedef {import("../src/client.js").Message} Message */
+/** @typedef {import("../src/client.js").AppMessage} Message */
 
 /** One SDK client and what it saw. */
 class Participant {
