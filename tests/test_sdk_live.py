@@ -25,7 +25,13 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 SDK = Path(__file__).resolve().parent.parent / "clients" / "js"
 
 # Node suites with a Python runner of their own (they need a different server set-up).
-OWN_RUNNERS = {"restart.live.test.js", "e2ee.unit.test.js", "e2ee.live.test.js"}
+OWN_RUNNERS = {
+    "restart.live.test.js",
+    "e2ee.unit.test.js",
+    "e2ee.live.test.js",
+    "features.live.test.js",
+    "features.unit.test.js",
+}
 
 ENV = {
     "HEALTHCHAT_WS_RECONNECT_MIN_MS": "50",
