@@ -59,7 +59,10 @@ import { MemoryStore } from "./stores.js";
  * @property {ConnectionState} state
  * @property {HealthchatError} error    typed errors: CloseError subclasses, ProtocolError, ...
  * @property {ServerFrame} frame        every well-formed frame, as received (typing, presence, calls...)
+ * @property {GroupEventFrame} groupEvent a member.* / group.updated log entry, once per (conversation, event)
  */
+/** @typedef {Extract<ServerFrame, {type: GroupEventType}>} GroupEventFrame */
+/** @typedef {"member.added" | "member.removed" | "member.left" | "member.role_changed" | "group.updated"} GroupEventType */
 
 const OPEN = 1;
 const DEFAULT_HINT = { min_ms: 500, max_ms: 5000 };
@@ -327,6 +330,18 @@ export class HealthchatClient {
 
   // --- requests ----------------------------------------------------------------------------
   /**
+   * Send a frame that has no reply on success (`typing`): no `ref`, nothing awaited; a refusal
+   * arrives as an `error` event (ServerError without ref).
+   * @param {ClientFrameType} type @param {object} data
+   */
+  notify(type, data) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN || this.state === "authenticating" || this.state === "connecting")
+      throw new ConnectionLostError("not connected");
+    ws.send(JSON.stringify({ type, data }));
+  }
+
+  /**
    * Send a frame and wait for its reply (`ack`, `pong`, `ready`, `sync.done`), or reject with
    * ServerError / RequestTimeoutError / ConnectionLostError.
    * @param {ClientFrameType} type @param {object} [data]
@@ -402,6 +417,17 @@ export class HealthchatClient {
         break;
       case "receipt":
         await this.logEntry(typed.data.conversation_id, typed.event, async () => this.onReceipt(typed.data));
+        break;
+      case "member.added":
+      case "member.removed":
+      case "member.left":
+      case "member.role_changed":
+      case "group.updated":
+        // A group change is a log entry whose system message has its own seq: it joins the timeline.
+        await this.logEntry(typed.data.conversation_id, typed.event, async () => {
+          await this.accept(typed.data.message);
+          this.emit("groupEvent", typed);
+        });
         break;
       case "sync.required":
         this.backgroundSync();
@@ -661,7 +687,7 @@ export class HealthchatClient {
     waiter.resolve(message);
   }
 
-  // --- receipts (minimal: the full receipts/typing/presence API is still to come) ------------
+  // --- receipts (the per-conversation state: ReceiptTracker in receipts.js) -----------------
   /** @param {number} conversationId @param {number} seq */
   markDelivered(conversationId, seq) {
     return this.request("message.delivered", { conversation_id: conversationId, seq });
@@ -703,9 +729,16 @@ export function frameProblem(frame) {
       return `a ${f.type} frame without its message's conversation_id, seq, id or event`;
   }
   if (f.type === "receipt" && (!isInt(f.data.conversation_id) || !isInt(f.event))) return "a receipt without conversation_id or event";
+  if (GROUP_EVENT_TYPES.has(f.type)) {
+    const m = f.data.message;
+    if (!isInt(f.data.conversation_id) || !isInt(f.event) || !m || !isInt(m.seq) || m.conversation_id !== f.data.conversation_id)
+      return `a ${f.type} frame without conversation_id, event or its system message's seq`;
+  }
   if (f.type === "sync.done" && typeof f.data.cursor !== "string") return "a sync.done without cursor";
   return null;
 }
+
+const GROUP_EVENT_TYPES = new Set(["member.added", "member.removed", "member.left", "member.role_changed", "group.updated"]);
 
 /** @param {unknown} v */
 function isInt(v) {
