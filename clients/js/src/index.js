@@ -2,6 +2,7 @@
 export { HealthchatClient, frameProblem, reconnectDelay, tokenExpiry } from "./client.js";
 export { createRestClient, unwrap } from "./rest.js";
 export { MemoryStore } from "./stores.js";
+export { IndexedDBStore } from "./indexeddb-store.js";
 export * from "./errors.js";
 export { CLOSE_CODES, ERROR_CODES, SERVER_FRAME_TYPES, CLIENT_FRAME_TYPES } from "./generated/constants.js";
 export { ReceiptTracker } from "./receipts.js";
