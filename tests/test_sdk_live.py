@@ -24,7 +24,6 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 SDK = Path(__file__).resolve().parent.parent / "clients" / "js"
 
-# Node suites with a Python runner of their own (they need a different server set-up).
 # Suites with a runner of their own (tests/test_sdk_restart_live.py, tests/test_sdk_features_live.py).
 OWN_RUNNERS = {"restart.live.test.js", "features.live.test.js"}
 

@@ -1,6 +1,7 @@
 // The chat screen: history (latest page, then older pages on demand), the live timeline from the
 // SDK (exactly once, in seq order), own messages' status (sending → sent → delivered → read from
 // the other members' receipts), typing, and attachments with previews.
+import { uploadAttachment } from "@healthchat/client";
 import { byId, el, nameOf, sizeOf, timeOf } from "./dom.js";
 
 /** @typedef {import("./conversations.js").Conversation} Conversation */
@@ -336,39 +337,24 @@ export class ChatView {
     });
   }
 
-  /** Upload a file; resolves with the attachment id once it can be sent. @param {File} file */
+  /** Upload a file (the SDK's uploadAttachment: progress, then the wait through `processing`);
+   * resolves with the attachment id once it can be sent. @param {File} file */
   async upload(file) {
     const box = byId("upload");
     const bar = /** @type {HTMLProgressElement} */ (byId("upload-progress"));
     byId("upload-label").textContent = `Uploading ${file.name}`;
+    bar.value = 0;
     box.hidden = false;
-    bar.removeAttribute("value");
     try {
-      const form = new FormData();
-      form.append("file", file);
-      const { data, error } = await this.session.rest.POST("/api/v1/attachments", {
-        body: /** @type {any} */ (form),
-        bodySerializer: (b) => b,
+      const { rest, client, getToken } = this.session;
+      const attachment = await uploadAttachment({ baseUrl: location.origin, getToken, rest, client }, file, {
+        onProgress: ({ loaded, total }) => {
+          bar.value = total ? Math.round((100 * loaded) / total) : 0;
+        },
       });
-      if (!data) throw new Error(/** @type {any} */ (error)?.error?.message ?? "upload refused");
-      bar.value = 100;
-      if (data.state === "ready") return data.id;
-      return await this.whenReady(data.id);
+      return attachment.id;
     } finally {
       box.hidden = true;
     }
-  }
-
-  /** Wait for attachment.updated (video and audio uploads). @param {number} id @returns {Promise<number>} */
-  whenReady(id) {
-    return new Promise((resolve, reject) => {
-      const off = this.session.client.on("frame", (frame) => {
-        const a = frame.type === "attachment.updated" ? /** @type {any} */ (frame).data.attachment : null;
-        if (!a || a.id !== id) return;
-        off();
-        if (a.state === "ready") resolve(id);
-        else reject(new Error(a.rejection ?? "rejected"));
-      });
-    });
   }
 }

@@ -37,6 +37,7 @@ async function start(getToken) {
   byId("sign-out").addEventListener("click", async () => {
     client.close();
     forgetToken();
+    await session.store.clear(); // nothing of this user's stays in the browser
     await firebaseSignOut();
     location.reload();
   });

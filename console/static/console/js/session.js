@@ -2,7 +2,7 @@
 // Tokens live in memory; a pasted ID token is also kept in sessionStorage (this tab only, gone
 // when it closes) so a reload does not sign the user out; Firebase keeps its session in
 // sessionStorage too (browserSessionPersistence). See docs/clients.md "The web console".
-import { HealthchatClient, MemoryStore, createRestClient } from "@healthchat/client";
+import { HealthchatClient, IndexedDBStore, createRestClient } from "@healthchat/client";
 
 const TOKEN_KEY = "healthchat.console.token";
 
@@ -37,6 +37,8 @@ export async function openSession(getToken) {
     throw Object.assign(new Error(message), { code });
   }
   const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/v1/`;
-  const client = new HealthchatClient({ url: wsUrl, getToken, store: new MemoryStore() });
-  return { rest, client, me, getToken };
+  // The sync cursor, watermarks and outbox survive a reload (one IndexedDB database per user).
+  const store = new IndexedDBStore({ userId: me.id });
+  const client = new HealthchatClient({ url: wsUrl, getToken, store });
+  return { rest, client, me, getToken, store };
 }
