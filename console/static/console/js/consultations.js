@@ -1,5 +1,6 @@
 // Doctors: consultation requests waiting for them (paid, awaiting the doctor) to accept or
 // decline, and the availability switch. Patients see their own open requests (read-only).
+import { onConsultationUpdated } from "@healthchat/client";
 import { byId, el } from "./dom.js";
 
 /** @typedef {import("./conversations.js").Session} Session */
@@ -11,9 +12,8 @@ export class Consultations {
     this.onChange = onChange;
     this.doctor = session.me.role === "doctor";
     session.client.on("ready", () => void this.load());
-    session.client.on("message", (m) => {
-      if (/** @type {any} */ (m).system) void this.load();
-    });
+    // a hint (not logged): list again on every change, and after every reconnect
+    onConsultationUpdated(session.client, () => void this.load());
     if (this.doctor) this.setUpAvailability();
   }
 
