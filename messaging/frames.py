@@ -272,7 +272,15 @@ class ConsultationSummary(_Out):
     doctor_id: int
     kind: Literal["chat", "voice", "video"]
     state: Literal[
-        "requested", "paid", "accepted", "in_progress", "completed", "declined", "cancelled", "expired", "refunded"
+        "requested",
+        "paid",
+        "accepted",
+        "in_progress",
+        "completed",
+        "declined",
+        "cancelled",
+        "expired",
+        "refunded",
     ]
     price: int
     currency: str

@@ -56,7 +56,9 @@ def test_sdk_node_suite_against_a_live_server(live_server_factory: Any, make_tok
         HC_PATIENT_SHORT_TOKEN=token(patient, lifetime=10),
         HC_UNREGISTERED_TOKEN=str(make_token(phone_number="+12025550123")),
     )
-    files = sorted(str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.js") if p.name not in OWN_RUNNERS)
+    files = sorted(
+        str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.js") if p.name not in OWN_RUNNERS
+    )
     result = subprocess.run(
         [node, "--test", "--test-reporter=spec", *files],
         cwd=SDK,

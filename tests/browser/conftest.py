@@ -50,9 +50,9 @@ def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.log = []  # type: ignore[attr-defined]
-        page.on("pageerror", lambda e: page.log.append(f"error: {e}"))  # type: ignore[attr-defined]
-        page.on("console", lambda m: page.log.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
+        page.log = []
+        page.on("pageerror", lambda e: page.log.append(f"error: {e}"))
+        page.on("console", lambda m: page.log.append(f"{m.type}: {m.text}"))
         return page
 
     yield make
