@@ -145,7 +145,7 @@ def test_sdk_features_against_a_live_server(
     )
     started = time.monotonic()
     result = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "test/features.live.test.js"],
+        [node, "--test", "--test-reporter=spec", "test/features.live.test.js", "test/features.unit.test.js"],
         cwd=SDK,
         env=env,
         capture_output=True,

@@ -104,7 +104,7 @@ export class Timeline extends Emitter {
     return page.messages.length;
   }
 
-  /** The page before the oldest loaded message; false when there is nothing older. */
+  /** Load the page before the oldest loaded message; resolves false once nothing older is left. */
   async loadOlder() {
     if (!this.bySeq.size) {
       await this.loadLatest();
@@ -115,7 +115,7 @@ export class Timeline extends Emitter {
     const page = await historyPage(this.rest, this.conversationId, { beforeSeq: oldest, limit: this.pageSize });
     this.hasOlder = page.hasMore;
     this.merge(page.messages);
-    return page.messages.length > 0;
+    return page.messages.length > 0 && this.hasOlder;
   }
 
   close() {
