@@ -13,7 +13,21 @@ from typing import Any
 
 from tests.browser.site import StaticSite, chromium_path
 
-__all__ = ["AXE", "CHROMIUM", "CHROMIUM_ARGS", "SCREENSHOTS", "TIMEOUT_MS", "StaticSite", "Timings", "assert_accessible", "axe_violations", "chromium_path", "screenshot", "sign_in_with_token", "wait_until"]
+__all__ = [
+    "AXE",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "SCREENSHOTS",
+    "TIMEOUT_MS",
+    "StaticSite",
+    "Timings",
+    "assert_accessible",
+    "axe_violations",
+    "chromium_path",
+    "screenshot",
+    "sign_in_with_token",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHROMIUM = Path(os.environ.get("HC_CHROMIUM", "/usr/bin/chromium"))
