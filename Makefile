@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools vendor-console worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,17 @@ coturn:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
 		{ echo "coturn is missing: install it (apt-get install coturn) for the calls relay tests"; exit 1; }
 
-## Debian's Chromium (chromium, chromium-driver): the browser tests drive it with Playwright
-## (executable_path=/usr/bin/chromium; `playwright install` is never run, nothing is downloaded).
+## Debian's Chromium (packages chromium, chromium-driver): the browser tests (tests/browser/) drive
+## it through Playwright for Python (requirements-dev.txt); nothing downloads a browser.
 chromium:
 	@test -x /usr/bin/chromium || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
-		{ echo "Chromium is missing: install it (apt-get install chromium chromium-driver) for the browser tests"; exit 1; }
+		{ echo "chromium is missing: install it (apt-get install chromium chromium-driver) for the browser tests"; exit 1; }
+
+## Rebuild the web console's vendored browser modules (console/static/console/vendor/) from the
+## locked npm packages; tests/test_console_vendor.py fails while the committed files are stale.
+vendor-console: node_modules/.installed clients/js/node_modules/.installed
+	node scripts/vendor_console.mjs
 
 ## PostgreSQL's server binaries (initdb, pg_ctl; Debian package postgresql): the connection-pool
 ## tests and bench/rest.py start a private cluster with a small max_connections (tests/pgcluster.py).
