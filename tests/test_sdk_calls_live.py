@@ -82,13 +82,16 @@ async def aiortc_callee(ws: WsClient, http_url: str, token: str) -> dict[str, An
     )
     creds = response.json()
     config = RTCConfiguration(
-        iceServers=[RTCIceServer(urls=creds["uris"], username=creds["username"], credential=creds["password"])],
+        iceServers=[
+            RTCIceServer(urls=creds["uris"], username=creds["username"], credential=creds["password"])
+        ],
         iceTransportPolicy=RTCIceTransportPolicy.RELAY,
     )
     pc = RTCPeerConnection(config)
     pc.addTrack(ToneTrack(AIORTC_TONE_HZ))
     frames: list[Any] = []
     messages: list[str] = []
+    recorders: list[asyncio.Task[None]] = []
 
     @pc.on("datachannel")
     def on_datachannel(channel: Any) -> None:
@@ -107,7 +110,7 @@ async def aiortc_callee(ws: WsClient, http_url: str, token: str) -> dict[str, An
     @pc.on("track")
     def on_track(track: Any) -> None:
         if track.kind == "audio":
-            asyncio.ensure_future(record_audio(track))
+            recorders.append(asyncio.ensure_future(record_audio(track)))
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(invite["data"]["sdp"], "offer"))
@@ -128,9 +131,10 @@ async def aiortc_callee(ws: WsClient, http_url: str, token: str) -> dict[str, An
                 candidate = to_candidate(frame["data"]["candidate"])
                 if candidate is not None:
                     await pc.addIceCandidate(candidate)
-            elif frame["type"] in ("call.hangup", "call.ended") and frame["data"].get(
-                "call_id", frame["data"].get("call", {}).get("id")
-            ) == call_id:
+            elif (
+                frame["type"] in ("call.hangup", "call.ended")
+                and frame["data"].get("call_id", frame["data"].get("call", {}).get("id")) == call_id
+            ):
                 ended = frame
         return {
             "call_id": call_id,
@@ -144,7 +148,9 @@ async def aiortc_callee(ws: WsClient, http_url: str, token: str) -> dict[str, An
         await pc.close()
 
 
-def test_sdk_calls_through_coturn(live_server_factory: Any, make_token: Any, turn_server: int, tmp_path: Path) -> None:
+def test_sdk_calls_through_coturn(
+    live_server_factory: Any, make_token: Any, turn_server: int, tmp_path: Path
+) -> None:
     node = shutil.which("node")
     assert node, "Node 20+ is needed for the SDK tests (make test installs clients/js)"
     assert (SDK / "node_modules" / "@roamhq" / "wrtc").is_dir(), "run `npm ci` in clients/js (make test does)"

@@ -54,7 +54,11 @@ def test_sdk_node_suite_against_a_live_server(live_server_factory: Any, make_tok
         HC_UNREGISTERED_TOKEN=str(make_token(phone_number="+12025550123")),
     )
     # test/<suite>.live.test.js files have their own runner (e.g. tests/test_sdk_calls_live.py).
-    files = [f"test/{p.name}" for p in sorted((SDK / "test").glob("*.test.js")) if not p.name.endswith(".live.test.js")]
+    files = [
+        f"test/{p.name}"
+        for p in sorted((SDK / "test").glob("*.test.js"))
+        if not p.name.endswith(".live.test.js")
+    ]
     result = subprocess.run(
         [node, "--test", "--test-reporter=spec", *files],
         cwd=SDK,

@@ -4,5 +4,6 @@ export { createRestClient } from "./rest.js";
 export { MemoryStore } from "./stores.js";
 export * from "./errors.js";
 export { CLOSE_CODES, ERROR_CODES, SERVER_FRAME_TYPES, CLIENT_FRAME_TYPES } from "./generated/constants.js";
-export { CallManager, CallSession } from "./calls.js";
+export { CallManager } from "./calls.js";
+export { CallSession } from "./call-session.js";
 export * from "./call-errors.js";

@@ -32,11 +32,11 @@ const TIMINGS_FILE = process.env.HC_TIMINGS_FILE;
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** @param {() => boolean | Promise<boolean>} predicate @param {string} what @param {number} [timeoutMs] */
+/** @param {() => boolean | Promise<boolean>} predicate @param {string | (() => string)} what @param {number} [timeoutMs] */
 async function waitFor(predicate, what, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
     await sleep(25);
   }
 }
@@ -64,7 +64,7 @@ async function endpoint(token, options = {}) {
   const rest = createRestClient({ baseUrl: HTTP_URL, getToken });
   await client.connect();
   const calls = new CallManager({ client, rest, RTCPeerConnection, iceTransportPolicy: "relay" });
-  /** @type {import("../src/calls.js").CallSession[]} */
+  /** @type {import("../src/call-session.js").CallSession[]} */
   const incoming = [];
   calls.on("incoming", (session) => incoming.push(session));
   /** @type {import("../src/client.js").Message[]} */
@@ -81,7 +81,7 @@ function media(options) {
   return m.stream;
 }
 
-/** @param {import("../src/calls.js").CallSession} session @param {string} what */
+/** @param {import("../src/call-session.js").CallSession} session @param {string} what */
 function connected(session, what) {
   return waitFor(() => session.state === "connected", `${what} to reach connected (now ${session.state}, ${session.endReason})`);
 }
@@ -162,7 +162,10 @@ describe("calls through the SDK, relayed by coturn", () => {
     assert.equal(incoming.record?.state, "ended");
     assert.equal(incoming.record?.duration, session.record?.duration);
     for (const side of [caller, callee]) {
-      await waitFor(() => historyOf(side.messages, /** @type {number} */ (session.id)).length === 1, "the history entry");
+      await waitFor(
+        () => historyOf(side.messages, /** @type {number} */ (session.id)).length === 1,
+        () => `the history entry (${side === caller ? "caller" : "callee"}: ${JSON.stringify(side.messages.map((m) => [m.seq, m.kind]))}, ${side.client.state}, ${JSON.stringify(side.client.stats)})`,
+      );
       const entry = /** @type {any} */ (historyOf(side.messages, /** @type {number} */ (session.id))[0]);
       assert.deepEqual(
         { event: entry.system.event, state: entry.system.state, media: entry.system.media, duration: entry.system.duration },
@@ -228,14 +231,14 @@ describe("calls through the SDK, relayed by coturn", () => {
     const lowerIsA = pair.caller.id < pair.callee.id;
     const [winner, loser] = lowerIsA ? [sa, sb] : [sb, sa];
     const loserSide = lowerIsA ? b : a;
-    /** @type {import("../src/calls.js").CallSession | null} */
+    /** @type {import("../src/call-session.js").CallSession | null} */
     let replacement = null;
     if (loser.isFinal) replacement = /** @type {any} */ (loserSide.calls.sessions.get(/** @type {number} */ (winner.id))) ?? null;
     loser.on("replaced", (/** @type {any} */ next) => (replacement = next));
     await waitFor(() => loser.state === "ended", "the losing call to end");
     assert.equal(loser.endReason, "glare");
     await waitFor(() => replacement !== null, "the winning call to replace the losing one");
-    const answered = /** @type {import("../src/calls.js").CallSession} */ (/** @type {unknown} */ (replacement));
+    const answered = /** @type {import("../src/call-session.js").CallSession} */ (/** @type {unknown} */ (replacement));
     assert.equal(answered.id, winner.id);
     await connected(winner, "the winning caller");
     await connected(answered, "the answering loser");
