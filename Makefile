@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn pg-server media-tools worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools vendor-console worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ coturn:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
 		{ echo "coturn is missing: install it (apt-get install coturn) for the calls relay tests"; exit 1; }
 
+## Debian's Chromium (packages chromium, chromium-driver): the browser tests (tests/browser/) drive
+## it through Playwright for Python (requirements-dev.txt); nothing downloads a browser.
+chromium:
+	@test -x /usr/bin/chromium || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		{ echo "chromium is missing: install it (apt-get install chromium chromium-driver) for the browser tests"; exit 1; }
+
+## Rebuild the web console's vendored browser modules (console/static/console/vendor/) from the
+## locked npm packages; tests/test_console_vendor.py fails while the committed files are stale.
+vendor-console: node_modules/.installed clients/js/node_modules/.installed
+	node scripts/vendor_console.mjs
+
 ## PostgreSQL's server binaries (initdb, pg_ctl; Debian package postgresql): the connection-pool
 ## tests and bench/rest.py start a private cluster with a small max_connections (tests/pgcluster.py).
 pg-server:
@@ -67,7 +79,7 @@ contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
-test: install-dev coturn pg-server media-tools
+test: install-dev coturn chromium pg-server media-tools
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -85,7 +97,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn pg-server media-tools
+pytest: install-dev coturn chromium pg-server media-tools
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

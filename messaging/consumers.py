@@ -103,6 +103,16 @@ class TokenBucket:
         return False
 
 
+def origin_allowed(scope: dict[str, Any], origin: str) -> bool:
+    """A browser's ``Origin``: one of ``HEALTHCHAT_WS_ALLOWED_ORIGINS``, or this server's own
+    (the web console at /console/: the origin's host[:port] is the request's ``Host``)."""
+    if origin in settings.HEALTHCHAT_WS_ALLOWED_ORIGINS:
+        return True
+    host = _header(scope, b"host")
+    scheme, _, netloc = origin.partition("://")
+    return bool(host) and scheme in ("http", "https") and netloc.lower() == (host or "").lower()
+
+
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -143,7 +153,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         origin = _header(self.scope, b"origin")
-        if origin is not None and origin not in settings.HEALTHCHAT_WS_ALLOWED_ORIGINS:
+        if origin is not None and not origin_allowed(self.scope, origin):
             await self.close(code=CLOSE_FORBIDDEN)  # browsers only; native apps send no Origin
             return
         self.user = None

@@ -264,6 +264,33 @@ class AttachmentUpdatedData(_Out):
     attachment: AttachmentState
 
 
+class ConsultationSummary(_Out):
+    """A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``)."""
+
+    id: int
+    patient_id: int
+    doctor_id: int
+    kind: Literal["chat", "voice", "video"]
+    state: Literal[
+        "requested",
+        "paid",
+        "accepted",
+        "in_progress",
+        "completed",
+        "declined",
+        "cancelled",
+        "expired",
+        "refunded",
+    ]
+    price: int
+    currency: str
+    conversation_id: int
+
+
+class ConsultationUpdatedData(_Out):
+    consultation: ConsultationSummary
+
+
 class CallInviteData(_Out):
     call: Call
     sdp: str
@@ -438,6 +465,13 @@ class AttachmentUpdatedFrame(_Event):
     data: AttachmentUpdatedData
 
 
+class ConsultationUpdatedFrame(_Event):
+    """A consultation of the user's changed state (a hint: ``GET consultations/{id}`` is the truth)."""
+
+    type: Literal["consultation.updated"]
+    data: ConsultationUpdatedData
+
+
 class CallInviteFrame(_Event):
     type: Literal["call.invite"]
     data: CallInviteData
@@ -525,6 +559,7 @@ SERVER_FRAME_MODELS: dict[str, type[BaseModel]] = {
     "identity.changed": IdentityChangedFrame,
     "attachment.updated": AttachmentUpdatedFrame,
     "device.added": DeviceAddedFrame,
+    "consultation.updated": ConsultationUpdatedFrame,
     "call.invite": CallInviteFrame,
     "call.ringing": CallRingingFrame,
     "call.accept": CallAcceptFrame,

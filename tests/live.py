@@ -28,10 +28,28 @@ class ServerProcess:
     def __init__(self, args: list[str], env: Mapping[str, str], port: int, log_path: Path) -> None:
         self.port = port
         self.log_path = log_path
+        self.args = list(args)
+        self.env = dict(env)
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+    def restart(self, sig: int = signal.SIGKILL, timeout: float = 60.0) -> None:
+        """End the process with ``sig`` (SIGKILL: a crash; SIGTERM: a deploy) and start the same
+        command on the same port; returns once the new process answers (its log is appended)."""
+        self.stop(sig)
+        self._log = self.log_path.open("ab")
+        self.process = self._spawn()
+        self.wait_ready(timeout)
 
     @property
     def base_url(self) -> str:

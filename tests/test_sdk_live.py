@@ -24,6 +24,10 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 SDK = Path(__file__).resolve().parent.parent / "clients" / "js"
 
+# Suites with a runner of their own (tests/test_sdk_restart_live.py, tests/test_sdk_features_live.py,
+# tests/test_sdk_calls_live.py).
+OWN_RUNNERS = {"restart.live.test.js", "features.live.test.js", "calls.live.test.js"}
+
 ENV = {
     "HEALTHCHAT_WS_RECONNECT_MIN_MS": "50",
     "HEALTHCHAT_WS_RECONNECT_MAX_MS": "300",
@@ -53,12 +57,9 @@ def test_sdk_node_suite_against_a_live_server(live_server_factory: Any, make_tok
         HC_PATIENT_SHORT_TOKEN=token(patient, lifetime=10),
         HC_UNREGISTERED_TOKEN=str(make_token(phone_number="+12025550123")),
     )
-    # test/<suite>.live.test.js files have their own runner (e.g. tests/test_sdk_calls_live.py).
-    files = [
-        f"test/{p.name}"
-        for p in sorted((SDK / "test").glob("*.test.js"))
-        if not p.name.endswith(".live.test.js")
-    ]
+    files = sorted(
+        str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.js") if p.name not in OWN_RUNNERS
+    )
     result = subprocess.run(
         [node, "--test", "--test-reporter=spec", *files],
         cwd=SDK,

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "payments",
     "notifications",
     "audit",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -199,6 +200,9 @@ USE_TZ = True
 # --- Static and media files ---------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The web console (console/) loads the JavaScript SDK's ES modules as they are, from
+# /static/console/sdk/ (no build step, no Node at run time).
+STATICFILES_DIRS = [("console/sdk", BASE_DIR / "clients" / "js" / "src")]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 MEDIA_URL = "media/"
 STORAGES: dict[str, Any] = {
@@ -311,6 +315,10 @@ HEALTHCHAT_CSP: dict[str, str] = {
     f"'unsafe-inline'; img-src 'self' data: {_SWAGGER}; connect-src 'self'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'",
     "/api/": "default-src 'none'; frame-ancestors 'none'",
+    # The console page sets its own (console/views.py: its import map's hash); this covers the
+    # rest under /console/ (errors).
+    "/console/": "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'",
 }
 # CORS (django-cors-headers) for browser clients on other origins: only these origins, only the
 # API, no cookies (the API takes bearer tokens). Empty (the default): no CORS headers at all.
@@ -324,6 +332,11 @@ CORS_PREFLIGHT_MAX_AGE = 3600
 FIREBASE_PROJECT_ID: str = env.str("FIREBASE_PROJECT_ID", default="demo-healthchat")
 FIREBASE_CREDENTIALS: str | None = env.str("FIREBASE_CREDENTIALS", default=None) or None
 FIREBASE_AUTH_EMULATOR_HOST: str | None = env.str("FIREBASE_AUTH_EMULATOR_HOST", default=None) or None
+# The web console's phone sign-in (Firebase Web SDK): the web app's API key and auth domain
+# (Firebase console > Project settings). Unset: only the emulator (FIREBASE_AUTH_EMULATOR_HOST)
+# or pasted ID tokens sign in to the console.
+FIREBASE_WEB_API_KEY: str = env.str("FIREBASE_WEB_API_KEY", default="")
+FIREBASE_WEB_AUTH_DOMAIN: str = env.str("FIREBASE_WEB_AUTH_DOMAIN", default="")
 # Development-only token issuer (``manage.py dev_token``); production refuses it.
 FIREBASE_DEV_TOKENS: bool = env.bool("FIREBASE_DEV_TOKENS", default=False)
 FIREBASE_CHECK_REVOKED: bool = env.bool("FIREBASE_CHECK_REVOKED", default=False)

@@ -27,3 +27,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Static files (the web console's) straight from the apps and STATICFILES_DIRS: tests never run
+# collectstatic.
+WHITENOISE_USE_FINDERS = True

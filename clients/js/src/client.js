@@ -59,7 +59,10 @@ import { MemoryStore } from "./stores.js";
  * @property {ConnectionState} state
  * @property {HealthchatError} error    typed errors: CloseError subclasses, ProtocolError, ...
  * @property {ServerFrame} frame        every well-formed frame, as received (typing, presence, calls...)
+ * @property {GroupEventFrame} groupEvent a member.* / group.updated log entry, once per (conversation, event)
  */
+/** @typedef {Extract<ServerFrame, {type: GroupEventType}>} GroupEventFrame */
+/** @typedef {"member.added" | "member.removed" | "member.left" | "member.role_changed" | "group.updated"} GroupEventType */
 
 const OPEN = 1;
 const DEFAULT_HINT = { min_ms: 500, max_ms: 5000 };
@@ -199,7 +202,22 @@ export class HealthchatClient {
 
   /** Drop the current socket as if the network went away (the client reconnects). */
   dropConnection() {
-    if (this.ws) this.ws.close(4000, "dropped by the app");
+    if (this.ws) this.abandon(this.ws, "dropped by the app");
+  }
+
+  /**
+   * Give up on a socket now: close it (4000) and reconnect without waiting for its `close`
+   * event, which a network that swallows packets (offline, a dead NAT) may never deliver.
+   * @param {WebSocketLike} ws @param {string} reason
+   */
+  abandon(ws, reason) {
+    if (this.ws !== ws) return;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      // already closing
+    }
+    ws.onclose?.({ code: 4000, reason });
   }
 
   open() {
@@ -216,6 +234,8 @@ export class HealthchatClient {
           authenticated = true;
         },
         () => {
+          // The server closes with its own code (4401, 4403...) after an error reply: let that
+          // close arrive (a request timeout has abandoned the socket already).
           if (this.ws === ws) ws.close(4000, "authentication did not complete");
         },
       );
@@ -327,6 +347,18 @@ export class HealthchatClient {
 
   // --- requests ----------------------------------------------------------------------------
   /**
+   * Send a frame that has no reply on success (`typing`): no `ref`, nothing awaited; a refusal
+   * arrives as an `error` event (ServerError without ref).
+   * @param {ClientFrameType} type @param {object} data
+   */
+  notify(type, data) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN || this.state === "authenticating" || this.state === "connecting")
+      throw new ConnectionLostError("not connected");
+    ws.send(JSON.stringify({ type, data }));
+  }
+
+  /**
    * Send a frame and wait for its reply (`ack`, `pong`, `ready`, `sync.done`), or reject with
    * ServerError / RequestTimeoutError / ConnectionLostError.
    * @param {ClientFrameType} type @param {object} [data]
@@ -340,7 +372,7 @@ export class HealthchatClient {
       const timer = setTimeout(() => {
         this.pending.delete(ref);
         reject(new RequestTimeoutError(`no reply to ${type} in ${this.requestTimeoutMs} ms`));
-        if (this.ws === ws) ws.close(4000, "request timeout");
+        this.abandon(ws, "request timeout");
       }, this.requestTimeoutMs);
       this.pending.set(ref, { resolve, reject, timer });
       ws.send(JSON.stringify(data === undefined ? { type, ref } : { type, ref, data }));
@@ -403,6 +435,17 @@ export class HealthchatClient {
       case "receipt":
         await this.logEntry(typed.data.conversation_id, typed.event, async () => this.onReceipt(typed.data));
         break;
+      case "member.added":
+      case "member.removed":
+      case "member.left":
+      case "member.role_changed":
+      case "group.updated":
+        // A group change is a log entry whose system message has its own seq: it joins the timeline.
+        await this.logEntry(typed.data.conversation_id, typed.event, async () => {
+          await this.accept(typed.data.message);
+          this.emit("groupEvent", typed);
+        });
+        break;
       case "sync.required":
         this.backgroundSync();
         break;
@@ -441,21 +484,26 @@ export class HealthchatClient {
 
   /**
    * A message for the timeline (live, replayed or our own ack): delivered to the app exactly
-   * once, in seq order; past a gap it is held and a sync fills the gap.
-   * @param {Message} message
+   * once, in seq order; past a gap it is held and a sync fills the gap. In a conversation this
+   * device has not delivered anything of yet, only seq 1 is known to be the start: a later seq
+   * is held until a sync has replayed what comes before it (a live frame can overtake the
+   * replay after a reconnect), and the end of that sync starts the conversation at the lowest
+   * seq held (`releaseHeld`).
+   * @param {Message} message @param {boolean} [start] deliver from here (a conversation's first)
    */
-  async accept(message) {
+  async accept(message, start = false) {
     const conversationId = message.conversation_id;
     const highest = await this.highestSeq(conversationId);
     if (highest !== null && message.seq <= highest) return; // already delivered
-    if (highest !== null && message.seq > highest + 1) {
+    const inOrder = highest === null ? start || message.seq === 1 : message.seq === highest + 1;
+    if (!inOrder) {
       let held = this.held.get(conversationId);
       if (!held) this.held.set(conversationId, (held = new Map()));
       held.set(message.seq, message);
-      this.backgroundSync();
+      // A sync under way covers a first message; a gap needs a sync after it.
+      if (highest !== null || !this.syncing) this.backgroundSync();
       return;
     }
-    // In order (or the first message this device sees of the conversation: it starts there).
     let next = /** @type {Message | undefined} */ (message);
     while (next) {
       await this.deliver(next);
@@ -466,6 +514,18 @@ export class HealthchatClient {
         held.delete(next.seq + 1);
       }
       next = following;
+    }
+  }
+
+  /** After a complete sync: conversations still without a delivered message start at the
+   * lowest seq held (what the sync replayed is all there is before it). */
+  async releaseHeld() {
+    for (const [conversationId, held] of this.held) {
+      if (!held.size || (await this.highestSeq(conversationId)) !== null) continue;
+      const first = Math.min(...held.keys());
+      const message = /** @type {Message} */ (held.get(first));
+      held.delete(first);
+      await this.accept(message, true);
     }
   }
 
@@ -510,20 +570,23 @@ export class HealthchatClient {
     }
     this.syncing = true;
     try {
+      let cursor = null;
       do {
         this.syncAgain = false;
         let more = true;
         while (more) {
-          const cursor = await this.store.getCursor();
-          const done = await this.request("sync", cursor ? { cursor } : {});
+          const stored = await this.store.getCursor();
+          const done = await this.request("sync", stored ? { cursor: stored } : {});
           // Replayed entries arrived before sync.done; let their handling finish first.
           await this.chain;
           await this.store.setCursor(done.data.cursor);
           more = done.data.more;
-          if (!more) this.emit("synced", { cursor: done.data.cursor });
+          cursor = done.data.cursor;
         }
         this.stats.syncs += 1;
       } while (this.syncAgain);
+      await this.serial(() => this.releaseHeld());
+      this.emit("synced", { cursor: /** @type {string} */ (cursor) });
     } finally {
       this.syncing = false;
     }
@@ -661,7 +724,7 @@ export class HealthchatClient {
     waiter.resolve(message);
   }
 
-  // --- receipts (minimal: the full receipts/typing/presence API is still to come) ------------
+  // --- receipts (the per-conversation state: ReceiptTracker in receipts.js) -----------------
   /** @param {number} conversationId @param {number} seq */
   markDelivered(conversationId, seq) {
     return this.request("message.delivered", { conversation_id: conversationId, seq });
@@ -703,9 +766,16 @@ export function frameProblem(frame) {
       return `a ${f.type} frame without its message's conversation_id, seq, id or event`;
   }
   if (f.type === "receipt" && (!isInt(f.data.conversation_id) || !isInt(f.event))) return "a receipt without conversation_id or event";
+  if (GROUP_EVENT_TYPES.has(f.type)) {
+    const m = f.data.message;
+    if (!isInt(f.data.conversation_id) || !isInt(f.event) || !m || !isInt(m.seq) || m.conversation_id !== f.data.conversation_id)
+      return `a ${f.type} frame without conversation_id, event or its system message's seq`;
+  }
   if (f.type === "sync.done" && typeof f.data.cursor !== "string") return "a sync.done without cursor";
   return null;
 }
+
+const GROUP_EVENT_TYPES = new Set(["member.added", "member.removed", "member.left", "member.role_changed", "group.updated"]);
 
 /** @param {unknown} v */
 function isInt(v) {

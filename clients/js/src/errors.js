@@ -98,3 +98,34 @@ export function closeError(code, reason, lastError) {
   const Class = known ? BY_CODE[/** @type {CloseCode} */ (code)] : ConnectionDroppedError;
   return new Class(code, reason, lastError);
 }
+
+/** A REST answer that is not a success: `status` (HTTP), `code` (the body's `error.code`, or
+ * `http_<status>` when the body is not the documented error shape) and `body`. */
+export class RestError extends HealthchatError {
+  /** @param {number} status @param {any} body */
+  constructor(status, body) {
+    const error = body && typeof body === "object" && body.error && typeof body.error.code === "string" ? body.error : null;
+    super(`${status}${error ? ` ${error.code}: ${error.message}` : ""}`);
+    this.status = status;
+    /** @type {string} */
+    this.code = error ? error.code : `http_${status}`;
+    this.body = body;
+  }
+}
+
+/** An upload the server rejected while stripping its metadata (`state: rejected`). */
+export class AttachmentRejectedError extends HealthchatError {
+  /** @param {{id: number, rejection?: string | null}} attachment */
+  constructor(attachment) {
+    super(`attachment ${attachment.id} rejected: ${attachment.rejection ?? "unknown"}`);
+    /** @type {string | null} corrupt_media, processing_timeout, file_too_large, media_processing_unavailable */
+    this.rejection = attachment.rejection ?? null;
+    this.attachment = attachment;
+  }
+}
+
+/** Downloaded bytes that do not match the attachment's `size` or `sha256`. */
+export class IntegrityError extends HealthchatError {}
+
+/** A download asked for while the attachment is still `processing` (wait for it first). */
+export class AttachmentNotReadyError extends HealthchatError {}

@@ -1,9 +1,30 @@
 // @healthchat/client: the public surface.
 export { HealthchatClient, frameProblem, reconnectDelay, tokenExpiry } from "./client.js";
-export { createRestClient } from "./rest.js";
+export { createRestClient, unwrap } from "./rest.js";
 export { MemoryStore } from "./stores.js";
+export { IndexedDBStore } from "./indexeddb-store.js";
 export * from "./errors.js";
 export { CLOSE_CODES, ERROR_CODES, SERVER_FRAME_TYPES, CLIENT_FRAME_TYPES } from "./generated/constants.js";
+export { ReceiptTracker } from "./receipts.js";
+export { TypingIndicator } from "./typing.js";
+export { PresenceTracker } from "./presence.js";
+export { Timeline, deleteMessage, editMessage, historyPage } from "./messages.js";
+export { GroupEvents, addMember, changeRole, createGroup, getGroup, leaveGroup, removeMember, updateGroup } from "./groups.js";
+export { downloadAttachment, sha256Hex, uploadAttachment, waitForAttachment } from "./attachments.js";
+export {
+  acceptConsultation,
+  cancelConsultation,
+  completeConsultation,
+  declineConsultation,
+  doctorAvailability,
+  getAvailability,
+  getConsultation,
+  listConsultations,
+  onConsultationUpdated,
+  requestConsultation,
+  setAvailability,
+  startConsultation,
+} from "./consultations.js";
 export { CallManager } from "./calls.js";
 export { CallSession } from "./call-session.js";
 export * from "./call-errors.js";

@@ -1,5 +1,6 @@
 // The REST client: openapi-fetch over the types openapi-typescript generated from docs/openapi.yaml.
 import createClient from "openapi-fetch";
+import { ConnectionLostError, RestError } from "./errors.js";
 
 /** @typedef {import("./generated/openapi.js").paths} paths */
 /** @typedef {import("./generated/openapi.js").components} components */
@@ -21,4 +22,24 @@ export function createRestClient({ baseUrl, getToken, fetch }) {
     },
   });
   return client;
+}
+
+/**
+ * The data of an openapi-fetch result, or a typed `RestError` (network failures become
+ * `ConnectionLostError`).
+ * @template T
+ * @param {Promise<{data?: T, error?: any, response: Response}>} call
+ * @returns {Promise<T>}
+ */
+export async function unwrap(call) {
+  let result;
+  try {
+    result = await call;
+  } catch (error) {
+    const lost = new ConnectionLostError(`request failed: ${error instanceof Error ? error.message : String(error)}`);
+    lost.cause = error;
+    throw lost;
+  }
+  if (!result.response.ok) throw new RestError(result.response.status, result.error);
+  return /** @type {T} */ (result.data);
 }

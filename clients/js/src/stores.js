@@ -22,6 +22,7 @@
  * @property {(item: OutboxItem) => Promise<void>} putOutbox
  * @property {(clientId: string) => Promise<void>} deleteOutbox
  * @property {() => Promise<OutboxItem[]>} listOutbox  every pending item, oldest first
+ * @property {() => Promise<void>} clear  forget everything (sign-out)
  */
 
 /** @implements {Store} */
@@ -51,13 +52,23 @@ export class MemoryStore {
   }
   /** @param {OutboxItem} item */
   async putOutbox(item) {
-    this.outbox.set(item.clientId, { ...item });
+    this.outbox.set(item.clientId, copyItem(item));
   }
   /** @param {string} clientId */
   async deleteOutbox(clientId) {
     this.outbox.delete(clientId);
   }
   async listOutbox() {
-    return [...this.outbox.values()].sort((a, b) => a.createdAt - b.createdAt);
+    return [...this.outbox.values()].sort((a, b) => a.createdAt - b.createdAt).map(copyItem);
   }
+  async clear() {
+    this.cursor = null;
+    this.seqs.clear();
+    this.outbox.clear();
+  }
+}
+
+/** @param {OutboxItem} item @returns {OutboxItem} */
+function copyItem(item) {
+  return { ...item, attachmentIds: [...item.attachmentIds] };
 }

@@ -264,12 +264,22 @@ export type UserId6 = number;
 export type Type32 = "call.reject";
 export type Type33 = "call.ringing";
 export type Type34 = "call.update";
+export type Id4 = number;
+export type PatientId = number;
+export type DoctorId = number;
+export type Kind1 = "chat" | "voice" | "video";
+export type State3 =
+  "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
+export type Price = number;
+export type Currency = string;
+export type ConversationId7 = number;
+export type Type35 = "consultation.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event = number;
-export type Type35 = "device.added";
-export type ConversationId7 = number;
+export type Type36 = "device.added";
+export type ConversationId8 = number;
 export type UserId7 = number;
 export type DeviceId1 = number;
 export type UserId8 = number;
@@ -303,8 +313,8 @@ export type ExtraDevices = number[] | null;
  */
 export type Devices = ServerDeviceList[] | null;
 export type Ref21 = string | null;
-export type Type36 = "error";
-export type ConversationId8 = number;
+export type Type37 = "error";
+export type ConversationId9 = number;
 export type Event1 = "group.updated";
 export type By = number;
 export type Name2 = string | null;
@@ -314,18 +324,18 @@ export type HistoryVisibleToNewMembers = boolean | null;
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
-export type Type37 = "group.updated";
+export type Type38 = "group.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event3 = number;
-export type Type38 = "identity.changed";
+export type Type39 = "identity.changed";
 export type DeviceId2 = number;
 export type OneTimePrekeys = number;
 export type KyberPrekeys = number;
 export type Threshold = number;
-export type Type39 = "keys.low";
-export type ConversationId9 = number;
+export type Type40 = "keys.low";
+export type ConversationId10 = number;
 export type Event4 = "member.added";
 export type UserId9 = number;
 export type By1 = number;
@@ -333,16 +343,16 @@ export type By1 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event5 = number;
-export type Type40 = "member.added";
-export type ConversationId10 = number;
+export type Type41 = "member.added";
+export type ConversationId11 = number;
 export type Event6 = "member.left";
 export type UserId10 = number;
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event7 = number;
-export type Type41 = "member.left";
-export type ConversationId11 = number;
+export type Type42 = "member.left";
+export type ConversationId12 = number;
 export type Event8 = "member.removed";
 export type UserId11 = number;
 export type By2 = number;
@@ -350,8 +360,8 @@ export type By2 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event9 = number;
-export type Type42 = "member.removed";
-export type ConversationId12 = number;
+export type Type43 = "member.removed";
+export type ConversationId13 = number;
 export type Event10 = "member.role_changed";
 export type UserId12 = number;
 export type Role1 = "owner" | "admin" | "member";
@@ -360,33 +370,33 @@ export type By3 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event11 = number;
-export type Type43 = "member.role_changed";
+export type Type44 = "member.role_changed";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event12 = number;
-export type Type44 = "message.new";
+export type Type45 = "message.new";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event13 = number;
-export type Type45 = "message.updated";
+export type Type46 = "message.updated";
 export type Ref22 = string | null;
-export type Type46 = "pong";
+export type Type47 = "pong";
 export type UserId13 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type47 = "presence";
+export type Type48 = "presence";
 export type UserId14 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref23 = string | null;
-export type Type48 = "ready";
-export type ConversationId13 = number;
+export type Type49 = "ready";
+export type ConversationId14 = number;
 export type UserId15 = number;
 export type DeliveredSeq1 = number | null;
 export type ReadSeq1 = number | null;
@@ -394,17 +404,17 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type49 = "receipt";
+export type Type50 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref24 = string | null;
-export type Type50 = "sync.done";
+export type Type51 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type51 = "sync.required";
-export type ConversationId14 = number;
+export type Type52 = "sync.required";
+export type ConversationId15 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type52 = "typing";
+export type Type53 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -425,6 +435,7 @@ export type ServerFrame =
   | ServerCallRejectFrame
   | ServerCallRingingFrame
   | ServerCallUpdateFrame
+  | ServerConsultationUpdatedFrame
   | ServerDeviceAddedFrame
   | ServerErrorFrame
   | ServerGroupUpdatedFrame
@@ -537,6 +548,9 @@ export interface AsyncApiSchemas {
   ServerCallSdpData?: ServerCallSdpData;
   ServerCallUpdateFrame?: ServerCallUpdateFrame;
   ServerCallUserData?: ServerCallUserData;
+  ServerConsultationSummary?: ServerConsultationSummary;
+  ServerConsultationUpdatedData?: ServerConsultationUpdatedData;
+  ServerConsultationUpdatedFrame?: ServerConsultationUpdatedFrame;
   ServerDeviceAddedFrame?: ServerDeviceAddedFrame;
   ServerDeviceEventData?: ServerDeviceEventData;
   ServerDeviceList?: ServerDeviceList;
@@ -1243,12 +1257,45 @@ export interface ServerCallUpdateFrame {
   data: ServerCallSdpData;
 }
 /**
+ * A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerConsultationSummary".
+ */
+export interface ServerConsultationSummary {
+  id: Id4;
+  patient_id: PatientId;
+  doctor_id: DoctorId;
+  kind: Kind1;
+  state: State3;
+  price: Price;
+  currency: Currency;
+  conversation_id: ConversationId7;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerConsultationUpdatedData".
+ */
+export interface ServerConsultationUpdatedData {
+  consultation: ServerConsultationSummary;
+}
+/**
+ * A consultation of the user's changed state (a hint: ``GET consultations/{id}`` is the truth).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerConsultationUpdatedFrame".
+ */
+export interface ServerConsultationUpdatedFrame {
+  type: Type35;
+  data: ServerConsultationUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerDeviceAddedFrame".
  */
 export interface ServerDeviceAddedFrame {
   event: Event;
-  type: Type35;
+  type: Type36;
   data: ServerDeviceEventData;
 }
 /**
@@ -1256,7 +1303,7 @@ export interface ServerDeviceAddedFrame {
  * via the `definition` "ServerDeviceEventData".
  */
 export interface ServerDeviceEventData {
-  conversation_id: ConversationId7;
+  conversation_id: ConversationId8;
   user_id: UserId7;
   device_id: DeviceId1;
 }
@@ -1313,7 +1360,7 @@ export interface ServerProblem {
  */
 export interface ServerErrorFrame {
   ref?: Ref21;
-  type: Type36;
+  type: Type37;
   error: ServerError;
 }
 /**
@@ -1321,7 +1368,7 @@ export interface ServerErrorFrame {
  * via the `definition` "ServerGroupUpdatedData".
  */
 export interface ServerGroupUpdatedData {
-  conversation_id: ConversationId8;
+  conversation_id: ConversationId9;
   message: ServerMessage1;
   event: Event1;
   by: By;
@@ -1354,7 +1401,7 @@ export interface ServerMessage1 {
  */
 export interface ServerGroupUpdatedFrame {
   event: Event2;
-  type: Type37;
+  type: Type38;
   data: ServerGroupUpdatedData;
 }
 /**
@@ -1363,7 +1410,7 @@ export interface ServerGroupUpdatedFrame {
  */
 export interface ServerIdentityChangedFrame {
   event: Event3;
-  type: Type38;
+  type: Type39;
   data: ServerDeviceEventData;
 }
 /**
@@ -1381,7 +1428,7 @@ export interface ServerKeysLowData {
  * via the `definition` "ServerKeysLowFrame".
  */
 export interface ServerKeysLowFrame {
-  type: Type39;
+  type: Type40;
   data: ServerKeysLowData;
 }
 /**
@@ -1389,7 +1436,7 @@ export interface ServerKeysLowFrame {
  * via the `definition` "ServerMemberAddedData".
  */
 export interface ServerMemberAddedData {
-  conversation_id: ConversationId9;
+  conversation_id: ConversationId10;
   message: ServerMessage2;
   event: Event4;
   user_id: UserId9;
@@ -1420,7 +1467,7 @@ export interface ServerMessage2 {
  */
 export interface ServerMemberAddedFrame {
   event: Event5;
-  type: Type40;
+  type: Type41;
   data: ServerMemberAddedData;
 }
 /**
@@ -1428,7 +1475,7 @@ export interface ServerMemberAddedFrame {
  * via the `definition` "ServerMemberLeftData".
  */
 export interface ServerMemberLeftData {
-  conversation_id: ConversationId10;
+  conversation_id: ConversationId11;
   message: ServerMessage3;
   event: Event6;
   user_id: UserId10;
@@ -1458,7 +1505,7 @@ export interface ServerMessage3 {
  */
 export interface ServerMemberLeftFrame {
   event: Event7;
-  type: Type41;
+  type: Type42;
   data: ServerMemberLeftData;
 }
 /**
@@ -1466,7 +1513,7 @@ export interface ServerMemberLeftFrame {
  * via the `definition` "ServerMemberRemovedData".
  */
 export interface ServerMemberRemovedData {
-  conversation_id: ConversationId11;
+  conversation_id: ConversationId12;
   message: ServerMessage4;
   event: Event8;
   user_id: UserId11;
@@ -1497,7 +1544,7 @@ export interface ServerMessage4 {
  */
 export interface ServerMemberRemovedFrame {
   event: Event9;
-  type: Type42;
+  type: Type43;
   data: ServerMemberRemovedData;
 }
 /**
@@ -1505,7 +1552,7 @@ export interface ServerMemberRemovedFrame {
  * via the `definition` "ServerMemberRoleChangedData".
  */
 export interface ServerMemberRoleChangedData {
-  conversation_id: ConversationId12;
+  conversation_id: ConversationId13;
   message: ServerMessage5;
   event: Event10;
   user_id: UserId12;
@@ -1537,7 +1584,7 @@ export interface ServerMessage5 {
  */
 export interface ServerMemberRoleChangedFrame {
   event: Event11;
-  type: Type43;
+  type: Type44;
   data: ServerMemberRoleChangedData;
 }
 /**
@@ -1553,7 +1600,7 @@ export interface ServerMessageData {
  */
 export interface ServerMessageNewFrame {
   event: Event12;
-  type: Type44;
+  type: Type45;
   data: ServerMessageData;
 }
 /**
@@ -1562,7 +1609,7 @@ export interface ServerMessageNewFrame {
  */
 export interface ServerMessageUpdatedFrame {
   event: Event13;
-  type: Type45;
+  type: Type46;
   data: ServerMessageData;
 }
 /**
@@ -1571,7 +1618,7 @@ export interface ServerMessageUpdatedFrame {
  */
 export interface ServerPongFrame {
   ref?: Ref22;
-  type: Type46;
+  type: Type47;
   data: ServerEmptyData;
 }
 /**
@@ -1588,7 +1635,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type47;
+  type: Type48;
   data: ServerPresenceData;
 }
 /**
@@ -1616,7 +1663,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref23;
-  type: Type48;
+  type: Type49;
   data: ServerReadyData;
 }
 /**
@@ -1624,7 +1671,7 @@ export interface ServerReadyFrame {
  * via the `definition` "ServerReceiptData".
  */
 export interface ServerReceiptData {
-  conversation_id: ConversationId13;
+  conversation_id: ConversationId14;
   user_id: UserId15;
   delivered_seq?: DeliveredSeq1;
   read_seq?: ReadSeq1;
@@ -1635,7 +1682,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event14;
-  type: Type49;
+  type: Type50;
   data: ServerReceiptData;
 }
 /**
@@ -1654,7 +1701,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref24;
-  type: Type50;
+  type: Type51;
   data: ServerSyncDoneData;
 }
 /**
@@ -1671,7 +1718,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type51;
+  type: Type52;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1679,7 +1726,7 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId14;
+  conversation_id: ConversationId15;
   user_id: UserId16;
   active: Active1;
 }
@@ -1688,6 +1735,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type52;
+  type: Type53;
   data: ServerTypingData;
 }

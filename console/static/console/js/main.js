@@ -1,0 +1,72 @@
+// The healthchat web console: sign in, then the conversation list, the chat and (doctors) the
+// consultation requests and availability switch, all through the JavaScript SDK
+// (@healthchat/client). Other screens (the call screen) plug in through the DOM events
+// `hc:session` ({session}) and `hc:conversation` ({conversation, session}) and the
+// #call-slot element in the chat header.
+import { Consultations } from "./consultations.js";
+import { ConversationList } from "./conversations.js";
+import { ChatView } from "./chat.js";
+import { byId } from "./dom.js";
+import { openSession, forgetToken, storedToken, staticTokenProvider } from "./session.js";
+import { firebaseSignOut, restoredFirebaseUser, setUpSignIn } from "./signin.js";
+
+const config = JSON.parse(byId("console-config").textContent ?? "{}");
+
+/** @param {import("./session.js").TokenProvider} getToken */
+async function start(getToken) {
+  const session = await openSession(getToken);
+  const { client, me } = session;
+  byId("screen-signin").hidden = true;
+  byId("screen-workspace").hidden = false;
+  byId("topbar-tools").hidden = false;
+  byId("role-label").textContent = me.role === "doctor" ? "· doctor console" : "· patient";
+  byId("me-name").textContent = me.display_name || me.phone_number || "";
+  document.body.dataset.role = me.role;
+  const connection = byId("connection");
+  client.on("state", (state) => {
+    connection.textContent = state === "ready" ? "online" : state === "closed" ? "signed out" : `${state}…`;
+    connection.dataset.state = state;
+  });
+  const list = new ConversationList(session, (c) => void chat.open(c));
+  const chat = new ChatView(session, list);
+  const consultations = new Consultations(session, () => list.load());
+  document.addEventListener("hc:presence", () => chat.showPresence());
+  // The browser knows first when the network goes: drop the socket at once instead of waiting
+  // for a ping to time out (the SDK reconnects, with its backoff, until the network is back).
+  window.addEventListener("offline", () => client.dropConnection());
+  byId("sign-out").addEventListener("click", async () => {
+    client.close();
+    forgetToken();
+    await session.store.clear(); // nothing of this user's stays in the browser
+    await firebaseSignOut();
+    location.reload();
+  });
+  /** @type {any} */ (window).healthchat = { session, list, chat, consultations };
+  document.dispatchEvent(new CustomEvent("hc:session", { detail: { session } }));
+  await list.load();
+  await consultations.load();
+  await client.connect();
+  document.body.dataset.ready = "true";
+}
+
+/** @param {import("./session.js").TokenProvider} provider */
+async function signIn(provider) {
+  try {
+    await start(provider);
+  } catch (e) {
+    forgetToken();
+    throw e;
+  }
+}
+
+setUpSignIn(config, signIn);
+const saved = storedToken();
+const restore = saved ? Promise.resolve(staticTokenProvider(saved)) : restoredFirebaseUser(config);
+restore
+  .then((provider) => (provider ? signIn(provider) : undefined))
+  .catch((e) => {
+    byId("signin-error").textContent = e instanceof Error ? e.message : String(e);
+  })
+  .finally(() => {
+    document.body.dataset.loaded = "true";
+  });

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+urlpatterns = [path("", views.console_page, name="index")]
