@@ -24,14 +24,12 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-import requests
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from django.db import connection
 
 from calls import tasks
-from calls.tests.webrtc import ToneTrack, coturn, dominant_frequency, split_candidates, to_candidate
+from calls.tests.webrtc import coturn, dominant_frequency
 from messaging.tests.factories import pair
+from tests.aiortc_peer import aiortc_callee
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -66,86 +64,6 @@ class Beat(threading.Thread):
                 self.runs += 1
         finally:
             connection.close()
-
-
-async def aiortc_callee(ws: WsClient, http_url: str, token: str) -> dict[str, Any]:
-    """Answer the first incoming call with aiortc through the relay: an 880 Hz tone back, an
-    echo on the data channel; record the caller's audio; stop at the hang-up."""
-    invite = await ws.expect("call.invite", timeout=240)
-    call_id = invite["data"]["call"]["id"]
-    await ws.request("call.ringing", {"call_id": call_id})
-    response = await asyncio.to_thread(
-        requests.get,
-        f"{http_url}/api/v1/calls/turn-credentials",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    creds = response.json()
-    config = RTCConfiguration(
-        iceServers=[
-            RTCIceServer(urls=creds["uris"], username=creds["username"], credential=creds["password"])
-        ],
-        iceTransportPolicy=RTCIceTransportPolicy.RELAY,
-    )
-    pc = RTCPeerConnection(config)
-    pc.addTrack(ToneTrack(AIORTC_TONE_HZ))
-    frames: list[Any] = []
-    messages: list[str] = []
-    recorders: list[asyncio.Task[None]] = []
-
-    @pc.on("datachannel")
-    def on_datachannel(channel: Any) -> None:
-        @channel.on("message")
-        def on_message(message: str) -> None:
-            messages.append(message)
-            channel.send(f"echo: {message}")
-
-    async def record_audio(track: Any) -> None:
-        while len(frames) < 100:
-            try:
-                frames.append(await track.recv())
-            except Exception:  # the track ends at hang-up
-                return
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        if track.kind == "audio":
-            recorders.append(asyncio.ensure_future(record_audio(track)))
-
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(invite["data"]["sdp"], "offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        answer, candidates = split_candidates(pc.localDescription.sdp)
-        accepted = await ws.request("call.accept", {"call_id": call_id, "sdp": answer})
-        assert accepted["type"] == "ack", accepted
-        for init in [*candidates, {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}]:
-            await ws.request("call.ice", {"call_id": call_id, "candidate": init})
-        remote: list[dict[str, Any]] = []
-        pending = [f for f in ws.inbox if f["type"] == "call.ice"]
-        ws.inbox = [f for f in ws.inbox if f["type"] != "call.ice"]
-        ended = None
-        while ended is None:
-            frame = pending.pop(0) if pending else await ws.recv(timeout=120)
-            if frame["type"] == "call.ice" and frame["data"]["call_id"] == call_id:
-                remote.append(frame["data"]["candidate"])
-                candidate = to_candidate(frame["data"]["candidate"])
-                if candidate is not None:
-                    await pc.addIceCandidate(candidate)
-            elif (
-                frame["type"] in ("call.hangup", "call.ended")
-                and frame["data"].get("call_id", frame["data"].get("call", {}).get("id")) == call_id
-            ):
-                ended = frame
-        return {
-            "call_id": call_id,
-            "frames": frames,
-            "messages": messages,
-            "local_candidates": candidates,
-            "remote_candidates": remote,
-            "ended": ended,
-        }
-    finally:
-        await pc.close()
 
 
 def test_sdk_calls_through_coturn(
@@ -191,7 +109,9 @@ def test_sdk_calls_through_coturn(
 
     async def scenario() -> tuple[int, str, dict[str, Any] | BaseException]:
         callee_ws = await WsClient.connect(server.ws_url, interop_token)
-        callee = asyncio.ensure_future(aiortc_callee(callee_ws, server.base_url, interop_token))
+        callee = asyncio.ensure_future(
+            aiortc_callee(callee_ws, server.base_url, interop_token, tone_hz=AIORTC_TONE_HZ)
+        )
         process = await asyncio.create_subprocess_exec(
             node,
             "--test",

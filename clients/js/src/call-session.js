@@ -244,9 +244,8 @@ export class CallSession extends Emitter {
   /** @param {MediaOptions} options */
   async preparePeer(options) {
     this.mediaOptions = options;
-    const iceServers = await this.manager.iceServers();
     const PC = this.manager.RTCPeerConnection;
-    const pc = new PC({ iceServers, iceTransportPolicy: this.manager.iceTransportPolicy });
+    const pc = new PC(await this.manager.rtcConfiguration());
     this.pc = pc;
     pc.onicecandidate = (event) => {
       const init = event.candidate ? toInit(event.candidate) : { candidate: "" };

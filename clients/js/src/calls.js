@@ -23,7 +23,9 @@ import { ConnectionLostError, HealthchatError, RequestTimeoutError } from "./err
  * @property {RestClient} [rest]   for the TURN credentials (`GET /api/v1/calls/turn-credentials`)
  *   and the final record of a call that ended while the socket was away (`GET /api/v1/calls/{id}`)
  * @property {() => Promise<RTCIceServer[]>} [getIceServers]  instead of the endpoint (tests, a fixed STUN)
- * @property {RTCIceTransportPolicy} [iceTransportPolicy]  `"relay"`: TURN only (hides the peers' addresses); default `"all"`
+ * @property {RTCIceTransportPolicy | ((iceServers: RTCIceServer[]) => RTCIceTransportPolicy)} [iceTransportPolicy]
+ *   `"relay"`: TURN only (hides the peers' addresses from each other); default `"all"`. A function
+ *   decides per call from the fetched ICE servers (e.g. relay only when a TURN server is offered)
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]  default: `globalThis.RTCPeerConnection`
  * @property {(media: CallMedia) => Promise<MediaStream>} [getLocalStream]  default: `navigator.mediaDevices.getUserMedia`
  * @property {boolean} [autoRinging]  send `call.ringing` when an invite arrives (default true)
@@ -47,7 +49,6 @@ export class CallManager extends Emitter {
     if (!PC) throw new HealthchatError("no RTCPeerConnection implementation: pass options.RTCPeerConnection");
     /** @type {typeof RTCPeerConnection} */
     this.RTCPeerConnection = PC;
-    /** @type {RTCIceTransportPolicy} */
     this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
     this.getLocalStream =
       options.getLocalStream ??
@@ -139,6 +140,13 @@ export class CallManager extends Emitter {
       throw new TurnUnavailableError(`TURN credentials: HTTP ${response.status}${code ? ` (${code})` : ""}`, response.status, code);
     }
     return /** @type {RTCIceServer[]} */ (data.ice_servers);
+  }
+
+  /** The ICE configuration of one call: fresh servers and the transport policy. */
+  async rtcConfiguration() {
+    const iceServers = await this.iceServers();
+    const policy = this.iceTransportPolicy;
+    return { iceServers, iceTransportPolicy: typeof policy === "function" ? policy(iceServers) : policy };
   }
 
   /** @param {number} id @returns {Promise<CallRecord | null>} */
