@@ -47,7 +47,10 @@ def _isolate_worker_keys(config: pytest.Config) -> None:
     from django.conf import settings as dj_settings
 
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
-    prefix = f"hctest-{worker}"
+    # Redis pub/sub channels ignore the database number: test runs on other Redis databases of
+    # the same server (parallel checkouts, CI jobs) would hear each other's ``user.<id>`` events
+    # with a shared prefix. The process id keeps each run's key space its own.
+    prefix = f"hctest-{worker}-{os.getpid()}"
     os.environ["CHANNEL_LAYER_PREFIX"] = prefix
     os.environ["CACHE_KEY_PREFIX"] = prefix
     # Celery workers started by live tests take their queue from the environment, the test

@@ -31,6 +31,7 @@ OWN_RUNNERS = {
     "e2ee.live.test.js",
     "features.live.test.js",
     "features.unit.test.js",
+    "calls.live.test.js",
 }
 
 ENV = {

@@ -28,3 +28,6 @@ export {
   setAvailability,
   startConsultation,
 } from "./consultations.js";
+export { CallManager } from "./calls.js";
+export { CallSession } from "./call-session.js";
+export * from "./call-errors.js";

@@ -3,6 +3,7 @@
 // the other members' receipts), typing, and attachments with previews.
 import { uploadAttachment } from "@healthchat/client";
 import { byId, el, nameOf, sizeOf, timeOf } from "./dom.js";
+import { callSummary } from "./calls.js";
 
 /** @typedef {import("./conversations.js").Conversation} Conversation */
 /** @typedef {import("./conversations.js").Session} Session */
@@ -184,7 +185,7 @@ export class ChatView {
       "li",
       { class: `message${mine ? " mine" : ""}`, dataset: { seq: String(m.seq), clientId: m.client_id, status: status ?? "" } },
       el("span", { class: "sender" }, sender),
-      el("p", { class: "body" }, m.deleted ? "Message deleted" : m.body ?? ""),
+      el("p", { class: "body" }, m.deleted ? "Message deleted" : m.system?.event === "call" ? callSummary(m.system) : m.body ?? ""),
       ...(m.attachments ?? []).map((/** @type {any} */ a) => this.attachment(a)),
       el(
         "span",
