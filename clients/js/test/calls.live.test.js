@@ -67,7 +67,7 @@ async function endpoint(token, options = {}) {
   /** @type {import("../src/call-session.js").CallSession[]} */
   const incoming = [];
   calls.on("incoming", (session) => incoming.push(session));
-  /** @type {import("../src/client.js").Message[]} */
+  /** @type {import("../src/client.js").AppMessage[]} */
   const messages = [];
   client.on("message", (m) => messages.push(m));
   cleanups.push(() => client.close());
@@ -99,7 +99,7 @@ async function mediaFlows(pc, kinds, ms = 1500) {
   return later;
 }
 
-/** System entries (call history) seen by a client for a call. @param {import("../src/client.js").Message[]} messages @param {number} callId */
+/** System entries (call history) seen by a client for a call. @param {import("../src/client.js").AppMessage[]} messages @param {number} callId */
 const historyOf = (messages, callId) => messages.filter((m) => m.kind === "system" && /** @type {any} */ (m).system?.call_id === callId);
 
 describe("calls through the SDK, relayed by coturn", () => {
