@@ -38,6 +38,8 @@ from messaging import asyncapi, frames, protocol
 from messaging.tests import media_corpus
 from messaging.tests.factories import pair
 from messaging.tests.test_redis_restart_live import OwnRedis
+from payments import services as consultations
+from payments.models import Consultation
 from tests.live import free_port
 from tests.wsclient import WsClient
 
@@ -244,6 +246,12 @@ async def play_session(
     assert response.status_code == 201, response.content
     await b2.expect("attachment.updated")
 
+    # A consultation request the doctor let expire: both participants hear consultation.updated.
+    consultation_id = await sync_to_async(_unanswered_request)(patient, doctor, direct)
+    await sync_to_async(consultations.consultation_expire)(consultation_id=consultation_id)
+    await a.expect("consultation.updated")
+    await b2.expect("consultation.updated")
+
     # A socket whose server lost its live path (a Redis restart) is told to sync.
     c = await Recorder.open(log, second.ws_url, token=token_for(patient))
     second_redis.stop()
@@ -294,6 +302,22 @@ async def play_session(
     for client in (a, b, b2):
         await client.close()
     return log
+
+
+def _unanswered_request(patient: Any, doctor: Any, direct: Any) -> int:
+    """A chat consultation requested and past its expiry (no payment authorised)."""
+    consultation = Consultation.objects.create(
+        patient=patient,
+        doctor=doctor,
+        kind=Consultation.Kind.CHAT,
+        price=3000,
+        currency="EUR",
+        platform_fee=300,
+        conversation=direct,
+        provider="development",
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    return consultation.pk
 
 
 def _ring_out(call_id: int) -> None:

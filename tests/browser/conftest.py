@@ -12,15 +12,26 @@ import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, sign_in_with_token
 
-# Playwright's sync API keeps an asyncio loop on the test's thread; the ORM calls the tests make
-# between browser steps are plain synchronous calls (no loop is running while they execute).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 LIVE_ENV = {
     "HEALTHCHAT_WS_RECONNECT_MIN_MS": "100",
     "HEALTHCHAT_WS_RECONNECT_MAX_MS": "500",
     "HEALTHCHAT_E2EE_POLICY": "optional",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _orm_beside_playwright() -> Iterator[None]:
+    """Playwright's sync API keeps an asyncio loop on the test's thread; the ORM calls the tests
+    make between browser steps are plain synchronous calls (no loop is running while they
+    execute). Allowed for this module only: a process started by a later test on the same xdist
+    worker (``manage.py check --deploy``) must not inherit the switch."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(scope="module")
