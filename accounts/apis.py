@@ -15,10 +15,10 @@ from rest_framework.views import APIView
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from healthchat.errors import ApplicationError
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
-from healthchat.throttling import ScopedRateThrottle
+from core.errors import ApplicationError
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
+from core.throttling import ScopedRateThrottle
 
 from . import firebase, selectors, services
 from .models import DoctorProfile

@@ -22,8 +22,8 @@ from audit import actions as audited
 from audit import services as audit
 from audit.client import Client
 from audit.models import AuditEntry
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
-from healthchat.realtime import publish_on_commit, user_group
+from core.errors import ApplicationError, NotFound, PermissionDenied
+from core.realtime import publish_on_commit, user_group
 
 from . import firebase, prekey_budget, selectors, xeddsa
 from . import validators as v

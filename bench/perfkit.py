@@ -45,7 +45,7 @@ BENCH = ROOT / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PR_SET_PDEATHSIG = 1
-LEAN_WS = "healthchat.ws_protocol:LeanWebSocketProtocol"
+LEAN_WS = "core.ws_protocol:LeanWebSocketProtocol"
 # uvicorn's --ws: its names, or our lean sans-I/O protocol ("lean", as the Dockerfile serves).
 WS_IMPLEMENTATIONS = ("lean", "websockets", "websockets-sansio", "wsproto")
 

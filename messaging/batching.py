@@ -14,7 +14,7 @@ from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 
-from healthchat import realtime
+from core import realtime
 
 from . import send_limits, services
 from .loop_writer import LoopWriter

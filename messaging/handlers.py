@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from healthchat import coalesce
-from healthchat.errors import ApplicationError
-from healthchat.realtime import run_service
+from core import batcher
+from core.errors import ApplicationError
+from core.realtime import run_service
 
 from . import batching, presence, selectors, send_limits, services
 
@@ -126,7 +126,7 @@ def _sync_audited(items: list[_Sync]) -> list[selectors.SyncResult | Exception]:
 async def sync(conn: ChatConsumer, frame: Any) -> None:
     assert conn.user is not None
     request = selectors.SyncRequest(user=conn.user, cursor=frame.data.cursor, device_id=conn.device_id)
-    frames, cursor, more = await coalesce.for_loop(_sync_audited).submit(
+    frames, cursor, more = await batcher.for_loop(_sync_audited).submit(
         _Sync(request, audit_client.from_scope(conn.scope))
     )
     for item in frames:

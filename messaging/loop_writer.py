@@ -36,7 +36,7 @@ from django.db import close_old_connections
 from django.db import connection as django_connection
 from django.utils import timezone
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import reach, services
 from . import validators as v

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import frames
 

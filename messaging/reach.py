@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from accounts.models import User
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 if TYPE_CHECKING:
     from .services import BatchStatement

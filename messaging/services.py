@@ -28,8 +28,8 @@ from accounts.models import DoctorProfile, User
 from audit import actions as audited
 from audit import services as audit
 from audit.client import COMMAND, SYSTEM, Client
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
-from healthchat.realtime import publish, publish_on_commit, user_group
+from core.errors import ApplicationError, NotFound, PermissionDenied
+from core.realtime import publish, publish_on_commit, user_group
 
 from . import frames, reach, selectors
 from . import validators as v

@@ -40,7 +40,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Device, User
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Membership, Message
 from messaging.services import BatchStatement

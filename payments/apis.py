@@ -13,9 +13,9 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.permissions import request_user
-from healthchat.errors import ApplicationError
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
+from core.errors import ApplicationError
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
 
 from . import gateway, selectors, services
 from .models import Consultation

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from accounts.actors import Actor, acting_user, require_permission
 from accounts.models import DoctorProfile, User
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import check_not_blocked, conversation_open_direct, fan_out_on_commit
 
 from . import selectors

@@ -305,7 +305,7 @@ def test_prekey_budget_is_per_target(client_for, published, settings):
 # --- Events ---------------------------------------------------------------------------------------
 @pytest.fixture
 def published_events(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
-    from healthchat import realtime
+    from core import realtime
     from messaging import services as messaging_services
 
     events: list[tuple[str, dict[str, Any]]] = []

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from accounts import services as account_services
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import asyncapi, consumers, frames, protocol
 from messaging.tests.test_protocol_docs import _doc, _json_blocks
 

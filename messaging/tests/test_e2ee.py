@@ -14,8 +14,8 @@ from accounts import services as account_services
 from accounts.models import Device, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.signal_keys import SignalIdentity
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import selectors, services
 from messaging.models import Attachment, Conversation, Message, MessageCiphertext
 

@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 
 from accounts.tests.factories import DeviceFactory
-from healthchat import realtime
+from core import realtime
 from messaging import batching, loop_writer, services
 from messaging.models import Event, Membership, Message
 from messaging.tests.factories import pair, send_item, send_together

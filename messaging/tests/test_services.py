@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import selectors, services
 from messaging.models import Event, Message
 from messaging.tests.factories import pair

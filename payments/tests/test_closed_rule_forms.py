@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import batching, loop_writer, reach
 from messaging import services as messaging
 from messaging.models import Conversation, Message

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import services as messaging
 from payments.models import Consultation
 from payments.tests.factories import completed, people, requested

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from payments import selectors, services
 from payments.gateway import GatewayError, get_gateway
 

@@ -21,7 +21,7 @@ from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-logger = logging.getLogger("healthchat.realtime")
+logger = logging.getLogger("core.realtime")
 
 T = TypeVar("T")
 Pending = list[tuple[str, dict[str, Any]]]
@@ -73,7 +73,7 @@ def publish_on_commit(group: str, event: dict[str, Any]) -> None:
 
 async def flush(pending: Pending) -> None:
     """Send collected events in order: in one pipelined batch when the layer can
-    (``healthchat.channel_layer``), else one ``group_send`` at a time, groups concurrently."""
+    (``core.channel_layer``), else one ``group_send`` at a time, groups concurrently."""
     layer = get_channel_layer()
     if layer is None or not pending:
         return

@@ -17,9 +17,9 @@ from drf_spectacular.generators import EndpointEnumerator
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from healthchat.errors import ApplicationError
-from healthchat.openapi import STANDARD_CODES, TOKEN_ERRORS
-from healthchat.tests import raised_codes
+from core.errors import ApplicationError
+from core.openapi import STANDARD_CODES, TOKEN_ERRORS
+from core.tests import raised_codes
 from messaging import reach
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "healthchat", "audit")
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {
-    "healthchat.errors.ApplicationError": (400, None),
-    "healthchat.errors.NotFound": (404, "not_found"),
-    "healthchat.errors.PermissionDenied": (403, "permission_denied"),
+    "core.errors.ApplicationError": (400, None),
+    "core.errors.NotFound": (404, "not_found"),
+    "core.errors.PermissionDenied": (403, "permission_denied"),
     "accounts.firebase.TokenError": (401, None),
 }
 # Calls the source cannot show: registries filled at start-up. Each entry: the function that
 # runs the registered callables, and what is registered (checked against the live registry by
-# healthchat/tests/test_openapi_contract.py).
+# core/tests/test_openapi_contract.py).
 PLUGINS: dict[str, tuple[str, ...]] = {
     "messaging.reach.refusals": ("payments.selectors.consultation_reach_rule",),
 }
