@@ -102,12 +102,12 @@ class LoopWriter:
         self, items: list[dict[str, Any]], limit: asyncio.Future[dict[int, Any]], limit_wait: float
     ) -> Results | None:
         results: list[services.SendResult | Exception | None] = [None] * len(items)
-        prepared: list[services._Prepared] = []
+        prepared: list[services.Prepared] = []
         seen: set[tuple[int, uuid.UUID]] = set()
         for index, item in enumerate(items):
             try:
                 cid = v.validate_client_id(item["client_id"])
-                text = services._plain_text(item.get("body"), [])
+                text = services.plain_text(item.get("body"), [])
             except ApplicationError as exc:
                 results[index] = exc
                 continue
@@ -135,7 +135,7 @@ class LoopWriter:
                 await self._roll_back(conn, pipe)
                 return None
             fan_outs, answers = done
-            services._fan_out_all(fan_outs)
+            services.fan_out_all(fan_outs)
             loop = asyncio.get_running_loop()
             for stmt, hook_rows in answers:  # may block (a Celery task queued): in a thread
                 if hook_rows:
@@ -148,7 +148,7 @@ class LoopWriter:
     async def _transaction(
         self,
         pipe: RawPipeline,
-        prepared: list[services._Prepared],
+        prepared: list[services.Prepared],
         results: list[services.SendResult | Exception | None],
         limit: asyncio.Future[dict[int, Any]],
         limit_wait: float,
@@ -168,14 +168,14 @@ class LoopWriter:
         first = await pipe.round_trip(
             [
                 ("BEGIN", None),
-                (services._LOCK_BATCH_SQL, {"ids": sorted(asked)}),
-                (services._SEND_BATCH_SQL, services.send_batch_params(plain, now)),
+                (services.LOCK_BATCH_SQL, {"ids": sorted(asked)}),
+                (services.SEND_BATCH_SQL, services.send_batch_params(plain, now)),
                 *((stmt.sql, stmt.params) for stmt in rules),
             ]
         )
         locked = {int(row[0]): (row[1], row[2]) for row in first[1]}
         rows = sorted(first[2])
-        services._remember_kinds(asked, locked)
+        services.remember_kinds(asked, locked)
         if asked - set(locked):
             return None  # a conversation is gone: the thread's writer answers its sends
         if await _refusals(limit, limit_wait):
@@ -186,7 +186,7 @@ class LoopWriter:
         duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
         try:
             written, fan_outs, _members = services.batch_outcome(plain, rows, now, results, duplicates)
-        except services._BatchConflict:
+        except services.BatchConflict:
             return None
         if duplicates:
             return None  # a re-sent client_id: the thread's writer returns the original
@@ -202,16 +202,16 @@ class LoopWriter:
         """The kinds of conversations this process has not locked before, read once (one
         round trip outside the batch's transaction: they never change); ``False`` if one of
         them does not exist."""
-        unknown = asked - services._kinds.keys()
+        unknown = asked - services.known_kinds.keys()
         if not unknown:
             return True
-        (rows,) = await pipe.round_trip([(services._KINDS_SQL, {"ids": sorted(unknown)})])
+        (rows,) = await pipe.round_trip([(services.KINDS_SQL, {"ids": sorted(unknown)})])
         found = {int(row[0]): (row[1], row[2]) for row in rows}
-        services._remember_kinds(unknown, found)
+        services.remember_kinds(unknown, found)
         return len(found) == len(unknown)
 
     @staticmethod
-    def _rule_statements(plain: list[services._Prepared]) -> list[services.BatchStatement]:
+    def _rule_statements(plain: list[services.Prepared]) -> list[services.BatchStatement]:
         """The reach rules' statements for the batch's sends (the same rules the thread's
         writer asks; ``takes`` made sure each has a statement form)."""
         return reach.statements(services.send_reaches(plain)) or []

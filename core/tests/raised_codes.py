@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "healthchat", "audit")
+APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "core", "audit")
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {
     "core.errors.ApplicationError": (400, None),
@@ -53,9 +53,11 @@ def load(name: str) -> Module | None:
         if not path.exists():
             return None
     module = Module(name, ast.parse(path.read_text()))
+    # A package's __init__ resolves relative imports from the package itself.
+    anchor = f"{name}.__init__" if path.name == "__init__.py" else name
     for node in ast.walk(module.tree):
         if isinstance(node, ast.ImportFrom):
-            source = _package(name, node.level, node.module)
+            source = _package(anchor, node.level, node.module)
             for alias in node.names:
                 module.names[alias.asname or alias.name] = f"{source}.{alias.name}"
         elif isinstance(node, ast.Import):

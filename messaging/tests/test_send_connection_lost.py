@@ -45,7 +45,7 @@ class KillInsideSavepoint:
 
 
 def _conflict(*args: Any, **kwargs: Any) -> None:
-    raise services._BatchConflict  # as when a concurrent send takes a client_id of the batch
+    raise services.BatchConflict  # as when a concurrent send takes a client_id of the batch
 
 
 @pytest.mark.parametrize("path", ["one statement, then a send with a file", "redone send by send"])
@@ -56,7 +56,7 @@ def test_a_connection_lost_inside_a_savepoint_never_gives_a_false_ack(path, monk
     stored; then the clients send again (same client_id) and each message is stored once."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
     if path == "redone send by send":  # the batch is written one savepoint per send
-        monkeypatch.setattr(services, "_write_batch", _conflict)
+        monkeypatch.setattr(services.send_batch, "_write_batch", _conflict)
     patient, _, first = pair()
     other_patient, _, second = pair()
     upload = SimpleUploadedFile("note.txt", b"a note", content_type="text/plain")

@@ -300,8 +300,10 @@ def test_group_commit_redoes_the_batch_when_a_concurrent_send_takes_its_client_i
             connection.close()
 
     redone = []
-    one_by_one = services._write_one_by_one
-    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or one_by_one(*a))
+    one_by_one = services.send_batch._write_one_by_one
+    monkeypatch.setattr(
+        services.send_batch, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or one_by_one(*a)
+    )
     thread = threading.Thread(target=concurrent)
     thread.start()
     assert started.wait(10)
@@ -335,7 +337,7 @@ def test_a_failing_batch_hook_never_undoes_the_batch(monkeypatch, caplog):
         calls.append(len(written))
         raise RuntimeError("hook down")
 
-    monkeypatch.setattr(services, "batch_written_hooks", [broken])
+    monkeypatch.setattr(services.send_batch, "batch_written_hooks", [broken])
     items = [
         {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
         {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "b"},
@@ -416,14 +418,16 @@ def test_sends_refused_by_the_limit_are_not_stored_and_leave_no_gap(monkeypatch)
     assert results[1] is limited
     assert [results[0].data["seq"], results[2].data["seq"]] == [1, 2]
     # The slow path (other databases, a batch redone send by send) drops them too.
-    slow = services._write_one_by_one
+    slow = services.send_batch._write_one_by_one
     redone: list[int] = []
 
     def conflict(*args: object, **kwargs: object) -> None:
-        raise services._BatchConflict
+        raise services.BatchConflict
 
-    monkeypatch.setattr(services, "_plain_batch_results", conflict)
-    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or slow(*a))
+    monkeypatch.setattr(services.send_batch, "_plain_batch_results", conflict)
+    monkeypatch.setattr(
+        services.send_batch, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or slow(*a)
+    )
     again = services.message_send_many(items=items(), refusals=refusals)
     assert redone == [2]
     assert again[1] is limited
@@ -445,7 +449,7 @@ def test_a_conversation_deleted_after_the_process_remembered_it_is_not_found():
             {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"}
         ]
     )[0].created
-    assert conversation.pk in services._kinds
+    assert conversation.pk in services.known_kinds
     Message.objects.filter(conversation=conversation).delete()
     Event.objects.filter(conversation=conversation).delete()
     gone = conversation.pk
@@ -458,7 +462,7 @@ def test_a_conversation_deleted_after_the_process_remembered_it_is_not_found():
     )
     assert getattr(results[0], "code", None) == "conversation_not_found"
     assert results[1].created
-    assert gone not in services._kinds
+    assert gone not in services.known_kinds
 
 
 @pytest.mark.django_db(transaction=True)

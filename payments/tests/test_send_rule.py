@@ -82,19 +82,21 @@ def test_a_refusal_on_the_one_round_trip_path_redoes_the_batch(stripe_fake, monk
     patient, doctor = people()
     consultation = completed(patient, doctor, stripe_fake)
     conversation_id = consultation.conversation_id
-    messaging._kinds.pop(conversation_id, None)
+    messaging.known_kinds.pop(conversation_id, None)
     first = messaging.message_send_many(
         items=[{"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "1"}]
     )
     assert first[0].created
-    assert conversation_id in messaging._kinds  # remembered from the locks' answer
+    assert conversation_id in messaging.known_kinds  # remembered from the locks' answer
     Consultation.objects.filter(pk=consultation.pk).update(closes_at=timezone.now() - dt.timedelta(minutes=1))
     paths: list[str] = []
-    known, one_by_one = messaging._write_known_batch, messaging._write_one_by_one
+    known, one_by_one = messaging.send_batch._write_known_batch, messaging.send_batch._write_one_by_one
     monkeypatch.setattr(
-        messaging, "_write_known_batch", lambda *a, **k: paths.append("known") or known(*a, **k)
+        messaging.send_batch, "_write_known_batch", lambda *a, **k: paths.append("known") or known(*a, **k)
     )
-    monkeypatch.setattr(messaging, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a))
+    monkeypatch.setattr(
+        messaging.send_batch, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a)
+    )
     results = messaging.message_send_many(
         items=[
             {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
