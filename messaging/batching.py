@@ -34,7 +34,7 @@ SPAWN_DEPTH = 16
 LIMIT_WAIT_SECONDS = 1.0
 
 
-class SendBatcher(Batcher[dict[str, Any], services.SendResult]):
+class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
     """The shared queue and drain (``core.batcher.Batcher``: a lone send goes straight
     through, the sends arriving while a batch is written share the next one), writing each
     batch in one transaction: on the event loop when the loop writer takes it, else in a
@@ -48,15 +48,12 @@ class SendBatcher(Batcher[dict[str, Any], services.SendResult]):
         # batch arriving while it writes, take a worker thread.
         self.loop_writer = LoopWriter()
 
-    async def send(self, **kwargs: Any) -> services.SendResult:
-        return await self.submit(kwargs)
-
-    async def run(self, items: list[dict[str, Any]]) -> Sequence[services.SendResult | BaseException]:
+    async def run(self, items: list[services.SendRequest]) -> Sequence[services.SendResult | BaseException]:
         # The send limit is counted in Redis while the batch's transaction begins and locks
         # (the writer thread waits for the answer only before its send statement): the
         # round trip overlaps the database's instead of preceding it.
         limit = asyncio.get_running_loop().create_task(
-            send_limits.refusals([kwargs["sender"].pk for kwargs in items])
+            send_limits.refusals([request.sender.pk for request in items])
         )
         refusals: concurrent.futures.Future[dict[int, Any]] = concurrent.futures.Future()
         limit.add_done_callback(functools.partial(_settle, answer=refusals))
@@ -67,7 +64,7 @@ class SendBatcher(Batcher[dict[str, Any], services.SendResult]):
                     results = await self.loop_writer.write(items, limit, LIMIT_WAIT_SECONDS)
                 if results is None:
                     results = await DatabaseSyncToAsync(services.message_send_many, thread_sensitive=False)(
-                        items=items, refusals=functools.partial(_wait, refusals)
+                        requests=items, refusals=functools.partial(_wait, refusals)
                     )
             except Exception as exc:  # the whole batch failed (e.g. the commit): every send
                 results = [exc] * len(items)

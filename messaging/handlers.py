@@ -39,25 +39,26 @@ async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
-    send: dict[str, Any] = {
-        "sender": conn.user,
-        "conversation_id": data.conversation_id,
-        "client_id": data.client_id,
-        "body": data.body,
-        "reply_to": data.reply_to,
-        "attachment_ids": data.attachment_ids,
-        "origin_channel": conn.channel_name,
-    }
-    if data.ciphertexts is None:
+    assert conn.user is not None  # frames other than auth come from an authenticated socket
+    request = services.SendRequest(
+        sender=conn.user,
+        conversation_id=data.conversation_id,
+        client_id=data.client_id,
+        body=data.body,
+        reply_to=data.reply_to,
+        attachment_ids=data.attachment_ids,
+        origin_channel=conn.channel_name,
+        ciphertexts=data.ciphertexts,
+        sender_device_id=conn.device_id,
+    )
+    if request.ciphertexts is None:
         # Plaintext: group commit with the other sockets of this process.
-        result = await batching.batcher().send(**send)
+        result = await batching.batcher().submit(request)
     else:
-        refused = await send_limits.refusals([send["sender"].pk])
+        refused = await send_limits.refusals([request.sender.pk])
         if refused:
             raise refused[0]
-        result = await run_service(
-            services.message_send, **send, ciphertexts=data.ciphertexts, sender_device_id=conn.device_id
-        )
+        result = await run_service(services.send, request=request)
     return {"message": result.data, "duplicate": not result.created}
 
 

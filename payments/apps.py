@@ -7,8 +7,8 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import services as account_services
-        from messaging import reach
         from messaging import services as messaging_services
+        from messaging.send_rules import registry
 
         from . import selectors, services
 
@@ -17,5 +17,4 @@ class PaymentsConfig(AppConfig):
         if selectors.has_consultation not in messaging_services.contact_rules:
             messaging_services.contact_rules.append(selectors.has_consultation)
         # The closed rule, asked by every path that puts a patient's content in front of others.
-        if selectors.consultation_reach_rule not in reach.reach_rules:
-            reach.reach_rules.append(selectors.consultation_reach_rule)
+        registry.register_rule(selectors.CONSULTATION_CLOSED_RULE)

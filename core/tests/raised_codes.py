@@ -27,7 +27,10 @@ ERROR_CLASSES: dict[str, tuple[int, str | None]] = {
 # runs the registered callables, and what is registered (checked against the live registry by
 # core/tests/test_openapi_contract.py).
 PLUGINS: dict[str, tuple[str, ...]] = {
-    "messaging.reach.refusals": ("payments.selectors.consultation_reach_rule",),
+    "messaging.reach.refusals": (
+        "payments.selectors.consultation_reach_statement",
+        "payments.selectors.consultation_reach_rule_orm",
+    ),
 }
 
 

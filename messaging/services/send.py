@@ -1,10 +1,13 @@
-"""Sending one message (REST, admin, commands, the encrypted path): idempotent on client_id,
-announced after commit."""
+"""The send model (``SendRequest``, built by every way in: the socket, commands, admin, tests; the
+encrypted path included) and the send of one message: idempotent on client_id, announced after
+commit. Many sockets' plaintext sends go through ``send_batch`` (group commit); both ask the
+same registered rules (``messaging.send_rules``)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +30,24 @@ logger = logging.getLogger("healthchat.messaging")
 
 
 # --- Messages -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message to send, as every way in builds it (``message.send`` from a socket, commands,
+    the admin, tests), plaintext or end-to-end encrypted (``ciphertexts``: one per device, from
+    ``sender_device_id``). ``client_id`` makes it idempotent; ``origin_channel`` is the sending
+    socket (left out of the live fan-out: its ack carries the message)."""
+
+    sender: User
+    conversation_id: int
+    client_id: str | uuid.UUID
+    body: str | None = None
+    reply_to: int | None = None
+    attachment_ids: list[int] | None = None
+    origin_channel: str | None = None
+    ciphertexts: dict[str, str] | None = None
+    sender_device_id: int | None = None
+
+
 class SendResult:
     """A send's outcome: the message as clients see it (``data``), whether this call created
     it, and the ``Message`` (built from ``data`` on first use when the batch path wrote it)."""
@@ -245,40 +266,57 @@ def message_send(
     ciphertexts: dict[str, str] | None = None,
     sender_device_id: int | None = None,
 ) -> SendResult:
-    """Send a message. Idempotent on ``client_id``; returns only once committed.
+    """``send`` with the request's fields as keyword arguments."""
+    return send(
+        SendRequest(
+            sender=sender,
+            conversation_id=conversation_id,
+            client_id=client_id,
+            body=body,
+            reply_to=reply_to,
+            attachment_ids=attachment_ids,
+            origin_channel=origin_channel,
+            ciphertexts=ciphertexts,
+            sender_device_id=sender_device_id,
+        )
+    )
+
+
+def send(request: SendRequest) -> SendResult:
+    """Send one message. Idempotent on ``client_id``; returns only once committed.
 
     The conversation row lock orders sends (gapless ``seq``) and membership changes, so a
     member removed before this commit never receives it. End-to-end encrypted conversations
     take ``ciphertexts`` instead of ``body`` (``message_send_encrypted``).
     """
-    cid = v.validate_client_id(client_id)
-    ids = v.validate_attachment_ids(attachment_ids)
-    if ciphertexts is not None:
+    cid = v.validate_client_id(request.client_id)
+    ids = v.validate_attachment_ids(request.attachment_ids)
+    if request.ciphertexts is not None:
         return message_send_encrypted(
-            sender=sender,
-            conversation_id=conversation_id,
+            sender=request.sender,
+            conversation_id=request.conversation_id,
             cid=cid,
-            body=body,
-            ciphertexts=ciphertexts,
-            sender_device_id=sender_device_id,
-            reply_to=reply_to,
+            body=request.body,
+            ciphertexts=request.ciphertexts,
+            sender_device_id=request.sender_device_id,
+            reply_to=request.reply_to,
             attachment_ids=ids,
-            origin_channel=origin_channel,
+            origin_channel=request.origin_channel,
         )
-    text = plain_text(body, ids)
+    text = plain_text(request.body, ids)
     try:
         with transaction.atomic():
             return send_in_transaction(
-                sender=sender,
-                conversation_id=conversation_id,
+                sender=request.sender,
+                conversation_id=request.conversation_id,
                 cid=cid,
                 text=text,
-                reply_to=reply_to,
+                reply_to=request.reply_to,
                 attachment_ids=ids,
-                origin_channel=origin_channel,
+                origin_channel=request.origin_channel,
             )
     except (IntegrityError, DuplicateSend):
-        return original_send(sender, cid, conversation_id)
+        return original_send(request.sender, cid, request.conversation_id)
 
 
 def plain_text(body: str | None, attachment_ids: list[int]) -> str:

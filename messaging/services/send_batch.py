@@ -1,15 +1,20 @@
-"""Group commit: the plaintext sends of many sockets in one transaction (the worker thread's writer;
-the event loop's writer, ``messaging.loop_writer``, runs the same statements)."""
+"""Group commit: the plaintext sends (``SendRequest``) of many sockets in one transaction.
+
+Two executors of the same statements: the worker thread's writer here (Django's connection,
+``message_send_many``) and the event loop's (``messaging.loop_writer``, its own pipelined
+connection). The statements: ``LOCK_BATCH_SQL`` (the conversations, in id order),
+``SEND_BATCH_SQL`` (every check, the numbering and the writes of the whole batch), the
+registered rules' and hooks' statements (``messaging.send_rules``), and the answer of the send
+statement read by one function, ``batch_outcome`` (results, fan-outs, what was written)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
@@ -19,34 +24,20 @@ from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import frames, reach
 from messaging import validators as v
 from messaging.reach import Reach
+from messaging.send_rules import Written, WrittenHook, registry
 
 from .events import announce_on_commit, fan_out
-from .send import DuplicateSend, SendResult, e2ee_mismatch, original_send, plain_text, send_in_transaction
+from .send import (
+    DuplicateSend,
+    SendRequest,
+    SendResult,
+    e2ee_mismatch,
+    original_send,
+    plain_text,
+    send_in_transaction,
+)
 
 logger = logging.getLogger("healthchat.messaging")
-
-
-@dataclass(frozen=True)
-class BatchStatement:
-    """One PostgreSQL statement of a group-commit batch and what its answer means, so that both
-    batch writers run it: the worker thread's (Django's connection) and the event loop's
-    (``messaging.loop_writer``, async psycopg). ``answer(rows)`` interprets the statement's rows
-    (a rule: ``{index: error}``); for a batch hook it is called after the COMMIT, only when the
-    statement returned rows, and may block (the loop writer runs it in a worker thread)."""
-
-    sql: str
-    params: Any
-    answer: Callable[[list[tuple[Any, ...]]], Any]
-
-
-# Called inside a group-commit batch's transaction with [(message_id, conversation_id, sender_id)]
-# for the messages it created (the push outbox is written with them, in one statement). When no
-# hook is registered, each message announces itself with ``message_committed`` instead. A hook
-# with a ``statement`` attribute (``statement(written) -> BatchStatement | None``, PostgreSQL)
-# can also run in the event loop's writer; without one, batches take the worker thread.
-batch_written_hooks: list[Any] = []
-# Who may reach whom (e.g. payments: read-only for the patient after a consultation) is asked
-# through ``messaging.reach`` by every path that puts a user's content in front of others.
 
 
 GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
@@ -131,8 +122,19 @@ class BatchConflict(Exception):
     undoes the messages)."""
 
 
-# (index in the batch, the item, its client_id, attachment ids, validated text)
-Prepared = tuple[int, dict[str, Any], uuid.UUID, list[int], str]
+class Prepared(NamedTuple):
+    """A send of the batch, validated: its slot (index) in the batch, the request, its client_id, its
+    attachments and its text."""
+
+    slot: int
+    request: SendRequest
+    cid: uuid.UUID
+    attachment_ids: list[int]
+    text: str
+
+
+# An earlier use of a client_id, answered after the batch with the original: (index, request, cid).
+Duplicate = tuple[int, SendRequest, uuid.UUID]
 
 
 Refusals = Callable[[], dict[int, Exception]]
@@ -148,21 +150,21 @@ def _drop_refused(
         return entries
     kept: list[Prepared] = []
     for entry in entries:
-        error = refused.get(entry[0])
+        error = refused.get(entry.slot)
         if error is None:
             kept.append(entry)
         else:
-            results[entry[0]] = error
+            results[entry.slot] = error
     return kept
 
 
 def message_send_many(
-    *, items: list[dict[str, Any]], refusals: Refusals | None = None
+    *, requests: Sequence[SendRequest], refusals: Refusals | None = None
 ) -> list[SendResult | Exception]:
     """Group commit: plaintext sends of many sockets in ONE transaction (one COMMIT, one thread
     hop), each refused send without undoing the others.
 
-    Each item has ``message_send``'s keyword arguments. On PostgreSQL the whole batch is a few
+    Each request is a plaintext send (``SendRequest``). On PostgreSQL the whole batch is a few
     statements (lock the conversations in ascending id order, so batches cannot deadlock; one
     statement that checks, numbers and writes every send; the batch hooks); sends with
     attachments, and other databases, take one savepoint per send. A socket's own sends keep
@@ -171,16 +173,16 @@ def message_send_many(
     transaction has begun and locked, before anything is written: sends it refuses are not
     stored.
     """
-    results: list[SendResult | Exception | None] = [None] * len(items)
+    results: list[SendResult | Exception | None] = [None] * len(requests)
     prepared: list[Prepared] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(requests):
         try:
-            cid = v.validate_client_id(item["client_id"])
-            ids = v.validate_attachment_ids(item.get("attachment_ids"))
-            prepared.append((index, item, cid, ids, plain_text(item.get("body"), ids)))
+            cid = v.validate_client_id(item.client_id)
+            ids = v.validate_attachment_ids(item.attachment_ids)
+            prepared.append(Prepared(index, item, cid, ids, plain_text(item.body, ids)))
         except ApplicationError as exc:
             results[index] = exc
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
+    duplicates: list[Duplicate] = []
     if prepared:
         batched = connection.vendor == "postgresql"
         if batched:
@@ -202,7 +204,7 @@ def message_send_many(
             _write_one_by_one(_drop_refused(prepared, results, refusals), results, duplicates)
     for index, item, cid in duplicates:
         try:
-            results[index] = original_send(item["sender"], cid, item["conversation_id"])
+            results[index] = original_send(item.sender, cid, item.conversation_id)
         except ApplicationError as exc:
             results[index] = exc
     return [
@@ -214,7 +216,7 @@ def message_send_many(
 def _retry_on_fresh_connection(
     prepared: list[Prepared],
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
 ) -> bool:
     """After the batch's connection failed (closed by the server: a restart, a failover, an
     idle connection terminated while pooled), whether to run the batch once more on a new one:
@@ -231,23 +233,24 @@ def _retry_on_fresh_connection(
     return True
 
 
-def _run_batch_hooks(written: list[tuple[int, int, int]], hooks: list[Any], *, guarded: bool = True) -> None:
-    """Run the batch hooks in the batch's transaction: ``guarded``, each in a savepoint (a
-    failing hook is logged and never undoes the messages); unguarded (the fast path, two
-    statements fewer per batch), a failure raises ``BatchConflict`` to redo the batch guarded."""
+def _run_batch_hooks(written: list[Written], hooks: Sequence[WrittenHook], *, guarded: bool = True) -> None:
+    """Run the registered written hooks in the batch's transaction (``registry.run_hook``: the
+    statement the loop writer runs too): ``guarded``, each in a savepoint (a failing hook is
+    logged and never undoes the messages); unguarded (the fast path, two statements fewer per
+    batch), a failure raises ``BatchConflict`` to redo the batch guarded."""
     for hook in hooks:
         if not guarded:
             try:
-                hook(written)
+                registry.run_hook(hook, written)
             except Exception as exc:
-                logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
+                logger.exception("batch hook failed: %s", hook.name)
                 raise BatchConflict from exc
             continue
         try:
             with transaction.atomic():
-                hook(written)
+                registry.run_hook(hook, written)
         except Exception:  # a hook never undoes the messages
-            logger.exception("batch hook failed: %s", getattr(hook, "__name__", hook))
+            logger.exception("batch hook failed: %s", hook.name)
 
 
 @contextmanager
@@ -265,13 +268,13 @@ def _batch_transaction() -> Iterator[None]:
 def _write_one_by_one(
     prepared: list[Prepared],
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
 ) -> None:
     """The batch in one transaction, one savepoint per send."""
-    hooks = list(batch_written_hooks)
-    written: list[tuple[int, int, int]] = []
+    hooks = registry.hooks
+    written: list[Written] = []
     with _batch_transaction():
-        for index, item, cid, ids, text in sorted(prepared, key=lambda p: p[1]["conversation_id"]):
+        for index, item, cid, ids, text in sorted(prepared, key=lambda p: p.request.conversation_id):
             _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=not hooks)
         if written:
             _run_batch_hooks(written, hooks)
@@ -279,29 +282,29 @@ def _write_one_by_one(
 
 def _write_in_savepoint(
     index: int,
-    item: dict[str, Any],
+    item: SendRequest,
     cid: uuid.UUID,
     ids: list[int],
     text: str,
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
-    written: list[tuple[int, int, int]],
+    duplicates: list[Duplicate],
+    written: list[Written],
     *,
     announce: bool,
 ) -> None:
     try:
         with transaction.atomic():
             result = send_in_transaction(
-                sender=item["sender"],
-                conversation_id=item["conversation_id"],
+                sender=item.sender,
+                conversation_id=item.conversation_id,
                 cid=cid,
                 text=text,
-                reply_to=item.get("reply_to"),
+                reply_to=item.reply_to,
                 attachment_ids=ids,
-                origin_channel=item.get("origin_channel"),
+                origin_channel=item.origin_channel,
                 announce=announce,
             )
-            written.append((result.message.pk, item["conversation_id"], item["sender"].pk))
+            written.append((result.message.pk, item.conversation_id, item.sender.pk))
             results[index] = result
     except (IntegrityError, DuplicateSend):
         duplicates.append((index, item, cid))
@@ -346,25 +349,27 @@ def remember_kinds(asked: set[int], locked: dict[int, tuple[str, str | None]]) -
 def _write_batch(
     prepared: list[Prepared],
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
     refusals: Refusals | None = None,
 ) -> None:
     """PostgreSQL group commit: lock, limit, rules, one statement for the plain sends, hooks,
     commit, pipelined (psycopg's pipeline mode spans the commit, so the hooks' statements and
     the COMMIT share one round trip): two round trips for a batch whose conversations this
     process has seen before, else three or four."""
-    hooks = list(batch_written_hooks)
-    written: list[tuple[int, int, int]] = []
+    hooks = registry.hooks
+    written: list[Written] = []
     first_use: set[tuple[int, uuid.UUID]] = set()
     fresh: list[Prepared] = []
     for entry in prepared:
-        key = (entry[1]["sender"].pk, entry[2])
+        key = (entry.request.sender.pk, entry.cid)
         if key in first_use:  # the same send twice in one batch: the later one returns the first
-            duplicates.append((entry[0], entry[1], entry[2]))
+            duplicates.append((entry.slot, entry.request, entry.cid))
         else:
             first_use.add(key)
             fresh.append(entry)
-    known = not any(e[3] for e in fresh) and all(e[1]["conversation_id"] in known_kinds for e in fresh)
+    known = not any(e.attachment_ids for e in fresh) and all(
+        e.request.conversation_id in known_kinds for e in fresh
+    )
     with _pipeline(), _batch_transaction():
         if known:
             written += _write_known_batch(fresh, results, duplicates, refusals, announce=not hooks)
@@ -379,17 +384,17 @@ def _begin_and_lock(cursor: Any, fresh: list[Prepared]) -> None:
     # generic plan spares planning them again for every batch (the default would re-plan the
     # send statement each time, its array parameters making the generic plan look dearer).
     cursor.execute(GENERIC_PLANS_SQL)
-    cursor.execute(LOCK_BATCH_SQL, {"ids": sorted({e[1]["conversation_id"] for e in fresh})})
+    cursor.execute(LOCK_BATCH_SQL, {"ids": sorted({e.request.conversation_id for e in fresh})})
 
 
 def _write_known_batch(
     fresh: list[Prepared],
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
     refusals: Refusals | None,
     *,
     announce: bool,
-) -> list[tuple[int, int, int]]:
+) -> list[Written]:
     """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
     (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
     refuses was written already: the batch is undone and redone send by send (rules refuse
@@ -404,7 +409,7 @@ def _write_known_batch(
         ruled = reach.refusals(send_reaches(plain))  # its query's answer ends the round trip
         locked = {int(row[0]): (row[1], row[2]) for row in lock_cursor.fetchall()}
         rows = sorted(send_cursor.fetchall())
-    remember_kinds({e[1]["conversation_id"] for e in fresh}, locked)
+    remember_kinds({e.request.conversation_id for e in fresh}, locked)
     if ruled:
         raise BatchConflict
     return _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
@@ -413,26 +418,26 @@ def _write_known_batch(
 def _write_locked_batch(
     fresh: list[Prepared],
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
     refusals: Refusals | None,
     *,
     announce: bool,
-) -> list[tuple[int, int, int]]:
+) -> list[Written]:
     """BEGIN and the locks first (their answer names each conversation's kind), then the rules,
     the send statement, and the sends with attachments one by one."""
-    written: list[tuple[int, int, int]] = []
+    written: list[Written] = []
     with connection.cursor() as cursor:
         _begin_and_lock(cursor, fresh)
         locked = {int(row[0]): (row[1], row[2]) for row in cursor.fetchall()}
-    remember_kinds({e[1]["conversation_id"] for e in fresh}, locked)
+    remember_kinds({e.request.conversation_id for e in fresh}, locked)
     fresh = _drop_refused(fresh, results, refusals)
-    one_by_one = {e[1]["conversation_id"] for e in fresh if e[3]}  # sends with attachments
+    one_by_one = {e.request.conversation_id for e in fresh if e.attachment_ids}  # sends with attachments
     plain: list[Prepared] = []
     slow: list[Prepared] = []
     for entry in fresh:
-        conversation_id = entry[1]["conversation_id"]
+        conversation_id = entry.request.conversation_id
         if conversation_id not in locked:
-            results[entry[0]] = NotFound("No such conversation.", code="conversation_not_found")
+            results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
         elif conversation_id in one_by_one:
             slow.append(entry)
         else:
@@ -450,7 +455,7 @@ def _write_locked_batch(
 
 def send_reaches(plain: list[Prepared]) -> list[Reach]:
     """What each send of ``plain`` reaches (the other members of its conversation), by position."""
-    return [Reach(entry[1]["sender"], entry[1]["conversation_id"]) for entry in plain]
+    return [Reach(entry.request.sender, entry.request.conversation_id) for entry in plain]
 
 
 def _apply_reach_rules(plain: list[Prepared], results: list[SendResult | Exception | None]) -> list[Prepared]:
@@ -460,7 +465,7 @@ def _apply_reach_rules(plain: list[Prepared], results: list[SendResult | Excepti
     if not refused:
         return plain
     for position, error in refused.items():
-        results[plain[position][0]] = error
+        results[plain[position].slot] = error
     return [entry for position, entry in enumerate(plain) if position not in refused]
 
 
@@ -475,11 +480,11 @@ def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
     """The parameters of the batch's send statement (``SEND_BATCH_SQL``)."""
     return {
         "ord": list(range(len(plain))),
-        "conv": [e[1]["conversation_id"] for e in plain],
-        "sender": [e[1]["sender"].pk for e in plain],
-        "cid": [e[2] for e in plain],
-        "body": [e[4] for e in plain],
-        "reply": [e[1].get("reply_to") for e in plain],
+        "conv": [e.request.conversation_id for e in plain],
+        "sender": [e.request.sender.pk for e in plain],
+        "cid": [e.cid for e in plain],
+        "body": [e.text for e in plain],
+        "reply": [e.request.reply_to for e in plain],
         "now": now,
     }
 
@@ -489,16 +494,16 @@ def _plain_batch_results(
     rows: list[Any],
     now: datetime,
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
+    duplicates: list[Duplicate],
     *,
     announce: bool,
-) -> list[tuple[int, int, int]]:
+) -> list[Written]:
     written, fan_outs, recipients = batch_outcome(plain, rows, now, results, duplicates)
     if announce:
         for ord_, _message_id, *_rest in rows:
-            result = results[plain[ord_][0]]
+            result = results[plain[ord_].slot]
             if isinstance(result, SendResult):
-                conversation_id = plain[ord_][1]["conversation_id"]
+                conversation_id = plain[ord_].request.conversation_id
                 announce_on_commit(
                     result.message, sender_id=result.data["sender_id"], recipients=recipients[conversation_id]
                 )
@@ -515,8 +520,8 @@ def batch_outcome(
     rows: list[Any],
     now: datetime,
     results: list[SendResult | Exception | None],
-    duplicates: list[tuple[int, dict[str, Any], uuid.UUID]],
-) -> tuple[list[tuple[int, int, int]], list[FanOut], dict[int, list[int]]]:
+    duplicates: list[Duplicate],
+) -> tuple[list[Written], list[FanOut], dict[int, list[int]]]:
     """What the send statement answered, for both batch writers: each send's result (in
     ``results``), earlier uses of a client_id (``duplicates``), and the messages written, their
     ``message.new`` fan-outs (to publish after the commit) and each conversation's members.
@@ -525,17 +530,17 @@ def batch_outcome(
     answered = {row[0] for row in rows}
     for ord_, entry in enumerate(plain):
         if ord_ not in answered:  # its conversation does not exist (any more)
-            results[entry[0]] = NotFound("No such conversation.", code="conversation_not_found")
+            results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
     recipients: dict[int, list[int]] = {}
     for row in rows:
         if row[9] is not None:
-            recipients[plain[row[0]][1]["conversation_id"]] = list(row[9])
-    written: list[tuple[int, int, int]] = []
+            recipients[plain[row[0]].request.conversation_id] = list(row[9])
+    written: list[Written] = []
     fan_outs: list[FanOut] = []
     for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
         index, item, cid, _ids, text = plain[ord_]
-        conversation_id = item["conversation_id"]
-        sender: User = item["sender"]
+        conversation_id = item.conversation_id
+        sender: User = item.sender
         if not member:
             results[index] = NotFound("No such conversation.", code="conversation_not_found")
         elif e2ee:
@@ -561,13 +566,13 @@ def batch_outcome(
                 created_at=created_at,
                 body=text,
                 attachments=[],
-                reply_to=item.get("reply_to"),
+                reply_to=item.reply_to,
                 edited_at=None,
                 deleted=False,
             )
             members = recipients[conversation_id]
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
-            fan_outs.append((members, frame, item.get("origin_channel")))
+            fan_outs.append((members, frame, item.origin_channel))
             written.append((message_id, conversation_id, sender.pk))
             results[index] = SendResult(None, True, data)
     return written, fan_outs, recipients

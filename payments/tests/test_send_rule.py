@@ -51,18 +51,24 @@ def test_group_commit_asks_the_rule_once_for_the_whole_batch(stripe_fake, django
 
     other_patient, _other_doctor, other_conversation = pair()
     items = [
-        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
-        {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "yes"},
-        {
-            "sender": other_patient,
-            "conversation_id": other_conversation.pk,
-            "client_id": uuid.uuid4(),
-            "body": "yes",
-        },
-        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
+        messaging.SendRequest(
+            sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+        ),
+        messaging.SendRequest(
+            sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="yes"
+        ),
+        messaging.SendRequest(
+            sender=other_patient,
+            conversation_id=other_conversation.pk,
+            client_id=uuid.uuid4(),
+            body="yes",
+        ),
+        messaging.SendRequest(
+            sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+        ),
     ]
     with django_assert_max_num_queries(8):
-        results = messaging.message_send_many(items=items)
+        results = messaging.message_send_many(requests=items)
     assert [getattr(r, "code", None) for r in results] == [
         "consultation_closed",
         None,
@@ -84,7 +90,11 @@ def test_a_refusal_on_the_one_round_trip_path_redoes_the_batch(stripe_fake, monk
     conversation_id = consultation.conversation_id
     messaging.known_kinds.pop(conversation_id, None)
     first = messaging.message_send_many(
-        items=[{"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "1"}]
+        requests=[
+            messaging.SendRequest(
+                sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="1"
+            )
+        ]
     )
     assert first[0].created
     assert conversation_id in messaging.known_kinds  # remembered from the locks' answer
@@ -98,9 +108,13 @@ def test_a_refusal_on_the_one_round_trip_path_redoes_the_batch(stripe_fake, monk
         messaging.send_batch, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a)
     )
     results = messaging.message_send_many(
-        items=[
-            {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
-            {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "2"},
+        requests=[
+            messaging.SendRequest(
+                sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+            ),
+            messaging.SendRequest(
+                sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="2"
+            ),
         ]
     )
     assert paths == ["known", "redo"]
