@@ -1,7 +1,8 @@
 """Socket frame handlers: the dispatch table from frame ``type`` to one service call.
 
 A handler returns the ``ack`` data, or ``None`` when it answers with frames of its own.
-Other apps (calls) add their handlers to ``HANDLERS`` in their ``AppConfig.ready``.
+Other apps (calls) register their handlers (``register``) and their frames
+(``protocol.register_frames``) in their ``AppConfig.ready``: the consumer names no frame of theirs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from audit import actions as audited
 from audit import client as audit_client
@@ -169,3 +172,14 @@ HANDLERS: dict[str, Handler] = {
     "sync": sync,
     "presence.subscribe": presence_subscribe,
 }
+
+
+def register(handlers: dict[str, Handler], *, on_disconnect: DisconnectHook | None = None) -> None:
+    """Add an app's frame handlers (by frame type; its frames: ``protocol.register_frames``) and
+    what it does when an authenticated socket closes. A type handled twice is a start-up error."""
+    for frame_type, handler in handlers.items():
+        if HANDLERS.get(frame_type, handler) is not handler:
+            raise ImproperlyConfigured(f"two handlers for the frame {frame_type!r}")
+        HANDLERS[frame_type] = handler
+    if on_disconnect is not None and on_disconnect not in DISCONNECT_HOOKS:
+        DISCONNECT_HOOKS.append(on_disconnect)
