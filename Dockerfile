@@ -39,4 +39,4 @@ USER app
 EXPOSE 8000
 
 CMD ["uvicorn", "healthchat.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--loop", "uvloop", "--http", "httptools", "--ws", "healthchat.ws_protocol:LeanWebSocketProtocol"]
+     "--loop", "uvloop", "--http", "httptools", "--ws", "core.ws_protocol:LeanWebSocketProtocol"]

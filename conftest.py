@@ -216,17 +216,24 @@ def make_token(token_minter: TokenMinter) -> Callable[..., str]:
 
 
 @pytest.fixture
-def api(make_token: Callable[..., str]) -> Callable[[Any], Any]:
-    """A DRF test client signed in as a user (a real RS256 token for their uid and phone)."""
+def client_for(make_token: Callable[..., str]) -> Callable[..., Any]:
+    """The one authenticated API client of the suite: a DRF test client signed in as ``user`` (a
+    real RS256 token for their uid and phone number). ``token_overrides`` change the token's
+    claims (``lifetime=``, ``key=``, ...); ``headers`` are sent with every request."""
     from rest_framework.test import APIClient
 
-    def client_for(user: Any) -> APIClient:
+    def build(user: Any, *, headers: dict[str, str] | None = None, **token_overrides: Any) -> APIClient:
+        token = make_token(uid=user.firebase_uid, phone_number=user.phone_number, **token_overrides)
         client = APIClient()
-        client.credentials(
-            HTTP_AUTHORIZATION=f"Bearer {make_token(uid=user.firebase_uid, phone_number=user.phone_number)}"
-        )
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}", **(headers or {}))
         return client
 
+    return build
+
+
+@pytest.fixture
+def api(client_for: Callable[..., Any]) -> Callable[..., Any]:
+    """``client_for`` under the name most suites use."""
     return client_for
 
 

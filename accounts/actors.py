@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .models import User
 

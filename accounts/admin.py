@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from audit import actions as audited
 from audit import services as audit
 from audit.admin import AuditedAdminMixin
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import services
 from .actors import admin_permission, may

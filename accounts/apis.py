@@ -15,12 +15,12 @@ from rest_framework.views import APIView
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from healthchat.errors import ApplicationError
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
-from healthchat.throttling import ScopedRateThrottle
+from core.errors import ApplicationError
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
+from core.throttling import ScopedRateThrottle
 
-from . import firebase, selectors, services
+from . import firebase, keys, selectors, services
 from .models import DoctorProfile
 from .permissions import HasFirebaseToken, request_user
 from .serializers import (
@@ -290,7 +290,7 @@ class KeysPutApi(APIView):
         serializer = KeysPutInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = _plain(serializer.validated_data)
-        return Response(services.device_keys_put(user=request_user(request), **data))
+        return Response(keys.device_keys_put(user=request_user(request), **data))
 
 
 class KeyBundleApi(APIView):
@@ -312,7 +312,7 @@ class KeyBundleApi(APIView):
     def get(self, request: Request, user_id: int) -> Response:
         device_id = _device_param_query(request)
         return Response(
-            services.key_bundles_take(requester=request_user(request), user_id=user_id, device_id=device_id)
+            keys.key_bundles_take(requester=request_user(request), user_id=user_id, device_id=device_id)
         )
 
 

@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import firebase, selectors
 from .models import User

@@ -28,7 +28,7 @@ from firebase_admin import credentials
 from firebase_admin.exceptions import FirebaseError
 from google.auth.credentials import AnonymousCredentials
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 logger = logging.getLogger("healthchat.accounts.firebase")
 

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from healthchat.errors import ApplicationError, NotFound
+from core.errors import ApplicationError, NotFound
 
 from .models import Device, DoctorProfile, KyberPreKey, OneTimePreKey, Specialty, User
 from .validators import validate_verified_phone_number

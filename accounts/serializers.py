@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from healthchat.validation import QuerySerializer, StrictSerializer, drf
+from core.validation import QuerySerializer, StrictSerializer, drf
 
 from . import validators as v
 from .models import Device, DoctorProfile, Specialty, User

@@ -7,7 +7,7 @@ from typing import Any
 from django.utils.crypto import salted_hmac
 from rest_framework.request import Request
 
-from healthchat.throttling import ScopedRateThrottle
+from core.throttling import ScopedRateThrottle
 
 from .firebase import VerifiedToken
 

@@ -13,7 +13,7 @@ from datetime import date
 
 import phonenumbers
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 E164_REGEX = r"^\+[1-9][0-9]{6,14}$"
 CURRENCY_REGEX = r"^[A-Z]{3}$"

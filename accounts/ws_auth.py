@@ -13,7 +13,7 @@ from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
 from audit.models import AuditEntry
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import firebase, selectors
 from .authentication import Registrant, authenticate_token, principal_for

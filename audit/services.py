@@ -169,7 +169,7 @@ def _socket_denial(*, user: Any, frame_type: str, data: Any, code: str, client: 
 async def arecord_socket_denial(*, scope: Mapping[str, Any], user: Any, frame: Any, code: str) -> None:
     """A socket frame was refused as forbidden or not found: one entry, written off the event
     loop. Never raises (the error frame has been sent already)."""
-    from healthchat.realtime import run_service
+    from core.realtime import run_service
 
     try:
         await run_service(

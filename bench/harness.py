@@ -37,9 +37,9 @@ PR_SET_PDEATHSIG = 1
 class Target:
     """Where a benchmark keeps its data: its own database, Redis database and key prefix."""
 
-    db_name: str
-    redis_url: str
-    prefix: str
+    db_name: str = "hc_perf_bench"
+    redis_url: str = "redis://127.0.0.1:6379/10"
+    prefix: str = "hcperf"
 
     @property
     def database_url(self) -> str:
@@ -57,9 +57,10 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss(pid: int) -> int:
-    """Resident set size in bytes of ``pid`` and its descendants (uvicorn ``--workers``)."""
-    return sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE for p in tree_pids(pid))
+def proc_rss(pid: int, *, tree: bool = True) -> int:
+    """Resident set size in bytes of ``pid`` and (``tree``) its descendants (uvicorn ``--workers``)."""
+    pids = tree_pids(pid) if tree else [pid]
+    return sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE for p in pids)
 
 
 def tree_pids(root: int) -> list[int]:
@@ -262,14 +263,14 @@ def export_source(rev: str | None, tmp: Path) -> tuple[Path, str]:
     return source, git("rev-parse", "--short", rev)
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM to the child's own process group (started with a new session), then SIGKILL."""
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """``sig`` to the child's own process group (started with a new session), then SIGKILL."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -340,7 +341,7 @@ class LoadGenProcess:
 
 
 # --- database -------------------------------------------------------------------------------------
-def bench_env(tmp: Path, debug: bool, target: Target) -> dict[str, str]:
+def bench_env(tmp: Path, target: Target, debug: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -553,19 +554,21 @@ def verify_sequences(conversation_ids: list[int]) -> dict[str, int]:
 
 # --- setting up a run -------------------------------------------------------------------------------
 def raise_fd_limit(sockets: int) -> None:
-    """Enough file descriptors for the sockets (inherited by the children)."""
+    """Enough file descriptors for ``sockets`` connections (inherited by the children)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, 4 * sockets + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < sockets + 256:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {sockets} sockets")
 
 
 def setup_django(target: Target, tmp: Path, rev: str | None, debug: bool) -> tuple[Path, str, dict[str, str]]:
     """The code under test (working tree or ``rev``), this process's environment pointed at
     ``target``, Django set up and the database created and migrated: (source, revision, env)."""
     source, revision = export_source(rev, tmp)
-    env = bench_env(tmp, debug, target)
+    env = bench_env(tmp, target, debug)
     os.environ.clear()
     os.environ.update(env)
     # bench/ comes first on sys.path when a script here runs, and bench/messaging.py would shadow

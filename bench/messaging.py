@@ -280,7 +280,7 @@ def main() -> int:
             "websockets",
             "websockets-sansio",
             "wsproto",
-            "healthchat.ws_protocol:LeanWebSocketProtocol",
+            "core.ws_protocol:LeanWebSocketProtocol",
         ],
     )
     parser.add_argument(

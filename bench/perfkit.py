@@ -4,8 +4,8 @@ The server and relay processes, ``/proc`` sampling, the benchmark database (``hc
 default, created and migrated, users and groups seeded with one SQL statement each), development
 tokens, and ``bench/swarm.py`` (the socket client, in its own process) driven over a pipe.
 
-The generic helpers mirror ``bench/messaging.py``'s (same names and behaviour) so the scripts can
-move onto one shared module later without changes in their logic.
+The generic helpers (processes, ``/proc``, the benchmark database, Redis, ``--rev`` exports) are
+``bench/harness.py``'s, defined there once for every benchmark.
 """
 
 from __future__ import annotations
@@ -14,30 +14,34 @@ import contextlib
 import json
 import os
 import queue
-import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import (  # the helpers both benchmark kits share
+from harness import (  # the helpers every benchmark shares: defined there once
+    Target,
+    bench_env,
     create_database,
     dev_uid,
     die_with_parent,
     free_port,
-    git,
     proc_cpu,
+    proc_rss,
     spawn,
+    stop,
     wait_healthy,
     wait_port,
 )
+from harness import clear_redis as clear_redis
+from harness import export_source as export_source
 from harness import log as log  # re-exported for the scripts
 from harness import machine_busy as machine_busy
+from harness import raise_fd_limit as raise_fd_limit
 from harness import wait_for_quiet as wait_for_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,32 +49,21 @@ BENCH = ROOT / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PR_SET_PDEATHSIG = 1
-LEAN_WS = "healthchat.ws_protocol:LeanWebSocketProtocol"
+LEAN_WS = "core.ws_protocol:LeanWebSocketProtocol"
+# Where it was before issue 20 moved the shared library to core/ (a --rev from before then).
+LEAN_WS_BEFORE_CORE = "healthchat.ws_protocol:LeanWebSocketProtocol"
 # uvicorn's --ws: its names, or our lean sans-I/O protocol ("lean", as the Dockerfile serves).
 WS_IMPLEMENTATIONS = ("lean", "websockets", "websockets-sansio", "wsproto")
 
 
-def ws_arg(name: str) -> str:
-    return LEAN_WS if name == "lean" else name
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a benchmark keeps its data: its own database, Redis database and key prefix."""
-
-    db_name: str = "hc_perf_bench"
-    redis_url: str = "redis://127.0.0.1:6379/10"
-    prefix: str = "hcperf"
-
-    @property
-    def database_url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:5432/{self.db_name}"
+def ws_arg(name: str, source: Path = ROOT) -> str:
+    """uvicorn's ``--ws`` for the server run from ``source`` (the working tree or a ``--rev``)."""
+    if name != "lean":
+        return name
+    return LEAN_WS if (source / "core" / "ws_protocol.py").exists() else LEAN_WS_BEFORE_CORE
 
 
 # --- /proc sampling ---------------------------------------------------------------------------
-def proc_rss(pid: int) -> int:
-    """Resident set size in bytes."""
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
 
 def children(pid: int) -> list[int]:
@@ -114,27 +107,6 @@ def services_cpu() -> float:
 
 
 # --- processes ------------------------------------------------------------------------------------
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """``sig`` to the child's own process group (started with a new session), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def raise_fd_limit(sockets: int) -> None:
-    """Enough file descriptors for ``sockets`` connections (inherited by the children)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, 2 * sockets + 1024))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if want < sockets + 256:
-        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {sockets} sockets")
 
 
 class Server:
@@ -179,7 +151,7 @@ class Server:
             "--http",
             "httptools",
             "--ws",
-            ws_arg(self.ws),
+            ws_arg(self.ws, self.source),
             "--log-level",
             "warning",
             "--no-access-log",
@@ -212,7 +184,7 @@ class Server:
         return pids[1:] if self.workers > 1 else pids
 
     def rss(self) -> int:
-        return sum(proc_rss(pid) for pid in self.pids())
+        return sum(proc_rss(pid, tree=False) for pid in self.pids())
 
     def cpu(self) -> float:
         total = 0.0
@@ -261,7 +233,7 @@ class Relay:
         return [self.proc.pid]
 
     def rss(self) -> int:
-        return proc_rss(self.proc.pid)
+        return proc_rss(self.proc.pid, tree=False)
 
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
@@ -325,27 +297,6 @@ class Swarm:
 
 
 # --- database, Redis, tokens -------------------------------------------------------------------
-def bench_env(tmp: Path, target: Target) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "healthchat.settings.local",
-            "DATABASE_URL": target.database_url,
-            "REDIS_URL": target.redis_url,
-            "FIREBASE_DEV_TOKENS": "true",
-            "DEV_TOKEN_KEY_PATH": str(tmp / "dev-token-key.pem"),
-            "CHANNEL_LAYER_PREFIX": target.prefix,
-            "CACHE_KEY_PREFIX": target.prefix,
-            "CELERY_TASK_DEFAULT_QUEUE": target.prefix,
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        env.pop(name, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
 
 
 def setup_django(target: Target, tmp: Path) -> dict[str, str]:
@@ -364,26 +315,6 @@ def setup_django(target: Target, tmp: Path) -> dict[str, str]:
     django.setup()
     call_command("migrate", verbosity=0)
     return env
-
-
-def revision() -> str:
-    dirty = git("status", "--porcelain", "--", ".", ":!bench", ":!docs")
-    return git("rev-parse", "--short", "HEAD") + ("+uncommitted changes" if dirty else "")
-
-
-def export_source(rev: str | None, tmp: Path) -> tuple[Path, str]:
-    """The server code to benchmark: the working tree, or ``rev`` exported to ``tmp/src`` (so
-    edits in progress are not measured). The benchmark scripts themselves always come from the
-    working tree."""
-    if rev is None:
-        return ROOT, revision()
-    source = tmp / "src"
-    source.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-    return source, git("rev-parse", "--short", rev)
 
 
 def phone(tag: int, index: int) -> str:
@@ -508,18 +439,6 @@ def tokens(phones: Iterable[str], lifetime: int = 4 * 3600) -> list[str]:
     from accounts.firebase import mint_dev_token
 
     return [mint_dev_token(p, lifetime=lifetime) for p in phones]
-
-
-def clear_redis(target: Target) -> None:
-    import redis
-
-    client = redis.Redis.from_url(target.redis_url)
-    try:
-        batch = list(client.scan_iter(match=f"{target.prefix}*", count=1000))
-        for start in range(0, len(batch), 1000):
-            client.delete(*batch[start : start + 1000])
-    finally:
-        client.close()
 
 
 def close_django() -> None:

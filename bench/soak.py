@@ -157,7 +157,7 @@ def main() -> int:
             "websockets",
             "websockets-sansio",
             "wsproto",
-            "healthchat.ws_protocol:LeanWebSocketProtocol",
+            "core.ws_protocol:LeanWebSocketProtocol",
         ],
     )
     parser.add_argument("--db-name", default="hc_soak")

@@ -39,30 +39,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# The measuring helpers every load generator shares: defined once, in loadgen.py (this script
+# runs from bench/, beside it).
+from loadgen import cpu_seconds, log, ms, percentile
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 CLIENT_ID_KEY = '"client_id":"'
-
-
-def log(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
-
-def ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 2)
 
 
 class FanMsg:

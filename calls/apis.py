@@ -10,8 +10,8 @@ from rest_framework.views import APIView
 from accounts.permissions import request_user
 from audit import actions as audited
 from audit import services as audit
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
 
 from . import selectors, turn
 from .serializers import CallListQuerySerializer, CallOutSerializer, TurnCredentialsSerializer

@@ -8,11 +8,17 @@ class CallsConfig(AppConfig):
     def ready(self) -> None:
         from accounts import services as account_services
         from messaging import handlers as messaging_handlers
+        from messaging import protocol as messaging_protocol
 
-        from . import handlers, services
+        from . import frames, handlers, protocol, services
 
         account_services.register_export_section("calls", services.export_user_calls)
 
-        messaging_handlers.HANDLERS.update(handlers.HANDLERS)
-        if handlers.socket_closed not in messaging_handlers.DISCONNECT_HOOKS:
-            messaging_handlers.DISCONNECT_HOOKS.append(handlers.socket_closed)
+        # The call frames and their handlers, registered the one way every app's frames are.
+        messaging_protocol.register_frames(
+            client=protocol.CLIENT_FRAME_MODELS,
+            server=frames.SERVER_FRAME_MODELS,
+            acks=frames.ACK_MODELS,
+            error_codes=protocol.ERROR_CODES,
+        )
+        messaging_handlers.register(handlers.HANDLERS, on_disconnect=handlers.socket_closed)

@@ -7,7 +7,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from healthchat.realtime import run_service
+from core.realtime import run_service
 from messaging import presence
 
 from . import services

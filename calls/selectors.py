@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import User
-from healthchat.errors import NotFound
+from core.errors import NotFound
 
 from . import validators as v
 from .models import Call, CallParticipant

@@ -32,8 +32,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from healthchat import realtime
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from core import realtime
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import reach
 from messaging import selectors as messaging_selectors
 from messaging import services as messaging

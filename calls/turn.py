@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 def turn_password(secret: str, username: str) -> str:

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 MEDIA = ("audio", "video")
 STATES = ("ringing", "accepted", "ended", "missed", "rejected", "cancelled", "failed", "busy")

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
-from healthchat.openapi import api_doc
+from core.openapi import api_doc
 from messaging.serializers import ConversationOutSerializer
 
 from . import selectors, services

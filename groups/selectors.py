@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from accounts.models import User
-from healthchat.errors import NotFound
+from core.errors import NotFound
 from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Membership
 

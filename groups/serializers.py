@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from healthchat.validation import StrictSerializer, drf
+from core.validation import StrictSerializer, drf
 from messaging import validators as mv
 
 

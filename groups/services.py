@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import reach
 from messaging import selectors as messaging_selectors
 from messaging import services as messaging

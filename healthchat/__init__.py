@@ -1,4 +1,4 @@
-"""healthchat: the project package (settings, ASGI, URLs, Celery, shared error format)."""
+"""healthchat: the project package (settings, ASGI, URLs, Celery); the shared library is ``core``."""
 
 from .celery import app as celery_app
 

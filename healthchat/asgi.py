@@ -8,13 +8,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "healthchat.settings.local")
 
 django_asgi_app = get_asgi_application()
 
-from healthchat.database import refuse_persistent_connections  # noqa: E402
+from core.database import refuse_persistent_connections  # noqa: E402
 
-refuse_persistent_connections()  # pooled, never kept by a request's thread (healthchat/database.py)
+refuse_persistent_connections()  # pooled, never kept by a request's thread (core/database.py)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from healthchat.asgi_limits import BodySizeLimit  # noqa: E402
+from core.asgi_limits import BodySizeLimit  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -24,6 +24,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-from healthchat.gc_tuning import tune_for_server  # noqa: E402
+from core.gc_tuning import tune_for_server  # noqa: E402
 
 tune_for_server()  # after everything above is loaded: it is frozen out of the collector's walks

@@ -18,7 +18,7 @@ from accounts.actors import admin_permission, may
 from accounts.models import User
 from audit import client as audit_client
 from audit.admin import AuditedAdminMixin
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import services
 from .models import Conversation, Membership

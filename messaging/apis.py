@@ -16,10 +16,10 @@ from accounts.models import User
 from accounts.permissions import request_user
 from audit import actions as audited
 from audit import services as audit
-from healthchat.errors import ApplicationError
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
-from healthchat.throttling import ScopedRateThrottle
+from core.errors import ApplicationError
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
+from core.throttling import ScopedRateThrottle
 
 from . import selectors, services
 from .serializers import (

@@ -6,6 +6,7 @@ class MessagingConfig(AppConfig):
     verbose_name = "Messaging"
 
     def ready(self) -> None:
+        from accounts import keys as account_keys
         from accounts import services as account_services
 
         from . import services
@@ -14,5 +15,5 @@ class MessagingConfig(AppConfig):
         account_services.register_eraser("presence", services.erase_user_presence)
         account_services.register_export_section("messaging", services.export_user_messages)
         account_services.register_export_section("uploads", services.export_user_uploads)
-        account_services.register_key_access_rule(services.may_fetch_keys)
-        account_services.register_device_keys_listener(services.device_keys_event_record)
+        account_keys.register_key_access_rule(services.may_fetch_keys)
+        account_keys.register_device_keys_listener(services.device_keys_event_record)

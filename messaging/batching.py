@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 
-from healthchat import realtime
+from core import realtime
+from core.batcher import Batcher
 
 from . import send_limits, services
 from .loop_writer import LoopWriter
@@ -32,68 +34,42 @@ SPAWN_DEPTH = 16
 LIMIT_WAIT_SECONDS = 1.0
 
 
-class SendBatcher:
+class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
+    """The shared queue and drain (``core.batcher.Batcher``: a lone send goes straight
+    through, the sends arriving while a batch is written share the next one), writing each
+    batch in one transaction: on the event loop when the loop writer takes it, else in a
+    worker thread (``services.message_send_many``)."""
+
+    drop_cancelled = False  # a send whose socket went away is still written (acked on resend)
+
     def __init__(self) -> None:
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[services.SendResult]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
-        # Writers still inside their loop: counted down synchronously when a writer finds the
-        # queue empty, so a send never waits behind a writer that is already leaving.
-        self._active = 0
+        super().__init__(max_batch=MAX_BATCH, max_workers=MAX_WRITERS, spawn_depth=SPAWN_DEPTH)
         # The common batch is written on the event loop (no thread hop); the others, and any
         # batch arriving while it writes, take a worker thread.
         self.loop_writer = LoopWriter()
 
-    async def send(self, **kwargs: Any) -> services.SendResult:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[services.SendResult] = loop.create_future()
-        self._queue.append((kwargs, future))
-        if not self._active or (len(self._queue) >= SPAWN_DEPTH and self._active < MAX_WRITERS):
-            self._active += 1
-            task = loop.create_task(self._drain())
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            await self._drain_queue()
-        finally:
-            self._active -= 1
-
-    async def _drain_queue(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            # The send limit is counted in Redis while the batch's transaction begins and locks
-            # (the writer thread waits for the answer only before its send statement): the
-            # round trip overlaps the database's instead of preceding it.
-            limit = asyncio.get_running_loop().create_task(
-                send_limits.refusals([kwargs["sender"].pk for kwargs, _ in batch])
-            )
-            refusals: concurrent.futures.Future[dict[int, Any]] = concurrent.futures.Future()
-            limit.add_done_callback(functools.partial(_settle, answer=refusals))
-            items = [kwargs for kwargs, _ in batch]
-            pending: realtime.Pending = []
-            token = realtime._deferred.set(pending)
+    async def run(self, items: list[services.SendRequest]) -> Sequence[services.SendResult | BaseException]:
+        # The send limit is counted in Redis while the batch's transaction begins and locks
+        # (the writer thread waits for the answer only before its send statement): the
+        # round trip overlaps the database's instead of preceding it.
+        limit = asyncio.get_running_loop().create_task(
+            send_limits.refusals([request.sender.pk for request in items])
+        )
+        refusals: concurrent.futures.Future[dict[int, Any]] = concurrent.futures.Future()
+        limit.add_done_callback(functools.partial(_settle, answer=refusals))
+        with realtime.collecting() as pending:
             try:
-                results: list[Any] | None = None
+                results: Sequence[services.SendResult | BaseException] | None = None
                 if self.loop_writer.takes(items):
                     results = await self.loop_writer.write(items, limit, LIMIT_WAIT_SECONDS)
                 if results is None:
                     results = await DatabaseSyncToAsync(services.message_send_many, thread_sensitive=False)(
-                        items=items, refusals=functools.partial(_wait, refusals)
+                        requests=items, refusals=functools.partial(_wait, refusals)
                     )
             except Exception as exc:  # the whole batch failed (e.g. the commit): every send
-                results = [exc] * len(batch)
-            finally:
-                realtime._deferred.reset(token)
-            await realtime.flush(pending)
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                results = [exc] * len(items)
+        await realtime.flush(pending)
+        return results
 
 
 def _settle(task: asyncio.Task[dict[int, Any]], answer: concurrent.futures.Future[dict[int, Any]]) -> None:

@@ -21,10 +21,10 @@ from django.conf import settings
 from accounts import ws_auth
 from accounts.models import User
 from audit.services import arecord_socket_denial
-from healthchat import coalesce
-from healthchat.channel_layer import Inbox
-from healthchat.errors import ApplicationError
-from healthchat.realtime import presence_group, run_service, user_group
+from core import batcher
+from core.channel_layer import Inbox
+from core.errors import ApplicationError
+from core.realtime import presence_group, run_service, user_group
 
 from . import frames, presence, protocol
 from .handlers import DISCONNECT_HOOKS, HANDLERS
@@ -210,7 +210,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
         try:
             # Sockets signing in together share one thread hop and one query per step.
-            user, verified, device = await coalesce.for_loop(ws_auth.authenticate_sockets).submit(
+            user, verified, device = await batcher.for_loop(ws_auth.authenticate_sockets).submit(
                 ws_auth.SocketAuth(token, device_id, self.scope)
             )
         except ApplicationError as exc:

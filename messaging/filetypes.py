@@ -15,7 +15,7 @@ from typing import IO
 import pillow_heif
 from PIL import Image
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 # Decompression bombs: refuse images above this many pixels (Pillow warns at 1x, errors at 2x).
 MAX_IMAGE_PIXELS = 40_000_000

@@ -12,22 +12,25 @@ sends), ``message.new`` / ``message.updated``, ``sync`` replays, group events an
 
 from __future__ import annotations
 
+import typing
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from django.core.exceptions import ImproperlyConfigured
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 Ref = Annotated[str, Field(max_length=64, description="the request's `ref`, echoed")]
 EventNumber = Annotated[int, Field(ge=1, description="the conversation's event-log number (see sync)")]
 
 
-class _Out(BaseModel):
+class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- Objects carried by frames ------------------------------------------------------------
-class Attachment(_Out):
+class Attachment(WireModel):
     """A file sent with a message (download: ``GET /api/v1/attachments/{id}``)."""
 
     id: int
@@ -48,7 +51,7 @@ class AttachmentState(Attachment):
     rejection: str | None
 
 
-class Message(_Out):
+class Message(WireModel):
     """A message as clients see it (``message_wire``); also REST history's item."""
 
     id: int
@@ -72,46 +75,21 @@ class Message(_Out):
     )
 
 
-class CallParticipant(_Out):
-    user_id: int
-    role: Literal["caller", "callee"]
-    state: Literal["ringing", "joined", "declined", "missed", "left"]
-    joined_at: datetime | None
-    left_at: datetime | None
-
-
-class Call(_Out):
-    """A call as clients see it (``calls.selectors.call_data``)."""
-
-    id: int
-    conversation_id: int
-    caller_id: int
-    media: Literal["audio", "video"]
-    state: Literal["ringing", "accepted", "ended", "missed", "rejected", "cancelled", "failed", "busy"]
-    end_reason: str | None
-    created_at: datetime
-    ring_expires_at: datetime
-    answered_at: datetime | None
-    ended_at: datetime | None
-    duration: int
-    participants: list[CallParticipant]
-
-
-class Problem(_Out):
+class Problem(WireModel):
     field: str
     problem: str
 
 
-class ErrorFields(_Out):
+class ErrorFields(WireModel):
     problems: list[Problem]
 
 
-class DeviceList(_Out):
+class DeviceList(WireModel):
     user_id: int
     device_ids: list[int]
 
 
-class Error(_Out):
+class Error(WireModel):
     """``error.code`` from ``protocol.ERROR_CODES``; the other fields only where that code says."""
 
     code: str
@@ -126,14 +104,14 @@ class Error(_Out):
 
 
 # --- Ack data, one shape per request frame -------------------------------------------------
-class MessageAck(_Out):
+class MessageAck(WireModel):
     """``message.send`` (with ``duplicate``), ``message.edit``, ``message.delete``."""
 
     message: Message
     duplicate: bool | None = None
 
 
-class ReceiptAck(_Out):
+class ReceiptAck(WireModel):
     """``message.delivered`` / ``message.read``: the cursor(s) now."""
 
     conversation_id: int
@@ -142,75 +120,68 @@ class ReceiptAck(_Out):
     read_seq: int | None = None
 
 
-class RefreshAck(_Out):
+class RefreshAck(WireModel):
     """``auth.refresh``: the new token's ``exp`` (Unix seconds)."""
 
     expires_at: int
 
 
-class PresenceAck(_Out):
+class PresenceAck(WireModel):
     """``presence.subscribe``."""
 
     subscribed: list[int]
     refused: list[int]
 
 
-class CallAck(_Out):
-    """``call.invite``, ``call.accept``, ``call.reject``, ``call.cancel``, ``call.hangup``,
-    ``call.resume``."""
-
-    call: Call
-
-
-class EmptyAck(_Out):
+class EmptyAck(WireModel):
     """``call.ringing``, ``call.ice``, ``call.update``."""
 
 
 # --- Frame data ---------------------------------------------------------------------------
-class Reconnect(_Out):
+class Reconnect(WireModel):
     min_ms: int
     max_ms: int
 
 
-class ReadyData(_Out):
+class ReadyData(WireModel):
     user_id: int
     device_id: int | None
     reconnect: Reconnect
 
 
-class MessageData(_Out):
+class MessageData(WireModel):
     message: Message
 
 
-class ReceiptData(_Out):
+class ReceiptData(WireModel):
     conversation_id: int
     user_id: int
     delivered_seq: int | None = None
     read_seq: int | None = None
 
 
-class TypingData(_Out):
+class TypingData(WireModel):
     conversation_id: int
     user_id: int
     active: bool
 
 
-class SyncDoneData(_Out):
+class SyncDoneData(WireModel):
     cursor: str
     more: bool
 
 
-class SyncRequiredData(_Out):
+class SyncRequiredData(WireModel):
     reason: Literal["live_events_interrupted"]
 
 
-class PresenceData(_Out):
+class PresenceData(WireModel):
     user_id: int
     online: bool
     last_seen: str | None = Field(description="ISO 8601 UTC, seconds, of the last disconnect")
 
 
-class _MemberEventData(_Out):
+class _MemberEventData(WireModel):
     conversation_id: int
     message: Message = Field(description="the system message recording the change")
 
@@ -247,294 +218,163 @@ class GroupUpdatedData(_MemberEventData):
     history_visible_to_new_members: bool | None = None
 
 
-class KeysLowData(_Out):
+class KeysLowData(WireModel):
     device_id: int
     one_time_prekeys: int
     kyber_prekeys: int
     threshold: int
 
 
-class DeviceEventData(_Out):
+class DeviceEventData(WireModel):
     conversation_id: int
     user_id: int
     device_id: int
 
 
-class AttachmentUpdatedData(_Out):
+class AttachmentUpdatedData(WireModel):
     attachment: AttachmentState
 
 
-class ConsultationSummary(_Out):
-    """A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``)."""
-
-    id: int
-    patient_id: int
-    doctor_id: int
-    kind: Literal["chat", "voice", "video"]
-    state: Literal[
-        "requested",
-        "paid",
-        "accepted",
-        "in_progress",
-        "completed",
-        "declined",
-        "cancelled",
-        "expired",
-        "refunded",
-    ]
-    price: int
-    currency: str
-    conversation_id: int
-
-
-class ConsultationUpdatedData(_Out):
-    consultation: ConsultationSummary
-
-
-class CallInviteData(_Out):
-    call: Call
-    sdp: str
-
-
-class CallData(_Out):
-    call: Call
-
-
-class CallIdData(_Out):
-    call_id: int
-
-
-class CallUserData(_Out):
-    call_id: int
-    user_id: int
-
-
-class CallSdpData(_Out):
-    call_id: int
-    user_id: int
-    sdp: str
-
-
-class CallCancelData(_Out):
-    call_id: int
-    reason: Literal["cancelled", "caller_disconnected", "glare"]
-
-
-class CallHangupData(_Out):
-    call_id: int
-    user_id: int
-    reason: Literal["hangup", "failed"]
-
-
-class CallIceData(_Out):
-    call_id: int
-    user_id: int
-    candidate: dict[str, str | int | float | bool | None]
-
-
-class CallPeerDisconnectedData(_Out):
-    call_id: int
-    user_id: int
-    grace_seconds: float
-
-
-class EmptyData(_Out):
+class EmptyData(WireModel):
     pass
 
 
 # --- Frames -------------------------------------------------------------------------------
-class _Reply(_Out):
+class ReplyFrame(WireModel):
     ref: Ref | None = None
 
 
-class _Event(_Out):
+class EventFrame(WireModel):
     pass
 
 
-class _LoggedEvent(_Out):
+class LoggedEventFrame(WireModel):
     event: EventNumber
 
 
-class AckFrame(_Reply):
-    """Success reply to a request frame; ``data`` depends on the request."""
-
-    type: Literal["ack"]
-    data: MessageAck | ReceiptAck | RefreshAck | PresenceAck | CallAck | EmptyAck
+# The ``ack`` data of every request, by app: messaging's here, other apps' registered
+# (``register_server_frames``); ``EmptyAck`` last.
+_ack_models: list[type[BaseModel]] = [MessageAck, ReceiptAck, RefreshAck, PresenceAck]
 
 
-class ErrorFrame(_Reply):
+def _ack_frame() -> type[BaseModel]:
+    data: Any = Union[(*_ack_models, EmptyAck)]
+    ack: Any = Literal["ack"]
+    model: type[BaseModel] = create_model(
+        "AckFrame",
+        __base__=ReplyFrame,
+        __doc__="Success reply to a request frame; ``data`` depends on the request.",
+        __module__=__name__,
+        type=(ack, ...),
+        data=(data, ...),
+    )
+    return model
+
+
+AckFrame = _ack_frame()
+
+
+class ErrorFrame(ReplyFrame):
     """Failure reply (with the request's ``ref``) or a connection-level error (without)."""
 
     type: Literal["error"]
     error: Error
 
 
-class PongFrame(_Reply):
+class PongFrame(ReplyFrame):
     type: Literal["pong"]
     data: EmptyData
 
 
-class ReadyFrame(_Reply):
+class ReadyFrame(ReplyFrame):
     """The socket is authenticated (``ref``: the ``auth`` frame's; none with header auth)."""
 
     type: Literal["ready"]
     data: ReadyData
 
 
-class SyncDoneFrame(_Reply):
+class SyncDoneFrame(ReplyFrame):
     """End of one ``sync`` batch; while ``more``, ``sync`` again with ``cursor``."""
 
     type: Literal["sync.done"]
     data: SyncDoneData
 
 
-class MessageNewFrame(_LoggedEvent):
+class MessageNewFrame(LoggedEventFrame):
     type: Literal["message.new"]
     data: MessageData
 
 
-class MessageUpdatedFrame(_LoggedEvent):
+class MessageUpdatedFrame(LoggedEventFrame):
     type: Literal["message.updated"]
     data: MessageData
 
 
-class ReceiptFrame(_LoggedEvent):
+class ReceiptFrame(LoggedEventFrame):
     type: Literal["receipt"]
     data: ReceiptData
 
 
-class TypingFrame(_Event):
+class TypingFrame(EventFrame):
     type: Literal["typing"]
     data: TypingData
 
 
-class SyncRequiredFrame(_Event):
+class SyncRequiredFrame(EventFrame):
     """The live path was interrupted: ``sync`` from the stored cursor."""
 
     type: Literal["sync.required"]
     data: SyncRequiredData
 
 
-class PresenceFrame(_Event):
+class PresenceFrame(EventFrame):
     type: Literal["presence"]
     data: PresenceData
 
 
-class MemberAddedFrame(_LoggedEvent):
+class MemberAddedFrame(LoggedEventFrame):
     type: Literal["member.added"]
     data: MemberAddedData
 
 
-class MemberRemovedFrame(_LoggedEvent):
+class MemberRemovedFrame(LoggedEventFrame):
     type: Literal["member.removed"]
     data: MemberRemovedData
 
 
-class MemberLeftFrame(_LoggedEvent):
+class MemberLeftFrame(LoggedEventFrame):
     type: Literal["member.left"]
     data: MemberLeftData
 
 
-class MemberRoleChangedFrame(_LoggedEvent):
+class MemberRoleChangedFrame(LoggedEventFrame):
     type: Literal["member.role_changed"]
     data: MemberRoleChangedData
 
 
-class GroupUpdatedFrame(_LoggedEvent):
+class GroupUpdatedFrame(LoggedEventFrame):
     type: Literal["group.updated"]
     data: GroupUpdatedData
 
 
-class KeysLowFrame(_Event):
+class KeysLowFrame(EventFrame):
     type: Literal["keys.low"]
     data: KeysLowData
 
 
-class IdentityChangedFrame(_LoggedEvent):
+class IdentityChangedFrame(LoggedEventFrame):
     type: Literal["identity.changed"]
     data: DeviceEventData
 
 
-class DeviceAddedFrame(_LoggedEvent):
+class DeviceAddedFrame(LoggedEventFrame):
     type: Literal["device.added"]
     data: DeviceEventData
 
 
-class AttachmentUpdatedFrame(_Event):
+class AttachmentUpdatedFrame(EventFrame):
     type: Literal["attachment.updated"]
     data: AttachmentUpdatedData
-
-
-class ConsultationUpdatedFrame(_Event):
-    """A consultation of the user's changed state (a hint: ``GET consultations/{id}`` is the truth)."""
-
-    type: Literal["consultation.updated"]
-    data: ConsultationUpdatedData
-
-
-class CallInviteFrame(_Event):
-    type: Literal["call.invite"]
-    data: CallInviteData
-
-
-class CallRingingFrame(_Event):
-    type: Literal["call.ringing"]
-    data: CallUserData
-
-
-class CallAcceptFrame(_Event):
-    type: Literal["call.accept"]
-    data: CallSdpData
-
-
-class CallRejectFrame(_Event):
-    type: Literal["call.reject"]
-    data: CallUserData
-
-
-class CallCancelFrame(_Event):
-    type: Literal["call.cancel"]
-    data: CallCancelData
-
-
-class CallHangupFrame(_Event):
-    type: Literal["call.hangup"]
-    data: CallHangupData
-
-
-class CallIceFrame(_Event):
-    type: Literal["call.ice"]
-    data: CallIceData
-
-
-class CallUpdateFrame(_Event):
-    type: Literal["call.update"]
-    data: CallSdpData
-
-
-class CallMissedFrame(_Event):
-    type: Literal["call.missed"]
-    data: CallData
-
-
-class CallAnsweredElsewhereFrame(_Event):
-    type: Literal["call.answered_elsewhere"]
-    data: CallIdData
-
-
-class CallEndedFrame(_Event):
-    type: Literal["call.ended"]
-    data: CallData
-
-
-class CallPeerDisconnectedFrame(_Event):
-    type: Literal["call.peer_disconnected"]
-    data: CallPeerDisconnectedData
-
-
-class CallPeerResumedFrame(_Event):
-    type: Literal["call.peer_resumed"]
-    data: CallUserData
 
 
 # Every frame the server sends, by ``type`` (``protocol.SERVER_FRAMES`` is its keys).
@@ -559,26 +399,37 @@ SERVER_FRAME_MODELS: dict[str, type[BaseModel]] = {
     "identity.changed": IdentityChangedFrame,
     "attachment.updated": AttachmentUpdatedFrame,
     "device.added": DeviceAddedFrame,
-    "consultation.updated": ConsultationUpdatedFrame,
-    "call.invite": CallInviteFrame,
-    "call.ringing": CallRingingFrame,
-    "call.accept": CallAcceptFrame,
-    "call.reject": CallRejectFrame,
-    "call.cancel": CallCancelFrame,
-    "call.hangup": CallHangupFrame,
-    "call.ice": CallIceFrame,
-    "call.update": CallUpdateFrame,
-    "call.missed": CallMissedFrame,
-    "call.answered_elsewhere": CallAnsweredElsewhereFrame,
-    "call.ended": CallEndedFrame,
-    "call.peer_disconnected": CallPeerDisconnectedFrame,
-    "call.peer_resumed": CallPeerResumedFrame,
 }
 SERVER_FRAMES: tuple[str, ...] = tuple(SERVER_FRAME_MODELS)
 
-# Every server frame, told apart by ``type``: the registry's models, not a second list of them.
-_server_frame: Any = Annotated[Union[tuple(SERVER_FRAME_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
-server_frame_adapter: TypeAdapter[Any] = TypeAdapter(_server_frame)
+
+def _server_adapter() -> TypeAdapter[Any]:
+    """Every server frame, told apart by ``type``: the registry's models, not a second list."""
+    union: Any = Annotated[Union[tuple(SERVER_FRAME_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(union)
+
+
+server_frame_adapter: TypeAdapter[Any] = _server_adapter()
+
+
+def register_server_frames(
+    models: Sequence[type[BaseModel]], *, acks: Sequence[type[BaseModel]] = ()
+) -> None:
+    """Add an app's server frames (by their ``type``) and its requests' ``ack`` data (called by
+    ``protocol.register_frames``, the one way an app registers its frames)."""
+    global AckFrame, SERVER_FRAMES, server_frame_adapter
+    for model in models:
+        name = typing.get_args(model.model_fields["type"].annotation)[0]
+        if SERVER_FRAME_MODELS.get(name, model) is not model:
+            raise ImproperlyConfigured(f"two server frames are typed {name!r}")
+        SERVER_FRAME_MODELS[name] = model
+    added = [model for model in acks if model not in _ack_models]
+    if added:
+        _ack_models.extend(added)
+        AckFrame = SERVER_FRAME_MODELS["ack"] = _ack_frame()
+    SERVER_FRAMES = tuple(SERVER_FRAME_MODELS)
+    server_frame_adapter = _server_adapter()
+
 
 # WebSocket close codes the server uses (the consumer's constants come from here).
 CLOSE_UNAUTHORIZED = 4401

@@ -1,7 +1,8 @@
 """Socket frame handlers: the dispatch table from frame ``type`` to one service call.
 
 A handler returns the ``ack`` data, or ``None`` when it answers with frames of its own.
-Other apps (calls) add their handlers to ``HANDLERS`` in their ``AppConfig.ready``.
+Other apps (calls) register their handlers (``register``) and their frames
+(``protocol.register_frames``) in their ``AppConfig.ready``: the consumer names no frame of theirs.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from healthchat import coalesce
-from healthchat.errors import ApplicationError
-from healthchat.realtime import run_service
+from core import batcher
+from core.errors import ApplicationError
+from core.realtime import run_service
 
 from . import batching, presence, selectors, send_limits, services
 
@@ -39,25 +42,26 @@ async def auth_refresh(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
 
 async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     data = frame.data
-    send: dict[str, Any] = {
-        "sender": conn.user,
-        "conversation_id": data.conversation_id,
-        "client_id": data.client_id,
-        "body": data.body,
-        "reply_to": data.reply_to,
-        "attachment_ids": data.attachment_ids,
-        "origin_channel": conn.channel_name,
-    }
-    if data.ciphertexts is None:
+    assert conn.user is not None  # frames other than auth come from an authenticated socket
+    request = services.SendRequest(
+        sender=conn.user,
+        conversation_id=data.conversation_id,
+        client_id=data.client_id,
+        body=data.body,
+        reply_to=data.reply_to,
+        attachment_ids=data.attachment_ids,
+        origin_channel=conn.channel_name,
+        ciphertexts=data.ciphertexts,
+        sender_device_id=conn.device_id,
+    )
+    if request.ciphertexts is None:
         # Plaintext: group commit with the other sockets of this process.
-        result = await batching.batcher().send(**send)
+        result = await batching.batcher().submit(request)
     else:
-        refused = await send_limits.refusals([send["sender"].pk])
+        refused = await send_limits.refusals([request.sender.pk])
         if refused:
             raise refused[0]
-        result = await run_service(
-            services.message_send, **send, ciphertexts=data.ciphertexts, sender_device_id=conn.device_id
-        )
+        result = await run_service(services.send, request=request)
     return {"message": result.data, "duplicate": not result.created}
 
 
@@ -126,7 +130,7 @@ def _sync_audited(items: list[_Sync]) -> list[selectors.SyncResult | Exception]:
 async def sync(conn: ChatConsumer, frame: Any) -> None:
     assert conn.user is not None
     request = selectors.SyncRequest(user=conn.user, cursor=frame.data.cursor, device_id=conn.device_id)
-    frames, cursor, more = await coalesce.for_loop(_sync_audited).submit(
+    frames, cursor, more = await batcher.for_loop(_sync_audited).submit(
         _Sync(request, audit_client.from_scope(conn.scope))
     )
     for item in frames:
@@ -168,3 +172,14 @@ HANDLERS: dict[str, Handler] = {
     "sync": sync,
     "presence.subscribe": presence_subscribe,
 }
+
+
+def register(handlers: dict[str, Handler], *, on_disconnect: DisconnectHook | None = None) -> None:
+    """Add an app's frame handlers (by frame type; its frames: ``protocol.register_frames``) and
+    what it does when an authenticated socket closes. A type handled twice is a start-up error."""
+    for frame_type, handler in handlers.items():
+        if HANDLERS.get(frame_type, handler) is not handler:
+            raise ImproperlyConfigured(f"two handlers for the frame {frame_type!r}")
+        HANDLERS[frame_type] = handler
+    if on_disconnect is not None and on_disconnect not in DISCONNECT_HOOKS:
+        DISCONNECT_HOOKS.append(on_disconnect)

@@ -7,10 +7,11 @@ the thread and the event loop taking turns at the GIL each time a database answe
 of database time took 3.6 ms in the thread). The loop writer runs the same statements on an
 async psycopg connection that this event loop owns, driven through ``raw_pipeline`` (libpq's
 pipeline mode, one wait per round trip): BEGIN, the locks, the send statement and the
-reach rules (``messaging.reach``); then, with the send limit's answer, the batch hooks and COMMIT.
+registered reach rules' statements (``messaging.send_rules``: the same statements the thread's
+writer runs); then, with the send limit's answer, the written hooks' statements and COMMIT.
 
-It takes the common batch only: plaintext sends without attachments, no client_id twice, every
-rule and hook able to run as a ``services.BatchStatement``. The kind of a conversation this
+It takes the common batch only: plaintext sends without attachments, no client_id twice (every
+registered rule and hook is a statement: the registry refuses any other at start-up). The kind of a conversation this
 process has not written to before is read first (one round trip, once: kinds never change), so
 the rules are asked in the batch's first round trip. Anything else (a conversation that does
 not exist or is gone, a rule refusing a send, a re-sent client_id, a
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -36,11 +38,12 @@ from django.db import close_old_connections
 from django.db import connection as django_connection
 from django.utils import timezone
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
-from . import reach, services
+from . import services
 from . import validators as v
 from .raw_pipeline import PipelineError, RawPipeline
+from .send_rules import BatchStatement, registry
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -72,24 +75,24 @@ class LoopWriter:
         self.batches = 0  # written here (tests, benchmarks)
         self.handed_over = 0  # given to the worker thread's writer
 
-    def takes(self, items: list[dict[str, Any]]) -> bool:
+    def takes(self, requests: Sequence[services.SendRequest]) -> bool:
         """Whether this batch is one the loop writer may try (cheap checks, before any I/O)."""
         if self.busy or not enabled():
             return False
-        if any(item.get("attachment_ids") for item in items):
-            return False
-        hooks_ok = all(hasattr(hook, "statement") for hook in services.batch_written_hooks)
-        return hooks_ok and reach.statements_available()
+        return not any(request.attachment_ids for request in requests)
 
     async def write(
-        self, items: list[dict[str, Any]], limit: asyncio.Future[dict[int, Any]], limit_wait: float
+        self,
+        requests: Sequence[services.SendRequest],
+        limit: asyncio.Future[dict[int, Any]],
+        limit_wait: float,
     ) -> Results | None:
-        """Each item's result, in order; ``None``: not written here (nothing of it stored), the
+        """Each request's result, in order; ``None``: not written here (nothing of it stored), the
         caller hands the batch to the worker thread. ``limit`` answers the send limit's refusals
         (``{index: error}``), waited for at most ``limit_wait`` seconds once the locks are sent."""
         self.busy = True
         try:
-            results = await self._write(items, limit, limit_wait)
+            results = await self._write(requests, limit, limit_wait)
         finally:
             self.busy = False
         if results is None:
@@ -99,30 +102,33 @@ class LoopWriter:
         return results
 
     async def _write(
-        self, items: list[dict[str, Any]], limit: asyncio.Future[dict[int, Any]], limit_wait: float
+        self,
+        requests: Sequence[services.SendRequest],
+        limit: asyncio.Future[dict[int, Any]],
+        limit_wait: float,
     ) -> Results | None:
-        results: list[services.SendResult | Exception | None] = [None] * len(items)
-        prepared: list[services._Prepared] = []
+        results: list[services.SendResult | Exception | None] = [None] * len(requests)
+        prepared: list[services.Prepared] = []
         seen: set[tuple[int, uuid.UUID]] = set()
-        for index, item in enumerate(items):
+        for index, item in enumerate(requests):
             try:
-                cid = v.validate_client_id(item["client_id"])
-                text = services._plain_text(item.get("body"), [])
+                cid = v.validate_client_id(item.client_id)
+                text = services.plain_text(item.body, [])
             except ApplicationError as exc:
                 results[index] = exc
                 continue
-            key = (item["sender"].pk, cid)
+            key = (item.sender.pk, cid)
             if key in seen:  # the same send twice in one batch: the thread's writer answers it
                 return None
             seen.add(key)
-            prepared.append((index, item, cid, [], text))
+            prepared.append(services.Prepared(index, item, cid, [], text))
         if prepared:
             conn = await self._connection()
             if conn is None or self._pipe is None:
                 return None
             pipe = self._pipe
             try:
-                if not await self._learn_kinds(pipe, {e[1]["conversation_id"] for e in prepared}):
+                if not await self._learn_kinds(pipe, {e.request.conversation_id for e in prepared}):
                     return None  # a conversation that does not exist: the thread's writer answers
                 done = await self._transaction(pipe, prepared, results, limit, limit_wait)
             except Exception:  # a database error, or a rule or hook that failed
@@ -135,7 +141,7 @@ class LoopWriter:
                 await self._roll_back(conn, pipe)
                 return None
             fan_outs, answers = done
-            services._fan_out_all(fan_outs)
+            services.fan_out_all(fan_outs)
             loop = asyncio.get_running_loop()
             for stmt, hook_rows in answers:  # may block (a Celery task queued): in a thread
                 if hook_rows:
@@ -148,11 +154,11 @@ class LoopWriter:
     async def _transaction(
         self,
         pipe: RawPipeline,
-        prepared: list[services._Prepared],
+        prepared: list[services.Prepared],
         results: list[services.SendResult | Exception | None],
         limit: asyncio.Future[dict[int, Any]],
         limit_wait: float,
-    ) -> tuple[list[services.FanOut], list[tuple[services.BatchStatement, list[Any]]]] | None:
+    ) -> tuple[list[services.FanOut], list[tuple[BatchStatement, list[Any]]]] | None:
         """The batch's transaction; ``None``: roll back and hand over. Committed: the message
         fan-outs to publish and the batch hooks' answers to run."""
         # The send limit's Redis round trip overlaps the database's: its answer is awaited once
@@ -160,7 +166,7 @@ class LoopWriter:
         # thread's writer leaves the refused sends out.
         if limit.done() and (limit.cancelled() or limit.exception() is not None or limit.result()):
             return None
-        asked = {e[1]["conversation_id"] for e in prepared}
+        asked = {e.request.conversation_id for e in prepared}
         plain = prepared
         now = timezone.now()
         rules = self._rule_statements(plain)
@@ -168,14 +174,14 @@ class LoopWriter:
         first = await pipe.round_trip(
             [
                 ("BEGIN", None),
-                (services._LOCK_BATCH_SQL, {"ids": sorted(asked)}),
-                (services._SEND_BATCH_SQL, services.send_batch_params(plain, now)),
+                (services.LOCK_BATCH_SQL, {"ids": sorted(asked)}),
+                (services.SEND_BATCH_SQL, services.send_batch_params(plain, now)),
                 *((stmt.sql, stmt.params) for stmt in rules),
             ]
         )
         locked = {int(row[0]): (row[1], row[2]) for row in first[1]}
         rows = sorted(first[2])
-        services._remember_kinds(asked, locked)
+        services.remember_kinds(asked, locked)
         if asked - set(locked):
             return None  # a conversation is gone: the thread's writer answers its sends
         if await _refusals(limit, limit_wait):
@@ -183,17 +189,15 @@ class LoopWriter:
         for stmt, rule_rows in zip(rules, first[3:], strict=True):
             if stmt.answer(rule_rows):
                 return None  # a rule refuses a send: written already, redone send by send
-        duplicates: list[tuple[int, dict[str, Any], uuid.UUID]] = []
+        duplicates: list[services.Duplicate] = []
         try:
             written, fan_outs, _members = services.batch_outcome(plain, rows, now, results, duplicates)
-        except services._BatchConflict:
+        except services.BatchConflict:
             return None
         if duplicates:
             return None  # a re-sent client_id: the thread's writer returns the original
-        # Round trip 2: the batch hooks (the push outbox) and the COMMIT, answered together.
-        hooks = [
-            stmt for hook in services.batch_written_hooks if (stmt := hook.statement(written)) is not None
-        ]
+        # Round trip 2: the written hooks (the push outbox) and the COMMIT, answered together.
+        hooks = registry.hook_statements(written)
         second = await pipe.round_trip([*((stmt.sql, stmt.params) for stmt in hooks), ("COMMIT", None)])
         return fan_outs, list(zip(hooks, second[:-1], strict=True))
 
@@ -202,19 +206,19 @@ class LoopWriter:
         """The kinds of conversations this process has not locked before, read once (one
         round trip outside the batch's transaction: they never change); ``False`` if one of
         them does not exist."""
-        unknown = asked - services._kinds.keys()
+        unknown = asked - services.known_kinds.keys()
         if not unknown:
             return True
-        (rows,) = await pipe.round_trip([(services._KINDS_SQL, {"ids": sorted(unknown)})])
+        (rows,) = await pipe.round_trip([(services.KINDS_SQL, {"ids": sorted(unknown)})])
         found = {int(row[0]): (row[1], row[2]) for row in rows}
-        services._remember_kinds(unknown, found)
+        services.remember_kinds(unknown, found)
         return len(found) == len(unknown)
 
     @staticmethod
-    def _rule_statements(plain: list[services._Prepared]) -> list[services.BatchStatement]:
-        """The reach rules' statements for the batch's sends (the same rules the thread's
-        writer asks; ``takes`` made sure each has a statement form)."""
-        return reach.statements(services.send_reaches(plain)) or []
+    def _rule_statements(plain: list[services.Prepared]) -> list[BatchStatement]:
+        """The registered rules' statements for the batch's sends (the same statements the
+        thread's writer runs)."""
+        return registry.rule_statements(services.send_reaches(plain))
 
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
         loop = asyncio.get_running_loop()
@@ -288,7 +292,7 @@ async def _refusals(limit: asyncio.Future[dict[int, Any]], wait: float) -> dict[
         return {}
 
 
-def _run_answer(stmt: services.BatchStatement, rows: list[tuple[Any, ...]]) -> None:
+def _run_answer(stmt: BatchStatement, rows: list[tuple[Any, ...]]) -> None:
     try:
         stmt.answer(rows)
     except Exception:

@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from healthchat import coalesce
-from healthchat.realtime import presence_group
+from core import batcher
+from core.realtime import presence_group
 
 logger = logging.getLogger("healthchat.presence")
 
@@ -92,7 +92,7 @@ class RedisPresence:
     async def connect(self, user_id: int, conn_id: str) -> bool:
         """Register a connection; True when the user just came online. Connections registering
         together (a reconnect storm) share one round trip (``connect_many``)."""
-        return await coalesce.loop_batcher(self.connect_many).submit((user_id, conn_id))
+        return await batcher.loop_batcher(self.connect_many).submit((user_id, conn_id))
 
     async def connect_many(self, entries: list[tuple[int, str]]) -> list[bool]:
         """Register every ``(user_id, conn_id)`` in one MULTI/EXEC (each user's check-and-add
@@ -252,7 +252,7 @@ def heartbeats() -> Heartbeats:
 async def announce(user_id: int, online: bool, last_seen: float | None) -> None:
     """Tell the sockets watching ``user_id`` (its presence group, every process). Announcements
     made together (a reconnect storm) go out in one pipelined publication round trip."""
-    await coalesce.loop_batcher(_announce_many).submit((user_id, presence_frame(user_id, online, last_seen)))
+    await batcher.loop_batcher(_announce_many).submit((user_id, presence_frame(user_id, online, last_seen)))
 
 
 async def _announce_many(items: list[tuple[int, dict[str, Any]]]) -> list[None]:

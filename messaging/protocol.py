@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
 
+from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import frames
 
@@ -30,24 +33,24 @@ BigInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
-class _Strict(BaseModel):
+class FrameData(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
-class Empty(_Strict):
+class Empty(FrameData):
     pass
 
 
-class AuthData(_Strict):
+class AuthData(FrameData):
     token: str = Field(min_length=1, max_length=8192)
     device_id: BigInt | None = None
 
 
-class AuthRefreshData(_Strict):
+class AuthRefreshData(FrameData):
     token: str = Field(min_length=1, max_length=8192)
 
 
-class MessageSendData(_Strict):
+class MessageSendData(FrameData):
     conversation_id: BigInt
     client_id: uuid.UUID
     body: str | None = None
@@ -56,279 +59,205 @@ class MessageSendData(_Strict):
     ciphertexts: dict[str, str] | None = Field(default=None, max_length=1000)
 
 
-class MessageEditData(_Strict):
+class MessageEditData(FrameData):
     message_id: BigInt
     body: str
 
 
-class MessageDeleteData(_Strict):
+class MessageDeleteData(FrameData):
     message_id: BigInt
 
 
-class ReceiptData(_Strict):
+class ReceiptData(FrameData):
     conversation_id: BigInt
     seq: Seq
 
 
-class TypingData(_Strict):
+class TypingData(FrameData):
     conversation_id: BigInt
     active: bool
 
 
-class SyncData(_Strict):
+class SyncData(FrameData):
     cursor: str | None = Field(default=None, max_length=65536)
 
 
-class PresenceSubscribeData(_Strict):
+class PresenceSubscribeData(FrameData):
     user_ids: list[BigInt] = Field(max_length=500)
 
 
-class _Frame(_Strict):
+class ClientFrameModel(FrameData):
     ref: str | None = Field(default=None, max_length=MAX_REF)
 
 
-class PingFrame(_Frame):
+class PingFrame(ClientFrameModel):
     type: Literal["ping"]
     data: Empty = Empty()
 
 
-class AuthFrame(_Frame):
+class AuthFrame(ClientFrameModel):
     type: Literal["auth"]
     data: AuthData
 
 
-class AuthRefreshFrame(_Frame):
+class AuthRefreshFrame(ClientFrameModel):
     type: Literal["auth.refresh"]
     data: AuthRefreshData
 
 
-class MessageSendFrame(_Frame):
+class MessageSendFrame(ClientFrameModel):
     type: Literal["message.send"]
     data: MessageSendData
 
 
-class MessageEditFrame(_Frame):
+class MessageEditFrame(ClientFrameModel):
     type: Literal["message.edit"]
     data: MessageEditData
 
 
-class MessageDeleteFrame(_Frame):
+class MessageDeleteFrame(ClientFrameModel):
     type: Literal["message.delete"]
     data: MessageDeleteData
 
 
-class MessageDeliveredFrame(_Frame):
+class MessageDeliveredFrame(ClientFrameModel):
     type: Literal["message.delivered"]
     data: ReceiptData
 
 
-class MessageReadFrame(_Frame):
+class MessageReadFrame(ClientFrameModel):
     type: Literal["message.read"]
     data: ReceiptData
 
 
-class TypingFrame(_Frame):
+class TypingFrame(ClientFrameModel):
     type: Literal["typing"]
     data: TypingData
 
 
-class SyncFrame(_Frame):
+class SyncFrame(ClientFrameModel):
     type: Literal["sync"]
     data: SyncData = SyncData()
 
 
-class PresenceSubscribeFrame(_Frame):
+class PresenceSubscribeFrame(ClientFrameModel):
     type: Literal["presence.subscribe"]
     data: PresenceSubscribeData
 
 
-# --- Calls (calls/handlers.py): SDP and candidates are opaque, bounded by calls/validators.py --
-class CallInviteData(_Strict):
-    conversation_id: BigInt
-    media: Literal["audio", "video"]
-    sdp: str
+# --- The registry: every app's client frames and error codes, one way ----------------------
+# Messaging's own are registered below; other apps register theirs in ``AppConfig.ready``
+# (``register_frames``), so this module names no other app's frame. ``ClientFrame``,
+# ``CLIENT_FRAMES``, ``SERVER_FRAMES`` and ``ERROR_CODES`` always hold every registered one.
+_client_models: dict[str, type[ClientFrameModel]] = {}
+_error_codes: list[str] = []
+ClientFrame: Any = None
+CLIENT_FRAMES: tuple[str, ...] = ()
+SERVER_FRAMES: tuple[str, ...] = ()
+ERROR_CODES: tuple[str, ...] = ()
+_adapter: TypeAdapter[Any] | None = None
 
 
-class CallIdData(_Strict):
-    call_id: BigInt
+def frame_type(model: type[BaseModel]) -> str:
+    """A frame model's ``type`` (its ``Literal``)."""
+    value: str = typing.get_args(model.model_fields["type"].annotation)[0]
+    return value
 
 
-class CallSdpData(_Strict):
-    call_id: BigInt
-    sdp: str
+def register_frames(
+    *,
+    client: Sequence[type[ClientFrameModel]] = (),
+    server: Sequence[type[BaseModel]] = (),
+    acks: Sequence[type[BaseModel]] = (),
+    error_codes: Sequence[str] = (),
+) -> None:
+    """Add an app's frames: the ones clients send (``client``: typed models, ``extra="forbid"``),
+    the ones the server sends (``server``, and ``acks``: the ``ack`` data of its requests) and
+    the error codes its frames can answer. A type or code registered twice by different
+    models is a start-up error. The app's handlers: ``messaging.handlers.register``."""
+    global ClientFrame, CLIENT_FRAMES, SERVER_FRAMES, ERROR_CODES, _adapter
+    for model in client:
+        name = frame_type(model)
+        if _client_models.get(name, model) is not model:
+            raise ImproperlyConfigured(f"two client frames are typed {name!r}")
+        _client_models[name] = model
+    frames.register_server_frames(server, acks=acks)
+    for code in error_codes:
+        if code not in _error_codes:
+            _error_codes.append(code)
+    members: Any = Union[tuple(_client_models.values())]  # noqa: UP007
+    ClientFrame = Annotated[members, Field(discriminator="type")]
+    _adapter = TypeAdapter(ClientFrame)
+    CLIENT_FRAMES = tuple(_client_models)
+    SERVER_FRAMES = frames.SERVER_FRAMES
+    ERROR_CODES = tuple(_error_codes)
 
-
-class CallHangupData(_Strict):
-    call_id: BigInt
-    reason: Literal["hangup", "failed"] = "hangup"
-
-
-class CallIceData(_Strict):
-    call_id: BigInt
-    candidate: dict[str, str | int | float | bool | None] = Field(max_length=8)
-
-
-class CallInviteFrame(_Frame):
-    type: Literal["call.invite"]
-    data: CallInviteData
-
-
-class CallRingingFrame(_Frame):
-    type: Literal["call.ringing"]
-    data: CallIdData
-
-
-class CallAcceptFrame(_Frame):
-    type: Literal["call.accept"]
-    data: CallSdpData
-
-
-class CallRejectFrame(_Frame):
-    type: Literal["call.reject"]
-    data: CallIdData
-
-
-class CallCancelFrame(_Frame):
-    type: Literal["call.cancel"]
-    data: CallIdData
-
-
-class CallHangupFrame(_Frame):
-    type: Literal["call.hangup"]
-    data: CallHangupData
-
-
-class CallIceFrame(_Frame):
-    type: Literal["call.ice"]
-    data: CallIceData
-
-
-class CallUpdateFrame(_Frame):
-    type: Literal["call.update"]
-    data: CallSdpData
-
-
-class CallResumeFrame(_Frame):
-    type: Literal["call.resume"]
-    data: CallIdData
-
-
-ClientFrame = Annotated[
-    PingFrame
-    | AuthFrame
-    | AuthRefreshFrame
-    | MessageSendFrame
-    | MessageEditFrame
-    | MessageDeleteFrame
-    | MessageDeliveredFrame
-    | MessageReadFrame
-    | TypingFrame
-    | SyncFrame
-    | PresenceSubscribeFrame
-    | CallInviteFrame
-    | CallRingingFrame
-    | CallAcceptFrame
-    | CallRejectFrame
-    | CallCancelFrame
-    | CallHangupFrame
-    | CallIceFrame
-    | CallUpdateFrame
-    | CallResumeFrame,
-    Field(discriminator="type"),
-]
-_adapter: TypeAdapter[Any] = TypeAdapter(ClientFrame)
-
-CLIENT_FRAMES: tuple[str, ...] = (
-    "ping",
-    "auth",
-    "auth.refresh",
-    "message.send",
-    "message.edit",
-    "message.delete",
-    "message.delivered",
-    "message.read",
-    "typing",
-    "sync",
-    "presence.subscribe",
-    "call.invite",
-    "call.ringing",
-    "call.accept",
-    "call.reject",
-    "call.cancel",
-    "call.hangup",
-    "call.ice",
-    "call.update",
-    "call.resume",
-)
-
-# Every frame the server sends: typed in ``frames`` (one model each).
-SERVER_FRAMES: tuple[str, ...] = frames.SERVER_FRAMES
 
 # Every code a client can receive in an ``error`` frame (documented in docs/protocol.md).
-ERROR_CODES: tuple[str, ...] = (
-    "invalid_json",
-    "binary_not_supported",
-    "frame_too_large",
-    "invalid_frame",
-    "unknown_type",
-    "not_authenticated",
-    "invalid_token",
-    "token_expired",
-    "token_revoked",
-    "user_inactive",
-    "not_registered",
-    "auth_timeout",
-    "already_authenticated",
-    "token_user_mismatch",
-    "device_not_found",
-    "rate_limited",
-    "idle_timeout",
-    "conversation_not_found",
-    "message_not_found",
-    "not_message_sender",
-    "message_deleted",
-    "empty_message",
-    "message_too_long",
-    "invalid_body",
-    "invalid_client_id",
-    "client_id_reused",
-    "invalid_reply_to",
-    "e2ee_required",
-    "blocked",
-    "consultation_closed",
-    "seq_out_of_range",
-    "invalid_cursor",
-    "too_many_subscriptions",
-    "e2ee_not_enabled",
-    "device_required",
-    "devices_mismatch",
-    "invalid_ciphertext",
-    "attachment_not_found",
-    "attachment_already_used",
-    "too_many_attachments",
-    "attachment_not_encrypted",
-    "attachment_encrypted",
-    "attachment_processing",
-    "attachment_rejected",
-    "user_disabled",
-    "auth_unavailable",
-    "server_busy",
-    "internal_error",
-    "invalid_media",
-    "invalid_sdp",
-    "sdp_too_large",
-    "invalid_candidate",
-    "candidate_too_large",
-    "invalid_reason",
-    "group_calls_unavailable",
-    "callee_unavailable",
-    "call_in_progress",
-    "already_in_call",
-    "call_not_found",
-    "call_action_not_allowed",
-    "call_not_ringing",
-    "call_not_active",
-    "not_call_device",
+register_frames(
+    client=(
+        PingFrame,
+        AuthFrame,
+        AuthRefreshFrame,
+        MessageSendFrame,
+        MessageEditFrame,
+        MessageDeleteFrame,
+        MessageDeliveredFrame,
+        MessageReadFrame,
+        TypingFrame,
+        SyncFrame,
+        PresenceSubscribeFrame,
+    ),
+    error_codes=(
+        "invalid_json",
+        "binary_not_supported",
+        "frame_too_large",
+        "invalid_frame",
+        "unknown_type",
+        "not_authenticated",
+        "invalid_token",
+        "token_expired",
+        "token_revoked",
+        "user_inactive",
+        "not_registered",
+        "auth_timeout",
+        "already_authenticated",
+        "token_user_mismatch",
+        "device_not_found",
+        "rate_limited",
+        "idle_timeout",
+        "conversation_not_found",
+        "message_not_found",
+        "not_message_sender",
+        "message_deleted",
+        "empty_message",
+        "message_too_long",
+        "invalid_body",
+        "invalid_client_id",
+        "client_id_reused",
+        "invalid_reply_to",
+        "e2ee_required",
+        "blocked",
+        "consultation_closed",
+        "seq_out_of_range",
+        "invalid_cursor",
+        "too_many_subscriptions",
+        "e2ee_not_enabled",
+        "device_required",
+        "devices_mismatch",
+        "invalid_ciphertext",
+        "attachment_not_found",
+        "attachment_already_used",
+        "too_many_attachments",
+        "attachment_not_encrypted",
+        "attachment_encrypted",
+        "attachment_processing",
+        "attachment_rejected",
+        "user_disabled",
+        "auth_unavailable",
+        "server_busy",
+        "internal_error",
+    ),
 )
 
 
@@ -380,6 +309,7 @@ def parse(text: str) -> Any:
     if not isinstance(frame_type, str) or frame_type not in CLIENT_FRAMES:
         raise ApplicationError("unknown_type", "Unknown frame type.", extra={"ref": ref})
     try:
+        assert _adapter is not None
         return _adapter.validate_python(raw)
     except ValidationError as exc:
         problems = [

@@ -29,7 +29,7 @@ from typing import IO, BinaryIO, cast
 import pikepdf
 from PIL import Image, ImageCms, ImageOps, ImageSequence
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import filetypes
 from .filetypes import OOXML_TYPES, Detected

@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import DeviceIdentity, User
-from healthchat.errors import ApplicationError, NotFound
+from core.errors import ApplicationError, NotFound
 
 from . import frames
 from . import validators as v

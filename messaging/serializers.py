@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from healthchat.validation import QuerySerializer, StrictSerializer
+from core.validation import QuerySerializer, StrictSerializer
 
 from .models import Attachment
 

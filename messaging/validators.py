@@ -9,7 +9,7 @@ import uuid
 
 from django.conf import settings
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 CONVERSATION_KINDS = ("direct", "group")
 MEMBER_ROLES = ("owner", "admin", "member")

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
-from healthchat.openapi import api_doc
+from core.openapi import api_doc
 
 from . import selectors, services
 from .serializers import MuteInputSerializer, MuteOutSerializer, PreferenceSerializer

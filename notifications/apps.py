@@ -7,6 +7,7 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from messaging import services as messaging_services
+        from messaging.send_rules import registry
 
         from . import checks, receivers, services
 
@@ -14,8 +15,7 @@ class NotificationsConfig(AppConfig):
         messaging_services.message_committed.connect(
             receivers.on_message_committed, dispatch_uid="notifications.message_committed"
         )
-        if services.push_enqueue_batch not in messaging_services.batch_written_hooks:
-            messaging_services.batch_written_hooks.append(services.push_enqueue_batch)
+        registry.register_hook(services.PUSH_OUTBOX_HOOK)
         messaging_services.message_updated.connect(
             receivers.on_message_updated, dispatch_uid="notifications.message_updated"
         )

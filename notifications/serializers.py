@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from healthchat.validation import StrictSerializer
+from core.validation import StrictSerializer
 
 
 class MuteInputSerializer(StrictSerializer):

@@ -30,7 +30,7 @@ import datetime as dt
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +40,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Device, User
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Membership, Message
-from messaging.services import BatchStatement
+from messaging.send_rules import BatchStatement, Written, WrittenHook, registry
 
 from . import fcm, selectors
 from .models import PushDelivery, PushPreference
@@ -230,7 +230,7 @@ RETURNING id
 """
 
 
-def push_enqueue_statement(written: list[tuple[int, int, int]]) -> BatchStatement | None:
+def push_enqueue_statement(written: Sequence[Written]) -> BatchStatement | None:
     """The batch hook below as one PostgreSQL statement: the outbox rows of the batch's new
     messages; its answer (read after the COMMIT) queues one push task when any device is due."""
     if not written:
@@ -257,41 +257,32 @@ def push_enqueue_statement(written: list[tuple[int, int, int]]) -> BatchStatemen
     )
 
 
-def push_enqueue_batch(written: list[tuple[int, int, int]]) -> None:
-    """Messaging's group-commit hook: the outbox rows of a whole batch of new messages, written
-    in the batch's own transaction (so a push is never lost between the commit and the hook) by
-    one statement; one task is queued after the commit when any device is due a push. The
-    statement's answer (the new rows' ids) is read after the commit: in the batch's pipeline
-    the statement and the COMMIT share one round trip."""
-    if not written:
-        return
-    if connection.vendor != "postgresql":
-        for message_id, conversation_id, sender_id in written:  # each queues its own task
-            members = messaging_selectors.active_member_ids(conversation_id=conversation_id)
-            push_enqueue_message(
-                message_id=message_id,
-                conversation_id=conversation_id,
-                sender_id=sender_id,
-                recipient_ids=members,
-            )
-        return
-    statement = push_enqueue_statement(written)
-    assert statement is not None
-    cursor = connection.cursor()  # closed after the commit, once its answer is read
-    cursor.execute(statement.sql, statement.params)
-
-    def queue_after_commit() -> None:
-        try:
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-        if rows:
-            statement.answer(rows)
-
-    transaction.on_commit(queue_after_commit)
+def push_enqueue_orm(written: Sequence[Written]) -> None:
+    """The outbox hook on databases other than PostgreSQL: each message's rows through the ORM
+    (each queues its own task)."""
+    for message_id, conversation_id, sender_id in written:
+        members = messaging_selectors.active_member_ids(conversation_id=conversation_id)
+        push_enqueue_message(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            sender_id=sender_id,
+            recipient_ids=members,
+        )
 
 
-push_enqueue_batch.statement = push_enqueue_statement  # type: ignore[attr-defined]
+# Messaging's written hook (registered by ``NotificationsConfig.ready``): the outbox rows of a
+# whole batch of new messages, written in the batch's own transaction (so a push is never lost
+# between the commit and the hook) by one statement; one task is queued after the commit when
+# any device is due a push. Both batch writers run the statement; in the batch's pipeline the
+# statement and the COMMIT share one round trip.
+PUSH_OUTBOX_HOOK = WrittenHook(
+    name="notifications.push_outbox", statement=push_enqueue_statement, orm=push_enqueue_orm
+)
+
+
+def push_enqueue_batch(written: Sequence[Written]) -> None:
+    """The outbox hook alone, in the caller's transaction (``registry.run_hook``)."""
+    registry.run_hook(PUSH_OUTBOX_HOOK, written)
 
 
 def push_enqueue_message_update(*, message_id: int, conversation_id: int, event: int) -> list[int]:

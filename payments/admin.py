@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from accounts.actors import admin_permission
 from accounts.models import User
 from audit.admin import AuditedAdminMixin
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import selectors, services
 from .models import (

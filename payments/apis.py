@@ -13,9 +13,10 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.permissions import request_user
-from healthchat.errors import ApplicationError
-from healthchat.openapi import api_doc
-from healthchat.pagination import DefaultCursorPagination
+from core.errors import ApplicationError
+from core.openapi import api_doc
+from core.pagination import DefaultCursorPagination
+from payments import payouts, webhooks
 
 from . import gateway, selectors, services
 from .models import Consultation
@@ -296,7 +297,7 @@ class PayoutOnboardingApi(APIView):
         responses=OnboardingOutSerializer,
     )
     def post(self, request: Request) -> Response:
-        account, url, expires_at = services.payout_onboarding_start(doctor=request_user(request))
+        account, url, expires_at = payouts.payout_onboarding_start(doctor=request_user(request))
         return Response(
             {"url": url, "expires_at": expires_at, "account": StripeAccountOutSerializer(account).data}
         )
@@ -344,7 +345,7 @@ class StripeWebhookApi(APIView):
             ) from exc
         if not event.id or not event.type:
             raise ApplicationError("invalid_event", "The event has no id or type.", status=400)
-        record, applied = services.webhook_event_process(event=event)
+        record, applied = webhooks.webhook_event_process(event=event)
         return Response(
             {"received": True, "duplicate": not applied, "result": record.result if record else ""}
         )

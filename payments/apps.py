@@ -7,15 +7,17 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import services as account_services
-        from messaging import reach
+        from messaging import protocol as messaging_protocol
         from messaging import services as messaging_services
+        from messaging.send_rules import registry
 
-        from . import selectors, services
+        from . import frames, selectors, services
 
         account_services.register_export_section("consultations", services.export_user_consultations)
         account_services.register_eraser("consultations", services.erase_user_consultations)
         if selectors.has_consultation not in messaging_services.contact_rules:
             messaging_services.contact_rules.append(selectors.has_consultation)
         # The closed rule, asked by every path that puts a patient's content in front of others.
-        if selectors.consultation_reach_rule not in reach.reach_rules:
-            reach.reach_rules.append(selectors.consultation_reach_rule)
+        registry.register_rule(selectors.CONSULTATION_CLOSED_RULE)
+        # consultation.updated, registered the one way every app's frames are.
+        messaging_protocol.register_frames(server=frames.SERVER_FRAME_MODELS)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 @dataclass(frozen=True)

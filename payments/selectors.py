@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.models import Membership
 from messaging.reach import Reach
-from messaging.services import BatchStatement
+from messaging.send_rules import BatchStatement, ReachRule, refusals_of
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, DoctorAvailability, LedgerEntry, StripeAccount
@@ -160,7 +161,7 @@ JOIN payments_consultation c ON c.patient_id = r.sender AND c.doctor_id = r.peer
 """
 
 
-def _patient_reaches(reaches: list[Reach]) -> list[int]:
+def _patient_reaches(reaches: Sequence[Reach]) -> list[int]:
     """The positions of the reaches the rule is about: a patient's (doctors never are refused)."""
     return [i for i, r in enumerate(reaches) if r.sender.role == User.Role.PATIENT]
 
@@ -174,7 +175,7 @@ def _closed_refusals(rows: Any, moment: dt.datetime) -> dict[int, ApplicationErr
     return {ord_: PermissionDenied(CLOSED_MESSAGE, code="consultation_closed") for ord_ in sorted(refused)}
 
 
-def consultation_reach_statement(reaches: list[Reach]) -> BatchStatement | None:
+def consultation_reach_statement(reaches: Sequence[Reach]) -> BatchStatement | None:
     """The rule as one PostgreSQL statement and the reading of its answer (what the event loop's
     batch writer runs; the thread runs the same through ``consultation_reach_rule``)."""
     asked = _patient_reaches(reaches)
@@ -196,7 +197,7 @@ def consultation_reach_statement(reaches: list[Reach]) -> BatchStatement | None:
     )
 
 
-def consultation_reach_rule_orm(reaches: list[Reach]) -> dict[int, ApplicationError]:
+def consultation_reach_rule_orm(reaches: Sequence[Reach]) -> dict[int, ApplicationError]:
     """The rule through the ORM (databases other than PostgreSQL): the statement's rows, read
     with Django's queries, then the same decision."""
     asked = _patient_reaches(reaches)
@@ -205,7 +206,7 @@ def consultation_reach_rule_orm(reaches: list[Reach]) -> dict[int, ApplicationEr
     return _closed_refusals(_reach_consultation_rows(reaches, asked), timezone.now())
 
 
-def _reach_consultation_rows(reaches: list[Reach], asked: list[int]) -> list[tuple[Any, ...]]:
+def _reach_consultation_rows(reaches: Sequence[Reach], asked: list[int]) -> list[tuple[Any, ...]]:
     """The statement's rows through the ORM."""
     conversations = {c for i in asked if (c := reaches[i].conversation_id) is not None}
     members: dict[int, set[int]] = {}
@@ -232,24 +233,23 @@ def _reach_consultation_rows(reaches: list[Reach], asked: list[int]) -> list[tup
     ]
 
 
-def consultation_reach_rule(reaches: list[Reach]) -> dict[int, ApplicationError]:
-    """Messaging's reach rule (registered by ``PaymentsConfig.ready``), for a batch of reaches
-    (one query): once a consultation has closed (completion plus the follow-up window), nothing
-    the patient writes reaches that doctor (a message, an edit, typing, a call, a group) until a
-    new consultation opens. Returns ``{index: error}`` for the reaches it refuses."""
+# Messaging's reach rule (registered by ``PaymentsConfig.ready``): once a consultation has closed
+# (completion plus the follow-up window), nothing the patient writes reaches that doctor (a
+# message, an edit, typing, a call, a group) until a new consultation opens. One statement for a
+# batch of reaches, run by every writer; the ORM form on other databases.
+CONSULTATION_CLOSED_RULE = ReachRule(
+    name="payments.consultation_closed",
+    statement=consultation_reach_statement,
+    orm=consultation_reach_rule_orm,
+)
+
+
+def consultation_reach_rule(reaches: Sequence[Reach]) -> dict[int, ApplicationError]:
+    """The rule alone on Django's connection: ``{index: error}`` for the reaches it refuses."""
     if connection.vendor == "postgresql":
-        # On the send hot path: one plain statement (no ORM query building per batch).
         statement = consultation_reach_statement(reaches)
-        if statement is None:
-            return {}
-        with connection.cursor() as cursor:
-            cursor.execute(statement.sql, statement.params)
-            refusals: dict[int, ApplicationError] = statement.answer(cursor.fetchall())
-            return refusals
+        return {} if statement is None else refusals_of(statement)
     return consultation_reach_rule_orm(reaches)
-
-
-consultation_reach_rule.statement = consultation_reach_statement  # type: ignore[attr-defined]
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:

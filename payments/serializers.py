@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.models import User
-from healthchat.validation import QuerySerializer, StrictSerializer, drf
+from core.validation import QuerySerializer, StrictSerializer, drf
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, LedgerEntry, StripeAccount

@@ -1,4 +1,5 @@
-"""Consultation and payment actions: one function per transition, each in one transaction.
+"""Consultation and payment actions: one function per transition, each in one transaction (the
+provider's webhooks and reconciliation: ``payments.webhooks``; payouts: ``payments.payouts``).
 
 Each action locks the consultation row, checks the transition (``validators.TRANSITIONS``),
 makes the provider call it needs with an idempotency key derived from the consultation and
@@ -6,7 +7,7 @@ the action (so a retry after a crash or a lost response replays Stripe's first a
 then records the new state, who and when, and the ledger entries, and commits. A provider
 failure rolls everything back and nothing is stored. Live events go out on commit.
 
-Money after the fact is settled by ``_settle``: from the ledger and the state it computes
+Money after the fact is settled by ``settle``: from the ledger and the state it computes
 what the platform fee and the doctor's transfer should now be and posts the difference
 (transfer at completion, proportional reversals after refunds). Webhooks, reconciliation and
 the refund action all end there, so the same facts give the same ledger in any order.
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -26,12 +25,12 @@ from django.utils import timezone
 
 from accounts.actors import Actor, acting_user, require_permission
 from accounts.models import DoctorProfile, User
-from healthchat.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import check_not_blocked, conversation_open_direct, fan_out_on_commit
 
 from . import selectors
 from . import validators as v
-from .gateway import ConnectAccount, Event, GatewayError, PaymentGateway, PaymentIntent, get_gateway
+from .gateway import GatewayError, PaymentGateway, PaymentIntent, get_gateway
 from .models import (
     AvailabilityWindow,
     Consultation,
@@ -39,7 +38,6 @@ from .models import (
     DoctorAvailability,
     LedgerEntry,
     StripeAccount,
-    WebhookEvent,
 )
 
 logger = logging.getLogger("healthchat.payments")
@@ -53,7 +51,7 @@ def idempotency_key(consultation_id: int, action: str, *parts: object) -> str:
     return ":".join(["consultation", str(consultation_id), action, *(str(p) for p in parts)])
 
 
-def _provider_failed(exc: GatewayError) -> ApplicationError:
+def provider_failed(exc: GatewayError) -> ApplicationError:
     logger.warning("payment provider call failed code=%s status=%s", exc.code, exc.http_status)
     return ApplicationError(
         "payment_provider_error",
@@ -67,7 +65,7 @@ def _gateway(consultation: Consultation) -> PaymentGateway:
     return get_gateway(consultation.provider)
 
 
-def _lock(consultation_id: int) -> Consultation:
+def lock(consultation_id: int) -> Consultation:
     consultation = Consultation.objects.select_for_update().filter(pk=consultation_id).first()
     if consultation is None:
         raise NotFound("No such consultation.", code="consultation_not_found")
@@ -76,7 +74,7 @@ def _lock(consultation_id: int) -> Consultation:
 
 def _lock_for(user: User, consultation_id: int) -> Consultation:
     """Lock a consultation of ``user``; anyone else cannot tell it exists."""
-    consultation = _lock(consultation_id)
+    consultation = lock(consultation_id)
     if user.pk not in (consultation.patient_id, consultation.doctor_id):
         raise NotFound("No such consultation.", code="consultation_not_found")
     return consultation
@@ -96,7 +94,7 @@ def consultation_data(consultation: Consultation) -> dict[str, Any]:
     }
 
 
-def _announce(consultation: Consultation) -> None:
+def announce(consultation: Consultation) -> None:
     """Tell both participants' devices, after commit (a hint: ``GET consultations`` is the truth)."""
     fan_out_on_commit(
         user_ids=[consultation.patient_id, consultation.doctor_id],
@@ -112,7 +110,7 @@ _STAMPS: dict[str, str] = {
 }
 
 
-def _transition(
+def transition(
     consultation: Consultation, action: str, *, actor: User | None, source: str, note: str = ""
 ) -> Consultation:
     """Move the locked consultation along ``action`` and log who and when."""
@@ -140,7 +138,7 @@ def _transition(
         note=note[:255],
     )
     logger.info("consultation %s %s -> %s (%s)", consultation.pk, previous, target, source)
-    _announce(consultation)
+    announce(consultation)
     return consultation
 
 
@@ -262,11 +260,11 @@ def consultation_request(
             consultation.client_secret = intent.client_secret
             consultation.save(update_fields=["payment_intent_id", "client_secret", "updated_at"])
             if intent.status == "requires_capture":  # authorised already (development provider)
-                _transition(consultation, "pay", actor=None, source="system", note=gateway.name)
+                transition(consultation, "pay", actor=None, source="system", note=gateway.name)
             else:
-                _announce(consultation)
+                announce(consultation)
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
     except IntegrityError as exc:
         if "consultation_one_open_per_pair" in str(exc):
             raise ApplicationError(
@@ -277,7 +275,7 @@ def consultation_request(
 
 
 # --- Provider state -> our state (webhooks, reconciliation, accept) ---------------------------
-def _record_charge(consultation: Consultation, *, amount: int, charge_id: str, source: str) -> None:
+def record_charge(consultation: Consultation, *, amount: int, charge_id: str, source: str) -> None:
     if amount <= 0:
         return
     if charge_id and not consultation.charge_id:
@@ -286,7 +284,7 @@ def _record_charge(consultation: Consultation, *, amount: int, charge_id: str, s
     _post(consultation, kind="charge", amount=amount, key="charge", source=source, stripe_id=charge_id)
 
 
-def _sync_refunds(consultation: Consultation, *, amount_refunded: int, source: str) -> bool:
+def sync_refunds(consultation: Consultation, *, amount_refunded: int, source: str) -> bool:
     """Record refunds made at the provider that the ledger does not have yet (cumulative)."""
     summary = selectors.ledger_summary(consultation_id=consultation.pk)
     if amount_refunded <= summary.refunded:
@@ -299,37 +297,37 @@ def _sync_refunds(consultation: Consultation, *, amount_refunded: int, source: s
         source=source,
     )
     if consultation.state in v.TAKEN_STATES and amount_refunded >= summary.charge > 0:
-        _transition(consultation, "refund", actor=None, source=source, note="refunded at the provider")
-    _settle(consultation, source=source)
+        transition(consultation, "refund", actor=None, source=source, note="refunded at the provider")
+    settle(consultation, source=source)
     return True
 
 
-def _sync_payment_intent(consultation: Consultation, intent: PaymentIntent, *, source: str) -> str:
+def sync_payment_intent(consultation: Consultation, intent: PaymentIntent, *, source: str) -> str:
     """Move a locked consultation forward to what the provider says; never backwards."""
     status = intent.status
     if status == "requires_capture":
         if consultation.state == State.REQUESTED:
-            _transition(consultation, "pay", actor=None, source=source, note="authorised")
+            transition(consultation, "pay", actor=None, source=source, note="authorised")
             return "authorised"
         return "no change"
     if status == "succeeded":
         changed = False
         if consultation.state == State.REQUESTED:
-            _transition(consultation, "pay", actor=None, source=source, note="captured at the provider")
+            transition(consultation, "pay", actor=None, source=source, note="captured at the provider")
             changed = True
         before = selectors.ledger_summary(consultation_id=consultation.pk).charge
-        _record_charge(
+        record_charge(
             consultation, amount=intent.amount_received, charge_id=intent.latest_charge, source=source
         )
         changed = changed or before == 0 < intent.amount_received
         if intent.amount_refunded is not None:
             changed = (
-                _sync_refunds(consultation, amount_refunded=intent.amount_refunded, source=source) or changed
+                sync_refunds(consultation, amount_refunded=intent.amount_refunded, source=source) or changed
             )
         return "captured" if changed else "no change"
     if status == "canceled":
         if consultation.state in (State.REQUESTED, State.PAID):
-            _transition(consultation, "expire", actor=None, source=source, note="cancelled at the provider")
+            transition(consultation, "expire", actor=None, source=source, note="cancelled at the provider")
             return "expired"
         return "no change"
     if status == "requires_payment_method" and intent.last_payment_error:
@@ -356,7 +354,7 @@ def consultation_accept(*, user: User, consultation_id: int) -> Consultation:
                 except GatewayError:
                     intent = None
                 if intent is not None:
-                    _sync_payment_intent(consultation, intent, source="system")
+                    sync_payment_intent(consultation, intent, source="system")
             if consultation.state == State.REQUESTED:
                 raise ApplicationError(
                     "payment_not_authorised", "The patient's payment is not authorised yet.", status=409
@@ -373,15 +371,15 @@ def consultation_accept(*, user: User, consultation_id: int) -> Consultation:
                     raise ApplicationError(
                         "payment_not_captured", "The payment could not be captured.", status=409
                     )
-                _record_charge(
+                record_charge(
                     consultation, amount=intent.amount_received, charge_id=intent.latest_charge, source="api"
                 )
-            return _transition(consultation, "accept", actor=user, source="api")
+            return transition(consultation, "accept", actor=user, source="api")
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
-def _release(consultation: Consultation, *, reason: str) -> None:
+def release(consultation: Consultation, *, reason: str) -> None:
     """Cancel the uncaptured PaymentIntent (the authorisation is released)."""
     if not consultation.payment_intent_id:
         return
@@ -408,12 +406,10 @@ def consultation_decline(*, user: User, consultation_id: int, note: str = "") ->
             if consultation.state == State.DECLINED:
                 return consultation
             v.check_transition(state=consultation.state, action="decline")
-            _release(consultation, reason="abandoned")
-            return _transition(
-                consultation, "decline", actor=user, source="api", note=v.validate_reason(note)
-            )
+            release(consultation, reason="abandoned")
+            return transition(consultation, "decline", actor=user, source="api", note=v.validate_reason(note))
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
 def consultation_cancel(*, user: User, consultation_id: int) -> Consultation:
@@ -432,15 +428,15 @@ def consultation_cancel(*, user: User, consultation_id: int) -> Consultation:
                         "The doctor has accepted this consultation; ask them or support to cancel it.",
                         status=409,
                     )
-                return _refund(
+                return refund_amount(
                     consultation, amount=None, actor=user, source="api", note="cancelled by the doctor"
                 )
             v.check_transition(state=consultation.state, action="cancel")
             reason = "requested_by_customer" if user.pk == consultation.patient_id else "abandoned"
-            _release(consultation, reason=reason)
-            return _transition(consultation, "cancel", actor=user, source="api")
+            release(consultation, reason=reason)
+            return transition(consultation, "cancel", actor=user, source="api")
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
 def consultation_start(*, user: User, consultation_id: int) -> Consultation:
@@ -449,7 +445,7 @@ def consultation_start(*, user: User, consultation_id: int) -> Consultation:
         _check_role(consultation, user, "start")
         if consultation.state == State.IN_PROGRESS:
             return consultation
-        return _transition(consultation, "start", actor=user, source="api")
+        return transition(consultation, "start", actor=user, source="api")
 
 
 def consultation_complete(*, user: User, consultation_id: int) -> Consultation:
@@ -461,11 +457,11 @@ def consultation_complete(*, user: User, consultation_id: int) -> Consultation:
             _check_role(consultation, user, "complete")
             if consultation.state == State.COMPLETED:
                 return consultation
-            _transition(consultation, "complete", actor=user, source="api")
-            _settle(consultation, source="api")
+            transition(consultation, "complete", actor=user, source="api")
+            settle(consultation, source="api")
             return consultation
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
 def consultation_expire(*, consultation_id: int, source: str = "task") -> Consultation | None:
@@ -479,14 +475,14 @@ def consultation_expire(*, consultation_id: int, source: str = "task") -> Consul
                 or consultation.expires_at > timezone.now()
             ):
                 return consultation
-            _release(consultation, reason="abandoned")
-            return _transition(consultation, "expire", actor=None, source=source)
+            release(consultation, reason="abandoned")
+            return transition(consultation, "expire", actor=None, source=source)
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
 # --- Money after completion, refunds ----------------------------------------------------------
-def _settle(consultation: Consultation, *, source: str) -> None:
+def settle(consultation: Consultation, *, source: str) -> None:
     """Post the fee and move the doctor's share so the ledger matches the state.
 
     Before completion the platform holds everything. From completion on, of what the patient
@@ -496,7 +492,7 @@ def _settle(consultation: Consultation, *, source: str) -> None:
     summary = selectors.ledger_summary(consultation_id=consultation.pk)
     if consultation.completed_at is None:
         if consultation.state in v.ENDED_STATES:
-            _set_payout(consultation, Consultation.Payout.NONE)
+            set_payout(consultation, Consultation.Payout.NONE)
         return
     doctor_target = v.proportional(
         summary.net, consultation.price - consultation.platform_fee, consultation.price
@@ -507,9 +503,9 @@ def _settle(consultation: Consultation, *, source: str) -> None:
     if delta > 0 and not consultation.transfer_id:
         account = StripeAccount.objects.filter(doctor_id=consultation.doctor_id).first()
         if account is not None and not account.can_receive_transfers:
-            _refresh_account(account)  # the account.updated webhook may not have come
+            refresh_account(account)  # the account.updated webhook may not have come
         if account is None or not account.can_receive_transfers:
-            _set_payout(consultation, Consultation.Payout.PENDING)
+            set_payout(consultation, Consultation.Payout.PENDING)
             return
         transfer = _gateway(consultation).create_transfer(
             amount=delta,
@@ -525,7 +521,7 @@ def _settle(consultation: Consultation, *, source: str) -> None:
         _post(
             consultation, kind="transfer", amount=delta, key="transfer", source=source, stripe_id=transfer.id
         )
-        _set_payout(consultation, Consultation.Payout.TRANSFERRED)
+        set_payout(consultation, Consultation.Payout.TRANSFERRED)
     elif delta < 0 and consultation.transfer_id:
         reversal = _gateway(consultation).reverse_transfer(
             consultation.transfer_id,
@@ -541,10 +537,10 @@ def _settle(consultation: Consultation, *, source: str) -> None:
             stripe_id=reversal.id,
         )
     if doctor_target == 0 and not consultation.transfer_id:
-        _set_payout(consultation, Consultation.Payout.NONE)
+        set_payout(consultation, Consultation.Payout.NONE)
 
 
-def _refresh_account(account: StripeAccount) -> None:
+def refresh_account(account: StripeAccount) -> None:
     remote = get_gateway().retrieve_account(account.account_id)
     account.charges_enabled = remote.charges_enabled
     account.payouts_enabled = remote.payouts_enabled
@@ -552,7 +548,7 @@ def _refresh_account(account: StripeAccount) -> None:
     account.save()
 
 
-def _set_payout(consultation: Consultation, status: str) -> None:
+def set_payout(consultation: Consultation, status: str) -> None:
     if consultation.payout_status != status:
         consultation.payout_status = status
         consultation.save(update_fields=["payout_status", "updated_at"])
@@ -562,14 +558,14 @@ def consultation_settle(*, consultation_id: int, source: str = "task") -> Consul
     """Retry what settlement still owes (e.g. a transfer queued until the doctor onboarded)."""
     try:
         with transaction.atomic():
-            consultation = _lock(consultation_id)
-            _settle(consultation, source=source)
+            consultation = lock(consultation_id)
+            settle(consultation, source=source)
             return consultation
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
+        raise provider_failed(exc) from exc
 
 
-def _refund(
+def refund_amount(
     consultation: Consultation, *, amount: int | None, actor: User | None, source: str, note: str = ""
 ) -> Consultation:
     summary = selectors.ledger_summary(consultation_id=consultation.pk)
@@ -598,10 +594,10 @@ def _refund(
         stripe_id=refund.id,
     )
     if cumulative >= summary.charge:
-        _transition(consultation, "refund", actor=actor, source=source, note=note)
-    _settle(consultation, source=source)
+        transition(consultation, "refund", actor=actor, source=source, note=note)
+    settle(consultation, source=source)
     if cumulative < summary.charge:
-        _announce(consultation)
+        announce(consultation)
     return consultation
 
 
@@ -620,145 +616,9 @@ def consultation_refund(
     by = acting_user(actor)
     try:
         with transaction.atomic():
-            return _refund(_lock(consultation_id), amount=amount, actor=by, source=source, note=note)
+            return refund_amount(lock(consultation_id), amount=amount, actor=by, source=source, note=note)
     except GatewayError as exc:
-        raise _provider_failed(exc) from exc
-
-
-# --- Webhooks -------------------------------------------------------------------------------
-def _consultation_for_intent(payment_intent_id: str, metadata_id: int | None) -> Consultation | None:
-    consultation = (
-        Consultation.objects.select_for_update().filter(payment_intent_id=payment_intent_id).first()
-        if payment_intent_id
-        else None
-    )
-    if consultation is None and metadata_id is not None:
-        consultation = Consultation.objects.select_for_update().filter(pk=metadata_id).first()
-        if consultation is not None and consultation.payment_intent_id not in (None, payment_intent_id):
-            return None
-    return consultation
-
-
-def _on_payment_intent(event: Event) -> tuple[Consultation | None, str]:
-    from .stripe_gateway import payment_intent_from_event
-
-    intent = payment_intent_from_event(event.object)
-    consultation = _consultation_for_intent(intent.id, intent.consultation_id)
-    if consultation is None:
-        return None, "ignored: unknown payment intent"
-    return consultation, _sync_payment_intent(consultation, intent, source="webhook")
-
-
-def _on_charge(event: Event) -> tuple[Consultation | None, str]:
-    charge = event.object
-    intent_id = str(charge.get("payment_intent") or "")
-    metadata = charge.get("metadata") or {}
-    meta_id = str(metadata.get("consultation_id") or "")
-    consultation = _consultation_for_intent(intent_id, int(meta_id) if meta_id.isdigit() else None)
-    if consultation is None:
-        return None, "ignored: unknown charge"
-    if consultation.state == State.REQUESTED and charge.get("captured"):
-        _transition(consultation, "pay", actor=None, source="webhook", note="captured at the provider")
-    if charge.get("captured"):
-        _record_charge(
-            consultation,
-            amount=int(charge.get("amount_captured") or 0),
-            charge_id=str(charge.get("id") or ""),
-            source="webhook",
-        )
-    changed = _sync_refunds(
-        consultation, amount_refunded=int(charge.get("amount_refunded") or 0), source="webhook"
-    )
-    return consultation, "refund recorded" if changed else "no change"
-
-
-def _on_account(event: Event) -> tuple[Consultation | None, str]:
-    data = event.object
-    account = ConnectAccount(
-        id=str(data.get("id") or ""),
-        charges_enabled=bool(data.get("charges_enabled")),
-        payouts_enabled=bool(data.get("payouts_enabled")),
-        details_submitted=bool(data.get("details_submitted")),
-    )
-    return None, "account updated" if stripe_account_sync(account=account) else "ignored: unknown account"
-
-
-_HANDLERS: dict[str, Callable[[Event], tuple[Consultation | None, str]]] = {
-    "payment_intent.amount_capturable_updated": _on_payment_intent,
-    "payment_intent.succeeded": _on_payment_intent,
-    "payment_intent.canceled": _on_payment_intent,
-    "payment_intent.payment_failed": _on_payment_intent,
-    "charge.captured": _on_charge,
-    "charge.refunded": _on_charge,
-    "account.updated": _on_account,
-}
-
-
-def webhook_event_process(*, event: Event) -> tuple[WebhookEvent | None, bool]:
-    """Apply a verified event once: the event row and its effect commit together.
-
-    Returns ``(record, applied)``; a duplicate (already recorded, or being recorded by a
-    concurrent delivery that then commits) returns ``(None, False)``. Effects only move state
-    forward and post keyed ledger entries, so events may arrive in any order.
-    """
-    try:
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    record = WebhookEvent.objects.create(
-                        event_id=event.id,
-                        type=event.type[:100],
-                        livemode=event.livemode,
-                        stripe_created_at=dt.datetime.fromtimestamp(event.created, tz=dt.UTC)
-                        if event.created
-                        else None,
-                        payload=event.raw,
-                    )
-            except IntegrityError:
-                return None, False
-            handler = _HANDLERS.get(event.type)
-            consultation, result = handler(event) if handler else (None, "ignored: event type not handled")
-            record.consultation = consultation
-            record.result = result[:255]
-            record.save(update_fields=["consultation", "result"])
-            return record, True
-    except GatewayError as exc:
-        raise _provider_failed(exc) from exc
-
-
-# --- Reconciliation ---------------------------------------------------------------------------
-def reconcile_payment_intent(*, intent: PaymentIntent, fix: bool) -> list[str]:
-    """Compare one provider PaymentIntent with our records; with ``fix``, apply what is missing
-    (the same effects a webhook would have had). Returns the differences found."""
-    with transaction.atomic():
-        consultation = _consultation_for_intent(intent.id, intent.consultation_id)
-        if consultation is None:
-            if intent.consultation_id is None:
-                return []
-            return [f"{intent.id}: no consultation {intent.consultation_id} here (status {intent.status})"]
-        summary = selectors.ledger_summary(consultation_id=consultation.pk)
-        problems: list[str] = []
-        label = f"consultation {consultation.pk} ({intent.id})"
-        if intent.status == "requires_capture" and consultation.state == State.REQUESTED:
-            problems.append(f"{label}: authorised at the provider, still requested here")
-        if intent.status == "canceled" and consultation.state in (State.REQUESTED, State.PAID):
-            problems.append(f"{label}: cancelled at the provider, {consultation.state} here")
-        if intent.status == "succeeded" and summary.charge != intent.amount_received:
-            problems.append(f"{label}: captured {intent.amount_received}, ledger has {summary.charge}")
-        if intent.amount_refunded is not None and intent.amount_refunded != summary.refunded:
-            problems.append(f"{label}: refunded {intent.amount_refunded}, ledger has {summary.refunded}")
-        if (
-            intent.status in ("requires_capture", "requires_payment_method")
-            and consultation.state in v.ENDED_STATES
-        ):
-            problems.append(f"{label}: {consultation.state} here, still {intent.status} at the provider")
-        if problems and fix:
-            _sync_payment_intent(consultation, intent, source="reconcile")
-            if intent.status in ("requires_capture", "requires_payment_method") and consultation.state in (
-                v.ENDED_STATES
-            ):
-                _release(consultation, reason="abandoned")
-        return problems
+        raise provider_failed(exc) from exc
 
 
 # --- Availability ---------------------------------------------------------------------------
@@ -796,72 +656,6 @@ def availability_set(
     fresh = selectors.availability_get(doctor_id=doctor.pk)
     assert fresh is not None
     return fresh
-
-
-# --- Doctor payouts (Stripe Connect Express) --------------------------------------------------
-def payout_onboarding_start(*, doctor: User) -> tuple[StripeAccount, str, int]:
-    """Create the doctor's Express account (once) and a fresh onboarding link to it."""
-    if doctor.role != User.Role.DOCTOR:
-        raise PermissionDenied("Only doctors have payout accounts.", code="doctors_only")
-    if not DoctorProfile.objects.filter(
-        user=doctor, verification_status=DoctorProfile.Verification.VERIFIED
-    ).exists():
-        raise PermissionDenied(
-            "Your account must be verified before you can receive payouts.", code="not_verified"
-        )
-    gateway = get_gateway()
-    try:
-        account = StripeAccount.objects.filter(doctor=doctor).first()
-        if account is None:
-            remote = gateway.create_express_account(
-                country=settings.STRIPE_CONNECT_COUNTRY,
-                metadata={"doctor_id": str(doctor.pk)},
-                idempotency_key=f"doctor:{doctor.pk}:connect-account",
-            )
-            try:
-                with transaction.atomic():
-                    account = StripeAccount.objects.create(
-                        doctor=doctor,
-                        account_id=remote.id,
-                        charges_enabled=remote.charges_enabled,
-                        payouts_enabled=remote.payouts_enabled,
-                        details_submitted=remote.details_submitted,
-                    )
-            except IntegrityError:  # a concurrent request created it (same idempotency key)
-                account = StripeAccount.objects.get(doctor=doctor)
-        link = gateway.create_account_link(
-            account_id=account.account_id,
-            refresh_url=settings.STRIPE_CONNECT_REFRESH_URL,
-            return_url=settings.STRIPE_CONNECT_RETURN_URL,
-            idempotency_key=f"doctor:{doctor.pk}:account-link:{int(time.time()) // 60}",
-        )
-    except GatewayError as exc:
-        raise _provider_failed(exc) from exc
-    return account, link.url, link.expires_at
-
-
-def stripe_account_sync(*, account: ConnectAccount) -> bool:
-    """Record what Stripe says about a doctor's account; queue their pending transfers when it
-    can receive them."""
-    with transaction.atomic():
-        row = StripeAccount.objects.select_for_update().filter(account_id=account.id).first()
-        if row is None:
-            return False
-        became_payable = account.payouts_enabled and not row.payouts_enabled
-        row.charges_enabled = account.charges_enabled
-        row.payouts_enabled = account.payouts_enabled
-        row.details_submitted = account.details_submitted
-        row.save()
-        if became_payable:
-            doctor_id = row.doctor_id
-
-            def queue() -> None:
-                from .tasks import retry_payouts
-
-                retry_payouts.delay(doctor_id=doctor_id)
-
-            transaction.on_commit(queue)
-    return True
 
 
 # --- Accounts hooks ---------------------------------------------------------------------------

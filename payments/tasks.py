@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 from . import selectors, services
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts.validators import CURRENCY_REGEX as ACCOUNTS_CURRENCY_REGEX
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 CURRENCY_REGEX = ACCOUNTS_CURRENCY_REGEX
 KINDS = ("chat", "voice", "video")

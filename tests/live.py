@@ -107,7 +107,7 @@ def uvicorn_args(port: int, boot: bool = False, access_log: bool = False) -> lis
         "--http",
         "httptools",
         "--ws",
-        "healthchat.ws_protocol:LeanWebSocketProtocol",
+        "core.ws_protocol:LeanWebSocketProtocol",
         *(["--log-level", "debug"] if access_log else ["--log-level", "warning", "--no-access-log"]),
     ]
 

@@ -4,7 +4,7 @@ Under ASGI every request's sync code runs in a thread of its own; with persisten
 (the old ``DATABASE_CONN_MAX_AGE=60``) each such thread kept a connection after its request, and
 120 ``GET /api/v1/me``, 8 at a time, against two server processes answered 68 times 500 "sorry,
 too many clients already". Connections now come from a pool per process
-(``healthchat/database.py``, ``DATABASE_POOL_*``).
+(``core/database.py``, ``DATABASE_POOL_*``).
 
 The servers run against a private PostgreSQL (``tests/pgcluster.py``) whose ``max_connections``
 is only a little above the pools' total, so running out is a real possible failure here and

@@ -24,7 +24,7 @@ from accounts.tests.factories import DoctorProfileFactory, PatientFactory, UserF
 from audit import actions
 from audit.models import AuditEntry
 from conftest import unique_phone
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import services as messaging_services
 from messaging.models import Conversation
 from messaging.tests.factories import pair

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
-
-from accounts.models import User
 
 
 def _forget_throttles() -> None:
@@ -38,19 +35,6 @@ def fresh_throttles() -> None:
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
-
-
-@pytest.fixture
-def client_for(make_token: Callable[..., str]) -> Callable[..., APIClient]:
-    """An API client carrying a valid token for ``user`` (its own uid and phone number)."""
-
-    def build(user: User, **token_overrides: Any) -> APIClient:
-        client = APIClient()
-        token = make_token(user.firebase_uid, user.phone_number, **token_overrides)
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        return client
-
-    return build
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts import selectors, services
+from accounts import keys, selectors, services
 from accounts.management.commands.seed_specialties import SPECIALTIES
 from accounts.models import Device, DeviceIdentity, DoctorProfile, PatientProfile, Specialty, User
 from accounts.tests.factories import (
@@ -596,7 +596,7 @@ def keyed_device_with_ciphertext(user: User, **fields: Any) -> Device:
     from messaging.models import MessageCiphertext
 
     device: Device = DeviceFactory.create(user=user, **fields)
-    services.device_keys_put(user=user, **SignalIdentity().upload(device.pk, one_time=[1, 2], kyber=[1, 2]))
+    keys.device_keys_put(user=user, **SignalIdentity().upload(device.pk, one_time=[1, 2], kyber=[1, 2]))
     sender: User = DoctorFactory.create()
     sender_device: Device = DeviceFactory.create(user=sender)
     conversation, _ = messaging.conversation_open_direct(user=user, peer_id=sender.pk, e2ee=True)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import User
@@ -35,12 +34,6 @@ def media(settings, tmp_path):
 def upload(user: User, name: str, text: str) -> Attachment:
     file = SimpleUploadedFile(name, text.encode(), content_type="text/plain")
     return messaging_services.attachment_upload(uploader=user, upload=file, name=name)
-
-
-def client_for(make_token: Any, user: User) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(user.firebase_uid, user.phone_number)}")
-    return client
 
 
 @pytest.fixture
@@ -137,8 +130,8 @@ def check(exported: dict[str, Any], life: dict[str, Any]) -> None:
         assert secret not in text
 
 
-def test_me_export_has_calls_and_unattached_uploads(life, make_token) -> None:
-    client = client_for(make_token, life["patient"])
+def test_me_export_has_calls_and_unattached_uploads(life, client_for) -> None:
+    client = client_for(life["patient"])
     response = client.get("/api/v1/me/export")
     assert response.status_code == 200, response.content
     check(response.json(), life)
@@ -146,7 +139,7 @@ def test_me_export_has_calls_and_unattached_uploads(life, make_token) -> None:
     link = client.get(response.json()["uploads"][0]["download"])
     assert link.status_code == 200, link.content
     content = client.get(link.json()["url"])
-    assert b"".join(content.streaming_content) == b"never sent"  # type: ignore[attr-defined]
+    assert b"".join(content.streaming_content) == b"never sent"
 
 
 def test_export_user_command_has_them_too(life) -> None:

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from accounts import services, xeddsa
+from accounts import keys, xeddsa
 from accounts.models import DeviceIdentity, KyberPreKey, OneTimePreKey, SignedPreKey, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.helpers import assert_error
@@ -305,12 +305,13 @@ def test_prekey_budget_is_per_target(client_for, published, settings):
 # --- Events ---------------------------------------------------------------------------------------
 @pytest.fixture
 def published_events(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
-    from healthchat import realtime
+    from core import realtime
     from messaging import services as messaging_services
 
     events: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "publish", lambda group, event: events.append((group, event)))
-    monkeypatch.setattr(messaging_services, "publish", lambda group, event: events.append((group, event)))
+    for module in (messaging_services.events, messaging_services.contacts):
+        monkeypatch.setattr(module, "publish", lambda group, event: events.append((group, event)))
     return events
 
 
@@ -378,7 +379,7 @@ def concurrent_fetches(requester: User, owner: User, count: int) -> list[dict[st
     def fetch() -> None:
         try:
             barrier.wait(timeout=30)
-            (bundle,) = services.key_bundles_take(requester=requester, user_id=owner.pk)["devices"]
+            (bundle,) = keys.key_bundles_take(requester=requester, user_id=owner.pk)["devices"]
             with lock:
                 results.append(bundle)
         except BaseException as exc:
@@ -405,7 +406,7 @@ def test_concurrent_fetches_never_share_a_one_time_key(settings):
     patient, doctor, _conversation = pair()
     device = DeviceFactory.create(user=doctor)
     identity = SignalIdentity()
-    services.device_keys_put(
+    keys.device_keys_put(
         user=doctor, **identity.upload(device.pk, one_time=range(1, n + 1), kyber=range(1, n + 1))
     )
     results = concurrent_fetches(patient, doctor, 2 * n)
@@ -426,7 +427,7 @@ def test_concurrent_fetches_stay_within_the_prekey_budget(settings):
     settings.HEALTHCHAT_PREKEY_BUDGET_PER_PAIR = 5
     patient, doctor, _conversation = pair()
     device = DeviceFactory.create(user=doctor)
-    services.device_keys_put(
+    keys.device_keys_put(
         user=doctor, **SignalIdentity().upload(device.pk, one_time=range(1, 21), kyber=range(1, 21))
     )
     results = concurrent_fetches(patient, doctor, 24)

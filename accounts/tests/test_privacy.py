@@ -35,6 +35,7 @@ from conftest import unique_phone
 from groups import services as group_services
 from messaging import services as messaging_services
 from payments import services as payment_services
+from payments import webhooks as payment_webhooks
 from payments.gateway import get_gateway
 from payments.models import Consultation, LedgerEntry, WebhookEvent
 from payments.tests.fake_stripe import FakeStripe, sign
@@ -318,7 +319,7 @@ def live_a_life(api_for, stripe: FakeStripe) -> dict[str, Any]:
     )
     assert hook.status_code == 200, hook.content
     intent = get_gateway("stripe").retrieve_payment_intent(intent_id)
-    payment_services.reconcile_payment_intent(intent=intent, fix=True)
+    payment_webhooks.reconcile_payment_intent(intent=intent, fix=True)
     payment_services.consultation_accept(user=doctor, consultation_id=consultation.pk)
     payment_services.consultation_complete(user=doctor, consultation_id=consultation.pk)
 

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from accounts.tests.factories import PatientFactory
 from accounts.tests.helpers import assert_error
 from conftest import unique_phone
-from healthchat.throttling import _redis
+from core.throttling import _redis
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from accounts.tests.factories import PatientFactory
 from accounts.tests.helpers import assert_error
 from audit.models import AuditEntry
 from conftest import unique_phone
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ USERS = reverse("admin:accounts_user_changelist")
 @pytest.fixture
 def events(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     """Events published to the channel layer (after commit), in order."""
-    from healthchat import realtime
+    from core import realtime
 
     sent: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "publish", lambda group, event: sent.append((group, event)))

@@ -26,7 +26,7 @@ from accounts.models import User
 from accounts.tests.factories import PatientFactory
 from audit.models import AuditEntry
 from conftest import unique_phone
-from healthchat import realtime
+from core import realtime
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

@@ -14,7 +14,7 @@ from accounts.models import User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from audit import actions
 from audit.models import AuditEntry
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 pytestmark = pytest.mark.django_db
 

@@ -58,7 +58,8 @@ def outbox(monkeypatch: pytest.MonkeyPatch) -> Outbox:
     def channel_send(channel: str, frame: dict[str, Any]) -> None:
         box.sent.append(Sent(channel, frame))
 
-    monkeypatch.setattr(messaging_services, "publish", publish)
+    monkeypatch.setattr(messaging_services.events, "publish", publish)
+    monkeypatch.setattr(messaging_services.contacts, "publish", publish)
     monkeypatch.setattr(call_services, "_channel_send", channel_send)
     return box
 

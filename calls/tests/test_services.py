@@ -14,8 +14,8 @@ from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactor
 from calls import services, tasks
 from calls.models import Call, CallParticipant
 from calls.tests.conftest import CANDIDATE, SDP_ANSWER, SDP_OFFER
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import services as messaging_services
 from messaging.models import Event, Message
 from messaging.tests.factories import pair

@@ -82,7 +82,8 @@ def test_erasure_ends_presence_subscriptions_with_every_contact(
 ):
     owner, admin, patient, _group = owned_group()
     published: list[tuple[str, dict]] = []
-    monkeypatch.setattr(services, "publish", lambda group, event: published.append((group, event)))
+    for module in (services.events, services.contacts):
+        monkeypatch.setattr(module, "publish", lambda group, event: published.append((group, event)))
     with django_capture_on_commit_callbacks(execute=True):
         account_services.user_delete(user=patient, actor=patient)
     revoked: dict[str, set[int]] = {}

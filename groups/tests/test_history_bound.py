@@ -29,7 +29,8 @@ def media(settings, tmp_path):
 def published(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     """Live events messaging publishes (after commit), in order."""
     sent: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(services, "publish", lambda group, event: sent.append((group, event)))
+    for module in (services.events, services.contacts):
+        monkeypatch.setattr(module, "publish", lambda group, event: sent.append((group, event)))
     return sent
 
 

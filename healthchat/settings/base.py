@@ -42,7 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
-    "healthchat",
+    "core",
     "accounts",
     "messaging",
     "groups",
@@ -56,7 +56,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "healthchat.security.ContentSecurityPolicyMiddleware",
+    "core.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -64,7 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "healthchat.error_handlers.ApiErrorMiddleware",
+    "core.error_handlers.ApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "healthchat.urls"
@@ -118,7 +118,7 @@ else:
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
         }
     # Seconds a connection outlives its request without a pool: 0 (closed at the end of each
-    # request), the only safe value under ASGI (healthchat/database.py refuses the others there);
+    # request), the only safe value under ASGI (core/database.py refuses the others there);
     # with the pool it must be 0.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
     if "pool" in options and DATABASES["default"]["CONN_MAX_AGE"] != 0:
@@ -157,8 +157,8 @@ if REDIS_URL:
         "default": {
             # channels-redis' pub/sub layer (one PUBLISH per event instead of ~15 commands of
             # the core layer; safe because live events are a hint: what pub/sub drops, ``sync``
-            # replays) with local delivery and pipelined publishing (healthchat/channel_layer.py).
-            "BACKEND": "healthchat.channel_layer.LocalFirstChannelLayer",
+            # replays) with local delivery and pipelined publishing (core/channel_layer.py).
+            "BACKEND": "core.channel_layer.LocalFirstChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="healthchat"),
@@ -258,14 +258,14 @@ REST_FRAMEWORK: dict[str, Any] = {
     # JSON bodies only: form encodings read a missing boolean as false and repeated keys as
     # lists. Uploads (attachments) take multipart on their own view.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "healthchat.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "healthchat.error_handlers.api_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "healthchat.pagination.DefaultCursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.error_handlers.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.DefaultCursorPagination",
     "PAGE_SIZE": 50,
-    # Counted in Redis, atomically, across processes and restarts (healthchat/throttling.py).
+    # Counted in Redis, atomically, across processes and restarts (core/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "healthchat.throttling.UserRateThrottle",
-        "healthchat.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("THROTTLE_USER_RATE", default="600/minute"),
@@ -291,7 +291,7 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "SWAGGER_UI_FAVICON_HREF": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@latest/favicon-32x32.png",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "healthchat.openapi.add_error_responses",
+        "core.openapi.add_error_responses",
     ],
 }
 
@@ -303,7 +303,7 @@ X_FRAME_OPTIONS = "DENY"
 # "same-origin" (not "no-referrer"): the admin's CSRF check needs the Origin/Referer of its forms.
 SECURE_REFERRER_POLICY = env.str("SECURE_REFERRER_POLICY", default="same-origin")
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
-# Content-Security-Policy by path prefix (healthchat/security.py; the longest prefix wins). The
+# Content-Security-Policy by path prefix (core/security.py; the longest prefix wins). The
 # admin loads only its own static files; the API docs load Swagger UI from SWAGGER_UI_DIST (and
 # need inline styles); API responses are data and may load nothing.
 _SWAGGER = SPECTACULAR_SETTINGS["SWAGGER_UI_DIST"].rstrip("/") + "/"
@@ -429,7 +429,7 @@ HEALTHCHAT_WS_IDLE_TIMEOUT: float = env.float("HEALTHCHAT_WS_IDLE_TIMEOUT", defa
 # Presence: a connection without a heartbeat for this long counts as gone (crashed process).
 HEALTHCHAT_PRESENCE_TTL: float = env.float("HEALTHCHAT_PRESENCE_TTL", default=75.0)
 HEALTHCHAT_PRESENCE_HEARTBEAT: float = env.float("HEALTHCHAT_PRESENCE_HEARTBEAT", default=25.0)
-# The garbage collector's thresholds in server processes (healthchat/gc_tuning.py); empty keeps
+# The garbage collector's thresholds in server processes (core/gc_tuning.py); empty keeps
 # Python's defaults (700,10,10).
 HEALTHCHAT_GC_THRESHOLD: str = env.str("HEALTHCHAT_GC_THRESHOLD", default="50000,20,100")
 HEALTHCHAT_WS_RATE: float = env.float("HEALTHCHAT_WS_RATE", default=50.0)
@@ -514,8 +514,8 @@ CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "sched
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # Every log record of the process has its credentials (signed links' ``token=``, ID tokens,
-# cookies, ...) redacted before any logger or handler sees it: healthchat/logs.py.
-LOGGING_CONFIG = "healthchat.logs.configure"
+# cookies, ...) redacted before any logger or handler sees it: core/logs.py.
+LOGGING_CONFIG = "core.logs.configure"
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

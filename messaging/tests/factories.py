@@ -22,19 +22,13 @@ def pair() -> tuple[User, User, Conversation]:
 
 def send_item(
     sender: User, conversation_id: int, body: str, client_id: uuid.UUID | None = None
-) -> dict[str, Any]:
+) -> services.SendRequest:
     """A plaintext ``message.send`` as the socket handler hands it to the batcher."""
-    return {
-        "sender": sender,
-        "conversation_id": conversation_id,
-        "client_id": client_id or uuid.uuid4(),
-        "body": body,
-        "reply_to": None,
-        "attachment_ids": None,
-        "origin_channel": None,
-    }
+    return services.SendRequest(
+        sender=sender, conversation_id=conversation_id, client_id=client_id or uuid.uuid4(), body=body
+    )
 
 
-async def send_together(batcher: batching.SendBatcher, items: list[dict[str, Any]]) -> list[Any]:
+async def send_together(batcher: batching.SendBatcher, items: list[services.SendRequest]) -> list[Any]:
     """Sends queued in one event-loop turn: one batch. Each result or exception, in order."""
-    return await asyncio.gather(*(batcher.send(**item) for item in items), return_exceptions=True)
+    return await asyncio.gather(*(batcher.submit(item) for item in items), return_exceptions=True)

@@ -26,7 +26,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 from rest_framework.test import APIClient
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import services
 from messaging.models import Attachment
 from messaging.tests import media_corpus as mc

@@ -11,8 +11,8 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import PatientFactory
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import services
 from messaging.models import Attachment
 from messaging.tests.factories import pair

@@ -15,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from accounts import services as account_services
-from healthchat.errors import ApplicationError
+from calls import frames as call_frames
+from core.errors import ApplicationError
 from messaging import asyncapi, consumers, frames, protocol
 from messaging.tests.test_protocol_docs import _doc, _json_blocks
 
@@ -29,7 +30,8 @@ def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
     seen.add(model)
     for field in model.model_fields.values():
         for arg in re.findall(r"[\w.]+", repr(field.annotation)):
-            found = getattr(frames, arg.rsplit(".", 1)[-1], None)
+            name = arg.rsplit(".", 1)[-1]
+            found = getattr(frames, name, None) or getattr(call_frames, name, None)
             if isinstance(found, type) and issubclass(found, BaseModel):
                 _models(found, seen)
 
@@ -41,7 +43,7 @@ def test_every_server_frame_has_a_model_that_refuses_unknown_fields() -> None:
         assert model.model_fields["type"].annotation.__args__ == (name,)  # type: ignore[union-attr]
         _models(model, seen)
     assert frames.Message in seen
-    assert frames.Call in seen
+    assert call_frames.Call in seen
     for model in seen:
         assert model.model_config.get("extra") == "forbid", model
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from accounts import services as account_services
+from accounts import keys as account_keys
 from accounts.models import Device, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.signal_keys import SignalIdentity
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import selectors, services
 from messaging.models import Attachment, Conversation, Message, MessageCiphertext
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def keyed_device(user: User) -> Device:
     """A device of ``user`` that published its keys."""
     device: Device = DeviceFactory.create(user=user)
-    account_services.device_keys_put(user=user, **SignalIdentity().upload(device.pk, one_time=[1], kyber=[1]))
+    account_keys.device_keys_put(user=user, **SignalIdentity().upload(device.pk, one_time=[1], kyber=[1]))
     return device
 
 
@@ -308,7 +308,7 @@ def test_key_changes_are_logged_in_every_conversation_of_the_owner_and_replayed_
 
     phone = keyed_device(doctor)  # first keys: device.added
     second = SignalIdentity()
-    account_services.device_keys_put(user=doctor, **second.upload(phone.pk))  # identity.changed
+    account_keys.device_keys_put(user=doctor, **second.upload(phone.pk))  # identity.changed
 
     expected = [("device.added", phone.pk), ("identity.changed", phone.pk)]
     for user, conversation in ((patient, direct), (member, group)):
@@ -324,7 +324,7 @@ def test_key_changes_are_logged_in_every_conversation_of_the_owner_and_replayed_
     assert not [f for f in frames if f["type"] in ("device.added", "identity.changed")]
     # A refill with the same identity key is not logged.
     before = selectors.sync_events(user=patient, cursor=cursors[patient.pk])[1]
-    account_services.device_keys_put(
+    account_keys.device_keys_put(
         user=doctor, **second.upload(phone.pk, one_time=range(50, 53), kyber=[], full=False)
     )
     assert selectors.sync_events(user=patient, cursor=before)[0] == []

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from accounts import services as account_services
+from accounts import keys as account_keys
 from accounts.models import Device
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from accounts.tests.signal_keys import SignalIdentity
@@ -33,7 +33,7 @@ def token_for(make_token, user):
 
 def keyed_device(user) -> Device:
     device: Device = DeviceFactory.create(user=user)
-    account_services.device_keys_put(user=user, **SignalIdentity().upload(device.pk))
+    account_keys.device_keys_put(user=user, **SignalIdentity().upload(device.pk))
     return device
 
 

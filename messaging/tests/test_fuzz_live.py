@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import PROJECT_ID, TEST_KID
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import protocol, services
 from messaging.models import Message
 from messaging.tests.factories import pair

@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 
 from accounts.tests.factories import DeviceFactory
-from healthchat import realtime
+from core import realtime
 from messaging import batching, loop_writer, services
 from messaging.models import Event, Membership, Message
 from messaging.tests.factories import pair, send_item, send_together
@@ -34,12 +34,12 @@ async def test_the_common_batch_is_written_on_the_loop(queued_pushes: list[list[
     channel = await layer.new_channel()
     await layer.group_add(realtime.user_group(doctor.pk), channel)
     batcher = batching.SendBatcher()
-    services._kinds.pop(conversation.pk, None)
+    services.known_kinds.pop(conversation.pk, None)
 
     first = await send_together(batcher, [send_item(patient, conversation.pk, "first")])
     # A conversation not seen before: its kind is read first, then the batch is written here.
     assert batcher.loop_writer.batches == 1
-    assert conversation.pk in services._kinds
+    assert conversation.pk in services.known_kinds
 
     results = await send_together(batcher, [send_item(patient, conversation.pk, f"m{i}") for i in range(5)])
     assert batcher.loop_writer.batches == 2
@@ -202,7 +202,7 @@ async def test_a_conversation_that_does_not_exist_is_handed_over(queued_pushes: 
     batch are stored there, and the next batch is written on the loop again."""
     patient, _doctor, conversation = await sync_to_async(pair)()
     batcher = batching.SendBatcher()
-    services._kinds.pop(conversation.pk, None)
+    services.known_kinds.pop(conversation.pk, None)
     missing = conversation.pk + 10_000
     results = await send_together(
         batcher,
@@ -212,7 +212,7 @@ async def test_a_conversation_that_does_not_exist_is_handed_over(queued_pushes: 
     assert batcher.loop_writer.batches == 0
     assert getattr(results[0], "code", None) == "conversation_not_found"
     assert results[1].created
-    assert missing not in services._kinds
+    assert missing not in services.known_kinds
 
     (after,) = await send_together(batcher, [send_item(patient, conversation.pk, "again")])
     assert batcher.loop_writer.batches == 1

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import protocol
 from messaging import validators as mv
 from messaging.handlers import HANDLERS

@@ -45,7 +45,7 @@ class KillInsideSavepoint:
 
 
 def _conflict(*args: Any, **kwargs: Any) -> None:
-    raise services._BatchConflict  # as when a concurrent send takes a client_id of the batch
+    raise services.BatchConflict  # as when a concurrent send takes a client_id of the batch
 
 
 @pytest.mark.parametrize("path", ["one statement, then a send with a file", "redone send by send"])
@@ -56,26 +56,28 @@ def test_a_connection_lost_inside_a_savepoint_never_gives_a_false_ack(path, monk
     stored; then the clients send again (same client_id) and each message is stored once."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
     if path == "redone send by send":  # the batch is written one savepoint per send
-        monkeypatch.setattr(services, "_write_batch", _conflict)
+        monkeypatch.setattr(services.send_batch, "_write_batch", _conflict)
     patient, _, first = pair()
     other_patient, _, second = pair()
     upload = SimpleUploadedFile("note.txt", b"a note", content_type="text/plain")
     attachment = services.attachment_upload(uploader=other_patient, upload=upload, name="note.txt")
     items = [
-        {"sender": patient, "conversation_id": first.pk, "client_id": str(uuid.uuid4()), "body": "one"},
-        {
-            "sender": other_patient,
-            "conversation_id": second.pk,
-            "client_id": str(uuid.uuid4()),
-            "body": "two",
-            "attachment_ids": [attachment.pk],
-        },
+        services.SendRequest(
+            sender=patient, conversation_id=first.pk, client_id=str(uuid.uuid4()), body="one"
+        ),
+        services.SendRequest(
+            sender=other_patient,
+            conversation_id=second.pk,
+            client_id=str(uuid.uuid4()),
+            body="two",
+            attachment_ids=[attachment.pk],
+        ),
     ]
     killer = KillInsideSavepoint()
     try:
         with connection.execute_wrapper(killer):
             try:
-                results: list[Any] = services.message_send_many(items=items)
+                results: list[Any] = services.message_send_many(requests=items)
             except Exception as exc:  # the batcher turns this into an error for every send
                 results = [exc] * len(items)
     finally:
@@ -84,9 +86,9 @@ def test_a_connection_lost_inside_a_savepoint_never_gives_a_false_ack(path, monk
     stored = {str(cid): pk for cid, pk in Message.objects.values_list("client_id", "pk")}
     for item, result in zip(items, results, strict=True):
         if isinstance(result, services.SendResult):
-            assert stored.get(item["client_id"]) == result.message.pk, "reported as sent, not stored"
+            assert stored.get(item.client_id) == result.message.pk, "reported as sent, not stored"
     # The clients send again what was not acked, with the same client_id.
-    again = services.message_send_many(items=items)
+    again = services.message_send_many(requests=items)
     assert all(isinstance(r, services.SendResult) for r in again), again
     for before, after in zip(results, again, strict=True):
         if isinstance(before, services.SendResult):

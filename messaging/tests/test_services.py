@@ -6,9 +6,10 @@ import uuid
 import pytest
 from django.db import connection
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import selectors, services
 from messaging.models import Event, Message
+from messaging.send_rules import WrittenHook, registry
 from messaging.tests.factories import pair
 
 
@@ -167,14 +168,22 @@ def test_group_commit_isolates_refused_sends_and_keeps_order(django_assert_max_n
     _p2, _d2, other = pair()
     dup = uuid.uuid4()
     items = [
-        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "one"},
-        {"sender": patient, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "not mine"},
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": dup, "body": "two"},
-        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "   "},
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": dup, "body": "two again"},
-        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "three"},
+        services.SendRequest(
+            sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="one"
+        ),
+        services.SendRequest(
+            sender=patient, conversation_id=other.pk, client_id=uuid.uuid4(), body="not mine"
+        ),
+        services.SendRequest(sender=doctor, conversation_id=conversation.pk, client_id=dup, body="two"),
+        services.SendRequest(
+            sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="   "
+        ),
+        services.SendRequest(sender=doctor, conversation_id=conversation.pk, client_id=dup, body="two again"),
+        services.SendRequest(
+            sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="three"
+        ),
     ]
-    results = services.message_send_many(items=items)
+    results = services.message_send_many(requests=items)
     assert [type(r).__name__ for r in results] == [
         "SendResult",
         "NotFound",
@@ -203,19 +212,21 @@ def test_group_commit_frames_match_the_stored_rows(django_assert_max_num_queries
         sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="first"
     ).message
     items = [
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
-        {
-            "sender": patient,
-            "conversation_id": conversation.pk,
-            "client_id": uuid.uuid4(),
-            "body": "b",
-            "reply_to": first.pk,
-        },
-        {"sender": doctor2, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "c"},
+        services.SendRequest(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="a"
+        ),
+        services.SendRequest(
+            sender=patient,
+            conversation_id=conversation.pk,
+            client_id=uuid.uuid4(),
+            body="b",
+            reply_to=first.pk,
+        ),
+        services.SendRequest(sender=doctor2, conversation_id=other.pk, client_id=uuid.uuid4(), body="c"),
     ]
     # lock, consultation rule, the send statement, push outbox; + savepoints
     with django_assert_max_num_queries(8):
-        results = services.message_send_many(items=items)
+        results = services.message_send_many(requests=items)
     for result in results:
         assert isinstance(result, services.SendResult)
         stored = Message.objects.get(pk=result.data["id"])
@@ -239,18 +250,22 @@ def test_group_commit_refusals_are_per_send():
     ).message
     services.block_user(user=outsider, blocked_id=doctor.pk)
     items = [
-        {"sender": outsider, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"},
-        {"sender": patient, "conversation_id": 10**9, "client_id": uuid.uuid4(), "body": "x"},
-        {
-            "sender": patient,
-            "conversation_id": conversation.pk,
-            "client_id": uuid.uuid4(),
-            "body": "x",
-            "reply_to": foreign_message.pk,
-        },
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "ok"},
+        services.SendRequest(
+            sender=outsider, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+        ),
+        services.SendRequest(sender=patient, conversation_id=10**9, client_id=uuid.uuid4(), body="x"),
+        services.SendRequest(
+            sender=patient,
+            conversation_id=conversation.pk,
+            client_id=uuid.uuid4(),
+            body="x",
+            reply_to=foreign_message.pk,
+        ),
+        services.SendRequest(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="ok"
+        ),
     ]
-    results = services.message_send_many(items=items)
+    results = services.message_send_many(requests=items)
     assert [getattr(r, "code", None) for r in results[:3]] == [
         "conversation_not_found",
         "conversation_not_found",
@@ -260,7 +275,11 @@ def test_group_commit_refusals_are_per_send():
     assert results[3].data["seq"] == 1
     services.block_user(user=patient, blocked_id=doctor.pk)
     blocked = services.message_send_many(
-        items=[{"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"}]
+        requests=[
+            services.SendRequest(
+                sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+            )
+        ]
     )
     assert getattr(blocked[0], "code", None) == "blocked"
     assert list(Message.objects.filter(conversation=conversation).values_list("seq", flat=True)) == [1]
@@ -300,17 +319,25 @@ def test_group_commit_redoes_the_batch_when_a_concurrent_send_takes_its_client_i
             connection.close()
 
     redone = []
-    one_by_one = services._write_one_by_one
-    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or one_by_one(*a))
+    one_by_one = services.send_batch._write_one_by_one
+    monkeypatch.setattr(
+        services.send_batch, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or one_by_one(*a)
+    )
     thread = threading.Thread(target=concurrent)
     thread.start()
     assert started.wait(10)
     threading.Timer(0.5, release.set).start()
     results = services.message_send_many(
-        items=[
-            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
-            {"sender": patient, "conversation_id": conversation.pk, "client_id": client_id, "body": "b"},
-            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "c"},
+        requests=[
+            services.SendRequest(
+                sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="a"
+            ),
+            services.SendRequest(
+                sender=patient, conversation_id=conversation.pk, client_id=client_id, body="b"
+            ),
+            services.SendRequest(
+                sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="c"
+            ),
         ]
     )
     thread.join()
@@ -335,13 +362,17 @@ def test_a_failing_batch_hook_never_undoes_the_batch(monkeypatch, caplog):
         calls.append(len(written))
         raise RuntimeError("hook down")
 
-    monkeypatch.setattr(services, "batch_written_hooks", [broken])
     items = [
-        {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "a"},
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "b"},
+        services.SendRequest(
+            sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="a"
+        ),
+        services.SendRequest(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="b"
+        ),
     ]
-    with caplog.at_level("ERROR", logger="healthchat.messaging"):
-        results = services.message_send_many(items=items)
+    hook = WrittenHook(name="test.broken", statement=broken, orm=broken)
+    with registry.replaced(hooks=[hook]), caplog.at_level("ERROR", logger="healthchat.messaging"):
+        results = services.message_send_many(requests=items)
     assert [r.data["seq"] for r in results] == [1, 2]
     assert calls == [2, 2]  # the fast attempt, then the guarded redo
     assert list(
@@ -362,19 +393,19 @@ def test_group_commit_statements_are_prepared_once_with_a_generic_plan():
     assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 5
     for i in range(8):
         results = services.message_send_many(
-            items=[
-                {
-                    "sender": patient,
-                    "conversation_id": conversation.pk,
-                    "client_id": uuid.uuid4(),
-                    "body": f"{i}",
-                },
-                {
-                    "sender": doctor,
-                    "conversation_id": conversation.pk,
-                    "client_id": uuid.uuid4(),
-                    "body": f"{i}",
-                },
+            requests=[
+                services.SendRequest(
+                    sender=patient,
+                    conversation_id=conversation.pk,
+                    client_id=uuid.uuid4(),
+                    body=f"{i}",
+                ),
+                services.SendRequest(
+                    sender=doctor,
+                    conversation_id=conversation.pk,
+                    client_id=uuid.uuid4(),
+                    body=f"{i}",
+                ),
             ]
         )
         assert [r.data["seq"] for r in results] == [2 * i + 1, 2 * i + 2]
@@ -406,25 +437,29 @@ def test_sends_refused_by_the_limit_are_not_stored_and_leave_no_gap(monkeypatch)
         asked.append(1)
         return {1: limited}
 
-    def items() -> list[dict]:
+    def items() -> list[services.SendRequest]:
         return [
-            {"sender": user, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": body}
+            services.SendRequest(
+                sender=user, conversation_id=conversation.pk, client_id=uuid.uuid4(), body=body
+            )
             for user, body in ((patient, "a"), (patient, "b"), (doctor, "c"))
         ]
 
-    results = services.message_send_many(items=items(), refusals=refusals)
+    results = services.message_send_many(requests=items(), refusals=refusals)
     assert results[1] is limited
     assert [results[0].data["seq"], results[2].data["seq"]] == [1, 2]
     # The slow path (other databases, a batch redone send by send) drops them too.
-    slow = services._write_one_by_one
+    slow = services.send_batch._write_one_by_one
     redone: list[int] = []
 
     def conflict(*args: object, **kwargs: object) -> None:
-        raise services._BatchConflict
+        raise services.BatchConflict
 
-    monkeypatch.setattr(services, "_plain_batch_results", conflict)
-    monkeypatch.setattr(services, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or slow(*a))
-    again = services.message_send_many(items=items(), refusals=refusals)
+    monkeypatch.setattr(services.send_batch, "_plain_batch_results", conflict)
+    monkeypatch.setattr(
+        services.send_batch, "_write_one_by_one", lambda *a: redone.append(len(a[0])) or slow(*a)
+    )
+    again = services.message_send_many(requests=items(), refusals=refusals)
     assert redone == [2]
     assert again[1] is limited
     assert [again[0].data["seq"], again[2].data["seq"]] == [3, 4]
@@ -441,24 +476,28 @@ def test_a_conversation_deleted_after_the_process_remembered_it_is_not_found():
     patient, _doctor, conversation = pair()
     other_patient, _d2, other = pair()
     assert services.message_send_many(
-        items=[
-            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "x"}
+        requests=[
+            services.SendRequest(
+                sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="x"
+            )
         ]
     )[0].created
-    assert conversation.pk in services._kinds
+    assert conversation.pk in services.known_kinds
     Message.objects.filter(conversation=conversation).delete()
     Event.objects.filter(conversation=conversation).delete()
     gone = conversation.pk
     conversation.delete()
     results = services.message_send_many(
-        items=[
-            {"sender": patient, "conversation_id": gone, "client_id": uuid.uuid4(), "body": "y"},
-            {"sender": other_patient, "conversation_id": other.pk, "client_id": uuid.uuid4(), "body": "z"},
+        requests=[
+            services.SendRequest(sender=patient, conversation_id=gone, client_id=uuid.uuid4(), body="y"),
+            services.SendRequest(
+                sender=other_patient, conversation_id=other.pk, client_id=uuid.uuid4(), body="z"
+            ),
         ]
     )
     assert getattr(results[0], "code", None) == "conversation_not_found"
     assert results[1].created
-    assert gone not in services._kinds
+    assert gone not in services.known_kinds
 
 
 @pytest.mark.django_db(transaction=True)
@@ -469,8 +508,10 @@ def test_a_batch_on_a_connection_the_server_closed_is_retried_on_a_new_one():
 
     patient, doctor, conversation = pair()
     first = services.message_send_many(
-        items=[
-            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "1"}
+        requests=[
+            services.SendRequest(
+                sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="1"
+            )
         ]
     )
     assert first[0].created
@@ -485,9 +526,13 @@ def test_a_batch_on_a_connection_the_server_closed_is_retried_on_a_new_one():
     ) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [old_pid])
     results = services.message_send_many(
-        items=[
-            {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "2"},
-            {"sender": patient, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": "3"},
+        requests=[
+            services.SendRequest(
+                sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="2"
+            ),
+            services.SendRequest(
+                sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="3"
+            ),
         ]
     )
     assert [r.data["seq"] for r in results] == [2, 3]

@@ -16,9 +16,9 @@ from accounts.tests.factories import DoctorFactory, PatientFactory
 from audit import actions
 from audit.client import Client
 from audit.models import AuditEntry
+from core import batcher
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat import coalesce
-from healthchat.errors import ApplicationError
 from messaging import handlers, selectors, services
 from messaging.models import Conversation
 from messaging.tests.factories import pair
@@ -176,9 +176,9 @@ def test_syncs_arriving_together_share_a_hop_and_each_gets_its_own():
     client = Client(AuditEntry.Channel.SOCKET)
 
     async def storm() -> tuple[list[Any], int]:
-        batcher = coalesce.for_loop(handlers._sync_audited)
-        got = await asyncio.gather(*(batcher.submit(handlers._Sync(r, client)) for r in requests))
-        return list(got), batcher.batches
+        b = batcher.for_loop(handlers._sync_audited)
+        got = await asyncio.gather(*(b.submit(handlers._Sync(r, client)) for r in requests))
+        return list(got), b.batches
 
     answers, batches = async_to_sync(storm)()
     assert answers == expected

@@ -15,13 +15,7 @@ from messaging.tests.factories import pair
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user=user)
-    return client
-
-
-def test_mute_until_unmuted_then_unmute():
+def test_mute_until_unmuted_then_unmute(client_for):
     patient, _doctor, conversation = pair()
     client = client_for(patient)
     url = f"/api/v1/conversations/{conversation.pk}/mute"
@@ -40,7 +34,7 @@ def test_mute_until_unmuted_then_unmute():
     assert membership.muted_until is None
 
 
-def test_mute_until_a_time():
+def test_mute_until_a_time(client_for):
     patient, _doctor, conversation = pair()
     until = (timezone.now() + dt.timedelta(hours=8)).replace(microsecond=0)
     response = client_for(patient).post(
@@ -53,7 +47,7 @@ def test_mute_until_a_time():
     assert Membership.objects.get(conversation=conversation, user=patient).muted_until == until
 
 
-def test_mute_refuses_the_past_unknown_fields_and_non_members():
+def test_mute_refuses_the_past_unknown_fields_and_non_members(client_for):
     patient, _doctor, conversation = pair()
     url = f"/api/v1/conversations/{conversation.pk}/mute"
     past = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
@@ -67,7 +61,7 @@ def test_mute_refuses_the_past_unknown_fields_and_non_members():
     assert APIClient().post(url, {}, format="json").status_code == 401
 
 
-def test_preferences_default_and_update(settings):
+def test_preferences_default_and_update(client_for, settings):
     patient = PatientFactory()
     client = client_for(patient)
     url = "/api/v1/notifications/preferences"

@@ -736,11 +736,13 @@ def test_group_commit_writes_the_outbox_in_the_batch_transaction(django_capture_
     phone, tablet = device(patient), device(patient)
     device(doctor)  # the sender's own device never gets a push
     items = [
-        {"sender": doctor, "conversation_id": conversation.pk, "client_id": uuid.uuid4(), "body": f"m{i}"}
+        messaging_services.SendRequest(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body=f"m{i}"
+        )
         for i in range(3)
     ]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        results = messaging_services.message_send_many(items=items)
+        results = messaging_services.message_send_many(requests=items)
     assert all(r.created for r in results)
     rows = PushDelivery.objects.filter(kind=PushDelivery.Kind.MESSAGE).order_by("message_id", "device_id")
     assert [(r.message_id, r.device_id) for r in rows] == [

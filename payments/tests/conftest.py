@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import User
 from payments.tests.fake_stripe import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_healthchat_test_secret"
@@ -34,16 +33,6 @@ def stripe_fake(fake_stripe_server: FakeStripe, settings: Any) -> FakeStripe:
     settings.STRIPE_MAX_NETWORK_RETRIES = 2
     settings.PLATFORM_FEE_PERCENT = 15
     return fake_stripe_server
-
-
-@pytest.fixture
-def client_for(make_token: Callable[..., str]) -> Callable[[User], APIClient]:
-    def build(user: User) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(user.firebase_uid, user.phone_number)}")
-        return client
-
-    return build
 
 
 def post_event(

@@ -6,7 +6,7 @@ from typing import Any
 
 from accounts.models import User
 from accounts.tests.factories import DoctorFactory, PatientFactory
-from payments import services
+from payments import payouts, services, webhooks
 from payments.models import Consultation, StripeAccount
 from payments.tests.fake_stripe import FakeStripe
 
@@ -20,7 +20,7 @@ def people(**doctor_profile: Any) -> tuple[User, User]:
 
 def onboarded(doctor: User, fake: FakeStripe) -> StripeAccount:
     """The doctor's Connect account exists and can receive transfers."""
-    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    account, _, _ = payouts.payout_onboarding_start(doctor=doctor)
     fake.enable_account(account.account_id)
     account.payouts_enabled = account.charges_enabled = account.details_submitted = True
     account.save()
@@ -36,7 +36,7 @@ def authorised(patient: User, doctor: User, fake: FakeStripe) -> Consultation:
     consultation = requested(patient, doctor)
     assert consultation.payment_intent_id
     fake.authorize(consultation.payment_intent_id)
-    services.reconcile_payment_intent(intent=_intent(fake, consultation.payment_intent_id), fix=True)
+    webhooks.reconcile_payment_intent(intent=_intent(fake, consultation.payment_intent_id), fix=True)
     consultation.refresh_from_db()
     assert consultation.state == "paid"
     return consultation

@@ -20,12 +20,13 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
+from core.errors import ApplicationError
 from groups import services as group_services
-from healthchat.errors import ApplicationError
 from messaging import batching, loop_writer, reach
 from messaging import services as messaging
 from messaging.models import Conversation, Message
 from messaging.raw_pipeline import RawPipeline
+from messaging.send_rules import registry
 from messaging.tests.factories import send_item, send_together
 from payments import selectors
 from payments.models import Consultation
@@ -140,7 +141,7 @@ async def test_the_three_forms_agree_with_the_decision() -> None:
 
 @pytest.mark.django_db
 def test_the_rule_is_registered_and_asked_once_per_batch(django_assert_num_queries: Any) -> None:
-    assert selectors.consultation_reach_rule in reach.reach_rules
+    assert selectors.CONSULTATION_CLOSED_RULE in registry.rules
     patients = [PatientFactory.create() for _ in range(3)]
     doctor = DoctorFactory.create()
     with django_assert_num_queries(1):

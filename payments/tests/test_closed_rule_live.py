@@ -25,6 +25,7 @@ from accounts.models import User
 from accounts.tests.factories import DoctorFactory
 from calls.tests.conftest import SDP_OFFER
 from groups import services as group_services
+from messaging import selectors as messaging_selectors
 from messaging import services as messaging
 from payments.models import Consultation
 from payments.tests.factories import completed, people, requested
@@ -230,7 +231,7 @@ def test_group_created_with_the_doctor_refused(server: Any, make_token: Any, con
         await d.close()
 
     asyncio.run(scenario())
-    assert not messaging.selectors.shares_conversation(user_id=doctor.pk, other_id=friend.pk)
+    assert not messaging_selectors.shares_conversation(user_id=doctor.pk, other_id=friend.pk)
     # The doctor may still bring the patient into a group.
     group = group_services.group_create(creator=doctor, name="Follow-up", member_ids=[patient.pk])
     assert group.pk

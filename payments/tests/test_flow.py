@@ -9,7 +9,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from accounts.actors import Operator
-from payments import selectors, services
+from payments import payouts, selectors, services
 from payments.models import Consultation, LedgerEntry, WebhookEvent
 from payments.tasks import expire_consultations, retry_payouts
 from payments.tests.factories import authorised, completed, onboarded, people, requested
@@ -182,7 +182,7 @@ def test_completion_without_payout_account_queues_the_transfer(
     assert ledger(consultation) == {"charge": 3000, "refund": 0, "fee": 450, "transfer": 0, "held": 2550}
     assert stripe_fake.calls("POST", "/v1/transfers") == []
 
-    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    account, _, _ = payouts.payout_onboarding_start(doctor=doctor)
     enabled = stripe_fake.enable_account(account.account_id)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         # account.updated queues retry_payouts after commit (eager Celery in tests).
@@ -299,7 +299,7 @@ def test_webhook_event_and_effect_commit_together(stripe_fake, deliver, monkeypa
     def boom(*args, **kwargs):
         raise RuntimeError("effect failed")
 
-    monkeypatch.setattr(services, "_sync_payment_intent", boom)
+    monkeypatch.setattr(services, "sync_payment_intent", boom)
     response = deliver(event)
     assert response.status_code == 500
     assert not WebhookEvent.objects.filter(event_id=event["id"]).exists()
@@ -311,7 +311,7 @@ def test_webhook_event_and_effect_commit_together(stripe_fake, deliver, monkeypa
 
 def test_pending_payout_checks_the_account_at_stripe_when_the_webhook_never_came(stripe_fake):
     patient, doctor = people(consultation_fee=3000)
-    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    account, _, _ = payouts.payout_onboarding_start(doctor=doctor)
     consultation = completed(patient, doctor, stripe_fake)
     assert consultation.payout_status == "pending"
     assert retry_payouts() == 0  # Stripe says: not yet
@@ -329,7 +329,7 @@ def test_participants_devices_hear_of_each_transition_after_commit(
     from messaging import services as messaging_services
 
     sent = []
-    monkeypatch.setattr(messaging_services, "fan_out", lambda **kwargs: sent.append(kwargs))
+    monkeypatch.setattr(messaging_services.events, "fan_out", lambda **kwargs: sent.append(kwargs))
     patient, doctor = people()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         consultation = requested(patient, doctor)

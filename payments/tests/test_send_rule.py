@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from messaging import services as messaging
 from payments.models import Consultation
 from payments.tests.factories import completed, people, requested
@@ -51,18 +51,24 @@ def test_group_commit_asks_the_rule_once_for_the_whole_batch(stripe_fake, django
 
     other_patient, _other_doctor, other_conversation = pair()
     items = [
-        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
-        {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "yes"},
-        {
-            "sender": other_patient,
-            "conversation_id": other_conversation.pk,
-            "client_id": uuid.uuid4(),
-            "body": "yes",
-        },
-        {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
+        messaging.SendRequest(
+            sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+        ),
+        messaging.SendRequest(
+            sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="yes"
+        ),
+        messaging.SendRequest(
+            sender=other_patient,
+            conversation_id=other_conversation.pk,
+            client_id=uuid.uuid4(),
+            body="yes",
+        ),
+        messaging.SendRequest(
+            sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+        ),
     ]
     with django_assert_max_num_queries(8):
-        results = messaging.message_send_many(items=items)
+        results = messaging.message_send_many(requests=items)
     assert [getattr(r, "code", None) for r in results] == [
         "consultation_closed",
         None,
@@ -82,23 +88,33 @@ def test_a_refusal_on_the_one_round_trip_path_redoes_the_batch(stripe_fake, monk
     patient, doctor = people()
     consultation = completed(patient, doctor, stripe_fake)
     conversation_id = consultation.conversation_id
-    messaging._kinds.pop(conversation_id, None)
+    messaging.known_kinds.pop(conversation_id, None)
     first = messaging.message_send_many(
-        items=[{"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "1"}]
+        requests=[
+            messaging.SendRequest(
+                sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="1"
+            )
+        ]
     )
     assert first[0].created
-    assert conversation_id in messaging._kinds  # remembered from the locks' answer
+    assert conversation_id in messaging.known_kinds  # remembered from the locks' answer
     Consultation.objects.filter(pk=consultation.pk).update(closes_at=timezone.now() - dt.timedelta(minutes=1))
     paths: list[str] = []
-    known, one_by_one = messaging._write_known_batch, messaging._write_one_by_one
+    known, one_by_one = messaging.send_batch._write_known_batch, messaging.send_batch._write_one_by_one
     monkeypatch.setattr(
-        messaging, "_write_known_batch", lambda *a, **k: paths.append("known") or known(*a, **k)
+        messaging.send_batch, "_write_known_batch", lambda *a, **k: paths.append("known") or known(*a, **k)
     )
-    monkeypatch.setattr(messaging, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a))
+    monkeypatch.setattr(
+        messaging.send_batch, "_write_one_by_one", lambda *a: paths.append("redo") or one_by_one(*a)
+    )
     results = messaging.message_send_many(
-        items=[
-            {"sender": patient, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "no"},
-            {"sender": doctor, "conversation_id": conversation_id, "client_id": uuid.uuid4(), "body": "2"},
+        requests=[
+            messaging.SendRequest(
+                sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="no"
+            ),
+            messaging.SendRequest(
+                sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="2"
+            ),
         ]
     )
     assert paths == ["known", "redo"]

@@ -74,7 +74,7 @@ async def test_a_first_send_to_a_conversation_not_seen_before_is_ruled_too(
         return patient, doctor, consultation.conversation_id
 
     patient, _doctor, conversation_id = await sync_to_async(consultation_closed)()
-    services._kinds.pop(conversation_id, None)
+    services.known_kinds.pop(conversation_id, None)
     batcher = batching.SendBatcher()
     (result,) = await send_together(batcher, [send_item(patient, conversation_id, "too late")])
     assert getattr(result, "code", None) == "consultation_closed"

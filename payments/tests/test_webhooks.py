@@ -11,7 +11,7 @@ import time
 import pytest
 from django.db import connection
 
-from payments import selectors, services
+from payments import payouts, selectors, services
 from payments.models import Consultation, ConsultationTransition, LedgerEntry, WebhookEvent
 from payments.tests.conftest import WEBHOOK_SECRET, post_event
 from payments.tests.factories import authorised, onboarded, people, requested
@@ -219,7 +219,7 @@ def test_unknown_events_and_objects_are_recorded_and_acknowledged(stripe_fake, d
 def test_connect_endpoint_secret_is_accepted_too(stripe_fake, settings):
     settings.STRIPE_CONNECT_WEBHOOK_SECRET = "whsec_connect_endpoint"
     _, doctor = people()
-    account, _, _ = services.payout_onboarding_start(doctor=doctor)
+    account, _, _ = payouts.payout_onboarding_start(doctor=doctor)
     event = stripe_fake.event("account.updated", stripe_fake.enable_account(account.account_id))
     assert post_event(event, secret="whsec_connect_endpoint").status_code == 200
     account.refresh_from_db()

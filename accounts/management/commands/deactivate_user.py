@@ -6,7 +6,7 @@ from accounts import selectors, services
 from accounts.actors import Operator
 from audit import actions, client
 from audit import services as audit
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import firebase, validators
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):

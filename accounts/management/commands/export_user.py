@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts import selectors, services
 from audit import actions, client
 from audit import services as audit
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):

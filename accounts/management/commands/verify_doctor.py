@@ -7,7 +7,7 @@ from accounts.actors import Operator
 from accounts.models import DoctorProfile
 from audit import actions, client
 from audit import services as audit
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):

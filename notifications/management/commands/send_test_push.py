@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import selectors as account_selectors
-from healthchat.errors import ApplicationError
+from core.errors import ApplicationError
 from notifications import services, tasks
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from healthchat.errors import ApplicationError
-from payments import selectors, services
+from core.errors import ApplicationError
+from payments import selectors, services, webhooks
 from payments.gateway import GatewayError, get_gateway
 
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         try:
             for intent in gateway.list_payment_intents(created_gte=since):
                 seen += 1
-                for problem in services.reconcile_payment_intent(intent=intent, fix=fix):
+                for problem in webhooks.reconcile_payment_intent(intent=intent, fix=fix):
                     differences += 1
                     self.stdout.write(("FIXED " if fix else "DIFF ") + problem)
         except (GatewayError, ApplicationError) as exc:

@@ -1491,7 +1491,7 @@ export interface components {
             start: string;
             end: string;
         };
-        /** @description The one error format of the API (healthchat/errors.py). */
+        /** @description The one error format of the API (core/errors.py). */
         Error: {
             error: {
                 /** @description stable, machine-readable */

@@ -42,9 +42,9 @@ from channels_redis.pubsub import (
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
 
-from healthchat import coalesce
+from core import batcher
 
-logger = logging.getLogger("healthchat.realtime")
+logger = logging.getLogger("core.realtime")
 
 ORIGIN_BYTES = 8
 PUBLISH_TIMEOUT = 5.0  # seconds for one pipelined batch of PUBLISH commands
@@ -122,7 +122,7 @@ class _Shard(RedisSingleShardConnection):
         """Subscriptions asked for together (sockets signing in at once) go out as one
         ``SUBSCRIBE`` with every channel, instead of one command (and one lock turn) each."""
         if channel not in self._subscribed_to:
-            await coalesce.loop_batcher(self._subscribe_many).submit(channel)
+            await batcher.loop_batcher(self._subscribe_many).submit(channel)
 
     async def _subscribe_many(self, channels: list[str]) -> list[None]:
         async with self._lock:
@@ -365,7 +365,7 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
 
 
 class LocalFirstChannelLayer(RedisPubSubChannelLayer):
-    """Settings: ``"BACKEND": "healthchat.channel_layer.LocalFirstChannelLayer"`` with the
+    """Settings: ``"BACKEND": "core.channel_layer.LocalFirstChannelLayer"`` with the
     pub/sub layer's ``CONFIG`` (``hosts``, ``prefix``)."""
 
     def _get_layer(self) -> LocalFirstLoopLayer:

@@ -36,7 +36,7 @@ TOKEN_ERRORS = (
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "The one error format of the API (healthchat/errors.py).",
+    "description": "The one error format of the API (core/errors.py).",
     "properties": {
         "error": {
             "type": "object",
@@ -154,7 +154,7 @@ class AutoSchema(SpectacularAutoSchema):
             # ``null``: DRF's code for a JSON ``null`` body ("No data provided").
             errors[400] = ["invalid", "null", "parse_error"]
         elif any(p["in"] == "query" for p in parameters):
-            errors[400] = ["invalid"]  # also a bad ``cursor`` or ``limit`` (healthchat/pagination.py)
+            errors[400] = ["invalid"]  # also a bad ``cursor`` or ``limit`` (core/pagination.py)
         if any(p["in"] == "path" for p in parameters):
             errors[404] = ["not_found"]  # an id that is not a number matches no URL
         return errors

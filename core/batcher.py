@@ -5,8 +5,9 @@ queued item (up to ``max_batch``) to ``fn(items)`` in one worker thread (its own
 connection, as ``run_service``) and gives each caller its own result or exception. A lone call
 goes straight through (no waiting); under a burst (a reconnect storm) the calls that arrive
 while a batch runs share the next one: one thread hop, one query per step and one audit INSERT
-for the whole batch instead of one of each per socket. ``messaging/batching.py`` does the same
-for sends, with its own transaction rules.
+for the whole batch instead of one of each per socket. ``Batcher`` is the queue and drain every
+batcher of the project shares: ``ThreadBatcher`` and ``LoopBatcher`` here, and messaging's group
+commit of sends (``messaging.batching.SendBatcher``), which overrides ``run``.
 
 ``fn`` must return one entry per item, in order: the result, or the exception that caller gets.
 It must not publish channel-layer events (none of its users does).
@@ -30,7 +31,11 @@ AsyncBatchFn = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 class Batcher(Generic[I, R]):
     """Queue and drain (see the module): ``max_workers`` batches may run at once; the second
     starts only when ``spawn_depth`` calls wait, so at low load one drain gathers whatever
-    arrives during its batch into its next one."""
+    arrives during its batch into its next one. ``drop_cancelled``: an item whose caller was
+    cancelled before its batch ran is left out (a read nobody waits for); a batcher of writes
+    sets it False, so what was submitted is written whether or not its caller still waits."""
+
+    drop_cancelled = True
 
     def __init__(self, *, max_batch: int = 200, max_workers: int = 2, spawn_depth: int = 32) -> None:
         self.max_batch = max_batch
@@ -58,7 +63,8 @@ class Batcher(Generic[I, R]):
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                batch = [(item, future) for item, future in batch if not future.done()]  # cancelled
+                if self.drop_cancelled:
+                    batch = [(item, future) for item, future in batch if not future.done()]
                 if not batch:
                     continue
                 self.batches += 1

@@ -12,9 +12,9 @@ wire:
   ~2.3 KB, for a queue that holds one event at a time);
 - the "writable" flag is an event without a deque of waiters until someone waits.
 
-Serve with ``uvicorn healthchat.asgi:application --ws healthchat.ws_protocol:LeanWebSocketProtocol``
+Serve with ``uvicorn healthchat.asgi:application --ws core.ws_protocol:LeanWebSocketProtocol``
 (the Dockerfile does). Written against uvicorn 0.54 (pinned in requirements.txt); the tests in
-``healthchat/tests/test_ws_protocol.py`` run the real server with it.
+``core/tests/test_ws_protocol.py`` run the real server with it.
 """
 
 from __future__ import annotations

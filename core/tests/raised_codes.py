@@ -15,19 +15,22 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "healthchat", "audit")
+APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "core", "audit")
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {
-    "healthchat.errors.ApplicationError": (400, None),
-    "healthchat.errors.NotFound": (404, "not_found"),
-    "healthchat.errors.PermissionDenied": (403, "permission_denied"),
+    "core.errors.ApplicationError": (400, None),
+    "core.errors.NotFound": (404, "not_found"),
+    "core.errors.PermissionDenied": (403, "permission_denied"),
     "accounts.firebase.TokenError": (401, None),
 }
 # Calls the source cannot show: registries filled at start-up. Each entry: the function that
 # runs the registered callables, and what is registered (checked against the live registry by
-# healthchat/tests/test_openapi_contract.py).
+# core/tests/test_openapi_contract.py).
 PLUGINS: dict[str, tuple[str, ...]] = {
-    "messaging.reach.refusals": ("payments.selectors.consultation_reach_rule",),
+    "messaging.reach.refusals": (
+        "payments.selectors.consultation_reach_statement",
+        "payments.selectors.consultation_reach_rule_orm",
+    ),
 }
 
 
@@ -53,9 +56,11 @@ def load(name: str) -> Module | None:
         if not path.exists():
             return None
     module = Module(name, ast.parse(path.read_text()))
+    # A package's __init__ resolves relative imports from the package itself.
+    anchor = f"{name}.__init__" if path.name == "__init__.py" else name
     for node in ast.walk(module.tree):
         if isinstance(node, ast.ImportFrom):
-            source = _package(name, node.level, node.module)
+            source = _package(anchor, node.level, node.module)
             for alias in node.names:
                 module.names[alias.asname or alias.name] = f"{source}.{alias.name}"
         elif isinstance(node, ast.Import):

@@ -17,10 +17,10 @@ from drf_spectacular.generators import EndpointEnumerator
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from healthchat.errors import ApplicationError
-from healthchat.openapi import STANDARD_CODES, TOKEN_ERRORS
-from healthchat.tests import raised_codes
-from messaging import reach
+from core.errors import ApplicationError
+from core.openapi import STANDARD_CODES, TOKEN_ERRORS
+from core.tests import raised_codes
+from messaging.send_rules import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "openapi.yaml"
@@ -200,5 +200,9 @@ def test_source_reading_knows_every_error_class_and_plugin() -> None:
         classes.add(f"{cls.__module__}.{cls.__qualname__}")
         pending += cls.__subclasses__()
     assert classes == set(raised_codes.ERROR_CLASSES)
-    registered = {f"{rule.__module__}.{rule.__qualname__}" for rule in reach.reach_rules}
+    registered = {
+        f"{form.__module__}.{form.__qualname__}"
+        for rule in registry.rules
+        for form in (rule.statement, rule.orm)
+    }
     assert registered == set(raised_codes.PLUGINS["messaging.reach.refusals"])

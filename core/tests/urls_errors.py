@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from healthchat.throttling import AnonRateThrottle
+from core.throttling import AnonRateThrottle
 from healthchat.urls import urlpatterns as real_urlpatterns
 
 

@@ -1,4 +1,4 @@
-"""Credential redaction in log records (healthchat/logs.py); the live proof is
+"""Credential redaction in log records (core/logs.py); the live proof is
 tests/test_log_redaction_live.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.core import signing
 
-from healthchat.logs import REDACTED, redact
+from core.logs import REDACTED, redact
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from django.core.management import call_command
 
-from healthchat.management.commands.erd import DEFAULT_PATH, render
+from core.management.commands.erd import DEFAULT_PATH, render
 
 
 def test_erd_is_current():

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from healthchat.channel_layer import LocalFirstChannelLayer
+from core.channel_layer import LocalFirstChannelLayer
 
 
 def _layer() -> LocalFirstChannelLayer:
@@ -94,7 +94,7 @@ async def test_one_event_for_many_groups_is_one_publication_in_order_with_the_re
     """A group message goes to each member's user group: with 40 groups, the other process gets
     ONE publication (the fan-out channel) and delivers it to its members of those groups, in
     order with the events before and after it; this process's members get it locally, once."""
-    from healthchat import channel_layer
+    from core import channel_layer
 
     here, there = _layer(), _layer()
     groups = [f"g{uuid.uuid4().hex}" for _ in range(40)]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-logger = logging.getLogger("healthchat.realtime")
+logger = logging.getLogger("core.realtime")
 
 T = TypeVar("T")
 Pending = list[tuple[str, dict[str, Any]]]
@@ -73,7 +74,7 @@ def publish_on_commit(group: str, event: dict[str, Any]) -> None:
 
 async def flush(pending: Pending) -> None:
     """Send collected events in order: in one pipelined batch when the layer can
-    (``healthchat.channel_layer``), else one ``group_send`` at a time, groups concurrently."""
+    (``core.channel_layer``), else one ``group_send`` at a time, groups concurrently."""
     layer = get_channel_layer()
     if layer is None or not pending:
         return
@@ -98,14 +99,23 @@ async def flush(pending: Pending) -> None:
     await asyncio.gather(*(send_all(g, evs) for g, evs in by_group.items()))
 
 
-async def run_service(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """Run a sync service from async code: in a worker thread with its own DB connection
-    (stale connections closed before and after), then publish the events it committed."""
+@contextmanager
+def collecting() -> Iterator[Pending]:
+    """Within the block (and the worker threads it starts, which copy the context), events
+    published are collected in the list it yields instead of sent: ``await flush(pending)``
+    sends them from the event loop afterwards, in one pipelined batch."""
     pending: Pending = []
     token = _deferred.set(pending)
     try:
-        result: T = await DatabaseSyncToAsync(fn, thread_sensitive=False)(**kwargs)
+        yield pending
     finally:
         _deferred.reset(token)
+
+
+async def run_service(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run a sync service from async code: in a worker thread with its own DB connection
+    (stale connections closed before and after), then publish the events it committed."""
+    with collecting() as pending:
+        result: T = await DatabaseSyncToAsync(fn, thread_sensitive=False)(**kwargs)
     await flush(pending)
     return result

@@ -16,8 +16,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import database
 from .errors import STATUS_CODES, ApplicationError, error_body
+from .signals import api_refused
 
-logger = logging.getLogger("healthchat.errors")
+logger = logging.getLogger("core.errors")
 
 
 def _field_details(detail: Any) -> Any:
@@ -35,41 +36,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF exception handler producing the one error format; refusals are audit-logged."""
     response = _render(exc, context)
     if response is not None and response.status_code in (401, 403, 404):
-        _audit_refusal(exc, context, response)
+        # Recorded by the audit app (its receiver): core imports no app.
+        api_refused.send(sender=api_exception_handler, exc=exc, context=context, response=response)
     return response
-
-
-def _audit_refusal(exc: Exception, context: dict[str, Any], response: Response) -> None:
-    """One audit entry per refused request: 403/404 as ``authz.denied`` (with the object the
-    URL names), a rejected token (401 with credentials) as a denied ``auth.signin``. Requests
-    without credentials are not sign-in attempts and are not logged."""
-    from audit import actions
-    from audit import services as audit
-    from audit.models import AuditEntry
-
-    request = context.get("request")
-    error = response.data.get("error", {}) if isinstance(response.data, dict) else {}
-    code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    if response.status_code == 401:
-        if not isinstance(exc, drf_exceptions.AuthenticationFailed):
-            return
-        audit.record_quietly(
-            actions.AUTH_SIGNIN, request=request, outcome=AuditEntry.Outcome.DENIED, code=code
-        )
-        return
-    object_type, object_id = "", None
-    for name, value in (context.get("kwargs") or {}).items():
-        if name.endswith("_id"):
-            object_type, object_id = name.removesuffix("_id"), value
-            break
-    audit.record_quietly(
-        actions.AUTHZ_DENIED,
-        request=request,
-        object_type=object_type,
-        object_id=object_id,
-        outcome=AuditEntry.Outcome.DENIED,
-        code=code,
-    )
 
 
 def _render(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -1,4 +1,4 @@
-"""``healthchat.coalesce``: calls arriving together share a batch; each gets its own answer."""
+"""``core.batcher``: calls arriving together share a batch; each gets its own answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from healthchat import coalesce
+from core import batcher
 
 
 async def test_calls_arriving_together_share_a_batch_and_each_gets_its_own_answer() -> None:
@@ -17,15 +17,15 @@ async def test_calls_arriving_together_share_a_batch_and_each_gets_its_own_answe
         await asyncio.sleep(0.01)
         return [ValueError(f"odd {i}") if i % 2 else i * 2 for i in items]
 
-    batcher = coalesce.LoopBatcher(double)
-    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)), return_exceptions=True)
+    b = batcher.LoopBatcher(double)
+    results = await asyncio.gather(*(b.submit(i) for i in range(10)), return_exceptions=True)
     assert [r if isinstance(r, int) else str(r) for r in results] == [
         0, "odd 1", 4, "odd 3", 8, "odd 5", 12, "odd 7", 16, "odd 9"
     ]  # fmt: skip
     assert batches == [list(range(10))]  # submitted in one loop turn: one batch
-    first = asyncio.ensure_future(batcher.submit(20))
+    first = asyncio.ensure_future(b.submit(20))
     await asyncio.sleep(0.001)  # its batch is running: the next ones wait for the one after
-    later = await asyncio.gather(*(batcher.submit(i) for i in (22, 24)))
+    later = await asyncio.gather(*(b.submit(i) for i in (22, 24)))
     assert (await first, later) == (40, [44, 48])
     assert batches[1:] == [[20], [22, 24]]
 
@@ -40,18 +40,18 @@ async def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_runs(
             raise ConnectionError("redis away")
         return items
 
-    batcher = coalesce.LoopBatcher(flaky)
+    b = batcher.LoopBatcher(flaky)
     with pytest.raises(ConnectionError):
-        await batcher.submit(1)
-    assert await batcher.submit(2) == 2
+        await b.submit(1)
+    assert await b.submit(2) == 2
 
 
 async def test_an_answer_of_the_wrong_length_is_an_error_for_every_caller() -> None:
     async def short(items: list[int]) -> list[int]:
         return items[:-1]
 
-    batcher = coalesce.LoopBatcher(short)
-    results = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    b = batcher.LoopBatcher(short)
+    results = await asyncio.gather(b.submit(1), b.submit(2), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
@@ -62,10 +62,10 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
         await release.wait()
         return items
 
-    batcher = coalesce.LoopBatcher(slow)
-    first = asyncio.ensure_future(batcher.submit(1))
+    b = batcher.LoopBatcher(slow)
+    first = asyncio.ensure_future(b.submit(1))
     await asyncio.sleep(0)
-    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    waiting = [asyncio.ensure_future(b.submit(i)) for i in (2, 3)]
     await asyncio.sleep(0)
     waiting[0].cancel()
     release.set()
@@ -83,8 +83,8 @@ async def test_a_thread_batch_runs_in_a_worker_thread_per_batch() -> None:
         threads.append(threading.current_thread().name)
         return [i + 1 for i in items]
 
-    batcher = coalesce.for_loop(work)
-    assert coalesce.for_loop(work) is batcher  # one per loop and function
-    assert await asyncio.gather(*(batcher.submit(i) for i in range(50))) == list(range(1, 51))
+    b = batcher.for_loop(work)
+    assert batcher.for_loop(work) is b  # one per loop and function
+    assert await asyncio.gather(*(b.submit(i) for i in range(50))) == list(range(1, 51))
     assert threading.main_thread().name not in threads
-    assert batcher.batches == len(threads) < 50
+    assert b.batches == len(threads) < 50

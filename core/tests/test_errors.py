@@ -71,7 +71,7 @@ def test_405_wrong_method(client, make_token):
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("healthchat.tests.urls_errors")
+@pytest.mark.urls("core.tests.urls_errors")
 def test_429_throttled_has_retry_after(client):
     assert client.get("/api/v1/test/throttled").status_code == 200
     response = client.get("/api/v1/test/throttled")
@@ -81,7 +81,7 @@ def test_429_throttled_has_retry_after(client):
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("healthchat.tests.urls_errors")
+@pytest.mark.urls("core.tests.urls_errors")
 def test_500_in_api_view_hides_details(client, caplog):
     client.raise_request_exception = False
     response = client.get("/api/v1/test/boom")
@@ -91,7 +91,7 @@ def test_500_in_api_view_hides_details(client, caplog):
 
 
 @pytest.mark.django_db
-@pytest.mark.urls("healthchat.tests.urls_errors")
+@pytest.mark.urls("core.tests.urls_errors")
 def test_500_outside_drf_is_json_too(client):
     client.raise_request_exception = False
     response = client.get("/api/v1/test/plain-boom")

@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from healthchat import gc_tuning
+from core import gc_tuning
 
 
 def test_the_threshold_setting_is_parsed_strictly():

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from accounts.tests.factories import PatientFactory
-from healthchat.ws_protocol import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from core.ws_protocol import LeanEvent, LeanQueue, LeanWebSocketProtocol
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
 
@@ -71,7 +71,7 @@ def test_the_protocol_is_importable_by_uvicorn_by_path():
             sys.executable,
             "-c",
             "from uvicorn.config import Config; c = Config('healthchat.asgi:application', "
-            "ws='healthchat.ws_protocol:LeanWebSocketProtocol'); c.load(); print(c.ws_protocol_class.__name__)",
+            "ws='core.ws_protocol:LeanWebSocketProtocol'); c.load(); print(c.ws_protocol_class.__name__)",
         ],
         capture_output=True,
         text=True,
@@ -88,7 +88,7 @@ def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
     a refused handshake (bad Origin) and close codes, all through LeanWebSocketProtocol."""
     from tests.live import uvicorn_args
 
-    assert "healthchat.ws_protocol:LeanWebSocketProtocol" in uvicorn_args(0)  # as the Dockerfile
+    assert "core.ws_protocol:LeanWebSocketProtocol" in uvicorn_args(0)  # as the Dockerfile
     server = live_server_factory({"UVICORN_WS_PING_INTERVAL": "0.5"})
     patient, doctor, conversation = pair()
     stranger = PatientFactory()

@@ -45,13 +45,8 @@ def test_api_responses_carry_the_headers_and_a_no_content_policy(client_for_toke
 
 
 @pytest.fixture
-def client_for_token(make_token):
-    from rest_framework.test import APIClient
-
-    user = PatientFactory()
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(user.firebase_uid, user.phone_number)}")
-    return client
+def client_for_token(client_for):
+    return client_for(PatientFactory())
 
 
 def test_admin_pages_carry_a_strict_policy(django_user_model):

@@ -1,0 +1,183 @@
+"""The send pipeline's extension points, in one typed registry: reach rules (may this content
+reach these people?) and written hooks (what else a batch of new messages writes in its own
+transaction: the push outbox).
+
+Each rule and hook is ONE PostgreSQL statement and the reading of its answer
+(``BatchStatement``), which every writer executes: the worker thread's batch writer and the
+single send through Django's connection (``registry.refusals``, ``registry.run_hook``), the
+event loop's batch writer (``messaging.loop_writer``) through its own pipelined connection,
+in the batch's round trips. ``orm`` is the same decision through Django's queries, for the
+other databases (the embedded SQLite run). A rule or hook without both forms cannot be built
+(``ReachRule`` and ``WrittenHook`` take both, typed) nor registered (``ImproperlyConfigured`` at
+start-up): there is no silent fallback to a slower writer.
+
+Apps register in their ``AppConfig.ready`` (messaging never imports them)::
+
+    registry.register_rule(ReachRule(name="payments.consultation_closed", statement=..., orm=...))
+    registry.register_hook(WrittenHook(name="notifications.push_outbox", statement=..., orm=...))
+
+How to add a rule: docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+
+from core.errors import ApplicationError
+
+if TYPE_CHECKING:
+    from .reach import Reach
+
+# A message a batch wrote: (message_id, conversation_id, sender_id).
+Written = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class BatchStatement:
+    """One PostgreSQL statement and what its answer means. For a rule, ``answer(rows)`` is
+    ``{index in the reaches: error}`` (read before the COMMIT); for a hook, it is called after
+    the COMMIT with the statement's rows (only when there are rows) and may block (the loop
+    writer runs it in a worker thread)."""
+
+    sql: str
+    params: Any
+    answer: Callable[[list[tuple[Any, ...]]], Any]
+
+
+@dataclass(frozen=True)
+class ReachRule:
+    """Who may put content in front of whom (``messaging.reach``): ``statement(reaches)`` is
+    the rule's statement for a batch of reaches (``None``: nothing to ask, e.g. no patient
+    among the senders); ``orm(reaches)`` the same decision on other databases. Both answer
+    ``{index: ApplicationError}`` for the reaches refused."""
+
+    name: str
+    statement: Callable[[Sequence[Reach]], BatchStatement | None]
+    orm: Callable[[Sequence[Reach]], dict[int, ApplicationError]]
+
+
+@dataclass(frozen=True)
+class WrittenHook:
+    """Written in the transaction of the messages it is about (``[(message_id,
+    conversation_id, sender_id)]``): ``statement(written)`` (its ``answer`` runs after the
+    COMMIT), ``orm(written)`` on other databases."""
+
+    name: str
+    statement: Callable[[Sequence[Written]], BatchStatement | None]
+    orm: Callable[[Sequence[Written]], None]
+
+
+class SendRegistry:
+    """The registered rules and hooks, in registration order (the first rule's refusal wins)."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, ReachRule] = {}
+        self._hooks: dict[str, WrittenHook] = {}
+
+    @property
+    def rules(self) -> tuple[ReachRule, ...]:
+        return tuple(self._rules.values())
+
+    @property
+    def hooks(self) -> tuple[WrittenHook, ...]:
+        return tuple(self._hooks.values())
+
+    def register_rule(self, rule: ReachRule) -> None:
+        if not isinstance(rule, ReachRule):
+            raise ImproperlyConfigured(f"{rule!r} is not a ReachRule (a statement and an ORM form)")
+        _register(self._rules, rule.name, rule)
+
+    def register_hook(self, hook: WrittenHook) -> None:
+        if not isinstance(hook, WrittenHook):
+            raise ImproperlyConfigured(f"{hook!r} is not a WrittenHook (a statement and an ORM form)")
+        _register(self._hooks, hook.name, hook)
+
+    @contextmanager
+    def replaced(
+        self, *, rules: Sequence[ReachRule] | None = None, hooks: Sequence[WrittenHook] | None = None
+    ) -> Iterator[None]:
+        """Within the block, these rules (and/or hooks) instead of the registered ones (tests)."""
+        saved = dict(self._rules), dict(self._hooks)
+        try:
+            if rules is not None:
+                self._rules = {}
+                for rule in rules:
+                    self.register_rule(rule)
+            if hooks is not None:
+                self._hooks = {}
+                for hook in hooks:
+                    self.register_hook(hook)
+            yield
+        finally:
+            self._rules, self._hooks = saved
+
+    # --- The statements, for any writer --------------------------------------------------
+    def rule_statements(self, reaches: Sequence[Reach]) -> list[BatchStatement]:
+        return [stmt for rule in self._rules.values() if (stmt := rule.statement(reaches)) is not None]
+
+    def hook_statements(self, written: Sequence[Written]) -> list[BatchStatement]:
+        return [stmt for hook in self._hooks.values() if (stmt := hook.statement(written)) is not None]
+
+    # --- Executed on Django's connection (the thread's writer, the single send, every path) --
+    def refusals(self, reaches: Sequence[Reach]) -> dict[int, ApplicationError]:
+        """Every rule's refusals for ``reaches``, by index (the first rule's error wins)."""
+        refused: dict[int, ApplicationError] = {}
+        if not reaches or not self._rules:
+            return refused
+        if connection.vendor == "postgresql":
+            answers = [refusals_of(stmt) for stmt in self.rule_statements(reaches)]
+        else:
+            answers = [rule.orm(reaches) for rule in self._rules.values()]
+        for answer in answers:
+            for index, error in answer.items():
+                refused.setdefault(index, error)
+        return refused
+
+    def run_hook(self, hook: WrittenHook, written: Sequence[Written]) -> None:
+        """``hook`` for ``written``, in the caller's transaction: its statement now and its
+        answer after the COMMIT (psycopg's pipeline mode lets the statement share the COMMIT's
+        round trip: the rows are fetched only then)."""
+        if not written:
+            return
+        if connection.vendor != "postgresql":
+            hook.orm(written)
+            return
+        stmt = hook.statement(written)
+        if stmt is None:
+            return
+        cursor = connection.cursor()  # closed after the commit, once its answer is read
+        cursor.execute(stmt.sql, stmt.params)
+
+        def answer_after_commit() -> None:
+            try:
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+            if rows:
+                stmt.answer(rows)
+
+        transaction.on_commit(answer_after_commit)
+
+
+def refusals_of(stmt: BatchStatement) -> dict[int, ApplicationError]:
+    """A rule's statement run on Django's connection, and its answer."""
+    with connection.cursor() as cursor:
+        cursor.execute(stmt.sql, stmt.params)
+        answer: dict[int, ApplicationError] = stmt.answer(cursor.fetchall())
+    return answer
+
+
+def _register(into: dict[str, Any], name: str, item: Any) -> None:
+    existing = into.get(name)
+    if existing is not None and existing != item:
+        raise ImproperlyConfigured(f"two send rules or hooks are named {name!r}")
+    into[name] = item
+
+
+registry = SendRegistry()

@@ -1,0 +1,180 @@
+"""Messaging actions, one module per domain (each action one function that owns its transaction;
+live events and ``message_committed`` only after commit; the channel layer is a fast path only:
+every event is also in the per-conversation log that ``sync`` replays).
+
+- ``events``: the signals (``message_committed``, ``message_updated``) and the live fan-out
+- ``counters``: a conversation's seq and event numbers under its row lock
+- ``contacts``: blocks, who may contact whom, presence subscriptions that end with a relationship
+- ``conversations``: the e2ee policy, joining, direct conversations, system messages
+- ``send``: one message (REST, admin, commands, the encrypted path)
+- ``send_batch``: group commit of many sockets' sends (with ``messaging.loop_writer``)
+- ``edit``, ``receipts`` (and typing), ``privacy`` (erasure, export), ``attachments``, ``retention``
+
+Import the names from here (``from messaging import services``): the package is the API."""
+
+from __future__ import annotations
+
+from .attachments import (
+    TOMBSTONE_NAME,
+    TOMBSTONE_SHA256,
+    attach_uploads,
+    attachment_make_thumbnail,
+    attachment_process_media,
+    attachment_upload,
+    attachments_delete_for_messages,
+    attachments_purge_orphans,
+    attachments_requeue_processing,
+    storage_delete,
+)
+from .contacts import (
+    PRESENCE_REVOKE,
+    block_user,
+    check_can_contact,
+    check_not_blocked,
+    contact_rules,
+    is_blocked,
+    may_fetch_keys,
+    presence_end_lost_contacts,
+    presence_revoke_on_commit,
+    unblock_user,
+    verified_doctor,
+)
+from .conversations import (
+    call_log_message_create,
+    conversation_open_direct,
+    device_keys_event_record,
+    e2ee_for_new_conversation,
+    membership_join,
+    patient_doctor,
+    system_message_create,
+)
+from .counters import allocate, lock
+from .edit import message_delete, message_edit, record_update, record_updates
+from .events import (
+    announce_on_commit,
+    fan_out,
+    fan_out_encrypted,
+    fan_out_on_commit,
+    message_committed,
+    message_updated,
+)
+from .privacy import erase_user_messages, erase_user_presence, export_user_messages, export_user_uploads
+from .receipts import receipt_mark, typing_notify
+from .retention import RetentionCounts, conversation_set_legal_hold, retention_due, retention_purge
+from .send import (
+    DuplicateSend,
+    SendRequest,
+    SendResult,
+    check_can_send,
+    e2ee_mismatch,
+    existing_send,
+    message_send,
+    message_send_encrypted,
+    original_send,
+    plain_text,
+    send,
+    send_in_transaction,
+    write_message_orm,
+    write_message_sql,
+)
+from .send_batch import (
+    GENERIC_PLANS_SQL,
+    KINDS_SQL,
+    LOCK_BATCH_SQL,
+    SEND_BATCH_SQL,
+    BatchConflict,
+    Duplicate,
+    FanOut,
+    Prepared,
+    Refusals,
+    batch_outcome,
+    fan_out_all,
+    known_kinds,
+    message_send_many,
+    remember_kinds,
+    send_batch_params,
+    send_reaches,
+)
+
+__all__ = [
+    "GENERIC_PLANS_SQL",
+    "KINDS_SQL",
+    "LOCK_BATCH_SQL",
+    "PRESENCE_REVOKE",
+    "SEND_BATCH_SQL",
+    "TOMBSTONE_NAME",
+    "TOMBSTONE_SHA256",
+    "BatchConflict",
+    "Duplicate",
+    "DuplicateSend",
+    "FanOut",
+    "Prepared",
+    "Refusals",
+    "RetentionCounts",
+    "SendRequest",
+    "SendResult",
+    "allocate",
+    "announce_on_commit",
+    "attach_uploads",
+    "attachment_make_thumbnail",
+    "attachment_process_media",
+    "attachment_upload",
+    "attachments_delete_for_messages",
+    "attachments_purge_orphans",
+    "attachments_requeue_processing",
+    "batch_outcome",
+    "block_user",
+    "call_log_message_create",
+    "check_can_contact",
+    "check_can_send",
+    "check_not_blocked",
+    "contact_rules",
+    "conversation_open_direct",
+    "conversation_set_legal_hold",
+    "device_keys_event_record",
+    "e2ee_for_new_conversation",
+    "e2ee_mismatch",
+    "erase_user_messages",
+    "erase_user_presence",
+    "existing_send",
+    "export_user_messages",
+    "export_user_uploads",
+    "fan_out",
+    "fan_out_all",
+    "fan_out_encrypted",
+    "fan_out_on_commit",
+    "is_blocked",
+    "known_kinds",
+    "lock",
+    "may_fetch_keys",
+    "membership_join",
+    "message_committed",
+    "message_delete",
+    "message_edit",
+    "message_send",
+    "message_send_encrypted",
+    "message_send_many",
+    "message_updated",
+    "original_send",
+    "patient_doctor",
+    "plain_text",
+    "presence_end_lost_contacts",
+    "presence_revoke_on_commit",
+    "receipt_mark",
+    "record_update",
+    "record_updates",
+    "remember_kinds",
+    "retention_due",
+    "retention_purge",
+    "send",
+    "send_batch_params",
+    "send_in_transaction",
+    "send_reaches",
+    "storage_delete",
+    "system_message_create",
+    "typing_notify",
+    "unblock_user",
+    "verified_doctor",
+    "write_message_orm",
+    "write_message_sql",
+]

@@ -1,0 +1,443 @@
+"""The send model (``SendRequest``, built by every way in: the socket, commands, admin, tests; the
+encrypted path included) and the send of one message: idempotent on client_id, announced after
+commit. Many sockets' plaintext sends go through ``send_batch`` (group commit); both ask the
+same registered rules (``messaging.send_rules``)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from accounts.models import User
+from core.errors import ApplicationError, NotFound, PermissionDenied
+from messaging import reach, selectors
+from messaging import validators as v
+from messaging.models import Conversation, Event, Membership, Message, MessageCiphertext
+
+from .attachments import attach_uploads
+from .contacts import is_blocked
+from .counters import allocate
+from .events import announce_on_commit, fan_out_encrypted, fan_out_on_commit
+
+logger = logging.getLogger("healthchat.messaging")
+
+
+# --- Messages -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message to send, as every way in builds it (``message.send`` from a socket, commands,
+    the admin, tests), plaintext or end-to-end encrypted (``ciphertexts``: one per device, from
+    ``sender_device_id``). ``client_id`` makes it idempotent; ``origin_channel`` is the sending
+    socket (left out of the live fan-out: its ack carries the message)."""
+
+    sender: User
+    conversation_id: int
+    client_id: str | uuid.UUID
+    body: str | None = None
+    reply_to: int | None = None
+    attachment_ids: list[int] | None = None
+    origin_channel: str | None = None
+    ciphertexts: dict[str, str] | None = None
+    sender_device_id: int | None = None
+
+
+class SendResult:
+    """A send's outcome: the message as clients see it (``data``), whether this call created
+    it, and the ``Message`` (built from ``data`` on first use when the batch path wrote it)."""
+
+    __slots__ = ("_message", "created", "data")
+
+    def __init__(self, message: Message | None, created: bool, data: dict[str, Any]) -> None:
+        self._message = message
+        self.created = created
+        self.data = data
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            d = self.data
+            self._message = Message(
+                id=d["id"],
+                conversation_id=d["conversation_id"],
+                seq=d["seq"],
+                sender_id=d["sender_id"],
+                client_id=uuid.UUID(d["client_id"]),
+                kind=d["kind"],
+                body=d["body"],
+                reply_to_id=d["reply_to"],
+                created_at=datetime.fromisoformat(d["created_at"]),
+            )
+        return self._message
+
+
+def existing_send(sender: User, client_id: uuid.UUID, conversation_id: int) -> Message | None:
+    message = Message.objects.filter(sender=sender, client_id=client_id).first()
+    if message is not None and message.conversation_id != conversation_id:
+        raise ApplicationError(
+            "client_id_reused", "This client_id was already used for another conversation.", status=409
+        )
+    return message
+
+
+def check_can_send(*, sender: User, conversation_id: int) -> Membership:
+    membership = selectors.membership_get(user=sender, conversation_id=conversation_id)
+    conversation = membership.conversation
+    if conversation.kind == Conversation.Kind.DIRECT:
+        peer_ids = [
+            uid for uid in map(int, (conversation.direct_key or "0:0").split(":")) if uid != sender.pk
+        ]
+        if peer_ids and is_blocked(sender.pk, peer_ids[0]):
+            raise PermissionDenied("This conversation is blocked.", code="blocked")
+    return membership
+
+
+class DuplicateSend(Exception):
+    """The client_id was already used: roll back and return the original."""
+
+
+_SEND_SQL = """
+WITH me AS (
+    SELECT 1 FROM messaging_membership
+    WHERE conversation_id = %(c)s AND user_id = %(u)s AND left_at IS NULL
+), blocked AS (
+    SELECT 1 FROM messaging_block b
+    JOIN messaging_membership o ON o.conversation_id = %(c)s AND o.user_id <> %(u)s AND o.left_at IS NULL
+    WHERE %(direct)s AND ((b.blocker_id = o.user_id AND b.blocked_id = %(u)s)
+                       OR (b.blocker_id = %(u)s AND b.blocked_id = o.user_id))
+), reply_ok AS (
+    SELECT %(reply)s::bigint IS NULL
+        OR EXISTS (SELECT 1 FROM messaging_message WHERE id = %(reply)s AND conversation_id = %(c)s) AS ok
+), msg AS (
+    INSERT INTO messaging_message
+        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
+    SELECT %(c)s, %(seq)s, %(u)s, %(cid)s, 'text', %(body)s, NULL, %(reply)s, %(now)s
+    WHERE EXISTS (SELECT 1 FROM me) AND NOT EXISTS (SELECT 1 FROM blocked) AND (SELECT ok FROM reply_ok)
+    ON CONFLICT (sender_id, client_id) DO NOTHING
+    RETURNING id
+), ev AS (
+    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
+    SELECT %(c)s, %(num)s, 'message.new', id, NULL, %(now)s FROM msg
+), mine AS (
+    UPDATE messaging_membership
+    SET read_seq = GREATEST(read_seq, %(seq)s), delivered_seq = GREATEST(delivered_seq, %(seq)s)
+    WHERE conversation_id = %(c)s AND user_id = %(u)s AND EXISTS (SELECT 1 FROM msg)
+)
+SELECT (SELECT id FROM msg), EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM blocked),
+       (SELECT ok FROM reply_ok),
+       ARRAY(SELECT user_id FROM messaging_membership WHERE conversation_id = %(c)s AND left_at IS NULL)
+"""
+
+
+def e2ee_mismatch(e2ee: bool, encrypted: bool) -> ApplicationError | None:
+    if e2ee and not encrypted:
+        return ApplicationError(
+            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
+        )
+    if encrypted and not e2ee:
+        return ApplicationError(
+            "e2ee_not_enabled", "This conversation is not end-to-end encrypted: send a body, not ciphertexts."
+        )
+    return None
+
+
+def write_message_sql(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    encrypted: bool = False,
+) -> tuple[Message, int, list[int]]:
+    """PostgreSQL: the whole send in two statements after BEGIN (lock + allocate; then check,
+    insert message and event, advance the sender's cursors, read the recipients)."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
+            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee",
+            [now, conversation_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFound("No such conversation.", code="conversation_not_found")
+        seq, number, kind, e2ee = int(row[0]), int(row[1]), row[2], bool(row[3])
+        cursor.execute(
+            _SEND_SQL,
+            {
+                "c": conversation_id,
+                "u": sender.pk,
+                "seq": seq,
+                "num": number,
+                "cid": cid,
+                "body": text,
+                "reply": reply_to,
+                "now": now,
+                "direct": kind == Conversation.Kind.DIRECT,
+            },
+        )
+        message_id, is_member, blocked, reply_ok, recipients = cursor.fetchone()
+    if not is_member:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    if e2ee != encrypted:
+        mismatch = e2ee_mismatch(e2ee, encrypted)
+        assert mismatch is not None
+        raise mismatch
+    if blocked:
+        raise PermissionDenied("This conversation is blocked.", code="blocked")
+    if not reply_ok:
+        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    if message_id is None:
+        raise DuplicateSend
+    reach.check(sender=sender, conversation_id=conversation_id)
+    message = Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=sender,
+        client_id=cid,
+        kind=Message.Kind.TEXT,
+        body=text,
+        reply_to_id=reply_to,
+        created_at=now,
+    )
+    return message, number, list(recipients)
+
+
+def write_message_orm(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    encrypted: bool = False,
+) -> tuple[Message, int, list[int]]:
+    """Other databases (the embedded SQLite run): the same steps through the ORM."""
+    membership = check_can_send(sender=sender, conversation_id=conversation_id)
+    mismatch = e2ee_mismatch(membership.conversation.e2ee, encrypted)
+    if mismatch is not None:
+        raise mismatch
+    if (
+        reply_to is not None
+        and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
+    ):
+        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+    if Message.objects.filter(sender=sender, client_id=cid).exists():
+        raise DuplicateSend
+    seq, number = allocate(conversation_id, message=True)
+    reach.check(sender=sender, conversation_id=conversation_id)
+    recipients = selectors.active_member_ids(conversation_id=conversation_id)
+    if sender.pk not in recipients:  # removed between the check and the lock
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    message = Message.objects.create(
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=sender,
+        client_id=cid,
+        body=text,
+        reply_to_id=reply_to,
+    )
+    Event.objects.create(
+        conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
+    )
+    Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+        read_seq=Greatest("read_seq", seq), delivered_seq=Greatest("delivered_seq", seq)
+    )
+    return message, number, recipients
+
+
+def message_send(
+    *,
+    sender: User,
+    conversation_id: int,
+    client_id: str | uuid.UUID,
+    body: str | None,
+    reply_to: int | None = None,
+    attachment_ids: list[int] | None = None,
+    origin_channel: str | None = None,
+    ciphertexts: dict[str, str] | None = None,
+    sender_device_id: int | None = None,
+) -> SendResult:
+    """``send`` with the request's fields as keyword arguments."""
+    return send(
+        SendRequest(
+            sender=sender,
+            conversation_id=conversation_id,
+            client_id=client_id,
+            body=body,
+            reply_to=reply_to,
+            attachment_ids=attachment_ids,
+            origin_channel=origin_channel,
+            ciphertexts=ciphertexts,
+            sender_device_id=sender_device_id,
+        )
+    )
+
+
+def send(request: SendRequest) -> SendResult:
+    """Send one message. Idempotent on ``client_id``; returns only once committed.
+
+    The conversation row lock orders sends (gapless ``seq``) and membership changes, so a
+    member removed before this commit never receives it. End-to-end encrypted conversations
+    take ``ciphertexts`` instead of ``body`` (``message_send_encrypted``).
+    """
+    cid = v.validate_client_id(request.client_id)
+    ids = v.validate_attachment_ids(request.attachment_ids)
+    if request.ciphertexts is not None:
+        return message_send_encrypted(
+            sender=request.sender,
+            conversation_id=request.conversation_id,
+            cid=cid,
+            body=request.body,
+            ciphertexts=request.ciphertexts,
+            sender_device_id=request.sender_device_id,
+            reply_to=request.reply_to,
+            attachment_ids=ids,
+            origin_channel=request.origin_channel,
+        )
+    text = plain_text(request.body, ids)
+    try:
+        with transaction.atomic():
+            return send_in_transaction(
+                sender=request.sender,
+                conversation_id=request.conversation_id,
+                cid=cid,
+                text=text,
+                reply_to=request.reply_to,
+                attachment_ids=ids,
+                origin_channel=request.origin_channel,
+            )
+    except (IntegrityError, DuplicateSend):
+        return original_send(request.sender, cid, request.conversation_id)
+
+
+def plain_text(body: str | None, attachment_ids: list[int]) -> str:
+    return v.validate_body(body or "") if (body and body.strip()) or not attachment_ids else ""
+
+
+def original_send(sender: User, cid: uuid.UUID, conversation_id: int) -> SendResult:
+    """Sent before (a lost ack), or a concurrent send of the same client_id won."""
+    existing = existing_send(sender, cid, conversation_id)
+    if existing is None:
+        raise ApplicationError("conflict", "The message could not be stored; send it again.", status=409)
+    return SendResult(existing, False, selectors.message_data(existing))
+
+
+def send_in_transaction(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    text: str,
+    reply_to: int | None,
+    attachment_ids: list[int],
+    origin_channel: str | None,
+    announce: bool = True,
+) -> SendResult:
+    """The writes of a plaintext send, inside the caller's transaction; events on commit."""
+    write = write_message_sql if connection.vendor == "postgresql" else write_message_orm
+    message, number, recipients = write(
+        sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
+    )
+    attachments = (
+        attach_uploads(sender=sender, message=message, attachment_ids=attachment_ids)
+        if attachment_ids
+        else []
+    )
+    data = selectors.message_data(message, attachments)
+    frame = {"type": "message.new", "data": {"message": data}, "event": number}
+    fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
+    if announce:
+        announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+    return SendResult(message, True, data)
+
+
+def _devices_mismatch(owners: dict[int, int], missing: set[int], extra: set[int]) -> ApplicationError:
+    current: dict[int, list[int]] = {}
+    for device_id, user_id in sorted(owners.items()):
+        current.setdefault(user_id, []).append(device_id)
+    return ApplicationError(
+        "devices_mismatch",
+        "ciphertexts must have one entry for every device of every member except the sending "
+        "device: fetch the missing devices' keys (GET /api/v1/keys/{user_id}) and send again.",
+        status=409,
+        extra={
+            "missing_devices": sorted(missing),
+            "extra_devices": sorted(extra),
+            "devices": [{"user_id": uid, "device_ids": dids} for uid, dids in sorted(current.items())],
+        },
+    )
+
+
+def message_send_encrypted(
+    *,
+    sender: User,
+    conversation_id: int,
+    cid: uuid.UUID,
+    body: str | None,
+    ciphertexts: dict[str, str],
+    sender_device_id: int | None,
+    reply_to: int | None = None,
+    attachment_ids: list[int] | None = None,
+    origin_channel: str | None = None,
+) -> SendResult:
+    """Send to an end-to-end encrypted conversation: one Signal-protocol ciphertext for every
+    device (with published keys) of every active member, except the sending device (the
+    sender's other devices included). A missing or unknown device refuses the send with the
+    current device list (``devices_mismatch``), as Signal's server does. Each device is later
+    handed only its own ciphertext; the server stores no text (``body`` stays empty).
+    """
+    if body:
+        raise ApplicationError("invalid_ciphertext", "Send ciphertexts without a body.")
+    if sender_device_id is None:
+        raise ApplicationError(
+            "device_required", "Name this device (X-Device-Id or the auth frame) to send encrypted messages."
+        )
+    parsed = v.validate_ciphertexts(ciphertexts)
+    ids = attachment_ids or []
+    write = write_message_sql if connection.vendor == "postgresql" else write_message_orm
+    try:
+        with transaction.atomic():
+            message, number, recipients = write(
+                sender=sender,
+                conversation_id=conversation_id,
+                cid=cid,
+                text="",
+                reply_to=reply_to,
+                encrypted=True,
+            )
+            owners = selectors.e2ee_device_owners(user_ids=recipients)
+            expected = set(owners) - {sender_device_id}
+            if set(parsed) != expected:
+                raise _devices_mismatch(owners, expected - set(parsed), set(parsed) - expected)
+            MessageCiphertext.objects.bulk_create(
+                [MessageCiphertext(message=message, device_id=d, ciphertext=raw) for d, raw in parsed.items()]
+            )
+            attachments = (
+                attach_uploads(sender=sender, message=message, attachment_ids=ids, encrypted=True)
+                if ids
+                else []
+            )
+            data = selectors.message_data(message, attachments, encrypted=True)
+            frame = {"type": "message.new", "data": {"message": data}, "event": number}
+            per_user: dict[int, dict[str, str]] = {uid: {} for uid in recipients}
+            for device_id, raw in parsed.items():
+                per_user.setdefault(owners[device_id], {})[str(device_id)] = selectors.b64(raw)
+            transaction.on_commit(
+                lambda: fan_out_encrypted(per_user=per_user, frame=frame, exclude_channel=origin_channel)
+            )
+            announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+    except (IntegrityError, DuplicateSend):
+        existing = existing_send(sender, cid, conversation_id)
+        if existing is None:
+            raise
+        return SendResult(existing, False, selectors.message_data(existing, encrypted=True))
+    return SendResult(message, True, data)

@@ -1,0 +1,583 @@
+"""Group commit: the plaintext sends (``SendRequest``) of many sockets in one transaction.
+
+Two executors of the same statements: the worker thread's writer here (Django's connection,
+``message_send_many``) and the event loop's (``messaging.loop_writer``, its own pipelined
+connection). The statements: ``LOCK_BATCH_SQL`` (the conversations, in id order),
+``SEND_BATCH_SQL`` (every check, the numbering and the writes of the whole batch), the
+registered rules' and hooks' statements (``messaging.send_rules``), and the answer of the send
+statement read by one function, ``batch_outcome`` (results, fan-outs, what was written)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from core.errors import ApplicationError, NotFound, PermissionDenied
+from messaging import frames, reach
+from messaging import validators as v
+from messaging.reach import Reach
+from messaging.send_rules import Written, WrittenHook, registry
+
+from .events import announce_on_commit, fan_out
+from .send import (
+    DuplicateSend,
+    SendRequest,
+    SendResult,
+    e2ee_mismatch,
+    original_send,
+    plain_text,
+    send_in_transaction,
+)
+
+logger = logging.getLogger("healthchat.messaging")
+
+
+GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
+
+LOCK_BATCH_SQL = """
+SELECT id, kind, direct_key FROM messaging_conversation
+WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+# The kinds of conversations (they never change), without a lock: the loop writer learns a
+# conversation's kind before its first batch, so that batch's rules share the first round trip.
+KINDS_SQL = "SELECT id, kind, direct_key FROM messaging_conversation WHERE id = ANY(%(ids)s::bigint[])"
+
+# One statement for a whole batch of plaintext sends whose conversations are already locked
+# (so this statement's snapshot sees every send committed before the locks were granted): check
+# membership, blocks, reply_to, e2ee and earlier use of the client_id per send; number the
+# accepted ones per conversation in arrival order (gapless); insert messages and events; advance
+# the senders' own cursors; return each send's outcome and each conversation's recipients.
+SEND_BATCH_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
+                         %(body)s::text[], %(reply)s::bigint[]) AS t(ord, conv, sender, cid, body, reply)
+), checked AS (
+    SELECT i.*, c.e2ee, (m.id IS NOT NULL AND m.left_at IS NULL) AS member,
+        c.kind = 'direct' AND EXISTS (
+            SELECT 1 FROM messaging_membership o
+            JOIN messaging_block b ON (b.blocker_id = o.user_id AND b.blocked_id = i.sender)
+                                   OR (b.blocker_id = i.sender AND b.blocked_id = o.user_id)
+            WHERE o.conversation_id = i.conv AND o.user_id <> i.sender AND o.left_at IS NULL) AS blocked,
+        (i.reply IS NULL OR EXISTS (SELECT 1 FROM messaging_message r
+                                    WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
+        (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
+    FROM input i JOIN messaging_conversation c ON c.id = i.conv
+    -- the sender's membership joined on the unique (conversation, user) pair: at most one row
+    -- per send, probed by index (an EXISTS here was planned as a hash of every active
+    -- membership when the statistics were stale: work growing with the table, per batch)
+    LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
+), ok AS (
+    SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
+    FROM checked WHERE member AND NOT e2ee AND NOT blocked AND reply_ok AND dup_id IS NULL
+), counts AS (
+    SELECT conv, count(*) AS n FROM ok GROUP BY conv
+), bumped AS (
+    UPDATE messaging_conversation c
+    SET last_seq = c.last_seq + counts.n, last_event = c.last_event + counts.n, last_message_at = %(now)s
+    FROM counts WHERE c.id = counts.conv
+    RETURNING c.id, c.last_seq - counts.n AS seq0, c.last_event - counts.n AS event0
+), numbered AS (
+    SELECT ok.*, b.seq0 + ok.k AS seq, b.event0 + ok.k AS number FROM ok JOIN bumped b ON b.id = ok.conv
+), msg AS (
+    INSERT INTO messaging_message
+        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
+    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s FROM numbered
+    ON CONFLICT (sender_id, client_id) DO NOTHING
+    RETURNING id, conversation_id, seq
+), ev AS (
+    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
+    SELECT n.conv, n.number, 'message.new', m.id, NULL, %(now)s
+    FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
+), mine AS (
+    UPDATE messaging_membership mm
+    SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)
+    FROM (SELECT conv, sender, max(seq) AS seq FROM numbered GROUP BY conv, sender) x
+    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender
+), rcpt AS (
+    SELECT conversation_id AS conv, array_agg(user_id) AS users FROM messaging_membership
+    WHERE conversation_id IN (SELECT conv FROM counts) AND left_at IS NULL GROUP BY conversation_id
+)
+SELECT c.ord, m.id, n.seq, n.number, c.member, c.e2ee, c.blocked, c.reply_ok, c.dup_id,
+       CASE WHEN n.k = 1 THEN r.users END
+FROM checked c
+LEFT JOIN numbered n ON n.ord = c.ord
+LEFT JOIN msg m ON m.conversation_id = n.conv AND m.seq = n.seq
+LEFT JOIN rcpt r ON r.conv = c.conv
+"""
+
+
+class BatchConflict(Exception):
+    """The batch's transaction is undone and redone send by send: a concurrent send took a
+    client_id between the check and the insert (the seqs already numbered would leave a gap),
+    or a batch hook failed (the slow path runs hooks in savepoints, so a failing hook never
+    undoes the messages)."""
+
+
+class Prepared(NamedTuple):
+    """A send of the batch, validated: its slot (index) in the batch, the request, its client_id, its
+    attachments and its text."""
+
+    slot: int
+    request: SendRequest
+    cid: uuid.UUID
+    attachment_ids: list[int]
+    text: str
+
+
+# An earlier use of a client_id, answered after the batch with the original: (index, request, cid).
+Duplicate = tuple[int, SendRequest, uuid.UUID]
+
+
+Refusals = Callable[[], dict[int, Exception]]
+
+
+def _drop_refused(
+    entries: list[Prepared], results: list[SendResult | Exception | None], refusals: Refusals | None
+) -> list[Prepared]:
+    """Entries the caller's limit (``refusals``: ``{index in the batch: error}``) lets through;
+    the others get their error."""
+    refused = refusals() if refusals is not None else {}
+    if not refused:
+        return entries
+    kept: list[Prepared] = []
+    for entry in entries:
+        error = refused.get(entry.slot)
+        if error is None:
+            kept.append(entry)
+        else:
+            results[entry.slot] = error
+    return kept
+
+
+def message_send_many(
+    *, requests: Sequence[SendRequest], refusals: Refusals | None = None
+) -> list[SendResult | Exception]:
+    """Group commit: plaintext sends of many sockets in ONE transaction (one COMMIT, one thread
+    hop), each refused send without undoing the others.
+
+    Each request is a plaintext send (``SendRequest``). On PostgreSQL the whole batch is a few
+    statements (lock the conversations in ascending id order, so batches cannot deadlock; one
+    statement that checks, numbers and writes every send; the batch hooks); sends with
+    attachments, and other databases, take one savepoint per send. A socket's own sends keep
+    their order. A result is the ``SendResult`` or the exception that refused that send.
+    Nothing is acked before the commit. ``refusals`` (the send limit) is asked once the
+    transaction has begun and locked, before anything is written: sends it refuses are not
+    stored.
+    """
+    results: list[SendResult | Exception | None] = [None] * len(requests)
+    prepared: list[Prepared] = []
+    for index, item in enumerate(requests):
+        try:
+            cid = v.validate_client_id(item.client_id)
+            ids = v.validate_attachment_ids(item.attachment_ids)
+            prepared.append(Prepared(index, item, cid, ids, plain_text(item.body, ids)))
+        except ApplicationError as exc:
+            results[index] = exc
+    duplicates: list[Duplicate] = []
+    if prepared:
+        batched = connection.vendor == "postgresql"
+        if batched:
+            try:
+                try:
+                    _write_batch(prepared, results, duplicates, refusals)
+                except OperationalError:
+                    if connection.in_atomic_block or not _retry_on_fresh_connection(
+                        prepared, results, duplicates
+                    ):
+                        raise
+                    _write_batch(prepared, results, duplicates, refusals)
+            except BatchConflict:
+                for index, *_ in prepared:
+                    results[index] = None
+                duplicates.clear()
+                batched = False
+        if not batched:
+            _write_one_by_one(_drop_refused(prepared, results, refusals), results, duplicates)
+    for index, item, cid in duplicates:
+        try:
+            results[index] = original_send(item.sender, cid, item.conversation_id)
+        except ApplicationError as exc:
+            results[index] = exc
+    return [
+        r if r is not None else ApplicationError("internal_error", "Not processed.", status=500)
+        for r in results
+    ]
+
+
+def _retry_on_fresh_connection(
+    prepared: list[Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+) -> bool:
+    """After the batch's connection failed (closed by the server: a restart, a failover, an
+    idle connection terminated while pooled), whether to run the batch once more on a new one:
+    nothing of it can have been committed unless the failure hit the COMMIT itself, and even
+    then its sends come back as the originals (client_id). Sends refused before the failure
+    keep their refusal."""
+    if connection.is_usable():
+        return False  # not a dead connection: an error the retry would meet again
+    connection.close()
+    for index, *_ in prepared:
+        results[index] = None
+    duplicates.clear()
+    logger.warning("batch's database connection was closed; retrying the batch on a new one")
+    return True
+
+
+def _run_batch_hooks(written: list[Written], hooks: Sequence[WrittenHook], *, guarded: bool = True) -> None:
+    """Run the registered written hooks in the batch's transaction (``registry.run_hook``: the
+    statement the loop writer runs too): ``guarded``, each in a savepoint (a failing hook is
+    logged and never undoes the messages); unguarded (the fast path, two statements fewer per
+    batch), a failure raises ``BatchConflict`` to redo the batch guarded."""
+    for hook in hooks:
+        if not guarded:
+            try:
+                registry.run_hook(hook, written)
+            except Exception as exc:
+                logger.exception("batch hook failed: %s", hook.name)
+                raise BatchConflict from exc
+            continue
+        try:
+            with transaction.atomic():
+                registry.run_hook(hook, written)
+        except Exception:  # a hook never undoes the messages
+            logger.exception("batch hook failed: %s", hook.name)
+
+
+@contextmanager
+def _batch_transaction() -> Iterator[None]:
+    """``transaction.atomic()`` for a batch of savepoints that raises instead of rolling back
+    silently. A savepoint that cannot be rolled back (the connection died inside it) marks the
+    whole transaction for rollback, and Django then ends the block with a ROLLBACK and no
+    exception: the sends already written in it would be acked without being stored."""
+    with transaction.atomic():
+        yield
+        if transaction.get_rollback():
+            raise DatabaseError("the batch's transaction was lost (connection closed)")
+
+
+def _write_one_by_one(
+    prepared: list[Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+) -> None:
+    """The batch in one transaction, one savepoint per send."""
+    hooks = registry.hooks
+    written: list[Written] = []
+    with _batch_transaction():
+        for index, item, cid, ids, text in sorted(prepared, key=lambda p: p.request.conversation_id):
+            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=not hooks)
+        if written:
+            _run_batch_hooks(written, hooks)
+
+
+def _write_in_savepoint(
+    index: int,
+    item: SendRequest,
+    cid: uuid.UUID,
+    ids: list[int],
+    text: str,
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+    written: list[Written],
+    *,
+    announce: bool,
+) -> None:
+    try:
+        with transaction.atomic():
+            result = send_in_transaction(
+                sender=item.sender,
+                conversation_id=item.conversation_id,
+                cid=cid,
+                text=text,
+                reply_to=item.reply_to,
+                attachment_ids=ids,
+                origin_channel=item.origin_channel,
+                announce=announce,
+            )
+            written.append((result.message.pk, item.conversation_id, item.sender.pk))
+            results[index] = result
+    except (IntegrityError, DuplicateSend):
+        duplicates.append((index, item, cid))
+    except Exception as exc:  # this send is refused; the savepoint undid it
+        results[index] = exc
+
+
+@contextmanager
+def _pipeline() -> Iterator[None]:
+    """psycopg's pipeline mode for the statements in the block (sent without waiting for each
+    reply; one round trip until a result is fetched)."""
+    # The health check (CONN_HEALTH_CHECKS: a SELECT 1 on a reused connection) before the
+    # pipeline: inside it, the check's query would still be pending when Django sets autocommit.
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw is None or not hasattr(raw, "pipeline"):
+        yield
+        return
+    # An error can surface when the pipeline syncs, outside Django's cursor wrappers: wrapped
+    # here too, so it becomes Django's exception and a broken connection is marked (closed at
+    # the end of the thread hop instead of failing the next batch as well).
+    with connection.wrap_database_errors, raw.pipeline():
+        yield
+
+
+# The kind and direct_key of conversations this process has locked before (they never change):
+# with them known, a batch's locks, send statement and reach rules share one round trip.
+_KINDS_MAX = 100_000
+known_kinds: dict[int, tuple[str, str | None]] = {}
+
+
+def remember_kinds(asked: set[int], locked: dict[int, tuple[str, str | None]]) -> None:
+    """What the locks answered: the kinds of the conversations found; the others are gone."""
+    for conversation_id in asked - set(locked):
+        known_kinds.pop(conversation_id, None)
+    if len(known_kinds) + len(locked) > _KINDS_MAX:
+        known_kinds.clear()
+    known_kinds.update(locked)
+
+
+def _write_batch(
+    prepared: list[Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+    refusals: Refusals | None = None,
+) -> None:
+    """PostgreSQL group commit: lock, limit, rules, one statement for the plain sends, hooks,
+    commit, pipelined (psycopg's pipeline mode spans the commit, so the hooks' statements and
+    the COMMIT share one round trip): two round trips for a batch whose conversations this
+    process has seen before, else three or four."""
+    hooks = registry.hooks
+    written: list[Written] = []
+    first_use: set[tuple[int, uuid.UUID]] = set()
+    fresh: list[Prepared] = []
+    for entry in prepared:
+        key = (entry.request.sender.pk, entry.cid)
+        if key in first_use:  # the same send twice in one batch: the later one returns the first
+            duplicates.append((entry.slot, entry.request, entry.cid))
+        else:
+            first_use.add(key)
+            fresh.append(entry)
+    known = not any(e.attachment_ids for e in fresh) and all(
+        e.request.conversation_id in known_kinds for e in fresh
+    )
+    with _pipeline(), _batch_transaction():
+        if known:
+            written += _write_known_batch(fresh, results, duplicates, refusals, announce=not hooks)
+        else:
+            written += _write_locked_batch(fresh, results, duplicates, refusals, announce=not hooks)
+        if written:
+            _run_batch_hooks(written, hooks, guarded=False)
+
+
+def _begin_and_lock(cursor: Any, fresh: list[Prepared]) -> None:
+    # The batch's statements are prepared after a few uses (DATABASE_PREPARE_THRESHOLD); a
+    # generic plan spares planning them again for every batch (the default would re-plan the
+    # send statement each time, its array parameters making the generic plan look dearer).
+    cursor.execute(GENERIC_PLANS_SQL)
+    cursor.execute(LOCK_BATCH_SQL, {"ids": sorted({e.request.conversation_id for e in fresh})})
+
+
+def _write_known_batch(
+    fresh: list[Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+    refusals: Refusals | None,
+    *,
+    announce: bool,
+) -> list[Written]:
+    """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
+    (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
+    refuses was written already: the batch is undone and redone send by send (rules refuse
+    rarely: a patient writing after the consultation closed)."""
+    with connection.cursor() as lock_cursor, connection.cursor() as send_cursor:
+        _begin_and_lock(lock_cursor, fresh)
+        plain = _drop_refused(fresh, results, refusals)
+        if not plain:
+            lock_cursor.fetchall()
+            return []
+        now = _execute_plain_batch(send_cursor, plain)
+        ruled = reach.refusals(send_reaches(plain))  # its query's answer ends the round trip
+        locked = {int(row[0]): (row[1], row[2]) for row in lock_cursor.fetchall()}
+        rows = sorted(send_cursor.fetchall())
+    remember_kinds({e.request.conversation_id for e in fresh}, locked)
+    if ruled:
+        raise BatchConflict
+    return _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+
+
+def _write_locked_batch(
+    fresh: list[Prepared],
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+    refusals: Refusals | None,
+    *,
+    announce: bool,
+) -> list[Written]:
+    """BEGIN and the locks first (their answer names each conversation's kind), then the rules,
+    the send statement, and the sends with attachments one by one."""
+    written: list[Written] = []
+    with connection.cursor() as cursor:
+        _begin_and_lock(cursor, fresh)
+        locked = {int(row[0]): (row[1], row[2]) for row in cursor.fetchall()}
+    remember_kinds({e.request.conversation_id for e in fresh}, locked)
+    fresh = _drop_refused(fresh, results, refusals)
+    one_by_one = {e.request.conversation_id for e in fresh if e.attachment_ids}  # sends with attachments
+    plain: list[Prepared] = []
+    slow: list[Prepared] = []
+    for entry in fresh:
+        conversation_id = entry.request.conversation_id
+        if conversation_id not in locked:
+            results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
+        elif conversation_id in one_by_one:
+            slow.append(entry)
+        else:
+            plain.append(entry)
+    plain = _apply_reach_rules(plain, results)
+    if plain:
+        with connection.cursor() as cursor:
+            now = _execute_plain_batch(cursor, plain)
+            rows = sorted(cursor.fetchall())
+        written += _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+    for index, item, cid, ids, text in slow:
+        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=announce)
+    return written
+
+
+def send_reaches(plain: list[Prepared]) -> list[Reach]:
+    """What each send of ``plain`` reaches (the other members of its conversation), by position."""
+    return [Reach(entry.request.sender, entry.request.conversation_id) for entry in plain]
+
+
+def _apply_reach_rules(plain: list[Prepared], results: list[SendResult | Exception | None]) -> list[Prepared]:
+    """Ask the reach rules once for every send of the batch; refused sends get the rule's error
+    and are left out."""
+    refused = reach.refusals(send_reaches(plain))
+    if not refused:
+        return plain
+    for position, error in refused.items():
+        results[plain[position].slot] = error
+    return [entry for position, entry in enumerate(plain) if position not in refused]
+
+
+def _execute_plain_batch(cursor: Any, plain: list[Prepared]) -> datetime:
+    """Send the batch's one statement (its answer is fetched by the caller); returns its time."""
+    now = timezone.now()
+    cursor.execute(SEND_BATCH_SQL, send_batch_params(plain, now))
+    return now
+
+
+def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
+    """The parameters of the batch's send statement (``SEND_BATCH_SQL``)."""
+    return {
+        "ord": list(range(len(plain))),
+        "conv": [e.request.conversation_id for e in plain],
+        "sender": [e.request.sender.pk for e in plain],
+        "cid": [e.cid for e in plain],
+        "body": [e.text for e in plain],
+        "reply": [e.request.reply_to for e in plain],
+        "now": now,
+    }
+
+
+def _plain_batch_results(
+    plain: list[Prepared],
+    rows: list[Any],
+    now: datetime,
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+    *,
+    announce: bool,
+) -> list[Written]:
+    written, fan_outs, recipients = batch_outcome(plain, rows, now, results, duplicates)
+    if announce:
+        for ord_, _message_id, *_rest in rows:
+            result = results[plain[ord_].slot]
+            if isinstance(result, SendResult):
+                conversation_id = plain[ord_].request.conversation_id
+                announce_on_commit(
+                    result.message, sender_id=result.data["sender_id"], recipients=recipients[conversation_id]
+                )
+    if fan_outs:
+        transaction.on_commit(lambda: fan_out_all(fan_outs))
+    return written
+
+
+FanOut = tuple[list[int], dict[str, Any], str | None]
+
+
+def batch_outcome(
+    plain: list[Prepared],
+    rows: list[Any],
+    now: datetime,
+    results: list[SendResult | Exception | None],
+    duplicates: list[Duplicate],
+) -> tuple[list[Written], list[FanOut], dict[int, list[int]]]:
+    """What the send statement answered, for both batch writers: each send's result (in
+    ``results``), earlier uses of a client_id (``duplicates``), and the messages written, their
+    ``message.new`` fan-outs (to publish after the commit) and each conversation's members.
+    Raises ``BatchConflict`` when a send lost its insert to a concurrent one."""
+    created_at = now.isoformat()
+    answered = {row[0] for row in rows}
+    for ord_, entry in enumerate(plain):
+        if ord_ not in answered:  # its conversation does not exist (any more)
+            results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
+    recipients: dict[int, list[int]] = {}
+    for row in rows:
+        if row[9] is not None:
+            recipients[plain[row[0]].request.conversation_id] = list(row[9])
+    written: list[Written] = []
+    fan_outs: list[FanOut] = []
+    for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
+        index, item, cid, _ids, text = plain[ord_]
+        conversation_id = item.conversation_id
+        sender: User = item.sender
+        if not member:
+            results[index] = NotFound("No such conversation.", code="conversation_not_found")
+        elif e2ee:
+            results[index] = e2ee_mismatch(True, False)
+        elif blocked:
+            results[index] = PermissionDenied("This conversation is blocked.", code="blocked")
+        elif not reply_ok:
+            results[index] = ApplicationError(
+                "invalid_reply_to", "reply_to must be a message of this conversation."
+            )
+        elif dup_id is not None:
+            duplicates.append((index, item, cid))
+        elif message_id is None:
+            raise BatchConflict
+        else:
+            data = frames.message_wire(
+                message_id=message_id,
+                conversation_id=conversation_id,
+                seq=seq,
+                client_id=str(cid),
+                sender_id=sender.pk,
+                kind="text",
+                created_at=created_at,
+                body=text,
+                attachments=[],
+                reply_to=item.reply_to,
+                edited_at=None,
+                deleted=False,
+            )
+            members = recipients[conversation_id]
+            frame = {"type": "message.new", "data": {"message": data}, "event": number}
+            fan_outs.append((members, frame, item.origin_channel))
+            written.append((message_id, conversation_id, sender.pk))
+            results[index] = SendResult(None, True, data)
+    return written, fan_outs, recipients
+
+
+def fan_out_all(fan_outs: list[FanOut]) -> None:
+    for user_ids, frame, exclude_channel in fan_outs:
+        fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel)

@@ -1,0 +1,160 @@
+"""A send rule written once, in this test module, and registered the one way every app registers
+(``messaging.send_rules.registry``): it runs on the event loop's writer, on the worker thread's
+writer and on the single send, with the same outcome for the same input."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
+
+from core.errors import ApplicationError, PermissionDenied
+from messaging import batching, services
+from messaging.models import Message
+from messaging.reach import Reach
+from messaging.send_rules import BatchStatement, ReachRule, registry
+from messaging.tests.factories import pair, send_item, send_together
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The rule: a muted sender's content reaches nobody. What it decides, per writer that asked.
+MUTED: set[int] = set()
+ASKED: list[str] = []
+
+_MUTED_SQL = """
+SELECT t.ord FROM unnest(%(ord)s::int[], %(sender)s::bigint[]) AS t(ord, sender)
+WHERE t.sender = ANY(%(muted)s::bigint[])
+"""
+
+
+def _refused(ords: Sequence[int]) -> dict[int, ApplicationError]:
+    return {int(o): PermissionDenied("This sender is muted.", code="muted_for_test") for o in ords}
+
+
+def _asker() -> str:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return "thread"
+    return "loop"
+
+
+def muted_statement(reaches: Sequence[Reach]) -> BatchStatement | None:
+    def answer(rows: list[tuple[Any, ...]]) -> dict[int, ApplicationError]:
+        ASKED.append(_asker())
+        return _refused([row[0] for row in rows])
+
+    return BatchStatement(
+        _MUTED_SQL,
+        {
+            "ord": list(range(len(reaches))),
+            "sender": [r.sender.pk for r in reaches],
+            "muted": sorted(MUTED),
+        },
+        answer,
+    )
+
+
+def muted_orm(reaches: Sequence[Reach]) -> dict[int, ApplicationError]:
+    ASKED.append("orm")
+    return _refused([i for i, r in enumerate(reaches) if r.sender.pk in MUTED])
+
+
+MUTED_RULE = ReachRule(name="tests.muted", statement=muted_statement, orm=muted_orm)
+
+
+@pytest.fixture(autouse=True)
+def muted_rule(queued_pushes: list[list[int]]) -> Iterator[None]:
+    MUTED.clear()
+    ASKED.clear()
+    with registry.replaced(rules=[*registry.rules, MUTED_RULE]):
+        yield
+
+
+def outcome(results: Sequence[Any]) -> list[Any]:
+    """Each send's outcome, comparable across conversations: its seq, or its error code."""
+    return [r.data["seq"] if isinstance(r, services.SendResult) else r.code for r in results]
+
+
+async def on_the_loop(sends: Any) -> tuple[list[Any], batching.SendBatcher]:
+    batcher = batching.SendBatcher()
+    try:
+        results = await send_together(batcher, sends)
+    finally:
+        await batcher.loop_writer.close()
+    return results, batcher
+
+
+async def test_an_accepting_rule_runs_on_both_writers_with_the_same_outcome() -> None:
+    patient, doctor, first = await sync_to_async(pair)()
+    # A batch written on the event loop (the conversation's kind is learnt first, once).
+    sends = [send_item(patient, first.pk, "a"), send_item(doctor, first.pk, "b")]
+    loop_results, batcher = await on_the_loop(sends)
+    assert (batcher.loop_writer.batches, batcher.loop_writer.handed_over) == (1, 0)
+    assert ASKED == ["loop"]  # the rule's statement ran in the loop writer's round trip
+
+    ASKED.clear()
+    other_patient, other_doctor, second = await sync_to_async(pair)()
+    thread_results = await sync_to_async(services.message_send_many)(
+        requests=[send_item(other_patient, second.pk, "a"), send_item(other_doctor, second.pk, "b")]
+    )
+    assert ASKED == ["thread"]  # the same statement, on Django's connection
+    assert outcome(loop_results) == outcome(thread_results) == [1, 2]
+
+
+async def test_a_refusing_rule_gives_the_same_outcome_on_every_writer() -> None:
+    patient, doctor, first = await sync_to_async(pair)()
+    MUTED.add(patient.pk)
+    sends = [
+        send_item(patient, first.pk, "a"),
+        send_item(doctor, first.pk, "b"),
+        send_item(patient, first.pk, "c"),
+    ]
+    loop_results, batcher = await on_the_loop(sends)
+    # The loop writer asked the rule in its first round trip, saw a refusal, rolled back and
+    # handed the batch to the thread's writer, which asked the same statement again.
+    assert ASKED[:2] == ["loop", "thread"]
+    assert batcher.loop_writer.handed_over == 1
+
+    other_patient, other_doctor, second = await sync_to_async(pair)()
+    MUTED.add(other_patient.pk)
+    ASKED.clear()
+    thread_results = await sync_to_async(services.message_send_many)(
+        requests=[
+            send_item(other_patient, second.pk, "a"),
+            send_item(other_doctor, second.pk, "b"),
+            send_item(other_patient, second.pk, "c"),
+        ]
+    )
+    assert "thread" in ASKED
+    expected = ["muted_for_test", 1, "muted_for_test"]
+    assert outcome(loop_results) == outcome(thread_results) == expected
+
+    # The single send (the encrypted path's and the commands' way in) asks it too.
+    ASKED.clear()
+    with pytest.raises(ApplicationError) as refused:
+        await sync_to_async(services.send)(
+            services.SendRequest(sender=patient, conversation_id=first.pk, client_id=uuid.uuid4(), body="d")
+        )
+    assert refused.value.code == "muted_for_test"
+    assert ASKED == ["thread"]
+    stored = await sync_to_async(
+        lambda: sorted(
+            Message.objects.filter(conversation_id__in=[first.pk, second.pk]).values_list("body", flat=True)
+        )
+    )()
+    assert stored == ["b", "b"]  # nothing refused was stored, on any writer
+
+
+def test_a_rule_without_both_forms_is_refused_at_registration() -> None:
+    with pytest.raises(ImproperlyConfigured):
+        registry.register_rule(muted_orm)  # type: ignore[arg-type]  # a bare function: no statement
+    with pytest.raises(TypeError):
+        ReachRule(name="tests.half", statement=muted_statement)  # type: ignore[call-arg]
+    with pytest.raises(ImproperlyConfigured):  # two different rules under one name
+        registry.register_rule(ReachRule(name="tests.muted", statement=muted_statement, orm=lambda r: {}))
