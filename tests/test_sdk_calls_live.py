@@ -6,7 +6,7 @@ creates one patient/doctor pair with their direct conversation per scenario, and
 hang-up history, reject, cancel, missed, glare, multi-device, resume after a socket drop, and an
 interop call answered here by a Python aiortc peer that signals over our socket.
 
-While Node runs, a thread plays Celery beat: it runs the real ``calls.tasks.calls_sweep`` every
+While Node runs, a process plays Celery beat: it runs the real ``calls.tasks.calls_sweep`` every
 half second (the test settings run Celery eagerly, so the ring timer is the sweep's job), whose
 ``call.missed`` events reach the server's sockets through Redis."""
 
@@ -17,16 +17,15 @@ import json
 import os
 import re
 import shutil
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from django.db import connection
 
-from calls import tasks
 from calls.tests.webrtc import coturn, dominant_frequency
 from messaging.tests.factories import pair
 from tests.aiortc_peer import aiortc_callee
@@ -49,21 +48,28 @@ def turn_server(tmp_path_factory: Any) -> Any:
         yield port
 
 
-class Beat(threading.Thread):
-    """Celery beat's part for calls: ``calls_sweep`` (ring timeouts, lost reconnect timers)."""
+# Celery beat's part for calls, in a process of its own (the server's settings, no connection
+# pool): ``calls_sweep`` every half second, one line printed per run.
+BEAT = """
+import sys, time
+import django
+django.setup()
+from calls import tasks
+while True:
+    tasks.calls_sweep.apply()
+    print("swept", flush=True)
+    time.sleep(0.5)
+"""
 
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.runs = 0
 
-    def run(self) -> None:
-        try:
-            while not self.stop.wait(0.5):
-                tasks.calls_sweep.apply()
-                self.runs += 1
-        finally:
-            connection.close()
+def start_beat(server: Any, log_path: Path) -> tuple[subprocess.Popen[bytes], Any]:
+    """The sweep beside ``server``, on the same database and Redis."""
+    log = log_path.open("wb")
+    env = {**server.env, "DATABASE_POOL_MAX_SIZE": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", BEAT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    return process, log
 
 
 def test_sdk_calls_through_coturn(
@@ -130,20 +136,21 @@ def test_sdk_calls_through_coturn(
         await callee_ws.close()
         return int(process.returncode or 0), out.decode(errors="replace"), result
 
-    beat = Beat()
-    beat.start()
+    beat, beat_log = start_beat(server, tmp_path / "beat.log")
     started = time.perf_counter()
     try:
         with patch("aioice.ice.get_host_addresses", return_value=["127.0.0.1"]):
             code, output, callee_result = asyncio.run(scenario())
     finally:
-        beat.stop.set()
-        beat.join(10)
+        beat.terminate()
+        beat.wait(10)
+        beat_log.close()
     elapsed = time.perf_counter() - started
     assert code == 0, f"node --test failed:\n{output[-10000:]}\nserver log:\n{server.log()}"
     assert re.search(r"\bfail 0\b", output), output[-3000:]
     assert re.search(r"\bpass 8\b", output), output[-3000:]
-    assert beat.runs > 0
+    beat_output = (tmp_path / "beat.log").read_text(errors="replace")
+    assert "swept" in beat_output, beat_output[-3000:]
 
     # The aiortc side of the interop call: it answered through the relay, got the Node peer's
     # tone, echoed its data-channel message and saw the hang-up.
