@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -117,3 +119,43 @@ def runserver_args(port: int) -> list[str]:
     with the test Firebase certificate served like ``uvicorn_args(boot=True)``."""
     boot = str(ROOT / "tests" / "live_boot.py")
     return [sys.executable, boot, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+
+
+@contextmanager
+def celery_worker(
+    extra_env: Mapping[str, str], log_path: Path, name: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (solo pool) on this test worker's database and Redis broker, with
+    ``extra_env`` on top; ready when it logs ``ready.``, stopped (SIGTERM, then SIGKILL) on exit."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        extra_env,
+        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        REDIS_URL=str(settings.REDIS_URL),
+    )
+    args = [sys.executable, "-m", "celery", "-A", "healthchat", "worker", "--pool=solo", "--loglevel=INFO"]
+    args += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
+    args.append(f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "ready." not in log_path.read_text(errors="replace"):
+                assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "the worker never became ready"
+                time.sleep(0.2)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)

@@ -10,11 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +19,12 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings as dj_settings
-from django.db import connection
 
 from accounts.models import User
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from healthchat.celery import app as celery_app
 from messaging.tests import media_corpus
+from tests.live import celery_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -58,49 +55,8 @@ def media_worker(tmp_path: Path) -> Iterator[Path]:
     media_root = tmp_path / "media"
     media_root.mkdir()
     clear_queue()
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        shared_env(media_root),
-        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=str(dj_settings.REDIS_URL),
-    )
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "healthchat",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-heartbeat",
-                "--without-mingle",
-                "--without-gossip",
-                f"--hostname=sdk-features-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text(errors="replace"):
-            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the worker never became ready"
-            time.sleep(0.2)
+    with celery_worker(shared_env(media_root), tmp_path / "worker.log", "sdk-features"):
         yield media_root
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
     clear_queue()
 
 

@@ -10,11 +10,7 @@ The patient uploads a video with its location and author over HTTP; the answer i
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +20,12 @@ import pytest
 import redis
 import requests
 from django.conf import settings as dj_settings
-from django.db import connection
 
 from healthchat.celery import app as celery_app
 from messaging.models import Attachment
 from messaging.tests import media_corpus as mc
 from messaging.tests.factories import pair
+from tests.live import celery_worker
 from tests.wsclient import WsClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,49 +63,8 @@ def server(live_server_factory: Any, media_root: Path) -> Any:
 @pytest.fixture
 def worker(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     _clear_queue()
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        _shared_env(media_root),
-        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=str(dj_settings.REDIS_URL),
-    )
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "healthchat",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-heartbeat",
-                "--without-mingle",
-                "--without-gossip",
-                f"--hostname=media-test-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text(errors="replace"):
-            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the worker never became ready"
-            time.sleep(0.2)
+    with celery_worker(_shared_env(media_root), tmp_path / "worker.log", "media-test") as process:
         yield process
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
     _clear_queue()
 
 
