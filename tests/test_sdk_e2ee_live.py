@@ -12,10 +12,7 @@ database holds the messages only as ciphertext: the marker is in no encoding in 
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import pytest
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from messaging.models import Message, MessageCiphertext
 from tests.e2ee.canary import database_dump, encodings
+from tests.sdk import run_node_suite
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -43,8 +41,6 @@ ENV = {
 def test_sdk_clients_exchange_encrypted_messages_and_the_database_holds_only_ciphertext(
     live_server_factory: Any, make_token: Any
 ) -> None:
-    node = shutil.which("node")
-    assert node, "Node 20+ is needed for the SDK tests (make test installs clients/js)"
     assert (SDK / "node_modules" / "ws").is_dir(), "run `npm ci` in clients/js (make test does)"
     assert LIBSIGNAL.is_dir(), "run `npm ci` at the repository root (@signalapp/libsignal-client)"
     server = live_server_factory(ENV)
@@ -71,19 +67,9 @@ def test_sdk_clients_exchange_encrypted_messages_and_the_database_holds_only_cip
         HC_PATIENT_TABLET=str(tablet.pk),
         HC_DOCTOR_PHONE=str(doctor_phone.pk),
     )
-    result = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "test/e2ee.unit.test.js", "test/e2ee.live.test.js"],
-        cwd=SDK,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"node --test failed:\n{output[-8000:]}\nserver log:\n{server.log()}"
-    assert re.search(r"\bfail 0\b", output), output[-3000:]
-    assert re.search(r"\bpass 8\b", output), output[-3000:]  # 3 offline + 5 live
+    run_node_suite(
+        ["test/e2ee.unit.test.js", "test/e2ee.live.test.js"], env, server, timeout=150, passes=8
+    )  # 3 offline + 5 live
 
     # What the server holds: empty bodies, one ciphertext per recipient device.
     messages = list(Message.objects.filter(conversation__e2ee=True, kind="text").order_by("seq"))
