@@ -48,7 +48,8 @@ def test_promtool_lints_the_exposition():
         [tool("promtool"), "check", "metrics"], input=generate_latest(), capture_output=True, timeout=60
     )
     problems = [line for line in done.stdout.decode().splitlines() + done.stderr.decode().splitlines() if line]
-    assert done.returncode == 0 and problems == [], problems
+    assert done.returncode == 0, problems
+    assert problems == []
 
 
 @pytest.mark.parametrize("profile", [None, "monitoring"])
