@@ -46,7 +46,7 @@ SOCKET_CONNECTS = Counter("healthchat_socket_connects", "WebSocket connections a
 SOCKET_DISCONNECTS = Counter(
     "healthchat_socket_disconnects", "WebSocket disconnections by close code.", ["close_code"]
 )
-FRAMES_IN = Counter("healthchat_frames_in", "Parsed client frames by type.", ["type"])
+FRAMES_IN = Counter("healthchat_frames_in", "Parsed client frames by type (refused ones too).", ["type"])
 FRAMES_OUT = Counter("healthchat_frames_out", "Server frames sent by type.", ["type"])
 ERRORS = Counter("healthchat_errors", "Error replies (socket and REST) by code.", ["code"])
 FRAME_SECONDS = Histogram(
@@ -129,9 +129,14 @@ def socket_closed(code: Any) -> None:
     SOCKET_DISCONNECTS.labels(label).inc()
 
 
-def frame_handled(frame_type: str, started: float) -> None:
-    """A parsed, registered frame (``frame.type`` is one of the server's types) was answered."""
+def frame_in(frame_type: str) -> None:
+    """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
+    text: a frame that does not parse is counted by its error code only)."""
     _child(FRAMES_IN, _frames_in, frame_type).inc()
+
+
+def frame_answered(frame_type: str, started: float) -> None:
+    """A frame's handler answered it (for ``message.send``: the ack was sent)."""
     _child(FRAME_SECONDS, _frame_seconds, frame_type).observe(time.perf_counter() - started)
 
 
@@ -181,6 +186,17 @@ def batch_ran(batcher: object, size: int, started: float) -> None:
     name = type(batcher).__name__
     BATCH_SIZE.labels(name).observe(size)
     BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def writer_ran(writer: str, wrote: bool, size: int, started: float) -> None:
+    """A send batch on one writer (``loop_writer``, ``thread_writer``): its size and database
+    time; a batch the loop writer handed over counts as ``loop_writer_handover``."""
+    name = writer if wrote else f"{writer}_handover"
+    BATCH_SIZE.labels(name).observe(size)
+    BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+WRITERS = ("loop_writer", "loop_writer_handover", "thread_writer", "thread_writer_handover")
 
 
 def push_report(report: Any, results: list[Any]) -> None:

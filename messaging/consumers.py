@@ -363,6 +363,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc.code, exc.message, exc.extra.get("ref"), exc.fields)
             return
         ref = frame.ref
+        metrics.frame_in(frame.type)
         if frame.type == "auth":
             if self.user is not None:
                 await self.send_error("already_authenticated", "This socket is already authenticated.", ref)
@@ -389,7 +390,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if reply is not None:
             await self.send_frame({"type": "ack", "ref": ref, "data": reply})
-        metrics.frame_handled(frame.type, started)
+        metrics.frame_answered(frame.type, started)
 
     async def _flooded(self, text_data: str | None) -> None:
         self.flood_warnings += 1

@@ -48,7 +48,7 @@ def allowed() -> dict[str, Callable[[str], bool]]:
         "code": codes,
         "route": routes,
         "method": METHODS,
-        "batcher": subclasses(Batcher),
+        "batcher": subclasses(Batcher) | set(metrics.WRITERS),
         "result": {"ok", "failed", *metrics.PUSH_RESULTS},
         "task": set(app.tasks),
         "outcome": set(metrics.WEBHOOK_OUTCOMES),

@@ -23,7 +23,9 @@ SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 
 def tool(name: str) -> str:
     path = shutil.which(name)
-    assert path, f"{name} is missing: `make ops-tools` installs it (Debian packages prometheus, docker-compose)"
+    assert path, (
+        f"{name} is missing: `make ops-tools` installs it (Debian packages prometheus, docker-compose)"
+    )
     return path
 
 
@@ -47,7 +49,9 @@ def test_promtool_lints_the_exposition():
     done = subprocess.run(
         [tool("promtool"), "check", "metrics"], input=generate_latest(), capture_output=True, timeout=60
     )
-    problems = [line for line in done.stdout.decode().splitlines() + done.stderr.decode().splitlines() if line]
+    problems = [
+        line for line in done.stdout.decode().splitlines() + done.stderr.decode().splitlines() if line
+    ]
     assert done.returncode == 0, problems
     assert problems == []
 

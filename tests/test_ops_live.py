@@ -164,6 +164,7 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     assert value("healthchat_errors_total") >= 5
     assert value("healthchat_batch_size_count") >= 1
     assert value("healthchat_batch_seconds_count") >= 1
+    assert value("healthchat_batch_seconds_count", batcher="loop_writer") >= 1  # the send's writer
     assert value("healthchat_layer_publishes_total", result="ok") >= 1
     assert value("healthchat_sync_requests_total") >= 1
     assert value("healthchat_http_requests_total", route="api/v1/attachments", status="201") == 1
