@@ -138,7 +138,9 @@ def test_logs_and_metrics_under_traffic(server, make_token):
         assert answer.status_code < 500, (path, answer.status_code, answer.text)
     asyncio.run(drive_sockets(server, patient_token, doctor_token, conversation.pk, doctor.pk))
 
-    # /metrics: a bearer token, then the figures of this traffic.
+    # /metrics: a bearer token, then the figures of this traffic (frame counts are applied
+    # once a second: core.metrics.LoopTally).
+    time.sleep(1.5)
     assert requests.get(f"{server.base_url}/metrics", timeout=10).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert requests.get(f"{server.base_url}/metrics", headers=wrong, timeout=10).status_code == 401
