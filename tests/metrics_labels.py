@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"}
 
@@ -21,6 +25,26 @@ def _routes(patterns: Iterable[Any], prefix: str = "") -> set[str]:
             found |= _routes(entry.url_patterns, here)
         else:
             found.add(here)
+    return found
+
+
+def documented_error_codes() -> set[str]:
+    """Every REST error code docs/openapi.yaml documents (the ``code`` enums of the answers)."""
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            code = (node.get("properties") or {}).get("code")
+            if isinstance(code, dict) and isinstance(code.get("enum"), list):
+                found.update(str(value) for value in code["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
     return found
 
 
@@ -41,7 +65,7 @@ def allowed() -> dict[str, Callable[[str], bool]]:
 
     app.loader.import_default_modules()  # the tasks of every app (autodiscovery is lazy)
     frame_types = set(protocol.CLIENT_FRAMES) | set(protocol.SERVER_FRAMES) | {"ack", "error", "pong"}
-    codes = set(protocol.ERROR_CODES) | {code for code, _ in STATUS_CODES.values()}
+    codes = set(protocol.ERROR_CODES) | {code for code, _ in STATUS_CODES.values()} | documented_error_codes()
     routes = _routes(get_resolver().url_patterns) | {"unmatched"}
     sets: dict[str, set[str]] = {
         "type": frame_types | set(metrics.WEBHOOK_TYPES) | {"other"},

@@ -17,6 +17,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,7 +35,15 @@ from accounts.tests.factories import DeviceFactory
 from messaging import protocol
 from messaging.tests.factories import pair
 from tests.metrics_labels import label_violations
-from tests.sentry_ingest import CANARIES, CANARY_FILE, CANARY_PHONE, CANARY_TEXT, CANARY_TOKEN, Ingest
+from tests.sentry_ingest import (
+    CANARIES,
+    CANARY_FILE,
+    CANARY_PHONE,
+    CANARY_SECRET,
+    CANARY_TEXT,
+    CANARY_TOKEN,
+    Ingest,
+)
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -50,6 +60,7 @@ def server(live_server_factory, tmp_path_factory):
         "LOG_LEVEL": "DEBUG",
         "LOG_FORMAT": "json",
         "METRICS_TOKEN": METRICS_TOKEN,
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + uuid.uuid4().hex,  # the canary signature is checked, refused
     }
     return live_server_factory(env, access_log=True)
 
@@ -58,6 +69,60 @@ def jpeg() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 20, 20)).save(out, format="JPEG")
     return out.getvalue()
+
+
+def canary_value(name: str, schema: dict[str, Any], components: dict[str, Any]) -> Any:
+    """A value of ``schema``'s type carrying a canary fitting the field's name."""
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    kind = schema.get("type")
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 1.5
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [canary_value(name, schema.get("items", {}), components)]
+    if kind == "object" or "properties" in schema:
+        return canary_body(schema, components) or {"note": CANARY_TEXT}
+    lowered = name.lower()
+    if "phone" in lowered:
+        return CANARY_PHONE
+    if "token" in lowered or "key" in lowered or "signature" in lowered:
+        return CANARY_TOKEN
+    if "file" in lowered or ("name" in lowered and "display" not in lowered):
+        return CANARY_FILE
+    return CANARY_TEXT
+
+
+def canary_body(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return {
+        name: canary_value(name, field, components)
+        for name, field in (schema.get("properties") or {}).items()
+        if not field.get("readOnly")
+    }
+
+
+def rest_writes(conversation_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every REST write of docs/openapi.yaml (JSON bodies) with canaries in every field, but
+    the account's own erasure (DELETE /me: it has no body, and it asks Firebase, which this
+    offline server cannot reach)."""
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    components = spec["components"]["schemas"]
+    writes = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method not in ("post", "put", "patch", "delete") or (method, path) == ("delete", "/api/v1/me"):
+                continue
+            content = (operation.get("requestBody") or {}).get("content", {})
+            schema = (content.get("application/json") or {}).get("schema", {})
+            url = path.replace("{conversation_id}", str(conversation_id))
+            url = re.sub(r"\{[a-z_]+\}", "1", url)
+            writes.append((method, url, canary_body(schema, components) if schema else {}))
+    return writes
 
 
 def canary_data(conversation_id: int) -> dict[str, Any]:
@@ -112,7 +177,7 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     DeviceFactory(user=patient)
     headers = {"Authorization": f"Bearer {patient_token}", "X-Request-ID": "req-canary-check-0001"}
     base = f"{server.base_url}/api/v1"
-    # REST writes with canaries: a file name, a display name, a phone number, a message body.
+    # An upload whose file name is a canary.
     uploaded = requests.post(
         f"{base}/attachments",
         files={"file": (CANARY_FILE, jpeg(), "image/jpeg")},
@@ -121,22 +186,15 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     )
     assert uploaded.status_code == 201, uploaded.text
     assert uploaded.headers["X-Request-ID"] == "req-canary-check-0001"
-    writes = [
-        ("patch", "/me", {"display_name": CANARY_TEXT, "phone_number": CANARY_PHONE}),
-        ("post", "/conversations", {"peer_id": doctor.pk, "body": CANARY_TEXT}),
-        (
-            "post",
-            f"/conversations/{conversation.pk}/messages",
-            {"body": CANARY_TEXT, "client_id": str(uuid.uuid4())},
-        ),
-        ("post", "/devices", {"fcm_token": CANARY_TOKEN, "platform": "android", "name": CANARY_TEXT}),
-        ("post", "/blocks", {"user_id": CANARY_PHONE}),
-        ("post", "/auth/register", {"phone_number": CANARY_PHONE, "display_name": CANARY_TEXT}),
-    ]
-    for method, path, body in writes:
-        answer = getattr(requests, method)(f"{base}{path}", json=body, headers=headers, timeout=20)
-        assert answer.status_code < 500, (path, answer.status_code, answer.text)
     asyncio.run(drive_sockets(server, patient_token, doctor_token, conversation.pk, doctor.pk))
+    # Every REST write of the contract, canaries in every field (most are refused: the test
+    # looks at what gets logged, whatever the answer).
+    writes = rest_writes(conversation.pk)
+    assert len(writes) >= 25
+    signed = {**headers, "Stripe-Signature": f"t=1,v1={CANARY_SECRET}"}
+    for method, path, body in writes:
+        answer = requests.request(method, f"{server.base_url}{path}", json=body, headers=signed, timeout=20)
+        assert answer.status_code < 500, (method, path, answer.status_code, answer.text)
 
     # /metrics: a bearer token, then the figures of this traffic (frame counts are applied
     # once a second: core.metrics.LoopTally).
@@ -171,6 +229,7 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     assert value("healthchat_sync_requests_total") >= 1
     assert value("healthchat_http_requests_total", route="api/v1/attachments", status="201") == 1
     assert value("healthchat_http_request_seconds_count", route="api/v1/me") >= 1
+    assert value("healthchat_payment_webhooks_total", outcome="refused") >= 1
     assert not any(CANARY_TEXT in line or CANARY_PHONE in line for line in scraped.text.splitlines())
     violations = label_violations(scraped.text)
     assert violations == [], sorted(set(violations))[:20]
