@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools vendor-console worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools vendor-console worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ media-tools:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl >/dev/null; } || \
 		{ echo "ffmpeg/exiftool are missing: install them (apt-get install ffmpeg libimage-exiftool-perl) for the upload metadata tests"; exit 1; }
 
+## promtool (Debian package prometheus) and Debian's docker-compose: tests/test_deploy_files.py
+## checks deploy/prometheus/ (config, alert rules and their unit tests, the metrics' lint) and
+## docker-compose.yml with them.
+ops-tools:
+	@{ command -v promtool && command -v docker-compose; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; } || \
+		{ echo "promtool/docker-compose are missing: install them (apt-get install prometheus docker-compose) for the deployment file checks"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
@@ -79,7 +87,7 @@ contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
-test: install-dev coturn chromium pg-server media-tools
+test: install-dev coturn chromium pg-server media-tools ops-tools
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -97,7 +105,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn chromium pg-server media-tools
+pytest: install-dev coturn chromium pg-server media-tools ops-tools
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

@@ -16,10 +16,13 @@ It must not publish channel-layer events (none of its users does).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from channels.db import DatabaseSyncToAsync
+
+from core import metrics
 
 I = TypeVar("I")  # noqa: E741 - the item type
 R = TypeVar("R")
@@ -70,12 +73,14 @@ class Batcher(Generic[I, R]):
                 self.batches += 1
                 self.items += len(batch)
                 results: Sequence[R | BaseException]
+                started = time.perf_counter()
                 try:
                     results = await self.run([item for item, _ in batch])
                     if len(results) != len(batch):
                         raise RuntimeError(f"{self!r} answered {len(results)} of {len(batch)} items")
                 except Exception as exc:  # the whole batch failed: every caller gets the error
                     results = [exc] * len(batch)
+                metrics.batch_ran(self, len(batch), started)
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue

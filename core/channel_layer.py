@@ -42,7 +42,7 @@ from channels_redis.pubsub import (
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
 
-from core import batcher
+from core import batcher, metrics
 
 logger = logging.getLogger("core.realtime")
 
@@ -193,6 +193,7 @@ class _Shard(RedisSingleShardConnection):
             if old is not None:
                 with contextlib.suppress(Exception):
                     await old.aclose()
+            metrics.RESUBSCRIBES.inc()
             self.layer.live_path_restored()
             return
 
@@ -251,6 +252,7 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         event = {"type": "client.event", "frame": SYNC_REQUIRED_FRAME}
         for channel in list(self.channels):
             self.deliver_local(channel, event)
+        metrics.SYNC_REQUIRED.inc(len(self.channels))
         logger.warning("live path restored: %d sockets told to sync", len(self.channels))
 
     def deliver_local(self, name: str, message: dict[str, Any]) -> None:

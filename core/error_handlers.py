@@ -14,7 +14,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import database
+from . import database, metrics
 from .errors import STATUS_CODES, ApplicationError, error_body
 from .signals import api_refused
 
@@ -35,6 +35,7 @@ def _field_details(detail: Any) -> Any:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler producing the one error format; refusals are audit-logged."""
     response = _render(exc, context)
+    metrics.rest_error(response)
     if response is not None and response.status_code in (401, 403, 404):
         # Recorded by the audit app (its receiver): core imports no app.
         api_refused.send(sender=api_exception_handler, exc=exc, context=context, response=response)

@@ -1,4 +1,7 @@
-"""``GET /healthz``: database, Redis and broker status (200 when all are up, else 503)."""
+"""Probes. ``GET /readyz`` (and its older name ``/healthz``): database, Redis and broker status
+(200 when all are up, else 503), for a load balancer's readiness check. ``GET /livez``: the
+process answers (200, no dependency checked), for a liveness probe: a restart does not fix a
+database outage, so liveness must not depend on one."""
 
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ CHECKS: dict[str, Callable[[], str]] = {
     "redis": _check_redis,
     "broker": _check_broker,
 }
+
+
+def livez(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

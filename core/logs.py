@@ -126,6 +126,8 @@ def install_record_factory() -> None:
 
 
 def configure(config: dict[str, Any]) -> None:
-    """``settings.LOGGING_CONFIG``: the redacting record factory, then ``dictConfig``."""
+    """``settings.LOGGING_CONFIG``: the redacting record factory, then ``dictConfig``; Python's
+    warnings become log records too (one format for every line, JSON included)."""
     install_record_factory()
     logging.config.dictConfig(config)
+    logging.captureWarnings(True)

@@ -22,6 +22,8 @@ from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from core import metrics
+
 logger = logging.getLogger("core.realtime")
 
 T = TypeVar("T")
@@ -47,9 +49,11 @@ def publish(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    metrics.published([event])
     try:
         send_from_sync(layer, "group_send", group, event)
     except Exception:  # the live event is a hint; sync repairs what is lost
+        metrics.publish_failed(1)
         logger.warning("could not publish %s to %s", event.get("type"), group, exc_info=True)
 
 
@@ -78,11 +82,13 @@ async def flush(pending: Pending) -> None:
     layer = get_channel_layer()
     if layer is None or not pending:
         return
+    metrics.published([event for _, event in pending])
     send_many = getattr(layer, "group_send_many", None)
     if send_many is not None:
         try:
             await send_many(pending)
         except Exception:  # the live event is a hint; sync repairs what is lost
+            metrics.publish_failed(len(pending))
             logger.warning("could not publish %d events", len(pending), exc_info=True)
         return
     by_group: dict[str, list[dict[str, Any]]] = {}
@@ -94,6 +100,7 @@ async def flush(pending: Pending) -> None:
             try:
                 await layer.group_send(group, event)
             except Exception:
+                metrics.publish_failed(1)
                 logger.warning("could not publish %s to %s", event.get("type"), group, exc_info=True)
 
     await asyncio.gather(*(send_all(g, evs) for g, evs in by_group.items()))

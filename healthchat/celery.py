@@ -9,3 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "healthchat.settings.local")
 app = Celery("healthchat")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+from core import log_context, metrics  # noqa: E402
+
+metrics.connect_celery()
+log_context.connect_celery()

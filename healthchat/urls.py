@@ -1,10 +1,11 @@
-"""URL routes: admin, REST API v1, OpenAPI schema and docs, health check."""
+"""URL routes: admin, REST API v1, OpenAPI schema and docs, probes, metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from core.health import healthz
+from core.health import healthz, livez
+from core.metrics import metrics_view
 
 api_v1 = [
     path("", include("accounts.urls")),
@@ -18,6 +19,9 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", healthz, name="readyz"),
+    path("livez", livez, name="livez"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("console/", include("console.urls")),
     path(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 
-from core import realtime
+from core import metrics, realtime
 from core.batcher import Batcher
 
 from . import send_limits, services
@@ -60,12 +61,16 @@ class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
         with realtime.collecting() as pending:
             try:
                 results: Sequence[services.SendResult | BaseException] | None = None
+                started = time.perf_counter()
                 if self.loop_writer.takes(items):
                     results = await self.loop_writer.write(items, limit, LIMIT_WAIT_SECONDS)
+                    metrics.writer_ran("loop_writer", results is not None, len(items), started)
                 if results is None:
+                    started = time.perf_counter()
                     results = await DatabaseSyncToAsync(services.message_send_many, thread_sensitive=False)(
                         requests=items, refusals=functools.partial(_wait, refusals)
                     )
+                    metrics.writer_ran("thread_writer", True, len(items), started)
             except Exception as exc:  # the whole batch failed (e.g. the commit): every send
                 results = [exc] * len(items)
         await realtime.flush(pending)

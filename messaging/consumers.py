@@ -21,7 +21,7 @@ from django.conf import settings
 from accounts import ws_auth
 from accounts.models import User
 from audit.services import arecord_socket_denial
-from core import batcher
+from core import batcher, log_context, metrics
 from core.channel_layer import Inbox
 from core.errors import ApplicationError
 from core.realtime import presence_group, run_service, user_group
@@ -152,6 +152,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     device_id: int | None
 
     async def connect(self) -> None:
+        metrics.socket_opened()
         origin = _header(self.scope, b"origin")
         if origin is not None and not origin_allowed(self.scope, origin):
             await self.close(code=CLOSE_FORBIDDEN)  # browsers only; native apps send no Origin
@@ -159,6 +160,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = None
         self.device_id = None
         self.conn_id = uuid.uuid4().hex
+        log_context.bind_socket(self.conn_id)
         self.token_exp = 0
         self.presence_watch: set[int] = set()
         self.presence_revocations = 0  # ``presence.revoke`` events seen (see presence_subscribe)
@@ -223,6 +225,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_INTERNAL_ERROR)
             return
         self.user, self.device_id = user, device
+        log_context.bind_user(user.pk)
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
@@ -310,6 +313,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(code)
         for timer in (
             getattr(self, "expiry_timer", None),
             getattr(self, "auth_timer", None),
@@ -359,6 +363,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc.code, exc.message, exc.extra.get("ref"), exc.fields)
             return
         ref = frame.ref
+        metrics.frame_in(frame.type)
         if frame.type == "auth":
             if self.user is not None:
                 await self.send_error("already_authenticated", "This socket is already authenticated.", ref)
@@ -371,6 +376,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if frame.type == "typing" and not self.typing_bucket.take():
             await self.send_error("rate_limited", "Too many typing frames.", ref)
             return
+        started = time.perf_counter()
         try:
             reply = await HANDLERS[frame.type](self, frame)
         except ApplicationError as exc:
@@ -384,6 +390,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if reply is not None:
             await self.send_frame({"type": "ack", "ref": ref, "data": reply})
+        metrics.frame_answered(frame.type, started)
 
     async def _flooded(self, text_data: str | None) -> None:
         self.flood_warnings += 1
@@ -396,11 +403,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         if frame.get("ref", "") is None:
             frame = {k: v for k, v in frame.items() if k != "ref"}
+        metrics.frame_out(frame["type"])
         await self.send(text_data=orjson.dumps(frame).decode())
 
     async def send_error(
         self, code: str, message: str, ref: str | None, fields: Any = None, **extra: Any
     ) -> None:
+        metrics.error(code)
         error: dict[str, Any] = {"code": code, "message": message}
         if fields:
             error["fields"] = fields
@@ -496,6 +505,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         target = event.get("device_id")
         if target is not None and target != self.device_id:
             return  # for another device of this user (e.g. keys.low)
+        metrics.delivered(event)
         ciphertexts = event.get("ciphertexts")
         if ciphertexts is None:
             # The same event reaches every local socket of the group: serialize it once, and

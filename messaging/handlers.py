@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from core import batcher
+from core import batcher, metrics
 from core.errors import ApplicationError
 from core.realtime import run_service
 
@@ -133,6 +133,7 @@ async def sync(conn: ChatConsumer, frame: Any) -> None:
     frames, cursor, more = await batcher.for_loop(_sync_audited).submit(
         _Sync(request, audit_client.from_scope(conn.scope))
     )
+    metrics.sync_answered(len(frames))
     for item in frames:
         await conn.send_frame(item)
     await conn.send_frame({"type": "sync.done", "ref": frame.ref, "data": {"cursor": cursor, "more": more}})

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from core import batcher
+from core import batcher, metrics
 from core.realtime import presence_group
 
 logger = logging.getLogger("healthchat.presence")
@@ -231,10 +231,12 @@ class Heartbeats:
         entries = [(user_id, conn_id) for conn_id, user_id in self.connections.items()]
         if not entries:
             return
+        started = time.perf_counter()
         try:
             await store().heartbeat_many(entries)
         except Exception:  # presence is best-effort; the next beat retries every connection
             logger.warning("presence heartbeat of %d connections failed", len(entries), exc_info=True)
+        metrics.heartbeat_done(started)
 
 
 _heartbeats: dict[int, Heartbeats] = {}

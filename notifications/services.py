@@ -40,6 +40,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Device, User
+from core import metrics
 from core.errors import ApplicationError
 from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Membership, Message
@@ -394,6 +395,7 @@ def push_deliver(*, delivery_ids: list[int], ignore_due: bool = False) -> Delive
     pushes = [_render(row, context) for row in claimed]
     results = fcm.send_batch(pushes)
     _record(claimed, pushes, results, report)
+    metrics.push_report(report, results)
     return report
 
 

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from accounts.permissions import request_user
+from core import metrics
 from core.errors import ApplicationError
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
@@ -340,12 +341,14 @@ class StripeWebhookApi(APIView):
         try:
             event = gateway.parse_webhook(request._request.body, request.headers.get("Stripe-Signature"))
         except gateway.WebhookSignatureError as exc:
+            metrics.webhook("", "refused")
             raise ApplicationError(
                 "invalid_signature", "The webhook signature is not valid.", status=400
             ) from exc
         if not event.id or not event.type:
             raise ApplicationError("invalid_event", "The event has no id or type.", status=400)
         record, applied = webhooks.webhook_event_process(event=event)
+        metrics.webhook(event.type, "processed" if applied else "duplicate")
         return Response(
             {"received": True, "duplicate": not applied, "result": record.result if record else ""}
         )

@@ -38,3 +38,17 @@ def test_healthz_503_when_redis_is_down(settings):
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["redis"]["status"] == "down"
     assert body["checks"]["broker"]["status"] == "down"
+
+
+@pytest.mark.django_db
+def test_readyz_is_healthz_and_livez_checks_nothing(settings):
+    dead = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.REDIS_URL = dead
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_BROKER_URL = dead
+    ready = Client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"]["status"] == "down"
+    live = Client().get("/livez")  # Redis down does not make the process dead
+    assert live.status_code == 200
+    assert live.json() == {"status": "ok"}

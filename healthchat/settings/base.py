@@ -16,6 +16,8 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from core.log_context import logging_config
+
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -54,6 +56,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.log_context.RequestLogMiddleware",
+    "core.metrics.MetricsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.security.ContentSecurityPolicyMiddleware",
@@ -516,16 +520,21 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # Every log record of the process has its credentials (signed links' ``token=``, ID tokens,
 # cookies, ...) redacted before any logger or handler sees it: core/logs.py.
 LOGGING_CONFIG = "core.logs.configure"
-LOGGING: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-        "daphne": {"level": "WARNING"},
-    },
-}
+# LOG_FORMAT: "plain" (human-readable, the default of `make run`) or "json" (one object per
+# line for a log pipeline; docker-compose.yml sets it): core/log_context.py, docs/operations.md.
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
+LOGGING: dict[str, Any] = logging_config(LOG_FORMAT, LOG_LEVEL)
+# Celery keeps Django's logging (the same format and context filter) instead of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Operations: metrics and error tracking (docs/operations.md) ---------------------------
+# The bearer token /metrics wants; unset: /metrics answers 404. Celery workers serve theirs on
+# METRICS_WORKER_PORT (read by core/metrics.py from the environment; PROMETHEUS_MULTIPROC_DIR
+# for several processes).
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+# Error tracking (sentry-sdk) when SENTRY_DSN is set: core/sentry.py.
+SENTRY_DSN: str = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)

@@ -1,0 +1,378 @@
+"""Prometheus metrics: every metric of the project, defined once, and the one-line hooks.
+
+Each concern is measured at ONE place (docs/operations.md lists them): the socket consumer
+(connects, frames, errors, frame→reply latency, delivery), the batcher (batch size and time per
+writer), ``core/realtime`` and the channel layer (publishes, resubscribes, ``sync.required``),
+the presence heartbeat, the sync handler, the REST middleware (``MetricsMiddleware``), Celery's
+signals (``connect_celery``), push delivery and the payments webhook.
+
+Label values are bounded: frame types and error codes the server registered (a client's text
+never becomes a label: an unparsed frame is not labelled by its ``type``), URL route templates
+(never a path), task names, fixed outcome words. No user, phone, conversation id or text.
+``tests/test_metrics.py`` checks every label value against an allow-list.
+
+Multi-process: with ``PROMETHEUS_MULTIPROC_DIR`` set (a writable, emptied-at-start directory,
+shared by the uvicorn workers or the Celery pool), prometheus-client keeps the values in files
+and ``/metrics`` (and the worker exporter) aggregate every process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+# --- Sockets ----------------------------------------------------------------------------------
+SOCKETS_OPEN = Gauge("healthchat_sockets_open", "Open WebSockets.", multiprocess_mode="livesum")
+SOCKET_CONNECTS = Counter("healthchat_socket_connects", "WebSocket connections accepted for handshake.")
+SOCKET_DISCONNECTS = Counter(
+    "healthchat_socket_disconnects", "WebSocket disconnections by close code.", ["close_code"]
+)
+FRAMES_IN = Counter("healthchat_frames_in", "Parsed client frames by type (refused ones too).", ["type"])
+FRAMES_OUT = Counter("healthchat_frames_out", "Server frames sent by type.", ["type"])
+ERRORS = Counter("healthchat_errors", "Error replies (socket and REST) by code.", ["code"])
+FRAME_SECONDS = Histogram(
+    "healthchat_frame_seconds",
+    "A client frame until its reply (message.send: frame to ack).",
+    ["type"],
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERY_SECONDS = Histogram(
+    "healthchat_delivery_seconds",
+    "An event's publication after its commit until it is sent on a recipient's socket.",
+    buckets=LATENCY_BUCKETS,
+)
+# --- Batches, channel layer, presence, sync ---------------------------------------------------
+BATCH_SIZE = Histogram(
+    "healthchat_batch_size", "Items per batch, per batcher.", ["batcher"], buckets=SIZE_BUCKETS
+)
+BATCH_SECONDS = Histogram(
+    "healthchat_batch_seconds", "Time to run one batch (its database work), per batcher.", ["batcher"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+PUBLISHES = Counter("healthchat_layer_publishes", "Channel-layer publications by result.", ["result"])
+RESUBSCRIBES = Counter("healthchat_layer_resubscribes", "Channel-layer subscriptions made again.")
+SYNC_REQUIRED = Counter("healthchat_sync_required", "Sockets told to sync (sync.required).")
+PRESENCE_HEARTBEAT_SECONDS = Histogram(
+    "healthchat_presence_heartbeat_seconds", "One presence heartbeat round.", buckets=LATENCY_BUCKETS
+)
+SYNC_REQUESTS = Counter("healthchat_sync_requests", "Sync requests answered.")
+SYNC_EVENTS = Counter("healthchat_sync_events_replayed", "Events replayed by sync.")
+# --- REST -------------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "healthchat_http_requests", "HTTP requests by route template and status.", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "healthchat_http_request_seconds", "HTTP request latency by route template.", ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+# --- Celery, push, payments -------------------------------------------------------------------
+TASK_SECONDS = Histogram(
+    "healthchat_task_seconds", "Celery task run time.", ["task"], buckets=(*LATENCY_BUCKETS, 30.0, 60.0)
+)
+TASK_FAILURES = Counter("healthchat_task_failures", "Celery tasks that raised.", ["task"])
+TASK_RETRIES = Counter("healthchat_task_retries", "Celery task retries.", ["task"])
+TASK_QUEUE_LAG = Histogram(
+    "healthchat_task_queue_lag_seconds", "From a task's publication until a worker starts it.", ["task"],
+    buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 300.0),
+)  # fmt: skip
+PUSH_OUTCOMES = Counter("healthchat_push_outcomes", "Push deliveries by result.", ["result"])
+WEBHOOKS = Counter(
+    "healthchat_payment_webhooks", "Payment webhooks by type and outcome.", ["type", "outcome"]
+)
+
+PUSH_RESULTS = ("sent", "pruned", "failed", "skipped", "retrying")
+# A webhook that fails while being processed is answered 5xx: healthchat_http_requests_total
+# {route="api/v1/payments/stripe/webhook", status=~"5.."} counts it (the alert uses both).
+WEBHOOK_OUTCOMES = ("processed", "duplicate", "refused")
+SENT_AT_HEADER = "hc_sent_at"  # Celery message header: publication time (queue lag)
+
+
+def _child(metric: Any, cache: dict[Any, Any], *labels: str) -> Any:
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child
+
+
+_frames_in: dict[Any, Any] = {}
+_frames_out: dict[Any, Any] = {}
+_frame_seconds: dict[Any, Any] = {}
+_errors: dict[Any, Any] = {}
+
+
+class LoopTally:
+    """Counts made on the event loop (frames in and out: several per message) are added up in
+    a plain dict and applied to their counters once a second by a loop timer: one dict update
+    per frame on the hot path instead of a locked counter update (and, in multi-process mode,
+    a file write). Only the event loop's thread counts here; the figures lag by up to a second."""
+
+    INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, str], int] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, metric: Any, label: str) -> None:
+        key = (metric, label)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if self.timer is None:
+            try:
+                self.timer = asyncio.get_running_loop().call_later(self.INTERVAL, self.flush)
+            except RuntimeError:  # no loop in this thread: count now
+                self.flush()
+
+    def flush(self) -> None:
+        self.timer = None
+        counts, self.counts = self.counts, {}
+        for (metric, label), count in counts.items():
+            _child(metric, _frames_in if metric is FRAMES_IN else _frames_out, label).inc(count)
+
+
+tally = LoopTally()
+
+
+# --- Hooks (each called from one place, in one line) -----------------------------------------
+def socket_opened() -> None:
+    SOCKET_CONNECTS.inc()
+    SOCKETS_OPEN.inc()
+
+
+def socket_closed(code: Any) -> None:
+    SOCKETS_OPEN.dec()
+    label = str(code) if isinstance(code, int) and 1000 <= code <= 4999 else "other"
+    SOCKET_DISCONNECTS.labels(label).inc()
+
+
+def frame_in(frame_type: str) -> None:
+    """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
+    text: a frame that does not parse is counted by its error code only)."""
+    tally.add(FRAMES_IN, frame_type)
+
+
+def frame_answered(frame_type: str, started: float) -> None:
+    """A frame's handler answered it (for ``message.send``: the ack was sent)."""
+    _child(FRAME_SECONDS, _frame_seconds, frame_type).observe(time.perf_counter() - started)
+
+
+def frame_out(frame_type: str) -> None:
+    tally.add(FRAMES_OUT, frame_type)
+
+
+def error(code: str) -> None:
+    _child(ERRORS, _errors, code).inc()
+
+
+def rest_error(response: Any) -> None:
+    """A REST error answer in the one error format: its code (``core.errors.error_body``)."""
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        error(str(data["error"].get("code")))
+
+
+def delivered(event: dict[str, Any]) -> None:
+    """An event from the channel layer sent on a socket: its type, and the time since its
+    publication (``published_at``, stamped by ``core.realtime`` right after the commit). The
+    event reaches every local member socket as one shared dict: the first delivery takes the
+    stamp, so a fan-out to a group costs one observation per process, not one per member."""
+    frame = event.get("frame")
+    if isinstance(frame, dict):
+        frame_out(str(frame.get("type")))
+    published_at = event.pop("published_at", None)
+    if isinstance(published_at, float):
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - published_at))
+
+
+def published(events: list[dict[str, Any]]) -> None:
+    """Events about to be published (after their commit): stamped with the time, counted."""
+    now = time.time()
+    for event in events:
+        event["published_at"] = now
+    _published_ok.inc(len(events))
+
+
+def publish_failed(count: int) -> None:
+    _published_failed.inc(count)
+
+
+_published_ok = PUBLISHES.labels("ok")
+_published_failed = PUBLISHES.labels("failed")
+
+
+def batch_ran(batcher: object, size: int, started: float) -> None:
+    name = type(batcher).__name__
+    BATCH_SIZE.labels(name).observe(size)
+    BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def writer_ran(writer: str, wrote: bool, size: int, started: float) -> None:
+    """A send batch on one writer (``loop_writer``, ``thread_writer``): its size and database
+    time; a batch the loop writer handed over counts as ``loop_writer_handover``."""
+    name = writer if wrote else f"{writer}_handover"
+    BATCH_SIZE.labels(name).observe(size)
+    BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+WRITERS = ("loop_writer", "loop_writer_handover", "thread_writer", "thread_writer_handover")
+
+
+def push_report(report: Any, results: list[Any]) -> None:
+    """``notifications.services.DeliveryReport`` and FCM's results: a failed row whose token was
+    dead (``unregistered``, ``invalid_token``) was pruned, the other failed rows failed."""
+    PUSH_OUTCOMES.labels("sent").inc(len(report.sent))
+    PUSH_OUTCOMES.labels("skipped").inc(len(report.skipped))
+    PUSH_OUTCOMES.labels("retrying").inc(len(report.retrying))
+    pruned = sum(1 for result in results if getattr(result.outcome, "value", "") in PRUNED_OUTCOMES)
+    PUSH_OUTCOMES.labels("pruned").inc(pruned)
+    PUSH_OUTCOMES.labels("failed").inc(len(report.failed) - pruned)
+
+
+PRUNED_OUTCOMES = frozenset({"unregistered", "invalid_token"})
+
+
+def webhook(event_type: str, outcome: str) -> None:
+    label = event_type if event_type in WEBHOOK_TYPES else "other"
+    WEBHOOKS.labels(label, outcome).inc()
+
+
+WEBHOOK_TYPES = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+        "charge.refunded",
+        "charge.dispute.created",
+        "account.updated",
+    }
+)
+
+
+def timed(histogram: Histogram) -> Callable[[float], None]:
+    def observe(started: float) -> None:
+        histogram.observe(time.perf_counter() - started)
+
+    return observe
+
+
+heartbeat_done = timed(PRESENCE_HEARTBEAT_SECONDS)
+
+
+def sync_answered(events: int) -> None:
+    SYNC_REQUESTS.inc()
+    SYNC_EVENTS.inc(events)
+
+
+# --- REST middleware --------------------------------------------------------------------------
+class MetricsMiddleware:
+    """Requests by route template (``resolver_match.route``; "unmatched" for a 404 without a
+    route), method and status, with latency. The path itself (ids) is never a label."""
+
+    METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        route = match.route if match is not None else "unmatched"
+        method = request.method if request.method in self.METHODS else "other"
+        HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+        return response
+
+
+# --- Exposition -------------------------------------------------------------------------------
+def registry() -> CollectorRegistry:
+    """Every process's metrics in multi-process mode, else this process's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        aggregated = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregated)
+        return aggregated
+    return REGISTRY
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: 404 unless ``METRICS_TOKEN`` is set, 401 without that bearer token."""
+    token: str = getattr(settings, "METRICS_TOKEN", "")
+    if not token:
+        return HttpResponse(status=404)
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return HttpResponse(status=401, headers={"WWW-Authenticate": "Bearer"})
+    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- Celery -----------------------------------------------------------------------------------
+_task_started: dict[str, float] = {}
+
+
+def connect_celery() -> None:
+    """Task duration, failures, retries and queue lag through Celery's signals; with
+    ``METRICS_WORKER_PORT`` the worker's main process serves them (multi-process registry)."""
+    from celery import signals
+
+    signals.before_task_publish.connect(_stamp, weak=False)
+    signals.task_prerun.connect(_prerun, weak=False)
+    signals.task_postrun.connect(_postrun, weak=False)
+    signals.task_failure.connect(_failure, weak=False)
+    signals.task_retry.connect(_retry, weak=False)
+    signals.worker_init.connect(_serve_worker_metrics, weak=False)
+
+
+def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        headers[SENT_AT_HEADER] = time.time()
+
+
+def _prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
+    _task_started[task_id] = time.perf_counter()
+    sent_at = getattr(task.request, SENT_AT_HEADER, None) if task is not None else None
+    if sent_at is None and task is not None:
+        sent_at = (getattr(task.request, "headers", None) or {}).get(SENT_AT_HEADER)
+    if isinstance(sent_at, int | float) and not getattr(task.request, "is_eager", False):
+        TASK_QUEUE_LAG.labels(task.name).observe(max(0.0, time.time() - sent_at))
+
+
+def _postrun(task_id: str = "", task: Any = None, **_: Any) -> None:
+    started = _task_started.pop(task_id, None)
+    if started is not None and task is not None:
+        TASK_SECONDS.labels(task.name).observe(time.perf_counter() - started)
+
+
+def _failure(sender: Any = None, **_: Any) -> None:
+    TASK_FAILURES.labels(getattr(sender, "name", "unknown")).inc()
+
+
+def _retry(sender: Any = None, **_: Any) -> None:
+    TASK_RETRIES.labels(getattr(sender, "name", "unknown")).inc()
+
+
+def _serve_worker_metrics(**_: Any) -> None:
+    port = int(os.environ.get("METRICS_WORKER_PORT") or 0)
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=os.environ.get("METRICS_WORKER_ADDR", "127.0.0.1"), registry=registry())
