@@ -39,6 +39,7 @@ from .models import (
     LedgerEntry,
     StripeAccount,
 )
+from .signals import consultation_transitioned
 
 logger = logging.getLogger("healthchat.payments")
 
@@ -139,6 +140,9 @@ def transition(
     )
     logger.info("consultation %s %s -> %s (%s)", consultation.pk, previous, target, source)
     announce(consultation)
+    consultation_transitioned.send(
+        sender=Consultation, consultation=consultation, from_state=previous, to_state=target, source=source
+    )
     return consultation
 
 
@@ -224,7 +228,24 @@ def consultation_request(
     kind = v.validate_kind(kind)
     text = v.validate_reason(reason)
     profile = check_can_request(patient=patient, doctor_id=doctor_id)
+    return consultation_open(
+        patient=patient,
+        profile=profile,
+        kind=kind,
+        reason=text,
+        expires_at=timezone.now() + dt.timedelta(hours=settings.CONSULTATION_REQUEST_TTL_HOURS),
+    )
+
+
+def consultation_open(
+    *, patient: User, profile: DoctorProfile, kind: str, reason: str, expires_at: dt.datetime
+) -> Consultation:
+    """Create the consultation (validated ``kind`` and ``reason``, a doctor the caller checked)
+    with its PaymentIntent (manual capture) and the direct conversation. Used by
+    ``consultation_request`` and by booked appointments (``appointments.services``), whose
+    consultation waits until the appointment's end instead of the request TTL."""
     gateway = get_gateway()
+    doctor_id = profile.user_id
     price, currency = profile.consultation_fee, profile.currency
     try:
         with transaction.atomic():
@@ -233,13 +254,13 @@ def consultation_request(
                 patient=patient,
                 doctor_id=doctor_id,
                 kind=kind,
-                reason=text,
+                reason=reason,
                 price=price,
                 currency=currency,
                 platform_fee=v.platform_fee_for(price),
                 conversation=conversation,
                 provider=gateway.name,
-                expires_at=timezone.now() + dt.timedelta(hours=settings.CONSULTATION_REQUEST_TTL_HOURS),
+                expires_at=expires_at,
             )
             ConsultationTransition.objects.create(
                 consultation=consultation, to_state=State.REQUESTED, actor=patient, source="api"

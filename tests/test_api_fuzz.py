@@ -56,7 +56,7 @@ EXAMPLES = {"positive": 20, "negative": 15, "world": 15}
 
 # Operations whose success only a doctor sees (the group belongs to the doctor too).
 DOCTOR_OPERATIONS = re.compile(
-    r"/api/v1/(availability|payouts)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
+    r"/api/v1/(availability|payouts|schedule)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
     r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members"
 )
 
@@ -69,6 +69,7 @@ def _world_ids(w: World) -> dict[str, int]:
         "call_id": w.call.pk,
         "group_id": w.group.pk,
         "doctor_id": w.doctor.pk,
+        "appointment_id": w.extra["appointment"].pk,
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
     }

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "groups",
     "calls",
     "payments",
+    "appointments",
     "notifications",
     "audit",
     "console",
@@ -528,4 +530,16 @@ LOGGING: dict[str, Any] = {
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
     },
+}
+
+
+# --- Appointments: see docs/appointments.md --------------------------------------------------
+# How long a booked slot is held while the patient's payment is authorised.
+APPOINTMENT_HOLD_SECONDS: int = env.int("APPOINTMENT_HOLD_SECONDS", default=600)
+# The booked consultation expires (authorisation released) this long after the slot's end.
+APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTES", default=30)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
+CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
+    "task": "appointments.tasks.expire_holds",
+    "schedule": 60.0,
 }

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("schedule", apis.ScheduleMeApi.as_view(), name="schedule-me"),
+    path("doctors/<int:doctor_id>/slots", apis.DoctorSlotsApi.as_view(), name="doctor-slots"),
+    path("appointments", apis.AppointmentListCreateApi.as_view(), name="appointment-list"),
+    path("appointments/<int:appointment_id>", apis.AppointmentDetailApi.as_view(), name="appointment-detail"),
+]
