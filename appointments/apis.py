@@ -17,6 +17,8 @@ from .serializers import (
     AppointmentCreateInputSerializer,
     AppointmentDetailOutSerializer,
     AppointmentOutSerializer,
+    AppointmentRescheduleInputSerializer,
+    EmptyInputSerializer,
     ScheduleInputSerializer,
     ScheduleOutSerializer,
     SlotOutSerializer,
@@ -158,3 +160,53 @@ class AppointmentDetailApi(APIView):
     def get(self, request: Request, appointment_id: int) -> Response:
         appointment = selectors.appointment_get(user=request_user(request), appointment_id=appointment_id)
         return Response(AppointmentDetailOutSerializer(appointment).data)
+
+
+class AppointmentCancelApi(APIView):
+    @api_doc(
+        "Cancel an appointment (the policy decides the fee)",
+        errors={
+            400: ["invalid", "invalid_amount", "refund_too_large"],
+            403: ["not_allowed"],
+            404: ["appointment_not_found", "consultation_not_found"],
+            409: [
+                "cannot_cancel",
+                "invalid_transition",
+                "not_refundable",
+                "nothing_to_refund",
+                "too_late_to_cancel",
+            ],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=AppointmentDetailOutSerializer,
+    )
+    def post(self, request: Request, appointment_id: int) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        user = request_user(request)
+        services.appointment_cancel(user=user, appointment_id=appointment_id)
+        fresh = selectors.appointment_get(user=user, appointment_id=appointment_id)
+        return Response(AppointmentDetailOutSerializer(fresh).data)
+
+
+class AppointmentRescheduleApi(APIView):
+    @api_doc(
+        "Move an appointment to another free slot",
+        errors={
+            400: ["invalid"],
+            404: ["appointment_not_found", "consultation_not_found", "doctor_not_found"],
+            409: ["invalid_transition", "outside_availability", "slot_taken", "too_late_to_reschedule"],
+        },
+        request=AppointmentRescheduleInputSerializer,
+        responses=AppointmentDetailOutSerializer,
+    )
+    def post(self, request: Request, appointment_id: int) -> Response:
+        serializer = AppointmentRescheduleInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        services.appointment_reschedule(
+            user=user, appointment_id=appointment_id, starts_at=serializer.validated_data["starts_at"]
+        )
+        fresh = selectors.appointment_get(user=user, appointment_id=appointment_id)
+        return Response(AppointmentDetailOutSerializer(fresh).data)

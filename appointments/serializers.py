@@ -91,6 +91,14 @@ class AppointmentCreateInputSerializer(StrictSerializer):
     )
 
 
+class AppointmentRescheduleInputSerializer(StrictSerializer):
+    starts_at = serializers.DateTimeField(help_text="the new slot's start, with its UTC offset")
+
+
+class EmptyInputSerializer(StrictSerializer):
+    """Actions without parameters still refuse unknown fields."""
+
+
 class AppointmentTransitionOutSerializer(serializers.ModelSerializer[AppointmentTransition]):
     class Meta:
         model = AppointmentTransition

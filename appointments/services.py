@@ -17,6 +17,7 @@ import logging
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import DoctorProfile, User
@@ -272,3 +273,140 @@ def hold_expire(*, appointment_id: int) -> Appointment | None:
         raise payment_services.provider_failed(exc) from exc
     appointment.refresh_from_db()
     return appointment
+
+
+# --- Cancel and reschedule (the policy: settings APPOINTMENT_FREE_CANCEL_HOURS, ...) --------------
+def _lock_for(user: User, appointment_id: int) -> Appointment:
+    appointment = (
+        Appointment.objects.select_for_update()
+        .filter(Q(patient=user) | Q(doctor=user), pk=appointment_id)
+        .first()
+    )
+    if appointment is None:
+        raise NotFound("No such appointment.", code="appointment_not_found")
+    return appointment
+
+
+def late_fee(*, price: int, starts_at: dt.datetime, now: dt.datetime) -> int:
+    """What a patient's cancellation at ``now`` costs (0 when early enough)."""
+    if starts_at - now >= dt.timedelta(hours=settings.APPOINTMENT_FREE_CANCEL_HOURS):
+        return 0
+    return payment_validators.proportional(price, settings.APPOINTMENT_LATE_CANCEL_FEE_PERCENT, 100)
+
+
+def appointment_cancel(*, user: User, appointment_id: int) -> Appointment:
+    """The patient or the doctor cancels. The doctor: the authorisation is released in full,
+    always. The patient: in full when early, the late fee kept when late, refused after the
+    start (``too_late_to_cancel``). Idempotent."""
+    try:
+        with transaction.atomic():
+            appointment = _lock_for(user, appointment_id)
+            if appointment.state == State.CANCELLED:
+                return appointment
+            if appointment.state not in v.BLOCKING_STATES:
+                raise ApplicationError(
+                    "invalid_transition",
+                    f"A {appointment.state} appointment cannot be cancelled.",
+                    status=409,
+                )
+            now = timezone.now()
+            by_patient = user.pk == appointment.patient_id
+            if by_patient and now >= appointment.starts_at:
+                raise ApplicationError(
+                    "too_late_to_cancel",
+                    "The appointment has started; it can no longer be cancelled.",
+                    status=409,
+                )
+            consultation = appointment.consultation
+            fee = 0
+            if by_patient and consultation is not None and consultation.state == Consultation.State.PAID:
+                fee = late_fee(price=consultation.price, starts_at=appointment.starts_at, now=now)
+            note = (
+                f"late cancellation, fee {fee}"
+                if fee
+                else "cancelled by the " + ("patient" if by_patient else "doctor")
+            )
+            move(appointment, State.CANCELLED, actor=user, source="api", note=note)
+            if consultation is not None and consultation.state in (
+                Consultation.State.REQUESTED,
+                Consultation.State.PAID,
+            ):
+                if fee:
+                    payment_services.consultation_keep_fee(
+                        consultation_id=consultation.pk, amount=fee, source="api", note=note
+                    )
+                else:
+                    payment_services.consultation_cancel(user=user, consultation_id=consultation.pk)
+            return appointment
+    except GatewayError as exc:
+        raise payment_services.provider_failed(exc) from exc
+
+
+def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.datetime) -> Appointment:
+    """Move a held or confirmed appointment to another free slot of the same doctor. The
+    patient may only do so while cancelling would be free (``too_late_to_reschedule``)."""
+    with transaction.atomic():
+        appointment = _lock_for(user, appointment_id)
+        if appointment.state not in v.BLOCKING_STATES:
+            raise ApplicationError(
+                "invalid_transition", f"A {appointment.state} appointment cannot be rescheduled.", status=409
+            )
+        now = timezone.now()
+        if user.pk == appointment.patient_id and appointment.starts_at - now < dt.timedelta(
+            hours=settings.APPOINTMENT_FREE_CANCEL_HOURS
+        ):
+            raise ApplicationError(
+                "too_late_to_reschedule",
+                "It is too close to the appointment to move it; cancel it instead.",
+                status=409,
+            )
+        schedule = selectors.bookable_schedule(doctor_id=appointment.doctor_id)
+        busy = [
+            b
+            for b in selectors.busy(
+                doctor_id=appointment.doctor_id,
+                start=starts_at - dt.timedelta(days=1),
+                end=starts_at + dt.timedelta(days=1),
+            )
+            if b != (appointment.starts_at, appointment.ends_at)
+        ]
+        matching = [
+            s
+            for s in slots.compute(
+                selectors.rules_for(schedule),
+                start=starts_at,
+                end=starts_at + dt.timedelta(seconds=1),
+                now=now,
+                busy=busy,
+            )
+            if s[0] == starts_at
+        ]
+        if not matching:
+            raise ApplicationError(
+                "outside_availability", "That time is not one of the doctor's free slots.", status=409
+            )
+        previous = appointment.starts_at
+        appointment.starts_at, appointment.ends_at = matching[0]
+        try:
+            with transaction.atomic():
+                appointment.save(update_fields=["starts_at", "ends_at", "updated_at"])
+        except IntegrityError as exc:
+            if "appointment_no_overlap" in str(exc):
+                raise ApplicationError(
+                    "slot_taken", "Someone else has just booked this slot.", status=409
+                ) from exc
+            raise
+        move(
+            appointment,
+            appointment.state,
+            actor=user,
+            source="api",
+            note=f"rescheduled from {previous.isoformat()}",
+        )
+        if appointment.consultation_id is not None:
+            payment_services.consultation_set_expiry(
+                consultation_id=appointment.consultation_id,
+                expires_at=appointment.ends_at
+                + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_GRACE_MINUTES),
+            )
+        return appointment

@@ -7,4 +7,14 @@ urlpatterns = [
     path("doctors/<int:doctor_id>/slots", apis.DoctorSlotsApi.as_view(), name="doctor-slots"),
     path("appointments", apis.AppointmentListCreateApi.as_view(), name="appointment-list"),
     path("appointments/<int:appointment_id>", apis.AppointmentDetailApi.as_view(), name="appointment-detail"),
+    path(
+        "appointments/<int:appointment_id>/cancel",
+        apis.AppointmentCancelApi.as_view(),
+        name="appointment-cancel",
+    ),
+    path(
+        "appointments/<int:appointment_id>/reschedule",
+        apis.AppointmentRescheduleApi.as_view(),
+        name="appointment-reschedule",
+    ),
 ]

@@ -429,6 +429,16 @@ TABLE: dict[str, Op] = {
         row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
         params=lambda w: {"appointment_id": w.extra["appointment"].pk},
     ),
+    "POST /api/v1/appointments/{appointment_id}/cancel": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {},
+    ),
+    "POST /api/v1/appointments/{appointment_id}/reschedule": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {"starts_at": free_slot(w)},
+    ),
     "POST /api/v1/payments/stripe/webhook": Op(
         everyone(invalid("invalid_signature")),  # Stripe's signature is the only credential
         body=lambda w, a: {"id": "evt_matrix", "type": "payment_intent.succeeded"},

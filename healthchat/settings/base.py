@@ -538,6 +538,11 @@ LOGGING: dict[str, Any] = {
 APPOINTMENT_HOLD_SECONDS: int = env.int("APPOINTMENT_HOLD_SECONDS", default=600)
 # The booked consultation expires (authorisation released) this long after the slot's end.
 APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTES", default=30)
+# Cancellation policy: a patient cancelling (or rescheduling) at least this many hours before
+# the start pays nothing; later, this percentage of the price is kept; after the start they
+# cannot cancel (409 too_late_to_cancel). A doctor's cancellation is always free for the patient.
+APPOINTMENT_FREE_CANCEL_HOURS: int = env.int("APPOINTMENT_FREE_CANCEL_HOURS", default=24)
+APPOINTMENT_LATE_CANCEL_FEE_PERCENT: int = env.int("APPOINTMENT_LATE_CANCEL_FEE_PERCENT", default=50)
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
 CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
     "task": "appointments.tasks.expire_holds",

@@ -36,6 +36,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/appointments/{appointment_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel an appointment (the policy decides the fee) */
+        post: operations["appointments_cancel_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/appointments/{appointment_id}/reschedule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Move an appointment to another free slot */
+        post: operations["appointments_reschedule_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attachments": {
         parameters: {
             query?: never;
@@ -931,6 +965,17 @@ export interface components {
             hold_expires_at?: string | null;
             /** Format: date-time */
             readonly created_at: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        AppointmentRescheduleInputRequest: {
+            /**
+             * Format: date-time
+             * @description the new slot's start, with its UTC offset
+             */
+            starts_at: string;
         };
         /**
          * @description * `held` - Held (awaiting payment authorisation)
@@ -2208,6 +2253,308 @@ export interface operations {
                         error?: {
                             /** @enum {string} */
                             code?: "appointment_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    appointments_cancel_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1,
+                     *       "kind": "string",
+                     *       "state": "held",
+                     *       "starts_at": "2026-01-05T09:30:00Z",
+                     *       "ends_at": "2026-01-05T09:30:00Z",
+                     *       "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "transitions": [
+                     *         {
+                     *           "from_state": "string",
+                     *           "to_state": "string",
+                     *           "actor_id": 1,
+                     *           "source": "string",
+                     *           "note": "string",
+                     *           "at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AppointmentDetailOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `invalid_amount`, `refund_too_large` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "invalid_amount" | "refund_too_large";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_allowed`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_allowed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_allowed" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `appointment_not_found`, `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_not_found" | "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `cannot_cancel`, `invalid_transition`, `not_refundable`, `nothing_to_refund`, `too_late_to_cancel` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "cannot_cancel",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "cannot_cancel" | "invalid_transition" | "not_refundable" | "nothing_to_refund" | "too_late_to_cancel";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /** @description Bad Gateway: `payment_provider_error` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "payment_provider_error",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "payment_provider_error";
+                        };
+                    };
+                };
+            };
+            /** @description Service Unavailable: `auth_unavailable`, `payments_unavailable`, `server_busy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "auth_unavailable",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "auth_unavailable" | "payments_unavailable" | "server_busy";
+                            /** @description seconds to wait before repeating the request (also `Retry-After`) */
+                            retry_after?: number;
+                        };
+                    };
+                };
+            };
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    appointments_reschedule_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "starts_at": "2026-01-05T09:30:00Z"
+                 *     }
+                 */
+                "application/json": components["schemas"]["AppointmentRescheduleInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1,
+                     *       "kind": "string",
+                     *       "state": "held",
+                     *       "starts_at": "2026-01-05T09:30:00Z",
+                     *       "ends_at": "2026-01-05T09:30:00Z",
+                     *       "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "transitions": [
+                     *         {
+                     *           "from_state": "string",
+                     *           "to_state": "string",
+                     *           "actor_id": 1,
+                     *           "source": "string",
+                     *           "note": "string",
+                     *           "at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AppointmentDetailOut"];
+                };
+            };
+            400: components["responses"]["InvalidRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `appointment_not_found`, `consultation_not_found`, `doctor_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_not_found" | "consultation_not_found" | "doctor_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `invalid_transition`, `outside_availability`, `slot_taken`, `too_late_to_reschedule` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_transition",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid_transition" | "outside_availability" | "slot_taken" | "too_late_to_reschedule";
                         };
                     };
                 };
