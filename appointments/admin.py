@@ -7,7 +7,14 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Appointment, AppointmentTransition, Schedule, ScheduleException, WeeklyWindow
+from .models import (
+    Appointment,
+    AppointmentReminder,
+    AppointmentTransition,
+    Schedule,
+    ScheduleException,
+    WeeklyWindow,
+)
 
 
 class ReadOnly:
@@ -43,9 +50,14 @@ class TransitionInline(ReadOnly, admin.TabularInline[AppointmentTransition, Appo
     extra = 0
 
 
+class ReminderInline(ReadOnly, admin.TabularInline[AppointmentReminder, Appointment]):
+    model = AppointmentReminder
+    extra = 0
+
+
 @admin.register(Appointment)
 class AppointmentAdmin(ReadOnly, admin.ModelAdmin[Appointment]):
     list_display = ["id", "doctor", "patient", "starts_at", "state", "consultation"]
     list_filter = ["state"]
     date_hierarchy = "starts_at"
-    inlines = [TransitionInline]
+    inlines = [TransitionInline, ReminderInline]

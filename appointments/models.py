@@ -168,3 +168,28 @@ class AppointmentTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.appointment_id}: {self.from_state or '-'} -> {self.to_state}"
+
+
+class AppointmentReminder(models.Model):
+    """The reminder outbox: one row per appointment and offset, armed when the appointment is
+    confirmed, moved by a reschedule, deleted by a cancel. ``sent_at`` is set in the same
+    transaction that writes the push outbox rows (``notifications``), so a reminder is queued
+    exactly once whatever beat or a worker does."""
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="reminders")
+    offset_minutes = models.PositiveIntegerField()
+    due_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appointment", "offset_minutes"], name="reminder_once_per_offset"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(sent_at__isnull=True), name="reminder_due_unsent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reminder {self.offset_minutes} min before {self.appointment_id}"

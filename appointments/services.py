@@ -28,7 +28,7 @@ from payments import validators as payment_validators
 from payments.gateway import GatewayError, get_gateway
 from payments.models import Consultation
 
-from . import selectors, slots
+from . import reminders, selectors, slots
 from . import validators as v
 from .models import Appointment, AppointmentTransition, Schedule, ScheduleException, WeeklyWindow
 
@@ -120,6 +120,10 @@ def move(
     AppointmentTransition.objects.create(
         appointment=appointment, from_state=previous, to_state=to, actor=actor, source=source, note=note[:255]
     )
+    if to == State.CONFIRMED and previous == State.HELD:
+        reminders.arm(appointment)
+    elif to != State.CONFIRMED:
+        reminders.disarm(appointment)
     logger.info("appointment %s %s -> %s (%s)", appointment.pk, previous, to, source)
     fan_out_on_commit(
         user_ids=[appointment.patient_id, appointment.doctor_id],
@@ -403,6 +407,8 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
             source="api",
             note=f"rescheduled from {previous.isoformat()}",
         )
+        if appointment.state == State.CONFIRMED:
+            reminders.rearm(appointment)
         if appointment.consultation_id is not None:
             payment_services.consultation_set_expiry(
                 consultation_id=appointment.consultation_id,

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
-from . import services
+from . import reminders, services
 from .models import Appointment
 
 logger = logging.getLogger("healthchat.appointments")
@@ -27,3 +27,14 @@ def expire_holds() -> int:
         except ApplicationError as exc:  # provider down: the next run retries
             logger.warning("hold %s not expired: %s", appointment_id, exc.code)
     return done
+
+
+@shared_task(name="appointments.tasks.send_reminders")
+def send_reminders() -> int:
+    """Queue due reminders (exactly once each: see ``appointments.reminders``)."""
+    total = 0
+    while True:
+        queued = reminders.send_due()
+        total += queued
+        if queued == 0:
+            return total

@@ -544,6 +544,14 @@ APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTE
 APPOINTMENT_FREE_CANCEL_HOURS: int = env.int("APPOINTMENT_FREE_CANCEL_HOURS", default=24)
 APPOINTMENT_LATE_CANCEL_FEE_PERCENT: int = env.int("APPOINTMENT_LATE_CANCEL_FEE_PERCENT", default=50)
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
+# Minutes before the start at which a confirmed appointment's reminders are pushed.
+APPOINTMENT_REMINDER_OFFSETS_MINUTES: list[int] = env.list(
+    "APPOINTMENT_REMINDER_OFFSETS_MINUTES", cast=int, default=[1440, 15]
+)
+CELERY_BEAT_SCHEDULE["appointments-send-reminders"] = {
+    "task": "appointments.tasks.send_reminders",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
     "task": "appointments.tasks.expire_holds",
     "schedule": 60.0,
