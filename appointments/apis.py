@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.request import Request
@@ -12,13 +16,14 @@ from accounts.permissions import request_user
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
 
-from . import selectors, services
+from . import calendar, selectors, services
 from .serializers import (
     AppointmentCreateInputSerializer,
     AppointmentDetailOutSerializer,
     AppointmentOutSerializer,
     AppointmentRescheduleInputSerializer,
     EmptyInputSerializer,
+    FeedOutSerializer,
     ScheduleInputSerializer,
     ScheduleOutSerializer,
     SlotOutSerializer,
@@ -210,3 +215,62 @@ class AppointmentRescheduleApi(APIView):
         )
         fresh = selectors.appointment_get(user=user, appointment_id=appointment_id)
         return Response(AppointmentDetailOutSerializer(fresh).data)
+
+
+ICS_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"}
+
+
+class AppointmentIcsApi(APIView):
+    @api_doc(
+        "Download an appointment as an iCalendar (.ics) file",
+        errors={404: ["appointment_not_found"]},
+        responses={(200, "text/calendar"): bytes},
+    )
+    def get(self, request: Request, appointment_id: int) -> HttpResponse:
+        user = request_user(request)
+        appointment = selectors.appointment_get(user=user, appointment_id=appointment_id)
+        response = HttpResponse(
+            calendar.appointment_ics(appointment=appointment, viewer=user),
+            content_type="text/calendar; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="appointment-{appointment.pk}.ics"'
+        for key, value in ICS_HEADERS.items():
+            response[key] = value
+        return response
+
+
+class CalendarFeedMeApi(APIView):
+    @api_doc(
+        "Create or rotate my private calendar feed URL (the old one stops working)",
+        errors={403: ["doctors_only"]},
+        request=EmptyInputSerializer,
+        responses={201: FeedOutSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        token = calendar.feed_rotate(doctor=request_user(request))
+        url = request.build_absolute_uri(reverse("calendar-feed", kwargs={"token": token}))
+        return Response({"url": url}, status=status.HTTP_201_CREATED)
+
+    @api_doc("Revoke my calendar feed", errors={403: ["doctors_only"]}, responses={204: None})
+    def delete(self, request: Request) -> Response:
+        calendar.feed_revoke(doctor=request_user(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CalendarFeedApi(APIView):
+    """The feed itself: the token in the URL is the only credential (calendar apps send no header)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    @api_doc(
+        "A doctor's calendar feed (iCalendar)",
+        errors={404: ["feed_not_found"]},
+        responses={(200, "text/calendar"): bytes},
+    )
+    def get(self, request: Request, token: str) -> HttpResponse:
+        response = HttpResponse(calendar.feed_ics(token=token), content_type="text/calendar; charset=utf-8")
+        for key, value in ICS_HEADERS.items():
+            response[key] = value
+        return response

@@ -193,3 +193,17 @@ class AppointmentReminder(models.Model):
 
     def __str__(self) -> str:
         return f"reminder {self.offset_minutes} min before {self.appointment_id}"
+
+
+class CalendarFeed(models.Model):
+    """A doctor's private calendar feed: only the SHA-256 of its token is stored; rotating or
+    deleting the row revokes the old URL."""
+
+    doctor = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="calendar_feed"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"calendar feed of {self.doctor_id}"

@@ -127,3 +127,7 @@ class AppointmentDetailOutSerializer(AppointmentOutSerializer):
 
     class Meta(AppointmentOutSerializer.Meta):
         fields = [*AppointmentOutSerializer.Meta.fields, "transitions"]
+
+
+class FeedOutSerializer(serializers.Serializer[Any]):
+    url = serializers.URLField(help_text="the private feed URL (shown once; keep it secret)")

@@ -17,4 +17,7 @@ urlpatterns = [
         apis.AppointmentRescheduleApi.as_view(),
         name="appointment-reschedule",
     ),
+    path("appointments/<int:appointment_id>/ics", apis.AppointmentIcsApi.as_view(), name="appointment-ics"),
+    path("calendar/feed", apis.CalendarFeedMeApi.as_view(), name="calendar-feed-me"),
+    path("calendar/feeds/<str:token>.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),
 ]

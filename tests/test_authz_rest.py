@@ -84,9 +84,9 @@ def everyone(outcome: Expect) -> dict[str, Expect]:
 
 
 # --- Requests ------------------------------------------------------------------------------------
-Params = Callable[[World], dict[str, int]]
+Params = Callable[[World], dict[str, int] | dict[str, str]]
 BodyFn = Callable[[World, str], Any]
-QueryFn = Callable[[World, str, dict[str, int]], dict[str, Any]]
+QueryFn = Callable[[World, str, dict[str, Any]], dict[str, Any]]
 Visible = Callable[[World], tuple[set[int], dict[str, set[int]]]]
 
 
@@ -439,6 +439,20 @@ TABLE: dict[str, Op] = {
         params=lambda w: {"appointment_id": w.extra["appointment"].pk},
         body=lambda w, a: {"starts_at": free_slot(w)},
     ),
+    "GET /api/v1/appointments/{appointment_id}/ics": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+    ),
+    "POST /api/v1/calendar/feed": Op(
+        row(forbidden("doctors_only"), doctor=CREATED, other_doctor=CREATED), body=lambda w, a: {}
+    ),
+    "DELETE /api/v1/calendar/feed": Op(
+        row(forbidden("doctors_only"), doctor=NO_CONTENT, other_doctor=NO_CONTENT)
+    ),
+    "GET /api/v1/calendar/feeds/{token}.ics": Op(
+        everyone(not_found("feed_not_found")),  # the token is the only credential; a wrong one is 404
+        params=lambda w: {"token": "x" * 43},
+    ),
     "POST /api/v1/payments/stripe/webhook": Op(
         everyone(invalid("invalid_signature")),  # Stripe's signature is the only credential
         body=lambda w, a: {"id": "evt_matrix", "type": "payment_intent.succeeded"},
@@ -447,7 +461,7 @@ TABLE: dict[str, Op] = {
 
 
 def _request(
-    client: APIClient, method: str, path: str, op: Op, w: World, actor: str, params: dict[str, int]
+    client: APIClient, method: str, path: str, op: Op, w: World, actor: str, params: dict[str, Any]
 ) -> Any:
     url = path.format(**params)
     if op.query is not None:
