@@ -143,6 +143,12 @@ class Appointment(models.Model):
         ]
         indexes = [
             models.Index(fields=["patient", "-starts_at"], name="appointment_patient_recent"),
+            # The busy intervals of a doctor's slot listing.
+            models.Index(
+                fields=["doctor", "starts_at"],
+                condition=Q(state__in=v.BLOCKING_STATES),
+                name="appointment_doctor_busy",
+            ),
             models.Index(fields=["state", "hold_expires_at"], name="appointment_state_hold"),
         ]
 

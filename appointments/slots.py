@@ -12,6 +12,7 @@ add a window on their date.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterable, Iterator
@@ -79,24 +80,37 @@ def compute(
     """Free slots (UTC start, end) starting in ``[start, end)``, inside the notice and horizon
     limits, not overlapping ``busy`` (held or confirmed appointments), in time order."""
     tz = zoneinfo.ZoneInfo(rules.timezone)
-    length = dt.timedelta(minutes=rules.slot_minutes)
-    step = length + dt.timedelta(minutes=rules.buffer_minutes)
-    earliest = max(start, now + dt.timedelta(minutes=rules.min_notice_minutes))
-    latest = min(end, now + dt.timedelta(days=rules.horizon_days))
-    if earliest >= latest:
+    # Integer seconds since the epoch inside the loop (datetime arithmetic is the cost here).
+    length = rules.slot_minutes * 60
+    step = length + rules.buffer_minutes * 60
+    earliest_dt = max(start, now + dt.timedelta(minutes=rules.min_notice_minutes))
+    latest_dt = min(end, now + dt.timedelta(days=rules.horizon_days))
+    if earliest_dt >= latest_dt:
         return
-    taken = sorted(busy)
+    earliest, latest = earliest_dt.timestamp(), latest_dt.timestamp()
+    # Busy intervals sorted by start, with the running maximum of their ends: a slot [a, b)
+    # overlaps one of them exactly when the latest end among those starting before b is after a.
+    taken = sorted((b_s.timestamp(), b_e.timestamp()) for b_s, b_e in busy)
+    starts = [b_s for b_s, _ in taken]
+    max_end: list[float] = []
+    for _, b_e in taken:
+        max_end.append(max(max_end[-1], b_e) if max_end else b_e)
     # Local dates that can hold a slot starting in [earliest, latest): one day either side
     # covers every UTC offset.
-    day = earliest.astimezone(tz).date() - dt.timedelta(days=1)
-    last = latest.astimezone(tz).date() + dt.timedelta(days=1)
-    found: list[tuple[dt.datetime, dt.datetime]] = []
+    day = earliest_dt.astimezone(tz).date() - dt.timedelta(days=1)
+    last = latest_dt.astimezone(tz).date() + dt.timedelta(days=1)
+    found: set[float] = set()
     while day <= last:
         for w_start, w_end in _windows(rules, day, tz):
-            at = w_start
-            while at + length <= w_end:
-                if earliest <= at < latest and not any(b_s < at + length and at < b_e for b_s, b_e in taken):
-                    found.append((at, at + length))
+            at, stop = w_start.timestamp(), w_end.timestamp()
+            while at + length <= stop:
+                if earliest <= at < latest:
+                    before = bisect.bisect_left(starts, at + length)
+                    if before == 0 or max_end[before - 1] <= at:
+                        found.add(at)
                 at += step
         day += dt.timedelta(days=1)
-    yield from sorted(set(found))
+    span = dt.timedelta(seconds=length)
+    for at in sorted(found):
+        begin = dt.datetime.fromtimestamp(at, UTC)
+        yield begin, begin + span
