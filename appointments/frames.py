@@ -17,7 +17,7 @@ class AppointmentSummary(WireModel):
     id: int
     patient_id: int
     doctor_id: int
-    state: Literal["held", "confirmed", "released", "cancelled"]
+    state: Literal["held", "confirmed", "released", "cancelled", "no_show_doctor"]
     starts_at: str
     ends_at: str
     consultation_id: int | None

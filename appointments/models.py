@@ -105,6 +105,7 @@ class Appointment(models.Model):
         CONFIRMED = v.CONFIRMED, "Confirmed"
         RELEASED = v.RELEASED, "Released (payment failed or hold timed out)"
         CANCELLED = v.CANCELLED, "Cancelled"
+        NO_SHOW_DOCTOR = v.NO_SHOW_DOCTOR, "Doctor did not admit (refunded in full)"
 
     doctor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="appointments_as_doctor"

@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts.models import DoctorProfile, User
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import check_not_blocked, fan_out_on_commit
+from notifications.services import appointment_push_ref, push_appointment
 from payments import services as payment_services
 from payments import validators as payment_validators
 from payments.gateway import GatewayError, get_gateway
@@ -416,3 +417,52 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
                 + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_GRACE_MINUTES),
             )
         return appointment
+
+
+# --- No-shows -------------------------------------------------------------------------------
+def doctor_no_show(*, appointment_id: int) -> Appointment | None:
+    """A confirmed appointment the doctor has not admitted (its consultation still ``paid``, not
+    accepted) ``APPOINTMENT_DOCTOR_NO_SHOW_MINUTES`` after the start: the authorisation is
+    released in full (nothing was captured: the patient's money never left), the appointment
+    ends ``no_show_doctor`` and the patient gets an apology push, in one transaction. Idempotent."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
+            if (
+                appointment is None
+                or appointment.state != State.CONFIRMED
+                or appointment.consultation_id is None
+                or now
+                < appointment.starts_at + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
+            ):
+                return appointment
+            consultation = payment_services.lock(appointment.consultation_id)
+            if consultation.state != Consultation.State.PAID:
+                return appointment  # admitted (accepted) or already ended: not a no-show
+            move(appointment, State.NO_SHOW_DOCTOR, actor=None, source="task", note="doctor did not admit")
+            payment_services.release(consultation, reason="abandoned")
+            payment_services.transition(
+                consultation, "expire", actor=None, source="task", note="doctor did not admit the appointment"
+            )
+            push_appointment(
+                ref=appointment_push_ref(
+                    kind="appointment.apology",
+                    appointment_id=appointment.pk,
+                    starts_at=appointment.starts_at,
+                    slot="noshow",
+                ),
+                user_id=appointment.patient_id,
+            )
+            return appointment
+    except GatewayError as exc:
+        raise payment_services.provider_failed(exc) from exc
+
+
+def no_shows_due() -> list[int]:
+    cutoff = timezone.now() - dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
+    return list(
+        Appointment.objects.filter(
+            state=State.CONFIRMED, starts_at__lte=cutoff, consultation__state=Consultation.State.PAID
+        ).values_list("pk", flat=True)[:500]
+    )

@@ -38,3 +38,17 @@ def send_reminders() -> int:
         total += queued
         if queued == 0:
             return total
+
+
+@shared_task(name="appointments.tasks.sweep_no_shows")
+def sweep_no_shows() -> int:
+    """End confirmed appointments the doctor never admitted (full release, apology push)."""
+    done = 0
+    for appointment_id in services.no_shows_due():
+        try:
+            appointment = services.doctor_no_show(appointment_id=appointment_id)
+        except ApplicationError as exc:  # provider down: the next run retries
+            logger.warning("no-show %s not ended: %s", appointment_id, exc.code)
+            continue
+        done += appointment is not None and appointment.state == Appointment.State.NO_SHOW_DOCTOR
+    return done

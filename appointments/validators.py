@@ -9,7 +9,8 @@ from typing import Any
 from core.errors import ApplicationError
 
 HELD, CONFIRMED, RELEASED, CANCELLED = "held", "confirmed", "released", "cancelled"
-STATES = (HELD, CONFIRMED, RELEASED, CANCELLED)
+NO_SHOW_DOCTOR = "no_show_doctor"
+STATES = (HELD, CONFIRMED, RELEASED, CANCELLED, NO_SHOW_DOCTOR)
 # The states that occupy the doctor's time: the exclusion constraint covers exactly these.
 BLOCKING_STATES = (HELD, CONFIRMED)
 EXCEPTION_KINDS = ("off", "extra")

@@ -544,6 +544,13 @@ APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTE
 APPOINTMENT_FREE_CANCEL_HOURS: int = env.int("APPOINTMENT_FREE_CANCEL_HOURS", default=24)
 APPOINTMENT_LATE_CANCEL_FEE_PERCENT: int = env.int("APPOINTMENT_LATE_CANCEL_FEE_PERCENT", default=50)
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
+# A confirmed appointment whose doctor has not accepted (admitted) its consultation this many
+# minutes after the start ends as no_show_doctor: authorisation released, apology push.
+APPOINTMENT_DOCTOR_NO_SHOW_MINUTES: int = env.int("APPOINTMENT_DOCTOR_NO_SHOW_MINUTES", default=15)
+CELERY_BEAT_SCHEDULE["appointments-sweep-no-shows"] = {
+    "task": "appointments.tasks.sweep_no_shows",
+    "schedule": 60.0,
+}
 # Minutes before the start at which a confirmed appointment's reminders are pushed.
 APPOINTMENT_REMINDER_OFFSETS_MINUTES: list[int] = env.list(
     "APPOINTMENT_REMINDER_OFFSETS_MINUTES", cast=int, default=[1440, 15]

@@ -1037,9 +1037,10 @@ export interface components {
          *     * `confirmed` - Confirmed
          *     * `released` - Released (payment failed or hold timed out)
          *     * `cancelled` - Cancelled
+         *     * `no_show_doctor` - Doctor did not admit (refunded in full)
          * @enum {string}
          */
-        AppointmentStateEnum: "held" | "confirmed" | "released" | "cancelled";
+        AppointmentStateEnum: "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor";
         AppointmentTransitionOut: {
             from_state?: string;
             to_state: string;
