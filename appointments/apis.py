@@ -266,6 +266,15 @@ class CalendarFeedApi(APIView):
 
     @api_doc(
         "A doctor's calendar feed (iCalendar)",
+        parameters=[
+            OpenApiParameter(
+                "token",
+                str,
+                OpenApiParameter.PATH,
+                pattern=r"^[A-Za-z0-9_-]{20,100}$",
+                description="the feed's secret token (from POST calendar/feed)",
+            )
+        ],
         errors={404: ["feed_not_found"]},
         responses={(200, "text/calendar"): bytes},
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 
 from django.db import transaction
@@ -24,6 +25,7 @@ from . import validators as v
 from .models import Appointment, CalendarFeed
 
 PRODID = "-//healthchat//appointments//EN"
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{20,100}")
 FEED_PAST_DAYS = 30
 FEED_FUTURE_DAYS = 400
 
@@ -84,7 +86,9 @@ def feed_revoke(*, doctor: User) -> None:
 def feed_ics(*, token: str) -> bytes:
     """The doctor's appointments (30 days back, 400 ahead), held and confirmed ones and the
     cancelled ones (so calendar apps remove them). ``404 feed_not_found`` for any bad token."""
-    feed = CalendarFeed.objects.filter(token_hash=_hash(token)).first() if 20 <= len(token) <= 100 else None
+    feed = (
+        CalendarFeed.objects.filter(token_hash=_hash(token)).first() if TOKEN_SHAPE.fullmatch(token) else None
+    )
     if feed is None:
         raise NotFound("No such calendar feed.", code="feed_not_found")
     now = timezone.now()

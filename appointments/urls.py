@@ -19,5 +19,5 @@ urlpatterns = [
     ),
     path("appointments/<int:appointment_id>/ics", apis.AppointmentIcsApi.as_view(), name="appointment-ics"),
     path("calendar/feed", apis.CalendarFeedMeApi.as_view(), name="calendar-feed-me"),
-    path("calendar/feeds/<str:token>.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),
+    path("calendar/feeds/<str:token>/calendar.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),
 ]

@@ -449,7 +449,7 @@ TABLE: dict[str, Op] = {
     "DELETE /api/v1/calendar/feed": Op(
         row(forbidden("doctors_only"), doctor=NO_CONTENT, other_doctor=NO_CONTENT)
     ),
-    "GET /api/v1/calendar/feeds/{token}.ics": Op(
+    "GET /api/v1/calendar/feeds/{token}/calendar.ics": Op(
         everyone(not_found("feed_not_found")),  # the token is the only credential; a wrong one is 404
         params=lambda w: {"token": "x" * 43},
     ),

@@ -244,7 +244,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/calendar/feeds/{token}.ics": {
+    "/api/v1/calendar/feeds/{token}/calendar.ics": {
         parameters: {
             query?: never;
             header?: never;
@@ -255,7 +255,7 @@ export interface paths {
          * A doctor's calendar feed (iCalendar)
          * @description The feed itself: the token in the URL is the only credential (calendar apps send no header).
          */
-        get: operations["calendar_feeds_.ics_retrieve"];
+        get: operations["calendar_feeds_calendar.ics_retrieve"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3592,11 +3592,12 @@ export interface operations {
             };
         };
     };
-    "calendar_feeds_.ics_retrieve": {
+    "calendar_feeds_calendar.ics_retrieve": {
         parameters: {
             query?: never;
             header?: never;
             path: {
+                /** @description the feed's secret token (from POST calendar/feed) */
                 token: string;
             };
             cookie?: never;
