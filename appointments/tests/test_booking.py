@@ -193,11 +193,13 @@ def test_fifty_concurrent_bookings_of_one_slot(stripe_fake):
 
     def book(patient) -> None:
         try:
-            barrier.wait(timeout=60)
+            barrier.wait(timeout=180)
             services.appointment_book(patient=patient, doctor_id=doctor.pk, starts_at=start, kind="chat")
             result = "booked"
         except ApplicationError as exc:
             result = exc.code
+        except Exception as exc:  # recorded, so a failure names it (a pool timeout under load)
+            result = f"unexpected {type(exc).__name__}: {exc}"
         finally:
             connection.close()
         with lock:
@@ -207,8 +209,9 @@ def test_fifty_concurrent_bookings_of_one_slot(stripe_fake):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
-    assert sorted(set(outcomes)) == ["booked", "slot_taken"]
+        t.join(timeout=300)
+    assert len(outcomes) == 50, outcomes
+    assert sorted(set(outcomes)) == ["booked", "slot_taken"], outcomes
     assert outcomes.count("booked") == 1
     assert outcomes.count("slot_taken") == 49
     assert Appointment.objects.filter(state__in=["held", "confirmed"]).count() == 1

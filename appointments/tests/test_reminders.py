@@ -78,7 +78,7 @@ def test_concurrent_runs_send_each_reminder_once(settings, enqueued):
 
     def run() -> None:
         try:
-            barrier.wait(timeout=30)
+            barrier.wait(timeout=120)
             counts.append(reminders.send_due())
         finally:
             connection.close()
@@ -87,7 +87,7 @@ def test_concurrent_runs_send_each_reminder_once(settings, enqueued):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=240)
     assert sum(counts) == 2
     assert PushDelivery.objects.filter(kind="appointment").count() == 4  # 2 reminders x 2 devices
     assert sorted(enqueued.ids) == sorted(
