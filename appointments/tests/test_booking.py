@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from accounts.tests.factories import PatientFactory
@@ -192,16 +192,23 @@ def test_fifty_concurrent_bookings_of_one_slot(stripe_fake):
     lock = threading.Lock()
 
     def book(patient) -> None:
-        try:
-            barrier.wait(timeout=180)
-            services.appointment_book(patient=patient, doctor_id=doctor.pk, starts_at=start, kind="chat")
-            result = "booked"
-        except ApplicationError as exc:
-            result = exc.code
-        except Exception as exc:  # recorded, so a failure names it (a pool timeout under load)
-            result = f"unexpected {type(exc).__name__}: {exc}"
-        finally:
-            connection.close()
+        barrier.wait(timeout=180)
+        for _attempt in range(3):
+            try:
+                services.appointment_book(patient=patient, doctor_id=doctor.pk, starts_at=start, kind="chat")
+                result = "booked"
+            except ApplicationError as exc:
+                result = exc.code
+            except OperationalError as exc:
+                # 50 threads share this process's pool of connections; on a loaded machine one
+                # may wait past the pool's timeout. A client would try again: so does the test.
+                result = f"unexpected {type(exc).__name__}: {exc}"
+                continue
+            except Exception as exc:  # recorded, so a failure names it
+                result = f"unexpected {type(exc).__name__}: {exc}"
+            finally:
+                connection.close()
+            break
         with lock:
             outcomes.append(result)
 
