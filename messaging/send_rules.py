@@ -21,6 +21,7 @@ How to add a rule: docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from core.errors import ApplicationError
 
 if TYPE_CHECKING:
     from .reach import Reach
+
+logger = logging.getLogger("healthchat.messaging")
 
 # A message a batch wrote: (message_id, conversation_id, sender_id).
 Written = tuple[int, int, int]
@@ -163,6 +166,33 @@ class SendRegistry:
                 stmt.answer(rows)
 
         transaction.on_commit(answer_after_commit)
+
+    def run_hooks(self, written: Sequence[Written], *, guarded: bool = True) -> None:
+        """Every registered hook for ``written``, in the caller's transaction, for every writer
+        on Django's connection (the batch, the single send, the encrypted send, a call's
+        system message). ``guarded``: each in a savepoint, a failure is logged and never undoes
+        the messages; unguarded (the fast path, two statements fewer), a failure raises
+        ``HookFailed`` for the caller to redo its writes guarded."""
+        if not written:
+            return
+        for hook in self.hooks:
+            if not guarded:
+                try:
+                    self.run_hook(hook, written)
+                except Exception as exc:
+                    logger.exception("batch hook failed: %s", hook.name)
+                    raise HookFailed(hook.name) from exc
+                continue
+            try:
+                with transaction.atomic():
+                    self.run_hook(hook, written)
+            except Exception:  # a hook never undoes the messages
+                logger.exception("batch hook failed: %s", hook.name)
+
+
+class HookFailed(Exception):
+    """A written hook failed unguarded (``run_hooks(guarded=False)``): the caller undoes its
+    transaction and writes again with the hooks guarded (a hook never loses a message)."""
 
 
 def refusals_of(stmt: BatchStatement) -> dict[int, ApplicationError]:

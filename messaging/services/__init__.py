@@ -51,6 +51,8 @@ from .conversations import (
 from .counters import allocate, lock
 from .edit import message_delete, message_edit, record_update, record_updates
 from .events import (
+    Committed,
+    announce_committed,
     announce_on_commit,
     fan_out,
     fan_out_encrypted,
@@ -88,6 +90,7 @@ from .send_batch import (
     Prepared,
     Refusals,
     batch_outcome,
+    committed_of,
     fan_out_all,
     known_kinds,
     message_send_many,
@@ -105,6 +108,7 @@ __all__ = [
     "TOMBSTONE_NAME",
     "TOMBSTONE_SHA256",
     "BatchConflict",
+    "Committed",
     "Duplicate",
     "DuplicateSend",
     "FanOut",
@@ -114,6 +118,7 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "allocate",
+    "announce_committed",
     "announce_on_commit",
     "attach_uploads",
     "attachment_make_thumbnail",
@@ -128,6 +133,7 @@ __all__ = [
     "check_can_contact",
     "check_can_send",
     "check_not_blocked",
+    "committed_of",
     "contact_rules",
     "conversation_open_direct",
     "conversation_set_legal_hold",

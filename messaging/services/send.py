@@ -20,6 +20,7 @@ from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import reach, selectors
 from messaging import validators as v
 from messaging.models import Conversation, Event, Membership, Message, MessageCiphertext
+from messaging.send_rules import HookFailed, registry
 
 from .attachments import attach_uploads
 from .contacts import is_blocked
@@ -305,18 +306,30 @@ def send(request: SendRequest) -> SendResult:
         )
     text = plain_text(request.body, ids)
     try:
-        with transaction.atomic():
-            return send_in_transaction(
-                sender=request.sender,
-                conversation_id=request.conversation_id,
-                cid=cid,
-                text=text,
-                reply_to=request.reply_to,
-                attachment_ids=ids,
-                origin_channel=request.origin_channel,
-            )
+        try:
+            return _send_and_hooks(request, cid, text, ids, guarded=False)
+        except HookFailed:  # undone: written again, the hooks in savepoints
+            return _send_and_hooks(request, cid, text, ids, guarded=True)
     except (IntegrityError, DuplicateSend):
         return original_send(request.sender, cid, request.conversation_id)
+
+
+def _send_and_hooks(
+    request: SendRequest, cid: uuid.UUID, text: str, ids: list[int], *, guarded: bool
+) -> SendResult:
+    """One plaintext send and the written hooks (the push outbox) in one transaction."""
+    with transaction.atomic():
+        result = send_in_transaction(
+            sender=request.sender,
+            conversation_id=request.conversation_id,
+            cid=cid,
+            text=text,
+            reply_to=request.reply_to,
+            attachment_ids=ids,
+            origin_channel=request.origin_channel,
+        )
+        registry.run_hooks([(result.message.pk, request.conversation_id, request.sender.pk)], guarded=guarded)
+        return result
 
 
 def plain_text(body: str | None, attachment_ids: list[int]) -> str:
@@ -340,9 +353,9 @@ def send_in_transaction(
     reply_to: int | None,
     attachment_ids: list[int],
     origin_channel: str | None,
-    announce: bool = True,
 ) -> SendResult:
-    """The writes of a plaintext send, inside the caller's transaction; events on commit."""
+    """The writes of a plaintext send, inside the caller's transaction (the caller runs the
+    written hooks); its frame and ``message_committed`` on commit."""
     write = write_message_sql if connection.vendor == "postgresql" else write_message_orm
     message, number, recipients = write(
         sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
@@ -355,8 +368,7 @@ def send_in_transaction(
     data = selectors.message_data(message, attachments)
     frame = {"type": "message.new", "data": {"message": data}, "event": number}
     fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
-    if announce:
-        announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+    announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     return SendResult(message, True, data)
 
 
@@ -435,6 +447,7 @@ def message_send_encrypted(
                 lambda: fan_out_encrypted(per_user=per_user, frame=frame, exclude_channel=origin_channel)
             )
             announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+            registry.run_hooks([(message.pk, conversation_id, sender.pk)])
     except (IntegrityError, DuplicateSend):
         existing = existing_send(sender, cid, conversation_id)
         if existing is None:

@@ -24,9 +24,9 @@ from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import frames, reach
 from messaging import validators as v
 from messaging.reach import Reach
-from messaging.send_rules import Written, WrittenHook, registry
+from messaging.send_rules import HookFailed, Written, registry
 
-from .events import announce_on_commit, fan_out
+from .events import Committed, announce_committed, fan_out
 from .send import (
     DuplicateSend,
     SendRequest,
@@ -233,24 +233,13 @@ def _retry_on_fresh_connection(
     return True
 
 
-def _run_batch_hooks(written: list[Written], hooks: Sequence[WrittenHook], *, guarded: bool = True) -> None:
-    """Run the registered written hooks in the batch's transaction (``registry.run_hook``: the
-    statement the loop writer runs too): ``guarded``, each in a savepoint (a failing hook is
-    logged and never undoes the messages); unguarded (the fast path, two statements fewer per
-    batch), a failure raises ``BatchConflict`` to redo the batch guarded."""
-    for hook in hooks:
-        if not guarded:
-            try:
-                registry.run_hook(hook, written)
-            except Exception as exc:
-                logger.exception("batch hook failed: %s", hook.name)
-                raise BatchConflict from exc
-            continue
-        try:
-            with transaction.atomic():
-                registry.run_hook(hook, written)
-        except Exception:  # a hook never undoes the messages
-            logger.exception("batch hook failed: %s", hook.name)
+def _run_batch_hooks(written: list[Written], *, guarded: bool = True) -> None:
+    """The registered written hooks in the batch's transaction (``registry.run_hooks``: the
+    statements the loop writer runs too); unguarded, a failure redoes the batch guarded."""
+    try:
+        registry.run_hooks(written, guarded=guarded)
+    except HookFailed as exc:
+        raise BatchConflict from exc
 
 
 @contextmanager
@@ -271,13 +260,12 @@ def _write_one_by_one(
     duplicates: list[Duplicate],
 ) -> None:
     """The batch in one transaction, one savepoint per send."""
-    hooks = registry.hooks
     written: list[Written] = []
     with _batch_transaction():
         for index, item, cid, ids, text in sorted(prepared, key=lambda p: p.request.conversation_id):
-            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=not hooks)
+            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written)
         if written:
-            _run_batch_hooks(written, hooks)
+            _run_batch_hooks(written)
 
 
 def _write_in_savepoint(
@@ -289,8 +277,6 @@ def _write_in_savepoint(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     written: list[Written],
-    *,
-    announce: bool,
 ) -> None:
     try:
         with transaction.atomic():
@@ -302,7 +288,6 @@ def _write_in_savepoint(
                 reply_to=item.reply_to,
                 attachment_ids=ids,
                 origin_channel=item.origin_channel,
-                announce=announce,
             )
             written.append((result.message.pk, item.conversation_id, item.sender.pk))
             results[index] = result
@@ -356,7 +341,6 @@ def _write_batch(
     commit, pipelined (psycopg's pipeline mode spans the commit, so the hooks' statements and
     the COMMIT share one round trip): two round trips for a batch whose conversations this
     process has seen before, else three or four."""
-    hooks = registry.hooks
     written: list[Written] = []
     first_use: set[tuple[int, uuid.UUID]] = set()
     fresh: list[Prepared] = []
@@ -372,11 +356,11 @@ def _write_batch(
     )
     with _pipeline(), _batch_transaction():
         if known:
-            written += _write_known_batch(fresh, results, duplicates, refusals, announce=not hooks)
+            written += _write_known_batch(fresh, results, duplicates, refusals)
         else:
-            written += _write_locked_batch(fresh, results, duplicates, refusals, announce=not hooks)
+            written += _write_locked_batch(fresh, results, duplicates, refusals)
         if written:
-            _run_batch_hooks(written, hooks, guarded=False)
+            _run_batch_hooks(written, guarded=False)
 
 
 def _begin_and_lock(cursor: Any, fresh: list[Prepared]) -> None:
@@ -392,8 +376,6 @@ def _write_known_batch(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     refusals: Refusals | None,
-    *,
-    announce: bool,
 ) -> list[Written]:
     """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
     (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
@@ -412,7 +394,7 @@ def _write_known_batch(
     remember_kinds({e.request.conversation_id for e in fresh}, locked)
     if ruled:
         raise BatchConflict
-    return _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+    return _plain_batch_results(plain, rows, now, results, duplicates)
 
 
 def _write_locked_batch(
@@ -420,8 +402,6 @@ def _write_locked_batch(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     refusals: Refusals | None,
-    *,
-    announce: bool,
 ) -> list[Written]:
     """BEGIN and the locks first (their answer names each conversation's kind), then the rules,
     the send statement, and the sends with attachments one by one."""
@@ -447,9 +427,9 @@ def _write_locked_batch(
         with connection.cursor() as cursor:
             now = _execute_plain_batch(cursor, plain)
             rows = sorted(cursor.fetchall())
-        written += _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+        written += _plain_batch_results(plain, rows, now, results, duplicates)
     for index, item, cid, ids, text in slow:
-        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=announce)
+        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written)
     return written
 
 
@@ -495,21 +475,22 @@ def _plain_batch_results(
     now: datetime,
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
-    *,
-    announce: bool,
 ) -> list[Written]:
     written, fan_outs, recipients = batch_outcome(plain, rows, now, results, duplicates)
-    if announce:
-        for ord_, _message_id, *_rest in rows:
-            result = results[plain[ord_].slot]
-            if isinstance(result, SendResult):
-                conversation_id = plain[ord_].request.conversation_id
-                announce_on_commit(
-                    result.message, sender_id=result.data["sender_id"], recipients=recipients[conversation_id]
-                )
-    if fan_outs:
-        transaction.on_commit(lambda: fan_out_all(fan_outs))
+    if written:
+        committed = committed_of(written, recipients)
+
+        def after_commit() -> None:
+            fan_out_all(fan_outs)
+            announce_committed(committed)
+
+        transaction.on_commit(after_commit)
     return written
+
+
+def committed_of(written: list[Written], recipients: dict[int, list[int]]) -> list[Committed]:
+    """What ``message_committed`` tells of the messages a batch wrote."""
+    return [(m, c, s, recipients[c]) for m, c, s in written]
 
 
 FanOut = tuple[list[int], dict[str, Any], str | None]

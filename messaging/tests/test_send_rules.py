@@ -158,3 +158,34 @@ def test_a_rule_without_both_forms_is_refused_at_registration() -> None:
         ReachRule(name="tests.half", statement=muted_statement)  # type: ignore[call-arg]
     with pytest.raises(ImproperlyConfigured):  # two different rules under one name
         registry.register_rule(ReachRule(name="tests.muted", statement=muted_statement, orm=lambda r: {}))
+
+
+async def test_message_committed_fires_on_every_writer_with_the_hooks_registered() -> None:
+    """``message_committed`` does not depend on which written hooks are registered: the push
+    outbox hook is (notifications), and every writer still announces every message."""
+    assert registry.hooks  # the push outbox
+    seen: list[tuple[int, list[int]]] = []
+
+    def receiver(*, message_id: int, recipient_ids: list[int], **_: Any) -> None:
+        seen.append((message_id, sorted(recipient_ids)))
+
+    services.message_committed.connect(receiver, dispatch_uid="tests.committed")
+    try:
+        patient, doctor, first = await sync_to_async(pair)()
+        loop_results, batcher = await on_the_loop([send_item(patient, first.pk, "a")])
+        assert batcher.loop_writer.batches == 1
+        for _ in range(100):  # the loop writer announces from a worker thread
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        thread_results = await sync_to_async(services.message_send_many)(
+            requests=[send_item(doctor, first.pk, "b")]
+        )
+        single = await sync_to_async(services.send)(
+            services.SendRequest(sender=patient, conversation_id=first.pk, client_id=uuid.uuid4(), body="c")
+        )
+    finally:
+        services.message_committed.disconnect(dispatch_uid="tests.committed")
+    results = [loop_results[0], thread_results[0], single]
+    ids = [r.data["id"] for r in results if isinstance(r, services.SendResult)]
+    assert seen == [(ids[0], [doctor.pk]), (ids[1], [patient.pk]), (ids[2], [doctor.pk])]
