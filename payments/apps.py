@@ -15,8 +15,7 @@ class PaymentsConfig(AppConfig):
 
         account_services.register_export_section("consultations", services.export_user_consultations)
         account_services.register_eraser("consultations", services.erase_user_consultations)
-        if selectors.has_consultation not in messaging_services.contact_rules:
-            messaging_services.contact_rules.append(selectors.has_consultation)
+        messaging_services.contact_rules.register("payments.consultation", selectors.has_consultation)
         # The closed rule, asked by every path that puts a patient's content in front of others.
         registry.register_rule(selectors.CONSULTATION_CLOSED_RULE)
         # consultation.updated, registered the one way every app's frames are.
