@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import ApplicationError, NotFound, PermissionDenied
-from messaging import frames, reach
+from messaging import reach, selectors
 from messaging import validators as v
 from messaging.reach import Reach
 from messaging.send_rules import HookFailed, Written, registry
@@ -507,7 +507,6 @@ def batch_outcome(
     ``results``), earlier uses of a client_id (``duplicates``), and the messages written, their
     ``message.new`` fan-outs (to publish after the commit) and each conversation's members.
     Raises ``BatchConflict`` when a send lost its insert to a concurrent one."""
-    created_at = now.isoformat()
     answered = {row[0] for row in rows}
     for ord_, entry in enumerate(plain):
         if ord_ not in answered:  # its conversation does not exist (any more)
@@ -537,20 +536,17 @@ def batch_outcome(
         elif message_id is None:
             raise BatchConflict
         else:
-            data = frames.message_wire(
-                message_id=message_id,
+            written_message = selectors.WrittenMessage(
+                pk=message_id,
                 conversation_id=conversation_id,
                 seq=seq,
-                client_id=str(cid),
+                client_id=cid,
                 sender_id=sender.pk,
-                kind="text",
-                created_at=created_at,
+                created_at=now,
                 body=text,
-                attachments=[],
-                reply_to=item.reply_to,
-                edited_at=None,
-                deleted=False,
+                reply_to_id=item.reply_to,
             )
+            data = selectors.message_data(written_message, encrypted=False)
             members = recipients[conversation_id]
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_outs.append((members, frame, item.origin_channel))
