@@ -10,7 +10,11 @@ class MessagingConfig(AppConfig):
         from accounts import services as account_services
 
         from . import services
+        from .send_rules import registry
 
+        # Messaging's own send checks, registered the way any app's rule is (first: they answer first).
+        for check in services.SEND_CHECKS:
+            registry.register_check(check)
         account_services.register_eraser("messages", services.erase_user_messages)
         account_services.register_eraser("presence", services.erase_user_presence)
         account_services.register_export_section("messaging", services.export_user_messages)

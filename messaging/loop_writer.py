@@ -180,7 +180,7 @@ class LoopWriter:
             [
                 ("BEGIN", None),
                 (services.LOCK_BATCH_SQL, {"ids": sorted(asked)}),
-                (services.SEND_BATCH_SQL, services.send_batch_params(plain, now)),
+                (services.send_statement(), services.send_batch_params(plain, now)),
                 *((stmt.sql, stmt.params) for stmt in rules),
             ]
         )

@@ -67,8 +67,6 @@ from .send import (
     DuplicateSend,
     SendRequest,
     SendResult,
-    check_can_send,
-    e2ee_mismatch,
     existing_send,
     message_send,
     message_send_encrypted,
@@ -82,8 +80,6 @@ from .send import (
 from .send_batch import (
     GENERIC_PLANS_SQL,
     KINDS_SQL,
-    LOCK_BATCH_SQL,
-    SEND_BATCH_SQL,
     BatchConflict,
     Duplicate,
     FanOut,
@@ -98,13 +94,17 @@ from .send_batch import (
     send_batch_params,
     send_reaches,
 )
+from .send_checks import CHECKS as SEND_CHECKS
+from .send_checks import e2ee_mismatch
+from .statements import LOCK_BATCH_SQL, SEND_STATEMENT, send_statement
 
 __all__ = [
     "GENERIC_PLANS_SQL",
     "KINDS_SQL",
     "LOCK_BATCH_SQL",
     "PRESENCE_REVOKE",
-    "SEND_BATCH_SQL",
+    "SEND_CHECKS",
+    "SEND_STATEMENT",
     "TOMBSTONE_NAME",
     "TOMBSTONE_SHA256",
     "BatchConflict",
@@ -131,7 +131,6 @@ __all__ = [
     "block_user",
     "call_log_message_create",
     "check_can_contact",
-    "check_can_send",
     "check_not_blocked",
     "committed_of",
     "contact_rules",
@@ -176,6 +175,7 @@ __all__ = [
     "send_batch_params",
     "send_in_transaction",
     "send_reaches",
+    "send_statement",
     "storage_delete",
     "system_message_create",
     "typing_notify",

@@ -3,7 +3,7 @@
 Two executors of the same statements: the worker thread's writer here (Django's connection,
 ``message_send_many``) and the event loop's (``messaging.loop_writer``, its own pipelined
 connection). The statements: ``LOCK_BATCH_SQL`` (the conversations, in id order),
-``SEND_BATCH_SQL`` (every check, the numbering and the writes of the whole batch), the
+``statements.send_statement`` (the registered checks, the numbering and the writes of the batch), the
 registered rules' and hooks' statements (``messaging.send_rules``), and the answer of the send
 statement read by one function, ``batch_outcome`` (results, fan-outs, what was written)."""
 
@@ -20,99 +20,31 @@ from django.db import DatabaseError, IntegrityError, OperationalError, connectio
 from django.utils import timezone
 
 from accounts.models import User
-from core.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound
 from messaging import reach, selectors
 from messaging import validators as v
 from messaging.reach import Reach
-from messaging.send_rules import HookFailed, Written, registry
+from messaging.send_rules import HookFailed, Written, first_refusal, registry
 
 from .events import Committed, announce_committed, fan_out
 from .send import (
     DuplicateSend,
     SendRequest,
     SendResult,
-    e2ee_mismatch,
     original_send,
     plain_text,
     send_in_transaction,
 )
+from .statements import LOCK_BATCH_SQL, send_statement
 
 logger = logging.getLogger("healthchat.messaging")
 
 
 GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
 
-LOCK_BATCH_SQL = """
-SELECT id, kind, direct_key FROM messaging_conversation
-WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
-"""
-
 # The kinds of conversations (they never change), without a lock: the loop writer learns a
 # conversation's kind before its first batch, so that batch's rules share the first round trip.
 KINDS_SQL = "SELECT id, kind, direct_key FROM messaging_conversation WHERE id = ANY(%(ids)s::bigint[])"
-
-# One statement for a whole batch of plaintext sends whose conversations are already locked
-# (so this statement's snapshot sees every send committed before the locks were granted): check
-# membership, blocks, reply_to, e2ee and earlier use of the client_id per send; number the
-# accepted ones per conversation in arrival order (gapless); insert messages and events; advance
-# the senders' own cursors; return each send's outcome and each conversation's recipients.
-SEND_BATCH_SQL = """
-WITH input AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
-                         %(body)s::text[], %(reply)s::bigint[]) AS t(ord, conv, sender, cid, body, reply)
-), checked AS (
-    SELECT i.*, c.e2ee, (m.id IS NOT NULL AND m.left_at IS NULL) AS member,
-        c.kind = 'direct' AND EXISTS (
-            SELECT 1 FROM messaging_membership o
-            JOIN messaging_block b ON (b.blocker_id = o.user_id AND b.blocked_id = i.sender)
-                                   OR (b.blocker_id = i.sender AND b.blocked_id = o.user_id)
-            WHERE o.conversation_id = i.conv AND o.user_id <> i.sender AND o.left_at IS NULL) AS blocked,
-        (i.reply IS NULL OR EXISTS (SELECT 1 FROM messaging_message r
-                                    WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
-        (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
-    FROM input i JOIN messaging_conversation c ON c.id = i.conv
-    -- the sender's membership joined on the unique (conversation, user) pair: at most one row
-    -- per send, probed by index (an EXISTS here was planned as a hash of every active
-    -- membership when the statistics were stale: work growing with the table, per batch)
-    LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
-), ok AS (
-    SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
-    FROM checked WHERE member AND NOT e2ee AND NOT blocked AND reply_ok AND dup_id IS NULL
-), counts AS (
-    SELECT conv, count(*) AS n FROM ok GROUP BY conv
-), bumped AS (
-    UPDATE messaging_conversation c
-    SET last_seq = c.last_seq + counts.n, last_event = c.last_event + counts.n, last_message_at = %(now)s
-    FROM counts WHERE c.id = counts.conv
-    RETURNING c.id, c.last_seq - counts.n AS seq0, c.last_event - counts.n AS event0
-), numbered AS (
-    SELECT ok.*, b.seq0 + ok.k AS seq, b.event0 + ok.k AS number FROM ok JOIN bumped b ON b.id = ok.conv
-), msg AS (
-    INSERT INTO messaging_message
-        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
-    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s FROM numbered
-    ON CONFLICT (sender_id, client_id) DO NOTHING
-    RETURNING id, conversation_id, seq
-), ev AS (
-    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
-    SELECT n.conv, n.number, 'message.new', m.id, NULL, %(now)s
-    FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
-), mine AS (
-    UPDATE messaging_membership mm
-    SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)
-    FROM (SELECT conv, sender, max(seq) AS seq FROM numbered GROUP BY conv, sender) x
-    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender
-), rcpt AS (
-    SELECT conversation_id AS conv, array_agg(user_id) AS users FROM messaging_membership
-    WHERE conversation_id IN (SELECT conv FROM counts) AND left_at IS NULL GROUP BY conversation_id
-)
-SELECT c.ord, m.id, n.seq, n.number, c.member, c.e2ee, c.blocked, c.reply_ok, c.dup_id,
-       CASE WHEN n.k = 1 THEN r.users END
-FROM checked c
-LEFT JOIN numbered n ON n.ord = c.ord
-LEFT JOIN msg m ON m.conversation_id = n.conv AND m.seq = n.seq
-LEFT JOIN rcpt r ON r.conv = c.conv
-"""
 
 
 class BatchConflict(Exception):
@@ -452,12 +384,12 @@ def _apply_reach_rules(plain: list[Prepared], results: list[SendResult | Excepti
 def _execute_plain_batch(cursor: Any, plain: list[Prepared]) -> datetime:
     """Send the batch's one statement (its answer is fetched by the caller); returns its time."""
     now = timezone.now()
-    cursor.execute(SEND_BATCH_SQL, send_batch_params(plain, now))
+    cursor.execute(send_statement(), send_batch_params(plain, now))
     return now
 
 
 def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
-    """The parameters of the batch's send statement (``SEND_BATCH_SQL``)."""
+    """The parameters of the batch's send statement (``send_statement``)."""
     return {
         "ord": list(range(len(plain))),
         "conv": [e.request.conversation_id for e in plain],
@@ -465,6 +397,7 @@ def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
         "cid": [e.cid for e in plain],
         "body": [e.text for e in plain],
         "reply": [e.request.reply_to for e in plain],
+        "enc": [e.request.ciphertexts is not None for e in plain],
         "now": now,
     }
 
@@ -513,26 +446,21 @@ def batch_outcome(
             results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
     recipients: dict[int, list[int]] = {}
     for row in rows:
-        if row[9] is not None:
-            recipients[plain[row[0]].request.conversation_id] = list(row[9])
+        if row[4] is not None:
+            recipients[plain[row[0]].request.conversation_id] = list(row[4])
+    checks = registry.checks
     written: list[Written] = []
     fan_outs: list[FanOut] = []
-    for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
+    for ord_, message_id, seq, number, _users, *passes in rows:
         index, item, cid, _ids, text = plain[ord_]
         conversation_id = item.conversation_id
         sender: User = item.sender
-        if not member:
-            results[index] = NotFound("No such conversation.", code="conversation_not_found")
-        elif e2ee:
-            results[index] = e2ee_mismatch(True, False)
-        elif blocked:
-            results[index] = PermissionDenied("This conversation is blocked.", code="blocked")
-        elif not reply_ok:
-            results[index] = ApplicationError(
-                "invalid_reply_to", "reply_to must be a message of this conversation."
-            )
-        elif dup_id is not None:
-            duplicates.append((index, item, cid))
+        failed, refusal = first_refusal(checks, passes, item.ciphertexts is not None)
+        if failed:
+            if refusal is None:  # an earlier use of the client_id: the original answers
+                duplicates.append((index, item, cid))
+            else:
+                results[index] = refusal
         elif message_id is None:
             raise BatchConflict
         else:

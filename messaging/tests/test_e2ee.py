@@ -176,7 +176,8 @@ def test_plaintext_send_costs_no_extra_query():
     sql = [q["sql"] for q in queries.captured_queries]
     assert len(sql) <= 5, sql
     assert not [q for q in sql if "ciphertext" in q or "deviceidentity" in q or "accounts_device" in q]
-    assert sum(1 for q in sql if q.lstrip().startswith(("UPDATE", "WITH"))) == 2
+    # the conversation's lock and the one send statement (the batch writers' statements)
+    assert sum(1 for q in sql if "FOR UPDATE" in q or q.lstrip().startswith("WITH")) == 2
 
 
 def test_history_and_sync_give_each_device_its_own_copy(make_token):

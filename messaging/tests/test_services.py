@@ -413,8 +413,9 @@ def test_group_commit_statements_are_prepared_once_with_a_generic_plan():
         assert [r.data["seq"] for r in results] == [2 * i + 1, 2 * i + 2]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
-            ["%WITH input AS%"],
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s AND statement NOT LIKE %s",  # the batch's, not a single send's
+            ["%WITH input AS%", "%-- one send%"],
         )
         rows = cursor.fetchall()
         cursor.execute("SHOW plan_cache_mode")
