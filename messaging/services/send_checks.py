@@ -97,8 +97,11 @@ REPLY_TO = SendCheck(
 )
 FIRST_USE_OF_CLIENT_ID = SendCheck(
     name="messaging.client_id_first_use",
-    # an earlier use of the client_id: not an error, the original is the answer
-    passes_sql="NOT EXISTS (SELECT 1 FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid)",
+    # an earlier use of the client_id: not an error, the original is the answer. A scalar
+    # subquery, not NOT EXISTS: in a select list PostgreSQL may run an EXISTS as a hashed
+    # subplan (one scan of every message per batch); this one is always an index probe per send.
+    passes_sql="""(SELECT d.id FROM messaging_message d
+                   WHERE d.sender_id = i.sender AND d.client_id = i.cid) IS NULL""",
     orm=_first_use_orm,
     refusal=lambda _encrypted: None,
 )
