@@ -216,14 +216,22 @@ def make_token(token_minter: TokenMinter) -> Callable[..., str]:
 
 
 @pytest.fixture
-def client_for(make_token: Callable[..., str]) -> Callable[..., Any]:
+def minted_tokens() -> list[str]:
+    """The tokens ``client_for`` minted in this test, in order."""
+    return []
+
+
+@pytest.fixture
+def client_for(make_token: Callable[..., str], minted_tokens: list[str]) -> Callable[..., Any]:
     """The one authenticated API client of the suite: a DRF test client signed in as ``user`` (a
     real RS256 token for their uid and phone number). ``token_overrides`` change the token's
-    claims (``lifetime=``, ``key=``, ...); ``headers`` are sent with every request."""
+    claims (``lifetime=``, ``key=``, ...); ``headers`` are sent with every request. Every token
+    minted is in the ``minted_tokens`` fixture (a test that checks no token leaks reads them)."""
     from rest_framework.test import APIClient
 
     def build(user: Any, *, headers: dict[str, str] | None = None, **token_overrides: Any) -> APIClient:
         token = make_token(uid=user.firebase_uid, phone_number=user.phone_number, **token_overrides)
+        minted_tokens.append(token)
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}", **(headers or {}))
         return client

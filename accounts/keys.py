@@ -17,6 +17,7 @@ from django.db import connection, transaction
 
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from core.realtime import publish_on_commit, user_group
+from core.registry import Registry
 
 from . import prekey_budget, selectors, xeddsa
 from . import validators as v
@@ -39,20 +40,18 @@ KeyAccessRule = Callable[[User, User], bool]
 # ``fn(user=, device_id=, kind=)``, called inside the upload's transaction; ``kind`` is
 # ``identity.changed`` (a new identity key) or ``device.added`` (a device's first keys).
 DeviceKeysListener = Callable[..., None]
-_key_access_rules: list[KeyAccessRule] = []
-_device_keys_listeners: list[DeviceKeysListener] = []
+key_access_rules: Registry[KeyAccessRule] = Registry("key access rule")
+device_keys_listeners: Registry[DeviceKeysListener] = Registry("device keys listener")
 
 
-def register_key_access_rule(fn: KeyAccessRule) -> None:
+def register_key_access_rule(name: str, fn: KeyAccessRule) -> None:
     """``fn(requester, owner)`` is True when ``requester`` may fetch ``owner``'s bundles."""
-    if fn not in _key_access_rules:
-        _key_access_rules.append(fn)
+    key_access_rules.register(name, fn)
 
 
-def register_device_keys_listener(fn: DeviceKeysListener) -> None:
+def register_device_keys_listener(name: str, fn: DeviceKeysListener) -> None:
     """``fn`` records (and announces) a device's new identity key or first keys."""
-    if fn not in _device_keys_listeners:
-        _device_keys_listeners.append(fn)
+    device_keys_listeners.register(name, fn)
 
 
 @dataclass(frozen=True)
@@ -260,7 +259,7 @@ def device_keys_put(
         counts = selectors.prekey_counts(device_ids=[device.pk])[device.pk]
         if changed or current is None:
             kind = "identity.changed" if changed else "device.added"
-            for listener in _device_keys_listeners:
+            for listener in device_keys_listeners:
                 listener(user=user, device_id=device.pk, kind=kind)
     if changed:
         logger.info("device %s of user %s has a new identity key", device_id, user.pk)
@@ -274,7 +273,7 @@ def _check_key_access(requester: User, owner_id: int) -> User:
         raise missing
     if owner.pk == requester.pk:
         return owner
-    if not any(rule(requester, owner) for rule in _key_access_rules):
+    if not any(rule(requester, owner) for rule in key_access_rules):
         raise PermissionDenied("You may not fetch this user's keys.", code="keys_not_allowed")
     return owner
 

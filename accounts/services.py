@@ -22,6 +22,7 @@ from audit.client import Client
 from audit.models import AuditEntry
 from core.errors import ApplicationError
 from core.realtime import publish_on_commit, user_group
+from core.registry import Registry
 
 from . import firebase, selectors
 from . import validators as v
@@ -39,21 +40,21 @@ logger = logging.getLogger("healthchat.accounts")
 # Other apps contribute to export and erasure (registered in their AppConfig.ready).
 ExportSection = Callable[[User], Any]
 Eraser = Callable[[User], None]
-_export_sections: dict[str, ExportSection] = {}
-_erasers: dict[str, Eraser] = {}
+export_sections: Registry[ExportSection] = Registry("data export section")
+erasers: Registry[Eraser] = Registry("eraser")
 
 
 def register_export_section(name: str, fn: ExportSection) -> None:
-    _export_sections[name] = fn
+    export_sections.register(name, fn)
 
 
 def export_section_names() -> list[str]:
     """The sections other apps added to the export, in the order they appear."""
-    return list(_export_sections)
+    return export_sections.names()
 
 
 def register_eraser(name: str, fn: Eraser) -> None:
-    _erasers[name] = fn
+    erasers.register(name, fn)
 
 
 # --- Registration -------------------------------------------------------------------------
@@ -479,7 +480,7 @@ def user_delete(*, user: User, actor: Actor) -> None:
         # checks of a message the user is sending right now, which holds its conversation's row
         # lock that the groups' erasure step (leaving) then waits for: no deadlock.
         locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
-        for eraser in _erasers.values():
+        for eraser in erasers:
             eraser(locked)
         Device.objects.filter(user=locked).delete()
         PatientProfile.objects.filter(user=locked).delete()
@@ -529,7 +530,7 @@ def user_export(*, user: User) -> dict[str, Any]:
             for d in selectors.device_list(user=user)
         ],
     }
-    for name, section in _export_sections.items():
+    for name, section in export_sections.items():
         data[name] = section(user)
     return data
 

@@ -3,7 +3,7 @@
 Booking is two steps so that the database decides the winner before any money is asked
 for: (1) the slot is **held** (an ``Appointment`` row; the exclusion constraint refuses an
 overlapping held or confirmed one: ``409 slot_taken``) and committed; (2) the consultation
-and its PaymentIntent (manual capture) are created (``payments.services.consultation_open``).
+and its PaymentIntent (manual capture) are created (``payments.booking.consultation_open``).
 A loser never reaches step 2, so no money is authorised for it. The hold becomes
 ``confirmed`` when the consultation becomes ``paid`` (webhook, reconciliation, the
 development provider at once: ``on_consultation_transitioned``) and ``released`` when the
@@ -24,6 +24,7 @@ from accounts.models import DoctorProfile, User
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import check_not_blocked, fan_out_on_commit
 from notifications.services import appointment_push_ref, push_appointment
+from payments import booking as payment_booking
 from payments import services as payment_services
 from payments import validators as payment_validators
 from payments.gateway import GatewayError, get_gateway
@@ -199,7 +200,7 @@ def appointment_book(
     try:
         with transaction.atomic():
             locked = Appointment.objects.select_for_update().get(pk=appointment.pk)
-            consultation = payment_services.consultation_open(
+            consultation = payment_booking.consultation_open(
                 patient=patient,
                 profile=profile,
                 kind=kind,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -113,16 +113,21 @@ def redact_record(record: logging.LogRecord) -> None:
 def install_record_factory() -> None:
     """Make every record of this process through ``redact_record`` (idempotent)."""
     base = logging.getLogRecordFactory()
-    if getattr(base, "redacts_credentials", False):
+    if isinstance(base, RedactingRecordFactory):
         return
+    logging.setLogRecordFactory(RedactingRecordFactory(base))
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = base(*args, **kwargs)
+
+class RedactingRecordFactory:
+    """The process's log record factory: ``base``'s records, scrubbed (``redact_record``)."""
+
+    def __init__(self, base: Callable[..., logging.LogRecord]) -> None:
+        self.base = base
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.base(*args, **kwargs)
         redact_record(record)
         return record
-
-    factory.redacts_credentials = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 def configure(config: dict[str, Any]) -> None:

@@ -6,8 +6,10 @@ they are not used to build frames on the send path (``message_wire`` and the pla
 are), but tests validate every frame a live server sends against them, and
 ``manage.py asyncapi`` generates ``docs/asyncapi.yaml`` from them and ``protocol``'s models.
 
-``message_wire`` is the one place the message's wire shape is built: ``ack`` (live and batched
-sends), ``message.new`` / ``message.updated``, ``sync`` replays, group events and REST history.
+``message_wire`` spells the message's wire shape, and its one caller is
+``selectors.message_data`` (a stored ``Message``, or a batch's just-written ``WrittenMessage``):
+``ack`` (single and batched sends, on either writer), ``message.new`` / ``message.updated``,
+``sync`` replays, group events and REST history all come from there.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ Other apps (calls) register their handlers (``register``) and their frames
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -19,6 +20,7 @@ from audit import services as audit
 from core import batcher, metrics
 from core.errors import ApplicationError
 from core.realtime import run_service
+from core.registry import Registry
 
 from . import batching, presence, selectors, send_limits, services
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 Handler = Callable[["ChatConsumer", Any], Awaitable[dict[str, Any] | None]]
 # Awaited with the connection when an authenticated socket closes (calls: its peer is told).
 DisconnectHook = Callable[["ChatConsumer"], Awaitable[None]]
-DISCONNECT_HOOKS: list[DisconnectHook] = []
+DISCONNECT_HOOKS: Registry[DisconnectHook] = Registry("disconnect hook")
 MAX_PRESENCE_WATCH = 500
 
 
@@ -161,7 +163,7 @@ async def presence_subscribe(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     return {"subscribed": granted, "refused": [uid for uid in requested if uid not in allowed]}
 
 
-HANDLERS: dict[str, Handler] = {
+_handlers: dict[str, Handler] = {
     "ping": ping,
     "auth.refresh": auth_refresh,
     "message.send": message_send,
@@ -175,12 +177,16 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def register(handlers: dict[str, Handler], *, on_disconnect: DisconnectHook | None = None) -> None:
+# Every frame type's handler, read-only: apps add theirs with ``register``.
+HANDLERS: Mapping[str, Handler] = MappingProxyType(_handlers)
+
+
+def register(handlers: Mapping[str, Handler], *, on_disconnect: DisconnectHook | None = None) -> None:
     """Add an app's frame handlers (by frame type; its frames: ``protocol.register_frames``) and
     what it does when an authenticated socket closes. A type handled twice is a start-up error."""
     for frame_type, handler in handlers.items():
-        if HANDLERS.get(frame_type, handler) is not handler:
+        if _handlers.get(frame_type, handler) is not handler:
             raise ImproperlyConfigured(f"two handlers for the frame {frame_type!r}")
-        HANDLERS[frame_type] = handler
-    if on_disconnect is not None and on_disconnect not in DISCONNECT_HOOKS:
-        DISCONNECT_HOOKS.append(on_disconnect)
+        _handlers[frame_type] = handler
+    if on_disconnect is not None:
+        DISCONNECT_HOOKS.register(f"{on_disconnect.__module__}.{on_disconnect.__qualname__}", on_disconnect)

@@ -140,12 +140,14 @@ class LoopWriter:
             if done is None:
                 await self._roll_back(conn, pipe)
                 return None
-            fan_outs, answers = done
+            fan_outs, answers, committed = done
             services.fan_out_all(fan_outs)
             loop = asyncio.get_running_loop()
             for stmt, hook_rows in answers:  # may block (a Celery task queued): in a thread
                 if hook_rows:
                     loop.run_in_executor(None, _run_answer, stmt, hook_rows)
+            if services.message_committed.has_listeners():  # receivers may block: in a thread
+                loop.run_in_executor(None, _announce, committed)
         return [
             r if r is not None else ApplicationError("internal_error", "Not processed.", status=500)
             for r in results
@@ -158,9 +160,12 @@ class LoopWriter:
         results: list[services.SendResult | Exception | None],
         limit: asyncio.Future[dict[int, Any]],
         limit_wait: float,
-    ) -> tuple[list[services.FanOut], list[tuple[BatchStatement, list[Any]]]] | None:
+    ) -> (
+        tuple[list[services.FanOut], list[tuple[BatchStatement, list[Any]]], list[services.Committed]] | None
+    ):
         """The batch's transaction; ``None``: roll back and hand over. Committed: the message
-        fan-outs to publish and the batch hooks' answers to run."""
+        fan-outs to publish, the batch hooks' answers to run and the ``message_committed``
+        announcements."""
         # The send limit's Redis round trip overlaps the database's: its answer is awaited once
         # the batch is written, before the COMMIT. A refusal (a flood) hands the batch over: the
         # thread's writer leaves the refused sends out.
@@ -175,7 +180,7 @@ class LoopWriter:
             [
                 ("BEGIN", None),
                 (services.LOCK_BATCH_SQL, {"ids": sorted(asked)}),
-                (services.SEND_BATCH_SQL, services.send_batch_params(plain, now)),
+                (services.send_statement(), services.send_batch_params(plain, now)),
                 *((stmt.sql, stmt.params) for stmt in rules),
             ]
         )
@@ -191,7 +196,7 @@ class LoopWriter:
                 return None  # a rule refuses a send: written already, redone send by send
         duplicates: list[services.Duplicate] = []
         try:
-            written, fan_outs, _members = services.batch_outcome(plain, rows, now, results, duplicates)
+            written, fan_outs, members = services.batch_outcome(plain, rows, now, results, duplicates)
         except services.BatchConflict:
             return None
         if duplicates:
@@ -199,7 +204,7 @@ class LoopWriter:
         # Round trip 2: the written hooks (the push outbox) and the COMMIT, answered together.
         hooks = registry.hook_statements(written)
         second = await pipe.round_trip([*((stmt.sql, stmt.params) for stmt in hooks), ("COMMIT", None)])
-        return fan_outs, list(zip(hooks, second[:-1], strict=True))
+        return fan_outs, list(zip(hooks, second[:-1], strict=True)), services.committed_of(written, members)
 
     @staticmethod
     async def _learn_kinds(pipe: RawPipeline, asked: set[int]) -> bool:
@@ -290,6 +295,15 @@ async def _refusals(limit: asyncio.Future[dict[int, Any]], wait: float) -> dict[
         return await asyncio.wait_for(asyncio.shield(limit), wait)
     except Exception:
         return {}
+
+
+def _announce(committed: list[services.Committed]) -> None:
+    try:
+        services.announce_committed(committed)
+    except Exception:
+        logger.exception("message_committed receiver failed")
+    finally:
+        close_old_connections()
 
 
 def _run_answer(stmt: BatchStatement, rows: list[tuple[Any, ...]]) -> None:

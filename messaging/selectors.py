@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
@@ -48,14 +50,36 @@ def attachment_state_data(attachment: Attachment) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class WrittenMessage:
+    """A plaintext text message a batch's send statement has just written (no row read back):
+    the fields ``message_data`` reads, under a ``Message``'s names."""
+
+    pk: int
+    conversation_id: int
+    seq: int
+    client_id: uuid.UUID
+    sender_id: int
+    created_at: datetime
+    body: str
+    reply_to_id: int | None
+    kind: str = "text"
+    edited_at: None = None
+    deleted_at: None = None
+    system: None = None
+
+
 def message_data(
-    message: Message,
+    message: Message | WrittenMessage,
     attachments: list[Attachment] | None = None,
     *,
     encrypted: bool | None = None,
     ciphertext: bytes | None = None,
 ) -> dict[str, Any]:
-    """The message as clients see it. ``attachments`` given, or prefetched on the message.
+    """The message as clients see it: the ONE place its wire shape is built (through
+    ``frames.message_wire``, which spells the keys), for ``ack`` (single and batched sends, on
+    either writer: a ``WrittenMessage``), ``message.new`` / ``message.updated``, ``sync``
+    replays, group events and REST history. ``attachments`` given, or prefetched on the message.
 
     A text message of an end-to-end encrypted conversation (``encrypted``, or read from its
     conversation when that is loaded) has ``body: ""`` and ``ciphertext``: this device's copy
@@ -63,11 +87,17 @@ def message_data(
     """
     deleted = message.deleted_at is not None
     if attachments is None:
-        attachments = [] if deleted or message.kind == "system" else list(message.attachments.all())
+        attachments = (
+            []
+            if deleted or message.kind == "system" or isinstance(message, WrittenMessage)
+            else list(message.attachments.all())
+        )
     text_encrypted = (
         encrypted
         if encrypted is not None
-        else Message.conversation.is_cached(message) and message.conversation.e2ee
+        else isinstance(message, Message)
+        and Message.conversation.is_cached(message)
+        and message.conversation.e2ee
     ) and message.kind == Message.Kind.TEXT
     if text_encrypted and ciphertext is None:
         mine = getattr(message, "device_ciphertexts", None)

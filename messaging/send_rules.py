@@ -21,6 +21,7 @@ How to add a rule: docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from core.errors import ApplicationError
 
 if TYPE_CHECKING:
     from .reach import Reach
+
+logger = logging.getLogger("healthchat.messaging")
 
 # A message a batch wrote: (message_id, conversation_id, sender_id).
 Written = tuple[int, int, int]
@@ -48,6 +51,49 @@ class BatchStatement:
     sql: str
     params: Any
     answer: Callable[[list[tuple[Any, ...]]], Any]
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What a send check's ORM form decides on (other databases): the send, its conversation
+    (``None``: there is none) and the sender's membership in it (``None``: never a member)."""
+
+    sender_id: int
+    conversation_id: int
+    client_id: Any
+    reply_to: int | None
+    encrypted: bool
+    conversation: Any
+    membership: Any
+
+
+@dataclass(frozen=True)
+class SendCheck:
+    """One of the checks of a new message, defined once for every writer: ``passes_sql`` is a
+    boolean SQL expression, TRUE when the send passes, evaluated per send inside the send
+    statement (``messaging.services.send_batch.send_statement``: over ``i``, the send's input
+    row — ``ord, conv, sender, cid, body, reply, enc`` —, ``c``, its conversation, and ``m``,
+    the sender's membership row, NULL when there is none); ``orm(context)`` is the same
+    decision through Django's queries; ``refusal(encrypted)`` the send's error (``None``: not
+    an error, the send was made before: its original is returned). Every writer runs them in
+    registration order (the first failing check answers): the loop writer's and the thread's
+    batch statement, the single send, the encrypted send and the sends with attachments."""
+
+    name: str
+    passes_sql: str
+    orm: Callable[[SendContext], bool]
+    refusal: Callable[[bool], ApplicationError | None]
+
+
+def first_refusal(
+    checks: Sequence[SendCheck], passes: Sequence[Any], encrypted: bool
+) -> tuple[bool, ApplicationError | None]:
+    """The send statement's (or the ORM's) answers of ``checks`` for one send: whether one
+    failed, and the first failing check's refusal (``None``: an earlier use of the client_id)."""
+    for check, passed in zip(checks, passes, strict=True):
+        if not passed:
+            return True, check.refusal(encrypted)
+    return False, None
 
 
 @dataclass(frozen=True)
@@ -79,6 +125,16 @@ class SendRegistry:
     def __init__(self) -> None:
         self._rules: dict[str, ReachRule] = {}
         self._hooks: dict[str, WrittenHook] = {}
+        self._checks: dict[str, SendCheck] = {}
+
+    @property
+    def checks(self) -> tuple[SendCheck, ...]:
+        return tuple(self._checks.values())
+
+    def register_check(self, check: SendCheck) -> None:
+        if not isinstance(check, SendCheck):
+            raise ImproperlyConfigured(f"{check!r} is not a SendCheck (an SQL and an ORM form)")
+        _register(self._checks, check.name, check)
 
     @property
     def rules(self) -> tuple[ReachRule, ...]:
@@ -100,11 +156,19 @@ class SendRegistry:
 
     @contextmanager
     def replaced(
-        self, *, rules: Sequence[ReachRule] | None = None, hooks: Sequence[WrittenHook] | None = None
+        self,
+        *,
+        rules: Sequence[ReachRule] | None = None,
+        hooks: Sequence[WrittenHook] | None = None,
+        checks: Sequence[SendCheck] | None = None,
     ) -> Iterator[None]:
-        """Within the block, these rules (and/or hooks) instead of the registered ones (tests)."""
-        saved = dict(self._rules), dict(self._hooks)
+        """Within the block, these rules (and/or hooks, checks) instead of the registered ones (tests)."""
+        saved = dict(self._rules), dict(self._hooks), dict(self._checks)
         try:
+            if checks is not None:
+                self._checks = {}
+                for check in checks:
+                    self.register_check(check)
             if rules is not None:
                 self._rules = {}
                 for rule in rules:
@@ -115,7 +179,7 @@ class SendRegistry:
                     self.register_hook(hook)
             yield
         finally:
-            self._rules, self._hooks = saved
+            self._rules, self._hooks, self._checks = saved
 
     # --- The statements, for any writer --------------------------------------------------
     def rule_statements(self, reaches: Sequence[Reach]) -> list[BatchStatement]:
@@ -163,6 +227,33 @@ class SendRegistry:
                 stmt.answer(rows)
 
         transaction.on_commit(answer_after_commit)
+
+    def run_hooks(self, written: Sequence[Written], *, guarded: bool = True) -> None:
+        """Every registered hook for ``written``, in the caller's transaction, for every writer
+        on Django's connection (the batch, the single send, the encrypted send, a call's
+        system message). ``guarded``: each in a savepoint, a failure is logged and never undoes
+        the messages; unguarded (the fast path, two statements fewer), a failure raises
+        ``HookFailed`` for the caller to redo its writes guarded."""
+        if not written:
+            return
+        for hook in self.hooks:
+            if not guarded:
+                try:
+                    self.run_hook(hook, written)
+                except Exception as exc:
+                    logger.exception("batch hook failed: %s", hook.name)
+                    raise HookFailed(hook.name) from exc
+                continue
+            try:
+                with transaction.atomic():
+                    self.run_hook(hook, written)
+            except Exception:  # a hook never undoes the messages
+                logger.exception("batch hook failed: %s", hook.name)
+
+
+class HookFailed(Exception):
+    """A written hook failed unguarded (``run_hooks(guarded=False)``): the caller undoes its
+    transaction and writes again with the hooks guarded (a hook never loses a message)."""
 
 
 def refusals_of(stmt: BatchStatement) -> dict[int, ApplicationError]:

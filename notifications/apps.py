@@ -12,9 +12,8 @@ class NotificationsConfig(AppConfig):
         from . import checks, receivers, services
 
         checks.register()
-        messaging_services.message_committed.connect(
-            receivers.on_message_committed, dispatch_uid="notifications.message_committed"
-        )
+        # A new message's push rows: the written hook, in the message's own transaction (every
+        # writer runs it); ``message_committed`` is not needed for them.
         registry.register_hook(services.PUSH_OUTBOX_HOOK)
         messaging_services.message_updated.connect(
             receivers.on_message_updated, dispatch_uid="notifications.message_updated"

@@ -1,9 +1,9 @@
 """Push actions: who gets a push, when, and with what text; the outbox that makes it reliable.
 
-Flow for a new message (``push_enqueue_message``, called when ``message_committed`` fires):
+Flow for a new message (``PUSH_OUTBOX_HOOK``, messaging's written hook, run by every writer):
 
 1. One ``PushDelivery`` row per device of every recipient (never the sender's devices, never a
-   member who muted the conversation) is written in its own transaction, due at the end of the
+   member who muted the conversation) is written in the message's own transaction, due at the end of the
    grace period. Only then is a Celery task queued (on commit), with the row ids and a
    countdown of ``PUSH_GRACE_SECONDS``. If the broker is down the rows stay ``pending`` and
    beat's ``push_requeue`` queues them later.

@@ -19,7 +19,7 @@ from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
 from payments import payouts, webhooks
 
-from . import gateway, selectors, services
+from . import booking, gateway, selectors, services
 from .models import Consultation
 from .serializers import (
     AvailabilityInputSerializer,
@@ -93,7 +93,7 @@ class ConsultationListCreateApi(APIView):
         serializer = ConsultationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        consultation = services.consultation_request(patient=user, **serializer.validated_data)
+        consultation = booking.consultation_request(patient=user, **serializer.validated_data)
         fresh = selectors.consultation_get(user=user, consultation_id=consultation.pk)
         return Response(
             {
@@ -260,7 +260,7 @@ class AvailabilityMeApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user = request_user(request)
-        availability = services.availability_set(
+        availability = booking.availability_set(
             doctor=user,
             online=data.get("online"),
             timezone_name=data.get("timezone"),

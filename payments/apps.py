@@ -11,12 +11,11 @@ class PaymentsConfig(AppConfig):
         from messaging import services as messaging_services
         from messaging.send_rules import registry
 
-        from . import frames, selectors, services
+        from . import booking, frames, selectors
 
-        account_services.register_export_section("consultations", services.export_user_consultations)
-        account_services.register_eraser("consultations", services.erase_user_consultations)
-        if selectors.has_consultation not in messaging_services.contact_rules:
-            messaging_services.contact_rules.append(selectors.has_consultation)
+        account_services.register_export_section("consultations", booking.export_user_consultations)
+        account_services.register_eraser("consultations", booking.erase_user_consultations)
+        messaging_services.contact_rules.register("payments.consultation", selectors.has_consultation)
         # The closed rule, asked by every path that puts a patient's content in front of others.
         registry.register_rule(selectors.CONSULTATION_CLOSED_RULE)
         # consultation.updated, registered the one way every app's frames are.

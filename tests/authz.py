@@ -33,7 +33,7 @@ from calls.models import Call
 from groups import services as group_services
 from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Message
-from payments import services as payment_services
+from payments import booking as payment_booking
 from payments.models import Consultation
 
 # The columns of the matrix, in order.
@@ -162,7 +162,7 @@ def build_world() -> World:
 
     # The consultation opens A's conversation with the doctor (development payment provider:
     # authorised at once, so it is "paid").
-    consultation = payment_services.consultation_request(
+    consultation = payment_booking.consultation_request(
         patient=a, doctor_id=doctor.pk, kind="chat", reason=SECRET_REASON
     )
     conversation = Conversation.objects.get(pk=consultation.conversation_id)

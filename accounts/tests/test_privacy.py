@@ -34,6 +34,7 @@ from audit.models import AuditEntry
 from conftest import unique_phone
 from groups import services as group_services
 from messaging import services as messaging_services
+from payments import booking as payment_booking
 from payments import services as payment_services
 from payments import webhooks as payment_webhooks
 from payments.gateway import get_gateway
@@ -302,7 +303,7 @@ def live_a_life(api_for, stripe: FakeStripe) -> dict[str, Any]:
         sender=patient, conversation_id=group.pk, client_id=uuid.uuid4(), body=secrets["group_text"]
     )
 
-    consultation = payment_services.consultation_request(
+    consultation = payment_booking.consultation_request(
         patient=patient, doctor_id=doctor.pk, kind="chat", reason=secrets["reason"]
     )
     intent_id = consultation.payment_intent_id

@@ -39,20 +39,15 @@ def media(settings, tmp_path):
 
 
 @pytest.fixture
-def tokens() -> list[str]:
-    return []
+def tokens(minted_tokens: list[str]) -> list[str]:
+    """The tokens the shared ``client_for`` minted (none may leak into the log)."""
+    return minted_tokens
 
 
 @pytest.fixture
-def api(make_token, tokens):
-    def client_for(user: User) -> APIClient:
-        token = make_token(uid=user.firebase_uid, phone_number=user.phone_number)
-        tokens.append(token)
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_USER_AGENT=USER_AGENT)
-        return client
-
-    return client_for
+def api(client_for):
+    """The shared authenticated client (root conftest), with this suite's user agent."""
+    return lambda user: client_for(user, headers={"HTTP_USER_AGENT": USER_AGENT})
 
 
 def last_id() -> int:

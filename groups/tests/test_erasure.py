@@ -69,8 +69,8 @@ def test_the_leaves_roll_back_with_a_failed_erasure(monkeypatch, firebase_admin_
     def fail(user):
         raise RuntimeError("erasure step failed")
 
-    monkeypatch.setitem(account_services._erasers, "zz_failing", fail)
-    with pytest.raises(RuntimeError):
+    failing = account_services.erasers.replaced([*account_services.erasers.items(), ("zz_failing", fail)])
+    with failing, pytest.raises(RuntimeError):
         account_services.user_delete(user=owner, actor=owner)
     assert Membership.objects.get(conversation=group, user=owner).left_at is None
     assert Membership.objects.get(conversation=group, user=owner).role == "owner"
@@ -124,14 +124,14 @@ def test_erasure_while_the_user_sends_to_a_group_does_not_deadlock(monkeypatch, 
         finally:
             connection.close()
 
-    monkeypatch.setattr(account_services, "_erasers", {"pause": pause, **account_services._erasers})
     sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        account_services.user_delete(user=owner, actor=owner)
-        outcome["erase"] = "ok"
-    except Exception as exc:
-        outcome["erase"] = repr(exc)
-    sender.join(15)
+    with account_services.erasers.replaced([("pause", pause), *account_services.erasers.items()]):
+        sender.start()
+        try:
+            account_services.user_delete(user=owner, actor=owner)
+            outcome["erase"] = "ok"
+        except Exception as exc:
+            outcome["erase"] = repr(exc)
+        sender.join(15)
     assert outcome == {"send": "ok", "erase": "ok"}
     assert Membership.objects.get(conversation=group, user=owner).left_at is not None

@@ -51,6 +51,8 @@ from .conversations import (
 from .counters import allocate, lock
 from .edit import message_delete, message_edit, record_update, record_updates
 from .events import (
+    Committed,
+    announce_committed,
     announce_on_commit,
     fan_out,
     fan_out_encrypted,
@@ -65,8 +67,6 @@ from .send import (
     DuplicateSend,
     SendRequest,
     SendResult,
-    check_can_send,
-    e2ee_mismatch,
     existing_send,
     message_send,
     message_send_encrypted,
@@ -80,14 +80,13 @@ from .send import (
 from .send_batch import (
     GENERIC_PLANS_SQL,
     KINDS_SQL,
-    LOCK_BATCH_SQL,
-    SEND_BATCH_SQL,
     BatchConflict,
     Duplicate,
     FanOut,
     Prepared,
     Refusals,
     batch_outcome,
+    committed_of,
     fan_out_all,
     known_kinds,
     message_send_many,
@@ -95,16 +94,21 @@ from .send_batch import (
     send_batch_params,
     send_reaches,
 )
+from .send_checks import CHECKS as SEND_CHECKS
+from .send_checks import e2ee_mismatch
+from .statements import LOCK_BATCH_SQL, SEND_STATEMENT, send_statement
 
 __all__ = [
     "GENERIC_PLANS_SQL",
     "KINDS_SQL",
     "LOCK_BATCH_SQL",
     "PRESENCE_REVOKE",
-    "SEND_BATCH_SQL",
+    "SEND_CHECKS",
+    "SEND_STATEMENT",
     "TOMBSTONE_NAME",
     "TOMBSTONE_SHA256",
     "BatchConflict",
+    "Committed",
     "Duplicate",
     "DuplicateSend",
     "FanOut",
@@ -114,6 +118,7 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "allocate",
+    "announce_committed",
     "announce_on_commit",
     "attach_uploads",
     "attachment_make_thumbnail",
@@ -126,8 +131,8 @@ __all__ = [
     "block_user",
     "call_log_message_create",
     "check_can_contact",
-    "check_can_send",
     "check_not_blocked",
+    "committed_of",
     "contact_rules",
     "conversation_open_direct",
     "conversation_set_legal_hold",
@@ -170,6 +175,7 @@ __all__ = [
     "send_batch_params",
     "send_in_transaction",
     "send_reaches",
+    "send_statement",
     "storage_delete",
     "system_message_create",
     "typing_notify",

@@ -4,7 +4,7 @@ directory's fetch rule, and presence subscriptions that end with a relationship.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from django.db import transaction
 from django.db.models import Q
@@ -12,14 +12,17 @@ from django.db.models import Q
 from accounts.models import DoctorProfile, User
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from core.realtime import publish, user_group
+from core.registry import Registry
 from messaging import selectors
 from messaging.models import Block, Conversation
 
 logger = logging.getLogger("healthchat.messaging")
 
 
-# Extra rules that let a doctor open a conversation with a patient (e.g. a consultation).
-contact_rules: list[Any] = []
+# Extra rules that let a doctor open a conversation with a patient: ``rule(doctor, patient)``
+# (e.g. a consultation: payments registers ``contact_rules.register(name, rule)``).
+ContactRule = Callable[[User, User], bool]
+contact_rules: Registry[ContactRule] = Registry("contact rule")
 
 
 # --- Contact rules and blocking -----------------------------------------------------------

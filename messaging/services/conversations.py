@@ -16,6 +16,7 @@ from core.errors import ApplicationError, NotFound
 from messaging import selectors
 from messaging import validators as v
 from messaging.models import Conversation, Event, Membership, Message
+from messaging.send_rules import registry
 
 from .contacts import check_can_contact, check_not_blocked
 from .counters import allocate
@@ -231,4 +232,5 @@ def call_log_message_create(
     fan_out_on_commit(user_ids=recipients, frame=selectors.event_frame("message.new", message, number))
     if notify:
         announce_on_commit(message, sender_id=actor.pk, recipients=recipients)
+        registry.run_hooks([(message.pk, conversation_id, actor.pk)])
     return message

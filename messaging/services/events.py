@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -51,15 +52,25 @@ def fan_out_on_commit(
     transaction.on_commit(lambda: fan_out(user_ids=user_ids, frame=frame, exclude_channel=exclude_channel))
 
 
-def announce_on_commit(message: Message, *, sender_id: int, recipients: list[int]) -> None:
-    """After commit: ``message_committed`` for the push worker (recipients other than the sender)."""
-    others = [uid for uid in recipients if uid != sender_id]
-    transaction.on_commit(
-        lambda: message_committed.send(
+# A committed message, as ``message_committed`` tells it: (message_id, conversation_id,
+# sender_id, the conversation's active members).
+Committed = tuple[int, int, int, list[int]]
+
+
+def announce_committed(committed: Sequence[Committed]) -> None:
+    """``message_committed`` for each message (every writer calls this after its COMMIT,
+    whatever hooks are registered: the push outbox is a written hook, in the transaction)."""
+    for message_id, conversation_id, sender_id, members in committed:
+        message_committed.send(
             sender=Message,
-            message_id=message.pk,
-            conversation_id=message.conversation_id,
+            message_id=message_id,
+            conversation_id=conversation_id,
             sender_id=sender_id,
-            recipient_ids=others,
+            recipient_ids=[uid for uid in members if uid != sender_id],
         )
-    )
+
+
+def announce_on_commit(message: Message, *, sender_id: int, recipients: list[int]) -> None:
+    """After commit: ``message_committed`` for one message (recipients other than the sender)."""
+    committed = [(message.pk, message.conversation_id, sender_id, recipients)]
+    transaction.on_commit(lambda: announce_committed(committed))

@@ -16,15 +16,16 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
-from core.errors import ApplicationError, NotFound, PermissionDenied
+from core.errors import ApplicationError, NotFound
 from messaging import reach, selectors
 from messaging import validators as v
 from messaging.models import Conversation, Event, Membership, Message, MessageCiphertext
+from messaging.send_rules import HookFailed, SendContext, first_refusal, registry
 
 from .attachments import attach_uploads
-from .contacts import is_blocked
 from .counters import allocate
 from .events import announce_on_commit, fan_out_encrypted, fan_out_on_commit
+from .statements import LOCK_BATCH_SQL, send_statement
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -86,65 +87,8 @@ def existing_send(sender: User, client_id: uuid.UUID, conversation_id: int) -> M
     return message
 
 
-def check_can_send(*, sender: User, conversation_id: int) -> Membership:
-    membership = selectors.membership_get(user=sender, conversation_id=conversation_id)
-    conversation = membership.conversation
-    if conversation.kind == Conversation.Kind.DIRECT:
-        peer_ids = [
-            uid for uid in map(int, (conversation.direct_key or "0:0").split(":")) if uid != sender.pk
-        ]
-        if peer_ids and is_blocked(sender.pk, peer_ids[0]):
-            raise PermissionDenied("This conversation is blocked.", code="blocked")
-    return membership
-
-
 class DuplicateSend(Exception):
     """The client_id was already used: roll back and return the original."""
-
-
-_SEND_SQL = """
-WITH me AS (
-    SELECT 1 FROM messaging_membership
-    WHERE conversation_id = %(c)s AND user_id = %(u)s AND left_at IS NULL
-), blocked AS (
-    SELECT 1 FROM messaging_block b
-    JOIN messaging_membership o ON o.conversation_id = %(c)s AND o.user_id <> %(u)s AND o.left_at IS NULL
-    WHERE %(direct)s AND ((b.blocker_id = o.user_id AND b.blocked_id = %(u)s)
-                       OR (b.blocker_id = %(u)s AND b.blocked_id = o.user_id))
-), reply_ok AS (
-    SELECT %(reply)s::bigint IS NULL
-        OR EXISTS (SELECT 1 FROM messaging_message WHERE id = %(reply)s AND conversation_id = %(c)s) AS ok
-), msg AS (
-    INSERT INTO messaging_message
-        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
-    SELECT %(c)s, %(seq)s, %(u)s, %(cid)s, 'text', %(body)s, NULL, %(reply)s, %(now)s
-    WHERE EXISTS (SELECT 1 FROM me) AND NOT EXISTS (SELECT 1 FROM blocked) AND (SELECT ok FROM reply_ok)
-    ON CONFLICT (sender_id, client_id) DO NOTHING
-    RETURNING id
-), ev AS (
-    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
-    SELECT %(c)s, %(num)s, 'message.new', id, NULL, %(now)s FROM msg
-), mine AS (
-    UPDATE messaging_membership
-    SET read_seq = GREATEST(read_seq, %(seq)s), delivered_seq = GREATEST(delivered_seq, %(seq)s)
-    WHERE conversation_id = %(c)s AND user_id = %(u)s AND EXISTS (SELECT 1 FROM msg)
-)
-SELECT (SELECT id FROM msg), EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM blocked),
-       (SELECT ok FROM reply_ok),
-       ARRAY(SELECT user_id FROM messaging_membership WHERE conversation_id = %(c)s AND left_at IS NULL)
-"""
-
-
-def e2ee_mismatch(e2ee: bool, encrypted: bool) -> ApplicationError | None:
-    if e2ee and not encrypted:
-        return ApplicationError(
-            "e2ee_required", "This conversation is end-to-end encrypted: send ciphertexts, not a body."
-        )
-    if encrypted and not e2ee:
-        return ApplicationError(
-            "e2ee_not_enabled", "This conversation is not end-to-end encrypted: send a body, not ciphertexts."
-        )
-    return None
 
 
 def write_message_sql(
@@ -156,44 +100,33 @@ def write_message_sql(
     reply_to: int | None,
     encrypted: bool = False,
 ) -> tuple[Message, int, list[int]]:
-    """PostgreSQL: the whole send in two statements after BEGIN (lock + allocate; then check,
-    insert message and event, advance the sender's cursors, read the recipients)."""
+    """PostgreSQL: one send through the batch writers' statements (``statements``): the
+    conversation's lock, then the send statement (the registered checks, the numbering, the
+    writes, the recipients) for a batch of one; then the reach rules."""
     now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE messaging_conversation SET last_seq = last_seq + 1, last_event = last_event + 1,"
-            " last_message_at = %s WHERE id = %s RETURNING last_seq, last_event, kind, e2ee",
-            [now, conversation_id],
-        )
-        row = cursor.fetchone()
-        if row is None:
+        cursor.execute(LOCK_BATCH_SQL, {"ids": [conversation_id]})
+        if cursor.fetchone() is None:
             raise NotFound("No such conversation.", code="conversation_not_found")
-        seq, number, kind, e2ee = int(row[0]), int(row[1]), row[2], bool(row[3])
         cursor.execute(
-            _SEND_SQL,
+            send_statement(single=True),
             {
-                "c": conversation_id,
-                "u": sender.pk,
-                "seq": seq,
-                "num": number,
-                "cid": cid,
-                "body": text,
-                "reply": reply_to,
+                "ord": [0],
+                "conv": [conversation_id],
+                "sender": [sender.pk],
+                "cid": [cid],
+                "body": [text],
+                "reply": [reply_to],
+                "enc": [encrypted],
                 "now": now,
-                "direct": kind == Conversation.Kind.DIRECT,
             },
         )
-        message_id, is_member, blocked, reply_ok, recipients = cursor.fetchone()
-    if not is_member:
-        raise NotFound("No such conversation.", code="conversation_not_found")
-    if e2ee != encrypted:
-        mismatch = e2ee_mismatch(e2ee, encrypted)
-        assert mismatch is not None
-        raise mismatch
-    if blocked:
-        raise PermissionDenied("This conversation is blocked.", code="blocked")
-    if not reply_ok:
-        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
+        _ord, message_id, seq, number, recipients, *passes = cursor.fetchone()
+    failed, refusal = first_refusal(registry.checks, passes, encrypted)
+    if failed:
+        if refusal is None:
+            raise DuplicateSend
+        raise refusal
     if message_id is None:
         raise DuplicateSend
     reach.check(sender=sender, conversation_id=conversation_id)
@@ -220,18 +153,25 @@ def write_message_orm(
     reply_to: int | None,
     encrypted: bool = False,
 ) -> tuple[Message, int, list[int]]:
-    """Other databases (the embedded SQLite run): the same steps through the ORM."""
-    membership = check_can_send(sender=sender, conversation_id=conversation_id)
-    mismatch = e2ee_mismatch(membership.conversation.e2ee, encrypted)
-    if mismatch is not None:
-        raise mismatch
-    if (
-        reply_to is not None
-        and not Message.objects.filter(pk=reply_to, conversation_id=conversation_id).exists()
-    ):
-        raise ApplicationError("invalid_reply_to", "reply_to must be a message of this conversation.")
-    if Message.objects.filter(sender=sender, client_id=cid).exists():
-        raise DuplicateSend
+    """Other databases (the embedded SQLite run): the same registered checks, their ORM forms."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    context = SendContext(
+        sender_id=sender.pk,
+        conversation_id=conversation_id,
+        client_id=cid,
+        reply_to=reply_to,
+        encrypted=encrypted,
+        conversation=conversation,
+        membership=Membership.objects.filter(conversation_id=conversation_id, user=sender).first(),
+    )
+    checks = registry.checks
+    failed, refusal = first_refusal(checks, [check.orm(context) for check in checks], encrypted)
+    if failed:
+        if refusal is None:
+            raise DuplicateSend
+        raise refusal
     seq, number = allocate(conversation_id, message=True)
     reach.check(sender=sender, conversation_id=conversation_id)
     recipients = selectors.active_member_ids(conversation_id=conversation_id)
@@ -305,18 +245,30 @@ def send(request: SendRequest) -> SendResult:
         )
     text = plain_text(request.body, ids)
     try:
-        with transaction.atomic():
-            return send_in_transaction(
-                sender=request.sender,
-                conversation_id=request.conversation_id,
-                cid=cid,
-                text=text,
-                reply_to=request.reply_to,
-                attachment_ids=ids,
-                origin_channel=request.origin_channel,
-            )
+        try:
+            return _send_and_hooks(request, cid, text, ids, guarded=False)
+        except HookFailed:  # undone: written again, the hooks in savepoints
+            return _send_and_hooks(request, cid, text, ids, guarded=True)
     except (IntegrityError, DuplicateSend):
         return original_send(request.sender, cid, request.conversation_id)
+
+
+def _send_and_hooks(
+    request: SendRequest, cid: uuid.UUID, text: str, ids: list[int], *, guarded: bool
+) -> SendResult:
+    """One plaintext send and the written hooks (the push outbox) in one transaction."""
+    with transaction.atomic():
+        result = send_in_transaction(
+            sender=request.sender,
+            conversation_id=request.conversation_id,
+            cid=cid,
+            text=text,
+            reply_to=request.reply_to,
+            attachment_ids=ids,
+            origin_channel=request.origin_channel,
+        )
+        registry.run_hooks([(result.message.pk, request.conversation_id, request.sender.pk)], guarded=guarded)
+        return result
 
 
 def plain_text(body: str | None, attachment_ids: list[int]) -> str:
@@ -340,9 +292,9 @@ def send_in_transaction(
     reply_to: int | None,
     attachment_ids: list[int],
     origin_channel: str | None,
-    announce: bool = True,
 ) -> SendResult:
-    """The writes of a plaintext send, inside the caller's transaction; events on commit."""
+    """The writes of a plaintext send, inside the caller's transaction (the caller runs the
+    written hooks); its frame and ``message_committed`` on commit."""
     write = write_message_sql if connection.vendor == "postgresql" else write_message_orm
     message, number, recipients = write(
         sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
@@ -355,8 +307,7 @@ def send_in_transaction(
     data = selectors.message_data(message, attachments)
     frame = {"type": "message.new", "data": {"message": data}, "event": number}
     fan_out_on_commit(user_ids=recipients, frame=frame, exclude_channel=origin_channel)
-    if announce:
-        announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+    announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
     return SendResult(message, True, data)
 
 
@@ -435,6 +386,7 @@ def message_send_encrypted(
                 lambda: fan_out_encrypted(per_user=per_user, frame=frame, exclude_channel=origin_channel)
             )
             announce_on_commit(message, sender_id=sender.pk, recipients=recipients)
+            registry.run_hooks([(message.pk, conversation_id, sender.pk)])
     except (IntegrityError, DuplicateSend):
         existing = existing_send(sender, cid, conversation_id)
         if existing is None:

@@ -3,7 +3,7 @@
 Two executors of the same statements: the worker thread's writer here (Django's connection,
 ``message_send_many``) and the event loop's (``messaging.loop_writer``, its own pipelined
 connection). The statements: ``LOCK_BATCH_SQL`` (the conversations, in id order),
-``SEND_BATCH_SQL`` (every check, the numbering and the writes of the whole batch), the
+``statements.send_statement`` (the registered checks, the numbering and the writes of the batch), the
 registered rules' and hooks' statements (``messaging.send_rules``), and the answer of the send
 statement read by one function, ``batch_outcome`` (results, fan-outs, what was written)."""
 
@@ -20,99 +20,31 @@ from django.db import DatabaseError, IntegrityError, OperationalError, connectio
 from django.utils import timezone
 
 from accounts.models import User
-from core.errors import ApplicationError, NotFound, PermissionDenied
-from messaging import frames, reach
+from core.errors import ApplicationError, NotFound
+from messaging import reach, selectors
 from messaging import validators as v
 from messaging.reach import Reach
-from messaging.send_rules import Written, WrittenHook, registry
+from messaging.send_rules import HookFailed, Written, first_refusal, registry
 
-from .events import announce_on_commit, fan_out
+from .events import Committed, announce_committed, fan_out
 from .send import (
     DuplicateSend,
     SendRequest,
     SendResult,
-    e2ee_mismatch,
     original_send,
     plain_text,
     send_in_transaction,
 )
+from .statements import LOCK_BATCH_SQL, send_statement
 
 logger = logging.getLogger("healthchat.messaging")
 
 
 GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
 
-LOCK_BATCH_SQL = """
-SELECT id, kind, direct_key FROM messaging_conversation
-WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
-"""
-
 # The kinds of conversations (they never change), without a lock: the loop writer learns a
 # conversation's kind before its first batch, so that batch's rules share the first round trip.
 KINDS_SQL = "SELECT id, kind, direct_key FROM messaging_conversation WHERE id = ANY(%(ids)s::bigint[])"
-
-# One statement for a whole batch of plaintext sends whose conversations are already locked
-# (so this statement's snapshot sees every send committed before the locks were granted): check
-# membership, blocks, reply_to, e2ee and earlier use of the client_id per send; number the
-# accepted ones per conversation in arrival order (gapless); insert messages and events; advance
-# the senders' own cursors; return each send's outcome and each conversation's recipients.
-SEND_BATCH_SQL = """
-WITH input AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
-                         %(body)s::text[], %(reply)s::bigint[]) AS t(ord, conv, sender, cid, body, reply)
-), checked AS (
-    SELECT i.*, c.e2ee, (m.id IS NOT NULL AND m.left_at IS NULL) AS member,
-        c.kind = 'direct' AND EXISTS (
-            SELECT 1 FROM messaging_membership o
-            JOIN messaging_block b ON (b.blocker_id = o.user_id AND b.blocked_id = i.sender)
-                                   OR (b.blocker_id = i.sender AND b.blocked_id = o.user_id)
-            WHERE o.conversation_id = i.conv AND o.user_id <> i.sender AND o.left_at IS NULL) AS blocked,
-        (i.reply IS NULL OR EXISTS (SELECT 1 FROM messaging_message r
-                                    WHERE r.id = i.reply AND r.conversation_id = i.conv)) AS reply_ok,
-        (SELECT d.id FROM messaging_message d WHERE d.sender_id = i.sender AND d.client_id = i.cid) AS dup_id
-    FROM input i JOIN messaging_conversation c ON c.id = i.conv
-    -- the sender's membership joined on the unique (conversation, user) pair: at most one row
-    -- per send, probed by index (an EXISTS here was planned as a hash of every active
-    -- membership when the statistics were stale: work growing with the table, per batch)
-    LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
-), ok AS (
-    SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
-    FROM checked WHERE member AND NOT e2ee AND NOT blocked AND reply_ok AND dup_id IS NULL
-), counts AS (
-    SELECT conv, count(*) AS n FROM ok GROUP BY conv
-), bumped AS (
-    UPDATE messaging_conversation c
-    SET last_seq = c.last_seq + counts.n, last_event = c.last_event + counts.n, last_message_at = %(now)s
-    FROM counts WHERE c.id = counts.conv
-    RETURNING c.id, c.last_seq - counts.n AS seq0, c.last_event - counts.n AS event0
-), numbered AS (
-    SELECT ok.*, b.seq0 + ok.k AS seq, b.event0 + ok.k AS number FROM ok JOIN bumped b ON b.id = ok.conv
-), msg AS (
-    INSERT INTO messaging_message
-        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
-    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s FROM numbered
-    ON CONFLICT (sender_id, client_id) DO NOTHING
-    RETURNING id, conversation_id, seq
-), ev AS (
-    INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
-    SELECT n.conv, n.number, 'message.new', m.id, NULL, %(now)s
-    FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
-), mine AS (
-    UPDATE messaging_membership mm
-    SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)
-    FROM (SELECT conv, sender, max(seq) AS seq FROM numbered GROUP BY conv, sender) x
-    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender
-), rcpt AS (
-    SELECT conversation_id AS conv, array_agg(user_id) AS users FROM messaging_membership
-    WHERE conversation_id IN (SELECT conv FROM counts) AND left_at IS NULL GROUP BY conversation_id
-)
-SELECT c.ord, m.id, n.seq, n.number, c.member, c.e2ee, c.blocked, c.reply_ok, c.dup_id,
-       CASE WHEN n.k = 1 THEN r.users END
-FROM checked c
-LEFT JOIN numbered n ON n.ord = c.ord
-LEFT JOIN msg m ON m.conversation_id = n.conv AND m.seq = n.seq
-LEFT JOIN rcpt r ON r.conv = c.conv
-"""
 
 
 class BatchConflict(Exception):
@@ -233,24 +165,13 @@ def _retry_on_fresh_connection(
     return True
 
 
-def _run_batch_hooks(written: list[Written], hooks: Sequence[WrittenHook], *, guarded: bool = True) -> None:
-    """Run the registered written hooks in the batch's transaction (``registry.run_hook``: the
-    statement the loop writer runs too): ``guarded``, each in a savepoint (a failing hook is
-    logged and never undoes the messages); unguarded (the fast path, two statements fewer per
-    batch), a failure raises ``BatchConflict`` to redo the batch guarded."""
-    for hook in hooks:
-        if not guarded:
-            try:
-                registry.run_hook(hook, written)
-            except Exception as exc:
-                logger.exception("batch hook failed: %s", hook.name)
-                raise BatchConflict from exc
-            continue
-        try:
-            with transaction.atomic():
-                registry.run_hook(hook, written)
-        except Exception:  # a hook never undoes the messages
-            logger.exception("batch hook failed: %s", hook.name)
+def _run_batch_hooks(written: list[Written], *, guarded: bool = True) -> None:
+    """The registered written hooks in the batch's transaction (``registry.run_hooks``: the
+    statements the loop writer runs too); unguarded, a failure redoes the batch guarded."""
+    try:
+        registry.run_hooks(written, guarded=guarded)
+    except HookFailed as exc:
+        raise BatchConflict from exc
 
 
 @contextmanager
@@ -271,13 +192,12 @@ def _write_one_by_one(
     duplicates: list[Duplicate],
 ) -> None:
     """The batch in one transaction, one savepoint per send."""
-    hooks = registry.hooks
     written: list[Written] = []
     with _batch_transaction():
         for index, item, cid, ids, text in sorted(prepared, key=lambda p: p.request.conversation_id):
-            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=not hooks)
+            _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written)
         if written:
-            _run_batch_hooks(written, hooks)
+            _run_batch_hooks(written)
 
 
 def _write_in_savepoint(
@@ -289,8 +209,6 @@ def _write_in_savepoint(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     written: list[Written],
-    *,
-    announce: bool,
 ) -> None:
     try:
         with transaction.atomic():
@@ -302,7 +220,6 @@ def _write_in_savepoint(
                 reply_to=item.reply_to,
                 attachment_ids=ids,
                 origin_channel=item.origin_channel,
-                announce=announce,
             )
             written.append((result.message.pk, item.conversation_id, item.sender.pk))
             results[index] = result
@@ -356,7 +273,6 @@ def _write_batch(
     commit, pipelined (psycopg's pipeline mode spans the commit, so the hooks' statements and
     the COMMIT share one round trip): two round trips for a batch whose conversations this
     process has seen before, else three or four."""
-    hooks = registry.hooks
     written: list[Written] = []
     first_use: set[tuple[int, uuid.UUID]] = set()
     fresh: list[Prepared] = []
@@ -372,11 +288,11 @@ def _write_batch(
     )
     with _pipeline(), _batch_transaction():
         if known:
-            written += _write_known_batch(fresh, results, duplicates, refusals, announce=not hooks)
+            written += _write_known_batch(fresh, results, duplicates, refusals)
         else:
-            written += _write_locked_batch(fresh, results, duplicates, refusals, announce=not hooks)
+            written += _write_locked_batch(fresh, results, duplicates, refusals)
         if written:
-            _run_batch_hooks(written, hooks, guarded=False)
+            _run_batch_hooks(written, guarded=False)
 
 
 def _begin_and_lock(cursor: Any, fresh: list[Prepared]) -> None:
@@ -392,8 +308,6 @@ def _write_known_batch(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     refusals: Refusals | None,
-    *,
-    announce: bool,
 ) -> list[Written]:
     """One round trip: BEGIN, the locks, the send statement and the reach rules' queries
     (taken when the kinds are remembered from earlier batches), then the answers. A send a rule
@@ -412,7 +326,7 @@ def _write_known_batch(
     remember_kinds({e.request.conversation_id for e in fresh}, locked)
     if ruled:
         raise BatchConflict
-    return _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+    return _plain_batch_results(plain, rows, now, results, duplicates)
 
 
 def _write_locked_batch(
@@ -420,8 +334,6 @@ def _write_locked_batch(
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
     refusals: Refusals | None,
-    *,
-    announce: bool,
 ) -> list[Written]:
     """BEGIN and the locks first (their answer names each conversation's kind), then the rules,
     the send statement, and the sends with attachments one by one."""
@@ -447,9 +359,9 @@ def _write_locked_batch(
         with connection.cursor() as cursor:
             now = _execute_plain_batch(cursor, plain)
             rows = sorted(cursor.fetchall())
-        written += _plain_batch_results(plain, rows, now, results, duplicates, announce=announce)
+        written += _plain_batch_results(plain, rows, now, results, duplicates)
     for index, item, cid, ids, text in slow:
-        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written, announce=announce)
+        _write_in_savepoint(index, item, cid, ids, text, results, duplicates, written)
     return written
 
 
@@ -472,12 +384,12 @@ def _apply_reach_rules(plain: list[Prepared], results: list[SendResult | Excepti
 def _execute_plain_batch(cursor: Any, plain: list[Prepared]) -> datetime:
     """Send the batch's one statement (its answer is fetched by the caller); returns its time."""
     now = timezone.now()
-    cursor.execute(SEND_BATCH_SQL, send_batch_params(plain, now))
+    cursor.execute(send_statement(), send_batch_params(plain, now))
     return now
 
 
 def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
-    """The parameters of the batch's send statement (``SEND_BATCH_SQL``)."""
+    """The parameters of the batch's send statement (``send_statement``)."""
     return {
         "ord": list(range(len(plain))),
         "conv": [e.request.conversation_id for e in plain],
@@ -485,6 +397,7 @@ def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
         "cid": [e.cid for e in plain],
         "body": [e.text for e in plain],
         "reply": [e.request.reply_to for e in plain],
+        "enc": [e.request.ciphertexts is not None for e in plain],
         "now": now,
     }
 
@@ -495,21 +408,22 @@ def _plain_batch_results(
     now: datetime,
     results: list[SendResult | Exception | None],
     duplicates: list[Duplicate],
-    *,
-    announce: bool,
 ) -> list[Written]:
     written, fan_outs, recipients = batch_outcome(plain, rows, now, results, duplicates)
-    if announce:
-        for ord_, _message_id, *_rest in rows:
-            result = results[plain[ord_].slot]
-            if isinstance(result, SendResult):
-                conversation_id = plain[ord_].request.conversation_id
-                announce_on_commit(
-                    result.message, sender_id=result.data["sender_id"], recipients=recipients[conversation_id]
-                )
-    if fan_outs:
-        transaction.on_commit(lambda: fan_out_all(fan_outs))
+    if written:
+        committed = committed_of(written, recipients)
+
+        def after_commit() -> None:
+            fan_out_all(fan_outs)
+            announce_committed(committed)
+
+        transaction.on_commit(after_commit)
     return written
+
+
+def committed_of(written: list[Written], recipients: dict[int, list[int]]) -> list[Committed]:
+    """What ``message_committed`` tells of the messages a batch wrote."""
+    return [(m, c, s, recipients[c]) for m, c, s in written]
 
 
 FanOut = tuple[list[int], dict[str, Any], str | None]
@@ -526,50 +440,41 @@ def batch_outcome(
     ``results``), earlier uses of a client_id (``duplicates``), and the messages written, their
     ``message.new`` fan-outs (to publish after the commit) and each conversation's members.
     Raises ``BatchConflict`` when a send lost its insert to a concurrent one."""
-    created_at = now.isoformat()
     answered = {row[0] for row in rows}
     for ord_, entry in enumerate(plain):
         if ord_ not in answered:  # its conversation does not exist (any more)
             results[entry.slot] = NotFound("No such conversation.", code="conversation_not_found")
     recipients: dict[int, list[int]] = {}
     for row in rows:
-        if row[9] is not None:
-            recipients[plain[row[0]].request.conversation_id] = list(row[9])
+        if row[4] is not None:
+            recipients[plain[row[0]].request.conversation_id] = list(row[4])
+    checks = registry.checks
     written: list[Written] = []
     fan_outs: list[FanOut] = []
-    for ord_, message_id, seq, number, member, e2ee, blocked, reply_ok, dup_id, _users in rows:
+    for ord_, message_id, seq, number, _users, *passes in rows:
         index, item, cid, _ids, text = plain[ord_]
         conversation_id = item.conversation_id
         sender: User = item.sender
-        if not member:
-            results[index] = NotFound("No such conversation.", code="conversation_not_found")
-        elif e2ee:
-            results[index] = e2ee_mismatch(True, False)
-        elif blocked:
-            results[index] = PermissionDenied("This conversation is blocked.", code="blocked")
-        elif not reply_ok:
-            results[index] = ApplicationError(
-                "invalid_reply_to", "reply_to must be a message of this conversation."
-            )
-        elif dup_id is not None:
-            duplicates.append((index, item, cid))
+        failed, refusal = first_refusal(checks, passes, item.ciphertexts is not None)
+        if failed:
+            if refusal is None:  # an earlier use of the client_id: the original answers
+                duplicates.append((index, item, cid))
+            else:
+                results[index] = refusal
         elif message_id is None:
             raise BatchConflict
         else:
-            data = frames.message_wire(
-                message_id=message_id,
+            written_message = selectors.WrittenMessage(
+                pk=message_id,
                 conversation_id=conversation_id,
                 seq=seq,
-                client_id=str(cid),
+                client_id=cid,
                 sender_id=sender.pk,
-                kind="text",
-                created_at=created_at,
+                created_at=now,
                 body=text,
-                attachments=[],
-                reply_to=item.reply_to,
-                edited_at=None,
-                deleted=False,
+                reply_to_id=item.reply_to,
             )
+            data = selectors.message_data(written_message, encrypted=False)
             members = recipients[conversation_id]
             frame = {"type": "message.new", "data": {"message": data}, "event": number}
             fan_outs.append((members, frame, item.origin_channel))

@@ -158,3 +158,123 @@ def test_a_rule_without_both_forms_is_refused_at_registration() -> None:
         ReachRule(name="tests.half", statement=muted_statement)  # type: ignore[call-arg]
     with pytest.raises(ImproperlyConfigured):  # two different rules under one name
         registry.register_rule(ReachRule(name="tests.muted", statement=muted_statement, orm=lambda r: {}))
+
+
+async def test_message_committed_fires_on_every_writer_with_the_hooks_registered() -> None:
+    """``message_committed`` does not depend on which written hooks are registered: the push
+    outbox hook is (notifications), and every writer still announces every message."""
+    assert registry.hooks  # the push outbox
+    seen: list[tuple[int, list[int]]] = []
+
+    def receiver(*, message_id: int, recipient_ids: list[int], **_: Any) -> None:
+        seen.append((message_id, sorted(recipient_ids)))
+
+    services.message_committed.connect(receiver, dispatch_uid="tests.committed")
+    try:
+        patient, doctor, first = await sync_to_async(pair)()
+        loop_results, batcher = await on_the_loop([send_item(patient, first.pk, "a")])
+        assert batcher.loop_writer.batches == 1
+        for _ in range(100):  # the loop writer announces from a worker thread
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        thread_results = await sync_to_async(services.message_send_many)(
+            requests=[send_item(doctor, first.pk, "b")]
+        )
+        single = await sync_to_async(services.send)(
+            services.SendRequest(sender=patient, conversation_id=first.pk, client_id=uuid.uuid4(), body="c")
+        )
+    finally:
+        services.message_committed.disconnect(dispatch_uid="tests.committed")
+    results = [loop_results[0], thread_results[0], single]
+    ids = [r.data["id"] for r in results if isinstance(r, services.SendResult)]
+    assert seen == [(ids[0], [doctor.pk]), (ids[1], [patient.pk]), (ids[2], [doctor.pk])]
+
+
+# --- Messaging's own checks: registered like any rule, the same outcome on every writer -----
+def _case(name: str) -> tuple[services.SendRequest, Any]:
+    """A send that ``name``'s check refuses (or, for the client_id, answers with the
+    original), and the outcome every writer must give it."""
+    from accounts.tests.factories import PatientFactory
+    from messaging.models import Block, Conversation
+
+    patient, doctor, conversation = pair()
+    request = send_item(patient, conversation.pk, "x")
+    if name == "messaging.member":
+        return send_item(PatientFactory.create(), conversation.pk, "x"), "conversation_not_found"
+    if name == "messaging.e2ee":
+        Conversation.objects.filter(pk=conversation.pk).update(e2ee=True)
+        return request, "e2ee_required"
+    if name == "messaging.not_blocked":
+        Block.objects.create(blocker=doctor, blocked=patient)
+        return request, "blocked"
+    if name == "messaging.reply_to":
+        _p, _d, elsewhere = pair()
+        other = services.send(send_item(_p, elsewhere.pk, "elsewhere"))
+        return services.SendRequest(
+            sender=patient,
+            conversation_id=conversation.pk,
+            client_id=uuid.uuid4(),
+            body="x",
+            reply_to=other.data["id"],
+        ), "invalid_reply_to"
+    assert name == "messaging.client_id_first_use"
+    services.send(request)
+    return request, 1  # the original (seq 1), not a new message
+
+
+@pytest.mark.parametrize("check", [c.name for c in services.SEND_CHECKS])
+async def test_each_of_messagings_own_checks_gives_the_same_outcome_on_every_writer(check: str) -> None:
+    from django.db import transaction
+
+    assert [c.name for c in registry.checks][: len(services.SEND_CHECKS)] == [
+        c.name for c in services.SEND_CHECKS
+    ]  # registered in the one registry (MessagingConfig.ready), first
+    outcomes = {}
+    request, expected = await sync_to_async(_case)(check)
+    loop_results, _batcher = await on_the_loop([request])
+    outcomes["loop"] = outcome(loop_results)
+    request, _ = await sync_to_async(_case)(check)
+    outcomes["thread"] = outcome(await sync_to_async(services.message_send_many)(requests=[request]))
+    request, _ = await sync_to_async(_case)(check)
+    try:
+        outcomes["single"] = outcome([await sync_to_async(services.send)(request)])
+    except ApplicationError as exc:
+        outcomes["single"] = [exc.code]
+
+    def orm_writer() -> list[Any]:  # the ORM forms (other databases), run here on PostgreSQL
+        request, _ = _case(check)
+        try:
+            with transaction.atomic():
+                services.write_message_orm(
+                    sender=request.sender,
+                    conversation_id=request.conversation_id,
+                    cid=uuid.UUID(str(request.client_id)),
+                    text="x",
+                    reply_to=request.reply_to,
+                )
+        except services.DuplicateSend:
+            return [1]  # the caller returns the original: seq 1
+        except ApplicationError as exc:
+            return [exc.code]
+        return ["written"]
+
+    outcomes["orm"] = await sync_to_async(orm_writer)()
+    assert outcomes == {key: [expected] for key in ["loop", "thread", "single", "orm"]}
+
+
+async def test_the_encrypted_send_runs_the_same_checks() -> None:
+    """A send with ciphertexts to a plaintext conversation: the e2ee check's refusal, from the
+    same statement (its ``enc`` input)."""
+    patient, _doctor, conversation = await sync_to_async(pair)()
+    with pytest.raises(ApplicationError) as refused:
+        await sync_to_async(services.send)(
+            services.SendRequest(
+                sender=patient,
+                conversation_id=conversation.pk,
+                client_id=uuid.uuid4(),
+                ciphertexts={"1": "AAAA"},
+                sender_device_id=1,
+            )
+        )
+    assert refused.value.code == "e2ee_not_enabled"

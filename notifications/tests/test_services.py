@@ -9,6 +9,7 @@ import logging
 import uuid
 
 import pytest
+from django.db import transaction
 from django.test import TestCase
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from accounts.models import Device
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from messaging import services as messaging_services
 from messaging.models import Conversation, Membership, Message
+from messaging.send_rules import WrittenHook, registry
 from messaging.tests.factories import pair
 from notifications import services
 from notifications.models import PushDelivery, PushPreference
@@ -284,19 +286,14 @@ def test_e2ee_conversation_never_carries_content(fake_fcm, enqueued, django_capt
     device(patient)
     Conversation.objects.filter(pk=conversation.pk).update(e2ee=True)
     marker = uuid.uuid4().hex
-    # Encrypted sends are not built yet: write the message as the e2ee path will, then announce it.
+    # A message with text in an e2ee conversation (the encrypted send stores none), and the
+    # push outbox written as every send writes it: the written hook, in the message's transaction.
     message = Message.objects.create(
         conversation=conversation, seq=1, sender=doctor, client_id=uuid.uuid4(), body=marker
     )
     Conversation.objects.filter(pk=conversation.pk).update(last_seq=1, last_event=1)
-    with django_capture_on_commit_callbacks(execute=True):
-        messaging_services.message_committed.send(
-            sender=Message,
-            message_id=message.pk,
-            conversation_id=conversation.pk,
-            sender_id=doctor.pk,
-            recipient_ids=[patient.pk],
-        )
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        services.push_enqueue_batch([(message.pk, conversation.pk, doctor.pk)])
     run_queued(enqueued)
     assert len(fake_fcm.requests) == 1
     assert marker not in fake_fcm.raw
@@ -568,16 +565,16 @@ def test_broker_down_the_message_is_still_sent_and_beat_requeues_the_push(
     assert services.push_requeue(older_than=0) == 0  # sent rows are never re-queued
 
 
-def test_a_failing_push_hook_does_not_fail_the_send(monkeypatch, send_message, caplog):
-    def broken(**kwargs):
+def test_a_failing_push_hook_does_not_fail_the_send(send_message, caplog):
+    def broken(written):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(services, "push_enqueue_message", broken)
+    hook = WrittenHook(name=services.PUSH_OUTBOX_HOOK.name, statement=broken, orm=broken)
     _patient, doctor, conversation = pair()
-    with caplog.at_level(logging.ERROR, logger="healthchat.push"):
+    with registry.replaced(hooks=[hook]), caplog.at_level(logging.ERROR, logger="healthchat.messaging"):
         message = send_message(doctor, conversation)
     assert Message.objects.filter(pk=message.pk).exists()
-    assert "could not record the push" in caplog.text
+    assert "batch hook failed: notifications.push_outbox" in caplog.text
 
 
 def test_cleanup_forgets_old_finished_rows(fake_fcm, enqueued, send_message):

@@ -6,7 +6,7 @@ from typing import Any
 
 from accounts.models import User
 from accounts.tests.factories import DoctorFactory, PatientFactory
-from payments import payouts, services, webhooks
+from payments import booking, payouts, services, webhooks
 from payments.models import Consultation, StripeAccount
 from payments.tests.fake_stripe import FakeStripe
 
@@ -28,7 +28,7 @@ def onboarded(doctor: User, fake: FakeStripe) -> StripeAccount:
 
 
 def requested(patient: User, doctor: User, kind: str = "chat") -> Consultation:
-    return services.consultation_request(patient=patient, doctor_id=doctor.pk, kind=kind, reason="Headache")
+    return booking.consultation_request(patient=patient, doctor_id=doctor.pk, kind=kind, reason="Headache")
 
 
 def authorised(patient: User, doctor: User, fake: FakeStripe) -> Consultation:

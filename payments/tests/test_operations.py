@@ -14,7 +14,7 @@ from django.core.management import call_command
 from accounts import services as account_services
 from accounts.models import User
 from messaging import services as messaging_services
-from payments import selectors, services
+from payments import booking, selectors
 from payments.models import Consultation, LedgerEntry
 from payments.tests.factories import authorised, completed, onboarded, people, requested
 
@@ -184,7 +184,7 @@ def test_export_contact_rule_and_erasure(stripe_fake):
     assert not selectors.has_consultation(doctor, stranger)
     assert selectors.patient_may_write(patient=patient, doctor=doctor)
 
-    services.erase_user_consultations(patient)
+    booking.erase_user_consultations(patient)
     consultation.refresh_from_db()
     assert consultation.reason == ""
     assert LedgerEntry.objects.filter(consultation=consultation).exists()  # money records stay
