@@ -32,9 +32,15 @@ class CallOutSerializer(serializers.Serializer[Any]):
     participants = CallParticipantOutSerializer(many=True)
 
 
+class QueryBooleanField(serializers.BooleanField):
+    """A boolean query parameter that may be left out (None) but never given as ``null``."""
+
+    NULL_VALUES = {None}
+
+
 class CallListQuerySerializer(QuerySerializer):
     conversation_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    active = serializers.BooleanField(required=False, allow_null=True, default=None)
+    active = QueryBooleanField(required=False, allow_null=True, default=None)
 
 
 class IceServerSerializer(serializers.Serializer[Any]):
