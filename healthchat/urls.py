@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("messaging.urls")),
     path("", include("groups.urls")),
     path("", include("payments.urls")),
+    path("", include("appointments.urls")),
     path("", include("notifications.urls")),
     path("", include("calls.urls")),
 ]

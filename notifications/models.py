@@ -35,6 +35,7 @@ class PushDelivery(models.Model):
         CALL = "call", "Incoming call"
         CALL_CANCELLED = "call.cancelled", "Call no longer ringing (data only)"
         TEST = "test", "Operator test"
+        APPOINTMENT = "appointment", "Appointment reminder or notice (no medical content)"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -50,7 +51,7 @@ class PushDelivery(models.Model):
         "messaging.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     event = models.BigIntegerField(default=0)
-    # Call kinds: the call id; test pushes: a random id.
+    # Call kinds: the call id; test pushes: a random id; appointment: the reminder's key.
     ref = models.CharField(max_length=64, blank=True, default="")
     conversation = models.ForeignKey(
         "messaging.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
@@ -81,7 +82,9 @@ class PushDelivery(models.Model):
                 name="push_delivery_unique_per_ref",
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["message", "message.updated", "call", "call.cancelled", "test"]),
+                condition=Q(
+                    kind__in=["message", "message.updated", "call", "call.cancelled", "test", "appointment"]
+                ),
                 name="push_delivery_kind_valid",
             ),
             models.CheckConstraint(
@@ -90,7 +93,11 @@ class PushDelivery(models.Model):
             ),
             models.CheckConstraint(
                 condition=(Q(kind__in=["message", "message.updated"]) & Q(message__isnull=False))
-                | (Q(kind__in=["call", "call.cancelled", "test"]) & Q(message__isnull=True) & ~Q(ref="")),
+                | (
+                    Q(kind__in=["call", "call.cancelled", "test", "appointment"])
+                    & Q(message__isnull=True)
+                    & ~Q(ref="")
+                ),
                 name="push_delivery_subject_present",
             ),
             models.CheckConstraint(

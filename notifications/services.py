@@ -340,6 +340,37 @@ def push_call_cancelled(*, call_id: str) -> list[int]:
     return _write_outbox(rows, Q(kind=Kind.CALL_CANCELLED, ref=ref, message__isnull=True), 0)
 
 
+APPOINTMENT_TEXTS: dict[str, tuple[str, str]] = {
+    "appointment.reminder": ("Appointment reminder", "You have an appointment at {time} UTC."),
+    "appointment.apology": (
+        "Your appointment did not take place",
+        "Your doctor could not attend. You have been refunded in full.",
+    ),
+}
+
+
+def push_appointment(*, ref: str, user_id: int) -> list[int]:
+    """One push per device of ``user_id`` about an appointment, at most once per ``ref`` and
+    device (the outbox's unique index); ``ref`` from ``appointment_push_ref``. Call it inside the
+    transaction that marks the reminder done, so the outbox rows and that mark commit together.
+    No medical content: a fixed text, the appointment's id and time."""
+    ref = _valid_ref(ref)
+    now = timezone.now()
+    rows = [
+        PushDelivery(kind=Kind.APPOINTMENT, ref=ref, device_id=d, due_at=now)
+        for d in _target_devices([user_id])
+    ]
+    return _write_outbox(rows, Q(kind=Kind.APPOINTMENT, ref=ref, message__isnull=True), 0)
+
+
+def appointment_push_ref(*, kind: str, appointment_id: int, starts_at: dt.datetime, slot: str) -> str:
+    """``<r|a>:<appointment id>:<start, epoch seconds>:<slot>`` (at most 64 characters): ``r`` a
+    reminder (``slot`` its offset in minutes), ``a`` the apology for a doctor's no-show."""
+    if kind not in APPOINTMENT_TEXTS:
+        raise ValueError(kind)
+    return f"{'r' if kind == 'appointment.reminder' else 'a'}:{appointment_id}:{int(starts_at.timestamp())}:{slot}"
+
+
 def push_test_create(*, user: User) -> list[int]:
     """Outbox rows for a test push to each of ``user``'s devices (the operator command)."""
     ref = uuid.uuid4().hex
@@ -605,7 +636,27 @@ def _render_test(row: PushDelivery, context: _Context) -> fcm.Push:
     )
 
 
+def _render_appointment(row: PushDelivery, context: _Context) -> fcm.Push:
+    prefix, appointment_id, epoch, _slot = row.ref.split(":", 3)
+    kind = "appointment.reminder" if prefix == "r" else "appointment.apology"
+    starts_at = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
+    title, body = APPOINTMENT_TEXTS[kind]
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        title=title,
+        body=body.format(time=starts_at.strftime("%H:%M")),
+        data={"type": kind, "appointment_id": appointment_id, "starts_at": starts_at.isoformat()},
+        collapse_key=f"appointment-{appointment_id}",
+        tag=f"appointment-{appointment_id}",
+        priority="high",
+        ttl_seconds=settings.PUSH_TTL_SECONDS,
+        channel_id="messages",
+    )
+
+
 _RENDERERS: dict[str, Callable[[PushDelivery, _Context], fcm.Push]] = {
+    Kind.APPOINTMENT: _render_appointment,
     Kind.MESSAGE: _render_message,
     Kind.MESSAGE_UPDATED: _render_update,
     Kind.CALL: _render_call,

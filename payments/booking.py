@@ -98,8 +98,9 @@ def consultation_open(
     *, patient: User, profile: DoctorProfile, kind: str, reason: str, expires_at: dt.datetime
 ) -> Consultation:
     """Create the consultation (validated ``kind`` and ``reason``, a doctor the caller checked)
-    with its PaymentIntent (manual capture) and the direct conversation, expiring at
-    ``expires_at``. Used by ``consultation_request``."""
+    with its PaymentIntent (manual capture) and the direct conversation. Used by
+    ``consultation_request`` and by booked appointments (``appointments.services``), whose
+    consultation waits until the appointment's end instead of the request TTL."""
     gateway = get_gateway()
     doctor_id = profile.user_id
     price, currency = profile.consultation_fee, profile.currency

@@ -38,6 +38,7 @@ from .models import (
     LedgerEntry,
     StripeAccount,
 )
+from .signals import consultation_transitioned
 
 logger = logging.getLogger("healthchat.payments")
 
@@ -138,6 +139,9 @@ def transition(
     )
     logger.info("consultation %s %s -> %s (%s)", consultation.pk, previous, target, source)
     announce(consultation)
+    consultation_transitioned.send(
+        sender=Consultation, consultation=consultation, from_state=previous, to_state=target, source=source
+    )
     return consultation
 
 
@@ -333,6 +337,45 @@ def consultation_cancel(*, user: User, consultation_id: int) -> Consultation:
             return transition(consultation, "cancel", actor=user, source="api")
     except GatewayError as exc:
         raise provider_failed(exc) from exc
+
+
+def consultation_keep_fee(*, consultation_id: int, amount: int, source: str, note: str) -> Consultation:
+    """Keep ``amount`` of an authorised consultation that will not take place (an appointment
+    cancelled late by the patient, a patient's no-show): capture only that much (Stripe releases
+    the rest of the authorisation), record the charge, and complete the consultation so the fee
+    is settled between the platform and the doctor like any price (``settle``)."""
+    try:
+        with transaction.atomic():
+            consultation = lock(consultation_id)
+            if consultation.state != State.PAID or not consultation.payment_intent_id:
+                v.check_transition(state=consultation.state, action="accept")
+            assert consultation.payment_intent_id
+            if not 0 < amount <= consultation.price:
+                raise ApplicationError("invalid_amount", "The fee must be within the price.", status=400)
+            intent = _gateway(consultation).capture_payment_intent(
+                consultation.payment_intent_id,
+                amount=amount,
+                idempotency_key=idempotency_key(consultation.pk, "capture"),
+            )
+            record_charge(
+                consultation, amount=intent.amount_received, charge_id=intent.latest_charge, source=source
+            )
+            transition(consultation, "accept", actor=None, source=source, note=note)
+            transition(consultation, "complete", actor=None, source=source, note=note)
+            settle(consultation, source=source)
+            return consultation
+    except GatewayError as exc:
+        raise provider_failed(exc) from exc
+
+
+def consultation_set_expiry(*, consultation_id: int, expires_at: dt.datetime) -> Consultation:
+    """Move an open request's expiry (a booked appointment moved to another slot)."""
+    with transaction.atomic():
+        consultation = lock(consultation_id)
+        if consultation.state in (State.REQUESTED, State.PAID):
+            consultation.expires_at = expires_at
+            consultation.save(update_fields=["expires_at", "updated_at"])
+        return consultation
 
 
 def consultation_start(*, user: User, consultation_id: int) -> Consultation:

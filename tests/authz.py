@@ -6,6 +6,7 @@ Used by ``tests/test_authz_rest.py`` (every REST operation of the OpenAPI schema
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import re
@@ -17,12 +18,16 @@ from typing import Any
 
 import responses
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from PIL import Image
 
 from accounts import services as account_services
 from accounts.actors import Operator
 from accounts.models import Device, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory, UserFactory
+from appointments import selectors as appointment_selectors
+from appointments import services as appointment_services
+from appointments.models import Appointment
 from calls import services as call_services
 from calls.models import Call
 from groups import services as group_services
@@ -202,6 +207,24 @@ def build_world() -> World:
         account_services.user_delete(user=deleted, actor=Operator(command="test"))
     deleted.refresh_from_db()
 
+    # The other doctor takes bookings all day; B holds a confirmed appointment with them (made
+    # directly: it opens no conversation, so no other row of the matrix changes).
+    other = users["other_doctor"]
+    schedule = appointment_services.schedule_set(
+        doctor=other,
+        timezone_name="UTC",
+        weekly_hours=[{"weekday": d, "start": "00:00", "end": "23:00"} for d in range(7)],
+        min_notice_minutes=0,
+        horizon_days=30,
+    )
+    tomorrow = timezone.now() + dt.timedelta(days=1)
+    start, end = appointment_selectors.free_slots(
+        schedule=schedule, start=tomorrow, end=tomorrow + dt.timedelta(days=1)
+    )[0]
+    appointment = Appointment.objects.create(
+        doctor=other, patient=users["patient_b"], kind="chat", starts_at=start, ends_at=end, state="confirmed"
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -221,6 +244,7 @@ def build_world() -> World:
         consultation=consultation,
         device_a=device_a,
         bystander=PatientFactory.create(display_name="Penny Bystander"),
+        extra={"appointment": appointment},
     )
 
 

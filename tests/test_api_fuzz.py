@@ -56,12 +56,12 @@ EXAMPLES = {"positive": 20, "negative": 15, "world": 15}
 
 # Operations whose success only a doctor sees (the group belongs to the doctor too).
 DOCTOR_OPERATIONS = re.compile(
-    r"/api/v1/(availability|payouts)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
+    r"/api/v1/(availability|payouts|schedule)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
     r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members"
 )
 
 
-def _world_ids(w: World) -> dict[str, int]:
+def _world_ids(w: World) -> dict[str, int | str]:
     return {
         "attachment_id": w.attachment.pk,
         "conversation_id": w.conversation.pk,
@@ -69,6 +69,8 @@ def _world_ids(w: World) -> dict[str, int]:
         "call_id": w.call.pk,
         "group_id": w.group.pk,
         "doctor_id": w.doctor.pk,
+        "appointment_id": w.extra["appointment"].pk,
+        "token": "x" * 43,  # a calendar feed token (none matches: 404 feed_not_found)
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
     }

@@ -11,6 +11,7 @@ is not the caller's must be byte-for-byte the 404 for an id that does not exist.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from urllib.parse import urlencode
 import pytest
 from django.core import signing
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
@@ -82,9 +84,9 @@ def everyone(outcome: Expect) -> dict[str, Expect]:
 
 
 # --- Requests ------------------------------------------------------------------------------------
-Params = Callable[[World], dict[str, int]]
+Params = Callable[[World], dict[str, int] | dict[str, str]]
 BodyFn = Callable[[World, str], Any]
-QueryFn = Callable[[World, str, dict[str, int]], dict[str, Any]]
+QueryFn = Callable[[World, str, dict[str, Any]], dict[str, Any]]
 Visible = Callable[[World], tuple[set[int], dict[str, set[int]]]]
 
 
@@ -133,6 +135,18 @@ def content_link(w: World, actor: str, params: dict[str, int]) -> dict[str, Any]
         return {}
     payload = {"a": params["attachment_id"], "u": w.user(actor).pk, "v": "file"}
     return {"token": signing.dumps(payload, salt=ATTACHMENT_SIGNING_SALT)}
+
+
+def free_slot(w: World) -> str:
+    """The other doctor's first free slot tomorrow (B's appointment holds an earlier one)."""
+    from appointments import selectors as appointment_selectors
+
+    schedule = appointment_selectors.bookable_schedule(doctor_id=w.user("other_doctor").pk)
+    tomorrow = timezone.now() + dt.timedelta(days=1)
+    slots = appointment_selectors.free_slots(
+        schedule=schedule, start=tomorrow, end=tomorrow + dt.timedelta(days=1)
+    )
+    return slots[0][0].isoformat()
 
 
 def consultation_row(**named: Expect) -> dict[str, Expect]:
@@ -381,6 +395,64 @@ TABLE: dict[str, Op] = {
     "GET /api/v1/doctors/{doctor_id}/availability": Op(row(OK), params=lambda w: {"doctor_id": w.doctor.pk}),
     "GET /api/v1/payouts": Op(row(forbidden("doctors_only"), doctor=OK, other_doctor=OK)),
     "POST /api/v1/payouts/onboarding": Op(row(forbidden("doctors_only"), doctor=OK, other_doctor=OK)),
+    # --- appointments ---
+    "GET /api/v1/schedule": Op(row(forbidden("doctors_only"), doctor=OK, other_doctor=OK)),
+    "PUT /api/v1/schedule": Op(
+        row(forbidden("doctors_only"), doctor=OK, other_doctor=OK), body=lambda w, a: {"slot_minutes": 30}
+    ),
+    "GET /api/v1/doctors/{doctor_id}/slots": Op(
+        row(OK),
+        params=lambda w: {"doctor_id": w.user("other_doctor").pk},
+        query=lambda w, a, p: {
+            "start": dt.date.today().isoformat(),
+            "end": dt.date.today().isoformat(),
+            "tz": "UTC",
+        },
+    ),
+    "GET /api/v1/appointments": Op(
+        row(OK),
+        visible=lambda w: protected(
+            {w.extra["appointment"].pk},
+            {"patient_b": {w.extra["appointment"].pk}, "other_doctor": {w.extra["appointment"].pk}},
+        ),
+    ),
+    "POST /api/v1/appointments": Op(
+        row(
+            CREATED,
+            doctor=forbidden("patients_only"),
+            other_doctor=forbidden("patients_only"),
+            staff=forbidden("patients_only"),
+        ),
+        body=lambda w, a: {"doctor_id": w.user("other_doctor").pk, "kind": "chat", "starts_at": free_slot(w)},
+    ),
+    "GET /api/v1/appointments/{appointment_id}": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+    ),
+    "POST /api/v1/appointments/{appointment_id}/cancel": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {},
+    ),
+    "POST /api/v1/appointments/{appointment_id}/reschedule": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {"starts_at": free_slot(w)},
+    ),
+    "GET /api/v1/appointments/{appointment_id}/ics": Op(
+        row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+    ),
+    "POST /api/v1/calendar/feed": Op(
+        row(forbidden("doctors_only"), doctor=CREATED, other_doctor=CREATED), body=lambda w, a: {}
+    ),
+    "DELETE /api/v1/calendar/feed": Op(
+        row(forbidden("doctors_only"), doctor=NO_CONTENT, other_doctor=NO_CONTENT)
+    ),
+    "GET /api/v1/calendar/feeds/{token}/calendar.ics": Op(
+        everyone(not_found("feed_not_found")),  # the token is the only credential; a wrong one is 404
+        params=lambda w: {"token": "x" * 43},
+    ),
     "POST /api/v1/payments/stripe/webhook": Op(
         everyone(invalid("invalid_signature")),  # Stripe's signature is the only credential
         body=lambda w, a: {"id": "evt_matrix", "type": "payment_intent.succeeded"},
@@ -389,7 +461,7 @@ TABLE: dict[str, Op] = {
 
 
 def _request(
-    client: APIClient, method: str, path: str, op: Op, w: World, actor: str, params: dict[str, int]
+    client: APIClient, method: str, path: str, op: Op, w: World, actor: str, params: dict[str, Any]
 ) -> Any:
     url = path.format(**params)
     if op.query is not None:

@@ -15,7 +15,17 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("accounts", "messaging", "payments", "groups", "calls", "notifications", "core", "audit")
+APPS = (
+    "accounts",
+    "messaging",
+    "payments",
+    "appointments",
+    "groups",
+    "calls",
+    "notifications",
+    "core",
+    "audit",
+)
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {
     "core.errors.ApplicationError": (400, None),

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "groups",
     "calls",
     "payments",
+    "appointments",
     "notifications",
     "audit",
     "console",
@@ -538,3 +540,35 @@ METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 SENTRY_DSN: str = env.str("SENTRY_DSN", default="")
 SENTRY_ENVIRONMENT: str = env.str("SENTRY_ENVIRONMENT", default="production")
 SENTRY_TRACES_SAMPLE_RATE: float = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+
+
+# --- Appointments: see docs/appointments.md --------------------------------------------------
+# How long a booked slot is held while the patient's payment is authorised.
+APPOINTMENT_HOLD_SECONDS: int = env.int("APPOINTMENT_HOLD_SECONDS", default=600)
+# The booked consultation expires (authorisation released) this long after the slot's end.
+APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTES", default=30)
+# Cancellation policy: a patient cancelling (or rescheduling) at least this many hours before
+# the start pays nothing; later, this percentage of the price is kept; after the start they
+# cannot cancel (409 too_late_to_cancel). A doctor's cancellation is always free for the patient.
+APPOINTMENT_FREE_CANCEL_HOURS: int = env.int("APPOINTMENT_FREE_CANCEL_HOURS", default=24)
+APPOINTMENT_LATE_CANCEL_FEE_PERCENT: int = env.int("APPOINTMENT_LATE_CANCEL_FEE_PERCENT", default=50)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
+# A confirmed appointment whose doctor has not accepted (admitted) its consultation this many
+# minutes after the start ends as no_show_doctor: authorisation released, apology push.
+APPOINTMENT_DOCTOR_NO_SHOW_MINUTES: int = env.int("APPOINTMENT_DOCTOR_NO_SHOW_MINUTES", default=15)
+CELERY_BEAT_SCHEDULE["appointments-sweep-no-shows"] = {
+    "task": "appointments.tasks.sweep_no_shows",
+    "schedule": 60.0,
+}
+# Minutes before the start at which a confirmed appointment's reminders are pushed.
+APPOINTMENT_REMINDER_OFFSETS_MINUTES: list[int] = env.list(
+    "APPOINTMENT_REMINDER_OFFSETS_MINUTES", cast=int, default=[1440, 15]
+)
+CELERY_BEAT_SCHEDULE["appointments-send-reminders"] = {
+    "task": "appointments.tasks.send_reminders",
+    "schedule": 60.0,
+}
+CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
+    "task": "appointments.tasks.expire_holds",
+    "schedule": 60.0,
+}

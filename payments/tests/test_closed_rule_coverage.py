@@ -101,6 +101,14 @@ REST_WRITES: dict[str, Decision] = {
     ),
     "POST /api/v1/auth/register": NotApplicable(NOT_CONTENT_TO_OTHERS),
     "PUT /api/v1/availability": NotApplicable("a doctor's own hours"),
+    "PUT /api/v1/schedule": NotApplicable("a doctor's own schedule"),
+    "POST /api/v1/calendar/feed": NotApplicable("a doctor's own feed token"),
+    "DELETE /api/v1/calendar/feed": NotApplicable("a doctor's own feed token"),
+    "POST /api/v1/appointments/{appointment_id}/cancel": NotApplicable("ends an appointment; no content"),
+    "POST /api/v1/appointments/{appointment_id}/reschedule": NotApplicable("moves a time; no content"),
+    "POST /api/v1/appointments": NotApplicable(
+        "booking opens a new consultation, the documented way out of the closed rule"
+    ),
     "POST /api/v1/blocks": NotApplicable("cuts contact; never reaches the blocked user"),
     "DELETE /api/v1/blocks/{user_id}": NotApplicable(NOT_CONTENT_TO_OTHERS),
     "POST /api/v1/consultations": NotApplicable(

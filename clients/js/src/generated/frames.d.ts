@@ -223,6 +223,14 @@ export type JoinedAt = string | null;
 export type LeftAt = string | null;
 export type Participants = ServerCallParticipant[];
 export type Id3 = number;
+export type PatientId = number;
+export type DoctorId = number;
+export type State2 = "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor";
+export type StartsAt = string;
+export type EndsAt = string;
+export type ConsultationId = number | null;
+export type Type21 = "appointment.updated";
+export type Id4 = number;
 export type Category1 = string;
 export type ContentType1 = string;
 export type Size1 = number;
@@ -231,54 +239,54 @@ export type Name1 = string;
 export type Width1 = number | null;
 export type Height1 = number | null;
 export type Duration2 = number | null;
-export type State2 = "processing" | "ready" | "rejected";
+export type State3 = "processing" | "ready" | "rejected";
 export type Rejection = string | null;
-export type Type21 = "attachment.updated";
-export type Type22 = "call.accept";
+export type Type22 = "attachment.updated";
+export type Type23 = "call.accept";
 export type CallId4 = number;
 export type UserId2 = number;
 export type Sdp2 = string;
-export type Type23 = "call.answered_elsewhere";
+export type Type24 = "call.answered_elsewhere";
 export type CallId5 = number;
 export type CallId6 = number;
 export type Reason1 = "cancelled" | "caller_disconnected" | "glare";
-export type Type24 = "call.cancel";
-export type Type25 = "call.ended";
+export type Type25 = "call.cancel";
+export type Type26 = "call.ended";
 export type CallId7 = number;
 export type UserId3 = number;
 export type Reason2 = "hangup" | "failed";
-export type Type26 = "call.hangup";
+export type Type27 = "call.hangup";
 export type CallId8 = number;
 export type UserId4 = number;
-export type Type27 = "call.ice";
+export type Type28 = "call.ice";
 export type Sdp3 = string;
-export type Type28 = "call.invite";
-export type Type29 = "call.missed";
+export type Type29 = "call.invite";
+export type Type30 = "call.missed";
 export type CallId9 = number;
 export type UserId5 = number;
 export type GraceSeconds = number;
-export type Type30 = "call.peer_disconnected";
-export type Type31 = "call.peer_resumed";
+export type Type31 = "call.peer_disconnected";
+export type Type32 = "call.peer_resumed";
 export type CallId10 = number;
 export type UserId6 = number;
-export type Type32 = "call.reject";
-export type Type33 = "call.ringing";
-export type Type34 = "call.update";
-export type Id4 = number;
-export type PatientId = number;
-export type DoctorId = number;
+export type Type33 = "call.reject";
+export type Type34 = "call.ringing";
+export type Type35 = "call.update";
+export type Id5 = number;
+export type PatientId1 = number;
+export type DoctorId1 = number;
 export type Kind1 = "chat" | "voice" | "video";
-export type State3 =
+export type State4 =
   "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
 export type Price = number;
 export type Currency = string;
 export type ConversationId7 = number;
-export type Type35 = "consultation.updated";
+export type Type36 = "consultation.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event = number;
-export type Type36 = "device.added";
+export type Type37 = "device.added";
 export type ConversationId8 = number;
 export type UserId7 = number;
 export type DeviceId1 = number;
@@ -313,7 +321,7 @@ export type ExtraDevices = number[] | null;
  */
 export type Devices = ServerDeviceList[] | null;
 export type Ref21 = string | null;
-export type Type37 = "error";
+export type Type38 = "error";
 export type ConversationId9 = number;
 export type Event1 = "group.updated";
 export type By = number;
@@ -324,17 +332,17 @@ export type HistoryVisibleToNewMembers = boolean | null;
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
-export type Type38 = "group.updated";
+export type Type39 = "group.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event3 = number;
-export type Type39 = "identity.changed";
+export type Type40 = "identity.changed";
 export type DeviceId2 = number;
 export type OneTimePrekeys = number;
 export type KyberPrekeys = number;
 export type Threshold = number;
-export type Type40 = "keys.low";
+export type Type41 = "keys.low";
 export type ConversationId10 = number;
 export type Event4 = "member.added";
 export type UserId9 = number;
@@ -343,7 +351,7 @@ export type By1 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event5 = number;
-export type Type41 = "member.added";
+export type Type42 = "member.added";
 export type ConversationId11 = number;
 export type Event6 = "member.left";
 export type UserId10 = number;
@@ -351,7 +359,7 @@ export type UserId10 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event7 = number;
-export type Type42 = "member.left";
+export type Type43 = "member.left";
 export type ConversationId12 = number;
 export type Event8 = "member.removed";
 export type UserId11 = number;
@@ -360,7 +368,7 @@ export type By2 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event9 = number;
-export type Type43 = "member.removed";
+export type Type44 = "member.removed";
 export type ConversationId13 = number;
 export type Event10 = "member.role_changed";
 export type UserId12 = number;
@@ -370,32 +378,32 @@ export type By3 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event11 = number;
-export type Type44 = "member.role_changed";
+export type Type45 = "member.role_changed";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event12 = number;
-export type Type45 = "message.new";
+export type Type46 = "message.new";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event13 = number;
-export type Type46 = "message.updated";
+export type Type47 = "message.updated";
 export type Ref22 = string | null;
-export type Type47 = "pong";
+export type Type48 = "pong";
 export type UserId13 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type48 = "presence";
+export type Type49 = "presence";
 export type UserId14 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref23 = string | null;
-export type Type49 = "ready";
+export type Type50 = "ready";
 export type ConversationId14 = number;
 export type UserId15 = number;
 export type DeliveredSeq1 = number | null;
@@ -404,23 +412,24 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type50 = "receipt";
+export type Type51 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref24 = string | null;
-export type Type51 = "sync.done";
+export type Type52 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type52 = "sync.required";
+export type Type53 = "sync.required";
 export type ConversationId15 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type53 = "typing";
+export type Type54 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
  */
 export type ServerFrame =
   | ServerAckFrame
+  | ServerAppointmentUpdatedFrame
   | ServerAttachmentUpdatedFrame
   | ServerCallAcceptFrame
   | ServerCallAnsweredElsewhereFrame
@@ -519,6 +528,9 @@ export interface AsyncApiSchemas {
   ClientTypingData?: ClientTypingData;
   ClientTypingFrame?: ClientTypingFrame;
   ServerAckFrame?: ServerAckFrame;
+  ServerAppointmentSummary?: ServerAppointmentSummary;
+  ServerAppointmentUpdatedData?: ServerAppointmentUpdatedData;
+  ServerAppointmentUpdatedFrame?: ServerAppointmentUpdatedFrame;
   ServerAttachment?: ServerAttachment;
   ServerAttachmentState?: ServerAttachmentState;
   ServerAttachmentUpdatedData?: ServerAttachmentUpdatedData;
@@ -1042,13 +1054,45 @@ export interface ServerCallParticipant {
  */
 export interface ServerEmptyAck {}
 /**
+ * An appointment as ``appointment.updated`` carries it (``services.appointment_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerAppointmentSummary".
+ */
+export interface ServerAppointmentSummary {
+  id: Id3;
+  patient_id: PatientId;
+  doctor_id: DoctorId;
+  state: State2;
+  starts_at: StartsAt;
+  ends_at: EndsAt;
+  consultation_id: ConsultationId;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerAppointmentUpdatedData".
+ */
+export interface ServerAppointmentUpdatedData {
+  appointment: ServerAppointmentSummary;
+}
+/**
+ * An appointment of the user was held, confirmed, released or cancelled (a hint).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerAppointmentUpdatedFrame".
+ */
+export interface ServerAppointmentUpdatedFrame {
+  type: Type21;
+  data: ServerAppointmentUpdatedData;
+}
+/**
  * An upload as its uploader sees it: the attachment and its processing state.
  *
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerAttachmentState".
  */
 export interface ServerAttachmentState {
-  id: Id3;
+  id: Id4;
   category: Category1;
   content_type: ContentType1;
   size: Size1;
@@ -1057,7 +1101,7 @@ export interface ServerAttachmentState {
   width: Width1;
   height: Height1;
   duration: Duration2;
-  state: State2;
+  state: State3;
   rejection: Rejection;
 }
 /**
@@ -1072,7 +1116,7 @@ export interface ServerAttachmentUpdatedData {
  * via the `definition` "ServerAttachmentUpdatedFrame".
  */
 export interface ServerAttachmentUpdatedFrame {
-  type: Type21;
+  type: Type22;
   data: ServerAttachmentUpdatedData;
 }
 /**
@@ -1080,7 +1124,7 @@ export interface ServerAttachmentUpdatedFrame {
  * via the `definition` "ServerCallAcceptFrame".
  */
 export interface ServerCallAcceptFrame {
-  type: Type22;
+  type: Type23;
   data: ServerCallSdpData;
 }
 /**
@@ -1097,7 +1141,7 @@ export interface ServerCallSdpData {
  * via the `definition` "ServerCallAnsweredElsewhereFrame".
  */
 export interface ServerCallAnsweredElsewhereFrame {
-  type: Type23;
+  type: Type24;
   data: ServerCallIdData;
 }
 /**
@@ -1120,7 +1164,7 @@ export interface ServerCallCancelData {
  * via the `definition` "ServerCallCancelFrame".
  */
 export interface ServerCallCancelFrame {
-  type: Type24;
+  type: Type25;
   data: ServerCallCancelData;
 }
 /**
@@ -1135,7 +1179,7 @@ export interface ServerCallData {
  * via the `definition` "ServerCallEndedFrame".
  */
 export interface ServerCallEndedFrame {
-  type: Type25;
+  type: Type26;
   data: ServerCallData;
 }
 /**
@@ -1152,7 +1196,7 @@ export interface ServerCallHangupData {
  * via the `definition` "ServerCallHangupFrame".
  */
 export interface ServerCallHangupFrame {
-  type: Type26;
+  type: Type27;
   data: ServerCallHangupData;
 }
 /**
@@ -1172,7 +1216,7 @@ export interface Candidate1 {
  * via the `definition` "ServerCallIceFrame".
  */
 export interface ServerCallIceFrame {
-  type: Type27;
+  type: Type28;
   data: ServerCallIceData;
 }
 /**
@@ -1188,7 +1232,7 @@ export interface ServerCallInviteData {
  * via the `definition` "ServerCallInviteFrame".
  */
 export interface ServerCallInviteFrame {
-  type: Type28;
+  type: Type29;
   data: ServerCallInviteData;
 }
 /**
@@ -1196,7 +1240,7 @@ export interface ServerCallInviteFrame {
  * via the `definition` "ServerCallMissedFrame".
  */
 export interface ServerCallMissedFrame {
-  type: Type29;
+  type: Type30;
   data: ServerCallData;
 }
 /**
@@ -1213,7 +1257,7 @@ export interface ServerCallPeerDisconnectedData {
  * via the `definition` "ServerCallPeerDisconnectedFrame".
  */
 export interface ServerCallPeerDisconnectedFrame {
-  type: Type30;
+  type: Type31;
   data: ServerCallPeerDisconnectedData;
 }
 /**
@@ -1221,7 +1265,7 @@ export interface ServerCallPeerDisconnectedFrame {
  * via the `definition` "ServerCallPeerResumedFrame".
  */
 export interface ServerCallPeerResumedFrame {
-  type: Type31;
+  type: Type32;
   data: ServerCallUserData;
 }
 /**
@@ -1237,7 +1281,7 @@ export interface ServerCallUserData {
  * via the `definition` "ServerCallRejectFrame".
  */
 export interface ServerCallRejectFrame {
-  type: Type32;
+  type: Type33;
   data: ServerCallUserData;
 }
 /**
@@ -1245,7 +1289,7 @@ export interface ServerCallRejectFrame {
  * via the `definition` "ServerCallRingingFrame".
  */
 export interface ServerCallRingingFrame {
-  type: Type33;
+  type: Type34;
   data: ServerCallUserData;
 }
 /**
@@ -1253,7 +1297,7 @@ export interface ServerCallRingingFrame {
  * via the `definition` "ServerCallUpdateFrame".
  */
 export interface ServerCallUpdateFrame {
-  type: Type34;
+  type: Type35;
   data: ServerCallSdpData;
 }
 /**
@@ -1263,11 +1307,11 @@ export interface ServerCallUpdateFrame {
  * via the `definition` "ServerConsultationSummary".
  */
 export interface ServerConsultationSummary {
-  id: Id4;
-  patient_id: PatientId;
-  doctor_id: DoctorId;
+  id: Id5;
+  patient_id: PatientId1;
+  doctor_id: DoctorId1;
   kind: Kind1;
-  state: State3;
+  state: State4;
   price: Price;
   currency: Currency;
   conversation_id: ConversationId7;
@@ -1286,7 +1330,7 @@ export interface ServerConsultationUpdatedData {
  * via the `definition` "ServerConsultationUpdatedFrame".
  */
 export interface ServerConsultationUpdatedFrame {
-  type: Type35;
+  type: Type36;
   data: ServerConsultationUpdatedData;
 }
 /**
@@ -1295,7 +1339,7 @@ export interface ServerConsultationUpdatedFrame {
  */
 export interface ServerDeviceAddedFrame {
   event: Event;
-  type: Type36;
+  type: Type37;
   data: ServerDeviceEventData;
 }
 /**
@@ -1360,7 +1404,7 @@ export interface ServerProblem {
  */
 export interface ServerErrorFrame {
   ref?: Ref21;
-  type: Type37;
+  type: Type38;
   error: ServerError;
 }
 /**
@@ -1401,7 +1445,7 @@ export interface ServerMessage1 {
  */
 export interface ServerGroupUpdatedFrame {
   event: Event2;
-  type: Type38;
+  type: Type39;
   data: ServerGroupUpdatedData;
 }
 /**
@@ -1410,7 +1454,7 @@ export interface ServerGroupUpdatedFrame {
  */
 export interface ServerIdentityChangedFrame {
   event: Event3;
-  type: Type39;
+  type: Type40;
   data: ServerDeviceEventData;
 }
 /**
@@ -1428,7 +1472,7 @@ export interface ServerKeysLowData {
  * via the `definition` "ServerKeysLowFrame".
  */
 export interface ServerKeysLowFrame {
-  type: Type40;
+  type: Type41;
   data: ServerKeysLowData;
 }
 /**
@@ -1467,7 +1511,7 @@ export interface ServerMessage2 {
  */
 export interface ServerMemberAddedFrame {
   event: Event5;
-  type: Type41;
+  type: Type42;
   data: ServerMemberAddedData;
 }
 /**
@@ -1505,7 +1549,7 @@ export interface ServerMessage3 {
  */
 export interface ServerMemberLeftFrame {
   event: Event7;
-  type: Type42;
+  type: Type43;
   data: ServerMemberLeftData;
 }
 /**
@@ -1544,7 +1588,7 @@ export interface ServerMessage4 {
  */
 export interface ServerMemberRemovedFrame {
   event: Event9;
-  type: Type43;
+  type: Type44;
   data: ServerMemberRemovedData;
 }
 /**
@@ -1584,7 +1628,7 @@ export interface ServerMessage5 {
  */
 export interface ServerMemberRoleChangedFrame {
   event: Event11;
-  type: Type44;
+  type: Type45;
   data: ServerMemberRoleChangedData;
 }
 /**
@@ -1600,7 +1644,7 @@ export interface ServerMessageData {
  */
 export interface ServerMessageNewFrame {
   event: Event12;
-  type: Type45;
+  type: Type46;
   data: ServerMessageData;
 }
 /**
@@ -1609,7 +1653,7 @@ export interface ServerMessageNewFrame {
  */
 export interface ServerMessageUpdatedFrame {
   event: Event13;
-  type: Type46;
+  type: Type47;
   data: ServerMessageData;
 }
 /**
@@ -1618,7 +1662,7 @@ export interface ServerMessageUpdatedFrame {
  */
 export interface ServerPongFrame {
   ref?: Ref22;
-  type: Type47;
+  type: Type48;
   data: ServerEmptyData;
 }
 /**
@@ -1635,7 +1679,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type48;
+  type: Type49;
   data: ServerPresenceData;
 }
 /**
@@ -1663,7 +1707,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref23;
-  type: Type49;
+  type: Type50;
   data: ServerReadyData;
 }
 /**
@@ -1682,7 +1726,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event14;
-  type: Type50;
+  type: Type51;
   data: ServerReceiptData;
 }
 /**
@@ -1701,7 +1745,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref24;
-  type: Type51;
+  type: Type52;
   data: ServerSyncDoneData;
 }
 /**
@@ -1718,7 +1762,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type52;
+  type: Type53;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1735,6 +1779,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type53;
+  type: Type54;
   data: ServerTypingData;
 }

@@ -1,0 +1,216 @@
+"""Appointments: a doctor's schedule (slots are computed from it, never stored) and booked
+appointments. The database itself makes double booking impossible: an exclusion constraint
+(``btree_gist``) refuses two held or confirmed appointments of one doctor whose
+``tstzrange(starts_at, ends_at)`` overlap. Writes go through ``appointments.services``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.contrib.postgres.fields import RangeOperators
+from django.db import models
+from django.db.models import Func, Q
+
+from . import validators as v
+
+
+class TsTzRange(Func):
+    function = "TSTZRANGE"
+    output_field = models.DateTimeField()  # only used inside the constraint's expression
+
+
+class Schedule(models.Model):
+    """How a doctor can be booked: in their own IANA time zone, slot length and buffer,
+    how far ahead (horizon) and how soon (minimum notice)."""
+
+    doctor = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="schedule"
+    )
+    timezone = models.CharField(max_length=64, default="UTC")
+    slot_minutes = models.PositiveSmallIntegerField(default=20)
+    buffer_minutes = models.PositiveSmallIntegerField(default=5)
+    horizon_days = models.PositiveSmallIntegerField(default=30)
+    min_notice_minutes = models.PositiveIntegerField(default=120)
+    bookable = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    slot_minutes__gte=v.SLOT_MINUTES_RANGE[0], slot_minutes__lte=v.SLOT_MINUTES_RANGE[1]
+                ),
+                name="schedule_slot_minutes_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(buffer_minutes__lte=v.BUFFER_MINUTES_RANGE[1]), name="schedule_buffer_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(horizon_days__gte=1, horizon_days__lte=v.HORIZON_DAYS_RANGE[1]),
+                name="schedule_horizon_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"schedule of {self.doctor_id}"
+
+
+class WeeklyWindow(models.Model):
+    """A recurring weekly window (weekday 0 = Monday), wall-clock times in the schedule's zone."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="windows")
+    weekday = models.PositiveSmallIntegerField()
+    start = models.TimeField()
+    end = models.TimeField()
+
+    class Meta:
+        ordering = ["weekday", "start"]
+        constraints = [
+            models.CheckConstraint(condition=Q(weekday__lte=6), name="weekly_window_weekday_valid"),
+            models.CheckConstraint(condition=Q(start__lt=models.F("end")), name="weekly_window_ordered"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.weekday} {self.start}-{self.end}"
+
+
+class ScheduleException(models.Model):
+    """A day off (no times: the whole day; with times: that span) or extra hours on one date."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="exceptions")
+    date = models.DateField()
+    kind = models.CharField(max_length=8)
+    start = models.TimeField(null=True, blank=True)
+    end = models.TimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["date", "start"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=v.EXCEPTION_KINDS), name="schedule_exception_kind"),
+            models.CheckConstraint(
+                condition=(Q(start__isnull=True) & Q(end__isnull=True) & Q(kind="off"))
+                | Q(start__lt=models.F("end")),
+                name="schedule_exception_times",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.date}"
+
+
+class Appointment(models.Model):
+    class State(models.TextChoices):
+        HELD = v.HELD, "Held (awaiting payment authorisation)"
+        CONFIRMED = v.CONFIRMED, "Confirmed"
+        RELEASED = v.RELEASED, "Released (payment failed or hold timed out)"
+        CANCELLED = v.CANCELLED, "Cancelled"
+        NO_SHOW_DOCTOR = v.NO_SHOW_DOCTOR, "Doctor did not admit (refunded in full)"
+
+    doctor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="appointments_as_doctor"
+    )
+    patient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="appointments_as_patient"
+    )
+    consultation = models.OneToOneField(
+        "payments.Consultation", on_delete=models.PROTECT, null=True, blank=True, related_name="appointment"
+    )
+    kind = models.CharField(max_length=8)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.HELD)
+    hold_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=v.STATES), name="appointment_state_valid"),
+            models.CheckConstraint(
+                condition=Q(starts_at__lt=models.F("ends_at")), name="appointment_ordered"
+            ),
+            models.CheckConstraint(
+                condition=~Q(patient=models.F("doctor")), name="appointment_not_with_self"
+            ),
+            ExclusionConstraint(
+                name="appointment_no_overlap",
+                expressions=[
+                    (TsTzRange("starts_at", "ends_at"), RangeOperators.OVERLAPS),
+                    ("doctor", RangeOperators.EQUAL),
+                ],
+                condition=Q(state__in=v.BLOCKING_STATES),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["patient", "-starts_at"], name="appointment_patient_recent"),
+            # The busy intervals of a doctor's slot listing.
+            models.Index(
+                fields=["doctor", "starts_at"],
+                condition=Q(state__in=v.BLOCKING_STATES),
+                name="appointment_doctor_busy",
+            ),
+            models.Index(fields=["state", "hold_expires_at"], name="appointment_state_hold"),
+        ]
+
+    def __str__(self) -> str:
+        return f"appointment {self.pk} ({self.state})"
+
+
+class AppointmentTransition(models.Model):
+    """Who moved an appointment from one state to another, and when (append-only)."""
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=16, blank=True, default="")
+    to_state = models.CharField(max_length=16)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=16)
+    note = models.CharField(max_length=255, blank=True, default="")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.appointment_id}: {self.from_state or '-'} -> {self.to_state}"
+
+
+class AppointmentReminder(models.Model):
+    """The reminder outbox: one row per appointment and offset, armed when the appointment is
+    confirmed, moved by a reschedule, deleted by a cancel. ``sent_at`` is set in the same
+    transaction that writes the push outbox rows (``notifications``), so a reminder is queued
+    exactly once whatever beat or a worker does."""
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="reminders")
+    offset_minutes = models.PositiveIntegerField()
+    due_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appointment", "offset_minutes"], name="reminder_once_per_offset"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(sent_at__isnull=True), name="reminder_due_unsent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reminder {self.offset_minutes} min before {self.appointment_id}"
+
+
+class CalendarFeed(models.Model):
+    """A doctor's private calendar feed: only the SHA-256 of its token is stored; rotating or
+    deleting the row revokes the old URL."""
+
+    doctor = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="calendar_feed"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"calendar feed of {self.doctor_id}"

@@ -1,0 +1,54 @@
+"""Celery tasks for appointments (scheduled by beat: see settings ``CELERY_BEAT_SCHEDULE``)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from core.errors import ApplicationError
+
+from . import reminders, services
+from .models import Appointment
+
+logger = logging.getLogger("healthchat.appointments")
+
+
+@shared_task(name="appointments.tasks.expire_holds")
+def expire_holds() -> int:
+    """Release (or confirm, if the provider authorised late) every hold past its time."""
+    due = Appointment.objects.filter(state=Appointment.State.HELD, hold_expires_at__lte=timezone.now())
+    done = 0
+    for appointment_id in due.values_list("pk", flat=True)[:500]:
+        try:
+            services.hold_expire(appointment_id=appointment_id)
+            done += 1
+        except ApplicationError as exc:  # provider down: the next run retries
+            logger.warning("hold %s not expired: %s", appointment_id, exc.code)
+    return done
+
+
+@shared_task(name="appointments.tasks.send_reminders")
+def send_reminders() -> int:
+    """Queue due reminders (exactly once each: see ``appointments.reminders``)."""
+    total = 0
+    while True:
+        queued = reminders.send_due()
+        total += queued
+        if queued == 0:
+            return total
+
+
+@shared_task(name="appointments.tasks.sweep_no_shows")
+def sweep_no_shows() -> int:
+    """End confirmed appointments the doctor never admitted (full release, apology push)."""
+    done = 0
+    for appointment_id in services.no_shows_due():
+        try:
+            appointment = services.doctor_no_show(appointment_id=appointment_id)
+        except ApplicationError as exc:  # provider down: the next run retries
+            logger.warning("no-show %s not ended: %s", appointment_id, exc.code)
+            continue
+        done += appointment is not None and appointment.state == Appointment.State.NO_SHOW_DOCTOR
+    return done

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("schedule", apis.ScheduleMeApi.as_view(), name="schedule-me"),
+    path("doctors/<int:doctor_id>/slots", apis.DoctorSlotsApi.as_view(), name="doctor-slots"),
+    path("appointments", apis.AppointmentListCreateApi.as_view(), name="appointment-list"),
+    path("appointments/<int:appointment_id>", apis.AppointmentDetailApi.as_view(), name="appointment-detail"),
+    path(
+        "appointments/<int:appointment_id>/cancel",
+        apis.AppointmentCancelApi.as_view(),
+        name="appointment-cancel",
+    ),
+    path(
+        "appointments/<int:appointment_id>/reschedule",
+        apis.AppointmentRescheduleApi.as_view(),
+        name="appointment-reschedule",
+    ),
+    path("appointments/<int:appointment_id>/ics", apis.AppointmentIcsApi.as_view(), name="appointment-ics"),
+    path("calendar/feed", apis.CalendarFeedMeApi.as_view(), name="calendar-feed-me"),
+    path("calendar/feeds/<str:token>/calendar.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),
+]
