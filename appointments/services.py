@@ -39,6 +39,27 @@ State = Appointment.State
 
 
 # --- Schedule -------------------------------------------------------------------------------
+
+
+def ensure_free(doctor_id: int, start: dt.datetime, end: dt.datetime, exclude: int | None = None) -> None:
+    """Refuse a time that overlaps one of the doctor's held or confirmed appointments.
+
+    On PostgreSQL the exclusion constraint decides races; this check gives the same
+    ``slot_taken`` on the embedded SQLite of ``make run``, which has no such constraint
+    (SQLite serialises writers, so the check inside the write transaction is enough there).
+    """
+    clash = Appointment.objects.filter(
+        doctor_id=doctor_id,
+        state__in=(State.HELD, State.CONFIRMED),
+        starts_at__lt=end,
+        ends_at__gt=start,
+    )
+    if exclude is not None:
+        clash = clash.exclude(pk=exclude)
+    if clash.exists():
+        raise ApplicationError("slot_taken", "Someone else has just booked this slot.", status=409)
+
+
 def schedule_ensure(*, doctor: User) -> Schedule:
     """The doctor's schedule, created with the defaults (no hours yet) the first time."""
     if doctor.role != User.Role.DOCTOR:
@@ -179,6 +200,7 @@ def appointment_book(
     hold_until = timezone.now() + dt.timedelta(seconds=settings.APPOINTMENT_HOLD_SECONDS)
     try:
         with transaction.atomic():
+            ensure_free(doctor_id, start, end)
             appointment = Appointment.objects.create(
                 doctor_id=doctor_id,
                 patient=patient,
@@ -395,6 +417,12 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
         appointment.starts_at, appointment.ends_at = matching[0]
         try:
             with transaction.atomic():
+                ensure_free(
+                    appointment.doctor_id,
+                    appointment.starts_at,
+                    appointment.ends_at,
+                    exclude=appointment.pk,
+                )
                 appointment.save(update_fields=["starts_at", "ends_at", "updated_at"])
         except IntegrityError as exc:
             if "appointment_no_overlap" in str(exc):

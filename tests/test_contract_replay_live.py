@@ -27,10 +27,13 @@ import pytest
 import requests
 import yaml
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.tests.factories import DeviceFactory, DoctorFactory
 from accounts.tests.signal_keys import SignalIdentity
+from appointments import services as appointment_services
+from appointments.models import Appointment
 from calls import services as call_services
 from calls.models import Call
 from groups import services as groups
@@ -252,6 +255,11 @@ async def play_session(
     await a.expect("consultation.updated")
     await b2.expect("consultation.updated")
 
+    # A held appointment slot released (the payment never came): both sides hear appointment.updated.
+    await sync_to_async(_released_hold)(patient, doctor)
+    await a.expect("appointment.updated")
+    await b2.expect("appointment.updated")
+
     # A socket whose server lost its live path (a Redis restart) is told to sync.
     c = await Recorder.open(log, second.ws_url, token=token_for(patient))
     second_redis.stop()
@@ -318,6 +326,24 @@ def _unanswered_request(patient: Any, doctor: Any, direct: Any) -> int:
         expires_at=timezone.now() - timedelta(seconds=1),
     )
     return consultation.pk
+
+
+def _released_hold(patient: Any, doctor: Any) -> None:
+    """An appointment held for the patient, released by the system (its hold timed out)."""
+    starts_at = timezone.now() + timedelta(days=2)
+    with transaction.atomic():
+        appointment = Appointment.objects.create(
+            doctor=doctor,
+            patient=patient,
+            kind="chat",
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=30),
+            state=Appointment.State.HELD,
+            hold_expires_at=timezone.now(),
+        )
+        appointment_services.move(
+            appointment, Appointment.State.RELEASED, actor=None, source="task", note="hold timed out"
+        )
 
 
 def _ring_out(call_id: int) -> None:

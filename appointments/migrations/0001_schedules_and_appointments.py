@@ -117,7 +117,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='appointment',
-            constraint=django.contrib.postgres.constraints.ExclusionConstraint(condition=models.Q(('state__in', ('held', 'confirmed'))), expressions=[(appointments.models.TsTzRange('starts_at', 'ends_at'), '&&'), ('doctor', '=')], name='appointment_no_overlap'),
+            constraint=appointments.models.PostgresExclusionConstraint(condition=models.Q(('state__in', ('held', 'confirmed'))), expressions=[(appointments.models.TsTzRange('starts_at', 'ends_at'), '&&'), ('doctor', '=')], name='appointment_no_overlap'),
         ),
         migrations.AddConstraint(
             model_name='scheduleexception',
