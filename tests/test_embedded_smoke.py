@@ -177,3 +177,65 @@ def test_video_upload_is_stripped_inside_the_request_with_eager_celery(embedded)
     )
     data = requests.get(link.json()["url"], timeout=30).content
     assert mc.metadata_problems(data, "mov") == []
+
+
+def test_booking_on_sqlite_refuses_a_taken_slot(embedded):
+    """The embedded SQLite has no exclusion constraint: the booking service's overlap check
+    (``appointments.services.ensure_free``) gives the second booking the same ``slot_taken``."""
+    import datetime as dt
+
+    server, env = embedded
+    base = f"{server.base_url}/api/v1"
+    doctor_headers = {"Authorization": f"Bearer {dev_token(env, '+14155550144')}"}
+    doctor = requests.post(
+        f"{base}/auth/register",
+        json={
+            "role": "doctor",
+            "display_name": "Dr Okafor",
+            "specialty": "general-practice",
+            "licence_number": "GMC-2",
+            "jurisdiction": "GB",
+            "consultation_fee": 2500,
+            "currency": "GBP",
+        },
+        headers=doctor_headers,
+        timeout=5,
+    ).json()
+    subprocess.run(
+        [sys.executable, "manage.py", "verify_doctor", str(doctor["id"])],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    every_day = [{"weekday": d, "start": "00:00", "end": "23:40"} for d in range(7)]
+    schedule = requests.put(
+        f"{base}/schedule",
+        json={"timezone": "UTC", "min_notice_minutes": 0, "weekly_hours": every_day},
+        headers=doctor_headers,
+        timeout=5,
+    )
+    assert schedule.status_code == 200, schedule.text
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+    patients = []
+    for phone in ("+14155550155", "+14155550166"):
+        headers = {"Authorization": f"Bearer {dev_token(env, phone)}"}
+        requests.post(
+            f"{base}/auth/register", json={"role": "patient", "display_name": "P"}, headers=headers, timeout=5
+        )
+        patients.append(headers)
+    slots = requests.get(
+        f"{base}/doctors/{doctor['id']}/slots",
+        params={"start": tomorrow, "end": tomorrow, "tz": "UTC"},
+        headers=patients[0],
+        timeout=5,
+    )
+    assert slots.status_code == 200, slots.text
+    first = slots.json()[0]["start"]
+    booking = {"doctor_id": doctor["id"], "starts_at": first, "kind": "chat"}
+    won = requests.post(f"{base}/appointments", json=booking, headers=patients[0], timeout=10)
+    assert won.status_code == 201, won.text
+    assert won.json()["appointment"]["state"] in ("held", "confirmed")
+    lost = requests.post(f"{base}/appointments", json=booking, headers=patients[1], timeout=10)
+    assert lost.status_code == 409, lost.text
+    assert lost.json()["error"]["code"] == "slot_taken", lost.text
