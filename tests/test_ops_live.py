@@ -265,7 +265,8 @@ def test_logs_and_metrics_under_traffic(server, make_token):
 
 def test_sentry_envelope_arrives_scrubbed(tmp_path):
     """sentry-sdk (Django, Celery, asyncio integrations) in a real Django process posts its
-    envelopes to a local ingest; the errors arrive and no canary is in them."""
+    envelopes to a local ingest; the errors arrive (a view's, a logged one, an asyncio task's)
+    and no canary is in them. The Celery integration: tests/test_ops_worker_live.py."""
     with Ingest() as ingest:
         env = {
             **os.environ,
@@ -282,7 +283,7 @@ def test_sentry_envelope_arrives_scrubbed(tmp_path):
             timeout=60,
         )
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-        ingest.wait_for(2, timeout=20)
+        ingest.wait_for(3, timeout=20)
         bodies = ingest.bodies()
     events = [
         item
@@ -292,6 +293,12 @@ def test_sentry_envelope_arrives_scrubbed(tmp_path):
     ]
     types = {value["type"] for event in events for value in (event.get("exception") or {}).get("values", [])}
     assert "RuntimeError" in types, events
+    # The asyncio integration: the background task's exception, reported as unhandled in a task.
+    assert any(
+        value["type"] == "LookupError" and value.get("mechanism", {}).get("type") == "asyncio"
+        for event in events
+        for value in (event.get("exception") or {}).get("values", [])
+    ), events
     assert any(event.get("logentry") or event.get("message") for event in events), events
     text = "\n".join(bodies)
     leaks = [canary for canary in CANARIES if canary.lower() in text.lower()]
