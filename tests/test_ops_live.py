@@ -7,6 +7,11 @@ canaries (a file name, a display name, a phone number, a token-shaped string), t
 - ``/metrics`` is 401 without the bearer token and shows the traffic, and every label value of
   every series is in the allow-list (``tests/metrics_labels.py``).
 
+The account's erasure (``DELETE /me``) asks Firebase to delete the user: it is driven against a
+server pointed at the Firebase Auth emulator (offline, npm ``firebase-tools``), signed in through
+the emulator's phone flow with a canary phone number and display name, and its log scanned the
+same way (``test_account_deletion_through_the_firebase_emulator_logs_no_canary``).
+
 Error tracking end to end is ``test_sentry_envelope_arrives_scrubbed``: sentry-sdk runs for real
 in a Django process and posts its envelopes to a local HTTP endpoint standing in for Sentry.
 """
@@ -14,6 +19,7 @@ in a Django process and posts its envelopes to a local HTTP endpoint standing in
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -32,6 +38,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.tests.factories import DeviceFactory
+from conftest import PROJECT_ID
 from messaging import protocol
 from messaging.tests.factories import pair
 from tests.metrics_labels import label_violations
@@ -108,8 +115,8 @@ def canary_body(schema: dict[str, Any], components: dict[str, Any]) -> dict[str,
 
 def rest_writes(conversation_id: int) -> list[tuple[str, str, dict[str, Any]]]:
     """Every REST write of docs/openapi.yaml (JSON bodies) with canaries in every field, but
-    the account's own erasure (DELETE /me: it has no body, and it asks Firebase, which this
-    offline server cannot reach)."""
+    the account's own erasure (DELETE /me: it ends the account, and it asks Firebase: its own
+    test below, against the Firebase Auth emulator)."""
     spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     components = spec["components"]["schemas"]
     writes = []
@@ -260,6 +267,81 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     ), requests_logged[:5]
     assert any("conn_id" in r for r in records), "no log line carries a connection id"
     leaks = [line for line in lines for canary in CANARIES if canary.lower() in line.lower()]
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+def json_records(lines: list[str]) -> list[dict[str, Any]]:
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not_json == [], not_json[:10]
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def firebase_emulator(tmp_path_factory):
+    """The Firebase Auth emulator (npm firebase-tools, offline) for this module's servers."""
+    from scripts import firebase_emulator as tooling
+
+    handle = tooling.start_auth_emulator(0, PROJECT_ID, workdir=tmp_path_factory.mktemp("firebase-emulator"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.mark.emulator
+def test_account_deletion_through_the_firebase_emulator_logs_no_canary(
+    live_server_factory, firebase_emulator, tmp_path
+):
+    """DELETE /me for real: the server deletes the Firebase user in the emulator; no canary (the
+    phone number, the display name) nor the ID token is in any line it logged."""
+    from scripts import firebase_emulator as tooling
+
+    server = live_server_factory(
+        {
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "json",
+            "FIREBASE_AUTH_EMULATOR_HOST": firebase_emulator.host,
+        },
+        access_log=True,
+    )
+    id_token = tooling.phone_sign_in(firebase_emulator.host, CANARY_PHONE, PROJECT_ID)
+    headers = {"Authorization": f"Bearer {id_token}", "X-Request-ID": "req-canary-delete-0001"}
+    registered = requests.post(
+        f"{server.base_url}/api/v1/auth/register",
+        json={"role": "patient", "display_name": CANARY_TEXT},
+        headers=headers,
+        timeout=20,
+    )
+    assert registered.status_code == 201, registered.text
+    uid = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))["user_id"]
+
+    def firebase_knows_the_user() -> bool:
+        looked_up = requests.post(
+            f"{firebase_emulator.base_url}/identitytoolkit.googleapis.com/v1/projects/{PROJECT_ID}/accounts:lookup",
+            json={"localId": [uid]},
+            headers={"Authorization": "Bearer owner"},
+            timeout=10,
+        )
+        looked_up.raise_for_status()
+        return bool(looked_up.json().get("users"))
+
+    assert firebase_knows_the_user()
+    deleted = requests.delete(f"{server.base_url}/api/v1/me", headers=headers, timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    assert not firebase_knows_the_user()  # the real deletion went through firebase-admin
+    assert requests.get(f"{server.base_url}/api/v1/me", headers=headers, timeout=10).status_code in (401, 403)
+
+    time.sleep(0.5)
+    server.stop()
+    lines = [line for line in server.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    records = json_records(lines)
+    assert any(
+        r.get("event") == "request" and r.get("route") == "api/v1/me" and r.get("status") == 204
+        for r in records
+    ), [r for r in records if r.get("event") == "request"][-5:]
+    secrets = [*CANARIES, id_token, id_token.split(".")[1], uid]
+    leaks = [line for line in lines for secret in secrets if secret.lower() in line.lower()]
     assert leaks == [], "\n".join(leaks[:10])
 
 
