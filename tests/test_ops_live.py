@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import io
 import json
 import os
@@ -276,12 +277,18 @@ def json_records(lines: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def emulator_tooling() -> Any:
+    """``scripts/firebase_emulator.py`` (a script directory, loaded by name as
+    accounts/tests/test_emulator.py does: mypy also sees it as a top-level script)."""
+    return importlib.import_module("scripts.firebase_emulator")
+
+
 @pytest.fixture(scope="module")
 def firebase_emulator(tmp_path_factory):
     """The Firebase Auth emulator (npm firebase-tools, offline) for this module's servers."""
-    from scripts import firebase_emulator as tooling
-
-    handle = tooling.start_auth_emulator(0, PROJECT_ID, workdir=tmp_path_factory.mktemp("firebase-emulator"))
+    handle = emulator_tooling().start_auth_emulator(
+        0, PROJECT_ID, workdir=tmp_path_factory.mktemp("firebase-emulator")
+    )
     try:
         yield handle
     finally:
@@ -294,8 +301,7 @@ def test_account_deletion_through_the_firebase_emulator_logs_no_canary(
 ):
     """DELETE /me for real: the server deletes the Firebase user in the emulator; no canary (the
     phone number, the display name) nor the ID token is in any line it logged."""
-    from scripts import firebase_emulator as tooling
-
+    tooling = emulator_tooling()
     server = live_server_factory(
         {
             "MEDIA_ROOT": str(tmp_path / "media"),
