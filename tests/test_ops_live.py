@@ -287,7 +287,10 @@ def emulator_tooling() -> Any:
 def firebase_emulator(tmp_path_factory):
     """The Firebase Auth emulator (npm firebase-tools, offline) for this module's servers."""
     handle = emulator_tooling().start_auth_emulator(
-        0, PROJECT_ID, workdir=tmp_path_factory.mktemp("firebase-emulator")
+        0,
+        PROJECT_ID,
+        workdir=tmp_path_factory.mktemp("firebase-emulator"),
+        timeout=180,  # Node's start-up on a loaded machine
     )
     try:
         yield handle
