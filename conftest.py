@@ -267,10 +267,11 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
         port: int | None = None,
         access_log: bool = False,
         runserver: bool = False,
+        workers: int = 1,
     ) -> Any:
         """A server process; ``port`` given: another process behind that port (SO_REUSEPORT);
         ``access_log``: uvicorn's access log on, everything logged at debug; ``runserver``:
-        ``manage.py runserver`` instead of uvicorn."""
+        ``manage.py runserver`` instead of uvicorn; ``workers``: uvicorn ``--workers``."""
         db = connection.settings_dict
         env = dict(os.environ)
         env.update(
@@ -291,6 +292,8 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
         port = port or free_port()
         log_path = tmp / f"server-{port}-{len(started)}.log"
         args = runserver_args(port) if runserver else uvicorn_args(port, boot=True, access_log=access_log)
+        if workers > 1:
+            args += ["--workers", str(workers)]
         server = ServerProcess(args, env, port, log_path)
         started.append(server)
         server.wait_ready()

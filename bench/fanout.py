@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import start_py_spy
-from perfkit import (
+from harness import (
     WS_IMPLEMENTATIONS,
     Relay,
     Server,
@@ -47,6 +46,7 @@ from perfkit import (
     seed_group,
     seed_users,
     setup_django,
+    start_py_spy,
     tokens,
     wait_for_quiet,
 )
@@ -165,7 +165,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hc-fanout-"))
     log(f"work files in {tmp}")
     source, rev = export_source(args.rev, tmp)
-    env = setup_django(target, tmp)
+    _, _, env = setup_django(target, tmp)
     users = seed_users(args.members, tag=5)
     room = seed_group(GROUP_NAME, [uid for uid, _ in users])
     toks = tokens(p for _, p in users)

@@ -1,9 +1,15 @@
-"""What the benchmark scripts share: the server and load generator processes, /proc sampling,
-the benchmark database (created, migrated, seeded with patient/doctor pairs) and the checks of
-what clients saw against the ``messaging_message`` rows.
+"""What every benchmark script shares, defined once: processes (server, relay, load generator),
+/proc sampling, ``--rev`` exports, the benchmark databases (created, migrated, seeded), Redis,
+development tokens and the checks of what clients saw against the ``messaging_message`` rows.
 
-``bench/messaging.py`` (throughput against the bare relay) and ``bench/soak.py`` (1,000 sockets
-for minutes) use it; each names its own database, Redis database and key prefix (``Target``).
+* ``bench/messaging.py`` (throughput against the bare relay) and ``bench/soak.py`` (1,000 sockets
+  for minutes) seed patient/doctor pairs (``seed``) and drive ``bench/loadgen.py`` through
+  ``LoadGenProcess``;
+* ``bench/idle.py``, ``bench/fanout.py``, ``bench/storm.py`` and ``bench/rest.py`` run ``Server``
+  and ``Relay``, seed users and groups with one SQL statement per table (``seed_users``,
+  ``seed_group``, ``seed_pairs``) and drive ``bench/loadgen.py --swarm`` through ``Swarm``.
+
+Each benchmark names its own database, Redis database and key prefix (``Target``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -372,7 +378,7 @@ def create_database(db_name: str) -> None:
             conn.execute(f'CREATE DATABASE "{db_name}"')
 
 
-def phone(role: str, index: int) -> str:
+def pair_phone(role: str, index: int) -> str:
     return f"+1202{2 if role == 'patient' else 3}{index:06d}"
 
 
@@ -400,7 +406,7 @@ def seed(pairs: int) -> list[dict[str, Any]]:
         missing: list[User] = []
         for i in range(pairs):
             for role in ("patient", "doctor"):
-                number = phone(role, i)
+                number = pair_phone(role, i)
                 if number not in users:
                     missing.append(
                         User(
@@ -413,7 +419,7 @@ def seed(pairs: int) -> list[dict[str, Any]]:
         for user in User.objects.bulk_create(missing, batch_size=1000):
             users[user.phone_number] = user
         now = timezone.now()
-        doctors = [users[phone("doctor", i)] for i in range(pairs)]
+        doctors = [users[pair_phone("doctor", i)] for i in range(pairs)]
         have = set(DoctorProfile.objects.filter(user__in=doctors).values_list("user_id", flat=True))
         DoctorProfile.objects.bulk_create(
             [
@@ -432,7 +438,7 @@ def seed(pairs: int) -> list[dict[str, Any]]:
         )
         keys = {}
         for i in range(pairs):
-            a, b = users[phone("patient", i)], users[phone("doctor", i)]
+            a, b = users[pair_phone("patient", i)], users[pair_phone("doctor", i)]
             keys[f"{min(a.pk, b.pk)}:{max(a.pk, b.pk)}"] = (i, a, b)
         existing = dict(Conversation.objects.filter(direct_key__in=keys).values_list("direct_key", "id"))
         new = Conversation.objects.bulk_create(
@@ -564,7 +570,9 @@ def raise_fd_limit(sockets: int) -> None:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {sockets} sockets")
 
 
-def setup_django(target: Target, tmp: Path, rev: str | None, debug: bool) -> tuple[Path, str, dict[str, str]]:
+def setup_django(
+    target: Target, tmp: Path, rev: str | None = None, debug: bool = False
+) -> tuple[Path, str, dict[str, str]]:
     """The code under test (working tree or ``rev``), this process's environment pointed at
     ``target``, Django set up and the database created and migrated: (source, revision, env)."""
     source, revision = export_source(rev, tmp)
@@ -616,3 +624,405 @@ def server_log_counts(path: Path) -> dict[str, int]:
         "errors": text.count("ERROR"),
         "warnings": text.count(" WARNING "),
     }
+
+
+# --- the idle, fan-out, storm and REST benchmarks: server, relay and swarm processes ---------------
+
+LEAN_WS = "core.ws_protocol:LeanWebSocketProtocol"
+# Where it was before issue 20 moved the shared library to core/ (a --rev from before then).
+LEAN_WS_BEFORE_CORE = "healthchat.ws_protocol:LeanWebSocketProtocol"
+# uvicorn's --ws: its names, or our lean sans-I/O protocol ("lean", as the Dockerfile serves).
+WS_IMPLEMENTATIONS = ("lean", "websockets", "websockets-sansio", "wsproto")
+
+
+def ws_arg(name: str, source: Path = ROOT) -> str:
+    """uvicorn's ``--ws`` for the server run from ``source`` (the working tree or a ``--rev``)."""
+    if name != "lean":
+        return name
+    return LEAN_WS if (source / "core" / "ws_protocol.py").exists() else LEAN_WS_BEFORE_CORE
+
+
+# --- /proc sampling ---------------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (uvicorn ``--workers``: the worker processes)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry.name))
+    return sorted(out)
+
+
+def services_cpu_by_pid() -> dict[int, float]:
+    """CPU-seconds used so far by each PostgreSQL and Redis process."""
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if (entry / "comm").read_text().strip() in ("postgres", "redis-server"):
+                    out[int(entry.name)] = proc_cpu(int(entry.name))
+    return out
+
+
+class ServicesCpu:
+    """PostgreSQL + Redis CPU-seconds between ``__init__`` and ``since()``: processes alive at
+    the end count from the start (or from their birth); backends that exited in between are
+    missed (a lower bound when many connections come and go)."""
+
+    def __init__(self) -> None:
+        self.before = services_cpu_by_pid()
+
+    def since(self) -> float:
+        after = services_cpu_by_pid()
+        return sum(max(0.0, cpu - self.before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
+def services_cpu() -> float:
+    return sum(services_cpu_by_pid().values())
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+class Server:
+    """The real server: ``uvicorn healthchat.asgi:application`` as production runs it."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        ws: str = "websockets",
+        workers: int = 1,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        boot: list[str] | None = None,
+        source: Path = ROOT,
+    ) -> None:
+        self.env = {**env, **(extra_env or {})}
+        self.log_path = log_path
+        self.ws = ws
+        self.workers = workers
+        self.port = port or free_port()
+        self.boot = boot
+        self.source = source
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    def args(self) -> list[str]:
+        head = self.boot or [sys.executable, "-m", "uvicorn"]
+        args = [
+            *head,
+            "healthchat.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--ws",
+            ws_arg(self.ws, self.source),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ]
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
+        return args
+
+    def start(self, healthy: bool = True, timeout: float = 60.0) -> None:
+        self.proc = spawn(self.args(), self.env, self.log_path, cwd=self.source)
+        if healthy:
+            wait_healthy(self.port, self.proc, timeout)
+            if self.workers > 1:  # every worker up (each answers /healthz itself)
+                deadline = time.monotonic() + 60
+                while len(self.pids()) < self.workers + 1 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(1.0)
+
+    def pids(self) -> list[int]:
+        """The processes that serve sockets: the worker processes, or the one process."""
+        assert self.proc is not None
+        if self.workers > 1:
+            return [self.proc.pid, *children(self.proc.pid)]
+        return [self.proc.pid]
+
+    def serving_pids(self) -> list[int]:
+        pids = self.pids()
+        return pids[1:] if self.workers > 1 else pids
+
+    def rss(self) -> int:
+        return sum(proc_rss(pid, tree=False) for pid in self.pids())
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += proc_cpu(pid)
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            stop(self.proc, sig)
+
+    def log_counts(self) -> dict[str, int]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return {
+            "tracebacks": text.count("Traceback"),
+            "errors": text.count("ERROR"),
+            "warnings": text.count(" WARNING "),
+        }
+
+
+class Relay:
+    """``bench/relay.py``: plain ``websockets``, no auth, no database."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, seconds: float) -> None:
+        self.port = free_port()
+        self.proc = spawn(
+            [
+                sys.executable,
+                str(BENCH / "relay.py"),
+                "--port",
+                str(self.port),
+                "--seconds",
+                str(int(seconds)),
+            ],
+            env,
+            log_path,
+        )
+        wait_port(self.port, self.proc)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def rss(self) -> int:
+        return proc_rss(self.proc.pid, tree=False)
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class Swarm:
+    """``bench/loadgen.py --swarm --control``: one JSON command per line in, one JSON line out."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "loadgen.py"), "--swarm", "--control"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def send(self, **command: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self, timeout: float, what: str = "command") -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = json.loads(self.lines.get(timeout=timeout))
+        except queue.Empty as exc:
+            raise RuntimeError(f"swarm: no answer to {what} in {timeout}s") from exc
+        if reply.get("event") == "error":
+            raise RuntimeError(f"swarm: {reply}")
+        return reply
+
+    def command(self, timeout: float, **command: Any) -> dict[str, Any]:
+        self.send(**command)
+        return self.answer(timeout, command["cmd"])
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def quit(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.send(cmd="quit")
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop(self.proc)
+        self._log.close()
+
+
+# --- database, Redis, tokens -------------------------------------------------------------------
+
+
+def tagged_phone(tag: int, index: int) -> str:
+    """E.164 numbers of bench users: ``+1203<tag><index:06d>`` (tag 0-9 keeps the sets apart)."""
+    return f"+1203{tag}{index:06d}"
+
+
+def seed_users(count: int, tag: int, role: str = "patient") -> list[tuple[int, str]]:
+    """``count`` registered users (one INSERT … SELECT for those missing); ``[(id, phone)]``."""
+    from django.db import connection
+
+    phones = [tagged_phone(tag, i) for i in range(count)]
+    uids = [dev_uid(p) for p in phones]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO accounts_user (password, is_superuser, phone_number, firebase_uid, role,
+                                       display_name, is_active, is_staff, created_at, updated_at)
+            SELECT '!', false, p, u, %(role)s, 'Bench ' || p, true, false, now(), now()
+            FROM unnest(%(phones)s::text[], %(uids)s::text[]) AS t(p, u)
+            ON CONFLICT (phone_number) DO NOTHING
+            """,
+            {"phones": phones, "uids": uids, "role": role},
+        )
+        cursor.execute("SELECT phone_number, id FROM accounts_user WHERE phone_number = ANY(%s)", [phones])
+        ids = dict(cursor.fetchall())
+    return [(int(ids[p]), p) for p in phones]
+
+
+def seed_group(name: str, member_ids: list[int]) -> int:
+    """A group conversation (``name`` identifies it) with exactly ``member_ids`` as active members
+    (the first is the owner), its messages and events erased; returns its id."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM messaging_conversation WHERE kind = 'group' AND name = %s ORDER BY id LIMIT 1",
+            [name],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(
+                """
+                INSERT INTO messaging_conversation (kind, e2ee, name, description,
+                    history_visible_to_new_members, last_seq, last_event, legal_hold, created_at,
+                    created_by_id)
+                VALUES ('group', false, %s, '', false, 0, 0, false, now(), %s) RETURNING id
+                """,
+                [name, member_ids[0]],
+            )
+            row = cursor.fetchone()
+        conversation_id = int(row[0])
+        cursor.execute("DELETE FROM messaging_membership WHERE conversation_id = %s", [conversation_id])
+        cursor.execute(
+            """
+            INSERT INTO messaging_membership (role, joined_at, joined_seq, joined_event,
+                delivered_seq, read_seq, conversation_id, user_id)
+            SELECT CASE WHEN o = 1 THEN 'owner' ELSE 'member' END, now(), 0, 0, 0, 0, %s, u
+            FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(u, o)
+            """,
+            [conversation_id, member_ids],
+        )
+        clear_conversations([conversation_id], cursor)
+    return conversation_id
+
+
+def seed_pairs(pairs: int, tag: int) -> list[tuple[int, int, int]]:
+    """``pairs`` patient/patient direct conversations (users ``tag`` and ``tag + 1``), messages
+    erased; ``[(conversation_id, user_a, user_b)]``."""
+    from django.db import connection, transaction
+
+    a = seed_users(pairs, tag)
+    b = seed_users(pairs, tag + 1)
+    keys = [f"{min(x[0], y[0])}:{max(x[0], y[0])}" for x, y in zip(a, b, strict=True)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO messaging_conversation (kind, direct_key, e2ee, name, description,
+                history_visible_to_new_members, last_seq, last_event, legal_hold, created_at,
+                created_by_id)
+            SELECT 'direct', k, false, '', '', false, 0, 0, false, now(), c
+            FROM unnest(%s::text[], %s::bigint[]) AS t(k, c)
+            ON CONFLICT DO NOTHING
+            """,
+            [keys, [x[0] for x in a]],
+        )
+        cursor.execute("SELECT direct_key, id FROM messaging_conversation WHERE direct_key = ANY(%s)", [keys])
+        ids = dict(cursor.fetchall())
+        conv = [int(ids[k]) for k in keys]
+        cursor.execute(
+            """
+            INSERT INTO messaging_membership (role, joined_at, joined_seq, joined_event,
+                delivered_seq, read_seq, conversation_id, user_id)
+            SELECT 'member', now(), 0, 0, 0, 0, c, u
+            FROM unnest(%s::bigint[], %s::bigint[]) AS t(c, u)
+            WHERE NOT EXISTS (SELECT 1 FROM messaging_membership m
+                              WHERE m.conversation_id = t.c AND m.user_id = t.u)
+            """,
+            [conv + conv, [x[0] for x in a] + [y[0] for y in b]],
+        )
+        clear_conversations(conv, cursor)
+    return [(c, x[0], y[0]) for c, x, y in zip(conv, a, b, strict=True)]
+
+
+def clear_conversations(conversation_ids: list[int], cursor: Any) -> None:
+    """A clean slate (this benchmark's own database): no messages or events anywhere, these
+    conversations' counters and cursors back to zero."""
+    cursor.execute("TRUNCATE messaging_event, messaging_message CASCADE")
+    cursor.execute(
+        "UPDATE messaging_conversation SET last_seq = 0, last_event = 0, last_message_at = NULL"
+        " WHERE id = ANY(%s)",
+        [conversation_ids],
+    )
+    cursor.execute(
+        "UPDATE messaging_membership SET read_seq = 0, delivered_seq = 0, joined_seq = 0,"
+        " joined_event = 0 WHERE conversation_id = ANY(%s)",
+        [conversation_ids],
+    )
+
+
+def tokens(phones: Iterable[str], lifetime: int = 4 * 3600) -> list[str]:
+    from accounts.firebase import mint_dev_token
+
+    return [mint_dev_token(p, lifetime=lifetime) for p in phones]
+
+
+def close_django() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
+# --- reporting ------------------------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_table(rows: list[tuple[str, Any, Any]], names: tuple[str, str] = ("healthchat", "relay")) -> None:
+    """One row per metric: ours, the relay's and the ratio (ours / relay)."""
+    print(f"{'metric':<46} {names[0]:>12} {names[1]:>12} {'ratio':>9}")
+    print("-" * 82)
+    for label, a, b in rows:
+        ratio = "-"
+        if isinstance(a, int | float) and isinstance(b, int | float) and b:
+            ratio = f"{a / b:.3f}"
+        print(f"{label:<46} {fmt(a):>12} {fmt(b):>12} {ratio:>9}")

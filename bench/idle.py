@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from perfkit import (
+from harness import (
     WS_IMPLEMENTATIONS,
     Relay,
     Server,
@@ -224,7 +224,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hc-idle-"))
     log(f"work files in {tmp}")
     source, rev = export_source(args.rev, tmp)
-    env = setup_django(target, tmp)
+    _, _, env = setup_django(target, tmp)
     from django.conf import settings
 
     t0 = time.perf_counter()

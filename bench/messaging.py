@@ -20,6 +20,11 @@ venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1
    is checked against the ``messaging_message`` table, and ``seq`` for gaps.
 4. Does the same against ``bench/relay.py`` and prints a table: our figure, the relay's, ratio.
 
+``--metrics off`` serves with every metric hook a no-op (``bench/metrics_off.py``); ``--metrics
+on-off`` (or ``off-on``) runs both servers one after the other in the same run, on the same
+database and load, and prints a table: metrics on, off, ratio (issue 21's hot-path budget: the
+comparable figure on a shared machine is the server CPU per message).
+
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
@@ -219,8 +224,8 @@ def _pick(pick: Any, target: dict[str, Any]) -> Any:
         return None
 
 
-def print_table(rows: list[tuple[str, Any, Any]]) -> None:
-    print(f"{'metric':<42} {'healthchat':>12} {'relay':>12} {'ratio':>9}")
+def print_table(rows: list[tuple[str, Any, Any]], names: tuple[str, str] = ("healthchat", "relay")) -> None:
+    print(f"{'metric':<42} {names[0]:>12} {names[1]:>12} {'ratio':>9}")
     print("-" * 78)
     for label, a, b in rows:
         ratio = "-"
@@ -230,6 +235,37 @@ def print_table(rows: list[tuple[str, Any, Any]]) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------------
+def serve_and_run(
+    name: str,
+    metrics: str,
+    source: Path,
+    env: dict[str, str],
+    rows: list[dict[str, Any]],
+    tmp: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The real server (metrics ``on``, or ``off``: every hook a no-op) under the load, checked."""
+    port = free_port()
+    command = uvicorn_args(port, args.workers, args.ws)
+    if metrics == "off":  # the same uvicorn command, started by bench/metrics_off.py
+        command = [sys.executable, str(BENCH / "metrics_off.py"), *command[3:]]
+    log_path = tmp / f"server-{name}.log"
+    server = spawn(command, env, log_path, cwd=source)
+    try:
+        wait_healthy(port, server)
+        out = run_target(
+            name, server, f"ws://127.0.0.1:{port}/ws/v1/", tmp / "pairs.json", tmp, args, verify=True
+        )
+    finally:
+        stop(server)
+    from django.db import connection
+
+    connection.close()
+    out["sequences"] = verify_sequences([r["conversation_id"] for r in rows])
+    out["server_log"] = server_log_counts(log_path)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,6 +322,12 @@ def main() -> int:
     parser.add_argument(
         "--rev", help="benchmark this commit (exported with git archive) instead of the working tree"
     )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "on-off", "off-on"],
+        default="on",
+        help="metric hooks on, off (no-ops), or both servers in this run (in this order)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write every figure to this file")
     parser.add_argument("--db-name", default=DB_NAME, help="the benchmark's own database")
     parser.add_argument("--redis-url", default=REDIS_URL, help="the benchmark's Redis database")
@@ -316,20 +358,13 @@ def main() -> int:
         "debug": args.debug,
     }
     results["busy_cores_at_start"] = wait_for_quiet(0.3, args.quiet_wait)
-    port = free_port()
-    server = spawn(uvicorn_args(port, args.workers, args.ws), env, tmp / "server.log", cwd=source)
-    try:
-        wait_healthy(port, server)
-        results["healthchat"] = run_target(
-            "healthchat", server, f"ws://127.0.0.1:{port}/ws/v1/", tmp / "pairs.json", tmp, args, verify=True
-        )
-    finally:
-        stop(server)
-    from django.db import connection
-
-    connection.close()
-    results["healthchat"]["sequences"] = verify_sequences([r["conversation_id"] for r in rows])
-    results["healthchat"]["server_log"] = server_log_counts(tmp / "server.log")
+    order = args.metrics.split("-")
+    for mode in order:
+        name = "healthchat" if mode == order[0] else f"healthchat-metrics-{mode}"
+        if mode != order[0]:
+            results[f"busy_cores_before_{name}"] = wait_for_quiet(0.3, args.quiet_wait)
+        results[name] = serve_and_run(name, mode, source, env, rows, tmp, args)
+        results[name]["metrics"] = mode
 
     if not args.skip_relay:
         relay_port = free_port()
@@ -370,8 +405,17 @@ def main() -> int:
     )
     if "relay" in results:
         print_table(summary(results["healthchat"], results["relay"]))
-    ours = results["healthchat"]
-    print(f"database check: {ours['sequences']}; server log: {ours['server_log']}")
+    if len(order) == 2:
+        on, off = (results["healthchat"], results[f"healthchat-metrics-{order[1]}"])
+        if order[0] == "off":
+            on, off = off, on
+        print()
+        print_table(summary(on, off), names=("metrics on", "metrics off"))
+    for name, ours in results.items():
+        if name.startswith("healthchat"):
+            print(
+                f"{name} (metrics {ours['metrics']}): database check: {ours['sequences']}; server log: {ours['server_log']}"
+            )
     return 0
 
 

@@ -40,8 +40,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import CLK_TCK, proc_cpu, tree_pids
-from perfkit import (
+from harness import (
+    CLK_TCK,
     ROOT,
     Server,
     Target,
@@ -51,8 +51,10 @@ from perfkit import (
     export_source,
     log,
     machine_busy,
+    proc_cpu,
     seed_users,
     tokens,
+    tree_pids,
     wait_for_quiet,
 )
 

@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import start_py_spy
-from perfkit import (
+from harness import (
     WS_IMPLEMENTATIONS,
     Relay,
     Server,
@@ -52,6 +51,7 @@ from perfkit import (
     raise_fd_limit,
     seed_pairs,
     setup_django,
+    start_py_spy,
     stop,
     tokens,
     wait_for_quiet,
@@ -185,7 +185,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hc-storm-"))
     log(f"work files in {tmp}")
     source, rev = export_source(args.rev, tmp)
-    env = setup_django(target, tmp)
+    _, _, env = setup_django(target, tmp)
     pairs = seed_pairs(args.sockets // 2, tag=3)
     from accounts.models import User
 
@@ -330,7 +330,7 @@ def storm_relay(
 ) -> dict[str, Any]:
     import subprocess
 
-    from perfkit import BENCH, spawn
+    from harness import BENCH, spawn
 
     port = relay.port
 

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -62,18 +62,38 @@ FRAME_CONTENT_FORMATS = frozenset({"< %s", "> %s"})
 
 
 class ContextFilter(logging.Filter):
-    """Copies the context variables onto every record, and drops the records that would write a
-    WebSocket frame's content (a handler's filter)."""
+    """Copies the context variables onto every record, drops the records that would write a
+    WebSocket frame's content, and keeps only ids of Celery's task lines (a handler's filter)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in FRAME_CONTENT_FORMATS:
             return False
+        if record.name.startswith("celery."):
+            task_ids_only(record)
         for name, var in CONTEXT.items():
             if not hasattr(record, name):
                 value = var.get()
                 if value is not None:
                     setattr(record, name, value)
         return True
+
+
+# Celery's task lines ("Task x[id] received", "... succeeded in 0.1s: <return value>", failures)
+# pass the task's arguments and return value as the record's arguments and as ``extra={"data":
+# ...}`` (which a JSON formatter writes out): only these fields are kept.
+TASK_LINE_FIELDS = frozenset({"id", "name", "runtime", "eta", "hostname", "description", "exc", "traceback"})
+_RETURN_VALUE = ": %(return_value)s"
+
+
+def task_ids_only(record: logging.LogRecord) -> None:
+    """A Celery record without task arguments or return values (message, arguments, ``data``)."""
+    data = getattr(record, "data", None)
+    if isinstance(data, Mapping):
+        record.data = {key: value for key, value in data.items() if key in TASK_LINE_FIELDS}
+    if isinstance(record.args, Mapping) and {"args", "kwargs", "return_value"} & set(record.args):
+        if isinstance(record.msg, str):
+            record.msg = record.msg.replace(_RETURN_VALUE, "")
+        record.args = {key: value for key, value in record.args.items() if key in TASK_LINE_FIELDS}
 
 
 FIELDS = ("request_id", "conn_id", "user", "route", "method", "status", "duration_ms", "outcome")
@@ -132,11 +152,38 @@ class RequestLogMiddleware:
 
 
 def connect_celery() -> None:
-    """Each task's log lines carry its id (``request_id``) and name (``route``)."""
+    """Each task's log lines carry its id (``request_id``) and name (``route``); what the worker
+    prints outside logging (``worker: Warm shutdown (MainProcess)`` when it is stopped) is a log
+    record too, so under ``LOG_FORMAT=json`` every line of a worker is JSON."""
     from celery import signals
+    from celery.apps import worker
 
     signals.task_prerun.connect(_task_started, weak=False)
     signals.task_postrun.connect(_task_ended, weak=False)
+    printed = getattr(worker, _WORKER_SAY)  # not in the module's __all__
+    if not isinstance(printed, WorkerSay):
+        setattr(worker, _WORKER_SAY, WorkerSay(printed))
+
+
+_WORKER_SAY = "safe_say"
+
+
+class WorkerSay:
+    """``celery.apps.worker.safe_say`` (what the worker's signal handlers print straight to a
+    stream): a log record of ``celery.worker`` under ``LOG_FORMAT=json``, Celery's own print
+    otherwise."""
+
+    def __init__(self, printed: Callable[..., None]) -> None:
+        self.printed = printed
+
+    def __call__(self, msg: str, f: Any = None) -> None:
+        if getattr(settings, "LOG_FORMAT", "plain") == "json":
+            logging.getLogger("celery.worker").warning(str(msg).strip())
+            return
+        if f is None:
+            self.printed(msg)
+        else:
+            self.printed(msg, f)
 
 
 _task_tokens: dict[str, tuple[Any, ...]] = {}

@@ -13,7 +13,10 @@ never becomes a label: an unparsed frame is not labelled by its ``type``), URL r
 
 Multi-process: with ``PROMETHEUS_MULTIPROC_DIR`` set (a writable, emptied-at-start directory,
 shared by the uvicorn workers or the Celery pool), prometheus-client keeps the values in files
-and ``/metrics`` (and the worker exporter) aggregate every process's.
+and ``/metrics`` (and the worker exporter) aggregate every process's. The ``livesum`` gauge
+(``healthchat_sockets_open``) counts the live processes only: before each collection, the files
+of processes that no longer run (a worker killed, crashed or restarted: no exit hook ran) are
+removed (``forget_dead_processes``, prometheus-client's ``mark_process_dead``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -306,12 +310,49 @@ class MetricsMiddleware:
 
 # --- Exposition -------------------------------------------------------------------------------
 def registry() -> CollectorRegistry:
-    """Every process's metrics in multi-process mode, else this process's."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """Every process's metrics in multi-process mode (the dead processes' live gauges
+    forgotten), else this process's."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        forget_dead_processes(path)
         aggregated = CollectorRegistry()
         multiprocess.MultiProcessCollector(aggregated)
         return aggregated
     return REGISTRY
+
+
+# A live gauge's file per process: gauge_livesum_<pid>.db (prometheus-client's naming).
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def forget_dead_processes(path: str) -> list[int]:
+    """Remove the live gauges' files of the processes that no longer run; their pids."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return []
+    pids = {int(match.group(1)) for name in names if (match := _LIVE_GAUGE_FILE.fullmatch(name))}
+    dead = sorted(pid for pid in pids if not process_running(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, path)
+    return dead
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

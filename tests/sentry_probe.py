@@ -1,9 +1,14 @@
 """Run by tests/test_ops_live.py in its own process with SENTRY_DSN set: raises errors that
 carry canaries (in the message, local variables, the request body, query, headers and cookies,
-and a logged error), then flushes sentry-sdk's queue and exits."""
+a logged error, and an exception in an asyncio task), then flushes sentry-sdk's queue and exits.
+
+Django is set up inside a running event loop, as uvicorn does it (the app is imported by the
+server's coroutine): sentry-sdk's asyncio integration patches the loop it is started in."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import django
@@ -31,12 +36,28 @@ def boom(request: HttpRequest) -> HttpResponse:
 urlpatterns = [path("boom", boom)]
 
 
-def main() -> None:
-    django.setup()
+async def background_delivery() -> None:
+    """A background task of the event loop that fails (as a socket's task would)."""
+    token = CANARY_TOKEN  # a local variable holding a canary
+    await asyncio.sleep(0)
+    raise LookupError(f"no device of {CANARY_PHONE} for {CANARY_FILE}: {token}")
+
+
+async def main_async() -> None:
+    django.setup()  # inside the running loop, as under uvicorn
     import sentry_sdk
-    from django.test import Client, override_settings
 
     assert sentry_sdk.get_client().is_active(), "SENTRY_DSN did not start sentry-sdk"
+    await asyncio.to_thread(django_errors)
+    task = asyncio.get_running_loop().create_task(background_delivery())
+    with contextlib.suppress(LookupError):
+        await task
+    sentry_sdk.flush(timeout=10)
+
+
+def django_errors() -> None:
+    from django.test import Client, override_settings
+
     with override_settings(ROOT_URLCONF="tests.sentry_probe", ALLOWED_HOSTS=["*"]):
         client = Client(raise_request_exception=False)
         answer = client.post(
@@ -52,7 +73,10 @@ def main() -> None:
         raise ValueError(f"push to {CANARY_PHONE} failed")
     except ValueError:
         logging.getLogger("probe").exception("delivery of %s failed for %s", CANARY_FILE, CANARY_PHONE)
-    sentry_sdk.flush(timeout=10)
+
+
+def main() -> None:
+    asyncio.run(main_async())
 
 
 if __name__ == "__main__":

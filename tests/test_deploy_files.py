@@ -45,6 +45,18 @@ def test_promtool_checks_config_rules_and_rule_tests(tmp_path):
     assert "SUCCESS" in run(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
 
 
+def test_every_alert_has_a_rule_test_where_it_fires():
+    """Each alert of alerts.yml is expected to fire in at least one case of alerts_test.yml (the
+    promtool run above checks the cases hold)."""
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    cases = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+    firing = {
+        case["alertname"] for test in cases for case in test["alert_rule_test"] if case.get("exp_alerts")
+    }
+    assert alerts - firing == set()
+
+
 def test_promtool_lints_the_exposition():
     done = subprocess.run(
         [tool("promtool"), "check", "metrics"], input=generate_latest(), capture_output=True, timeout=60

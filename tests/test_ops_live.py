@@ -7,6 +7,11 @@ canaries (a file name, a display name, a phone number, a token-shaped string), t
 - ``/metrics`` is 401 without the bearer token and shows the traffic, and every label value of
   every series is in the allow-list (``tests/metrics_labels.py``).
 
+The account's erasure (``DELETE /me``) asks Firebase to delete the user: it is driven against a
+server pointed at the Firebase Auth emulator (offline, npm ``firebase-tools``), signed in through
+the emulator's phone flow with a canary phone number and display name, and its log scanned the
+same way (``test_account_deletion_through_the_firebase_emulator_logs_no_canary``).
+
 Error tracking end to end is ``test_sentry_envelope_arrives_scrubbed``: sentry-sdk runs for real
 in a Django process and posts its envelopes to a local HTTP endpoint standing in for Sentry.
 """
@@ -14,6 +19,8 @@ in a Django process and posts its envelopes to a local HTTP endpoint standing in
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib
 import io
 import json
 import os
@@ -32,6 +39,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.tests.factories import DeviceFactory
+from conftest import PROJECT_ID
 from messaging import protocol
 from messaging.tests.factories import pair
 from tests.metrics_labels import label_violations
@@ -108,8 +116,8 @@ def canary_body(schema: dict[str, Any], components: dict[str, Any]) -> dict[str,
 
 def rest_writes(conversation_id: int) -> list[tuple[str, str, dict[str, Any]]]:
     """Every REST write of docs/openapi.yaml (JSON bodies) with canaries in every field, but
-    the account's own erasure (DELETE /me: it has no body, and it asks Firebase, which this
-    offline server cannot reach)."""
+    the account's own erasure (DELETE /me: it ends the account, and it asks Firebase: its own
+    test below, against the Firebase Auth emulator)."""
     spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     components = spec["components"]["schemas"]
     writes = []
@@ -263,9 +271,93 @@ def test_logs_and_metrics_under_traffic(server, make_token):
     assert leaks == [], "\n".join(leaks[:10])
 
 
+def json_records(lines: list[str]) -> list[dict[str, Any]]:
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not_json == [], not_json[:10]
+    return [json.loads(line) for line in lines]
+
+
+def emulator_tooling() -> Any:
+    """``scripts/firebase_emulator.py`` (a script directory, loaded by name as
+    accounts/tests/test_emulator.py does: mypy also sees it as a top-level script)."""
+    return importlib.import_module("scripts.firebase_emulator")
+
+
+@pytest.fixture(scope="module")
+def firebase_emulator(tmp_path_factory):
+    """The Firebase Auth emulator (npm firebase-tools, offline) for this module's servers."""
+    handle = emulator_tooling().start_auth_emulator(
+        0,
+        PROJECT_ID,
+        workdir=tmp_path_factory.mktemp("firebase-emulator"),
+        timeout=180,  # Node's start-up on a loaded machine
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.mark.emulator
+def test_account_deletion_through_the_firebase_emulator_logs_no_canary(
+    live_server_factory, firebase_emulator, tmp_path
+):
+    """DELETE /me for real: the server deletes the Firebase user in the emulator; no canary (the
+    phone number, the display name) nor the ID token is in any line it logged."""
+    tooling = emulator_tooling()
+    server = live_server_factory(
+        {
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "json",
+            "FIREBASE_AUTH_EMULATOR_HOST": firebase_emulator.host,
+        },
+        access_log=True,
+    )
+    id_token = tooling.phone_sign_in(firebase_emulator.host, CANARY_PHONE, PROJECT_ID)
+    headers = {"Authorization": f"Bearer {id_token}", "X-Request-ID": "req-canary-delete-0001"}
+    registered = requests.post(
+        f"{server.base_url}/api/v1/auth/register",
+        json={"role": "patient", "display_name": CANARY_TEXT},
+        headers=headers,
+        timeout=20,
+    )
+    assert registered.status_code == 201, registered.text
+    uid = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))["user_id"]
+
+    def firebase_knows_the_user() -> bool:
+        looked_up = requests.post(
+            f"{firebase_emulator.base_url}/identitytoolkit.googleapis.com/v1/projects/{PROJECT_ID}/accounts:lookup",
+            json={"localId": [uid]},
+            headers={"Authorization": "Bearer owner"},
+            timeout=10,
+        )
+        looked_up.raise_for_status()
+        return bool(looked_up.json().get("users"))
+
+    assert firebase_knows_the_user()
+    deleted = requests.delete(f"{server.base_url}/api/v1/me", headers=headers, timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    assert not firebase_knows_the_user()  # the real deletion went through firebase-admin
+    assert requests.get(f"{server.base_url}/api/v1/me", headers=headers, timeout=10).status_code in (401, 403)
+
+    time.sleep(0.5)
+    server.stop()
+    lines = [line for line in server.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    records = json_records(lines)
+    assert any(
+        r.get("event") == "request" and r.get("route") == "api/v1/me" and r.get("status") == 204
+        for r in records
+    ), [r for r in records if r.get("event") == "request"][-5:]
+    secrets = [*CANARIES, id_token, id_token.split(".")[1], uid]
+    leaks = [line for line in lines for secret in secrets if secret.lower() in line.lower()]
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def test_sentry_envelope_arrives_scrubbed(tmp_path):
     """sentry-sdk (Django, Celery, asyncio integrations) in a real Django process posts its
-    envelopes to a local ingest; the errors arrive and no canary is in them."""
+    envelopes to a local ingest; the errors arrive (a view's, a logged one, an asyncio task's)
+    and no canary is in them. The Celery integration: tests/test_ops_worker_live.py."""
     with Ingest() as ingest:
         env = {
             **os.environ,
@@ -282,7 +374,7 @@ def test_sentry_envelope_arrives_scrubbed(tmp_path):
             timeout=60,
         )
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-        ingest.wait_for(2, timeout=20)
+        ingest.wait_for(3, timeout=20)
         bodies = ingest.bodies()
     events = [
         item
@@ -292,6 +384,12 @@ def test_sentry_envelope_arrives_scrubbed(tmp_path):
     ]
     types = {value["type"] for event in events for value in (event.get("exception") or {}).get("values", [])}
     assert "RuntimeError" in types, events
+    # The asyncio integration: the background task's exception, reported as unhandled in a task.
+    assert any(
+        value["type"] == "LookupError" and value.get("mechanism", {}).get("type") == "asyncio"
+        for event in events
+        for value in (event.get("exception") or {}).get("values", [])
+    ), events
     assert any(event.get("logentry") or event.get("message") for event in events), events
     text = "\n".join(bodies)
     leaks = [canary for canary in CANARIES if canary.lower() in text.lower()]

@@ -1,7 +1,11 @@
 """A real Celery worker (prefork pool, Redis broker, prometheus-client's multi-process mode)
 serves its metrics on METRICS_WORKER_PORT: task duration, failures and queue lag arrive for
 tasks published by this process, and the worker's log lines are JSON carrying each task's id
-and name (issue 21)."""
+and name (issue 21). Every line is JSON, the shutdown line included, and no line carries a
+task's arguments (Celery's own "received", "succeeded" and "failed" lines keep ids only).
+
+Error tracking in the worker: sentry-sdk's Celery integration reports the failing task (its
+arguments carry canaries) to a local stand-in for Sentry's ingest; it arrives, scrubbed."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -22,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from healthchat.celery import app
 from tests.live import free_port
 from tests.metrics_labels import label_violations
+from tests.sentry_ingest import CANARIES, CANARY_FILE, CANARY_PHONE, CANARY_TEXT, CANARY_TOKEN, Ingest
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -40,6 +46,11 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
 
 
 def test_worker_exports_task_metrics_and_json_logs(tmp_path, settings):
+    with Ingest() as ingest:
+        run_worker(tmp_path, settings, ingest)
+
+
+def run_worker(tmp_path: Path, settings: Any, ingest: Ingest) -> None:
     queue = f"ops-{uuid.uuid4().hex[:8]}"
     port = free_port()
     multiproc = tmp_path / "prometheus"
@@ -55,6 +66,7 @@ def test_worker_exports_task_metrics_and_json_logs(tmp_path, settings):
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
         "METRICS_WORKER_PORT": str(port),
         "LOG_FORMAT": "json",
+        "SENTRY_DSN": f"http://publickey@127.0.0.1:{ingest.port}/1",
     }
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
@@ -75,7 +87,10 @@ def test_worker_exports_task_metrics_and_json_logs(tmp_path, settings):
                 assert time.monotonic() - started < 60, log_path.read_text()[-3000:]
                 time.sleep(0.3)
         sent = app.send_task(TASK, queue=queue)
-        failing = app.send_task(TASK, args=[1, 2, 3], queue=queue)  # TypeError in the worker
+        # A TypeError in the worker; its arguments are canaries (a log line or report must not show them).
+        failing = app.send_task(
+            TASK, args=[CANARY_TEXT, CANARY_PHONE, CANARY_FILE], kwargs={"token": CANARY_TOKEN}, queue=queue
+        )
         deadline = time.monotonic() + 60
         while True:
             figures = scrape(port)
@@ -87,6 +102,7 @@ def test_worker_exports_task_metrics_and_json_logs(tmp_path, settings):
             time.sleep(0.3)
         assert figures[("healthchat_task_queue_lag_seconds_count", TASK)] >= 2
         assert figures[("healthchat_task_queue_lag_seconds_sum", TASK)] < 60
+        ingest.wait_for(1, timeout=30)  # the failing task's report (Celery integration)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -94,9 +110,25 @@ def test_worker_exports_task_metrics_and_json_logs(tmp_path, settings):
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-    # Every line is JSON but the one Celery prints (not logs) when it is stopped.
+    # Every line is JSON, the one Celery prints when it is stopped too (core.log_context.WorkerSay).
     lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    assert [line for line in lines if not line.startswith("{")] == ["worker: Warm shutdown (MainProcess)"]
-    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [line for line in lines if not line.startswith("{")] == []
+    records = [json.loads(line) for line in lines]
+    assert any(r["event"] == "worker: Warm shutdown (MainProcess)" for r in records), records[-5:]
+    # Celery's "received" / "failed" lines name the task by id and name only: no argument.
+    assert any(r.get("data", {}).get("id") == failing.id for r in records), records[-10:]
+    leaks = [line for line in lines for canary in CANARIES if canary.lower() in line.lower()]
+    assert leaks == [], leaks[:5]
+    # The Celery integration reported the failing task, scrubbed: its arguments are not in it.
+    events = [item for body in ingest.bodies() for item in ingest.items(body) if item.get("exception")]
+    types = {value["type"] for event in events for value in event["exception"]["values"]}
+    assert "TypeError" in types, events
+    assert any(
+        value.get("mechanism", {}).get("type") == "celery"
+        for event in events
+        for value in event["exception"]["values"]
+    ), events
+    text = "\n".join(ingest.bodies())
+    assert [canary for canary in CANARIES if canary.lower() in text.lower()] == [], text[:3000]
     by_task = [r for r in records if r.get("request_id") in (sent.id, failing.id)]
     assert any(r.get("route") == TASK and r.get("request_id") == sent.id for r in by_task), records[-10:]

@@ -5,6 +5,7 @@ writer and on the single send, with the same outcome for the same input."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from core.errors import ApplicationError, PermissionDenied
 from messaging import batching, services
 from messaging.models import Message
 from messaging.reach import Reach
-from messaging.send_rules import BatchStatement, ReachRule, registry
+from messaging.send_rules import BatchStatement, ReachRule, refusals_of, registry
 from messaging.tests.factories import pair, send_item, send_together
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -278,3 +279,74 @@ async def test_the_encrypted_send_runs_the_same_checks() -> None:
             )
         )
     assert refused.value.code == "e2ee_not_enabled"
+
+
+# --- Every rule in the registry, whoever registered it (payments' consultation rule too) ------
+def _registered_rule_cases() -> list[tuple[str, str]]:
+    """(rule, case) for every rule registered at start-up (not the test module's own rule): the
+    cases are the registering app's (``<app>.tests.send_rule_cases.CASES``); a rule with none
+    is a case of its own, which fails (a new rule must say what it refuses)."""
+    params = []
+    for rule in registry.rules:
+        cases = _cases_of(rule.name)
+        params += [(rule.name, label) for label, _build in cases] or [(rule.name, "(no case)")]
+    return params
+
+
+def _cases_of(rule_name: str) -> list[tuple[str, Any]]:
+    app = rule_name.split(".", 1)[0]
+    try:
+        module = importlib.import_module(f"{app}.tests.send_rule_cases")
+    except ModuleNotFoundError:
+        return []
+    cases: list[tuple[str, Any]] = module.CASES.get(rule_name, [])
+    return cases
+
+
+REGISTERED_RULE_CASES = _registered_rule_cases()
+
+
+def test_the_loop_covers_the_rules_other_apps_register() -> None:
+    covered = {rule for rule, _label in REGISTERED_RULE_CASES}
+    assert covered == {rule.name for rule in registry.rules} - {MUTED_RULE.name}  # the module's own
+    assert "payments.consultation_closed" in covered  # registered by PaymentsConfig.ready
+
+
+@pytest.mark.parametrize(("rule_name", "label"), REGISTERED_RULE_CASES)
+async def test_every_registered_rule_gives_the_same_outcome_on_every_writer(
+    rule_name: str, label: str
+) -> None:
+    """The rule alone in the registry (so its own answer is what is compared): the loop
+    writer, the thread writer, the single send, and its ORM form (other databases; run here on
+    PostgreSQL beside its statement) give the case's outcome."""
+    rule = next(r for r in registry.rules if r.name == rule_name)
+    builds = dict(_cases_of(rule_name))
+    assert label in builds, f"{rule_name}: add its cases to its app's tests/send_rule_cases.py"
+    build = builds[label]
+    outcomes: dict[str, list[Any]] = {}
+    with registry.replaced(rules=[rule]):
+        request, expected = await sync_to_async(build)()
+        loop_results, _batcher = await on_the_loop([request])
+        outcomes["loop"] = outcome(loop_results)
+        request, _ = await sync_to_async(build)()
+        outcomes["thread"] = outcome(await sync_to_async(services.message_send_many)(requests=[request]))
+        request, _ = await sync_to_async(build)()
+        try:
+            outcomes["single"] = outcome([await sync_to_async(services.send)(request)])
+        except ApplicationError as exc:
+            outcomes["single"] = [exc.code]
+
+        def statement_and_orm() -> tuple[list[Any], list[Any]]:
+            request, _ = build()
+            reaches = [Reach(request.sender, request.conversation_id)]
+            stmt = rule.statement(reaches)
+            by_statement = {} if stmt is None else refusals_of(stmt)
+            by_orm = rule.orm(reaches)
+
+            def as_outcome(refused: dict[int, ApplicationError]) -> list[Any]:
+                return [refused[0].code] if 0 in refused else [1]  # allowed: the send's seq 1
+
+            return as_outcome(by_statement), as_outcome(by_orm)
+
+        outcomes["statement"], outcomes["orm"] = await sync_to_async(statement_and_orm)()
+    assert outcomes == {key: [expected] for key in ["loop", "thread", "single", "statement", "orm"]}

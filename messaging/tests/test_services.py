@@ -114,7 +114,7 @@ def test_sync_replays_news_edits_deletes_and_receipts_in_order():
 def test_sync_batches_and_more_flag(monkeypatch):
     patient, doctor, conversation = pair()
     _f, cursor, _ = selectors.sync_events(user=doctor, cursor=None)
-    monkeypatch.setattr(selectors, "SYNC_BATCH", 7)
+    monkeypatch.setattr(selectors.sync, "SYNC_BATCH", 7)  # read there
     for i in range(20):
         services.message_send(
             sender=patient, conversation_id=conversation.pk, client_id=uuid.uuid4(), body=str(i)

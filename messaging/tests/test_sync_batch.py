@@ -126,7 +126,7 @@ def test_a_removed_member_gets_nothing_after_its_removal_and_others_keep_their_o
 
 def test_callers_missing_more_than_a_batch_are_cut_the_same_way(monkeypatch):
     w = world()
-    monkeypatch.setattr(selectors, "SYNC_BATCH", 3)
+    monkeypatch.setattr(selectors.sync, "SYNC_BATCH", 3)  # read there
     requests = requests_of(w)
     expected = [alone(r) for r in requests]
     answers = selectors.sync_events_many(requests)
