@@ -67,6 +67,8 @@ class WrittenMessage:
     edited_at: None = None
     deleted_at: None = None
     system: None = None
+    mentions: list[dict[str, int]] | None = None
+    reactions: None = None
 
 
 def message_data(
@@ -117,6 +119,8 @@ def message_data(
         deleted=deleted,
         system=message.system,
         ciphertext=(None if deleted or ciphertext is None else b64(ciphertext)) if text_encrypted else False,
+        mentions=[] if deleted else list(message.mentions or ()),
+        reactions=[] if deleted else list(message.reactions or ()),
     )
 
 
@@ -276,7 +280,9 @@ def conversation_members(*, conversation_ids: list[int], viewer_id: int) -> dict
     return out
 
 
-def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> dict[str, Any]:
+def conversation_data(
+    membership: Membership, members: list[dict[str, Any]], *, pinned: list[dict[str, Any]]
+) -> dict[str, Any]:
     c = membership.conversation
     unread = getattr(membership, "unread", c.last_seq - membership.read_seq)
     return {
@@ -293,6 +299,7 @@ def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> 
         "delivered_seq": membership.delivered_seq,
         "read_seq": membership.read_seq,
         "members": members,
+        "pinned": pinned,
     }
 
 
@@ -392,7 +399,7 @@ class SyncCursor:
 
 
 def _event_frame(event: Event, encrypted: bool, ciphertexts: dict[int, bytes]) -> dict[str, Any]:
-    if event.kind in v.DATA_EVENT_KINDS:  # receipt, identity.changed, device.added
+    if event.kind in v.DATA_EVENT_KINDS:  # receipt, device events, reactions, pins
         data = {"conversation_id": event.conversation_id, **(event.data or {})}
         return {"type": event.kind, "data": data, "event": event.number}
     assert event.message is not None
@@ -482,7 +489,10 @@ def _visible(event: Event, plan: _SyncPlan) -> bool:
     if event.kind == Event.Kind.RECEIPT:
         return (event.data or {}).get("user_id") not in plan.blocked
     message = event.message
-    return message is None or message.seq > plan.bounds.get(event.conversation_id, 0)
+    if message is None:  # reactions and pins name their message's seq in their data
+        seq = (event.data or {}).get("seq")
+        return seq is None or seq > plan.bounds.get(event.conversation_id, 0)
+    return message.seq > plan.bounds.get(event.conversation_id, 0)
 
 
 def _receipt_senders(events: list[Event], caller_id: int) -> set[int]:
