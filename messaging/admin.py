@@ -21,7 +21,7 @@ from audit.admin import AuditedAdminMixin
 from core.errors import ApplicationError
 
 from . import services
-from .models import Conversation, Membership
+from .models import Conversation, Membership, Pin
 
 
 class LegalHoldAdminMixin(AuditedAdminMixin):
@@ -80,6 +80,21 @@ class MembershipInline(admin.TabularInline[Membership, Conversation]):
         return False
 
 
+class PinInline(admin.TabularInline[Pin, Conversation]):
+    """The conversation's pinned messages: which message, who pinned it, when (metadata only,
+    like the rest of this page; reactions and mentions are content and are not shown to staff)."""
+
+    model = Pin
+    fk_name = "conversation"
+    extra = 0
+    fields = ["message", "pinned_by", "created_at"]
+    readonly_fields = ["message", "pinned_by", "created_at"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+
 @admin.register(Conversation)
 class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
     list_display = ["id", "kind", "created_at", "last_message_at", "last_seq", "e2ee", "legal_hold"]
@@ -105,7 +120,7 @@ class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
         "e2ee",
     ]
     list_select_related = ["created_by"]
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, PinInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
