@@ -80,21 +80,6 @@ class MembershipInline(admin.TabularInline[Membership, Conversation]):
         return False
 
 
-class PinInline(admin.TabularInline[Pin, Conversation]):
-    """The conversation's pinned messages: which message, who pinned it, when (metadata only,
-    like the rest of this page; reactions and mentions are content and are not shown to staff)."""
-
-    model = Pin
-    fk_name = "conversation"
-    extra = 0
-    fields = ["message", "pinned_by", "created_at"]
-    readonly_fields = ["message", "pinned_by", "created_at"]
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
-        return False
-
-
 @admin.register(Conversation)
 class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
     list_display = ["id", "kind", "created_at", "last_message_at", "last_seq", "e2ee", "legal_hold"]
@@ -120,10 +105,32 @@ class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
         "e2ee",
     ]
     list_select_related = ["created_by"]
-    inlines = [MembershipInline, PinInline]
+    inlines = [MembershipInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+
+@admin.register(Pin)
+class PinAdmin(AuditedAdminMixin, admin.ModelAdmin[Pin]):
+    """Pinned messages, read-only: which message of which conversation, who pinned it, when
+    (metadata only, like the conversations here; reactions and mentions are content and have no
+    staff page). Pins change through the members' own frames and endpoints only."""
+
+    list_display = ["id", "conversation", "message", "pinned_by", "created_at"]
+    search_fields = ["=conversation__id"]
+    fields = ["conversation", "message", "pinned_by", "created_at"]
+    readonly_fields = ["conversation", "message", "pinned_by", "created_at"]
+    list_select_related = ["conversation", "message"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Pin | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Pin | None = None) -> bool:
         return False

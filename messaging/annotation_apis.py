@@ -27,7 +27,7 @@ from .serializers import MentionOutSerializer
 _REACTION_ERRORS = {
     400: ["invalid_reaction"],
     403: ["blocked", "consultation_closed"],
-    404: ["message_not_found"],
+    404: ["conversation_not_found", "message_not_found"],
     409: ["message_deleted"],
     422: ["e2ee_reaction", "reaction_not_allowed"],
 }
@@ -52,7 +52,7 @@ class ReactionAddApi(APIView):
 class ReactionRemoveApi(APIView):
     @api_doc(
         "Take back a reaction (idempotent)",
-        errors={400: ["invalid_reaction"], 404: ["message_not_found"]},
+        errors={400: ["invalid_reaction"], 404: ["conversation_not_found", "message_not_found"]},
         responses=ReactionChangeOutSerializer,
     )
     def delete(self, request: Request, message_id: int, emoji: str) -> Response:
@@ -65,7 +65,7 @@ class MessagePinApi(APIView):
         "Pin a message (idempotent)",
         errors={
             403: ["not_group_admin"],
-            404: ["message_not_found"],
+            404: ["conversation_not_found", "message_not_found"],
             409: ["message_deleted", "pins_full"],
             422: ["pin_not_allowed"],
         },
@@ -77,7 +77,7 @@ class MessagePinApi(APIView):
 
     @api_doc(
         "Unpin a message (idempotent)",
-        errors={403: ["not_group_admin"], 404: ["message_not_found"]},
+        errors={403: ["not_group_admin"], 404: ["conversation_not_found", "message_not_found"]},
         responses=PinChangeOutSerializer,
     )
     def delete(self, request: Request, message_id: int) -> Response:

@@ -170,7 +170,11 @@ WHERE d.user_id = ANY(%(users)s)
   AND NOT EXISTS (
       SELECT 1 FROM messaging_membership mb
       WHERE mb.conversation_id = %(conversation)s AND mb.user_id = d.user_id AND mb.muted_until > %(now)s
-        AND NOT (d.user_id = ANY(%(mentioned)s::bigint[]))
+        -- a mention of the member passes the mute, unless their preference says otherwise
+        AND NOT (EXISTS (SELECT 1 FROM messaging_message mm WHERE mm.id = %(message)s
+                         AND mm.mentions @> jsonb_build_array(jsonb_build_object('user_id', d.user_id)))
+                 AND NOT EXISTS (SELECT 1 FROM notifications_pushpreference pp
+                                 WHERE pp.user_id = d.user_id AND NOT pp.mentions_when_muted))
   )
 ORDER BY d.id
 ON CONFLICT DO NOTHING
@@ -203,7 +207,6 @@ def push_enqueue_message(
                     "now": now,
                     "users": users,
                     "platforms": [str(p) for p in PUSHABLE_PLATFORMS],
-                    "mentioned": sorted(_mentioned(message_id)),
                 },
             )
             ids = sorted(row[0] for row in cursor.fetchall())

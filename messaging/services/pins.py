@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import User
-from core.errors import ApplicationError, PermissionDenied
+from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging import selectors
 from messaging.models import Conversation, Event, Membership, Message, Pin
 
@@ -59,57 +59,66 @@ def _check_may_pin(membership: Membership, conversation: Conversation) -> None:
 
 def message_pin(*, user: User, message_id: int, origin_channel: str | None = None) -> PinChange:
     """Pin the message (idempotent: pinning it again changes nothing)."""
-    return _change(user=user, message_id=message_id, pin=True, origin_channel=origin_channel)
+    message, membership = readable_message(user=user, message_id=message_id)
+    _check_may_pin(membership, message.conversation)
+    if message.kind != Message.Kind.TEXT:
+        raise ApplicationError("pin_not_allowed", "System messages cannot be pinned.", status=422)
+    conversation_id = message.conversation_id
+    with transaction.atomic():
+        _lock_as_pinner(membership, message)
+        message.refresh_from_db(fields=["deleted_at"])
+        if message.deleted_at is not None:
+            raise ApplicationError("message_deleted", "This message was deleted.", status=409)
+        changed = not Pin.objects.filter(message=message).exists()
+        if changed:
+            if Pin.objects.filter(conversation_id=conversation_id).count() >= pins_max():
+                raise ApplicationError(
+                    "pins_full",
+                    f"A conversation may have at most {pins_max()} pinned messages: unpin one first.",
+                    status=409,
+                )
+            Pin.objects.create(conversation_id=conversation_id, message=message, pinned_by=user)
+        return _record(user, message, pinned=True, changed=changed, origin_channel=origin_channel)
 
 
 def message_unpin(*, user: User, message_id: int, origin_channel: str | None = None) -> PinChange:
     """Unpin the message (idempotent)."""
-    return _change(user=user, message_id=message_id, pin=False, origin_channel=origin_channel)
-
-
-def _change(*, user: User, message_id: int, pin: bool, origin_channel: str | None) -> PinChange:
     message, membership = readable_message(user=user, message_id=message_id)
-    conversation = message.conversation
-    _check_may_pin(membership, conversation)
-    if pin and message.kind != Message.Kind.TEXT:
-        raise ApplicationError("pin_not_allowed", "System messages cannot be pinned.", status=422)
-    conversation_id = conversation.pk
+    _check_may_pin(membership, message.conversation)
     with transaction.atomic():
-        lock(conversation_id)
-        fresh = Membership.objects.filter(pk=membership.pk, left_at__isnull=True).first()
-        if fresh is None:
-            raise ApplicationError("message_not_found", "No such message.", status=404)
-        _check_may_pin(fresh, conversation)  # the role may have changed meanwhile
-        message.refresh_from_db(fields=["deleted_at"])
-        if pin and message.deleted_at is not None:
-            raise ApplicationError("message_deleted", "This message was deleted.", status=409)
-        existing = Pin.objects.filter(message=message)
-        if pin:
-            changed = not existing.exists()
-            if changed:
-                if Pin.objects.filter(conversation_id=conversation_id).count() >= pins_max():
-                    raise ApplicationError(
-                        "pins_full",
-                        f"A conversation may have at most {pins_max()} pinned messages: unpin one first.",
-                        status=409,
-                    )
-                Pin.objects.create(conversation_id=conversation_id, message=message, pinned_by=user)
-        else:
-            changed = existing.delete()[0] > 0
-        change = PinChange(conversation_id, message.pk, message.seq, user.pk, pin, changed)
-        if not changed:
-            return change
-        _seq, number = allocate(conversation_id, message=False)
-        kind = Event.Kind.MESSAGE_PINNED if pin else Event.Kind.MESSAGE_UNPINNED
-        data = {"message_id": message.pk, "seq": message.seq, "user_id": user.pk}
-        Event.objects.create(conversation_id=conversation_id, number=number, kind=kind, data=data)
-        readers = [
-            uid
-            for uid, bound in selectors.active_member_bounds(conversation_id=conversation_id)
-            if message.seq > bound
-        ]
-        frame = {"type": str(kind), "data": {"conversation_id": conversation_id, **data}, "event": number}
-        fan_out_on_commit(user_ids=readers, frame=frame, exclude_channel=origin_channel)
+        _lock_as_pinner(membership, message)
+        changed = Pin.objects.filter(message=message).delete()[0] > 0
+        return _record(user, message, pinned=False, changed=changed, origin_channel=origin_channel)
+
+
+def _lock_as_pinner(membership: Membership, message: Message) -> None:
+    """The conversation's row lock, then the caller's membership and role again (removed or
+    demoted meanwhile)."""
+    lock(message.conversation_id)
+    fresh = Membership.objects.filter(pk=membership.pk, left_at__isnull=True).first()
+    if fresh is None:
+        raise NotFound("No such message.", code="message_not_found")
+    _check_may_pin(fresh, message.conversation)
+
+
+def _record(
+    user: User, message: Message, *, pinned: bool, changed: bool, origin_channel: str | None
+) -> PinChange:
+    conversation_id = message.conversation_id
+    change = PinChange(conversation_id, message.pk, message.seq, user.pk, pinned, changed)
+    if not changed:
+        return change
+    _seq, number = allocate(conversation_id, message=False)
+    kind = Event.Kind.MESSAGE_PINNED if pinned else Event.Kind.MESSAGE_UNPINNED
+    data = {"message_id": message.pk, "seq": message.seq, "user_id": user.pk}
+    Event.objects.create(conversation_id=conversation_id, number=number, kind=kind, data=data)
+    readers = [
+        uid
+        for uid, bound in selectors.active_member_bounds(conversation_id=conversation_id)
+        if message.seq > bound
+    ]
+    frame = {"type": str(kind), "data": {"conversation_id": conversation_id, **data}, "event": number}
+    fan_out_on_commit(user_ids=readers, frame=frame, exclude_channel=origin_channel)
     return change
 
 

@@ -157,61 +157,69 @@ def reaction_add(
     *, user: User, message_id: int, emoji: str, origin_channel: str | None = None
 ) -> ReactionChange:
     """Add ``emoji`` from ``user`` on the message (idempotent: adding it again changes nothing)."""
-    return _change(user=user, message_id=message_id, emoji=emoji, add=True, origin_channel=origin_channel)
+    emoji = validate_emoji(emoji)
+    message, _membership = readable_message(user=user, message_id=message_id)
+    _check_may_react(user, message)
+    with transaction.atomic():
+        _lock_as_member(user, message)
+        message.refresh_from_db(fields=["deleted_at", "reactions"])
+        if message.deleted_at is not None:  # deleted meanwhile
+            raise ApplicationError("message_deleted", "This message was deleted.", status=409)
+        changed = not Reaction.objects.filter(message=message, user=user, emoji=emoji).exists()
+        if changed:
+            try:
+                with transaction.atomic():
+                    Reaction.objects.create(message=message, user=user, emoji=emoji)
+            except IntegrityError:  # a writer that did not take the lock: it is there
+                changed = False
+        return _record(user, message, emoji, changed=changed, added=True, origin_channel=origin_channel)
 
 
 def reaction_remove(
     *, user: User, message_id: int, emoji: str, origin_channel: str | None = None
 ) -> ReactionChange:
     """Remove ``user``'s ``emoji`` from the message (idempotent: removing a missing one changes nothing)."""
-    return _change(user=user, message_id=message_id, emoji=emoji, add=False, origin_channel=origin_channel)
-
-
-def _change(
-    *, user: User, message_id: int, emoji: str, add: bool, origin_channel: str | None
-) -> ReactionChange:
     emoji = validate_emoji(emoji)
     message, _membership = readable_message(user=user, message_id=message_id)
-    if add:
-        _check_may_react(user, message)
-    conversation_id = message.conversation_id
     with transaction.atomic():
-        lock(conversation_id)
-        # Under the lock: the message may have been deleted, the caller removed meanwhile.
-        message.refresh_from_db(fields=["deleted_at", "reactions"])
-        if add and message.deleted_at is not None:
-            raise ApplicationError("message_deleted", "This message was deleted.", status=409)
-        if not Membership.objects.filter(
-            conversation_id=conversation_id, user=user, left_at__isnull=True
-        ).exists():
-            raise NotFound("No such message.", code="message_not_found")
-        rows = Reaction.objects.filter(message=message, user=user, emoji=emoji)
-        if add:
-            changed = not rows.exists()
-            if changed:
-                try:
-                    with transaction.atomic():
-                        Reaction.objects.create(message=message, user=user, emoji=emoji)
-                except IntegrityError:  # a writer that did not take the lock: it is there
-                    changed = False
-        else:
-            changed = rows.delete()[0] > 0
-        if not changed:
-            summary = message.reactions or []
-            return ReactionChange(message.pk, conversation_id, message.seq, user.pk, emoji, summary, False)
-        summary = refresh_summaries([message.pk])[message.pk]
-        _seq, number = allocate(conversation_id, message=False)
-        kind = Event.Kind.REACTION_ADDED if add else Event.Kind.REACTION_REMOVED
-        change = ReactionChange(message.pk, conversation_id, message.seq, user.pk, emoji, summary, True)
-        data = {k: v for k, v in change.data().items() if k not in ("conversation_id", "changed")}
-        Event.objects.create(conversation_id=conversation_id, number=number, kind=kind, data=data)
-        readers = [
-            uid
-            for uid, bound in selectors.active_member_bounds(conversation_id=conversation_id)
-            if message.seq > bound
-        ]
-        frame = {"type": str(kind), "data": {"conversation_id": conversation_id, **data}, "event": number}
-        fan_out_on_commit(user_ids=readers, frame=frame, exclude_channel=origin_channel)
+        _lock_as_member(user, message)
+        message.refresh_from_db(fields=["reactions"])
+        changed = Reaction.objects.filter(message=message, user=user, emoji=emoji).delete()[0] > 0
+        return _record(user, message, emoji, changed=changed, added=False, origin_channel=origin_channel)
+
+
+def _lock_as_member(user: User, message: Message) -> None:
+    """The conversation's row lock (changes are serialised), then the membership again: the
+    caller may have been removed meanwhile."""
+    lock(message.conversation_id)
+    if not Membership.objects.filter(
+        conversation_id=message.conversation_id, user=user, left_at__isnull=True
+    ).exists():
+        raise NotFound("No such message.", code="message_not_found")
+
+
+def _record(
+    user: User, message: Message, emoji: str, *, changed: bool, added: bool, origin_channel: str | None
+) -> ReactionChange:
+    """Under the lock: the new summary, the log entry and (after the commit) the live frame to
+    the members who may read the message; nothing when nothing changed."""
+    conversation_id = message.conversation_id
+    if not changed:
+        summary = message.reactions or []
+        return ReactionChange(message.pk, conversation_id, message.seq, user.pk, emoji, summary, False)
+    summary = refresh_summaries([message.pk])[message.pk]
+    _seq, number = allocate(conversation_id, message=False)
+    kind = Event.Kind.REACTION_ADDED if added else Event.Kind.REACTION_REMOVED
+    change = ReactionChange(message.pk, conversation_id, message.seq, user.pk, emoji, summary, True)
+    data = {k: v for k, v in change.data().items() if k not in ("conversation_id", "changed")}
+    Event.objects.create(conversation_id=conversation_id, number=number, kind=kind, data=data)
+    readers = [
+        uid
+        for uid, bound in selectors.active_member_bounds(conversation_id=conversation_id)
+        if message.seq > bound
+    ]
+    frame = {"type": str(kind), "data": {"conversation_id": conversation_id, **data}, "event": number}
+    fan_out_on_commit(user_ids=readers, frame=frame, exclude_channel=origin_channel)
     return change
 
 

@@ -5725,7 +5725,9 @@ export interface operations {
                      *             {
                      *               "emoji": "string",
                      *               "count": 1,
-                     *               "user_ids": []
+                     *               "user_ids": [
+                     *                 1
+                     *               ]
                      *             }
                      *           ],
                      *           "ciphertext": "string"
@@ -7984,10 +7986,18 @@ export interface operations {
                      *             "deleted": true,
                      *             "system": {},
                      *             "mentions": [
-                     *               {}
+                     *               {
+                     *                 "user_id": 1,
+                     *                 "offset": 1,
+                     *                 "length": 1
+                     *               }
                      *             ],
                      *             "reactions": [
-                     *               {}
+                     *               {
+                     *                 "emoji": "string",
+                     *                 "count": 1,
+                     *                 "user_ids": []
+                     *               }
                      *             ],
                      *             "ciphertext": "string"
                      *           }
@@ -8066,7 +8076,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not Found: `message_not_found`, `not_found` */
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8075,7 +8085,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "message_not_found",
+                     *         "code": "conversation_not_found",
                      *         "message": "…"
                      *       }
                      *     }
@@ -8083,7 +8093,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "message_not_found" | "not_found";
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
                         };
                     };
                 };
@@ -8186,7 +8196,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not Found: `message_not_found`, `not_found` */
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8195,7 +8205,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "message_not_found",
+                     *         "code": "conversation_not_found",
                      *         "message": "…"
                      *       }
                      *     }
@@ -8203,7 +8213,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "message_not_found" | "not_found";
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
                         };
                     };
                 };
@@ -8313,7 +8323,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not Found: `message_not_found`, `not_found` */
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8322,7 +8332,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "message_not_found",
+                     *         "code": "conversation_not_found",
                      *         "message": "…"
                      *       }
                      *     }
@@ -8330,7 +8340,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "message_not_found" | "not_found";
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
                         };
                     };
                 };
@@ -8435,7 +8445,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["NotRegistered"];
-            /** @description Not Found: `message_not_found`, `not_found` */
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8444,7 +8454,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "message_not_found",
+                     *         "code": "conversation_not_found",
                      *         "message": "…"
                      *       }
                      *     }
@@ -8452,7 +8462,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "message_not_found" | "not_found";
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
                         };
                     };
                 };
