@@ -16,6 +16,7 @@ CONVERSATION_LIST = "conversation.list"
 CONVERSATION_READ = "conversation.read"
 HISTORY_READ = "history.read"  # REST message history page
 HISTORY_SYNC = "history.sync"  # one socket ``sync`` request (not one row per message)
+MENTION_LIST = "mention.list"  # a REST page of "mentions of me" (messages' content)
 ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
 ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
 CALL_LIST = "call.list"  # a REST page of the caller's call history
@@ -53,6 +54,7 @@ ACTIONS: frozenset[str] = frozenset(
         CONVERSATION_READ,
         HISTORY_READ,
         HISTORY_SYNC,
+        MENTION_LIST,
         ATTACHMENT_LINK,
         ATTACHMENT_DOWNLOAD,
         CALL_LIST,

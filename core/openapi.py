@@ -207,12 +207,12 @@ def example_for(schema: dict[str, Any], components: dict[str, Any], name: str = 
         return next((v for v in schema["enum"] if v is not None), None)
     kind = schema.get("type", "object")
     if kind == "object":
-        if depth > 4:
+        if depth > 5:
             return {}
         properties = schema.get("properties", {})
         return {key: example_for(sub, components, key, depth + 1) for key, sub in properties.items()}
     if kind == "array":
-        return [] if depth > 4 else [example_for(schema.get("items", {}), components, name, depth + 1)]
+        return [] if depth > 5 else [example_for(schema.get("items", {}), components, name, depth + 1)]
     if kind == "integer":
         return max(1, int(schema.get("minimum", 1)))
     if kind == "number":

@@ -21,7 +21,7 @@ from audit.admin import AuditedAdminMixin
 from core.errors import ApplicationError
 
 from . import services
-from .models import Conversation, Membership
+from .models import Conversation, Membership, Pin
 
 
 class LegalHoldAdminMixin(AuditedAdminMixin):
@@ -111,4 +111,26 @@ class ConversationAdmin(LegalHoldAdminMixin, admin.ModelAdmin[Conversation]):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+
+@admin.register(Pin)
+class PinAdmin(AuditedAdminMixin, admin.ModelAdmin[Pin]):
+    """Pinned messages, read-only: which message of which conversation, who pinned it, when
+    (metadata only, like the conversations here; reactions and mentions are content and have no
+    staff page). Pins change through the members' own frames and endpoints only."""
+
+    list_display = ["id", "conversation", "message", "pinned_by", "created_at"]
+    search_fields = ["=conversation__id"]
+    fields = ["conversation", "message", "pinned_by", "created_at"]
+    readonly_fields = ["conversation", "message", "pinned_by", "created_at"]
+    list_select_related = ["conversation", "message"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Pin | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Pin | None = None) -> bool:
         return False

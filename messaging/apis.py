@@ -21,7 +21,7 @@ from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
 from core.throttling import ScopedRateThrottle
 
-from . import selectors, services
+from . import annotation_selectors, selectors, services
 from .serializers import (
     AttachmentLinkSerializer,
     AttachmentUploadOutSerializer,
@@ -40,7 +40,10 @@ class ConversationPagination(DefaultCursorPagination):
 def _conversation_payload(user: User, conversation_id: int) -> dict[str, Any]:
     membership = selectors.membership_get(user=user, conversation_id=conversation_id)
     members = selectors.conversation_members(conversation_ids=[conversation_id], viewer_id=user.pk)
-    return selectors.conversation_data(membership, members.get(conversation_id, []))
+    pinned = annotation_selectors.pinned_lists([membership])
+    return selectors.conversation_data(
+        membership, members.get(conversation_id, []), pinned=pinned[conversation_id]
+    )
 
 
 class ConversationListCreateApi(APIView):
@@ -58,7 +61,13 @@ class ConversationListCreateApi(APIView):
         members = selectors.conversation_members(
             conversation_ids=[m.conversation_id for m in page], viewer_id=request_user(request).pk
         )
-        data = [selectors.conversation_data(m, members.get(m.conversation_id, [])) for m in page]
+        pinned = annotation_selectors.pinned_lists(list(page))
+        data = [
+            selectors.conversation_data(
+                m, members.get(m.conversation_id, []), pinned=pinned[m.conversation_id]
+            )
+            for m in page
+        ]
         audit.record(audited.CONVERSATION_LIST, request=request)
         return paginator.get_paginated_response(data)
 

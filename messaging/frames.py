@@ -53,6 +53,22 @@ class AttachmentState(Attachment):
     rejection: str | None
 
 
+class MentionEntity(WireModel):
+    """A member mentioned in a message's body: ``body[offset:offset + length]`` (code points)."""
+
+    user_id: int
+    offset: int = Field(ge=0)
+    length: int = Field(ge=1)
+
+
+class ReactionSummary(WireModel):
+    """One emoji on a message: how many members reacted with it, and who (first first)."""
+
+    emoji: str
+    count: int = Field(ge=1)
+    user_ids: list[int]
+
+
 class Message(WireModel):
     """A message as clients see it (``message_wire``); also REST history's item."""
 
@@ -74,6 +90,12 @@ class Message(WireModel):
     ciphertext: str | None = Field(
         default=None,
         description="end-to-end encrypted conversations' text messages only: this device's copy (base64)",
+    )
+    mentions: list[MentionEntity] = Field(
+        default_factory=list, description="members the sender mentioned (offsets in code points of body)"
+    )
+    reactions: list[ReactionSummary] = Field(
+        default_factory=list, description="each emoji on the message, first used first: its count and who"
     )
 
 
@@ -480,6 +502,8 @@ def message_wire(
     deleted: bool,
     system: dict[str, Any] | None = None,
     ciphertext: str | Literal[False] | None = False,
+    mentions: list[dict[str, int]] | None = None,
+    reactions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The message as every client path sends it (``Message`` above): a plain dict.
 
@@ -498,6 +522,8 @@ def message_wire(
         "reply_to": reply_to,
         "edited_at": edited_at,
         "deleted": deleted,
+        "mentions": mentions or [],
+        "reactions": reactions or [],
     }
     if system is not None:
         data["system"] = system

@@ -55,6 +55,7 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
         origin_channel=conn.channel_name,
         ciphertexts=data.ciphertexts,
         sender_device_id=conn.device_id,
+        mentions=None if data.mentions is None else [m.model_dump() for m in data.mentions],
     )
     if request.ciphertexts is None:
         # Plaintext: group commit with the other sockets of this process.

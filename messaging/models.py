@@ -154,6 +154,13 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Mention entities the sender sent ([{"user_id", "offset", "length"}], checked members;
+    # ``messaging/services/mentions.py``), NULL without mentions. Written by the send statement.
+    mentions = models.JSONField(null=True, blank=True)
+    # The reactions' summary as clients see it ([{"emoji", "count", "user_ids"}], first reacted
+    # first), rewritten from ``Reaction`` rows under the conversation's lock by every change
+    # (``messaging/services/reactions.py``): history and sync read it without a query.
+    reactions = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -198,6 +205,10 @@ class Event(models.Model):
         GROUP_UPDATED = "group.updated", "group.updated"
         IDENTITY_CHANGED = "identity.changed", "identity.changed"
         DEVICE_ADDED = "device.added", "device.added"
+        REACTION_ADDED = "reaction.added", "reaction.added"
+        REACTION_REMOVED = "reaction.removed", "reaction.removed"
+        MESSAGE_PINNED = "message.pinned", "message.pinned"
+        MESSAGE_UNPINNED = "message.unpinned", "message.unpinned"
 
     # Indexed by the number constraint, which leads with it.
     conversation = models.ForeignKey(
@@ -353,3 +364,63 @@ class MessageCiphertext(models.Model):
 
     def __str__(self) -> str:
         return f"ciphertext of message {self.message_id} for device {self.device_id}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on one message: at most one row per (message, user, emoji)."""
+
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="reaction_rows", db_index=False
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_unique"),
+            models.CheckConstraint(condition=~Q(emoji=""), name="reaction_emoji_not_blank"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reaction of {self.user_id} on message {self.message_id}"
+
+
+class Pin(models.Model):
+    """A message pinned in its conversation (bounded per conversation: ``HEALTHCHAT_PINS_MAX``)."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="pins", db_index=False
+    )
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="pin")
+    pinned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "created_at"], name="pin_by_conversation")]
+
+    def __str__(self) -> str:
+        return f"pin of message {self.message_id}"
+
+
+class Mention(models.Model):
+    """A member mentioned in a message (written with the message by the send path's hook):
+    behind "mentions of me" (``GET /api/v1/mentions``), newest first by id."""
+
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="mention_rows", db_index=False
+    )
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="mention_unique")]
+        indexes = [models.Index(fields=["user", "-id"], name="mention_of_user")]
+
+    def __str__(self) -> str:
+        return f"mention of {self.user_id} in message {self.message_id}"

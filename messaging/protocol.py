@@ -50,6 +50,14 @@ class AuthRefreshData(FrameData):
     token: str = Field(min_length=1, max_length=8192)
 
 
+class MentionData(FrameData):
+    """A member mentioned in the body: ``body[offset:offset + length]`` (Unicode code points)."""
+
+    user_id: BigInt
+    offset: int = Field(ge=0, le=2**31 - 1)
+    length: int = Field(ge=1, le=2**31 - 1)
+
+
 class MessageSendData(FrameData):
     conversation_id: BigInt
     client_id: uuid.UUID
@@ -57,6 +65,8 @@ class MessageSendData(FrameData):
     attachment_ids: list[BigInt] | None = Field(default=None, max_length=10)
     reply_to: BigInt | None = None
     ciphertexts: dict[str, str] | None = Field(default=None, max_length=1000)
+    # Checked further (members, within the body, HEALTHCHAT_MENTIONS_MAX) by the send path.
+    mentions: list[MentionData] | None = Field(default=None, max_length=1000)
 
 
 class MessageEditData(FrameData):

@@ -65,6 +65,8 @@ class SendContext:
     encrypted: bool
     conversation: Any
     membership: Any
+    # The send's mention entities (``messaging.services.mentions``), ``None`` without.
+    mentions: Any = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class SendCheck:
     """One of the checks of a new message, defined once for every writer: ``passes_sql`` is a
     boolean SQL expression, TRUE when the send passes, evaluated per send inside the send
     statement (``messaging.services.send_batch.send_statement``: over ``i``, the send's input
-    row — ``ord, conv, sender, cid, body, reply, enc`` —, ``c``, its conversation, and ``m``,
+    row — ``ord, conv, sender, cid, body, reply, enc, ment`` —, ``c``, its conversation, and ``m``,
     the sender's membership row, NULL when there is none); ``orm(context)`` is the same
     decision through Django's queries; ``refusal(encrypted)`` the send's error (``None``: not
     an error, the send was made before: its original is returned). Every writer runs them in

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from core.validation import QuerySerializer, StrictSerializer
 
+from .annotation_serializers import MentionEntitySerializer, PinnedOutSerializer, ReactionSummarySerializer
 from .models import Attachment
 
 
@@ -50,6 +51,9 @@ class ConversationOutSerializer(serializers.Serializer[Any]):
     delivered_seq = serializers.IntegerField()
     read_seq = serializers.IntegerField()
     members = MemberOutSerializer(many=True)
+    pinned = PinnedOutSerializer(
+        many=True, help_text="pinned messages the caller may read, pinned first first"
+    )
 
 
 class MessageOutSerializer(serializers.Serializer[Any]):
@@ -66,11 +70,22 @@ class MessageOutSerializer(serializers.Serializer[Any]):
     edited_at = serializers.DateTimeField(allow_null=True)
     deleted = serializers.BooleanField()
     system = serializers.DictField(required=False)
+    mentions = MentionEntitySerializer(many=True)
+    reactions = ReactionSummarySerializer(many=True)
     ciphertext = serializers.CharField(
         required=False,
         allow_null=True,
         help_text="end-to-end encrypted conversations only: this device's ciphertext (base64)",
     )
+
+
+class MentionOutSerializer(serializers.Serializer[Any]):
+    """An item of "mentions of me" (``GET /api/v1/mentions``)."""
+
+    id = serializers.IntegerField(help_text="the mention's id (the list's order: newest first)")
+    conversation_id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    message = MessageOutSerializer()
 
 
 class HistoryOutSerializer(serializers.Serializer[Any]):

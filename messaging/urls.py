@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import apis
+from . import annotation_apis, apis
 
 urlpatterns = [
     path("conversations", apis.ConversationListCreateApi.as_view(), name="conversation-list"),
@@ -21,6 +21,16 @@ urlpatterns = [
         apis.AttachmentContentApi.as_view(),
         name="attachment-content",
     ),
+    path(
+        "messages/<int:message_id>/reactions", annotation_apis.ReactionAddApi.as_view(), name="reaction-add"
+    ),
+    path(
+        "messages/<int:message_id>/reactions/<str:emoji>",
+        annotation_apis.ReactionRemoveApi.as_view(),
+        name="reaction-remove",
+    ),
+    path("messages/<int:message_id>/pin", annotation_apis.MessagePinApi.as_view(), name="message-pin"),
+    path("mentions", annotation_apis.MentionListApi.as_view(), name="mention-list"),
     path("blocks", apis.BlockCreateApi.as_view(), name="block-create"),
     path("blocks/<int:user_id>", apis.BlockDeleteApi.as_view(), name="block-delete"),
 ]

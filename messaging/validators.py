@@ -18,8 +18,17 @@ MEMBER_EVENT_KINDS = ("member.added", "member.removed", "member.left", "member.r
 # A contact's device changed: logged in each of the owner's conversations, data {user_id, device_id}.
 DEVICE_EVENT_KINDS = ("identity.changed", "device.added")
 # Kinds whose log entry carries ``data`` instead of pointing at a message.
-DATA_EVENT_KINDS = ("receipt", *DEVICE_EVENT_KINDS)
-EVENT_KINDS = ("message.new", "message.updated", "receipt", *MEMBER_EVENT_KINDS, *DEVICE_EVENT_KINDS)
+# Reactions and pins (issue 24): data {message_id, seq, user_id, ...}, about a message.
+FEATURE_EVENT_KINDS = ("reaction.added", "reaction.removed", "message.pinned", "message.unpinned")
+DATA_EVENT_KINDS = ("receipt", *DEVICE_EVENT_KINDS, *FEATURE_EVENT_KINDS)
+EVENT_KINDS = (
+    "message.new",
+    "message.updated",
+    "receipt",
+    *MEMBER_EVENT_KINDS,
+    *DEVICE_EVENT_KINDS,
+    *FEATURE_EVENT_KINDS,
+)
 ATTACHMENT_CATEGORIES = ("image", "video", "audio", "document", "encrypted")
 GROUP_NAME_MAX = 100
 GROUP_DESCRIPTION_MAX = 1000

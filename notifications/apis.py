@@ -58,5 +58,9 @@ class PushPreferenceApi(APIView):
         serializer = PreferenceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = request_user(request)
-        services.preference_update(user=user, previews=serializer.validated_data["previews"])
+        services.preference_update(
+            user=user,
+            previews=serializer.validated_data["previews"],
+            mentions_when_muted=serializer.validated_data["mentions_when_muted"],
+        )
         return Response(selectors.preference_get(user=user))

@@ -22,6 +22,9 @@ class PushPreference(models.Model):
     )
     # Show the message text in notifications (never for end-to-end encrypted conversations).
     previews = models.BooleanField(default=False)
+    # A mention of the user reaches their devices even in a conversation they muted (off: mute
+    # silences mentions too).
+    mentions_when_muted = models.BooleanField(default=True, db_default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

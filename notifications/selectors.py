@@ -24,7 +24,22 @@ MUTED_FOREVER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 def preference_get(*, user: User) -> dict[str, Any]:
     preference = PushPreference.objects.filter(user=user).first()
     previews = preference.previews if preference else bool(settings.PUSH_PREVIEWS_DEFAULT)
-    return {"previews": previews}
+    return {
+        "previews": previews,
+        "mentions_when_muted": preference.mentions_when_muted if preference else True,
+    }
+
+
+def mentions_muted_off(*, user_ids: Iterable[int]) -> set[int]:
+    """The users whose mentions stay silent in muted conversations (preference off)."""
+    ids = list(user_ids)
+    if not ids:
+        return set()
+    return set(
+        PushPreference.objects.filter(user_id__in=ids, mentions_when_muted=False).values_list(
+            "user_id", flat=True
+        )
+    )
 
 
 def previews_enabled(*, user_ids: Iterable[int]) -> dict[int, bool]:

@@ -22,3 +22,8 @@ class MuteOutSerializer(serializers.Serializer[Any]):
 
 class PreferenceSerializer(StrictSerializer):
     previews = serializers.BooleanField()
+    mentions_when_muted = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="a mention of me pushes even in a conversation I muted (default true)",
+    )

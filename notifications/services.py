@@ -62,8 +62,10 @@ PUSHABLE_PLATFORMS = (Device.Platform.ANDROID, Device.Platform.IOS)
 
 
 # --- Preferences and mute ---------------------------------------------------------------------
-def preference_update(*, user: User, previews: bool) -> PushPreference:
-    preference, _ = PushPreference.objects.update_or_create(user=user, defaults={"previews": bool(previews)})
+def preference_update(*, user: User, previews: bool, mentions_when_muted: bool = True) -> PushPreference:
+    preference, _ = PushPreference.objects.update_or_create(
+        user=user, defaults={"previews": bool(previews), "mentions_when_muted": bool(mentions_when_muted)}
+    )
     return preference
 
 
@@ -129,12 +131,21 @@ def _write_outbox(rows: list[PushDelivery], lookup: Q, countdown: float) -> list
     return ids
 
 
-def _target_devices(user_ids: Iterable[int], *, not_muted_in: int | None = None) -> list[int]:
+def _mentioned(message_id: int) -> set[int]:
+    """The members a message mentions whose mentions pass a mute (their preference)."""
+    mentions = Message.objects.filter(pk=message_id).values_list("mentions", flat=True).first()
+    users = {int(e["user_id"]) for e in mentions or ()}
+    return users - selectors.mentions_muted_off(user_ids=users)
+
+
+def _target_devices(
+    user_ids: Iterable[int], *, not_muted_in: int | None = None, mentioned: set[int] | None = None
+) -> list[int]:
     devices = Device.objects.filter(user_id__in=list(user_ids))
     if not_muted_in is not None:
         muted = Membership.objects.filter(
             conversation_id=not_muted_in, user_id=OuterRef("user_id"), muted_until__gt=timezone.now()
-        )
+        ).exclude(user_id__in=sorted(mentioned or ()))
         devices = devices.exclude(Exists(muted))
     return list(
         devices.filter(
@@ -159,6 +170,11 @@ WHERE d.user_id = ANY(%(users)s)
   AND NOT EXISTS (
       SELECT 1 FROM messaging_membership mb
       WHERE mb.conversation_id = %(conversation)s AND mb.user_id = d.user_id AND mb.muted_until > %(now)s
+        -- a mention of the member passes the mute, unless their preference says otherwise
+        AND NOT (EXISTS (SELECT 1 FROM messaging_message mm WHERE mm.id = %(message)s
+                         AND mm.mentions @> jsonb_build_array(jsonb_build_object('user_id', d.user_id)))
+                 AND NOT EXISTS (SELECT 1 FROM notifications_pushpreference pp
+                                 WHERE pp.user_id = d.user_id AND NOT pp.mentions_when_muted))
   )
 ORDER BY d.id
 ON CONFLICT DO NOTHING
@@ -205,7 +221,9 @@ def push_enqueue_message(
             device_id=device_id,
             due_at=due,
         )
-        for device_id in _target_devices(users, not_muted_in=conversation_id)
+        for device_id in _target_devices(
+            users, not_muted_in=conversation_id, mentioned=_mentioned(message_id)
+        )
     ]
     return _write_outbox(rows, Q(kind=Kind.MESSAGE, message_id=message_id, event=0), grace)
 
@@ -220,7 +238,12 @@ FROM unnest(%(messages)s::bigint[], %(conversations)s::bigint[], %(senders)s::bi
      AS m(message_id, conversation_id, sender_id)
 JOIN messaging_membership mb
   ON mb.conversation_id = m.conversation_id AND mb.left_at IS NULL AND mb.user_id <> m.sender_id
- AND (mb.muted_until IS NULL OR mb.muted_until <= %(now)s)
+ AND (mb.muted_until IS NULL OR mb.muted_until <= %(now)s
+      -- a mention of the member passes the mute, unless their preference says otherwise
+      OR (EXISTS (SELECT 1 FROM messaging_message mm WHERE mm.id = m.message_id AND mm.mentions IS NOT NULL
+                  AND mm.mentions @> jsonb_build_array(jsonb_build_object('user_id', mb.user_id)))
+          AND NOT EXISTS (SELECT 1 FROM notifications_pushpreference pp
+                          WHERE pp.user_id = mb.user_id AND NOT pp.mentions_when_muted)))
 JOIN accounts_device d
   ON d.user_id = mb.user_id
  AND (d.fcm_token IS NOT NULL OR (d.installation_id IS NOT NULL AND d.superseded_at IS NULL
@@ -452,10 +475,11 @@ def _claim(ids: list[int], report: DeliveryReport, *, ignore_due: bool) -> list[
             else:
                 due.append(row)
         memberships = _memberships(due)
+        quiet = _mentions_muted_off(due)
         claim: list[PushDelivery] = []
         skips: dict[str, list[int]] = {}
         for row in due:
-            reason = _refusal(row, memberships, now)
+            reason = _refusal(row, memberships, now, quiet)
             if reason:
                 skips.setdefault(reason, []).append(row.pk)
                 report.skipped[row.pk] = reason
@@ -489,7 +513,28 @@ def _memberships(rows: list[PushDelivery]) -> dict[tuple[int, int], Membership]:
     return {(m.conversation_id, m.user_id): m for m in found}
 
 
-def _refusal(row: PushDelivery, memberships: dict[tuple[int, int], Membership], now: dt.datetime) -> str:
+def _mentions_muted_off(rows: list[PushDelivery]) -> set[int]:
+    """Of the users mentioned by the rows' messages, those whose mentions a mute silences (one
+    query, none when no message mentions anyone)."""
+    mentioned = {
+        int(e["user_id"])
+        for r in rows
+        if r.kind == Kind.MESSAGE and r.message is not None
+        for e in r.message.mentions or ()
+    }
+    return selectors.mentions_muted_off(user_ids=mentioned) if mentioned else set()
+
+
+def _mention_passes_mute(message: Message, user_id: int, quiet: set[int]) -> bool:
+    return user_id not in quiet and any(int(e["user_id"]) == user_id for e in message.mentions or ())
+
+
+def _refusal(
+    row: PushDelivery,
+    memberships: dict[tuple[int, int], Membership],
+    now: dt.datetime,
+    quiet: set[int] = frozenset(),  # type: ignore[assignment]
+) -> str:
     """Why this row must not be sent now ('' when it may)."""
     device = row.device
     if not device.fcm_token and not (
@@ -510,7 +555,11 @@ def _refusal(row: PushDelivery, memberships: dict[tuple[int, int], Membership], 
     membership = memberships.get((message.conversation_id, device.user_id))
     if membership is None or membership.left_at is not None:
         return "not_member"
-    if membership.muted_until is not None and membership.muted_until > now:
+    if (
+        membership.muted_until is not None
+        and membership.muted_until > now
+        and not _mention_passes_mute(message, device.user_id, quiet)
+    ):
         return "muted"
     if membership.delivered_seq >= message.seq:
         return "delivered"

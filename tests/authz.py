@@ -32,7 +32,7 @@ from calls import services as call_services
 from calls.models import Call
 from groups import services as group_services
 from messaging import services as messaging_services
-from messaging.models import Attachment, Conversation, Message
+from messaging.models import Attachment, Conversation, Mention, Message
 from payments import booking as payment_booking
 from payments.models import Consultation
 
@@ -188,6 +188,17 @@ def build_world() -> World:
     group_before = _send(member, group, SECRET_GROUP_BEFORE)
     group_services.member_remove(actor=doctor, group_id=group.pk, user_id=removed.pk)
     group_after = _send(member, group, SECRET_GROUP_AFTER)
+    # A mentions the doctor and the member in the group ("mentions of me": only theirs).
+    mentioning = _send(
+        a,
+        group,
+        "@Dana @Gil matrix-secret: please look",
+        mentions=[
+            {"user_id": doctor.pk, "offset": 0, "length": 5},
+            {"user_id": member.pk, "offset": 6, "length": 4},
+        ],
+    )
+    mention_ids = dict(Mention.objects.filter(message=mentioning).values_list("user_id", "id"))
 
     # A call record: A called, the doctor answered, A hung up.
     started = call_services.call_start(caller=a, conversation_id=conversation.pk, media="audio", sdp=SDP)
@@ -244,7 +255,10 @@ def build_world() -> World:
         consultation=consultation,
         device_a=device_a,
         bystander=PatientFactory.create(display_name="Penny Bystander"),
-        extra={"appointment": appointment},
+        extra={
+            "appointment": appointment,
+            "mentions": {"doctor": mention_ids[doctor.pk], "group_member": mention_ids[member.pk]},
+        },
     )
 
 

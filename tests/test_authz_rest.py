@@ -273,6 +273,40 @@ TABLE: dict[str, Op] = {
     ),
     "POST /api/v1/blocks": Op(row(NO_CONTENT), body=lambda w, a: {"user_id": w.bystander.pk}),
     "DELETE /api/v1/blocks/{user_id}": Op(row(NO_CONTENT), params=lambda w: {"user_id": w.bystander.pk}),
+    # --- reactions, pins, mentions (issue 24): members who may read the message, nobody else ---
+    "POST /api/v1/messages/{message_id}/reactions": Op(
+        row(not_found("message_not_found"), **A_AND_DOCTOR),
+        params=lambda w: {"message_id": w.message_doctor.pk},
+        body=lambda w, a: {"emoji": "👍"},
+    ),
+    "DELETE /api/v1/messages/{message_id}/reactions/{emoji}": Op(
+        row(not_found("message_not_found"), **A_AND_DOCTOR),
+        params=lambda w: {"message_id": str(w.message_doctor.pk), "emoji": "%F0%9F%91%8D"},
+    ),
+    "PUT /api/v1/messages/{message_id}/pin": Op(
+        row(not_found("message_not_found"), **A_AND_DOCTOR),
+        params=lambda w: {"message_id": w.message_doctor.pk},
+    ),
+    # A group: only its owner (the doctor) pins; members get past the read check, not the role's.
+    "PUT /api/v1/messages/{message_id}/pin#group": Op(
+        row(
+            not_found("message_not_found"),
+            doctor=OK,
+            patient_a=forbidden("not_group_admin"),
+            group_member=forbidden("not_group_admin"),
+        ),
+        params=lambda w: {"message_id": w.group_after.pk},
+    ),
+    "DELETE /api/v1/messages/{message_id}/pin": Op(
+        row(not_found("message_not_found"), **A_AND_DOCTOR),
+        params=lambda w: {"message_id": w.message_doctor.pk},
+    ),
+    "GET /api/v1/mentions": Op(
+        row(OK),
+        visible=lambda w: protected(
+            set(w.extra["mentions"].values()), {a: {m} for a, m in w.extra["mentions"].items()}
+        ),
+    ),
     # --- groups ---
     "POST /api/v1/groups": Op(row(CREATED), body=lambda w, a: {"name": "Matrix new group"}),
     "GET /api/v1/groups/{group_id}": Op(row(not_found("group_not_found"), **GROUP_MEMBERS), params=group),

@@ -169,6 +169,30 @@ TABLE: dict[str, Frame] = {
         row(error("message_not_found"), patient_a=ACK, doctor=error("not_message_sender")),
         data=lambda w, a: {"message_id": w.message_to_delete.pk},
     ),
+    # Reactions and pins: members who may read the message (the doctor's, never deleted).
+    "reaction.add": Frame(
+        row(error("message_not_found"), **A_AND_DOCTOR),
+        data=lambda w, a: {"message_id": w.message_doctor.pk, "emoji": "👍"},
+    ),
+    "reaction.remove": Frame(
+        row(error("message_not_found"), **A_AND_DOCTOR),
+        data=lambda w, a: {"message_id": w.message_doctor.pk, "emoji": "👍"},
+    ),
+    "message.pin": Frame(
+        row(error("message_not_found"), **A_AND_DOCTOR), data=lambda w, a: {"message_id": w.message_doctor.pk}
+    ),
+    "message.pin#group": Frame(
+        row(
+            error("message_not_found"),
+            doctor=ACK,
+            patient_a=error("not_group_admin"),
+            group_member=error("not_group_admin"),
+        ),
+        data=lambda w, a: {"message_id": w.group_after.pk},
+    ),
+    "message.unpin": Frame(
+        row(error("message_not_found"), **A_AND_DOCTOR), data=lambda w, a: {"message_id": w.message_doctor.pk}
+    ),
     "message.delivered": Frame(
         row(NOT_MEMBER, **A_AND_DOCTOR),
         data=lambda w, a: {"conversation_id": w.conversation.pk, "seq": 1},

@@ -154,6 +154,28 @@ def _world() -> dict[str, Any]:
     }
 
 
+def _appointment_cancelled(patient: Any, doctor: Any) -> None:
+    """A confirmed appointment of the patient with the doctor, cancelled: ``appointment.updated``
+    to both (the frame the session lacked since the appointments merge)."""
+    from django.db import transaction
+
+    from appointments import services as appointment_services
+    from appointments.models import Appointment
+
+    starts = timezone.now() + timedelta(days=2)
+    appointment = Appointment.objects.create(
+        doctor=doctor,
+        patient=patient,
+        kind="chat",
+        starts_at=starts,
+        ends_at=starts + timedelta(minutes=30),
+        state="confirmed",
+    )
+    with transaction.atomic():
+        locked = Appointment.objects.select_for_update().get(pk=appointment.pk)
+        appointment_services.move(locked, "cancelled", actor=patient, source="api", note="contract session")
+
+
 async def _ok(client: WsClient, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     reply = await client.request(type_, data)
     assert reply["type"] in ("ack", "pong"), reply
@@ -195,6 +217,28 @@ async def play_session(
     await a.expect("message.new")
     await _ok(b, "message.edit", {"message_id": message_id, "body": "Hello doctor"})
     await a.expect("message.updated")
+    # Reactions, pins, a mention (issue 24).
+    await _ok(
+        b,
+        "message.send",
+        {
+            "conversation_id": direct.pk,
+            "client_id": str(uuid.uuid4()),
+            "body": "@doctor a question",
+            "mentions": [{"user_id": doctor.pk, "offset": 0, "length": 7}],
+        },
+    )
+    await a.expect("message.new")
+    await _ok(a, "reaction.add", {"message_id": message_id, "emoji": "👍"})
+    await b.expect("reaction.added")
+    await _ok(a, "reaction.remove", {"message_id": message_id, "emoji": "👍"})
+    await b.expect("reaction.removed")
+    await _ok(a, "message.pin", {"message_id": message_id})
+    await b.expect("message.pinned")
+    await _ok(a, "message.unpin", {"message_id": message_id})
+    await b.expect("message.unpinned")
+    await sync_to_async(_appointment_cancelled)(patient, doctor)
+    await b.expect("appointment.updated")
     await _ok(a, "message.delivered", {"conversation_id": direct.pk, "seq": 1})
     await _ok(a, "message.read", {"conversation_id": direct.pk, "seq": 1})
     await b.expect("receipt")

@@ -28,6 +28,10 @@ SYNC_TYPES = (
     "group.updated",
     "identity.changed",
     "device.added",
+    "reaction.added",
+    "reaction.removed",
+    "message.pinned",
+    "message.unpinned",
 )
 
 

@@ -421,6 +421,9 @@ HEALTHCHAT_PREKEY_BUDGET_PER_TARGET: int = env.int("HEALTHCHAT_PREKEY_BUDGET_PER
 HEALTHCHAT_CIPHERTEXT_MAX_BYTES: int = env.int("HEALTHCHAT_CIPHERTEXT_MAX_BYTES", default=16384)
 HEALTHCHAT_MAX_GROUP_SIZE: int = env.int("HEALTHCHAT_MAX_GROUP_SIZE", default=256)
 HEALTHCHAT_MESSAGE_MAX_LENGTH: int = env.int("HEALTHCHAT_MESSAGE_MAX_LENGTH", default=8000)
+# Pinned messages per conversation (a pin over it: 409 pins_full); mention entities per message.
+HEALTHCHAT_PINS_MAX: int = env.int("HEALTHCHAT_PINS_MAX", default=10)
+HEALTHCHAT_MENTIONS_MAX: int = env.int("HEALTHCHAT_MENTIONS_MAX", default=50)
 HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", default=65536)
 # Group commit of the common batch of sends on the event loop's own async psycopg connection
 # (no worker-thread hop; messaging/loop_writer.py). Off: every batch takes a worker thread.

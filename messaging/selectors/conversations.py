@@ -51,7 +51,9 @@ def conversation_members(*, conversation_ids: list[int], viewer_id: int) -> dict
     return out
 
 
-def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> dict[str, Any]:
+def conversation_data(
+    membership: Membership, members: list[dict[str, Any]], *, pinned: list[dict[str, Any]]
+) -> dict[str, Any]:
     c = membership.conversation
     unread = getattr(membership, "unread", c.last_seq - membership.read_seq)
     return {
@@ -68,4 +70,5 @@ def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> 
         "delivered_seq": membership.delivered_seq,
         "read_seq": membership.read_seq,
         "members": members,
+        "pinned": pinned,
     }

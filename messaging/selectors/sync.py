@@ -52,7 +52,7 @@ class SyncCursor:
 
 
 def _event_frame(event: Event, encrypted: bool, ciphertexts: dict[int, bytes]) -> dict[str, Any]:
-    if event.kind in v.DATA_EVENT_KINDS:  # receipt, identity.changed, device.added
+    if event.kind in v.DATA_EVENT_KINDS:  # receipt, device events, reactions, pins
         data = {"conversation_id": event.conversation_id, **(event.data or {})}
         return {"type": event.kind, "data": data, "event": event.number}
     assert event.message is not None
@@ -131,7 +131,10 @@ def _visible(event: Event, plan: _SyncPlan) -> bool:
     if event.kind == Event.Kind.RECEIPT:
         return (event.data or {}).get("user_id") not in plan.blocked
     message = event.message
-    return message is None or message.seq > plan.bounds.get(event.conversation_id, 0)
+    if message is None:  # reactions and pins name their message's seq in their data
+        seq = (event.data or {}).get("seq")
+        return seq is None or seq > plan.bounds.get(event.conversation_id, 0)
+    return message.seq > plan.bounds.get(event.conversation_id, 0)
 
 
 def _receipt_senders(events: list[Event], caller_id: int) -> set[int]:

@@ -55,6 +55,8 @@ class WrittenMessage:
     edited_at: None = None
     deleted_at: None = None
     system: None = None
+    mentions: list[dict[str, int]] | None = None
+    reactions: None = None
 
 
 def message_data(
@@ -105,6 +107,8 @@ def message_data(
         deleted=deleted,
         system=message.system,
         ciphertext=(None if deleted or ciphertext is None else b64(ciphertext)) if text_encrypted else False,
+        mentions=[] if deleted else list(message.mentions or ()),
+        reactions=[] if deleted else list(message.reactions or ()),
     )
 
 

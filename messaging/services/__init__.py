@@ -14,6 +14,8 @@ Import the names from here (``from messaging import services``): the package is 
 
 from __future__ import annotations
 
+# Issue 24: reactions, mentions, pins (each its own module; ``annotations``: their removal).
+from .annotations import annotations_delete_for_messages, annotations_erase_user
 from .attachments import (
     TOMBSTONE_NAME,
     TOMBSTONE_SHA256,
@@ -60,7 +62,17 @@ from .events import (
     message_committed,
     message_updated,
 )
+from .mentions import MENTIONS_ARE_MEMBERS, export_user_mentions, validate_mentions
+from .pins import PinChange, export_user_pins, message_pin, message_unpin, pins_max
 from .privacy import erase_user_messages, erase_user_presence, export_user_messages, export_user_uploads
+from .reactions import (
+    REACTION_EMOJI,
+    ReactionChange,
+    export_user_reactions,
+    reaction_add,
+    reaction_remove,
+    readable_message,
+)
 from .receipts import receipt_mark, typing_notify
 from .retention import RetentionCounts, conversation_set_legal_hold, retention_due, retention_purge
 from .send import (
@@ -102,7 +114,9 @@ __all__ = [
     "GENERIC_PLANS_SQL",
     "KINDS_SQL",
     "LOCK_BATCH_SQL",
+    "MENTIONS_ARE_MEMBERS",
     "PRESENCE_REVOKE",
+    "REACTION_EMOJI",
     "SEND_CHECKS",
     "SEND_STATEMENT",
     "TOMBSTONE_NAME",
@@ -112,12 +126,16 @@ __all__ = [
     "Duplicate",
     "DuplicateSend",
     "FanOut",
+    "PinChange",
     "Prepared",
+    "ReactionChange",
     "Refusals",
     "RetentionCounts",
     "SendRequest",
     "SendResult",
     "allocate",
+    "annotations_delete_for_messages",
+    "annotations_erase_user",
     "announce_committed",
     "announce_on_commit",
     "attach_uploads",
@@ -142,7 +160,10 @@ __all__ = [
     "erase_user_messages",
     "erase_user_presence",
     "existing_send",
+    "export_user_mentions",
     "export_user_messages",
+    "export_user_pins",
+    "export_user_reactions",
     "export_user_uploads",
     "fan_out",
     "fan_out_all",
@@ -156,15 +177,21 @@ __all__ = [
     "message_committed",
     "message_delete",
     "message_edit",
+    "message_pin",
     "message_send",
     "message_send_encrypted",
     "message_send_many",
+    "message_unpin",
     "message_updated",
     "original_send",
     "patient_doctor",
+    "pins_max",
     "plain_text",
     "presence_end_lost_contacts",
     "presence_revoke_on_commit",
+    "reaction_add",
+    "reaction_remove",
+    "readable_message",
     "receipt_mark",
     "record_update",
     "record_updates",
@@ -180,6 +207,7 @@ __all__ = [
     "system_message_create",
     "typing_notify",
     "unblock_user",
+    "validate_mentions",
     "verified_doctor",
     "write_message_orm",
     "write_message_sql",

@@ -14,6 +14,7 @@ from messaging import reach, selectors
 from messaging import validators as v
 from messaging.models import Event, Message, MessageCiphertext
 
+from .annotations import annotations_delete_for_messages
 from .attachments import attachments_delete_for_messages
 from .counters import allocate
 from .events import fan_out_on_commit, message_updated
@@ -99,5 +100,7 @@ def message_delete(*, user: User, message_id: int) -> Message:
         if message.conversation.e2ee:
             MessageCiphertext.objects.filter(message=message).delete()
         attachments_delete_for_messages([message.pk])
+        annotations_delete_for_messages([message.pk])
+        message.reactions = message.mentions = None
         record_update(message, number)
     return message

@@ -12,6 +12,7 @@ from accounts.models import User
 from messaging import selectors
 from messaging.models import Attachment, Membership, Message, MessageCiphertext
 
+from .annotations import annotations_delete_for_messages, annotations_erase_user
 from .attachments import attachments_delete_for_messages, storage_delete
 from .contacts import presence_revoke_on_commit
 
@@ -23,7 +24,10 @@ def erase_user_messages(user: User) -> None:
     """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
     MessageCiphertext.objects.filter(message__sender=user).delete()
-    attachments_delete_for_messages(list(Message.objects.filter(sender=user).values_list("pk", flat=True)))
+    sent = list(Message.objects.filter(sender=user).values_list("pk", flat=True))
+    attachments_delete_for_messages(sent)
+    annotations_delete_for_messages(sent)
+    annotations_erase_user(user)
     orphans = list(Attachment.objects.filter(uploader=user, message__isnull=True))
     names = [a.file.name for a in orphans] + [a.thumbnail.name for a in orphans if a.thumbnail]
     Attachment.objects.filter(pk__in=[a.pk for a in orphans]).delete()

@@ -20,6 +20,7 @@ from audit.client import COMMAND, SYSTEM, Client
 from core.errors import NotFound
 from messaging.models import Attachment, Conversation, Message, MessageCiphertext
 
+from .annotations import annotations_delete_for_messages
 from .attachments import attachments_delete_for_messages
 from .edit import record_updates
 
@@ -150,6 +151,7 @@ def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: da
         for message in messages:
             message.body, message.deleted_at = "", now
         MessageCiphertext.objects.filter(message_id__in=ids).delete()
+        annotations_delete_for_messages(ids)
         files = attachments_delete_for_messages(ids, keep_rows=False)
         record_updates(_number_updates(messages))
     return len(messages), files

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from messaging.send_rules import HookFailed, SendContext, first_refusal, registr
 from .attachments import attach_uploads
 from .counters import allocate
 from .events import announce_on_commit, fan_out_encrypted, fan_out_on_commit
+from .mentions import mention_rows_orm, mentions_json, validate_mentions
 from .statements import LOCK_BATCH_SQL, send_statement
 
 logger = logging.getLogger("healthchat.messaging")
@@ -47,6 +49,19 @@ class SendRequest:
     origin_channel: str | None = None
     ciphertexts: dict[str, str] | None = None
     sender_device_id: int | None = None
+    # Mention entities ``[{user_id, offset, length}]`` (``mentions.validate_mentions``: checked
+    # against the body here, so every way in refuses the same bad entities before any write).
+    mentions: Sequence[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mentions is not None:
+            if self.ciphertexts is not None:
+                raise ApplicationError(
+                    "e2ee_mention",
+                    "This conversation is end-to-end encrypted: put mentions inside the ciphertext.",
+                    status=422,
+                )
+            object.__setattr__(self, "mentions", validate_mentions(self.mentions, self.body))
 
 
 class SendResult:
@@ -74,6 +89,7 @@ class SendResult:
                 body=d["body"],
                 reply_to_id=d["reply_to"],
                 created_at=datetime.fromisoformat(d["created_at"]),
+                mentions=d.get("mentions") or None,
             )
         return self._message
 
@@ -99,6 +115,7 @@ def write_message_sql(
     text: str,
     reply_to: int | None,
     encrypted: bool = False,
+    mentions: Sequence[dict[str, int]] | None = None,
 ) -> tuple[Message, int, list[int]]:
     """PostgreSQL: one send through the batch writers' statements (``statements``): the
     conversation's lock, then the send statement (the registered checks, the numbering, the
@@ -118,6 +135,7 @@ def write_message_sql(
                 "body": [text],
                 "reply": [reply_to],
                 "enc": [encrypted],
+                "ment": [mentions_json(mentions)],
                 "now": now,
             },
         )
@@ -140,6 +158,7 @@ def write_message_sql(
         body=text,
         reply_to_id=reply_to,
         created_at=now,
+        mentions=list(mentions) if mentions else None,
     )
     return message, number, list(recipients)
 
@@ -152,6 +171,7 @@ def write_message_orm(
     text: str,
     reply_to: int | None,
     encrypted: bool = False,
+    mentions: Sequence[dict[str, int]] | None = None,
 ) -> tuple[Message, int, list[int]]:
     """Other databases (the embedded SQLite run): the same registered checks, their ORM forms."""
     conversation = Conversation.objects.filter(pk=conversation_id).first()
@@ -165,6 +185,7 @@ def write_message_orm(
         encrypted=encrypted,
         conversation=conversation,
         membership=Membership.objects.filter(conversation_id=conversation_id, user=sender).first(),
+        mentions=mentions,
     )
     checks = registry.checks
     failed, refusal = first_refusal(checks, [check.orm(context) for check in checks], encrypted)
@@ -184,7 +205,9 @@ def write_message_orm(
         client_id=cid,
         body=text,
         reply_to_id=reply_to,
+        mentions=list(mentions) if mentions else None,
     )
+    mention_rows_orm(message)
     Event.objects.create(
         conversation_id=conversation_id, number=number, kind=Event.Kind.MESSAGE_NEW, message=message
     )
@@ -205,6 +228,7 @@ def message_send(
     origin_channel: str | None = None,
     ciphertexts: dict[str, str] | None = None,
     sender_device_id: int | None = None,
+    mentions: Sequence[Any] | None = None,
 ) -> SendResult:
     """``send`` with the request's fields as keyword arguments."""
     return send(
@@ -218,6 +242,7 @@ def message_send(
             origin_channel=origin_channel,
             ciphertexts=ciphertexts,
             sender_device_id=sender_device_id,
+            mentions=mentions,
         )
     )
 
@@ -266,6 +291,7 @@ def _send_and_hooks(
             reply_to=request.reply_to,
             attachment_ids=ids,
             origin_channel=request.origin_channel,
+            mentions=request.mentions,
         )
         registry.run_hooks([(result.message.pk, request.conversation_id, request.sender.pk)], guarded=guarded)
         return result
@@ -292,12 +318,18 @@ def send_in_transaction(
     reply_to: int | None,
     attachment_ids: list[int],
     origin_channel: str | None,
+    mentions: Sequence[dict[str, int]] | None = None,
 ) -> SendResult:
     """The writes of a plaintext send, inside the caller's transaction (the caller runs the
     written hooks); its frame and ``message_committed`` on commit."""
     write = write_message_sql if connection.vendor == "postgresql" else write_message_orm
     message, number, recipients = write(
-        sender=sender, conversation_id=conversation_id, cid=cid, text=text, reply_to=reply_to
+        sender=sender,
+        conversation_id=conversation_id,
+        cid=cid,
+        text=text,
+        reply_to=reply_to,
+        mentions=mentions,
     )
     attachments = (
         attach_uploads(sender=sender, message=message, attachment_ids=attachment_ids)

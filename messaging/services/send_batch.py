@@ -27,6 +27,7 @@ from messaging.reach import Reach
 from messaging.send_rules import HookFailed, Written, first_refusal, registry
 
 from .events import Committed, announce_committed, fan_out
+from .mentions import mentions_json
 from .send import (
     DuplicateSend,
     SendRequest,
@@ -220,6 +221,7 @@ def _write_in_savepoint(
                 reply_to=item.reply_to,
                 attachment_ids=ids,
                 origin_channel=item.origin_channel,
+                mentions=item.mentions,
             )
             written.append((result.message.pk, item.conversation_id, item.sender.pk))
             results[index] = result
@@ -398,6 +400,7 @@ def send_batch_params(plain: list[Prepared], now: datetime) -> dict[str, Any]:
         "body": [e.text for e in plain],
         "reply": [e.request.reply_to for e in plain],
         "enc": [e.request.ciphertexts is not None for e in plain],
+        "ment": [mentions_json(e.request.mentions) for e in plain],
         "now": now,
     }
 
@@ -473,6 +476,7 @@ def batch_outcome(
                 created_at=now,
                 body=text,
                 reply_to_id=item.reply_to,
+                mentions=list(item.mentions) if item.mentions else None,
             )
             data = selectors.message_data(written_message, encrypted=False)
             members = recipients[conversation_id]

@@ -18,14 +18,14 @@ WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 # statement's snapshot sees every send committed before the locks were granted): the registered
 # send checks per send (``registry.checks``: messaging's own, ``send_checks``; each a column of
 # ``checked``); number the accepted ones per conversation in arrival order (gapless); insert
-# messages and events; advance the senders' own cursors; return each send's outcome (its
+# messages (with their mention entities), events and mention rows; advance the senders' own cursors; return each send's outcome (its
 # message, seq, event number, its conversation's members on the first of the conversation's
 # sends, then each check's answer) and each conversation's recipients.
 SEND_STATEMENT = """
 WITH input AS (
     SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
-                         %(body)s::text[], %(reply)s::bigint[], %(enc)s::bool[])
-                  AS t(ord, conv, sender, cid, body, reply, enc)
+                         %(body)s::text[], %(reply)s::bigint[], %(enc)s::bool[], %(ment)s::jsonb[])
+                  AS t(ord, conv, sender, cid, body, reply, enc, ment)
 ), checked AS (
     SELECT i.*, {check_columns}
     FROM input i JOIN messaging_conversation c ON c.id = i.conv
@@ -34,7 +34,7 @@ WITH input AS (
     -- membership when the statistics were stale: work growing with the table, per batch)
     LEFT JOIN messaging_membership m ON m.conversation_id = i.conv AND m.user_id = i.sender
 ), ok AS (
-    SELECT ord, conv, sender, cid, body, reply, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
+    SELECT ord, conv, sender, cid, body, reply, ment, row_number() OVER (PARTITION BY conv ORDER BY ord) AS k
     FROM checked WHERE {all_pass}
 ), counts AS (
     SELECT conv, count(*) AS n FROM ok GROUP BY conv
@@ -47,14 +47,22 @@ WITH input AS (
     SELECT ok.*, b.seq0 + ok.k AS seq, b.event0 + ok.k AS number FROM ok JOIN bumped b ON b.id = ok.conv
 ), msg AS (
     INSERT INTO messaging_message
-        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at)
-    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s FROM numbered
+        (conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at, mentions)
+    SELECT conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s, ment FROM numbered
     ON CONFLICT (sender_id, client_id) DO NOTHING
     RETURNING id, conversation_id, seq
 ), ev AS (
     INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
     SELECT n.conv, n.number, 'message.new', m.id, NULL, %(now)s
     FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
+), mn AS (
+    -- the mentioned members' "mentions of me" rows (messaging.services.mentions), not the sender
+    INSERT INTO messaging_mention (message_id, conversation_id, user_id, created_at)
+    SELECT DISTINCT m.id, n.conv, (e->>'user_id')::bigint, %(now)s
+    FROM msg m JOIN numbered n ON n.conv = m.conversation_id AND n.seq = m.seq
+    CROSS JOIN LATERAL jsonb_array_elements(n.ment) e
+    WHERE n.ment IS NOT NULL AND (e->>'user_id')::bigint <> n.sender
+    ON CONFLICT DO NOTHING
 ), mine AS (
     UPDATE messaging_membership mm
     SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)

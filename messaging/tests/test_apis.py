@@ -105,8 +105,9 @@ def test_conversation_list_unread_counts_without_n_plus_one(api, django_assert_n
         send(doctor, conversation, i + 1)
         conversations.append(conversation)
     client = api(patient)
-    # auth (user lookup) + page + members + the audit entry: constant however many conversations
-    with django_assert_num_queries(4):
+    # auth (user lookup) + page + members + pinned messages + the audit entry: constant however
+    # many conversations
+    with django_assert_num_queries(5):
         response = client.get("/api/v1/conversations")
     assert response.status_code == 200
     unread = {c["id"]: c["unread_count"] for c in response.json()["results"]}

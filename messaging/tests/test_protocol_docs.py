@@ -226,6 +226,10 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "call.update": {"call_id": 9, "sdp": "v=0\r\no=- 1 3 IN IP4 127.0.0.1\r\n"},
     "call.resume": {"call_id": 9},
+    "reaction.add": {"message_id": 1, "emoji": "👍"},
+    "reaction.remove": {"message_id": 1, "emoji": "❤️"},
+    "message.pin": {"message_id": 1},
+    "message.unpin": {"message_id": 1},
 }
 # A wrong-typed value for each field (never one pydantic's lax mode would coerce).
 WRONG_TYPES: list[tuple[str, str, Any]] = [
@@ -238,6 +242,11 @@ WRONG_TYPES: list[tuple[str, str, Any]] = [
     ("message.send", "conversation_id", [42]),
     ("message.send", "conversation_id", 2**63),
     ("message.send", "reply_to", 2**63),
+    ("message.send", "mentions", [{"user_id": 1, "offset": -1, "length": 1}]),
+    ("message.send", "mentions", [{"user_id": 1, "offset": 0}]),
+    ("reaction.add", "emoji", ""),
+    ("reaction.add", "message_id", "one"),
+    ("message.pin", "message_id", 2**63),
     ("message.send", "reply_to", -(2**63) - 1),
     ("message.send", "attachment_ids", [1, 10**30]),
     ("message.send", "client_id", "not-a-uuid"),

@@ -65,11 +65,14 @@ def test_preferences_default_and_update(client_for, settings):
     patient = PatientFactory()
     client = client_for(patient)
     url = "/api/v1/notifications/preferences"
-    assert client.get(url).json() == {"previews": False}
+    assert client.get(url).json() == {"previews": False, "mentions_when_muted": True}
     settings.PUSH_PREVIEWS_DEFAULT = True
-    assert client.get(url).json() == {"previews": True}
+    assert client.get(url).json() == {"previews": True, "mentions_when_muted": True}
     response = client.put(url, {"previews": False}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"previews": False}
-    assert client.get(url).json() == {"previews": False}
+    assert response.json() == {"previews": False, "mentions_when_muted": True}
+    assert client.get(url).json() == {"previews": False, "mentions_when_muted": True}
+    # A mute silences mentions too when asked (issue 24).
+    quiet = client.put(url, {"previews": False, "mentions_when_muted": False}, format="json")
+    assert quiet.json() == {"previews": False, "mentions_when_muted": False}
     assert client.put(url, {}, format="json").status_code == 400

@@ -56,6 +56,15 @@ export type ErrorCode =
   | "auth_unavailable"
   | "server_busy"
   | "internal_error"
+  | "invalid_reaction"
+  | "e2ee_reaction"
+  | "reaction_not_allowed"
+  | "pins_full"
+  | "pin_not_allowed"
+  | "not_group_admin"
+  | "invalid_mentions"
+  | "mention_not_member"
+  | "e2ee_mention"
   | "invalid_media"
   | "invalid_sdp"
   | "sdp_too_large"
@@ -112,6 +121,9 @@ export type Ref9 = string | null;
 export type Type9 = "call.ringing";
 export type Ref10 = string | null;
 export type Type10 = "call.update";
+export type UserId = number;
+export type Offset = number;
+export type Length = number;
 export type MessageId = number;
 export type Ref11 = string | null;
 export type Type11 = "message.delete";
@@ -123,8 +135,11 @@ export type MessageId1 = number;
 export type Body = string;
 export type Ref13 = string | null;
 export type Type13 = "message.edit";
+export type MessageId2 = number;
 export type Ref14 = string | null;
-export type Type14 = "message.read";
+export type Type14 = "message.pin";
+export type Ref15 = string | null;
+export type Type15 = "message.read";
 export type ConversationId2 = number;
 export type ClientId = string;
 export type Body1 = string | null;
@@ -145,27 +160,43 @@ export type ReplyTo = number | null;
 export type Ciphertexts = {
   [k: string]: string | undefined;
 } | null;
-export type Ref15 = string | null;
-export type Type15 = "message.send";
+export type Mentions = ClientMentionData[] | null;
 export type Ref16 = string | null;
-export type Type16 = "ping";
+export type Type16 = "message.send";
+export type Ref17 = string | null;
+export type Type17 = "message.unpin";
+export type Ref18 = string | null;
+export type Type18 = "ping";
 /**
  * @maxItems 500
  */
 export type UserIds = number[];
-export type Ref17 = string | null;
-export type Type17 = "presence.subscribe";
+export type Ref19 = string | null;
+export type Type19 = "presence.subscribe";
+export type Ref20 = string | null;
+export type Type20 = "reaction.add";
+export type MessageId3 = number;
+export type Emoji = string;
+export type Ref21 = string | null;
+export type Type21 = "reaction.remove";
 export type Cursor = string | null;
-export type Ref18 = string | null;
-export type Type18 = "sync";
+export type Ref22 = string | null;
+export type Type22 = "sync";
 export type ConversationId3 = number;
 export type Active = boolean;
-export type Ref19 = string | null;
-export type Type19 = "typing";
-export type Ref20 = string | null;
-export type Type20 = "ack";
+export type Ref23 = string | null;
+export type Type23 = "typing";
+export type Ref24 = string | null;
+export type Type24 = "ack";
 export type Data =
-  ServerMessageAck | ServerReceiptAck | ServerRefreshAck | ServerPresenceAck | ServerCallAck | ServerEmptyAck;
+  | ServerMessageAck
+  | ServerReceiptAck
+  | ServerRefreshAck
+  | ServerPresenceAck
+  | ServerReactionAck
+  | ServerPinAck
+  | ServerCallAck
+  | ServerEmptyAck;
 export type Id = number;
 export type ConversationId4 = number;
 export type Seq1 = number;
@@ -197,16 +228,43 @@ export type System = {
  * end-to-end encrypted conversations' text messages only: this device's copy (base64)
  */
 export type Ciphertext = string | null;
+export type UserId1 = number;
+export type Offset1 = number;
+export type Length1 = number;
+/**
+ * members the sender mentioned (offsets in code points of body)
+ */
+export type Mentions1 = ServerMentionEntity[];
+export type Emoji1 = string;
+export type Count = number;
+export type UserIds1 = number[];
+/**
+ * each emoji on the message, first used first: its count and who
+ */
+export type Reactions = ServerReactionSummary[];
 export type Duplicate = boolean | null;
 export type ConversationId5 = number;
-export type UserId = number;
+export type UserId2 = number;
 export type DeliveredSeq = number | null;
 export type ReadSeq = number | null;
 export type ExpiresAt = number;
 export type Subscribed = number[];
 export type Refused = number[];
-export type Id2 = number;
 export type ConversationId6 = number;
+export type MessageId4 = number;
+export type Seq2 = number;
+export type UserId3 = number;
+export type Emoji2 = string;
+export type Reactions1 = ServerReactionSummary[];
+export type Changed = boolean;
+export type ConversationId7 = number;
+export type MessageId5 = number;
+export type Seq3 = number;
+export type UserId4 = number;
+export type Pinned = boolean;
+export type Changed1 = boolean;
+export type Id2 = number;
+export type ConversationId8 = number;
 export type CallerId = number;
 export type Media1 = "audio" | "video";
 export type State = "ringing" | "accepted" | "ended" | "missed" | "rejected" | "cancelled" | "failed" | "busy";
@@ -216,7 +274,7 @@ export type RingExpiresAt = string;
 export type AnsweredAt = string | null;
 export type EndedAt = string | null;
 export type Duration1 = number;
-export type UserId1 = number;
+export type UserId5 = number;
 export type Role = "caller" | "callee";
 export type State1 = "ringing" | "joined" | "declined" | "missed" | "left";
 export type JoinedAt = string | null;
@@ -229,7 +287,7 @@ export type State2 = "held" | "confirmed" | "released" | "cancelled" | "no_show_
 export type StartsAt = string;
 export type EndsAt = string;
 export type ConsultationId = number | null;
-export type Type21 = "appointment.updated";
+export type Type25 = "appointment.updated";
 export type Id4 = number;
 export type Category1 = string;
 export type ContentType1 = string;
@@ -241,37 +299,37 @@ export type Height1 = number | null;
 export type Duration2 = number | null;
 export type State3 = "processing" | "ready" | "rejected";
 export type Rejection = string | null;
-export type Type22 = "attachment.updated";
-export type Type23 = "call.accept";
+export type Type26 = "attachment.updated";
+export type Type27 = "call.accept";
 export type CallId4 = number;
-export type UserId2 = number;
+export type UserId6 = number;
 export type Sdp2 = string;
-export type Type24 = "call.answered_elsewhere";
+export type Type28 = "call.answered_elsewhere";
 export type CallId5 = number;
 export type CallId6 = number;
 export type Reason1 = "cancelled" | "caller_disconnected" | "glare";
-export type Type25 = "call.cancel";
-export type Type26 = "call.ended";
+export type Type29 = "call.cancel";
+export type Type30 = "call.ended";
 export type CallId7 = number;
-export type UserId3 = number;
+export type UserId7 = number;
 export type Reason2 = "hangup" | "failed";
-export type Type27 = "call.hangup";
+export type Type31 = "call.hangup";
 export type CallId8 = number;
-export type UserId4 = number;
-export type Type28 = "call.ice";
+export type UserId8 = number;
+export type Type32 = "call.ice";
 export type Sdp3 = string;
-export type Type29 = "call.invite";
-export type Type30 = "call.missed";
+export type Type33 = "call.invite";
+export type Type34 = "call.missed";
 export type CallId9 = number;
-export type UserId5 = number;
+export type UserId9 = number;
 export type GraceSeconds = number;
-export type Type31 = "call.peer_disconnected";
-export type Type32 = "call.peer_resumed";
+export type Type35 = "call.peer_disconnected";
+export type Type36 = "call.peer_resumed";
 export type CallId10 = number;
-export type UserId6 = number;
-export type Type33 = "call.reject";
-export type Type34 = "call.ringing";
-export type Type35 = "call.update";
+export type UserId10 = number;
+export type Type37 = "call.reject";
+export type Type38 = "call.ringing";
+export type Type39 = "call.update";
 export type Id5 = number;
 export type PatientId1 = number;
 export type DoctorId1 = number;
@@ -280,17 +338,17 @@ export type State4 =
   "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
 export type Price = number;
 export type Currency = string;
-export type ConversationId7 = number;
-export type Type36 = "consultation.updated";
+export type ConversationId9 = number;
+export type Type40 = "consultation.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event = number;
-export type Type37 = "device.added";
-export type ConversationId8 = number;
-export type UserId7 = number;
+export type Type41 = "device.added";
+export type ConversationId10 = number;
+export type UserId11 = number;
 export type DeviceId1 = number;
-export type UserId8 = number;
+export type UserId12 = number;
 export type DeviceIds = number[];
 export type Message = string;
 export type Field = string;
@@ -320,9 +378,9 @@ export type ExtraDevices = number[] | null;
  * devices_mismatch
  */
 export type Devices = ServerDeviceList[] | null;
-export type Ref21 = string | null;
-export type Type38 = "error";
-export type ConversationId9 = number;
+export type Ref25 = string | null;
+export type Type42 = "error";
+export type ConversationId11 = number;
 export type Event1 = "group.updated";
 export type By = number;
 export type Name2 = string | null;
@@ -332,97 +390,142 @@ export type HistoryVisibleToNewMembers = boolean | null;
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
-export type Type39 = "group.updated";
+export type Type43 = "group.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event3 = number;
-export type Type40 = "identity.changed";
+export type Type44 = "identity.changed";
 export type DeviceId2 = number;
 export type OneTimePrekeys = number;
 export type KyberPrekeys = number;
 export type Threshold = number;
-export type Type41 = "keys.low";
-export type ConversationId10 = number;
+export type Type45 = "keys.low";
+export type ConversationId12 = number;
 export type Event4 = "member.added";
-export type UserId9 = number;
+export type UserId13 = number;
 export type By1 = number;
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event5 = number;
-export type Type42 = "member.added";
-export type ConversationId11 = number;
+export type Type46 = "member.added";
+export type ConversationId13 = number;
 export type Event6 = "member.left";
-export type UserId10 = number;
+export type UserId14 = number;
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event7 = number;
-export type Type43 = "member.left";
-export type ConversationId12 = number;
+export type Type47 = "member.left";
+export type ConversationId14 = number;
 export type Event8 = "member.removed";
-export type UserId11 = number;
+export type UserId15 = number;
 export type By2 = number;
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event9 = number;
-export type Type44 = "member.removed";
-export type ConversationId13 = number;
+export type Type48 = "member.removed";
+export type ConversationId15 = number;
 export type Event10 = "member.role_changed";
-export type UserId12 = number;
+export type UserId16 = number;
 export type Role1 = "owner" | "admin" | "member";
 export type By3 = number;
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event11 = number;
-export type Type45 = "member.role_changed";
+export type Type49 = "member.role_changed";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event12 = number;
-export type Type46 = "message.new";
+export type Type50 = "message.new";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event13 = number;
-export type Type47 = "message.updated";
-export type Ref22 = string | null;
-export type Type48 = "pong";
-export type UserId13 = number;
+export type Type51 = "message.pinned";
+export type ConversationId16 = number;
+export type MessageId6 = number;
+/**
+ * the message's seq
+ */
+export type Seq4 = number;
+/**
+ * who pinned or unpinned it
+ */
+export type UserId17 = number;
+/**
+ * the conversation's event-log number (see sync)
+ */
+export type Event14 = number;
+export type Type52 = "message.unpinned";
+/**
+ * the conversation's event-log number (see sync)
+ */
+export type Event15 = number;
+export type Type53 = "message.updated";
+export type Ref26 = string | null;
+export type Type54 = "pong";
+export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type49 = "presence";
-export type UserId14 = number;
+export type Type55 = "presence";
+/**
+ * the conversation's event-log number (see sync)
+ */
+export type Event16 = number;
+export type Type56 = "reaction.added";
+export type ConversationId17 = number;
+export type MessageId7 = number;
+/**
+ * the message's seq
+ */
+export type Seq5 = number;
+/**
+ * who reacted (or took the reaction back)
+ */
+export type UserId19 = number;
+export type Emoji3 = string;
+/**
+ * the message's reactions after the change
+ */
+export type Reactions2 = ServerReactionSummary[];
+/**
+ * the conversation's event-log number (see sync)
+ */
+export type Event17 = number;
+export type Type57 = "reaction.removed";
+export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
-export type Ref23 = string | null;
-export type Type50 = "ready";
-export type ConversationId14 = number;
-export type UserId15 = number;
+export type Ref27 = string | null;
+export type Type58 = "ready";
+export type ConversationId18 = number;
+export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
 export type ReadSeq1 = number | null;
 /**
  * the conversation's event-log number (see sync)
  */
-export type Event14 = number;
-export type Type51 = "receipt";
+export type Event18 = number;
+export type Type59 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
-export type Ref24 = string | null;
-export type Type52 = "sync.done";
+export type Ref28 = string | null;
+export type Type60 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type53 = "sync.required";
-export type ConversationId15 = number;
-export type UserId16 = number;
+export type Type61 = "sync.required";
+export type ConversationId19 = number;
+export type UserId22 = number;
 export type Active1 = boolean;
-export type Type54 = "typing";
+export type Type62 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -455,9 +558,13 @@ export type ServerFrame =
   | ServerMemberRemovedFrame
   | ServerMemberRoleChangedFrame
   | ServerMessageNewFrame
+  | ServerMessagePinnedFrame
+  | ServerMessageUnpinnedFrame
   | ServerMessageUpdatedFrame
   | ServerPongFrame
   | ServerPresenceFrame
+  | ServerReactionAddedFrame
+  | ServerReactionRemovedFrame
   | ServerReadyFrame
   | ServerReceiptFrame
   | ServerSyncDoneFrame
@@ -482,10 +589,14 @@ export type ClientFrame =
   | ClientMessageDeleteFrame
   | ClientMessageDeliveredFrame
   | ClientMessageEditFrame
+  | ClientMessagePinFrame
   | ClientMessageReadFrame
   | ClientMessageSendFrame
+  | ClientMessageUnpinFrame
   | ClientPingFrame
   | ClientPresenceSubscribeFrame
+  | ClientReactionAddFrame
+  | ClientReactionRemoveFrame
   | ClientSyncFrame
   | ClientTypingFrame;
 
@@ -511,17 +622,24 @@ export interface AsyncApiSchemas {
   ClientCallSdpData?: ClientCallSdpData;
   ClientCallUpdateFrame?: ClientCallUpdateFrame;
   ClientEmpty?: ClientEmpty;
+  ClientMentionData?: ClientMentionData;
   ClientMessageDeleteData?: ClientMessageDeleteData;
   ClientMessageDeleteFrame?: ClientMessageDeleteFrame;
   ClientMessageDeliveredFrame?: ClientMessageDeliveredFrame;
   ClientMessageEditData?: ClientMessageEditData;
   ClientMessageEditFrame?: ClientMessageEditFrame;
+  ClientMessageIdData?: ClientMessageIdData;
+  ClientMessagePinFrame?: ClientMessagePinFrame;
   ClientMessageReadFrame?: ClientMessageReadFrame;
   ClientMessageSendData?: ClientMessageSendData;
   ClientMessageSendFrame?: ClientMessageSendFrame;
+  ClientMessageUnpinFrame?: ClientMessageUnpinFrame;
   ClientPingFrame?: ClientPingFrame;
   ClientPresenceSubscribeData?: ClientPresenceSubscribeData;
   ClientPresenceSubscribeFrame?: ClientPresenceSubscribeFrame;
+  ClientReactionAddFrame?: ClientReactionAddFrame;
+  ClientReactionData?: ClientReactionData;
+  ClientReactionRemoveFrame?: ClientReactionRemoveFrame;
   ClientReceiptData?: ClientReceiptData;
   ClientSyncData?: ClientSyncData;
   ClientSyncFrame?: ClientSyncFrame;
@@ -584,16 +702,26 @@ export interface AsyncApiSchemas {
   ServerMemberRemovedFrame?: ServerMemberRemovedFrame;
   ServerMemberRoleChangedData?: ServerMemberRoleChangedData;
   ServerMemberRoleChangedFrame?: ServerMemberRoleChangedFrame;
+  ServerMentionEntity?: ServerMentionEntity;
   ServerMessage?: ServerMessage;
   ServerMessageAck?: ServerMessageAck;
   ServerMessageData?: ServerMessageData;
   ServerMessageNewFrame?: ServerMessageNewFrame;
+  ServerMessagePinnedFrame?: ServerMessagePinnedFrame;
+  ServerMessageUnpinnedFrame?: ServerMessageUnpinnedFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerPinAck?: ServerPinAck;
+  ServerPinEventData?: ServerPinEventData;
   ServerPongFrame?: ServerPongFrame;
   ServerPresenceAck?: ServerPresenceAck;
   ServerPresenceData?: ServerPresenceData;
   ServerPresenceFrame?: ServerPresenceFrame;
   ServerProblem?: ServerProblem;
+  ServerReactionAck?: ServerReactionAck;
+  ServerReactionAddedFrame?: ServerReactionAddedFrame;
+  ServerReactionEventData?: ServerReactionEventData;
+  ServerReactionRemovedFrame?: ServerReactionRemovedFrame;
+  ServerReactionSummary?: ServerReactionSummary;
   ServerReadyData?: ServerReadyData;
   ServerReadyFrame?: ServerReadyFrame;
   ServerReceiptAck?: ServerReceiptAck;
@@ -773,6 +901,17 @@ export interface ClientCallUpdateFrame {
  */
 export interface ClientEmpty {}
 /**
+ * A member mentioned in the body: ``body[offset:offset + length]`` (Unicode code points).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientMentionData".
+ */
+export interface ClientMentionData {
+  user_id: UserId;
+  offset: Offset;
+  length: Length;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientMessageDeleteData".
  */
@@ -824,11 +963,27 @@ export interface ClientMessageEditFrame {
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientMessageIdData".
+ */
+export interface ClientMessageIdData {
+  message_id: MessageId2;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientMessagePinFrame".
+ */
+export interface ClientMessagePinFrame {
+  ref?: Ref14;
+  type: Type14;
+  data: ClientMessageIdData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientMessageReadFrame".
  */
 export interface ClientMessageReadFrame {
-  ref?: Ref14;
-  type: Type14;
+  ref?: Ref15;
+  type: Type15;
   data: ClientReceiptData;
 }
 /**
@@ -842,23 +997,33 @@ export interface ClientMessageSendData {
   attachment_ids?: AttachmentIds;
   reply_to?: ReplyTo;
   ciphertexts?: Ciphertexts;
+  mentions?: Mentions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientMessageSendFrame".
  */
 export interface ClientMessageSendFrame {
-  ref?: Ref15;
-  type: Type15;
+  ref?: Ref16;
+  type: Type16;
   data: ClientMessageSendData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientMessageUnpinFrame".
+ */
+export interface ClientMessageUnpinFrame {
+  ref?: Ref17;
+  type: Type17;
+  data: ClientMessageIdData;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientPingFrame".
  */
 export interface ClientPingFrame {
-  ref?: Ref16;
-  type: Type16;
+  ref?: Ref18;
+  type: Type18;
   data?: ClientEmpty1;
 }
 export interface ClientEmpty1 {}
@@ -874,9 +1039,35 @@ export interface ClientPresenceSubscribeData {
  * via the `definition` "ClientPresenceSubscribeFrame".
  */
 export interface ClientPresenceSubscribeFrame {
-  ref?: Ref17;
-  type: Type17;
+  ref?: Ref19;
+  type: Type19;
   data: ClientPresenceSubscribeData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientReactionAddFrame".
+ */
+export interface ClientReactionAddFrame {
+  ref?: Ref20;
+  type: Type20;
+  data: ClientReactionData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientReactionData".
+ */
+export interface ClientReactionData {
+  message_id: MessageId3;
+  emoji: Emoji;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientReactionRemoveFrame".
+ */
+export interface ClientReactionRemoveFrame {
+  ref?: Ref21;
+  type: Type21;
+  data: ClientReactionData;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -890,8 +1081,8 @@ export interface ClientSyncData {
  * via the `definition` "ClientSyncFrame".
  */
 export interface ClientSyncFrame {
-  ref?: Ref18;
-  type: Type18;
+  ref?: Ref22;
+  type: Type22;
   data?: ClientSyncData1;
 }
 export interface ClientSyncData1 {
@@ -910,8 +1101,8 @@ export interface ClientTypingData {
  * via the `definition` "ClientTypingFrame".
  */
 export interface ClientTypingFrame {
-  ref?: Ref19;
-  type: Type19;
+  ref?: Ref23;
+  type: Type23;
   data: ClientTypingData;
 }
 /**
@@ -921,8 +1112,8 @@ export interface ClientTypingFrame {
  * via the `definition` "ServerAckFrame".
  */
 export interface ServerAckFrame {
-  ref?: Ref20;
-  type: Type20;
+  ref?: Ref24;
+  type: Type24;
   data: Data;
 }
 /**
@@ -956,6 +1147,8 @@ export interface ServerMessage {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * A file sent with a message (download: ``GET /api/v1/attachments/{id}``).
@@ -975,6 +1168,28 @@ export interface ServerAttachment {
   duration: Duration;
 }
 /**
+ * A member mentioned in a message's body: ``body[offset:offset + length]`` (code points).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerMentionEntity".
+ */
+export interface ServerMentionEntity {
+  user_id: UserId1;
+  offset: Offset1;
+  length: Length1;
+}
+/**
+ * One emoji on a message: how many members reacted with it, and who (first first).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReactionSummary".
+ */
+export interface ServerReactionSummary {
+  emoji: Emoji1;
+  count: Count;
+  user_ids: UserIds1;
+}
+/**
  * ``message.delivered`` / ``message.read``: the cursor(s) now.
  *
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -982,7 +1197,7 @@ export interface ServerAttachment {
  */
 export interface ServerReceiptAck {
   conversation_id: ConversationId5;
-  user_id: UserId;
+  user_id: UserId2;
   delivered_seq?: DeliveredSeq;
   read_seq?: ReadSeq;
 }
@@ -1006,6 +1221,36 @@ export interface ServerPresenceAck {
   refused: Refused;
 }
 /**
+ * ``reaction.add`` / ``reaction.remove``: the message's reactions now (``changed``: false
+ * when it was already so).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReactionAck".
+ */
+export interface ServerReactionAck {
+  conversation_id: ConversationId6;
+  message_id: MessageId4;
+  seq: Seq2;
+  user_id: UserId3;
+  emoji: Emoji2;
+  reactions: Reactions1;
+  changed: Changed;
+}
+/**
+ * ``message.pin`` / ``message.unpin`` (``changed``: false when it was already so).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPinAck".
+ */
+export interface ServerPinAck {
+  conversation_id: ConversationId7;
+  message_id: MessageId5;
+  seq: Seq3;
+  user_id: UserId4;
+  pinned: Pinned;
+  changed: Changed1;
+}
+/**
  * ``call.invite``, ``call.accept``, ``call.reject``, ``call.cancel``, ``call.hangup``,
  * ``call.resume``.
  *
@@ -1023,7 +1268,7 @@ export interface ServerCallAck {
  */
 export interface ServerCall {
   id: Id2;
-  conversation_id: ConversationId6;
+  conversation_id: ConversationId8;
   caller_id: CallerId;
   media: Media1;
   state: State;
@@ -1040,7 +1285,7 @@ export interface ServerCall {
  * via the `definition` "ServerCallParticipant".
  */
 export interface ServerCallParticipant {
-  user_id: UserId1;
+  user_id: UserId5;
   role: Role;
   state: State1;
   joined_at: JoinedAt;
@@ -1082,7 +1327,7 @@ export interface ServerAppointmentUpdatedData {
  * via the `definition` "ServerAppointmentUpdatedFrame".
  */
 export interface ServerAppointmentUpdatedFrame {
-  type: Type21;
+  type: Type25;
   data: ServerAppointmentUpdatedData;
 }
 /**
@@ -1116,7 +1361,7 @@ export interface ServerAttachmentUpdatedData {
  * via the `definition` "ServerAttachmentUpdatedFrame".
  */
 export interface ServerAttachmentUpdatedFrame {
-  type: Type22;
+  type: Type26;
   data: ServerAttachmentUpdatedData;
 }
 /**
@@ -1124,7 +1369,7 @@ export interface ServerAttachmentUpdatedFrame {
  * via the `definition` "ServerCallAcceptFrame".
  */
 export interface ServerCallAcceptFrame {
-  type: Type23;
+  type: Type27;
   data: ServerCallSdpData;
 }
 /**
@@ -1133,7 +1378,7 @@ export interface ServerCallAcceptFrame {
  */
 export interface ServerCallSdpData {
   call_id: CallId4;
-  user_id: UserId2;
+  user_id: UserId6;
   sdp: Sdp2;
 }
 /**
@@ -1141,7 +1386,7 @@ export interface ServerCallSdpData {
  * via the `definition` "ServerCallAnsweredElsewhereFrame".
  */
 export interface ServerCallAnsweredElsewhereFrame {
-  type: Type24;
+  type: Type28;
   data: ServerCallIdData;
 }
 /**
@@ -1164,7 +1409,7 @@ export interface ServerCallCancelData {
  * via the `definition` "ServerCallCancelFrame".
  */
 export interface ServerCallCancelFrame {
-  type: Type25;
+  type: Type29;
   data: ServerCallCancelData;
 }
 /**
@@ -1179,7 +1424,7 @@ export interface ServerCallData {
  * via the `definition` "ServerCallEndedFrame".
  */
 export interface ServerCallEndedFrame {
-  type: Type26;
+  type: Type30;
   data: ServerCallData;
 }
 /**
@@ -1188,7 +1433,7 @@ export interface ServerCallEndedFrame {
  */
 export interface ServerCallHangupData {
   call_id: CallId7;
-  user_id: UserId3;
+  user_id: UserId7;
   reason: Reason2;
 }
 /**
@@ -1196,7 +1441,7 @@ export interface ServerCallHangupData {
  * via the `definition` "ServerCallHangupFrame".
  */
 export interface ServerCallHangupFrame {
-  type: Type27;
+  type: Type31;
   data: ServerCallHangupData;
 }
 /**
@@ -1205,7 +1450,7 @@ export interface ServerCallHangupFrame {
  */
 export interface ServerCallIceData {
   call_id: CallId8;
-  user_id: UserId4;
+  user_id: UserId8;
   candidate: Candidate1;
 }
 export interface Candidate1 {
@@ -1216,7 +1461,7 @@ export interface Candidate1 {
  * via the `definition` "ServerCallIceFrame".
  */
 export interface ServerCallIceFrame {
-  type: Type28;
+  type: Type32;
   data: ServerCallIceData;
 }
 /**
@@ -1232,7 +1477,7 @@ export interface ServerCallInviteData {
  * via the `definition` "ServerCallInviteFrame".
  */
 export interface ServerCallInviteFrame {
-  type: Type29;
+  type: Type33;
   data: ServerCallInviteData;
 }
 /**
@@ -1240,7 +1485,7 @@ export interface ServerCallInviteFrame {
  * via the `definition` "ServerCallMissedFrame".
  */
 export interface ServerCallMissedFrame {
-  type: Type30;
+  type: Type34;
   data: ServerCallData;
 }
 /**
@@ -1249,7 +1494,7 @@ export interface ServerCallMissedFrame {
  */
 export interface ServerCallPeerDisconnectedData {
   call_id: CallId9;
-  user_id: UserId5;
+  user_id: UserId9;
   grace_seconds: GraceSeconds;
 }
 /**
@@ -1257,7 +1502,7 @@ export interface ServerCallPeerDisconnectedData {
  * via the `definition` "ServerCallPeerDisconnectedFrame".
  */
 export interface ServerCallPeerDisconnectedFrame {
-  type: Type31;
+  type: Type35;
   data: ServerCallPeerDisconnectedData;
 }
 /**
@@ -1265,7 +1510,7 @@ export interface ServerCallPeerDisconnectedFrame {
  * via the `definition` "ServerCallPeerResumedFrame".
  */
 export interface ServerCallPeerResumedFrame {
-  type: Type32;
+  type: Type36;
   data: ServerCallUserData;
 }
 /**
@@ -1274,14 +1519,14 @@ export interface ServerCallPeerResumedFrame {
  */
 export interface ServerCallUserData {
   call_id: CallId10;
-  user_id: UserId6;
+  user_id: UserId10;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerCallRejectFrame".
  */
 export interface ServerCallRejectFrame {
-  type: Type33;
+  type: Type37;
   data: ServerCallUserData;
 }
 /**
@@ -1289,7 +1534,7 @@ export interface ServerCallRejectFrame {
  * via the `definition` "ServerCallRingingFrame".
  */
 export interface ServerCallRingingFrame {
-  type: Type34;
+  type: Type38;
   data: ServerCallUserData;
 }
 /**
@@ -1297,7 +1542,7 @@ export interface ServerCallRingingFrame {
  * via the `definition` "ServerCallUpdateFrame".
  */
 export interface ServerCallUpdateFrame {
-  type: Type35;
+  type: Type39;
   data: ServerCallSdpData;
 }
 /**
@@ -1314,7 +1559,7 @@ export interface ServerConsultationSummary {
   state: State4;
   price: Price;
   currency: Currency;
-  conversation_id: ConversationId7;
+  conversation_id: ConversationId9;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1330,7 +1575,7 @@ export interface ServerConsultationUpdatedData {
  * via the `definition` "ServerConsultationUpdatedFrame".
  */
 export interface ServerConsultationUpdatedFrame {
-  type: Type36;
+  type: Type40;
   data: ServerConsultationUpdatedData;
 }
 /**
@@ -1339,7 +1584,7 @@ export interface ServerConsultationUpdatedFrame {
  */
 export interface ServerDeviceAddedFrame {
   event: Event;
-  type: Type37;
+  type: Type41;
   data: ServerDeviceEventData;
 }
 /**
@@ -1347,8 +1592,8 @@ export interface ServerDeviceAddedFrame {
  * via the `definition` "ServerDeviceEventData".
  */
 export interface ServerDeviceEventData {
-  conversation_id: ConversationId8;
-  user_id: UserId7;
+  conversation_id: ConversationId10;
+  user_id: UserId11;
   device_id: DeviceId1;
 }
 /**
@@ -1356,7 +1601,7 @@ export interface ServerDeviceEventData {
  * via the `definition` "ServerDeviceList".
  */
 export interface ServerDeviceList {
-  user_id: UserId8;
+  user_id: UserId12;
   device_ids: DeviceIds;
 }
 /**
@@ -1403,8 +1648,8 @@ export interface ServerProblem {
  * via the `definition` "ServerErrorFrame".
  */
 export interface ServerErrorFrame {
-  ref?: Ref21;
-  type: Type38;
+  ref?: Ref25;
+  type: Type42;
   error: ServerError;
 }
 /**
@@ -1412,7 +1657,7 @@ export interface ServerErrorFrame {
  * via the `definition` "ServerGroupUpdatedData".
  */
 export interface ServerGroupUpdatedData {
-  conversation_id: ConversationId9;
+  conversation_id: ConversationId11;
   message: ServerMessage1;
   event: Event1;
   by: By;
@@ -1438,6 +1683,8 @@ export interface ServerMessage1 {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1445,7 +1692,7 @@ export interface ServerMessage1 {
  */
 export interface ServerGroupUpdatedFrame {
   event: Event2;
-  type: Type39;
+  type: Type43;
   data: ServerGroupUpdatedData;
 }
 /**
@@ -1454,7 +1701,7 @@ export interface ServerGroupUpdatedFrame {
  */
 export interface ServerIdentityChangedFrame {
   event: Event3;
-  type: Type40;
+  type: Type44;
   data: ServerDeviceEventData;
 }
 /**
@@ -1472,7 +1719,7 @@ export interface ServerKeysLowData {
  * via the `definition` "ServerKeysLowFrame".
  */
 export interface ServerKeysLowFrame {
-  type: Type41;
+  type: Type45;
   data: ServerKeysLowData;
 }
 /**
@@ -1480,10 +1727,10 @@ export interface ServerKeysLowFrame {
  * via the `definition` "ServerMemberAddedData".
  */
 export interface ServerMemberAddedData {
-  conversation_id: ConversationId10;
+  conversation_id: ConversationId12;
   message: ServerMessage2;
   event: Event4;
-  user_id: UserId9;
+  user_id: UserId13;
   by: By1;
 }
 /**
@@ -1504,6 +1751,8 @@ export interface ServerMessage2 {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1511,7 +1760,7 @@ export interface ServerMessage2 {
  */
 export interface ServerMemberAddedFrame {
   event: Event5;
-  type: Type42;
+  type: Type46;
   data: ServerMemberAddedData;
 }
 /**
@@ -1519,10 +1768,10 @@ export interface ServerMemberAddedFrame {
  * via the `definition` "ServerMemberLeftData".
  */
 export interface ServerMemberLeftData {
-  conversation_id: ConversationId11;
+  conversation_id: ConversationId13;
   message: ServerMessage3;
   event: Event6;
-  user_id: UserId10;
+  user_id: UserId14;
 }
 /**
  * A message as clients see it (``message_wire``); also REST history's item.
@@ -1542,6 +1791,8 @@ export interface ServerMessage3 {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1549,7 +1800,7 @@ export interface ServerMessage3 {
  */
 export interface ServerMemberLeftFrame {
   event: Event7;
-  type: Type43;
+  type: Type47;
   data: ServerMemberLeftData;
 }
 /**
@@ -1557,10 +1808,10 @@ export interface ServerMemberLeftFrame {
  * via the `definition` "ServerMemberRemovedData".
  */
 export interface ServerMemberRemovedData {
-  conversation_id: ConversationId12;
+  conversation_id: ConversationId14;
   message: ServerMessage4;
   event: Event8;
-  user_id: UserId11;
+  user_id: UserId15;
   by: By2;
 }
 /**
@@ -1581,6 +1832,8 @@ export interface ServerMessage4 {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1588,7 +1841,7 @@ export interface ServerMessage4 {
  */
 export interface ServerMemberRemovedFrame {
   event: Event9;
-  type: Type44;
+  type: Type48;
   data: ServerMemberRemovedData;
 }
 /**
@@ -1596,10 +1849,10 @@ export interface ServerMemberRemovedFrame {
  * via the `definition` "ServerMemberRoleChangedData".
  */
 export interface ServerMemberRoleChangedData {
-  conversation_id: ConversationId13;
+  conversation_id: ConversationId15;
   message: ServerMessage5;
   event: Event10;
-  user_id: UserId12;
+  user_id: UserId16;
   role: Role1;
   by: By3;
 }
@@ -1621,6 +1874,8 @@ export interface ServerMessage5 {
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
+  mentions?: Mentions1;
+  reactions?: Reactions;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1628,7 +1883,7 @@ export interface ServerMessage5 {
  */
 export interface ServerMemberRoleChangedFrame {
   event: Event11;
-  type: Type45;
+  type: Type49;
   data: ServerMemberRoleChangedData;
 }
 /**
@@ -1644,16 +1899,44 @@ export interface ServerMessageData {
  */
 export interface ServerMessageNewFrame {
   event: Event12;
-  type: Type46;
+  type: Type50;
   data: ServerMessageData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerMessagePinnedFrame".
+ */
+export interface ServerMessagePinnedFrame {
+  event: Event13;
+  type: Type51;
+  data: ServerPinEventData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPinEventData".
+ */
+export interface ServerPinEventData {
+  conversation_id: ConversationId16;
+  message_id: MessageId6;
+  seq: Seq4;
+  user_id: UserId17;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerMessageUnpinnedFrame".
+ */
+export interface ServerMessageUnpinnedFrame {
+  event: Event14;
+  type: Type52;
+  data: ServerPinEventData;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerMessageUpdatedFrame".
  */
 export interface ServerMessageUpdatedFrame {
-  event: Event13;
-  type: Type47;
+  event: Event15;
+  type: Type53;
   data: ServerMessageData;
 }
 /**
@@ -1661,8 +1944,8 @@ export interface ServerMessageUpdatedFrame {
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
-  ref?: Ref22;
-  type: Type48;
+  ref?: Ref26;
+  type: Type54;
   data: ServerEmptyData;
 }
 /**
@@ -1670,7 +1953,7 @@ export interface ServerPongFrame {
  * via the `definition` "ServerPresenceData".
  */
 export interface ServerPresenceData {
-  user_id: UserId13;
+  user_id: UserId18;
   online: Online;
   last_seen: LastSeen;
 }
@@ -1679,15 +1962,45 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type49;
+  type: Type55;
   data: ServerPresenceData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReactionAddedFrame".
+ */
+export interface ServerReactionAddedFrame {
+  event: Event16;
+  type: Type56;
+  data: ServerReactionEventData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReactionEventData".
+ */
+export interface ServerReactionEventData {
+  conversation_id: ConversationId17;
+  message_id: MessageId7;
+  seq: Seq5;
+  user_id: UserId19;
+  emoji: Emoji3;
+  reactions: Reactions2;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReactionRemovedFrame".
+ */
+export interface ServerReactionRemovedFrame {
+  event: Event17;
+  type: Type57;
+  data: ServerReactionEventData;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerReadyData".
  */
 export interface ServerReadyData {
-  user_id: UserId14;
+  user_id: UserId20;
   device_id: DeviceId3;
   reconnect: ServerReconnect;
 }
@@ -1706,8 +2019,8 @@ export interface ServerReconnect {
  * via the `definition` "ServerReadyFrame".
  */
 export interface ServerReadyFrame {
-  ref?: Ref23;
-  type: Type50;
+  ref?: Ref27;
+  type: Type58;
   data: ServerReadyData;
 }
 /**
@@ -1715,8 +2028,8 @@ export interface ServerReadyFrame {
  * via the `definition` "ServerReceiptData".
  */
 export interface ServerReceiptData {
-  conversation_id: ConversationId14;
-  user_id: UserId15;
+  conversation_id: ConversationId18;
+  user_id: UserId21;
   delivered_seq?: DeliveredSeq1;
   read_seq?: ReadSeq1;
 }
@@ -1725,8 +2038,8 @@ export interface ServerReceiptData {
  * via the `definition` "ServerReceiptFrame".
  */
 export interface ServerReceiptFrame {
-  event: Event14;
-  type: Type51;
+  event: Event18;
+  type: Type59;
   data: ServerReceiptData;
 }
 /**
@@ -1744,8 +2057,8 @@ export interface ServerSyncDoneData {
  * via the `definition` "ServerSyncDoneFrame".
  */
 export interface ServerSyncDoneFrame {
-  ref?: Ref24;
-  type: Type52;
+  ref?: Ref28;
+  type: Type60;
   data: ServerSyncDoneData;
 }
 /**
@@ -1762,7 +2075,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type53;
+  type: Type61;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1770,8 +2083,8 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId15;
-  user_id: UserId16;
+  conversation_id: ConversationId19;
+  user_id: UserId22;
   active: Active1;
 }
 /**
@@ -1779,6 +2092,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type54;
+  type: Type62;
   data: ServerTypingData;
 }

@@ -848,6 +848,78 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/mentions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the messages that mention me
+         * @description Messages that mention the caller, newest first (cursor pagination).
+         */
+        get: operations["mentions_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages/{message_id}/pin": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Pin a message (idempotent) */
+        put: operations["messages_pin_update"];
+        post?: never;
+        /** Unpin a message (idempotent) */
+        delete: operations["messages_pin_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages/{message_id}/reactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** React to a message (idempotent) */
+        post: operations["messages_reactions_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/messages/{message_id}/reactions/{emoji}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Take back a reaction (idempotent) */
+        delete: operations["messages_reactions_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notifications/preferences": {
         parameters: {
             query?: never;
@@ -1312,6 +1384,8 @@ export interface components {
             delivered_seq: number;
             read_seq: number;
             members: components["schemas"]["MemberOut"][];
+            /** @description pinned messages the caller may read, pinned first first */
+            pinned: components["schemas"]["PinnedOut"][];
         };
         DeviceBundleOut: {
             device_id: number;
@@ -1453,6 +1527,20 @@ export interface components {
          * @enum {string}
          */
         MemberRoleInputRoleEnum: "owner" | "admin" | "member";
+        MentionEntity: {
+            user_id: number;
+            offset: number;
+            length: number;
+        };
+        /** @description An item of "mentions of me" (``GET /api/v1/mentions``). */
+        MentionOut: {
+            /** @description the mention's id (the list's order: newest first) */
+            id: number;
+            conversation_id: number;
+            /** Format: date-time */
+            created_at: string;
+            message: components["schemas"]["MessageOut"];
+        };
         MessageOut: {
             id: number;
             conversation_id: number;
@@ -1474,6 +1562,8 @@ export interface components {
             system?: {
                 [key: string]: unknown;
             };
+            mentions: components["schemas"]["MentionEntity"][];
+            reactions: components["schemas"]["ReactionSummary"][];
             /** @description end-to-end encrypted conversations only: this device's ciphertext (base64) */
             ciphertext?: string | null;
         };
@@ -1586,6 +1676,19 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["DoctorPublic"][];
         };
+        PaginatedMentionOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["MentionOut"][];
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -1629,12 +1732,34 @@ export interface components {
          * @enum {string}
          */
         PayoutStatusEnum: "not_due" | "pending" | "transferred" | "none";
+        PinChangeOut: {
+            conversation_id: number;
+            message_id: number;
+            seq: number;
+            user_id: number;
+            pinned: boolean;
+            /** @description false: it was already so (idempotent) */
+            changed: boolean;
+        };
+        PinnedOut: {
+            message_id: number;
+            seq: number;
+            /** @description null once the pinner's account is erased */
+            pinned_by: number | null;
+            /** Format: date-time */
+            pinned_at: string;
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
          */
         Preference: {
             previews: boolean;
+            /**
+             * @description a mention of me pushes even in a conversation I muted (default true)
+             * @default true
+             */
+            mentions_when_muted: boolean;
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -1642,6 +1767,34 @@ export interface components {
          */
         PreferenceRequest: {
             previews: boolean;
+            /**
+             * @description a mention of me pushes even in a conversation I muted (default true)
+             * @default true
+             */
+            mentions_when_muted: boolean;
+        };
+        ReactionChangeOut: {
+            conversation_id: number;
+            message_id: number;
+            seq: number;
+            user_id: number;
+            emoji: string;
+            reactions: components["schemas"]["ReactionSummary"][];
+            /** @description false: it was already so (idempotent) */
+            changed: boolean;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        ReactionInputRequest: {
+            /** @description one of the supported reactions (docs/protocol.md) */
+            emoji: string;
+        };
+        ReactionSummary: {
+            emoji: string;
+            count: number;
+            user_ids: number[];
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -5173,6 +5326,14 @@ export interface operations {
                      *               "delivered_seq": 1,
                      *               "read_seq": 1
                      *             }
+                     *           ],
+                     *           "pinned": [
+                     *             {
+                     *               "message_id": 1,
+                     *               "seq": 1,
+                     *               "pinned_by": 1,
+                     *               "pinned_at": "2026-01-05T09:30:00Z"
+                     *             }
                      *           ]
                      *         }
                      *       ]
@@ -5243,6 +5404,14 @@ export interface operations {
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
                      *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
+                     *         }
                      *       ]
                      *     }
                      */
@@ -5275,6 +5444,14 @@ export interface operations {
                      *           "role": "string",
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
+                     *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -5444,6 +5621,14 @@ export interface operations {
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
                      *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
+                     *         }
                      *       ]
                      *     }
                      */
@@ -5529,6 +5714,22 @@ export interface operations {
                      *           "edited_at": "2026-01-05T09:30:00Z",
                      *           "deleted": true,
                      *           "system": {},
+                     *           "mentions": [
+                     *             {
+                     *               "user_id": 1,
+                     *               "offset": 1,
+                     *               "length": 1
+                     *             }
+                     *           ],
+                     *           "reactions": [
+                     *             {
+                     *               "emoji": "string",
+                     *               "count": 1,
+                     *               "user_ids": [
+                     *                 1
+                     *               ]
+                     *             }
+                     *           ],
                      *           "ciphertext": "string"
                      *         }
                      *       ],
@@ -6317,6 +6518,14 @@ export interface operations {
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
                      *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
+                     *         }
                      *       ]
                      *     }
                      */
@@ -6485,6 +6694,14 @@ export interface operations {
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
                      *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
+                     *         }
                      *       ]
                      *     }
                      */
@@ -6576,6 +6793,14 @@ export interface operations {
                      *           "role": "string",
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
+                     *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -6764,6 +6989,14 @@ export interface operations {
                      *           "role": "string",
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
+                     *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -7019,6 +7252,14 @@ export interface operations {
                      *           "role": "string",
                      *           "delivered_seq": 1,
                      *           "read_seq": 1
+                     *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -7700,6 +7941,545 @@ export interface operations {
             };
         };
     };
+    mentions_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description 1..200, default 50 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "conversation_id": 1,
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "message": {
+                     *             "id": 1,
+                     *             "conversation_id": 1,
+                     *             "seq": 1,
+                     *             "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *             "sender_id": 1,
+                     *             "kind": "string",
+                     *             "created_at": "2026-01-05T09:30:00Z",
+                     *             "body": "string",
+                     *             "attachments": [
+                     *               {}
+                     *             ],
+                     *             "reply_to": 1,
+                     *             "edited_at": "2026-01-05T09:30:00Z",
+                     *             "deleted": true,
+                     *             "system": {},
+                     *             "mentions": [
+                     *               {
+                     *                 "user_id": 1,
+                     *                 "offset": 1,
+                     *                 "length": 1
+                     *               }
+                     *             ],
+                     *             "reactions": [
+                     *               {
+                     *                 "emoji": "string",
+                     *                 "count": 1,
+                     *                 "user_ids": []
+                     *               }
+                     *             ],
+                     *             "ciphertext": "string"
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedMentionOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    messages_pin_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                message_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "conversation_id": 1,
+                     *       "message_id": 1,
+                     *       "seq": 1,
+                     *       "user_id": 1,
+                     *       "pinned": true,
+                     *       "changed": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PinChangeOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_group_admin`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_group_admin",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_group_admin" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `message_deleted`, `pins_full` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "message_deleted",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "message_deleted" | "pins_full";
+                        };
+                    };
+                };
+            };
+            /** @description Unprocessable Entity: `pin_not_allowed` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "pin_not_allowed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "pin_not_allowed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    messages_pin_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                message_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_group_admin`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_group_admin",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_group_admin" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    messages_reactions_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                message_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "emoji": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ReactionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "conversation_id": 1,
+                     *       "message_id": 1,
+                     *       "seq": 1,
+                     *       "user_id": 1,
+                     *       "emoji": "string",
+                     *       "reactions": [
+                     *         {
+                     *           "emoji": "string",
+                     *           "count": 1,
+                     *           "user_ids": [
+                     *             1
+                     *           ]
+                     *         }
+                     *       ],
+                     *       "changed": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReactionChangeOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `invalid_reaction`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "invalid_reaction" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `blocked`, `consultation_closed`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "blocked",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "blocked" | "consultation_closed" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `message_deleted` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "message_deleted",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "message_deleted";
+                        };
+                    };
+                };
+            };
+            /** @description Unprocessable Entity: `e2ee_reaction`, `reaction_not_allowed` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "e2ee_reaction",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "e2ee_reaction" | "reaction_not_allowed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    messages_reactions_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                emoji: string;
+                message_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request: `invalid_reaction` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_reaction",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid_reaction";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `conversation_not_found`, `message_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "message_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     notifications_preferences_retrieve: {
         parameters: {
             query?: never;
@@ -7716,7 +8496,8 @@ export interface operations {
                 content: {
                     /**
                      * @example {
-                     *       "previews": true
+                     *       "previews": true,
+                     *       "mentions_when_muted": true
                      *     }
                      */
                     "application/json": components["schemas"]["Preference"];
@@ -7748,7 +8529,8 @@ export interface operations {
             content: {
                 /**
                  * @example {
-                 *       "previews": true
+                 *       "previews": true,
+                 *       "mentions_when_muted": true
                  *     }
                  */
                 "application/json": components["schemas"]["PreferenceRequest"];
@@ -7762,7 +8544,8 @@ export interface operations {
                 content: {
                     /**
                      * @example {
-                     *       "previews": true
+                     *       "previews": true,
+                     *       "mentions_when_muted": true
                      *     }
                      */
                     "application/json": components["schemas"]["Preference"];
