@@ -17,11 +17,12 @@ address comes from the sentinels and the URL gives only the database number and 
 (``redis://:password@mymaster/0``; the host part is not used). ``REDIS_SENTINEL_PASSWORD``: the
 sentinels' own password, if they have one.
 
-Every client made for a Sentinel role has no retries inside a command
-(``Retry(NoBackoff(), 0)``): redis-py's retry reconnects to the address the connection had, the
-old master, for the whole backoff (redis/redis-py#3874); the callers' own retries (the channel
-layer's resubscription loop, the next heartbeat, the next request) each start with a fresh
-connection, which asks Sentinel for the master again.
+Every client made for a Sentinel role retries a command once, at once (``Retry(NoBackoff(), 1)``):
+that absorbs the one error of a pooled connection to a master that is gone (the retry reconnects,
+asking Sentinel for the master again). redis-py's default backoff would keep retrying, nested in
+its connect retries, the old master for as long as Sentinel still names it (14 s seen;
+redis/redis-py#3874); the callers' own retries (the channel layer's resubscription loop, the
+next heartbeat, the next request or task) each start on a fresh connection instead.
 
 This module is imported by the settings: nothing here may read Django's settings at import time.
 """
@@ -83,15 +84,16 @@ class RedisTarget:
             options["password"] = self.sentinel_password
         return options
 
-    def master_kwargs(self) -> dict[str, Any]:
-        """Connection options for the master behind Sentinel (database, credentials, no retry
-        inside a command)."""
+    def master_kwargs(self, *, asyncio: bool) -> dict[str, Any]:
+        """Connection options for the master behind Sentinel (database, credentials, one
+        immediate retry; redis-py's asyncio clients need its asyncio ``Retry``)."""
+        from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         options: dict[str, Any] = {
             "db": self.db,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": AsyncRetry(NoBackoff(), 1) if asyncio else Retry(NoBackoff(), 1),
             "socket_connect_timeout": CONNECT_TIMEOUT,
         }
         if self.password:
@@ -117,7 +119,7 @@ class RedisTarget:
             "sentinels": [list(s) for s in self.sentinels],
             "master_name": self.master_name,
             "sentinel_kwargs": self.sentinel_kwargs(),
-            **self.master_kwargs(),
+            **self.master_kwargs(asyncio=True),
         }
 
     def cache_options(self) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class RedisTarget:
             "sentinels": list(self.sentinels),
             "master_name": self.master_name,
             "sentinel_kwargs": self.sentinel_kwargs(),
-            **{k: v for k, v in self.master_kwargs().items() if k != "db"},
+            **{k: v for k, v in self.master_kwargs(asyncio=False).items() if k != "db"},
         }
 
     def kombu_url(self) -> str:
@@ -243,7 +245,7 @@ def async_client(role: str, *, max_connections: int, timeout: float, socket_time
         max_connections=max_connections,
         timeout=timeout,
         socket_timeout=socket_timeout,
-        **target.master_kwargs(),
+        **target.master_kwargs(asyncio=True),
     )
     return aioredis.Redis(connection_pool=sentinel_pool)
 
@@ -257,7 +259,11 @@ def sync_client(role: str, *, timeout: float) -> Any:
     if not target.uses_sentinel:
         return redis.Redis.from_url(target.url, socket_connect_timeout=timeout, socket_timeout=timeout)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=target.sentinel_kwargs())
-    options = {**target.master_kwargs(), "socket_connect_timeout": timeout, "socket_timeout": timeout}
+    options = {
+        **target.master_kwargs(asyncio=False),
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+    }
     return sentinel.master_for(target.master_name, **options)
 
 
