@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -77,7 +78,7 @@ class SentinelSet:
             if replica.get("master_link_status") != "up":
                 return False
             for port in self.sentinel_ports:
-                state = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
+                state: Any = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
                 # every sentinel sees the replica and the two other sentinels
                 if (
                     int(state["num-slaves"]) < 1
@@ -112,9 +113,10 @@ class SentinelSet:
     def master_address(self) -> tuple[str, int]:
         for port in self.sentinel_ports:
             try:
-                host, master_port = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(
+                answer: Any = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(
                     MASTER_NAME
                 )
+                host, master_port = answer
                 return host.decode() if isinstance(host, bytes) else str(host), int(master_port)
             except redis.RedisError:
                 continue
