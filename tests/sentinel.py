@@ -136,12 +136,11 @@ class SentinelSet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                ports = {
-                    int(
-                        redis.Redis(port=p, socket_timeout=1).sentinel_get_master_addr_by_name(MASTER_NAME)[1]
-                    )
+                answers: list[Any] = [
+                    redis.Redis(port=p, socket_timeout=1).sentinel_get_master_addr_by_name(MASTER_NAME)
                     for p in self.sentinel_ports
-                }
+                ]
+                ports = {int(answer[1]) for answer in answers}
                 if len(ports) == 1 and old_port not in ports:
                     new = redis.Redis(port=ports.pop(), socket_timeout=1)
                     if new.info("replication")["role"] == "master":
