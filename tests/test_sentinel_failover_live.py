@@ -169,7 +169,11 @@ def test_master_killed_mid_exchange_sentinel_promotes_and_nothing_is_lost(
             await patient_peer.deliver([last], deadline=loop.time() + 20)
             assert last.ack is not None
             shown = (doctor_peer.user_id, last.ack["id"])
-            if await ledger.until(lambda shown=shown: shown in ledger.first_shown, 10):
+
+            def arrived(shown: tuple[int, int] = shown) -> bool:
+                return shown in ledger.first_shown
+
+            if await ledger.until(arrived, 10):
                 live_again = ledger.first_shown[shown] == "live"
             if live_again:
                 break
@@ -189,7 +193,7 @@ def test_master_killed_mid_exchange_sentinel_promotes_and_nothing_is_lost(
             for peer in peers:
                 if not peer.connected:
                     continue
-                entries = client.zrange(store._key(peer.user_id), 0, -1, withscores=True)
+                entries: Any = client.zrange(store._key(peer.user_id), 0, -1, withscores=True)
                 if not entries or max(score for _, score in entries) <= killed_wall + TTL:
                     return False
             return True
