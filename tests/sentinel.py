@@ -74,11 +74,15 @@ class SentinelSet:
 
     def _ready(self) -> bool:
         try:
-            replica = redis.Redis(port=self.replica_port, socket_timeout=1).info("replication")
+            replica = redis.Redis(host="127.0.0.1", port=self.replica_port, socket_timeout=1).info(
+                "replication"
+            )
             if replica.get("master_link_status") != "up":
                 return False
             for port in self.sentinel_ports:
-                state: Any = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
+                state: Any = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).sentinel_master(
+                    MASTER_NAME
+                )
                 # every sentinel sees the replica and the two other sentinels
                 if (
                     int(state["num-slaves"]) < 1
@@ -113,9 +117,9 @@ class SentinelSet:
     def master_address(self) -> tuple[str, int]:
         for port in self.sentinel_ports:
             try:
-                answer: Any = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(
-                    MASTER_NAME
-                )
+                answer: Any = redis.Redis(
+                    host="127.0.0.1", port=port, socket_timeout=1
+                ).sentinel_get_master_addr_by_name(MASTER_NAME)
                 host, master_port = answer
                 return host.decode() if isinstance(host, bytes) else str(host), int(master_port)
             except redis.RedisError:
@@ -137,12 +141,14 @@ class SentinelSet:
         while time.monotonic() < deadline:
             try:
                 answers: list[Any] = [
-                    redis.Redis(port=p, socket_timeout=1).sentinel_get_master_addr_by_name(MASTER_NAME)
+                    redis.Redis(host="127.0.0.1", port=p, socket_timeout=1).sentinel_get_master_addr_by_name(
+                        MASTER_NAME
+                    )
                     for p in self.sentinel_ports
                 ]
                 ports = {int(answer[1]) for answer in answers}
                 if len(ports) == 1 and old_port not in ports:
-                    new = redis.Redis(port=ports.pop(), socket_timeout=1)
+                    new = redis.Redis(host="127.0.0.1", port=ports.pop(), socket_timeout=1)
                     if new.info("replication")["role"] == "master":
                         return time.monotonic()
             except (redis.RedisError, TypeError):
