@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools vendor-console worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel vendor-console worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,14 @@ ops-tools:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; } || \
 		{ echo "promtool/docker-compose are missing: install them (apt-get install prometheus docker-compose) for the deployment file checks"; exit 1; }
 
+## Redis Sentinel (Debian package redis-sentinel; redis-server for the master and replica): the
+## failover tests (core/tests/test_redis_roles.py, tests/test_sentinel_failover_live.py) and
+## bench/failover.py start a master, a replica and three sentinels on free loopback ports.
+redis-sentinel:
+	@{ command -v redis-sentinel || test -x /usr/bin/redis-sentinel; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; } || \
+		{ echo "redis-sentinel is missing: install it (apt-get install redis-sentinel) for the Redis failover tests"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
@@ -87,7 +95,7 @@ contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
-test: install-dev coturn chromium pg-server media-tools ops-tools
+test: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -105,7 +113,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn chromium pg-server media-tools ops-tools
+pytest: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

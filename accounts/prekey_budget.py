@@ -46,9 +46,10 @@ _memory: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
 
 
 def _keys(requester_id: int, target_id: int) -> list[str]:
+    """Both counters carry the target's hash tag: one slot, so Redis Cluster runs the script."""
     return [
-        cache.make_key(f"{KEY_PREFIX}:pair:{requester_id}:{target_id}"),
-        cache.make_key(f"{KEY_PREFIX}:target:{target_id}"),
+        cache.make_key(f"{KEY_PREFIX}:pair:{requester_id}:{{t{target_id}}}"),
+        cache.make_key(f"{KEY_PREFIX}:target:{{t{target_id}}}"),
     ]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -59,10 +60,11 @@ def presence_refreshed(target: Target, user_ids: list[int], after: float, ttl: f
     import redis
 
     client = redis.Redis.from_url(target.redis_url)
+    slots = max(1, int(os.environ.get("HEALTHCHAT_PRESENCE_KEY_SLOTS", "1")))  # messaging.presence
     try:
         pipe = client.pipeline(transaction=False)
         for uid in user_ids:
-            pipe.zrange(f"{target.prefix}:presence:{uid}", 0, -1, withscores=True)
+            pipe.zrange(f"{target.prefix}:presence:{{u{uid % slots}}}:{uid}", 0, -1, withscores=True)
         registered = refreshed = 0
         for entries in pipe.execute():
             for _member, score in entries:

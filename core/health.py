@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
+
+from core import redis_roles
 
 CHECK_TIMEOUT = 1.0
 
@@ -25,23 +26,27 @@ def _check_database() -> str:
 
 
 def _check_redis() -> str:
-    if not settings.REDIS_URL:
-        return "embedded"
-    client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
-    return "ok"
+    """Every Redis in use (one per role at most; behind Sentinel: the master it names now)."""
+    checked: set[redis_roles.RedisTarget] = set()
+    for role in ("channel_layer", "presence", "cache"):
+        target = settings.REDIS_TARGETS.get(role)
+        if target is None or target in checked:
+            continue
+        checked.add(target)
+        client = redis_roles.sync_client(role, timeout=CHECK_TIMEOUT)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    return "ok" if checked else "embedded"
 
 
 def _check_broker() -> str:
     url = settings.CELERY_BROKER_URL
     if settings.CELERY_TASK_ALWAYS_EAGER or url.startswith("memory://"):
         return "embedded"
-    with Connection(url, connect_timeout=CHECK_TIMEOUT, transport_options={"max_retries": 0}) as conn:
+    options = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, "max_retries": 0}
+    with Connection(url, connect_timeout=CHECK_TIMEOUT, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=1)
     return "ok"
 

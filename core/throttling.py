@@ -6,14 +6,16 @@ past the limit. Here, with the Redis cache, one Lua script per request trims a s
 (a sorted set of request times), counts it and records the request, or answers how long until
 the oldest request leaves the window. The counters live in Redis under the cache's key prefix,
 so they survive server restarts. Without Redis (the embedded local-memory cache) DRF's own
-counting is used.
+counting is used. While Redis cannot be reached, requests pass uncounted (fail open).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import redis
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
@@ -35,6 +37,8 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
+
+logger = logging.getLogger("healthchat.throttling")
 
 _script: Any = None
 
@@ -91,7 +95,14 @@ class RedisRateMixin(throttling.SimpleRateThrottle):
         assert self.num_requests is not None
         now_ms = int(self.timer() * 1000)
         args = [now_ms, self.duration * 1000, self.num_requests, uuid.uuid4().hex]
-        wait_ms = int(_sliding_window(client)(keys=[full_key], args=args, client=client))
+        try:
+            wait_ms = int(_sliding_window(client)(keys=[full_key], args=args, client=client))
+        except redis.RedisError:
+            # Redis unreachable (restarting, or a Sentinel failover without a master for ~2 s):
+            # the request is let through uncounted rather than answered 500, as the socket's
+            # send limit does.
+            logger.warning("rate limit %s unavailable: request allowed uncounted", self.scope, exc_info=True)
+            return True
         if wait_ms == 0:
             return True
         self._wait = wait_ms / 1000

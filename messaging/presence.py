@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from core import batcher, metrics
+from core import batcher, metrics, redis_roles
 from core.realtime import presence_group
 
 logger = logging.getLogger("healthchat.presence")
@@ -35,7 +35,7 @@ HEARTBEAT_CHUNK = 100
 
 # KEYS: each connection's user key; ARGV: expiry score, key lifetime (s), then the connection
 # ids in KEYS' order. One command per chunk: redis-py packs and parses one command, not two per
-# connection. (The keys of a chunk are any users': on Redis Cluster they would need one slot.)
+# connection. The keys of one call share a hash slot (``slot_tag``): Redis Cluster runs it.
 _HEARTBEAT_SCRIPT = """
 local expiry, keep = ARGV[1], ARGV[2]
 for i, key in ipairs(KEYS) do
@@ -44,6 +44,46 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+# KEYS: each connection's user key; ARGV: now, expiry score, key lifetime (s), then the
+# connection ids in KEYS' order. Each user's check-and-add is atomic (the script is); a user
+# twice in one call comes online once. Returns 1 per connection whose user just came online.
+_CONNECT_SCRIPT = """
+local now, expiry, keep = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  out[i] = redis.call('ZCARD', key) == 0 and 1 or 0
+  redis.call('ZADD', key, expiry, ARGV[i + 3])
+  redis.call('EXPIRE', key, keep)
+end
+return out
+"""
+# KEYS[1]: the user's key; ARGV: now, the connection id. Returns the live connections left.
+_DISCONNECT_SCRIPT = """
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+def key_slots() -> int:
+    """How many hash slots the presence and send-limit keys are spread over
+    (``HEALTHCHAT_PRESENCE_KEY_SLOTS``): every multi-key call stays within one of them."""
+    return max(1, int(settings.HEALTHCHAT_PRESENCE_KEY_SLOTS))
+
+
+def slot_tag(user_id: int) -> str:
+    """The hash tag of ``user_id``'s presence and send-limit keys: Redis (Cluster) hashes only
+    what is between the braces, so the keys of users with the same tag share a slot."""
+    return f"{{u{user_id % key_slots()}}}"
+
+
+def by_slot(entries: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """``(user_id, ...)`` entries grouped by hash tag, in their order within each group."""
+    groups: dict[str, list[tuple[int, Any]]] = {}
+    for entry in entries:
+        groups.setdefault(slot_tag(entry[0]), []).append(entry)
+    return list(groups.values())
 
 
 def ttl() -> float:
@@ -64,30 +104,39 @@ class PresenceStore(Protocol):
 
 
 class RedisPresence:
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+    def __init__(self, prefix: str, role: str = "presence") -> None:
+        self.role = role
         self.prefix = prefix
         self._clients: dict[int, aioredis.Redis] = {}
-        self._heartbeat_scripts: dict[int, Any] = {}
+        self._scripts: dict[tuple[int, str], Any] = {}
 
     def _client(self) -> aioredis.Redis:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
             # A blocking pool: a burst (a reconnect storm) waits for a connection instead of
-            # failing once redis-py's default cap is reached.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=200, timeout=5, socket_connect_timeout=2, socket_timeout=5
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            # failing once redis-py's default cap is reached. Behind Sentinel each new
+            # connection asks for the master (after a failover: the promoted replica).
+            client = redis_roles.async_client(self.role, max_connections=200, timeout=5, socket_timeout=5)
             self._clients[loop_id] = client
         return client
 
     def _key(self, user_id: int) -> str:
-        return f"{self.prefix}:presence:{user_id}"
+        return f"{self.prefix}:presence:{slot_tag(user_id)}:{user_id}"
 
     def _seen(self, user_id: int) -> str:
+        # Not tagged: written with no other key in one call, and kept across versions (it has
+        # no expiry; renaming it would forget every offline user's last seen time).
         return f"{self.prefix}:lastseen:{user_id}"
+
+    def _script(self, source: str) -> Any:
+        """``source`` registered on this loop's client (run by its SHA, loaded once)."""
+        client = self._client()
+        key = (id(client), source)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = client.register_script(source)
+        return script
 
     async def connect(self, user_id: int, conn_id: str) -> bool:
         """Register a connection; True when the user just came online. Connections registering
@@ -95,51 +144,60 @@ class RedisPresence:
         return await batcher.loop_batcher(self.connect_many).submit((user_id, conn_id))
 
     async def connect_many(self, entries: list[tuple[int, str]]) -> list[bool]:
-        """Register every ``(user_id, conn_id)`` in one MULTI/EXEC (each user's check-and-add
-        stays atomic; a user twice in the batch comes online once); each: came online?"""
+        """Register every ``(user_id, conn_id)``: one script call per hash slot, pipelined in one
+        round trip (each user's check-and-add stays atomic; a user twice in the batch comes
+        online once); each: came online?"""
         now = time.time()
-        pipe = self._client().pipeline()
-        for user_id, conn_id in entries:
-            key = self._key(user_id)
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zcard(key)
-            pipe.zadd(key, {conn_id: now + ttl()})
-            pipe.expire(key, int(ttl()) + 5)
-        results = await pipe.execute()
-        return [int(results[4 * i + 1]) == 0 for i in range(len(entries))]
+        groups = by_slot([(uid, (position, conn)) for position, (uid, conn) in enumerate(entries)])
+        # EVAL (Redis caches the compiled script by its hash): a pipelined EVALSHA would cost
+        # redis-py a SCRIPT EXISTS round trip first.
+        pipe = self._client().pipeline(transaction=False)
+        for group in groups:
+            keys = [self._key(uid) for uid, _ in group]
+            pipe.eval(
+                _CONNECT_SCRIPT,
+                len(keys),
+                *keys,
+                now,
+                now + ttl(),
+                int(ttl()) + 5,
+                *(conn for _, (_, conn) in group),
+            )
+        replies = await pipe.execute()
+        out = [False] * len(entries)
+        for group, reply in zip(groups, replies, strict=True):
+            for (_, (position, _)), online in zip(group, reply, strict=True):
+                out[position] = bool(int(online))
+        return out
 
     async def heartbeat(self, user_id: int, conn_id: str) -> None:
         await self.heartbeat_many([(user_id, conn_id)])
 
     async def heartbeat_many(self, entries: list[tuple[int, str]]) -> None:
         """Push the expiry of every ``(user_id, conn_id)`` forward: one script call per
-        ``HEARTBEAT_CHUNK`` connections, one after the other."""
-        client = self._client()
-        script = self._heartbeat_scripts.get(id(client))
-        if script is None:
-            script = self._heartbeat_scripts[id(client)] = client.register_script(_HEARTBEAT_SCRIPT)
-        for start in range(0, len(entries), HEARTBEAT_CHUNK):
-            chunk = entries[start : start + HEARTBEAT_CHUNK]
-            expiry, keep = time.time() + ttl(), int(ttl()) + 5
-            await script(
-                keys=[self._key(user_id) for user_id, _ in chunk],
-                args=[expiry, keep, *(conn_id for _, conn_id in chunk)],
-            )
+        ``HEARTBEAT_CHUNK`` connections of one hash slot, one after the other."""
+        script = self._script(_HEARTBEAT_SCRIPT)
+        for group in by_slot(entries):
+            for start in range(0, len(group), HEARTBEAT_CHUNK):
+                chunk = group[start : start + HEARTBEAT_CHUNK]
+                expiry, keep = time.time() + ttl(), int(ttl()) + 5
+                await script(
+                    keys=[self._key(user_id) for user_id, _ in chunk],
+                    args=[expiry, keep, *(conn_id for _, conn_id in chunk)],
+                )
 
     async def disconnect(self, user_id: int, conn_id: str) -> bool:
         """Remove a connection; True when the user has no live connection left."""
         now = time.time()
-        pipe = self._client().pipeline()
-        pipe.zrem(self._key(user_id), conn_id)
-        pipe.zremrangebyscore(self._key(user_id), "-inf", now)
-        pipe.zcard(self._key(user_id))
+        pipe = self._client().pipeline(transaction=False)
+        pipe.eval(_DISCONNECT_SCRIPT, 1, self._key(user_id), now, conn_id)
         pipe.set(self._seen(user_id), str(now))
-        _, _, remaining, _ = await pipe.execute()
+        remaining, _ = await pipe.execute()
         return int(remaining) == 0
 
     async def status(self, user_ids: list[int]) -> dict[int, tuple[bool, float | None]]:
         now = time.time()
-        pipe = self._client().pipeline()
+        pipe = self._client().pipeline(transaction=False)  # single-key reads: any slots
         for uid in user_ids:
             pipe.zcount(self._key(uid), now, "+inf")
             pipe.get(self._seen(uid))
@@ -193,10 +251,9 @@ _store: Any = None
 def store() -> PresenceStore:
     global _store
     if _store is None:
-        if settings.REDIS_URL:
+        if settings.REDIS_TARGETS.get("presence") is not None:
             _store = RedisPresence(
-                settings.REDIS_URL,
-                settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "healthchat"),
+                settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "healthchat")
             )
         else:
             _store = MemoryPresence()

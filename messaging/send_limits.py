@@ -25,18 +25,23 @@ logger = logging.getLogger("healthchat.ws")
 WINDOW_SECONDS = 60
 _memory: dict[tuple[int, int], int] = {}
 _scripts: dict[int, Any] = {}
-# One command per batch: ARGV = key prefix, window, ttl, then (user id, sends) pairs; returns
-# each user's total in the window after counting this batch.
+# One command per hash slot of the batch's users: KEYS = each user's counter of the window,
+# ARGV = ttl, then each user's sends in KEYS' order; returns each user's total in the window after
+# counting this batch. The keys of one call share a slot (``presence.slot_tag``): Redis Cluster
+# runs it.
 _COUNT_SCRIPT = """
 local out = {}
-for i = 4, #ARGV, 2 do
-    local key = ARGV[1] .. ARGV[i] .. ':' .. ARGV[2]
+for i, key in ipairs(KEYS) do
     local total = redis.call('INCRBY', key, ARGV[i + 1])
-    if total == tonumber(ARGV[i + 1]) then redis.call('EXPIRE', key, ARGV[3]) end
-    out[#out + 1] = total
+    if total == tonumber(ARGV[i + 1]) then redis.call('EXPIRE', key, ARGV[1]) end
+    out[i] = total
 end
 return out
 """
+
+
+def _key(prefix: str, user_id: int, window: int) -> str:
+    return f"{prefix}:sendlimit:{presence.slot_tag(user_id)}:{user_id}:{window}"
 
 
 def limit() -> int:
@@ -70,14 +75,15 @@ async def refusals(sender_ids: list[int]) -> dict[int, ApplicationError]:
             script = _scripts.get(id(client))
             if script is None:
                 script = _scripts[id(client)] = client.register_script(_COUNT_SCRIPT)
-            args: list[int | str] = [f"{store.prefix}:sendlimit:", window, 2 * WINDOW_SECONDS]
-            for user_id, count in per_user.items():
-                args += [user_id, count]
-            replies = await script(args=args)
+            for group in presence.by_slot(list(per_user.items())):
+                keys = [_key(store.prefix, user_id, window) for user_id, _ in group]
+                replies = await script(keys=keys, args=[2 * WINDOW_SECONDS, *(n for _, n in group)])
+                totals.update(
+                    (user_id, int(total)) for (user_id, _), total in zip(group, replies, strict=True)
+                )
         except Exception:  # fail open: the limit never stops messaging
             logger.warning("send limit unavailable", exc_info=True)
             return {}
-        totals = {user_id: int(replies[i]) for i, user_id in enumerate(per_user)}
     else:
         for stale in [k for k in _memory if k[1] < window]:
             del _memory[stale]

@@ -98,3 +98,19 @@ def test_without_redis_drf_counting_still_limits(client_for, one_per_minute):
     response = client.get("/api/v1/me/export")
     assert_error(response, 429, "rate_limited")
     assert 1 <= int(response["Retry-After"]) <= 60
+
+
+def test_while_redis_is_unreachable_requests_pass_uncounted_not_500(client_for, one_per_minute, settings):
+    """A Redis restart or a Sentinel failover (no master for ~2 s): the limit fails open."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    dead_cache = {
+        "default": {**settings.CACHES["default"], "LOCATION": dead, "OPTIONS": {"socket_connect_timeout": 1}}
+    }
+    client = client_for(PatientFactory())
+    with override_settings(CACHES=dead_cache):
+        for _ in range(2):  # over the 1/minute limit: nothing is counted
+            assert client.get("/api/v1/me/export").status_code == 200

@@ -5,6 +5,8 @@ import socket
 import pytest
 from django.test import Client
 
+from core.redis_roles import RedisTarget
+
 
 def closed_port() -> int:
     with socket.socket() as s:
@@ -28,7 +30,7 @@ def test_healthz_ok_against_real_services(settings):
 @pytest.mark.django_db
 def test_healthz_503_when_redis_is_down(settings):
     dead = f"redis://127.0.0.1:{closed_port()}/0"
-    settings.REDIS_URL = dead
+    settings.REDIS_TARGETS = {**settings.REDIS_TARGETS, "cache": RedisTarget(url=dead)}
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.CELERY_BROKER_URL = dead
     response = Client().get("/healthz")
@@ -43,7 +45,7 @@ def test_healthz_503_when_redis_is_down(settings):
 @pytest.mark.django_db
 def test_readyz_is_healthz_and_livez_checks_nothing(settings):
     dead = f"redis://127.0.0.1:{closed_port()}/0"
-    settings.REDIS_URL = dead
+    settings.REDIS_TARGETS = {**settings.REDIS_TARGETS, "cache": RedisTarget(url=dead)}
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.CELERY_BROKER_URL = dead
     ready = Client().get("/readyz")

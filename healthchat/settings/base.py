@@ -7,6 +7,7 @@ layer, Celery tasks run eagerly, files on local disk, push written to the log.
 
 from __future__ import annotations
 
+import os
 import warnings
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from core.log_context import logging_config
+from core.redis_roles import RedisTarget, targets_from_env
 
 django_stubs_ext.monkeypatch()
 
@@ -155,10 +157,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# --- Redis: channel layer, Celery broker, cache ------------------------------------------
+# --- Redis: channel layer, presence, cache, Celery broker ----------------------------------
+# One Redis (REDIS_URL) by default; a Redis per role and Redis Sentinel are optional
+# (core/redis_roles.py, docs/redis.md).
 REDIS_URL: str | None = env.str("REDIS_URL", default=None) or None
+REDIS_TARGETS: dict[str, RedisTarget | None] = targets_from_env(os.environ)
+# Redis is in use (REDIS_URL, or only Sentinel): the embedded in-memory defaults are off.
+REDIS_ENABLED: bool = bool(REDIS_URL or REDIS_TARGETS["channel_layer"])
 
-if REDIS_URL:
+_layer_target = REDIS_TARGETS["channel_layer"]
+_cache_target = REDIS_TARGETS["cache"]
+if _layer_target is not None:
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
             # channels-redis' pub/sub layer (one PUBLISH per event instead of ~15 commands of
@@ -166,25 +175,36 @@ if REDIS_URL:
             # replays) with local delivery and pipelined publishing (core/channel_layer.py).
             "BACKEND": "core.channel_layer.LocalFirstChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [_layer_target.channels_host()],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="healthchat"),
             },
         }
     }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if _cache_target is not None:
     CACHES: dict[str, Any] = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": _cache_target.url,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="healthchat"),
+            "OPTIONS": _cache_target.cache_options(),
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+_broker_target = REDIS_TARGETS["broker"]
+CELERY_BROKER_URL: str = (
+    _broker_target.kombu_url()
+    if _broker_target is not None
+    else env.str("CELERY_BROKER_URL", default="") or "memory://"
+)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
+    _broker_target.kombu_transport_options() if _broker_target is not None else {}
+)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_ENABLED)
 CELERY_RESULT_BACKEND: str | None = None
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -438,6 +458,9 @@ HEALTHCHAT_WS_IDLE_TIMEOUT: float = env.float("HEALTHCHAT_WS_IDLE_TIMEOUT", defa
 # Presence: a connection without a heartbeat for this long counts as gone (crashed process).
 HEALTHCHAT_PRESENCE_TTL: float = env.float("HEALTHCHAT_PRESENCE_TTL", default=75.0)
 HEALTHCHAT_PRESENCE_HEARTBEAT: float = env.float("HEALTHCHAT_PRESENCE_HEARTBEAT", default=25.0)
+# Hash slots the presence and send-limit keys are spread over (Redis Cluster: each multi-key call
+# stays in one; 1 = every such key on one slot, the fewest round trips). docs/redis.md.
+HEALTHCHAT_PRESENCE_KEY_SLOTS: int = env.int("HEALTHCHAT_PRESENCE_KEY_SLOTS", default=1)
 # The garbage collector's thresholds in server processes (core/gc_tuning.py); empty keeps
 # Python's defaults (700,10,10).
 HEALTHCHAT_GC_THRESHOLD: str = env.str("HEALTHCHAT_GC_THRESHOLD", default="50000,20,100")

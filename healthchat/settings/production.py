@@ -18,8 +18,8 @@ def _refusals() -> list[str]:
         problems.append("DATABASE_URL is not set (postgres://user:password@host:5432/name)")
     elif database_url.startswith("sqlite"):
         problems.append("DATABASE_URL points at SQLite; production needs PostgreSQL")
-    if not os.environ.get("REDIS_URL"):
-        problems.append("REDIS_URL is not set (redis://host:6379/0)")
+    if not (os.environ.get("REDIS_URL") or os.environ.get("REDIS_SENTINELS")):
+        problems.append("REDIS_URL is not set (redis://host:6379/0; or REDIS_SENTINELS with Sentinel)")
     if env.bool("DEBUG", default=False):
         problems.append("DEBUG is on; production runs with DEBUG=false")
     if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
