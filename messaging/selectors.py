@@ -330,6 +330,13 @@ def message_history(
     return rows, has_more
 
 
+def message_history_data(**kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
+    """``message_history``'s page as clients see it (``message_data``): built where it was read
+    (the primary, or the replica: ``core/replica.py: lag_tolerant``)."""
+    messages, has_more = message_history(**kwargs)
+    return [message_data(m) for m in messages], has_more
+
+
 def _history_page(
     qs: QuerySet[Message], *, after_seq: int | None, before_seq: int | None, upper: int | None, limit: int
 ) -> tuple[list[Message], bool]:
