@@ -13,6 +13,7 @@ the same way (``conftest.py: live_server_factory``)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 import time
@@ -127,6 +128,23 @@ def test_the_live_paths_work_through_pgbouncer(servers: tuple[Any, Any], make_to
     assert "loop writer: cannot connect" not in logs
 
 
+class TimedLedger(Ledger):
+    """The ledger, plus when each ack came: the longest time without any ack is the outage as
+    the clients saw it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack_times: list[float] = []
+
+    def record_ack(self, item: Any, message: dict[str, Any]) -> None:
+        self.ack_times.append(time.monotonic())
+        super().record_ack(item, message)
+
+    def longest_gap(self) -> float:
+        times = sorted(self.ack_times)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
 class Restarter(threading.Thread):
     """Restarts PgBouncer ``RESTARTS`` times, ``every`` seconds, each time down ``down_for``."""
 
@@ -148,7 +166,7 @@ def test_pgbouncer_restarted_mid_traffic_loses_no_acked_message(
     s1, s2 = servers
     pairs = [pair() for _ in range(PAIRS)]
     members = {c.pk: [p.pk, d.pk] for p, d, c in pairs}
-    ledger = Ledger()
+    ledger = TimedLedger()
     restarter = Restarter(bouncer)
 
     async def scenario() -> int:
@@ -186,4 +204,8 @@ def test_pgbouncer_restarted_mid_traffic_loses_no_acked_message(
     assert errors + retried > 0, "no send met a restart: the test proved nothing"
     assert set(ledger.errors) <= {"internal_error", "unavailable"}, ledger.errors
     assert time.monotonic() - started < 90
-    print("pgbouncer restarts:", restarter.done, "errors:", dict(ledger.errors), "retried:", retried, counts)
+    print(
+        "pgbouncer restarts:", restarter.done, "down for", restarter.down_for, "s each; errors:",
+        dict(ledger.errors), "retried:", retried, "longest time without an ack:",
+        round(ledger.longest_gap(), 2), "s;", counts,
+    )  # fmt: skip
