@@ -152,11 +152,14 @@ class Restarter(threading.Thread):
         super().__init__(daemon=True)
         self.proxy, self.every, self.down_for = proxy, every, down_for
         self.done = 0
+        self.outages: list[float] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while self.done < RESTARTS and not self.stop.wait(self.every):
+            started = time.monotonic()
             self.proxy.restart(down_for=self.down_for)
+            self.outages.append(time.monotonic() - started)  # stop, the pause, start: listening again
             self.done += 1
 
 
@@ -205,7 +208,8 @@ def test_pgbouncer_restarted_mid_traffic_loses_no_acked_message(
     assert set(ledger.errors) <= {"internal_error", "unavailable"}, ledger.errors
     assert time.monotonic() - started < 90
     print(
-        "pgbouncer restarts:", restarter.done, "down for", restarter.down_for, "s each; errors:",
+        "pgbouncer restarts:", restarter.done, "down (stop to listening again):",
+        [round(t, 2) for t in restarter.outages], "s; errors:",
         dict(ledger.errors), "retried:", retried, "longest time without an ack:",
         round(ledger.longest_gap(), 2), "s;", counts,
     )  # fmt: skip
