@@ -91,6 +91,20 @@ class HAProxy:
             )  # fmt: skip
         self.wait_status(dict.fromkeys(self.used, "UP"), timeout)
 
+    def reload(self, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """A new HAProxy process on the same configuration takes over the port (``-sf``: the old
+        one stops listening and keeps serving its open connections until they close, or
+        ``hard-stop-after``). Returns the old process."""
+        old = self.process
+        assert old is not None
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [haproxy_bin(), "-db", "-f", str(CONFIG), "-sf", str(old.pid)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.wait_status(dict.fromkeys(self.used, "UP"), timeout)
+        return old
+
     def command(self, line: str) -> str:
         """One admin-socket command (``show stat``, ``set server healthchat/web1 state drain``)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

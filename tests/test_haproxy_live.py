@@ -1,5 +1,6 @@
 """Three server processes behind HAProxy running ``deploy/haproxy.cfg`` (WebSockets through it,
-health checks on ``/readyz``): one process is drained (no new connections) and stopped (SIGTERM,
+health checks on ``/readyz``). HAProxy reloaded (``-sf``): open sockets stay with the old
+process until they close. One process is drained (no new connections) and stopped (SIGTERM,
 as a deploy does) during steady sends. Its sockets are closed with 1012, wait the ``ready``
 frame's reconnect hint, come back through HAProxy to the other two processes and ``sync``;
 every message is acked, stored once and shown once to each member, in order."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import requests
 from messaging.tests.factories import pair
 from tests.faults import Ledger, Peer, check_exactly_once
 from tests.haproxy import HAProxy
+from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -50,6 +53,43 @@ def test_http_and_health_through_haproxy(fleet: tuple[list[Any], HAProxy]) -> No
     # Layer-7 checks (/readyz answering 200), not just a port that accepts.
     assert all(row["check_status"].lstrip("* ") in {"L7OK", "INI"} for row in rows.values()), rows
     assert any(row["check_status"].lstrip("* ") == "L7OK" for row in rows.values()), rows
+
+
+def test_a_reload_of_haproxy_keeps_open_websockets(fleet: tuple[list[Any], HAProxy], make_token: Any) -> None:
+    """``haproxy -sf``: the old process stops listening but keeps serving the sockets it holds;
+    new sockets go to the new process; the old one exits once its last socket closed."""
+    _servers, proxy = fleet
+    patient, doctor, conversation = pair()
+
+    async def scenario() -> subprocess.Popen[bytes]:
+        a = await WsClient.connect(proxy.ws_url, token_for(make_token, patient))
+        b = await WsClient.connect(proxy.ws_url, token_for(make_token, doctor))
+        assert (await a.send_message(conversation.pk, "before the reload"))["type"] == "ack"
+        old = await asyncio.to_thread(proxy.reload)
+        # The sockets opened before the reload still work, through the old process ...
+        ack = await a.send_message(conversation.pk, "after the reload, old socket")
+        assert ack["type"] == "ack", ack
+        got = await b.expect(
+            "message.new", lambda f: f["data"]["message"]["id"] == ack["data"]["message"]["id"]
+        )
+        assert got["data"]["message"]["seq"] == 2
+        assert old.poll() is None  # still serving them
+        # ... and a new socket is served by the new process.
+        c = await WsClient.connect(proxy.ws_url, token_for(make_token, doctor))
+        assert (await c.send_message(conversation.pk, "new socket"))["type"] == "ack"
+        assert (await a.expect("message.new"))["data"]["message"]["seq"] == 3
+        for client in (a, b, c):
+            await client.close()
+        return old
+
+    old = asyncio.run(scenario())
+    try:
+        old.wait(timeout=30)  # its last sockets closed: it is gone, long before hard-stop-after
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait(5)
+    assert old.returncode == 0
 
 
 def test_a_drained_and_stopped_process_loses_nothing(
