@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel vendor-console worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel scale-tools vendor-console worker beat bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,15 @@ redis-sentinel:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; } || \
 		{ echo "redis-sentinel is missing: install it (apt-get install redis-sentinel) for the Redis failover tests"; exit 1; }
 
+## PgBouncer and HAProxy (Debian packages pgbouncer, haproxy): the scale-out tests
+## (tests/test_pgbouncer_live.py, tests/test_haproxy_live.py) and bench/messaging.py --proxy haproxy
+## start their own instances on loopback ports; the read replica test uses PostgreSQL's own
+## pg_basebackup (pg-server).
+scale-tools:
+	@{ { command -v pgbouncer || test -x /usr/sbin/pgbouncer; } && { command -v haproxy || test -x /usr/sbin/haproxy; }; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer haproxy >/dev/null; } || \
+		{ echo "pgbouncer/haproxy are missing: install them (apt-get install pgbouncer haproxy) for the scale-out tests"; exit 1; }
+
 ## Run the server on embedded defaults (SQLite, in-memory channel layer, eager Celery).
 run: install
 	$(PY) manage.py migrate --noinput
@@ -95,7 +104,7 @@ contracts: $(VENV)/.dev clients/js/node_modules/.installed
 	cd clients/js && npm run --silent generate
 
 ## The whole test command (what CI runs).
-test: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel
+test: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel scale-tools
 	$(PY) scripts/check_services.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -113,7 +122,7 @@ format: install-dev
 typecheck: install-dev
 	$(BIN)/mypy .
 
-pytest: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel
+pytest: install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel scale-tools
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 worker: install

@@ -260,6 +260,15 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
 
     started: list[Any] = []
     tmp = tmp_path_factory.mktemp("live")
+    # HC_TEST_DATABASE_PROXY=pgbouncer: every server of the module talks to the test database
+    # through one transaction-pooling PgBouncer (tests/pgbouncer.py), configured as
+    # docs/scaling.md says (no pool, no prepared statements): the live suite run through it.
+    bouncer = None
+    if os.environ.get("HC_TEST_DATABASE_PROXY") == "pgbouncer":
+        from tests.pgbouncer import PgBouncer
+
+        bouncer = PgBouncer(int(connection.settings_dict["PORT"] or 5432))
+        bouncer.start()
 
     def start(
         extra_env: dict[str, str] | None = None,
@@ -286,6 +295,12 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
             HC_TEST_FIREBASE_CERTS=token_minter.certs_json(),
             FIREBASE_PROJECT_ID=PROJECT_ID,
         )
+        if bouncer is not None:
+            env.update(
+                DATABASE_URL=bouncer.url(str(db["NAME"]), LIVE_SERVER_APPLICATION_NAME),
+                DATABASE_POOL_MAX_SIZE="0",
+                DATABASE_PREPARE_THRESHOLD="0",
+            )
         env.update(extra_env or {})
         if port is not None:
             env["HC_REUSE_PORT"] = "1"
@@ -302,6 +317,8 @@ def live_server_factory(django_db_setup, django_db_blocker, token_minter, tmp_pa
     yield start
     for server in started:
         server.stop()
+    if bouncer is not None:
+        bouncer.close()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
+from core import replica
 from core.errors import ApplicationError
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
@@ -211,8 +212,12 @@ class DoctorListApi(generics.ListAPIView[DoctorProfile]):
     def get_queryset(self) -> QuerySet[DoctorProfile]:
         query = DoctorListQuerySerializer(data=self.request.query_params)
         query.is_valid(raise_exception=True)
-        return selectors.doctor_list(
-            specialty=query.validated_data.get("specialty"), q=query.validated_data.get("q")
+        # The directory tolerates replica lag (core/replica.py).
+        return replica.using_replica(
+            selectors.doctor_list(
+                specialty=query.validated_data.get("specialty"), q=query.validated_data.get("q")
+            ),
+            user_id=self.request.user.pk if self.request.user.is_authenticated else None,
         )
 
 
@@ -221,7 +226,9 @@ class DoctorDetailApi(APIView):
         "Get a doctor's public profile", errors={404: ["doctor_not_found"]}, responses=DoctorPublicSerializer
     )
     def get(self, request: Request, doctor_id: int) -> Response:
-        return Response(DoctorPublicSerializer(selectors.doctor_get(doctor_id=doctor_id)).data)
+        caller = request.user.pk if request.user.is_authenticated else None
+        profile = replica.lag_tolerant(selectors.doctor_get, user_id=caller, doctor_id=doctor_id)
+        return Response(DoctorPublicSerializer(profile).data)
 
 
 class DeviceCreateApi(APIView):

@@ -6,6 +6,9 @@ venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1
 1. Prepares the ``hc_bench`` database (``--db-name``; created and migrated if needed,
    ``--sockets / 2`` patient/doctor pairs with a direct conversation each, earlier messages
    truncated) and clears this benchmark's keys (``--prefix``) in Redis db 2 (``--redis-url``).
+   ``--proxy haproxy``: 1, 2 .. ``--workers`` (at most 3) server processes behind HAProxy
+   (``deploy/haproxy.cfg``, started by ``tests/haproxy.py``) instead of steps 2-4: the same load
+   through HAProxy's port, then msgs/s per process count and the ratio to one process.
 2. Starts the real server (``uvicorn healthchat.asgi:application --loop uvloop --http httptools
    --ws websockets-sansio``, one process, ``healthchat.settings.local`` on ``hc_bench`` and Redis db 2,
    development tokens, ``DEBUG`` off unless ``--debug``) from the working tree, or from the commit
@@ -234,6 +237,56 @@ def print_table(rows: list[tuple[str, Any, Any]], names: tuple[str, str] = ("hea
         print(f"{label:<42} {fmt(a):>12} {fmt(b):>12} {ratio:>9}")
 
 
+# --- N processes behind HAProxy (--proxy haproxy) ---------------------------------------------------
+def run_scaling(
+    args: argparse.Namespace, env: dict[str, str], source: Path, tmp: Path, results: dict[str, Any]
+) -> list[tuple[int, dict[str, Any]]]:
+    """For 1..``--workers`` (at most 3) separate server processes behind HAProxy running
+    ``deploy/haproxy.cfg`` (``tests/haproxy.py``): the same load through HAProxy's one port.
+    The processes run under one parent, so the server CPU and RSS figures cover all of them."""
+    import shlex
+
+    from tests.haproxy import SLOTS, HAProxy
+
+    runs: list[tuple[int, dict[str, Any]]] = []
+    for count in range(1, min(args.workers, len(SLOTS)) + 1):
+        ports = [free_port() for _ in range(count)]
+        script = " & ".join(shlex.join(uvicorn_args(port, 1, args.ws)) for port in ports) + " & wait"
+        fleet = spawn(["bash", "-c", script], env, tmp / f"fleet-{count}.log", cwd=source)
+        proxy = HAProxy(ports)
+        try:
+            for port in ports:
+                wait_healthy(port, fleet)
+            proxy.start()
+            results[f"busy_cores_before_haproxy_{count}"] = wait_for_quiet(0.3, args.quiet_wait)
+            name = f"haproxy-{count}"
+            runs.append((count, run_target(name, fleet, proxy.ws_url, tmp / "pairs.json", tmp, args, True)))
+            runs[-1][1]["haproxy"] = proxy.summary(proxy.servers())
+        finally:
+            proxy.close()
+            stop(fleet)
+    return runs
+
+
+def print_scaling(runs: list[tuple[int, dict[str, Any]]]) -> None:
+    """msgs/s at saturation through HAProxy per process count, and the ratio to one process
+    measured in the same run."""
+    base = runs[0][1]["saturation"]["msgs_per_s"] if runs and "saturation" in runs[0][1] else None
+    print(
+        f"{'processes':>9} {'msgs/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'srv cores':>9} {'busy':>6}"
+    )
+    for count, run in runs:
+        if "saturation" not in run:
+            continue
+        sat = run["saturation"]
+        ratio = f"{sat['msgs_per_s'] / base:.2f}" if base else "-"
+        usage = sat["resources"]
+        print(
+            f"{count:>9} {fmt(sat['msgs_per_s']):>9} {ratio:>6} {fmt(sat['latency_ms']['p50']):>8} "
+            f"{fmt(sat['latency_ms']['p99']):>8} {fmt(usage['server_cores']):>9} {fmt(usage['machine_busy_cores']):>6}"
+        )
+
+
 # --- main -------------------------------------------------------------------------------------------
 def serve_and_run(
     name: str,
@@ -310,6 +363,12 @@ def main() -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes behind the one port")
     parser.add_argument(
+        "--proxy",
+        choices=["haproxy"],
+        help="haproxy: 1..--workers (at most 3) separate processes behind HAProxy (deploy/haproxy.cfg); "
+        "prints msgs/s per process count and the ratio to one process (no relay run)",
+    )
+    parser.add_argument(
         "--ws",
         default="websockets-sansio",
         choices=[
@@ -358,6 +417,24 @@ def main() -> int:
         "debug": args.debug,
     }
     results["busy_cores_at_start"] = wait_for_quiet(0.3, args.quiet_wait)
+    if args.proxy == "haproxy":
+        runs = run_scaling(args, env, source, tmp, results)
+        from django.db import connection
+
+        connection.close()
+        results["haproxy"] = {str(count): run for count, run in runs}
+        results["sequences"] = verify_sequences([r["conversation_id"] for r in rows])
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
+        print()
+        print(
+            f"revision {revision}: {results['sockets']} sockets through HAProxy, {args.seconds:g} s per phase, "
+            f"window {args.window}, {os.cpu_count()} cores, logs in {tmp}"
+        )
+        print_scaling(runs)
+        print(f"database check: {results['sequences']}")
+        return 0
     order = args.metrics.split("-")
     for mode in order:
         name = "healthchat" if mode == order[0] else f"healthchat-metrics-{mode}"

@@ -16,6 +16,7 @@ from accounts.models import User
 from accounts.permissions import request_user
 from audit import actions as audited
 from audit import services as audit
+from core import replica
 from core.errors import ApplicationError
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
@@ -132,8 +133,13 @@ class MessageHistoryApi(APIView):
         header = request.headers.get("X-Device-Id", "")
         if device_id is None and header.isascii() and header.isdigit() and len(header) <= 18:
             device_id = int(header)
-        messages, has_more = selectors.message_history(
-            user=request_user(request),
+        user = request_user(request)
+        # A page of history tolerates replica lag (core/replica.py), except right after the
+        # caller's own write.
+        results, has_more = replica.lag_tolerant(
+            selectors.message_history_data,
+            user_id=user.pk,
+            user=user,
             conversation_id=conversation_id,
             after_seq=query.validated_data.get("after_seq"),
             before_seq=query.validated_data.get("before_seq"),
@@ -143,7 +149,7 @@ class MessageHistoryApi(APIView):
         audit.record(
             audited.HISTORY_READ, request=request, object_type="conversation", object_id=conversation_id
         )
-        return Response({"results": [selectors.message_data(m) for m in messages], "has_more": has_more})
+        return Response({"results": results, "has_more": has_more})
 
 
 class BlockCreateApi(APIView):

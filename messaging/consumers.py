@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any, ClassVar
 
 import orjson
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -21,13 +22,13 @@ from django.conf import settings
 from accounts import ws_auth
 from accounts.models import User
 from audit.services import arecord_socket_denial
-from core import batcher, log_context, metrics
+from core import batcher, log_context, metrics, replica
 from core.channel_layer import Inbox
 from core.errors import ApplicationError
 from core.realtime import presence_group, run_service, user_group
 
 from . import frames, presence, protocol
-from .handlers import DISCONNECT_HOOKS, HANDLERS
+from .handlers import DISCONNECT_HOOKS, HANDLERS, READ_ONLY_FRAMES
 
 logger = logging.getLogger("healthchat.ws")
 
@@ -167,6 +168,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.tasks: list[asyncio.Task[Any]] = []
         self.bucket = TokenBucket(settings.HEALTHCHAT_WS_RATE, settings.HEALTHCHAT_WS_BURST)
         self.typing_bucket = TokenBucket(2.0, 5.0)
+        self.replica_stamps = replica.SocketStamps()
         self.flood_warnings = 0
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.auth_timer: asyncio.TimerHandle | None = None
@@ -377,6 +379,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("rate_limited", "Too many typing frames.", ref)
             return
         started = time.perf_counter()
+        if frame.type not in READ_ONLY_FRAMES and self.replica_stamps.due():
+            # Read your writes (a replica configured): stamped before the write, so before its ack.
+            stamp = sync_to_async(replica.note_write, thread_sensitive=False)
+            await stamp(self.user.pk, seconds=self.replica_stamps.seconds())
         try:
             reply = await HANDLERS[frame.type](self, frame)
         except ApplicationError as exc:

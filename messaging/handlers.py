@@ -178,6 +178,10 @@ _handlers: dict[str, Handler] = {
 }
 
 
+# Frames that never write (every other one, an app's too, may): they do not stamp the caller
+# for read your writes (core/replica.py).
+READ_ONLY_FRAMES = frozenset({"ping", "typing", "sync", "presence.subscribe"})
+
 # Every frame type's handler, read-only: apps add theirs with ``register``.
 HANDLERS: Mapping[str, Handler] = MappingProxyType(_handlers)
 

@@ -270,14 +270,18 @@ class LoopWriter:
 def connection_params() -> dict[str, Any]:
     """Django's parameters for its PostgreSQL connection, for an async psycopg one: the same
     server, database, role and options (preparation: ``_prepares``), plus a
-    generic plan for every statement (the batch statements' array parameters would otherwise be
-    re-planned each time; the thread's writer sets this per transaction)."""
+    generic plan for every prepared statement (the batch statements' array parameters would
+    otherwise be re-planned each time; the thread's writer sets this per transaction). Without
+    preparation (``DATABASE_PREPARE_THRESHOLD=0``: behind a transaction-pooling PgBouncer) the
+    setting would change nothing (an unnamed statement is planned once anyway) and is not sent:
+    PgBouncer refuses an ``options`` startup parameter it was not told to ignore."""
     params = django_connection.get_connection_params()
     # Statements go through ``raw_pipeline`` (pgconn), never psycopg's cursors or preparation.
     params.pop("cursor_factory", None)
     params.pop("prepare_threshold", None)
-    options = params.get("options", "")
-    params["options"] = f"{options} -c plan_cache_mode=force_generic_plan".strip()
+    if _prepares():
+        options = params.get("options", "")
+        params["options"] = f"{options} -c plan_cache_mode=force_generic_plan".strip()
     return params
 
 

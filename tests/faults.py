@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -111,8 +112,16 @@ class Ledger:
 class Peer:
     """One user's socket that survives faults (see the module docstring)."""
 
-    def __init__(self, user_id: int, token: str, urls: list[str], ledger: Ledger) -> None:
+    def __init__(
+        self, user_id: int, token: str, urls: list[str], ledger: Ledger, *, follow_hint: bool = False
+    ) -> None:
         self.user_id = user_id
+        # follow_hint: after the server closed the socket (1012: restarting or draining), wait
+        # what the ``ready`` frame's reconnect hint says (uniformly drawn), as apps must.
+        self.follow_hint = follow_hint
+        self.hint: dict[str, int] | None = None
+        self.close_codes: list[int | None] = []
+        self.hinted_waits: list[float] = []
         self.token = token
         self.urls = urls
         self.url_index = 0
@@ -146,6 +155,8 @@ class Peer:
                 self.url_index += 1
                 await asyncio.sleep(0.1)
         self.client = client
+        if client.ready is not None:
+            self.hint = client.ready["data"].get("reconnect")
         self.reader = asyncio.create_task(self._read(client))
         for frame in client.inbox:  # anything that came with ``ready``
             self._dispatch(frame)
@@ -154,6 +165,10 @@ class Peer:
 
     async def reconnect(self, timeout: float = 20.0) -> None:
         await self.drop()
+        if self.follow_hint and self.hint and self.close_codes and self.close_codes[-1] == 1012:
+            wait = random.uniform(self.hint["min_ms"], self.hint["max_ms"]) / 1000
+            self.hinted_waits.append(wait)
+            await asyncio.sleep(wait)
         self.ledger.reconnects += 1
         self.reconnects += 1
         await self.connect(timeout)
@@ -186,6 +201,7 @@ class Peer:
         except (ConnectionClosed, OSError):
             pass
         finally:
+            self.close_codes.append(client.close_code)
             if self.client is client:
                 self.client = None
             self._fail_waiting()

@@ -39,6 +39,7 @@ class WsClient:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.inbox: list[dict[str, Any]] = []
+        self.ready: dict[str, Any] | None = None  # the ``ready`` frame (its reconnect hint)
 
     @classmethod
     async def connect(
@@ -57,7 +58,7 @@ class WsClient:
         ws = await websockets.connect(url, additional_headers=headers, max_size=2**22, **kwargs)
         client = cls(ws)
         if token and wait_ready:
-            await client.expect("ready")
+            client.ready = await client.expect("ready")
         return client
 
     async def send(self, type_: str, data: dict[str, Any] | None = None, ref: str | None = None) -> str:

@@ -147,6 +147,24 @@ else:
     options["server_side_binding"] = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
     _prepare = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
     options["prepare_threshold"] = _prepare if _prepare > 0 and options["server_side_binding"] else None
+    # A streaming replica for reads that tolerate lag (history pages, the doctor directory;
+    # core/replica.py, docs/scaling.md): the same options and its own pool per process. A caller
+    # who wrote within DATABASE_REPLICA_STICKY_SECONDS reads the primary (read your writes).
+    DATABASE_REPLICA_URL: str = env.str("DATABASE_REPLICA_URL", default="")
+    DATABASE_REPLICA_STICKY_SECONDS: float = env.float("DATABASE_REPLICA_STICKY_SECONDS", default=5.0)
+    if DATABASE_REPLICA_URL:
+        DATABASES["replica"] = {
+            **env.db_url_config(DATABASE_REPLICA_URL),
+            "OPTIONS": {**options, **({"pool": dict(options["pool"])} if "pool" in options else {})},
+            "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+            "CONN_HEALTH_CHECKS": DATABASES["default"]["CONN_HEALTH_CHECKS"],
+            "TEST": {"MIRROR": "default"},
+        }
+        DATABASE_ROUTERS = ["core.replica.ReplicaRouter"]
+        MIDDLEWARE.insert(
+            MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+            "core.replica.ReadYourWritesMiddleware",
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

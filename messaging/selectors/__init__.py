@@ -22,7 +22,7 @@ from .attachments import (
     content_disposition,
 )
 from .conversations import conversation_data, conversation_list, conversation_members
-from .history import HISTORY_MAX_LIMIT, message_get_for_member, message_history
+from .history import HISTORY_MAX_LIMIT, message_get_for_member, message_history, message_history_data
 from .members import (
     active_member_bounds,
     active_member_ids,
@@ -75,6 +75,7 @@ __all__ = [
     "message_data",
     "message_get_for_member",
     "message_history",
+    "message_history_data",
     "presence_contact_ids",
     "shares_conversation",
     "signal_audience_ids",

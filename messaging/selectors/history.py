@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import User
@@ -9,6 +11,7 @@ from core.errors import NotFound
 from messaging.models import Membership, Message, MessageCiphertext
 
 from .members import membership_get, visible_seq_range
+from .wire import message_data
 
 HISTORY_MAX_LIMIT = 200
 
@@ -45,6 +48,13 @@ def message_history(
     for message in rows:
         message.conversation = membership.conversation  # message_data reads its e2ee flag
     return rows, has_more
+
+
+def message_history_data(**kwargs: Any) -> tuple[list[dict[str, Any]], bool]:
+    """``message_history``'s page as clients see it (``message_data``): built where it was read
+    (the primary, or the replica: ``core/replica.py: lag_tolerant``)."""
+    messages, has_more = message_history(**kwargs)
+    return [message_data(m) for m in messages], has_more
 
 
 def _history_page(

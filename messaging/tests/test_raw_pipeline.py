@@ -131,3 +131,18 @@ async def test_the_loop_writer_follows_the_preparation_setting(monkeypatch: pyte
     assert loop_writer._prepares() is (options.get("prepare_threshold") is not None)
     monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**options, "prepare_threshold": None})
     assert loop_writer._prepares() is False
+
+
+def test_without_preparation_the_loop_writer_sends_no_startup_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Generic plans are asked at connect only when statements are prepared: a
+    transaction-pooling PgBouncer refuses an ``options`` startup parameter it does not ignore
+    (tests/test_pgbouncer_live.py runs the loop writer through one)."""
+    from messaging import loop_writer
+
+    options = connection.settings_dict["OPTIONS"]
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**options, "prepare_threshold": 5})
+    assert "plan_cache_mode=force_generic_plan" in loop_writer.connection_params()["options"]
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**options, "prepare_threshold": None})
+    assert "options" not in loop_writer.connection_params()
