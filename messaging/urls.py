@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import apis
+from . import apis, search_api
 
 urlpatterns = [
     path("conversations", apis.ConversationListCreateApi.as_view(), name="conversation-list"),
@@ -21,6 +21,7 @@ urlpatterns = [
         apis.AttachmentContentApi.as_view(),
         name="attachment-content",
     ),
+    path("search/messages", search_api.MessageSearchApi.as_view(), name="message-search"),
     path("blocks", apis.BlockCreateApi.as_view(), name="block-create"),
     path("blocks/<int:user_id>", apis.BlockDeleteApi.as_view(), name="block-delete"),
 ]

@@ -251,6 +251,28 @@ TABLE: dict[str, Op] = {
             },
         ),
     ),
+    # Search finds only what the caller may read (the removed member: what they saw as a member).
+    "GET /api/v1/search/messages": Op(
+        row(OK),
+        query=lambda w, a, p: {"q": "matrix secret"},
+        visible=lambda w: protected(
+            {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+            {
+                "patient_a": {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+                "doctor": {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+                "group_member": {w.group_before.pk, w.group_after.pk},
+                "removed_member": {w.group_before.pk},
+            },
+        ),
+    ),
+    "GET /api/v1/search/messages#conversation": Op(
+        row(OK),  # another's conversation as a filter: no hits, and no 404 that would confirm it
+        query=lambda w, a, p: {"q": "matrix secret", "conversation_id": w.conversation.pk},
+        visible=lambda w: protected(
+            {w.message_a.pk, w.message_doctor.pk},
+            {key: {w.message_a.pk, w.message_doctor.pk} for key in ("patient_a", "doctor")},
+        ),
+    ),
     "POST /api/v1/attachments": Op(row(CREATED), multipart=True),
     "GET /api/v1/attachments/{attachment_id}": Op(
         row(not_found("attachment_not_found"), **A_AND_DOCTOR), params=attachment
@@ -534,7 +556,8 @@ def test_rest_cell(
     if op.visible is not None and expected.status == 200:
         ids, seen_by = op.visible(world)
         assert body is not None
-        shown = {item["id"] for item in body["results"]}
+        # a search hit carries its message: {"message": {"id", ...}, "rank", "snippet"}
+        shown = {item["message"]["id"] if "message" in item else item["id"] for item in body["results"]}
         assert shown & ids == seen_by.get(actor, set()), (operation, actor, shown & ids)
 
 

@@ -280,6 +280,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "export": env.str("THROTTLE_EXPORT_RATE", default="5/hour"),
         "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/minute"),
         "keys": env.str("THROTTLE_KEYS_RATE", default="60/minute"),
+        "search": env.str("THROTTLE_SEARCH_RATE", default="60/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -463,6 +464,10 @@ TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
 MESSAGE_RETENTION_DAYS: int = env.int("MESSAGE_RETENTION_DAYS", default=0)
 ATTACHMENT_RETENTION_DAYS: int = env.int("ATTACHMENT_RETENTION_DAYS", default=0)
 RETENTION_BATCH_SIZE: int = env.int("RETENTION_BATCH_SIZE", default=1000)
+# Full-text search of plaintext messages (GET /api/v1/search/messages): the PostgreSQL text search
+# configuration of the stored tsvector (english, simple, german...). After a change run
+# ``manage.py search_language`` (rebuilds the column; docs/search.md).
+SEARCH_LANGUAGE: str = env.str("SEARCH_LANGUAGE", default="english")
 CELERY_BEAT_SCHEDULE["messaging-retention-purge"] = {
     "task": "messaging.tasks.retention_purge",
     "schedule": 3600.0,
