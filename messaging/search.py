@@ -41,9 +41,8 @@ LIMIT_MAX = 50
 # ts_headline marks matches with these (message bodies may not contain control characters, so
 # they cannot be confused with text); ``snippet_segments`` turns them into segments.
 _START, _STOP = "\x02", "\x03"
-_HEADLINE_OPTIONS = (
-    f"StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\u2026"
-)
+# One fragment around the best cover (cheaper than MaxFragments: ts_headline re-parses the text).
+_HEADLINE_OPTIONS = f"StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=8"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FALLBACK_WINDOW = 60
 
@@ -65,6 +64,7 @@ class SearchHit:
     message: Message
     rank: float
     snippet: list[dict[str, Any]]
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass
@@ -140,7 +140,27 @@ def message_search(*, user: User, query: SearchQuery) -> SearchPage:
     return substring_search(user=user, query=query)
 
 
+def _attachments_of(message_ids: list[int]) -> dict[int, list[Attachment]]:
+    """The hits' files in one query, none when no hit has any (the common page)."""
+    out: dict[int, list[Attachment]] = {}
+    if message_ids:
+        for attachment in Attachment.objects.filter(message_id__in=message_ids).order_by("id"):
+            out.setdefault(attachment.message_id or 0, []).append(attachment)
+    return out
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------
+# One branch per size of text (``search_index``): the short messages from the covering index
+# alone, the long ones through their own index and their rows; the same conditions in both.
+_BRANCH_SQL = """
+        SELECT m.id, ts_rank(m.{column}, q.query) AS rank
+        FROM readable r
+        JOIN messaging_message m
+            ON m.conversation_id = r.conversation_id AND m.seq > r.lower AND m.seq <= r.upper
+        CROSS JOIN q
+        WHERE m.deleted_at IS NULL AND m.kind = 'text' AND octet_length(m.body) {size}
+          AND m.{column} @@ q.query {filters}"""
+
 _SEARCH_SQL = """
 WITH q AS (
     SELECT websearch_to_tsquery(%(config)s::regconfig, %(q)s) AS query
@@ -150,17 +170,18 @@ WITH q AS (
     FROM messaging_membership mm JOIN messaging_conversation c ON c.id = mm.conversation_id
     WHERE mm.user_id = %(user)s AND NOT c.e2ee {conversation_filter}
 ), hits AS (
-    SELECT m.id, ts_rank(m.{column}, q.query) AS rank
-    FROM readable r
-    JOIN messaging_message m ON m.conversation_id = r.conversation_id AND m.seq > r.lower AND m.seq <= r.upper
-    CROSS JOIN q
-    WHERE m.{column} @@ q.query AND m.deleted_at IS NULL AND m.kind = 'text' {filters}
-    ORDER BY rank DESC, m.id DESC
+    SELECT id, rank FROM (
+        {short_branch}
+        UNION ALL
+        {long_branch}
+    ) found
+    ORDER BY rank DESC, id DESC
     LIMIT %(limit)s
 )
 SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.kind, m.body, m.system,
        m.reply_to_id, m.created_at, m.edited_at, m.deleted_at, h.rank,
-       ts_headline(%(config)s::regconfig, m.body, q.query, %(headline)s) AS headline
+       ts_headline(%(config)s::regconfig, m.body, q.query, %(headline)s) AS headline,
+       EXISTS (SELECT 1 FROM messaging_attachment a WHERE a.message_id = m.id) AS has_files
 FROM hits h JOIN messaging_message m ON m.id = h.id CROSS JOIN q
 ORDER BY h.rank DESC, h.id DESC
 """
@@ -206,14 +227,25 @@ def _search_postgresql(user: User, query: SearchQuery, text: str, limit: int) ->
         "headline": _HEADLINE_OPTIONS,
     }
     conversation_filter, filters = _filters(query, params, ranked=True)
-    sql = _SEARCH_SQL.format(
-        column=search_index.COLUMN, conversation_filter=conversation_filter, filters=filters
-    )
-    rows = list(Message.objects.raw(sql, params).prefetch_related("attachments"))
+    branches = {
+        name: _BRANCH_SQL.format(column=search_index.COLUMN, size=size, filters=filters)
+        for name, size in (
+            ("short_branch", f"<= {search_index.SHORT_BODY_BYTES}"),
+            ("long_branch", f"> {search_index.SHORT_BODY_BYTES}"),
+        )
+    }
+    sql = _SEARCH_SQL.format(conversation_filter=conversation_filter, **branches)
+    rows = list(Message.objects.raw(sql, params))
     more = len(rows) > limit
     rows = rows[:limit]
+    files = _attachments_of([m.pk for m in rows if getattr(m, "has_files")])  # noqa: B009
     hits = [
-        SearchHit(message=m, rank=float(getattr(m, "rank")), snippet=snippet_segments(getattr(m, "headline")))  # noqa: B009
+        SearchHit(
+            message=m,
+            rank=float(getattr(m, "rank")),  # noqa: B009
+            snippet=snippet_segments(getattr(m, "headline")),  # noqa: B009
+            attachments=files.get(m.pk, []),
+        )
         for m in rows
     ]
     next_cursor = _encode_cursor({"r": hits[-1].rank, "i": hits[-1].message.pk}) if more else None
@@ -284,7 +316,13 @@ def substring_search(*, user: User, query: SearchQuery) -> SearchPage:
         qs = qs.filter(with_files if query.has_attachment else ~with_files)
     if query.cursor is not None:
         qs = qs.filter(pk__lt=_decode_cursor(query.cursor, ranked=False)[1])
-    rows = list(qs.order_by("-pk").prefetch_related("attachments")[: limit + 1])
+    rows = list(qs.order_by("-pk")[: limit + 1])
     more = len(rows) > limit
-    hits = [SearchHit(message=m, rank=0.0, snippet=_substring_snippet(m.body, words)) for m in rows[:limit]]
+    files = _attachments_of([m.pk for m in rows[:limit]])
+    hits = [
+        SearchHit(
+            message=m, rank=0.0, snippet=_substring_snippet(m.body, words), attachments=files.get(m.pk, [])
+        )
+        for m in rows[:limit]
+    ]
     return SearchPage(hits=hits, next_cursor=_encode_cursor({"i": hits[-1].message.pk}) if more else None)

@@ -105,7 +105,11 @@ class MessageSearchApi(APIView):
         return Response(
             {
                 "results": [
-                    {"message": selectors.message_data(h.message), "rank": h.rank, "snippet": h.snippet}
+                    {
+                        "message": selectors.message_data(h.message, h.attachments),
+                        "rank": h.rank,
+                        "snippet": h.snippet,
+                    }
                     for h in page.hits
                 ],
                 "next_cursor": page.next_cursor,

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "calls",
     "payments",
     "appointments",
+    "scheduled",
     "notifications",
     "audit",
     "console",
@@ -470,6 +471,21 @@ RETENTION_BATCH_SIZE: int = env.int("RETENTION_BATCH_SIZE", default=1000)
 SEARCH_LANGUAGE: str = env.str("SEARCH_LANGUAGE", default="english")
 CELERY_BEAT_SCHEDULE["messaging-retention-purge"] = {
     "task": "messaging.tasks.retention_purge",
+    "schedule": 3600.0,
+}
+
+# Scheduled messages (scheduled/, docs/protocol.md): how far ahead, how many may wait per author,
+# how long finished ones are listed, and the sweep that sends due ones whose task was lost.
+SCHEDULED_MESSAGE_MAX_DAYS: int = env.int("SCHEDULED_MESSAGE_MAX_DAYS", default=365)
+SCHEDULED_MESSAGE_MAX_PENDING: int = env.int("SCHEDULED_MESSAGE_MAX_PENDING", default=100)
+SCHEDULED_MESSAGE_KEEP_DAYS: int = env.int("SCHEDULED_MESSAGE_KEEP_DAYS", default=30)
+SCHEDULED_MESSAGE_SWEEP_SECONDS: float = env.float("SCHEDULED_MESSAGE_SWEEP_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["scheduled-dispatch-due"] = {
+    "task": "scheduled.tasks.dispatch_due",
+    "schedule": SCHEDULED_MESSAGE_SWEEP_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["scheduled-purge-finished"] = {
+    "task": "scheduled.tasks.purge_finished",
     "schedule": 3600.0,
 }
 

@@ -157,6 +157,14 @@ REST_WRITES: dict[str, Decision] = {
     "PUT /api/v1/notifications/preferences": NotApplicable("the caller's own notifications"),
     "POST /api/v1/payments/stripe/webhook": NotApplicable("Stripe's events, no user's content"),
     "POST /api/v1/payouts/onboarding": NotApplicable("a doctor's own payout account"),
+    "POST /api/v1/scheduled-messages": NotApplicable(
+        "doctors only (the rule restricts patients); at send time the message goes through "
+        "messaging's send, which asks every rule"
+    ),
+    "PATCH /api/v1/scheduled-messages/{scheduled_id}": NotApplicable(
+        "edits the author's own pending row; nothing reaches anyone until the send (see POST)"
+    ),
+    "DELETE /api/v1/scheduled-messages/{scheduled_id}": NotApplicable("cancels; nothing is sent"),
 }
 
 
