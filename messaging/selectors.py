@@ -17,7 +17,7 @@ from core.errors import ApplicationError, NotFound
 
 from . import frames
 from . import validators as v
-from .models import Attachment, Block, Event, Membership, Message, MessageCiphertext
+from .models import Attachment, Block, Conversation, Event, Membership, Message, MessageCiphertext
 
 HISTORY_MAX_LIMIT = 200
 SYNC_BATCH = 500
@@ -127,7 +127,9 @@ def b64(raw: bytes | memoryview) -> str:
 # --- Membership and visibility ----------------------------------------------------------
 def membership_get(*, user: User, conversation_id: int, active: bool = True) -> Membership:
     """The caller's membership; 404 (never 403) so non-members learn nothing."""
-    qs = Membership.objects.select_related("conversation").filter(conversation_id=conversation_id, user=user)
+    qs = Membership.objects.select_related("conversation", "conversation__avatar").filter(
+        conversation_id=conversation_id, user=user
+    )
     if active:
         qs = qs.filter(left_at__isnull=True)
     membership = qs.first()
@@ -240,7 +242,7 @@ def conversation_list(*, user: User) -> QuerySet[Membership]:
     """The caller's conversations with unread counts, in one query (no N+1)."""
     return (
         Membership.objects.filter(user=user, left_at__isnull=True)
-        .select_related("conversation")
+        .select_related("conversation", "conversation__avatar")
         .annotate(unread=F("conversation__last_seq") - F("read_seq"))
         .order_by("-conversation__last_message_at", "-conversation_id")
     )
@@ -293,6 +295,23 @@ def conversation_data(membership: Membership, members: list[dict[str, Any]]) -> 
         "delivered_seq": membership.delivered_seq,
         "read_seq": membership.read_seq,
         "members": members,
+        "avatar": avatar_data(c),
+    }
+
+
+def avatar_data(conversation: Conversation) -> dict[str, Any] | None:
+    """A group's avatar as members see it: an attachment they may download (``GET
+    attachments/{id}``: a link to the image and its thumbnail). Read with ``conversation__avatar``
+    joined (``conversation_list``, ``membership_get``)."""
+    if conversation.avatar_id is None:
+        return None
+    avatar = conversation.avatar
+    assert avatar is not None
+    return {
+        "attachment_id": avatar.pk,
+        "content_type": avatar.content_type,
+        "width": avatar.width,
+        "height": avatar.height,
     }
 
 
@@ -658,7 +677,12 @@ def attachment_get_for_download(*, user_id: int, attachment_id: int) -> Attachme
         raise missing
     message = attachment.message
     if message is None:
-        if attachment.uploader_id != user_id:
+        if attachment.uploader_id == user_id:
+            return attachment
+        # A group's avatar: its active members.
+        if not Membership.objects.filter(
+            conversation__avatar_id=attachment.pk, user_id=user_id, left_at__isnull=True
+        ).exists():
             raise missing
         return attachment
     if message.deleted_at is not None:

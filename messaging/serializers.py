@@ -36,6 +36,15 @@ class MemberOutSerializer(serializers.Serializer[Any]):
     read_seq = serializers.IntegerField(allow_null=True)
 
 
+class AvatarOutSerializer(serializers.Serializer[Any]):
+    attachment_id = serializers.IntegerField(
+        help_text="download: GET /api/v1/attachments/{id} (image and thumbnail)"
+    )
+    content_type = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+
+
 class ConversationOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     kind = serializers.CharField()
@@ -50,6 +59,7 @@ class ConversationOutSerializer(serializers.Serializer[Any]):
     delivered_seq = serializers.IntegerField()
     read_seq = serializers.IntegerField()
     members = MemberOutSerializer(many=True)
+    avatar = AvatarOutSerializer(allow_null=True, help_text="groups: the avatar image, or null")
 
 
 class MessageOutSerializer(serializers.Serializer[Any]):

@@ -298,6 +298,26 @@ TABLE: dict[str, Op] = {
     # --- groups ---
     "POST /api/v1/groups": Op(row(CREATED), body=lambda w, a: {"name": "Matrix new group"}),
     "GET /api/v1/groups/{group_id}": Op(row(not_found("group_not_found"), **GROUP_MEMBERS), params=group),
+    # The avatar: the owner (the doctor) sets and removes it; other members are not admins.
+    "PUT /api/v1/groups/{group_id}/avatar": Op(
+        row(
+            not_found("group_not_found"),
+            doctor=OK,
+            patient_a=forbidden("not_group_admin"),
+            group_member=forbidden("not_group_admin"),
+        ),
+        params=group,
+        body=lambda w, a: {"attachment_id": w.extra["avatar_upload"].pk},
+    ),
+    "DELETE /api/v1/groups/{group_id}/avatar": Op(
+        row(
+            not_found("group_not_found"),
+            doctor=NO_CONTENT,
+            patient_a=forbidden("not_group_admin"),
+            group_member=forbidden("not_group_admin"),
+        ),
+        params=group,
+    ),
     "PATCH /api/v1/groups/{group_id}": Op(
         row(
             not_found("group_not_found"),
@@ -358,6 +378,36 @@ TABLE: dict[str, Op] = {
     ),
     "GET /api/v1/notifications/preferences": Op(row(OK)),
     "PUT /api/v1/notifications/preferences": Op(row(OK), body=lambda w, a: {"previews": True}),
+    # --- scheduled messages: doctors schedule; each sees and touches only their own ---
+    "GET /api/v1/scheduled-messages": Op(
+        row(OK),
+        visible=lambda w: protected({w.extra["scheduled"].pk}, {"doctor": {w.extra["scheduled"].pk}}),
+    ),
+    "POST /api/v1/scheduled-messages": Op(
+        row(
+            forbidden("scheduling_not_allowed"),  # patients and staff (no doctor role)
+            doctor=CREATED,
+            other_doctor=not_found("conversation_not_found"),
+        ),
+        body=lambda w, a: {
+            "conversation_id": w.conversation.pk,
+            "body": "matrix-secret: see you tomorrow",
+            "send_at": (timezone.now() + dt.timedelta(hours=2)).isoformat(),
+        },
+    ),
+    "GET /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+    ),
+    "PATCH /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+        body=lambda w, a: {"body": "matrix-secret: changed"},
+    ),
+    "DELETE /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+    ),
     # --- calls ---
     "GET /api/v1/calls": Op(
         row(OK),
