@@ -21,7 +21,7 @@ from .serializers import (
 )
 
 CREATE_ERRORS = {
-    400: ["client_id_reused", "empty_message", "invalid_body", "invalid_send_at", "message_too_long"],
+    400: ["empty_message", "invalid_body", "invalid_send_at", "message_too_long"],
     403: ["scheduling_not_allowed", "consultation_closed"],
     404: ["conversation_not_found"],
     409: ["client_id_reused", "too_many_scheduled"],

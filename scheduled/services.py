@@ -1,7 +1,7 @@
-"""Scheduled messages: create, edit and cancel while pending (the author only), and the
-dispatcher that sends a due one exactly once through messaging's one send path.
+"""Scheduled messages: create, edit and cancel while pending (the author only); the account
+holder's export and erasure. The sending is ``dispatch.py`` (Celery's side).
 
-Exactly once: ``scheduled_dispatch`` claims the row (``SELECT ... FOR UPDATE SKIP LOCKED``,
+Exactly once (``dispatch.scheduled_dispatch``): it claims the row (``SELECT ... FOR UPDATE SKIP LOCKED``,
 pending and due), sends it with ``messaging.services.send`` (all send checks and reach rules, as
 of now; idempotent on the row's ``client_id``) and marks it ``sent`` in ONE transaction. Two
 dispatchers never hold the same row (the second skips it); a dispatcher that dies before its
@@ -24,19 +24,22 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import ApplicationError, NotFound, PermissionDenied
+from healthchat.celery import app as celery_app
 from messaging import reach
 from messaging import validators as v
 from messaging.models import Membership, Message
-from messaging.services import SendRequest, fan_out_on_commit, send
+from messaging.services import fan_out_on_commit
 
 from . import selectors
 from .models import ScheduledMessage
 
 logger = logging.getLogger("healthchat.scheduled")
 State = ScheduledMessage.State
+DISPATCH_TASK = "scheduled.tasks.dispatch_scheduled"
 
 
-def _announce(row: ScheduledMessage) -> None:
+def announce(row: ScheduledMessage) -> None:
+    """Tell the author's devices (after commit): ``scheduled_message.updated``."""
     fan_out_on_commit(
         user_ids=[row.author_id],
         frame={
@@ -47,11 +50,12 @@ def _announce(row: ScheduledMessage) -> None:
 
 
 def _queue_on_commit(row: ScheduledMessage) -> None:
-    """A task at ``send_at`` (the beat sweep catches any the broker loses)."""
-    from . import tasks
-
+    """A task at ``send_at`` for the workers (the beat's sweep sends any due one whose task was
+    lost). Not with an eager Celery (tests, ``make run``): a task run now would find it not due."""
+    if celery_app.conf.task_always_eager:
+        return
     scheduled_id, eta = row.pk, row.send_at
-    transaction.on_commit(lambda: tasks.dispatch_scheduled.apply_async((scheduled_id,), eta=eta))
+    transaction.on_commit(lambda: celery_app.send_task(DISPATCH_TASK, args=(scheduled_id,), eta=eta))
 
 
 def validate_send_at(value: datetime, *, now: datetime | None = None) -> datetime:
@@ -126,7 +130,7 @@ def scheduled_create(
             row = ScheduledMessage.objects.create(
                 author=author, conversation_id=conversation_id, client_id=cid, body=text, send_at=when
             )
-            _announce(row)
+            announce(row)
             _queue_on_commit(row)
     except IntegrityError:  # the same client_id, concurrently
         existing = ScheduledMessage.objects.filter(author=author, client_id=cid).first()
@@ -162,7 +166,7 @@ def scheduled_update(
         if when is not None:
             row.send_at = when
         row.save(update_fields=["body", "send_at", "updated_at"])
-        _announce(row)
+        announce(row)
         if when is not None:
             _queue_on_commit(row)
     return row
@@ -173,75 +177,8 @@ def scheduled_cancel(*, author: User, scheduled_id: int) -> ScheduledMessage:
         row = _pending_for_update(author, scheduled_id)
         row.state, row.body, row.finished_at = State.CANCELLED, "", timezone.now()
         row.save(update_fields=["state", "body", "finished_at", "updated_at"])
-        _announce(row)
+        announce(row)
     return row
-
-
-# --- The dispatcher ----------------------------------------------------------------------------
-def scheduled_dispatch(*, scheduled_id: int, now: datetime | None = None) -> str:
-    """Send one due pending row, exactly once. Returns what happened: ``sent``, ``failed`` or
-    ``skipped`` (not due, not pending, or another dispatcher holds it)."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        row = (
-            ScheduledMessage.objects.select_for_update(skip_locked=True)
-            .select_related("author")
-            .filter(pk=scheduled_id, state=State.PENDING, send_at__lte=now)
-            .first()
-        )
-        if row is None:
-            return "skipped"
-        refusal: ApplicationError | None = None
-        if not row.author.is_active or row.author.is_deleted:
-            refusal = ApplicationError("author_inactive", "The author's account is not active.")
-        else:
-            try:
-                # A savepoint inside this transaction: a refusal undoes only the send.
-                result = send(
-                    SendRequest(
-                        sender=row.author,
-                        conversation_id=row.conversation_id,
-                        client_id=row.client_id,
-                        body=row.body,
-                    )
-                )
-            except ApplicationError as exc:
-                refusal = exc
-        row.finished_at = timezone.now()
-        if refusal is not None:
-            row.state, row.failure_code = State.FAILED, refusal.code[:64]
-            row.save(update_fields=["state", "failure_code", "finished_at", "updated_at"])
-            logger.info("scheduled message refused at send time", extra={"code": refusal.code})
-        else:
-            row.state, row.body, row.message_id = State.SENT, "", result.message.pk
-            row.save(update_fields=["state", "body", "message", "finished_at", "updated_at"])
-        _announce(row)
-        return str(row.state)
-
-
-def scheduled_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    now = now or timezone.now()
-    return list(
-        ScheduledMessage.objects.filter(state=State.PENDING, send_at__lte=now)
-        .order_by("send_at", "id")
-        .values_list("pk", flat=True)[:limit]
-    )
-
-
-def scheduled_dispatch_due(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
-    """The beat sweep: every due pending row (those whose task was lost, or whose worker died)."""
-    counts: dict[str, int] = {"sent": 0, "failed": 0, "skipped": 0}
-    for scheduled_id in scheduled_due_ids(now=now, limit=limit):
-        outcome = scheduled_dispatch(scheduled_id=scheduled_id, now=now)
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
-
-
-def scheduled_purge_finished(*, now: datetime | None = None) -> int:
-    """Finished rows (sent, failed, cancelled) go after ``SCHEDULED_MESSAGE_KEEP_DAYS``."""
-    cutoff = (now or timezone.now()) - timedelta(days=int(settings.SCHEDULED_MESSAGE_KEEP_DAYS))
-    deleted, _ = ScheduledMessage.objects.exclude(state=State.PENDING).filter(finished_at__lt=cutoff).delete()
-    return deleted
 
 
 # --- The account holder's rights -----------------------------------------------------------

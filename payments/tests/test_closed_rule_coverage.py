@@ -140,6 +140,12 @@ REST_WRITES: dict[str, Decision] = {
         ("test_group_message_and_rename_refused_in_a_group_with_the_doctor",),
     ),
     "POST /api/v1/groups/{group_id}/leave": NotApplicable("leaving ends reach"),
+    "PUT /api/v1/groups/{group_id}/avatar": Guarded(
+        "group_avatar_set asks the rule for the group's other members (a new picture, like a rename)",
+        ('"PATCH"',),
+        ("test_group_message_and_rename_refused_in_a_group_with_the_doctor",),
+    ),
+    "DELETE /api/v1/groups/{group_id}/avatar": NotApplicable("removes the group's picture: no new content"),
     "POST /api/v1/groups/{group_id}/members": Guarded(
         "member_add asks the rule for the user added",
         ("/members",),

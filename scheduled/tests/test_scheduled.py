@@ -19,7 +19,7 @@ from groups import services as group_services
 from messaging import services as messaging_services
 from messaging.models import Event, Message
 from messaging.tests.factories import pair
-from scheduled import services
+from scheduled import dispatch, services
 from scheduled.models import ScheduledMessage
 
 pytestmark = pytest.mark.django_db
@@ -70,12 +70,12 @@ def test_doctor_schedules_and_it_is_sent_once_at_its_time(api, published, django
     )
 
     # Not due yet: the sweep sends nothing.
-    assert services.scheduled_dispatch_due() == {"sent": 0, "failed": 0, "skipped": 0}
+    assert dispatch.scheduled_dispatch_due() == {"sent": 0, "failed": 0, "skipped": 0}
     assert not Message.objects.filter(conversation=conversation).exists()
 
     due = timezone.now() + timedelta(hours=2)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.scheduled_dispatch_due(now=due) == {"sent": 1, "failed": 0, "skipped": 0}
+        assert dispatch.scheduled_dispatch_due(now=due) == {"sent": 1, "failed": 0, "skipped": 0}
     message = Message.objects.get(conversation=conversation)
     assert (message.sender_id, message.body, str(message.client_id)) == (
         doctor.pk,
@@ -89,8 +89,8 @@ def test_doctor_schedules_and_it_is_sent_once_at_its_time(api, published, django
     assert (update["state"], update["message_id"], update["body"]) == ("sent", message.pk, "")
 
     # Again (a repeated task, the next sweep): nothing more.
-    assert services.scheduled_dispatch(scheduled_id=row["id"], now=due) == "skipped"
-    assert services.scheduled_dispatch_due(now=due + timedelta(hours=1))["sent"] == 0
+    assert dispatch.scheduled_dispatch(scheduled_id=row["id"], now=due) == "skipped"
+    assert dispatch.scheduled_dispatch_due(now=due + timedelta(hours=1))["sent"] == 0
     assert Message.objects.filter(conversation=conversation).count() == 1
     stored = ScheduledMessage.objects.get(pk=row["id"])
     assert (stored.state, stored.body, stored.message_id) == ("sent", "", message.pk)
@@ -138,7 +138,7 @@ def test_list_edit_and_cancel_while_pending(api):
         api(doctor).delete(f"{URL}/{second['id']}").json()["error"]["code"] == "scheduled_message_not_pending"
     )
     # A cancelled one is never sent.
-    services.scheduled_dispatch_due(now=later(200))
+    dispatch.scheduled_dispatch_due(now=later(200))
     assert list(Message.objects.filter(conversation=conversation).values_list("body", flat=True)) == [
         "one, edited"
     ]
@@ -261,7 +261,7 @@ def test_send_rules_apply_at_send_time_and_the_author_is_told(
         type(doctor).objects.filter(pk=doctor.pk).update(is_active=False)
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "failed"
+        assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "failed"
 
     row.refresh_from_db()
     expected = {
@@ -288,14 +288,14 @@ def test_concurrent_dispatchers_send_it_once():
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
 
-    def dispatch() -> None:
+    def one_dispatcher() -> None:
         try:
             barrier.wait()
-            outcomes.append(services.scheduled_dispatch(scheduled_id=row.pk, now=due))
+            outcomes.append(dispatch.scheduled_dispatch(scheduled_id=row.pk, now=due))
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=dispatch) for _ in range(8)]
+    threads = [threading.Thread(target=one_dispatcher) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -310,7 +310,7 @@ def test_edit_waits_for_a_send_in_flight_and_then_refuses():
     row, _ = services.scheduled_create(
         author=doctor, conversation_id=conversation.pk, body="v1", send_at=later()
     )
-    assert services.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "sent"
+    assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "sent"
     with pytest.raises(Exception, match="sent already"):
         services.scheduled_update(author=doctor, scheduled_id=row.pk, body="v2")
     assert Message.objects.get(conversation=conversation).body == "v1"
@@ -324,13 +324,13 @@ def test_export_erasure_and_purge(settings, firebase_admin_api):
     sent, _ = services.scheduled_create(
         author=doctor, conversation_id=conversation.pk, body="s", send_at=later(5)
     )
-    services.scheduled_dispatch(scheduled_id=sent.pk, now=later(6))
+    dispatch.scheduled_dispatch(scheduled_id=sent.pk, now=later(6))
     exported = account_services.user_export(user=doctor)["scheduled_messages"]
     assert [(e["id"], e["state"]) for e in exported] == [(pending.pk, "pending"), (sent.pk, "sent")]
 
     settings.SCHEDULED_MESSAGE_KEEP_DAYS = 30
-    assert services.scheduled_purge_finished(now=timezone.now() + timedelta(days=29)) == 0
-    assert services.scheduled_purge_finished(now=timezone.now() + timedelta(days=31)) == 1
+    assert dispatch.scheduled_purge_finished(now=timezone.now() + timedelta(days=29)) == 0
+    assert dispatch.scheduled_purge_finished(now=timezone.now() + timedelta(days=31)) == 1
     assert list(ScheduledMessage.objects.values_list("pk", flat=True)) == [pending.pk]
 
     account_services.user_delete(user=doctor, actor=doctor)

@@ -329,6 +329,10 @@ export type Name2 = string | null;
 export type Description = string | null;
 export type HistoryVisibleToNewMembers = boolean | null;
 /**
+ * the avatar changed: read the group again for the new one
+ */
+export type Avatar = ("set" | "removed") | null;
+/**
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
@@ -413,16 +417,27 @@ export type ReadSeq1 = number | null;
  */
 export type Event14 = number;
 export type Type51 = "receipt";
+export type Id6 = number;
+export type ConversationId15 = number;
+export type ClientId2 = string;
+export type Body3 = string;
+export type SendAt = string;
+export type State5 = "pending" | "sent" | "failed" | "cancelled";
+export type MessageId2 = number | null;
+export type FailureCode = string | null;
+export type CreatedAt2 = string;
+export type UpdatedAt = string;
+export type Type52 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref24 = string | null;
-export type Type52 = "sync.done";
+export type Type53 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type53 = "sync.required";
-export type ConversationId15 = number;
+export type Type54 = "sync.required";
+export type ConversationId16 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type54 = "typing";
+export type Type55 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -460,6 +475,7 @@ export type ServerFrame =
   | ServerPresenceFrame
   | ServerReadyFrame
   | ServerReceiptFrame
+  | ServerScheduledMessageUpdatedFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
   | ServerTypingFrame;
@@ -601,6 +617,9 @@ export interface AsyncApiSchemas {
   ServerReceiptFrame?: ServerReceiptFrame;
   ServerReconnect?: ServerReconnect;
   ServerRefreshAck?: ServerRefreshAck;
+  ServerScheduledMessageSummary?: ServerScheduledMessageSummary;
+  ServerScheduledMessageUpdatedData?: ServerScheduledMessageUpdatedData;
+  ServerScheduledMessageUpdatedFrame?: ServerScheduledMessageUpdatedFrame;
   ServerSyncDoneData?: ServerSyncDoneData;
   ServerSyncDoneFrame?: ServerSyncDoneFrame;
   ServerSyncRequiredData?: ServerSyncRequiredData;
@@ -1419,6 +1438,7 @@ export interface ServerGroupUpdatedData {
   name?: Name2;
   description?: Description;
   history_visible_to_new_members?: HistoryVisibleToNewMembers;
+  avatar?: Avatar;
 }
 /**
  * A message as clients see it (``message_wire``); also REST history's item.
@@ -1730,6 +1750,42 @@ export interface ServerReceiptFrame {
   data: ServerReceiptData;
 }
 /**
+ * A scheduled message as its author sees it (``scheduled.selectors.scheduled_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageSummary".
+ */
+export interface ServerScheduledMessageSummary {
+  id: Id6;
+  conversation_id: ConversationId15;
+  client_id: ClientId2;
+  body: Body3;
+  send_at: SendAt;
+  state: State5;
+  message_id: MessageId2;
+  failure_code: FailureCode;
+  created_at: CreatedAt2;
+  updated_at: UpdatedAt;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageUpdatedData".
+ */
+export interface ServerScheduledMessageUpdatedData {
+  scheduled_message: ServerScheduledMessageSummary;
+}
+/**
+ * One of the author's scheduled messages changed (``failed``: refused at send time, with the
+ * send path's error code in ``failure_code``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageUpdatedFrame".
+ */
+export interface ServerScheduledMessageUpdatedFrame {
+  type: Type52;
+  data: ServerScheduledMessageUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerSyncDoneData".
  */
@@ -1745,7 +1801,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref24;
-  type: Type52;
+  type: Type53;
   data: ServerSyncDoneData;
 }
 /**
@@ -1762,7 +1818,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type53;
+  type: Type54;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1770,7 +1826,7 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId15;
+  conversation_id: ConversationId16;
   user_id: UserId16;
   active: Active1;
 }
@@ -1779,6 +1835,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type54;
+  type: Type55;
   data: ServerTypingData;
 }
