@@ -21,6 +21,7 @@ ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
 ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
 CALL_LIST = "call.list"  # a REST page of the caller's call history
 CALL_READ = "call.read"  # one call's record (participants, times, state)
+MESSAGE_SEARCH = "message.search"  # one full-text search (never its words)
 
 # The account holder's rights
 USER_EXPORT = "user.export"
@@ -59,6 +60,7 @@ ACTIONS: frozenset[str] = frozenset(
         ATTACHMENT_DOWNLOAD,
         CALL_LIST,
         CALL_READ,
+        MESSAGE_SEARCH,
         USER_EXPORT,
         USER_DELETE,
         USER_DEACTIVATE,

@@ -11,8 +11,9 @@ from accounts.permissions import request_user
 from core.openapi import api_doc
 from messaging.serializers import ConversationOutSerializer
 
-from . import selectors, services
+from . import avatars, selectors, services
 from .serializers import (
+    AvatarSetInputSerializer,
     GroupCreateInputSerializer,
     GroupUpdateInputSerializer,
     MemberAddInputSerializer,
@@ -127,4 +128,38 @@ class GroupLeaveApi(APIView):
     )
     def post(self, request: Request, group_id: int) -> Response:
         services.member_leave(user=request_user(request), group_id=group_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class GroupAvatarApi(APIView):
+    """The group's picture: owners and admins set, replace or remove it; members see it in the
+    group's data (``avatar``) and download it as an attachment."""
+
+    @api_doc(
+        "Set or replace the group's avatar",
+        errors={
+            403: ["consultation_closed", "not_group_admin"],
+            404: ["attachment_not_found", "conversation_not_found", "group_not_found"],
+            409: ["attachment_already_used"],
+            422: ["avatar_not_an_image"],
+        },
+        request=AvatarSetInputSerializer,
+        responses=ConversationOutSerializer,
+    )
+    def put(self, request: Request, group_id: int) -> Response:
+        serializer = AvatarSetInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request_user(request)
+        avatars.group_avatar_set(
+            actor=user, group_id=group_id, attachment_id=serializer.validated_data["attachment_id"]
+        )
+        return Response(selectors.group_get(user=user, group_id=group_id))
+
+    @api_doc(
+        "Remove the group's avatar",
+        errors={404: ["conversation_not_found", "group_not_found"], 403: ["not_group_admin"]},
+        responses={204: None},
+    )
+    def delete(self, request: Request, group_id: int) -> Response:
+        avatars.group_avatar_remove(actor=request_user(request), group_id=group_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,7 @@ from messaging.models import Conversation, Membership
 
 def group_get(*, user: User, group_id: int) -> dict[str, Any]:
     membership = (
-        Membership.objects.select_related("conversation")
+        Membership.objects.select_related("conversation", "conversation__avatar")
         .filter(
             conversation_id=group_id,
             conversation__kind=Conversation.Kind.GROUP,

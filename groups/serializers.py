@@ -38,3 +38,11 @@ class MemberAddInputSerializer(StrictSerializer):
 
 class MemberRoleInputSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=mv.MEMBER_ROLES)
+
+
+class AvatarSetInputSerializer(StrictSerializer):
+    attachment_id = serializers.IntegerField(
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="your own image upload (POST /api/v1/attachments), not sent",
+    )

@@ -147,6 +147,15 @@ def group_update(*, actor: User, group_id: int, data: dict[str, Any]) -> Convers
     return Conversation.objects.get(pk=group_id)
 
 
+def group_lock_as_admin(*, actor: User, group_id: int) -> Membership:
+    """Inside the caller's transaction: lock the group and return the caller's membership,
+    refused unless they are its owner or an admin (``group_not_found`` / ``not_group_admin``)."""
+    _lock_group(group_id)
+    membership = _group_membership(user=actor, group_id=group_id, for_update=True)
+    _require_admin(membership)
+    return membership
+
+
 # --- Membership ---------------------------------------------------------------------------
 def member_add(*, actor: User, group_id: int, user_id: int) -> Membership:
     target = _target_user(user_id)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("groups/<int:group_id>/members", apis.GroupMemberAddApi.as_view(), name="group-member-add"),
     path("groups/<int:group_id>/members/<int:user_id>", apis.GroupMemberApi.as_view(), name="group-member"),
     path("groups/<int:group_id>/leave", apis.GroupLeaveApi.as_view(), name="group-leave"),
+    path("groups/<int:group_id>/avatar", apis.GroupAvatarApi.as_view(), name="group-avatar"),
 ]

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("appointments.urls")),
     path("", include("notifications.urls")),
     path("", include("calls.urls")),
+    path("", include("scheduled.urls")),
 ]
 
 urlpatterns = [

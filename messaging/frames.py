@@ -240,6 +240,9 @@ class GroupUpdatedData(_MemberEventData):
     name: str | None = None
     description: str | None = None
     history_visible_to_new_members: bool | None = None
+    avatar: Literal["set", "removed"] | None = Field(
+        default=None, description="the avatar changed: read the group again for the new one"
+    )
 
 
 class KeysLowData(WireModel):

@@ -37,6 +37,11 @@ class Conversation(models.Model):
     last_message_at = models.DateTimeField(null=True, blank=True)
     legal_hold = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Groups: an image upload set by an admin (``groups/avatars.py``): its file and thumbnail are
+    # the upload's (metadata stripped); members download it as an attachment.
+    avatar = models.ForeignKey(
+        "messaging.Attachment", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         permissions = [

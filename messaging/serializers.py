@@ -37,6 +37,15 @@ class MemberOutSerializer(serializers.Serializer[Any]):
     read_seq = serializers.IntegerField(allow_null=True)
 
 
+class AvatarOutSerializer(serializers.Serializer[Any]):
+    attachment_id = serializers.IntegerField(
+        help_text="download: GET /api/v1/attachments/{id} (image and thumbnail)"
+    )
+    content_type = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+
+
 class ConversationOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     kind = serializers.CharField()
@@ -54,6 +63,7 @@ class ConversationOutSerializer(serializers.Serializer[Any]):
     pinned = PinnedOutSerializer(
         many=True, help_text="pinned messages the caller may read, pinned first first"
     )
+    avatar = AvatarOutSerializer(allow_null=True, help_text="groups: the avatar image, or null")
 
 
 class MessageOutSerializer(serializers.Serializer[Any]):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import annotation_apis, apis
+from . import annotation_apis, apis, search_api
 
 urlpatterns = [
     path("conversations", apis.ConversationListCreateApi.as_view(), name="conversation-list"),
@@ -31,6 +31,7 @@ urlpatterns = [
     ),
     path("messages/<int:message_id>/pin", annotation_apis.MessagePinApi.as_view(), name="message-pin"),
     path("mentions", annotation_apis.MentionListApi.as_view(), name="mention-list"),
+    path("search/messages", search_api.MessageSearchApi.as_view(), name="message-search"),
     path("blocks", apis.BlockCreateApi.as_view(), name="block-create"),
     path("blocks/<int:user_id>", apis.BlockDeleteApi.as_view(), name="block-delete"),
 ]

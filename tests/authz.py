@@ -35,6 +35,7 @@ from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
 from payments import booking as payment_booking
 from payments.models import Consultation
+from scheduled import services as scheduled_services
 
 # The columns of the matrix, in order.
 ACTORS: tuple[str, ...] = (
@@ -236,6 +237,19 @@ def build_world() -> World:
         doctor=other, patient=users["patient_b"], kind="chat", starts_at=start, ends_at=end, state="confirmed"
     )
 
+    # The doctor's scheduled message to A (pending), and an image the doctor may make the group's
+    # avatar (an unsent upload).
+    scheduled, _ = scheduled_services.scheduled_create(
+        author=doctor,
+        conversation_id=conversation.pk,
+        body="matrix-secret: take the second dose at 20:00",
+        send_at=timezone.now() + dt.timedelta(days=1),
+    )
+    upload = SimpleUploadedFile("matrix-avatar.png", png(), content_type="image/png")
+    avatar_upload = messaging_services.attachment_upload(
+        uploader=doctor, upload=upload, name="matrix-avatar.png"
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -258,6 +272,8 @@ def build_world() -> World:
         extra={
             "appointment": appointment,
             "mentions": {"doctor": mention_ids[doctor.pk], "group_member": mention_ids[member.pk]},
+            "scheduled": scheduled,
+            "avatar_upload": avatar_upload,
         },
     )
 

@@ -251,6 +251,28 @@ TABLE: dict[str, Op] = {
             },
         ),
     ),
+    # Search finds only what the caller may read (the removed member: what they saw as a member).
+    "GET /api/v1/search/messages": Op(
+        row(OK),
+        query=lambda w, a, p: {"q": "matrix secret"},
+        visible=lambda w: protected(
+            {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+            {
+                "patient_a": {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+                "doctor": {w.message_a.pk, w.message_doctor.pk, w.group_before.pk, w.group_after.pk},
+                "group_member": {w.group_before.pk, w.group_after.pk},
+                "removed_member": {w.group_before.pk},
+            },
+        ),
+    ),
+    "GET /api/v1/search/messages#conversation": Op(
+        row(OK),  # another's conversation as a filter: no hits, and no 404 that would confirm it
+        query=lambda w, a, p: {"q": "matrix secret", "conversation_id": w.conversation.pk},
+        visible=lambda w: protected(
+            {w.message_a.pk, w.message_doctor.pk},
+            {key: {w.message_a.pk, w.message_doctor.pk} for key in ("patient_a", "doctor")},
+        ),
+    ),
     "POST /api/v1/attachments": Op(row(CREATED), multipart=True),
     "GET /api/v1/attachments/{attachment_id}": Op(
         row(not_found("attachment_not_found"), **A_AND_DOCTOR), params=attachment
@@ -310,6 +332,26 @@ TABLE: dict[str, Op] = {
     # --- groups ---
     "POST /api/v1/groups": Op(row(CREATED), body=lambda w, a: {"name": "Matrix new group"}),
     "GET /api/v1/groups/{group_id}": Op(row(not_found("group_not_found"), **GROUP_MEMBERS), params=group),
+    # The avatar: the owner (the doctor) sets and removes it; other members are not admins.
+    "PUT /api/v1/groups/{group_id}/avatar": Op(
+        row(
+            not_found("group_not_found"),
+            doctor=OK,
+            patient_a=forbidden("not_group_admin"),
+            group_member=forbidden("not_group_admin"),
+        ),
+        params=group,
+        body=lambda w, a: {"attachment_id": w.extra["avatar_upload"].pk},
+    ),
+    "DELETE /api/v1/groups/{group_id}/avatar": Op(
+        row(
+            not_found("group_not_found"),
+            doctor=NO_CONTENT,
+            patient_a=forbidden("not_group_admin"),
+            group_member=forbidden("not_group_admin"),
+        ),
+        params=group,
+    ),
     "PATCH /api/v1/groups/{group_id}": Op(
         row(
             not_found("group_not_found"),
@@ -370,6 +412,36 @@ TABLE: dict[str, Op] = {
     ),
     "GET /api/v1/notifications/preferences": Op(row(OK)),
     "PUT /api/v1/notifications/preferences": Op(row(OK), body=lambda w, a: {"previews": True}),
+    # --- scheduled messages: doctors schedule; each sees and touches only their own ---
+    "GET /api/v1/scheduled-messages": Op(
+        row(OK),
+        visible=lambda w: protected({w.extra["scheduled"].pk}, {"doctor": {w.extra["scheduled"].pk}}),
+    ),
+    "POST /api/v1/scheduled-messages": Op(
+        row(
+            forbidden("scheduling_not_allowed"),  # patients and staff (no doctor role)
+            doctor=CREATED,
+            other_doctor=not_found("conversation_not_found"),
+        ),
+        body=lambda w, a: {
+            "conversation_id": w.conversation.pk,
+            "body": "matrix-secret: see you tomorrow",
+            "send_at": (timezone.now() + dt.timedelta(hours=2)).isoformat(),
+        },
+    ),
+    "GET /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+    ),
+    "PATCH /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+        body=lambda w, a: {"body": "matrix-secret: changed"},
+    ),
+    "DELETE /api/v1/scheduled-messages/{scheduled_id}": Op(
+        row(not_found("scheduled_message_not_found"), doctor=OK),
+        params=lambda w: {"scheduled_id": w.extra["scheduled"].pk},
+    ),
     # --- calls ---
     "GET /api/v1/calls": Op(
         row(OK),
@@ -568,7 +640,8 @@ def test_rest_cell(
     if op.visible is not None and expected.status == 200:
         ids, seen_by = op.visible(world)
         assert body is not None
-        shown = {item["id"] for item in body["results"]}
+        # a search hit carries its message: {"message": {"id", ...}, "rank", "snippet"}
+        shown = {item["message"]["id"] if "message" in item else item["id"] for item in body["results"]}
         assert shown & ids == seen_by.get(actor, set()), (operation, actor, shown & ids)
 
 

@@ -25,6 +25,7 @@ APPS = (
     "notifications",
     "core",
     "audit",
+    "scheduled",
 )
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "calls",
     "payments",
     "appointments",
+    "scheduled",
     "notifications",
     "audit",
     "console",
@@ -318,6 +319,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "export": env.str("THROTTLE_EXPORT_RATE", default="5/hour"),
         "upload": env.str("THROTTLE_UPLOAD_RATE", default="30/minute"),
         "keys": env.str("THROTTLE_KEYS_RATE", default="60/minute"),
+        "search": env.str("THROTTLE_SEARCH_RATE", default="60/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -507,8 +509,27 @@ TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
 MESSAGE_RETENTION_DAYS: int = env.int("MESSAGE_RETENTION_DAYS", default=0)
 ATTACHMENT_RETENTION_DAYS: int = env.int("ATTACHMENT_RETENTION_DAYS", default=0)
 RETENTION_BATCH_SIZE: int = env.int("RETENTION_BATCH_SIZE", default=1000)
+# Full-text search of plaintext messages (GET /api/v1/search/messages): the PostgreSQL text search
+# configuration of the stored tsvector (english, simple, german...). After a change run
+# ``manage.py search_language`` (rebuilds the column; docs/search.md).
+SEARCH_LANGUAGE: str = env.str("SEARCH_LANGUAGE", default="english")
 CELERY_BEAT_SCHEDULE["messaging-retention-purge"] = {
     "task": "messaging.tasks.retention_purge",
+    "schedule": 3600.0,
+}
+
+# Scheduled messages (scheduled/, docs/protocol.md): how far ahead, how many may wait per author,
+# how long finished ones are listed, and the sweep that sends due ones whose task was lost.
+SCHEDULED_MESSAGE_MAX_DAYS: int = env.int("SCHEDULED_MESSAGE_MAX_DAYS", default=365)
+SCHEDULED_MESSAGE_MAX_PENDING: int = env.int("SCHEDULED_MESSAGE_MAX_PENDING", default=100)
+SCHEDULED_MESSAGE_KEEP_DAYS: int = env.int("SCHEDULED_MESSAGE_KEEP_DAYS", default=30)
+SCHEDULED_MESSAGE_SWEEP_SECONDS: float = env.float("SCHEDULED_MESSAGE_SWEEP_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["scheduled-dispatch-due"] = {
+    "task": "scheduled.tasks.dispatch_due",
+    "schedule": SCHEDULED_MESSAGE_SWEEP_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["scheduled-purge-finished"] = {
+    "task": "scheduled.tasks.purge_finished",
     "schedule": 3600.0,
 }
 

@@ -24,7 +24,12 @@ def attachment_get_for_download(*, user_id: int, attachment_id: int) -> Attachme
         raise missing
     message = attachment.message
     if message is None:
-        if attachment.uploader_id != user_id:
+        if attachment.uploader_id == user_id:
+            return attachment
+        # A group's avatar: its active members.
+        if not Membership.objects.filter(
+            conversation__avatar_id=attachment.pk, user_id=user_id, left_at__isnull=True
+        ).exists():
             raise missing
         return attachment
     if message.deleted_at is not None:

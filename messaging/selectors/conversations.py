@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from accounts.models import User
-from messaging.models import Block, Membership
+from messaging.models import Block, Conversation, Membership
 
 
 # --- Conversations -----------------------------------------------------------------------
@@ -15,7 +15,7 @@ def conversation_list(*, user: User) -> QuerySet[Membership]:
     """The caller's conversations with unread counts, in one query (no N+1)."""
     return (
         Membership.objects.filter(user=user, left_at__isnull=True)
-        .select_related("conversation")
+        .select_related("conversation", "conversation__avatar")
         .annotate(unread=F("conversation__last_seq") - F("read_seq"))
         .order_by("-conversation__last_message_at", "-conversation_id")
     )
@@ -71,4 +71,21 @@ def conversation_data(
         "read_seq": membership.read_seq,
         "members": members,
         "pinned": pinned,
+        "avatar": avatar_data(c),
+    }
+
+
+def avatar_data(conversation: Conversation) -> dict[str, Any] | None:
+    """A group's avatar as members see it: an attachment they may download (``GET
+    attachments/{id}``: a link to the image and its thumbnail). Read with ``conversation__avatar``
+    joined (``conversation_list``, ``membership_get``)."""
+    if conversation.avatar_id is None:
+        return None
+    avatar = conversation.avatar
+    assert avatar is not None
+    return {
+        "attachment_id": avatar.pk,
+        "content_type": avatar.content_type,
+        "width": avatar.width,
+        "height": avatar.height,
     }

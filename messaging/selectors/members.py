@@ -12,7 +12,9 @@ from messaging.models import Block, Membership
 # --- Membership and visibility ----------------------------------------------------------
 def membership_get(*, user: User, conversation_id: int, active: bool = True) -> Membership:
     """The caller's membership; 404 (never 403) so non-members learn nothing."""
-    qs = Membership.objects.select_related("conversation").filter(conversation_id=conversation_id, user=user)
+    qs = Membership.objects.select_related("conversation", "conversation__avatar").filter(
+        conversation_id=conversation_id, user=user
+    )
     if active:
         qs = qs.filter(left_at__isnull=True)
     membership = qs.first()

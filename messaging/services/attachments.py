@@ -16,7 +16,7 @@ from accounts.models import User
 from core.errors import ApplicationError, NotFound
 from core.realtime import publish_on_commit, user_group
 from messaging import selectors
-from messaging.models import Attachment, Message
+from messaging.models import Attachment, Conversation, Message
 
 logger = logging.getLogger("healthchat.messaging")
 
@@ -274,7 +274,10 @@ def attach_uploads(
     )
     if len(rows) != len(attachment_ids):
         raise NotFound("No such attachment.", code="attachment_not_found")
-    if any(row.message_id is not None for row in rows):
+    if (
+        any(row.message_id is not None for row in rows)
+        or Conversation.objects.filter(avatar_id__in=attachment_ids).exists()
+    ):  # sent before, or a group's avatar
         raise ApplicationError("attachment_already_used", "An attachment can be sent once.", status=409)
     for row in rows:
         if row.state == Attachment.State.PROCESSING:
@@ -334,7 +337,11 @@ def attachments_purge_orphans(*, older_than_hours: int | None = None) -> int:
     hours = settings.ATTACHMENT_ORPHAN_HOURS if older_than_hours is None else older_than_hours
     cutoff = timezone.now() - timedelta(hours=hours)
     rows = list(
-        Attachment.objects.filter(message__isnull=True, deleted_at__isnull=True, created_at__lt=cutoff)
+        Attachment.objects.filter(
+            message__isnull=True, deleted_at__isnull=True, created_at__lt=cutoff
+        ).exclude(
+            pk__in=Conversation.objects.filter(avatar__isnull=False).values("avatar_id")  # group avatars
+        )
     )
     names = [r.file.name for r in rows] + [r.thumbnail.name for r in rows if r.thumbnail]
     Attachment.objects.filter(pk__in=[r.pk for r in rows]).delete()

@@ -140,6 +140,12 @@ REST_WRITES: dict[str, Decision] = {
         ("test_group_message_and_rename_refused_in_a_group_with_the_doctor",),
     ),
     "POST /api/v1/groups/{group_id}/leave": NotApplicable("leaving ends reach"),
+    "PUT /api/v1/groups/{group_id}/avatar": Guarded(
+        "group_avatar_set asks the rule for the group's other members (a new picture, like a rename)",
+        ('"PATCH"',),
+        ("test_group_message_and_rename_refused_in_a_group_with_the_doctor",),
+    ),
+    "DELETE /api/v1/groups/{group_id}/avatar": NotApplicable("removes the group's picture: no new content"),
     "POST /api/v1/groups/{group_id}/members": Guarded(
         "member_add asks the rule for the user added",
         ("/members",),
@@ -157,6 +163,14 @@ REST_WRITES: dict[str, Decision] = {
     "PUT /api/v1/notifications/preferences": NotApplicable("the caller's own notifications"),
     "POST /api/v1/payments/stripe/webhook": NotApplicable("Stripe's events, no user's content"),
     "POST /api/v1/payouts/onboarding": NotApplicable("a doctor's own payout account"),
+    "POST /api/v1/scheduled-messages": NotApplicable(
+        "doctors only (the rule restricts patients); at send time the message goes through "
+        "messaging's send, which asks every rule"
+    ),
+    "PATCH /api/v1/scheduled-messages/{scheduled_id}": NotApplicable(
+        "edits the author's own pending row; nothing reaches anyone until the send (see POST)"
+    ),
+    "DELETE /api/v1/scheduled-messages/{scheduled_id}": NotApplicable("cancels; nothing is sent"),
 }
 
 

@@ -387,6 +387,10 @@ export type Name2 = string | null;
 export type Description = string | null;
 export type HistoryVisibleToNewMembers = boolean | null;
 /**
+ * the avatar changed: read the group again for the new one
+ */
+export type Avatar = ("set" | "removed") | null;
+/**
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
@@ -516,16 +520,27 @@ export type ReadSeq1 = number | null;
  */
 export type Event18 = number;
 export type Type59 = "receipt";
+export type Id6 = number;
+export type ConversationId19 = number;
+export type ClientId2 = string;
+export type Body3 = string;
+export type SendAt = string;
+export type State5 = "pending" | "sent" | "failed" | "cancelled";
+export type MessageId8 = number | null;
+export type FailureCode = string | null;
+export type CreatedAt2 = string;
+export type UpdatedAt = string;
+export type Type60 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref28 = string | null;
-export type Type60 = "sync.done";
+export type Type61 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type61 = "sync.required";
-export type ConversationId19 = number;
+export type Type62 = "sync.required";
+export type ConversationId20 = number;
 export type UserId22 = number;
 export type Active1 = boolean;
-export type Type62 = "typing";
+export type Type63 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -567,6 +582,7 @@ export type ServerFrame =
   | ServerReactionRemovedFrame
   | ServerReadyFrame
   | ServerReceiptFrame
+  | ServerScheduledMessageUpdatedFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
   | ServerTypingFrame;
@@ -729,6 +745,9 @@ export interface AsyncApiSchemas {
   ServerReceiptFrame?: ServerReceiptFrame;
   ServerReconnect?: ServerReconnect;
   ServerRefreshAck?: ServerRefreshAck;
+  ServerScheduledMessageSummary?: ServerScheduledMessageSummary;
+  ServerScheduledMessageUpdatedData?: ServerScheduledMessageUpdatedData;
+  ServerScheduledMessageUpdatedFrame?: ServerScheduledMessageUpdatedFrame;
   ServerSyncDoneData?: ServerSyncDoneData;
   ServerSyncDoneFrame?: ServerSyncDoneFrame;
   ServerSyncRequiredData?: ServerSyncRequiredData;
@@ -1664,6 +1683,7 @@ export interface ServerGroupUpdatedData {
   name?: Name2;
   description?: Description;
   history_visible_to_new_members?: HistoryVisibleToNewMembers;
+  avatar?: Avatar;
 }
 /**
  * A message as clients see it (``message_wire``); also REST history's item.
@@ -2043,6 +2063,42 @@ export interface ServerReceiptFrame {
   data: ServerReceiptData;
 }
 /**
+ * A scheduled message as its author sees it (``scheduled.selectors.scheduled_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageSummary".
+ */
+export interface ServerScheduledMessageSummary {
+  id: Id6;
+  conversation_id: ConversationId19;
+  client_id: ClientId2;
+  body: Body3;
+  send_at: SendAt;
+  state: State5;
+  message_id: MessageId8;
+  failure_code: FailureCode;
+  created_at: CreatedAt2;
+  updated_at: UpdatedAt;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageUpdatedData".
+ */
+export interface ServerScheduledMessageUpdatedData {
+  scheduled_message: ServerScheduledMessageSummary;
+}
+/**
+ * One of the author's scheduled messages changed (``failed``: refused at send time, with the
+ * send path's error code in ``failure_code``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerScheduledMessageUpdatedFrame".
+ */
+export interface ServerScheduledMessageUpdatedFrame {
+  type: Type60;
+  data: ServerScheduledMessageUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerSyncDoneData".
  */
@@ -2058,7 +2114,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref28;
-  type: Type60;
+  type: Type61;
   data: ServerSyncDoneData;
 }
 /**
@@ -2075,7 +2131,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type61;
+  type: Type62;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2083,7 +2139,7 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId19;
+  conversation_id: ConversationId20;
   user_id: UserId22;
   active: Active1;
 }
@@ -2092,6 +2148,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type62;
+  type: Type63;
   data: ServerTypingData;
 }

@@ -688,6 +688,32 @@ export interface paths {
         patch: operations["groups_partial_update"];
         trace?: never;
     };
+    "/api/v1/groups/{group_id}/avatar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set or replace the group's avatar
+         * @description The group's picture: owners and admins set, replace or remove it; members see it in the
+         *     group's data (``avatar``) and download it as an attachment.
+         */
+        put: operations["groups_avatar_update"];
+        post?: never;
+        /**
+         * Remove the group's avatar
+         * @description The group's picture: owners and admins set, replace or remove it; members see it in the
+         *     group's data (``avatar``) and download it as an attachment.
+         */
+        delete: operations["groups_avatar_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/groups/{group_id}/leave": {
         parameters: {
             query?: never;
@@ -1022,6 +1048,64 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/scheduled-messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List my scheduled messages */
+        get: operations["scheduled_messages_list"];
+        put?: never;
+        /** Schedule a message (doctors) */
+        post: operations["scheduled_messages_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/scheduled-messages/{scheduled_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a scheduled message */
+        get: operations["scheduled_messages_retrieve"];
+        put?: never;
+        post?: never;
+        /** Cancel a pending scheduled message */
+        delete: operations["scheduled_messages_destroy"];
+        options?: never;
+        head?: never;
+        /** Edit a pending scheduled message */
+        patch: operations["scheduled_messages_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/search/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search my messages
+         * @description Best match first; plaintext conversations only (end-to-end encrypted ones are searched by
+         *     their clients). Every search is one audit row (``message.search``), never its words.
+         */
+        get: operations["search_messages_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/specialties": {
         parameters: {
             query?: never;
@@ -1199,6 +1283,24 @@ export interface components {
             outside_hours: string;
             weekly_hours: components["schemas"]["WeeklyWindow"][];
             available_now: boolean;
+        };
+        AvatarOut: {
+            /** @description download: GET /api/v1/attachments/{id} (image and thumbnail) */
+            attachment_id: number;
+            content_type: string;
+            width: number | null;
+            height: number | null;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        AvatarSetInputRequest: {
+            /**
+             * Format: int64
+             * @description your own image upload (POST /api/v1/attachments), not sent
+             */
+            attachment_id: number;
         };
         /** @enum {unknown} */
         BlankEnum: "";
@@ -1386,6 +1488,8 @@ export interface components {
             members: components["schemas"]["MemberOut"][];
             /** @description pinned messages the caller may read, pinned first first */
             pinned: components["schemas"]["PinnedOut"][];
+            /** @description groups: the avatar image, or null */
+            avatar: components["schemas"]["AvatarOut"] | null;
         };
         DeviceBundleOut: {
             device_id: number;
@@ -1689,6 +1793,19 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["MentionOut"][];
         };
+        PaginatedScheduledOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["ScheduledOut"][];
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -1723,6 +1840,15 @@ export interface components {
          */
         PatchedMemberRoleInputRequest: {
             role?: components["schemas"]["MemberRoleInputRoleEnum"];
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        PatchedScheduledUpdateInputRequest: {
+            body?: string;
+            /** Format: date-time */
+            send_at?: string;
         };
         /**
          * @description * `not_due` - Not due
@@ -1852,6 +1978,67 @@ export interface components {
             }[];
         };
         /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        ScheduledCreateInputRequest: {
+            /** Format: int64 */
+            conversation_id: number;
+            body: string;
+            /**
+             * Format: date-time
+             * @description when to send it, with its UTC offset
+             */
+            send_at: string;
+            /**
+             * Format: uuid
+             * @description the message's client_id when sent; repeating it returns the same row
+             */
+            client_id?: string;
+        };
+        ScheduledOut: {
+            id: number;
+            conversation_id: number;
+            /** Format: uuid */
+            client_id: string;
+            /** @description empty once sent (the message has it) or cancelled */
+            body: string;
+            /** Format: date-time */
+            send_at: string;
+            state: components["schemas"]["ScheduledOutStateEnum"];
+            /** @description the message it became */
+            message_id: number | null;
+            /** @description failed: the send path's error code at send time */
+            failure_code: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /**
+         * @description * `pending` - Pending
+         *     * `sent` - Sent
+         *     * `failed` - Failed
+         *     * `cancelled` - Cancelled
+         * @enum {string}
+         */
+        ScheduledOutStateEnum: "pending" | "sent" | "failed" | "cancelled";
+        SearchHit: {
+            message: components["schemas"]["MessageOut"];
+            /**
+             * Format: double
+             * @description PostgreSQL ts_rank (0 on databases without full-text search)
+             */
+            rank: number;
+            /** @description the matching part of the text, matches marked */
+            snippet: components["schemas"]["SnippetSegment"][];
+        };
+        SearchOut: {
+            results: components["schemas"]["SearchHit"][];
+            /** @description pass as ?cursor= for the next page */
+            next_cursor: string | null;
+        };
+        /**
          * @description * `female` - female
          *     * `male` - male
          *     * `other` - other
@@ -1882,6 +2069,10 @@ export interface components {
             start: string;
             /** Format: date-time */
             end: string;
+        };
+        SnippetSegment: {
+            text: string;
+            match: boolean;
         };
         Specialty: {
             slug: string;
@@ -5334,7 +5525,13 @@ export interface operations {
                      *               "pinned_by": 1,
                      *               "pinned_at": "2026-01-05T09:30:00Z"
                      *             }
-                     *           ]
+                     *           ],
+                     *           "avatar": {
+                     *             "attachment_id": 1,
+                     *             "content_type": "image/jpeg",
+                     *             "width": 1,
+                     *             "height": 1
+                     *           }
                      *         }
                      *       ]
                      *     }
@@ -5412,7 +5609,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -5453,7 +5656,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -5629,7 +5838,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -6526,7 +6741,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -6702,7 +6923,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -6802,7 +7029,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -6849,6 +7082,252 @@ export interface operations {
                         error?: {
                             /** @enum {string} */
                             code?: "consultation_closed" | "not_group_admin" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found`, `group_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "group_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    groups_avatar_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "attachment_id": 1
+                 *     }
+                 */
+                "application/json": components["schemas"]["AvatarSetInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "kind": "string",
+                     *       "e2ee": true,
+                     *       "name": "Care team",
+                     *       "description": "Follow-up after surgery",
+                     *       "last_seq": 1,
+                     *       "last_message_at": "2026-01-05T09:30:00Z",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "unread_count": 1,
+                     *       "my_role": "string",
+                     *       "delivered_seq": 1,
+                     *       "read_seq": 1,
+                     *       "members": [
+                     *         {
+                     *           "user_id": 1,
+                     *           "display_name": "Dr. Ada Martin",
+                     *           "role": "string",
+                     *           "delivered_seq": 1,
+                     *           "read_seq": 1
+                     *         }
+                     *       ],
+                     *       "pinned": [
+                     *         {
+                     *           "message_id": 1,
+                     *           "seq": 1,
+                     *           "pinned_by": 1,
+                     *           "pinned_at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ConversationOut"];
+                };
+            };
+            400: components["responses"]["InvalidRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `consultation_closed`, `not_group_admin`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_closed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_closed" | "not_group_admin" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `attachment_not_found`, `conversation_not_found`, `group_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "attachment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "attachment_not_found" | "conversation_not_found" | "group_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `attachment_already_used` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "attachment_already_used",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "attachment_already_used";
+                        };
+                    };
+                };
+            };
+            /** @description Unprocessable Entity: `avatar_not_an_image` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "avatar_not_an_image",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "avatar_not_an_image";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    groups_avatar_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_group_admin`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_group_admin",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_group_admin" | "not_registered";
                         };
                     };
                 };
@@ -6998,7 +7477,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -7261,7 +7746,13 @@ export interface operations {
                      *           "pinned_by": 1,
                      *           "pinned_at": "2026-01-05T09:30:00Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "avatar": {
+                     *         "attachment_id": 1,
+                     *         "content_type": "image/jpeg",
+                     *         "width": 1,
+                     *         "height": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["ConversationOut"];
@@ -8998,6 +9489,644 @@ export interface operations {
                     };
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    scheduled_messages_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+                state?: "cancelled" | "failed" | "pending" | "sent";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "conversation_id": 1,
+                     *           "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *           "body": "string",
+                     *           "send_at": "2026-01-05T09:30:00Z",
+                     *           "state": "pending",
+                     *           "message_id": 1,
+                     *           "failure_code": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "updated_at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedScheduledOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    scheduled_messages_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "conversation_id": 1,
+                 *       "body": "string",
+                 *       "send_at": "2026-01-05T09:30:00Z",
+                 *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ScheduledCreateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "conversation_id": 1,
+                     *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *       "body": "string",
+                     *       "send_at": "2026-01-05T09:30:00Z",
+                     *       "state": "pending",
+                     *       "message_id": 1,
+                     *       "failure_code": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ScheduledOut"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "conversation_id": 1,
+                     *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *       "body": "string",
+                     *       "send_at": "2026-01-05T09:30:00Z",
+                     *       "state": "pending",
+                     *       "message_id": 1,
+                     *       "failure_code": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ScheduledOut"];
+                };
+            };
+            /** @description Bad Request: `empty_message`, `invalid`, `invalid_body`, `invalid_send_at`, `message_too_long`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "empty_message",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "empty_message" | "invalid" | "invalid_body" | "invalid_send_at" | "message_too_long" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `consultation_closed`, `not_registered`, `scheduling_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_closed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_closed" | "not_registered" | "scheduling_not_allowed";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `client_id_reused`, `too_many_scheduled` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "client_id_reused",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "client_id_reused" | "too_many_scheduled";
+                        };
+                    };
+                };
+            };
+            /** @description Unprocessable Entity: `scheduling_e2ee_unsupported` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "scheduling_e2ee_unsupported",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "scheduling_e2ee_unsupported";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    scheduled_messages_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scheduled_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "conversation_id": 1,
+                     *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *       "body": "string",
+                     *       "send_at": "2026-01-05T09:30:00Z",
+                     *       "state": "pending",
+                     *       "message_id": 1,
+                     *       "failure_code": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ScheduledOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `scheduled_message_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "scheduled_message_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    scheduled_messages_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scheduled_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `scheduled_message_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "scheduled_message_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `scheduled_message_not_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "scheduled_message_not_pending",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "scheduled_message_not_pending";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    scheduled_messages_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scheduled_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "body": "string",
+                 *       "send_at": "2026-01-05T09:30:00Z"
+                 *     }
+                 */
+                "application/json": components["schemas"]["PatchedScheduledUpdateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "conversation_id": 1,
+                     *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *       "body": "string",
+                     *       "send_at": "2026-01-05T09:30:00Z",
+                     *       "state": "pending",
+                     *       "message_id": 1,
+                     *       "failure_code": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ScheduledOut"];
+                };
+            };
+            /** @description Bad Request: `empty_message`, `invalid`, `invalid_body`, `invalid_send_at`, `message_too_long`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "empty_message",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "empty_message" | "invalid" | "invalid_body" | "invalid_send_at" | "message_too_long" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `scheduled_message_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "scheduled_message_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `scheduled_message_not_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "scheduled_message_not_pending",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "scheduled_message_not_pending";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    search_messages_retrieve: {
+        parameters: {
+            query: {
+                /** @description only this conversation */
+                conversation_id?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string;
+                /** @description true: with files; false: without */
+                has_attachment?: boolean;
+                /** @description 1..50, default 20 */
+                limit?: number;
+                /** @description words, "a phrase", or, -word */
+                q: string;
+                /** @description only this sender's messages */
+                sender_id?: number;
+                /** @description created at or after (ISO 8601) */
+                since?: string;
+                /** @description created before (ISO 8601) */
+                until?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "results": [
+                     *         {
+                     *           "message": {
+                     *             "id": 1,
+                     *             "conversation_id": 1,
+                     *             "seq": 1,
+                     *             "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *             "sender_id": 1,
+                     *             "kind": "string",
+                     *             "created_at": "2026-01-05T09:30:00Z",
+                     *             "body": "string",
+                     *             "attachments": [
+                     *               {}
+                     *             ],
+                     *             "reply_to": 1,
+                     *             "edited_at": "2026-01-05T09:30:00Z",
+                     *             "deleted": true,
+                     *             "system": {},
+                     *             "mentions": [
+                     *               {
+                     *                 "user_id": 1,
+                     *                 "offset": 1,
+                     *                 "length": 1
+                     *               }
+                     *             ],
+                     *             "reactions": [
+                     *               {
+                     *                 "emoji": "string",
+                     *                 "count": 1,
+                     *                 "user_ids": []
+                     *               }
+                     *             ],
+                     *             "ciphertext": "string"
+                     *           },
+                     *           "rank": 1,
+                     *           "snippet": [
+                     *             {
+                     *               "text": "string",
+                     *               "match": true
+                     *             }
+                     *           ]
+                     *         }
+                     *       ],
+                     *       "next_cursor": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["SearchOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `invalid_cursor`, `invalid_query` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "invalid_cursor" | "invalid_query";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */

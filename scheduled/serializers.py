@@ -1,0 +1,44 @@
+"""Shapes of the scheduled messages REST API (outputs come from ``selectors.scheduled_data``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from core.validation import QuerySerializer, StrictSerializer
+
+from .models import ScheduledMessage
+
+
+class ScheduledCreateInputSerializer(StrictSerializer):
+    conversation_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    body = serializers.CharField(trim_whitespace=False)
+    send_at = serializers.DateTimeField(help_text="when to send it, with its UTC offset")
+    client_id = serializers.UUIDField(
+        required=False, help_text="the message's client_id when sent; repeating it returns the same row"
+    )
+
+
+class ScheduledUpdateInputSerializer(StrictSerializer):
+    body = serializers.CharField(required=False, trim_whitespace=False)
+    send_at = serializers.DateTimeField(required=False)
+
+
+class ScheduledListQuerySerializer(QuerySerializer):
+    state = serializers.ChoiceField(choices=ScheduledMessage.State.choices, required=False)
+
+
+class ScheduledOutSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    client_id = serializers.UUIDField()
+    body = serializers.CharField(help_text="empty once sent (the message has it) or cancelled")
+    send_at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=ScheduledMessage.State.choices)
+    message_id = serializers.IntegerField(allow_null=True, help_text="the message it became")
+    failure_code = serializers.CharField(
+        allow_null=True, help_text="failed: the send path's error code at send time"
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
