@@ -53,7 +53,10 @@ def test_a_user_who_wrote_reads_the_primary_for_the_window(
     assert replica.wrote_recently(993) is True
 
 
-def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(with_replica: None) -> None:
+def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(
+    with_replica: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica, "_replica_down_until", 0.0)
     router = replica.ReplicaRouter()
     calls: list[str] = []
 
@@ -67,8 +70,15 @@ def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(with_
     cache.delete(replica.STAMP_KEY.format(user_id=994))
     not_found = ApplicationError("not_member", "Not a member.", status=404)
     assert replica.lag_tolerant(selector, user_id=994, exc=not_found) == "answer"
+    assert replica.use_replica(994)  # a refusal is not a failure of the replica
     assert replica.lag_tolerant(selector, user_id=994, exc=OperationalError("replica down")) == "answer"
     assert calls == [replica.REPLICA, DEFAULT_DB_ALIAS] * 2
+    # A failed replica is left alone for a while: the next reads go straight to the primary.
+    assert not replica.use_replica(994)
+    assert replica.lag_tolerant(selector, user_id=994, exc=not_found) == "answer"
+    assert calls[-1:] == [DEFAULT_DB_ALIAS]
+    monkeypatch.setattr(replica, "_replica_down_until", 0.0)
+    assert replica.use_replica(994)
 
 
 def test_the_socket_stamps_at_most_twice_a_window(with_replica: None, settings: Any) -> None:
