@@ -14,7 +14,9 @@ explicitly, and only for a caller who has not written lately:
   process sees it); a stamped user's lag-tolerant reads stay on the primary. The window must be
   longer than the replica's worst replay lag (docs/scaling.md: alert on lag above it).
 - **Fallbacks.** A replica read that fails (the replica down, or an answer that only lag can
-  explain: a membership not replicated yet, ``404``/``403``) is asked again of the primary.
+  explain: a membership not replicated yet, ``404``/``403``) is asked again of the primary; after
+  a failure the process skips the replica for ``REPLICA_BACKOFF_SECONDS``. Its connections wait
+  at most ``DATABASE_REPLICA_POOL_TIMEOUT`` (default 2 s) for a connection.
 
 Writes always go to the primary, even for an object read from the replica; the replica is never
 migrated.
@@ -125,9 +127,22 @@ def _reads_on_replica() -> Iterator[None]:
         _on_replica.reset(token)
 
 
+# After a replica failure this process leaves the replica alone for a while: a replica that is
+# down would otherwise cost every lag-tolerant read its connection timeout before the primary.
+REPLICA_BACKOFF_SECONDS = 10.0
+_replica_down_until = 0.0
+
+
+def replica_failed() -> None:
+    global _replica_down_until
+    _replica_down_until = time.monotonic() + REPLICA_BACKOFF_SECONDS
+
+
 def use_replica(user_id: int | None) -> bool:
     """Whether this caller's lag-tolerant reads may go to the replica now."""
-    return enabled() and (user_id is None or not wrote_recently(user_id))
+    if not enabled() or time.monotonic() < _replica_down_until:
+        return False
+    return user_id is None or not wrote_recently(user_id)
 
 
 def lag_tolerant(fn: Callable[..., T], *, user_id: int | None, **kwargs: Any) -> T:
@@ -139,8 +154,13 @@ def lag_tolerant(fn: Callable[..., T], *, user_id: int | None, **kwargs: Any) ->
     try:
         with _reads_on_replica():
             return fn(**call_kwargs)
-    except (ApplicationError, DatabaseError) as exc:
+    except ApplicationError as exc:
         logger.info("replica: read asked again of the primary (%s)", type(exc).__name__)
+    except DatabaseError:
+        logger.warning(
+            "replica: read failed; the primary answers (replica skipped for a while)", exc_info=True
+        )
+        replica_failed()
     return fn(**call_kwargs)
 
 

@@ -223,3 +223,30 @@ def test_a_read_only_lag_can_refuse_is_asked_again_of_the_primary(
             time.sleep(0.2)
     finally:
         replica.set_apply_delay(f"{int(DELAY * 1000)}ms")
+
+
+def test_a_replica_that_is_down_costs_a_short_wait_then_nothing(
+    clusters: tuple[PrivatePostgres, PrivatePostgres], servers: list[ServerProcess], token_minter: TokenMinter
+) -> None:
+    """The replica stopped (the last test of the module): lag-tolerant reads are answered by the
+    primary, the first after at most the replica's connection timeout, the next ones at once
+    (the process leaves the replica alone for a while)."""
+    primary, replica = clusters
+    (item,) = make_pairs(primary, 1)
+    patient, _doctor = item["users"]
+    bearer = token(token_minter, patient)
+    replica.stop()
+    timings = []
+    for server in servers:
+        for _ in range(2):
+            started = time.monotonic()
+            answer = history(server, bearer, item["conversation"])
+            timings.append(time.monotonic() - started)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["results"] == []
+    # DATABASE_REPLICA_POOL_TIMEOUT (2 s) at most for the first read of each process, plus a
+    # loaded machine's slack; the second read of each process does not try the replica.
+    assert max(timings) < 8, timings
+    logs = "".join(server.log() for server in servers)
+    assert logs.count("replica: read failed") <= len(servers), logs[-3000:]
+    print("replica down: read times", [round(t, 2) for t in timings])

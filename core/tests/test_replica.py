@@ -53,7 +53,10 @@ def test_a_user_who_wrote_reads_the_primary_for_the_window(
     assert replica.wrote_recently(993) is True
 
 
-def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(with_replica: None) -> None:
+def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(
+    with_replica: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica, "_replica_down_until", 0.0)
     router = replica.ReplicaRouter()
     calls: list[str] = []
 
@@ -67,8 +70,15 @@ def test_a_refusal_or_failure_on_the_replica_is_asked_again_of_the_primary(with_
     cache.delete(replica.STAMP_KEY.format(user_id=994))
     not_found = ApplicationError("not_member", "Not a member.", status=404)
     assert replica.lag_tolerant(selector, user_id=994, exc=not_found) == "answer"
+    assert replica.use_replica(994)  # a refusal is not a failure of the replica
     assert replica.lag_tolerant(selector, user_id=994, exc=OperationalError("replica down")) == "answer"
     assert calls == [replica.REPLICA, DEFAULT_DB_ALIAS] * 2
+    # A failed replica is left alone for a while: the next reads go straight to the primary.
+    assert not replica.use_replica(994)
+    assert replica.lag_tolerant(selector, user_id=994, exc=not_found) == "answer"
+    assert calls[-1:] == [DEFAULT_DB_ALIAS]
+    monkeypatch.setattr(replica, "_replica_down_until", 0.0)
+    assert replica.use_replica(994)
 
 
 def test_the_socket_stamps_at_most_twice_a_window(with_replica: None, settings: Any) -> None:
@@ -98,3 +108,43 @@ def test_without_a_replica_nothing_is_routed_or_stamped(settings: Any) -> None:
     assert replica.SocketStamps().due() is False
     router = replica.ReplicaRouter()
     assert replica.lag_tolerant(lambda: router.db_for_read(User), user_id=None) == DEFAULT_DB_ALIAS
+
+
+def test_the_settings_add_the_replica_router_and_middleware_only_when_asked() -> None:
+    """``DATABASE_REPLICA_URL``: a ``replica`` alias with the primary's options, its own pool
+    with a short timeout, the router, the middleware after authentication."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import ROOT
+
+    script = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "r = s.DATABASES.get('replica'); print(json.dumps({'replica': r and {'port': r['PORT'], "
+        "'pool': r['OPTIONS'].get('pool'), 'prepare': r['OPTIONS'].get('prepare_threshold'), "
+        "'mirror': r['TEST'].get('MIRROR')}, 'routers': s.DATABASE_ROUTERS, 'middleware': s.MIDDLEWARE}))"
+    )
+    primary = "postgres://postgres@127.0.0.1:5432/hc_x"
+    outs = []
+    for replica_url in ("", "postgres://postgres@127.0.0.1:5433/hc_x"):
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "healthchat.settings.test", "DATABASE_URL": primary}
+        env["DATABASE_REPLICA_URL"] = replica_url
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    without, with_replica = outs
+    assert without["replica"] is None
+    assert without["routers"] == []
+    assert "core.replica.ReadYourWritesMiddleware" not in without["middleware"]
+    assert with_replica["replica"]["port"] == 5433
+    assert with_replica["replica"]["pool"]["timeout"] == 2.0
+    assert with_replica["replica"]["prepare"] == 5
+    assert with_replica["replica"]["mirror"] == "default"
+    assert with_replica["routers"] == ["core.replica.ReplicaRouter"]
+    middleware = with_replica["middleware"]
+    auth = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware")
+    assert middleware[auth + 1] == "core.replica.ReadYourWritesMiddleware"

@@ -154,9 +154,15 @@ else:
     DATABASE_REPLICA_URL: str = env.str("DATABASE_REPLICA_URL", default="")
     DATABASE_REPLICA_STICKY_SECONDS: float = env.float("DATABASE_REPLICA_STICKY_SECONDS", default=5.0)
     if DATABASE_REPLICA_URL:
+        # A replica that is down costs a lag-tolerant read this long before the primary answers
+        # it (then core/replica.py leaves the replica alone for a while).
+        _replica_timeout = env.float("DATABASE_REPLICA_POOL_TIMEOUT", default=2.0)
+        _replica_options: dict[str, Any] = {**options, "connect_timeout": max(1, int(_replica_timeout))}
+        if "pool" in options:
+            _replica_options["pool"] = {**options["pool"], "timeout": _replica_timeout}
         DATABASES["replica"] = {
             **env.db_url_config(DATABASE_REPLICA_URL),
-            "OPTIONS": {**options, **({"pool": dict(options["pool"])} if "pool" in options else {})},
+            "OPTIONS": _replica_options,
             "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
             "CONN_HEALTH_CHECKS": DATABASES["default"]["CONN_HEALTH_CHECKS"],
             "TEST": {"MIRROR": "default"},
