@@ -319,11 +319,16 @@ def hold_expire(*, appointment_id: int) -> Appointment | None:
 
 # --- Cancel and reschedule (the policy: settings APPOINTMENT_FREE_CANCEL_HOURS, ...) --------------
 def _lock_for(user: User, appointment_id: int) -> Appointment:
-    appointment = (
-        Appointment.objects.select_for_update()
-        .filter(Q(patient=user) | Q(doctor=user), pk=appointment_id)
-        .first()
+    """Lock an appointment of ``user`` (anyone else: 404), its consultation first: every writer
+    locks in that order (the consultation's accept, admission, the no-show sweep), so two of
+    them never wait on each other."""
+    mine = Q(patient=user) | Q(doctor=user)
+    consultation_id = (
+        Appointment.objects.filter(mine, pk=appointment_id).values_list("consultation_id", flat=True).first()
     )
+    if consultation_id is not None:
+        payment_services.lock(consultation_id)
+    appointment = Appointment.objects.select_for_update().filter(mine, pk=appointment_id).first()
     if appointment is None:
         raise NotFound("No such appointment.", code="appointment_not_found")
     return appointment
