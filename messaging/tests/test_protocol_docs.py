@@ -230,6 +230,8 @@ VALID: dict[str, dict[str, Any]] = {
     "reaction.remove": {"message_id": 1, "emoji": "❤️"},
     "message.pin": {"message_id": 1},
     "message.unpin": {"message_id": 1},
+    "appointment.check_in": {"appointment_id": 12},
+    "waiting_room.admit": {"appointment_id": 12, "start_call": "video", "sdp": "v=0\r\n"},
 }
 # A wrong-typed value for each field (never one pydantic's lax mode would coerce).
 WRONG_TYPES: list[tuple[str, str, Any]] = [
@@ -304,6 +306,8 @@ REQUIRED: list[tuple[str, str]] = [
     ("call.accept", "sdp"),
     ("call.ice", "candidate"),
     ("call.resume", "call_id"),
+    ("appointment.check_in", "appointment_id"),
+    ("waiting_room.admit", "appointment_id"),
 ]
 
 

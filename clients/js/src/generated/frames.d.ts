@@ -79,7 +79,23 @@ export type ErrorCode =
   | "call_action_not_allowed"
   | "call_not_ringing"
   | "call_not_active"
-  | "not_call_device";
+  | "not_call_device"
+  | "appointment_not_found"
+  | "not_the_patient"
+  | "not_the_doctor"
+  | "appointment_not_confirmed"
+  | "appointment_closed"
+  | "already_admitted"
+  | "check_in_too_early"
+  | "check_in_closed"
+  | "patient_not_waiting"
+  | "consultation_not_found"
+  | "not_allowed"
+  | "invalid_transition"
+  | "payment_not_authorised"
+  | "payment_not_captured"
+  | "payment_provider_error"
+  | "payments_unavailable";
 /**
  * WebSocket close codes the server uses (see the document's description)
  *
@@ -87,59 +103,65 @@ export type ErrorCode =
  * via the `definition` "CloseCode".
  */
 export type CloseCode = 1009 | 1011 | 1012 | 1013 | 4401 | 4403 | 4408 | 4429;
+export type AppointmentId = number;
+export type StartCall = ("audio" | "video") | null;
+export type Sdp = string | null;
+export type Ref = string | null;
+export type Type = "appointment.check_in";
+export type AppointmentId1 = number;
 export type Token = string;
 export type DeviceId = number | null;
-export type Ref = string | null;
-export type Type = "auth";
-export type Token1 = string;
 export type Ref1 = string | null;
-export type Type1 = "auth.refresh";
+export type Type1 = "auth";
+export type Token1 = string;
 export type Ref2 = string | null;
-export type Type2 = "call.accept";
-export type CallId = number;
-export type Sdp = string;
+export type Type2 = "auth.refresh";
 export type Ref3 = string | null;
-export type Type3 = "call.cancel";
+export type Type3 = "call.accept";
+export type CallId = number;
+export type Sdp1 = string;
+export type Ref4 = string | null;
+export type Type4 = "call.cancel";
 export type CallId1 = number;
 export type CallId2 = number;
 export type Reason = "hangup" | "failed";
-export type Ref4 = string | null;
-export type Type4 = "call.hangup";
-export type CallId3 = number;
 export type Ref5 = string | null;
-export type Type5 = "call.ice";
+export type Type5 = "call.hangup";
+export type CallId3 = number;
+export type Ref6 = string | null;
+export type Type6 = "call.ice";
 export type ConversationId = number;
 export type Media = "audio" | "video";
-export type Sdp1 = string;
-export type Ref6 = string | null;
-export type Type6 = "call.invite";
+export type Sdp2 = string;
 export type Ref7 = string | null;
-export type Type7 = "call.reject";
+export type Type7 = "call.invite";
 export type Ref8 = string | null;
-export type Type8 = "call.resume";
+export type Type8 = "call.reject";
 export type Ref9 = string | null;
-export type Type9 = "call.ringing";
+export type Type9 = "call.resume";
 export type Ref10 = string | null;
-export type Type10 = "call.update";
+export type Type10 = "call.ringing";
+export type Ref11 = string | null;
+export type Type11 = "call.update";
 export type UserId = number;
 export type Offset = number;
 export type Length = number;
 export type MessageId = number;
-export type Ref11 = string | null;
-export type Type11 = "message.delete";
 export type Ref12 = string | null;
-export type Type12 = "message.delivered";
+export type Type12 = "message.delete";
+export type Ref13 = string | null;
+export type Type13 = "message.delivered";
 export type ConversationId1 = number;
 export type Seq = number;
 export type MessageId1 = number;
 export type Body = string;
-export type Ref13 = string | null;
-export type Type13 = "message.edit";
-export type MessageId2 = number;
 export type Ref14 = string | null;
-export type Type14 = "message.pin";
+export type Type14 = "message.edit";
+export type MessageId2 = number;
 export type Ref15 = string | null;
-export type Type15 = "message.read";
+export type Type15 = "message.pin";
+export type Ref16 = string | null;
+export type Type16 = "message.read";
 export type ConversationId2 = number;
 export type ClientId = string;
 export type Body1 = string | null;
@@ -161,33 +183,35 @@ export type Ciphertexts = {
   [k: string]: string | undefined;
 } | null;
 export type Mentions = ClientMentionData[] | null;
-export type Ref16 = string | null;
-export type Type16 = "message.send";
 export type Ref17 = string | null;
-export type Type17 = "message.unpin";
+export type Type17 = "message.send";
 export type Ref18 = string | null;
-export type Type18 = "ping";
+export type Type18 = "message.unpin";
+export type Ref19 = string | null;
+export type Type19 = "ping";
 /**
  * @maxItems 500
  */
 export type UserIds = number[];
-export type Ref19 = string | null;
-export type Type19 = "presence.subscribe";
 export type Ref20 = string | null;
-export type Type20 = "reaction.add";
+export type Type20 = "presence.subscribe";
+export type Ref21 = string | null;
+export type Type21 = "reaction.add";
 export type MessageId3 = number;
 export type Emoji = string;
-export type Ref21 = string | null;
-export type Type21 = "reaction.remove";
-export type Cursor = string | null;
 export type Ref22 = string | null;
-export type Type22 = "sync";
+export type Type22 = "reaction.remove";
+export type Cursor = string | null;
+export type Ref23 = string | null;
+export type Type23 = "sync";
 export type ConversationId3 = number;
 export type Active = boolean;
-export type Ref23 = string | null;
-export type Type23 = "typing";
 export type Ref24 = string | null;
-export type Type24 = "ack";
+export type Type24 = "typing";
+export type Ref25 = string | null;
+export type Type25 = "waiting_room.admit";
+export type Ref26 = string | null;
+export type Type26 = "ack";
 export type Data =
   | ServerMessageAck
   | ServerReceiptAck
@@ -196,6 +220,8 @@ export type Data =
   | ServerReactionAck
   | ServerPinAck
   | ServerCallAck
+  | ServerCheckInAck
+  | ServerAdmitAck
   | ServerEmptyAck;
 export type Id = number;
 export type ConversationId4 = number;
@@ -283,12 +309,32 @@ export type Participants = ServerCallParticipant[];
 export type Id3 = number;
 export type PatientId = number;
 export type DoctorId = number;
-export type State2 = "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor";
+export type State2 =
+  "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor" | "checked_in" | "admitted" | "no_show_patient";
 export type StartsAt = string;
 export type EndsAt = string;
 export type ConsultationId = number | null;
-export type Type25 = "appointment.updated";
+export type CheckedInAt = string | null;
+export type AdmittedAt = string | null;
+export type AppointmentId2 = number;
+export type DoctorId1 = number;
+export type Position = number;
+export type Ahead = number;
+export type EstimatedWaitSeconds = number;
+export type AsOf = string;
 export type Id4 = number;
+export type PatientId1 = number;
+export type DoctorId2 = number;
+export type Kind1 = "chat" | "voice" | "video";
+export type State3 =
+  "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
+export type Price = number;
+export type Currency = string;
+export type ConversationId9 = number;
+export type Code = string;
+export type Message = string;
+export type Type27 = "appointment.updated";
+export type Id5 = number;
 export type Category1 = string;
 export type ContentType1 = string;
 export type Size1 = number;
@@ -297,60 +343,51 @@ export type Name1 = string;
 export type Width1 = number | null;
 export type Height1 = number | null;
 export type Duration2 = number | null;
-export type State3 = "processing" | "ready" | "rejected";
+export type State4 = "processing" | "ready" | "rejected";
 export type Rejection = string | null;
-export type Type26 = "attachment.updated";
-export type Type27 = "call.accept";
+export type Type28 = "attachment.updated";
+export type Type29 = "call.accept";
 export type CallId4 = number;
 export type UserId6 = number;
-export type Sdp2 = string;
-export type Type28 = "call.answered_elsewhere";
+export type Sdp3 = string;
+export type Type30 = "call.answered_elsewhere";
 export type CallId5 = number;
 export type CallId6 = number;
 export type Reason1 = "cancelled" | "caller_disconnected" | "glare";
-export type Type29 = "call.cancel";
-export type Type30 = "call.ended";
+export type Type31 = "call.cancel";
+export type Type32 = "call.ended";
 export type CallId7 = number;
 export type UserId7 = number;
 export type Reason2 = "hangup" | "failed";
-export type Type31 = "call.hangup";
+export type Type33 = "call.hangup";
 export type CallId8 = number;
 export type UserId8 = number;
-export type Type32 = "call.ice";
-export type Sdp3 = string;
-export type Type33 = "call.invite";
-export type Type34 = "call.missed";
+export type Type34 = "call.ice";
+export type Sdp4 = string;
+export type Type35 = "call.invite";
+export type Type36 = "call.missed";
 export type CallId9 = number;
 export type UserId9 = number;
 export type GraceSeconds = number;
-export type Type35 = "call.peer_disconnected";
-export type Type36 = "call.peer_resumed";
+export type Type37 = "call.peer_disconnected";
+export type Type38 = "call.peer_resumed";
 export type CallId10 = number;
 export type UserId10 = number;
-export type Type37 = "call.reject";
-export type Type38 = "call.ringing";
-export type Type39 = "call.update";
-export type Id5 = number;
-export type PatientId1 = number;
-export type DoctorId1 = number;
-export type Kind1 = "chat" | "voice" | "video";
-export type State4 =
-  "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
-export type Price = number;
-export type Currency = string;
-export type ConversationId9 = number;
-export type Type40 = "consultation.updated";
+export type Type39 = "call.reject";
+export type Type40 = "call.ringing";
+export type Type41 = "call.update";
+export type Type42 = "consultation.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event = number;
-export type Type41 = "device.added";
+export type Type43 = "device.added";
 export type ConversationId10 = number;
 export type UserId11 = number;
 export type DeviceId1 = number;
 export type UserId12 = number;
 export type DeviceIds = number[];
-export type Message = string;
+export type Message1 = string;
 export type Field = string;
 export type Problem = string;
 export type Problems = ServerProblem[];
@@ -378,8 +415,12 @@ export type ExtraDevices = number[] | null;
  * devices_mismatch
  */
 export type Devices = ServerDeviceList[] | null;
-export type Ref25 = string | null;
-export type Type42 = "error";
+/**
+ * check_in_too_early: when check-in opens
+ */
+export type OpensAt = string | null;
+export type Ref27 = string | null;
+export type Type44 = "error";
 export type ConversationId11 = number;
 export type Event1 = "group.updated";
 export type By = number;
@@ -394,17 +435,17 @@ export type Avatar = ("set" | "removed") | null;
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
-export type Type43 = "group.updated";
+export type Type45 = "group.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event3 = number;
-export type Type44 = "identity.changed";
+export type Type46 = "identity.changed";
 export type DeviceId2 = number;
 export type OneTimePrekeys = number;
 export type KyberPrekeys = number;
 export type Threshold = number;
-export type Type45 = "keys.low";
+export type Type47 = "keys.low";
 export type ConversationId12 = number;
 export type Event4 = "member.added";
 export type UserId13 = number;
@@ -413,7 +454,7 @@ export type By1 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event5 = number;
-export type Type46 = "member.added";
+export type Type48 = "member.added";
 export type ConversationId13 = number;
 export type Event6 = "member.left";
 export type UserId14 = number;
@@ -421,7 +462,7 @@ export type UserId14 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event7 = number;
-export type Type47 = "member.left";
+export type Type49 = "member.left";
 export type ConversationId14 = number;
 export type Event8 = "member.removed";
 export type UserId15 = number;
@@ -430,7 +471,7 @@ export type By2 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event9 = number;
-export type Type48 = "member.removed";
+export type Type50 = "member.removed";
 export type ConversationId15 = number;
 export type Event10 = "member.role_changed";
 export type UserId16 = number;
@@ -440,17 +481,17 @@ export type By3 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event11 = number;
-export type Type49 = "member.role_changed";
+export type Type51 = "member.role_changed";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event12 = number;
-export type Type50 = "message.new";
+export type Type52 = "message.new";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event13 = number;
-export type Type51 = "message.pinned";
+export type Type53 = "message.pinned";
 export type ConversationId16 = number;
 export type MessageId6 = number;
 /**
@@ -465,26 +506,26 @@ export type UserId17 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type52 = "message.unpinned";
+export type Type54 = "message.unpinned";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event15 = number;
-export type Type53 = "message.updated";
-export type Ref26 = string | null;
-export type Type54 = "pong";
+export type Type55 = "message.updated";
+export type Ref28 = string | null;
+export type Type56 = "pong";
 export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type55 = "presence";
+export type Type57 = "presence";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event16 = number;
-export type Type56 = "reaction.added";
+export type Type58 = "reaction.added";
 export type ConversationId17 = number;
 export type MessageId7 = number;
 /**
@@ -504,13 +545,13 @@ export type Reactions2 = ServerReactionSummary[];
  * the conversation's event-log number (see sync)
  */
 export type Event17 = number;
-export type Type57 = "reaction.removed";
+export type Type59 = "reaction.removed";
 export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
-export type Ref27 = string | null;
-export type Type58 = "ready";
+export type Ref29 = string | null;
+export type Type60 = "ready";
 export type ConversationId18 = number;
 export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
@@ -519,7 +560,7 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event18 = number;
-export type Type59 = "receipt";
+export type Type61 = "receipt";
 export type Id6 = number;
 export type ConversationId19 = number;
 export type ClientId2 = string;
@@ -530,17 +571,29 @@ export type MessageId8 = number | null;
 export type FailureCode = string | null;
 export type CreatedAt2 = string;
 export type UpdatedAt = string;
-export type Type60 = "scheduled_message.updated";
+export type Type62 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
-export type Ref28 = string | null;
-export type Type61 = "sync.done";
+export type Ref30 = string | null;
+export type Type63 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type62 = "sync.required";
+export type Type64 = "sync.required";
 export type ConversationId20 = number;
 export type UserId22 = number;
 export type Active1 = boolean;
-export type Type63 = "typing";
+export type Type65 = "typing";
+export type AppointmentId3 = number;
+export type PatientId2 = number;
+export type DisplayName = string;
+export type CheckedInAt1 = string;
+export type StartsAt1 = string;
+export type Position1 = number;
+export type EstimatedWaitSeconds1 = number;
+export type DoctorId3 = number;
+export type AsOf1 = string;
+export type Queue = ServerWaitingEntry[];
+export type Type66 = "waiting_room.position";
+export type Type67 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -585,12 +638,15 @@ export type ServerFrame =
   | ServerScheduledMessageUpdatedFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
-  | ServerTypingFrame;
+  | ServerTypingFrame
+  | ServerWaitingRoomPositionFrame
+  | ServerWaitingRoomUpdatedFrame;
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientFrame".
  */
 export type ClientFrame =
+  | ClientAppointmentCheckInFrame
   | ClientAuthFrame
   | ClientAuthRefreshFrame
   | ClientCallAcceptFrame
@@ -614,11 +670,15 @@ export type ClientFrame =
   | ClientReactionAddFrame
   | ClientReactionRemoveFrame
   | ClientSyncFrame
-  | ClientTypingFrame;
+  | ClientTypingFrame
+  | ClientWaitingRoomAdmitFrame;
 
 export interface AsyncApiSchemas {
   ErrorCode?: ErrorCode;
   CloseCode?: CloseCode;
+  ClientAdmitData?: ClientAdmitData;
+  ClientAppointmentCheckInFrame?: ClientAppointmentCheckInFrame;
+  ClientAppointmentIdData?: ClientAppointmentIdData;
   ClientAuthData?: ClientAuthData;
   ClientAuthFrame?: ClientAuthFrame;
   ClientAuthRefreshData?: ClientAuthRefreshData;
@@ -661,7 +721,9 @@ export interface AsyncApiSchemas {
   ClientSyncFrame?: ClientSyncFrame;
   ClientTypingData?: ClientTypingData;
   ClientTypingFrame?: ClientTypingFrame;
+  ClientWaitingRoomAdmitFrame?: ClientWaitingRoomAdmitFrame;
   ServerAckFrame?: ServerAckFrame;
+  ServerAdmitAck?: ServerAdmitAck;
   ServerAppointmentSummary?: ServerAppointmentSummary;
   ServerAppointmentUpdatedData?: ServerAppointmentUpdatedData;
   ServerAppointmentUpdatedFrame?: ServerAppointmentUpdatedFrame;
@@ -677,6 +739,7 @@ export interface AsyncApiSchemas {
   ServerCallCancelFrame?: ServerCallCancelFrame;
   ServerCallData?: ServerCallData;
   ServerCallEndedFrame?: ServerCallEndedFrame;
+  ServerCallError?: ServerCallError;
   ServerCallHangupData?: ServerCallHangupData;
   ServerCallHangupFrame?: ServerCallHangupFrame;
   ServerCallIceData?: ServerCallIceData;
@@ -694,6 +757,7 @@ export interface AsyncApiSchemas {
   ServerCallSdpData?: ServerCallSdpData;
   ServerCallUpdateFrame?: ServerCallUpdateFrame;
   ServerCallUserData?: ServerCallUserData;
+  ServerCheckInAck?: ServerCheckInAck;
   ServerConsultationSummary?: ServerConsultationSummary;
   ServerConsultationUpdatedData?: ServerConsultationUpdatedData;
   ServerConsultationUpdatedFrame?: ServerConsultationUpdatedFrame;
@@ -754,8 +818,40 @@ export interface AsyncApiSchemas {
   ServerSyncRequiredFrame?: ServerSyncRequiredFrame;
   ServerTypingData?: ServerTypingData;
   ServerTypingFrame?: ServerTypingFrame;
+  ServerWaitingEntry?: ServerWaitingEntry;
+  ServerWaitingPosition?: ServerWaitingPosition;
+  ServerWaitingRoomData?: ServerWaitingRoomData;
+  ServerWaitingRoomPositionFrame?: ServerWaitingRoomPositionFrame;
+  ServerWaitingRoomUpdatedFrame?: ServerWaitingRoomUpdatedFrame;
   ServerFrame?: ServerFrame;
   ClientFrame?: ClientFrame;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAdmitData".
+ */
+export interface ClientAdmitData {
+  appointment_id: AppointmentId;
+  start_call?: StartCall;
+  sdp?: Sdp;
+}
+/**
+ * The patient checks in (``ack {appointment, position}``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAppointmentCheckInFrame".
+ */
+export interface ClientAppointmentCheckInFrame {
+  ref?: Ref;
+  type: Type;
+  data: ClientAppointmentIdData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAppointmentIdData".
+ */
+export interface ClientAppointmentIdData {
+  appointment_id: AppointmentId1;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -770,8 +866,8 @@ export interface ClientAuthData {
  * via the `definition` "ClientAuthFrame".
  */
 export interface ClientAuthFrame {
-  ref?: Ref;
-  type: Type;
+  ref?: Ref1;
+  type: Type1;
   data: ClientAuthData;
 }
 /**
@@ -786,8 +882,8 @@ export interface ClientAuthRefreshData {
  * via the `definition` "ClientAuthRefreshFrame".
  */
 export interface ClientAuthRefreshFrame {
-  ref?: Ref1;
-  type: Type1;
+  ref?: Ref2;
+  type: Type2;
   data: ClientAuthRefreshData;
 }
 /**
@@ -795,8 +891,8 @@ export interface ClientAuthRefreshFrame {
  * via the `definition` "ClientCallAcceptFrame".
  */
 export interface ClientCallAcceptFrame {
-  ref?: Ref2;
-  type: Type2;
+  ref?: Ref3;
+  type: Type3;
   data: ClientCallSdpData;
 }
 /**
@@ -805,15 +901,15 @@ export interface ClientCallAcceptFrame {
  */
 export interface ClientCallSdpData {
   call_id: CallId;
-  sdp: Sdp;
+  sdp: Sdp1;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientCallCancelFrame".
  */
 export interface ClientCallCancelFrame {
-  ref?: Ref3;
-  type: Type3;
+  ref?: Ref4;
+  type: Type4;
   data: ClientCallIdData;
 }
 /**
@@ -836,8 +932,8 @@ export interface ClientCallHangupData {
  * via the `definition` "ClientCallHangupFrame".
  */
 export interface ClientCallHangupFrame {
-  ref?: Ref4;
-  type: Type4;
+  ref?: Ref5;
+  type: Type5;
   data: ClientCallHangupData;
 }
 /**
@@ -856,8 +952,8 @@ export interface Candidate {
  * via the `definition` "ClientCallIceFrame".
  */
 export interface ClientCallIceFrame {
-  ref?: Ref5;
-  type: Type5;
+  ref?: Ref6;
+  type: Type6;
   data: ClientCallIceData;
 }
 /**
@@ -867,15 +963,15 @@ export interface ClientCallIceFrame {
 export interface ClientCallInviteData {
   conversation_id: ConversationId;
   media: Media;
-  sdp: Sdp1;
+  sdp: Sdp2;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientCallInviteFrame".
  */
 export interface ClientCallInviteFrame {
-  ref?: Ref6;
-  type: Type6;
+  ref?: Ref7;
+  type: Type7;
   data: ClientCallInviteData;
 }
 /**
@@ -883,8 +979,8 @@ export interface ClientCallInviteFrame {
  * via the `definition` "ClientCallRejectFrame".
  */
 export interface ClientCallRejectFrame {
-  ref?: Ref7;
-  type: Type7;
+  ref?: Ref8;
+  type: Type8;
   data: ClientCallIdData;
 }
 /**
@@ -892,8 +988,8 @@ export interface ClientCallRejectFrame {
  * via the `definition` "ClientCallResumeFrame".
  */
 export interface ClientCallResumeFrame {
-  ref?: Ref8;
-  type: Type8;
+  ref?: Ref9;
+  type: Type9;
   data: ClientCallIdData;
 }
 /**
@@ -901,8 +997,8 @@ export interface ClientCallResumeFrame {
  * via the `definition` "ClientCallRingingFrame".
  */
 export interface ClientCallRingingFrame {
-  ref?: Ref9;
-  type: Type9;
+  ref?: Ref10;
+  type: Type10;
   data: ClientCallIdData;
 }
 /**
@@ -910,8 +1006,8 @@ export interface ClientCallRingingFrame {
  * via the `definition` "ClientCallUpdateFrame".
  */
 export interface ClientCallUpdateFrame {
-  ref?: Ref10;
-  type: Type10;
+  ref?: Ref11;
+  type: Type11;
   data: ClientCallSdpData;
 }
 /**
@@ -942,8 +1038,8 @@ export interface ClientMessageDeleteData {
  * via the `definition` "ClientMessageDeleteFrame".
  */
 export interface ClientMessageDeleteFrame {
-  ref?: Ref11;
-  type: Type11;
+  ref?: Ref12;
+  type: Type12;
   data: ClientMessageDeleteData;
 }
 /**
@@ -951,8 +1047,8 @@ export interface ClientMessageDeleteFrame {
  * via the `definition` "ClientMessageDeliveredFrame".
  */
 export interface ClientMessageDeliveredFrame {
-  ref?: Ref12;
-  type: Type12;
+  ref?: Ref13;
+  type: Type13;
   data: ClientReceiptData;
 }
 /**
@@ -976,8 +1072,8 @@ export interface ClientMessageEditData {
  * via the `definition` "ClientMessageEditFrame".
  */
 export interface ClientMessageEditFrame {
-  ref?: Ref13;
-  type: Type13;
+  ref?: Ref14;
+  type: Type14;
   data: ClientMessageEditData;
 }
 /**
@@ -992,8 +1088,8 @@ export interface ClientMessageIdData {
  * via the `definition` "ClientMessagePinFrame".
  */
 export interface ClientMessagePinFrame {
-  ref?: Ref14;
-  type: Type14;
+  ref?: Ref15;
+  type: Type15;
   data: ClientMessageIdData;
 }
 /**
@@ -1001,8 +1097,8 @@ export interface ClientMessagePinFrame {
  * via the `definition` "ClientMessageReadFrame".
  */
 export interface ClientMessageReadFrame {
-  ref?: Ref15;
-  type: Type15;
+  ref?: Ref16;
+  type: Type16;
   data: ClientReceiptData;
 }
 /**
@@ -1023,8 +1119,8 @@ export interface ClientMessageSendData {
  * via the `definition` "ClientMessageSendFrame".
  */
 export interface ClientMessageSendFrame {
-  ref?: Ref16;
-  type: Type16;
+  ref?: Ref17;
+  type: Type17;
   data: ClientMessageSendData;
 }
 /**
@@ -1032,8 +1128,8 @@ export interface ClientMessageSendFrame {
  * via the `definition` "ClientMessageUnpinFrame".
  */
 export interface ClientMessageUnpinFrame {
-  ref?: Ref17;
-  type: Type17;
+  ref?: Ref18;
+  type: Type18;
   data: ClientMessageIdData;
 }
 /**
@@ -1041,8 +1137,8 @@ export interface ClientMessageUnpinFrame {
  * via the `definition` "ClientPingFrame".
  */
 export interface ClientPingFrame {
-  ref?: Ref18;
-  type: Type18;
+  ref?: Ref19;
+  type: Type19;
   data?: ClientEmpty1;
 }
 export interface ClientEmpty1 {}
@@ -1058,8 +1154,8 @@ export interface ClientPresenceSubscribeData {
  * via the `definition` "ClientPresenceSubscribeFrame".
  */
 export interface ClientPresenceSubscribeFrame {
-  ref?: Ref19;
-  type: Type19;
+  ref?: Ref20;
+  type: Type20;
   data: ClientPresenceSubscribeData;
 }
 /**
@@ -1067,8 +1163,8 @@ export interface ClientPresenceSubscribeFrame {
  * via the `definition` "ClientReactionAddFrame".
  */
 export interface ClientReactionAddFrame {
-  ref?: Ref20;
-  type: Type20;
+  ref?: Ref21;
+  type: Type21;
   data: ClientReactionData;
 }
 /**
@@ -1084,8 +1180,8 @@ export interface ClientReactionData {
  * via the `definition` "ClientReactionRemoveFrame".
  */
 export interface ClientReactionRemoveFrame {
-  ref?: Ref21;
-  type: Type21;
+  ref?: Ref22;
+  type: Type22;
   data: ClientReactionData;
 }
 /**
@@ -1100,8 +1196,8 @@ export interface ClientSyncData {
  * via the `definition` "ClientSyncFrame".
  */
 export interface ClientSyncFrame {
-  ref?: Ref22;
-  type: Type22;
+  ref?: Ref23;
+  type: Type23;
   data?: ClientSyncData1;
 }
 export interface ClientSyncData1 {
@@ -1120,9 +1216,21 @@ export interface ClientTypingData {
  * via the `definition` "ClientTypingFrame".
  */
 export interface ClientTypingFrame {
-  ref?: Ref23;
-  type: Type23;
+  ref?: Ref24;
+  type: Type24;
   data: ClientTypingData;
+}
+/**
+ * The doctor admits a checked-in patient; with ``start_call`` and ``sdp`` a call starts from
+ * this socket (``ack {appointment, consultation, call, call_error}``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientWaitingRoomAdmitFrame".
+ */
+export interface ClientWaitingRoomAdmitFrame {
+  ref?: Ref25;
+  type: Type25;
+  data: ClientAdmitData;
 }
 /**
  * Success reply to a request frame; ``data`` depends on the request.
@@ -1131,8 +1239,8 @@ export interface ClientTypingFrame {
  * via the `definition` "ServerAckFrame".
  */
 export interface ServerAckFrame {
-  ref?: Ref24;
-  type: Type24;
+  ref?: Ref26;
+  type: Type26;
   data: Data;
 }
 /**
@@ -1311,12 +1419,15 @@ export interface ServerCallParticipant {
   left_at: LeftAt;
 }
 /**
- * ``call.ringing``, ``call.ice``, ``call.update``.
+ * ``appointment.check_in``: the appointment (``checked_in``) and the patient's place.
  *
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
- * via the `definition` "ServerEmptyAck".
+ * via the `definition` "ServerCheckInAck".
  */
-export interface ServerEmptyAck {}
+export interface ServerCheckInAck {
+  appointment: ServerAppointmentSummary;
+  position: ServerWaitingPosition | null;
+}
 /**
  * An appointment as ``appointment.updated`` carries it (``services.appointment_data``).
  *
@@ -1331,7 +1442,67 @@ export interface ServerAppointmentSummary {
   starts_at: StartsAt;
   ends_at: EndsAt;
   consultation_id: ConsultationId;
+  checked_in_at: CheckedInAt;
+  admitted_at: AdmittedAt;
 }
+/**
+ * A waiting patient's place: ``position`` 1 is next; the estimate is in docs/appointments.md.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingPosition".
+ */
+export interface ServerWaitingPosition {
+  appointment_id: AppointmentId2;
+  doctor_id: DoctorId1;
+  position: Position;
+  ahead: Ahead;
+  estimated_wait_seconds: EstimatedWaitSeconds;
+  as_of: AsOf;
+}
+/**
+ * ``waiting_room.admit``: the appointment (``admitted``), its consultation (open), and the
+ * call when ``start_call`` was asked (``call_error`` when it could not start).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerAdmitAck".
+ */
+export interface ServerAdmitAck {
+  appointment: ServerAppointmentSummary;
+  consultation: ServerConsultationSummary;
+  call: ServerCall | null;
+  call_error: ServerCallError | null;
+}
+/**
+ * A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerConsultationSummary".
+ */
+export interface ServerConsultationSummary {
+  id: Id4;
+  patient_id: PatientId1;
+  doctor_id: DoctorId2;
+  kind: Kind1;
+  state: State3;
+  price: Price;
+  currency: Currency;
+  conversation_id: ConversationId9;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerCallError".
+ */
+export interface ServerCallError {
+  code: Code;
+  message: Message;
+}
+/**
+ * ``call.ringing``, ``call.ice``, ``call.update``.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerEmptyAck".
+ */
+export interface ServerEmptyAck {}
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerAppointmentUpdatedData".
@@ -1346,7 +1517,7 @@ export interface ServerAppointmentUpdatedData {
  * via the `definition` "ServerAppointmentUpdatedFrame".
  */
 export interface ServerAppointmentUpdatedFrame {
-  type: Type25;
+  type: Type27;
   data: ServerAppointmentUpdatedData;
 }
 /**
@@ -1356,7 +1527,7 @@ export interface ServerAppointmentUpdatedFrame {
  * via the `definition` "ServerAttachmentState".
  */
 export interface ServerAttachmentState {
-  id: Id4;
+  id: Id5;
   category: Category1;
   content_type: ContentType1;
   size: Size1;
@@ -1365,7 +1536,7 @@ export interface ServerAttachmentState {
   width: Width1;
   height: Height1;
   duration: Duration2;
-  state: State3;
+  state: State4;
   rejection: Rejection;
 }
 /**
@@ -1380,7 +1551,7 @@ export interface ServerAttachmentUpdatedData {
  * via the `definition` "ServerAttachmentUpdatedFrame".
  */
 export interface ServerAttachmentUpdatedFrame {
-  type: Type26;
+  type: Type28;
   data: ServerAttachmentUpdatedData;
 }
 /**
@@ -1388,7 +1559,7 @@ export interface ServerAttachmentUpdatedFrame {
  * via the `definition` "ServerCallAcceptFrame".
  */
 export interface ServerCallAcceptFrame {
-  type: Type27;
+  type: Type29;
   data: ServerCallSdpData;
 }
 /**
@@ -1398,14 +1569,14 @@ export interface ServerCallAcceptFrame {
 export interface ServerCallSdpData {
   call_id: CallId4;
   user_id: UserId6;
-  sdp: Sdp2;
+  sdp: Sdp3;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerCallAnsweredElsewhereFrame".
  */
 export interface ServerCallAnsweredElsewhereFrame {
-  type: Type28;
+  type: Type30;
   data: ServerCallIdData;
 }
 /**
@@ -1428,7 +1599,7 @@ export interface ServerCallCancelData {
  * via the `definition` "ServerCallCancelFrame".
  */
 export interface ServerCallCancelFrame {
-  type: Type29;
+  type: Type31;
   data: ServerCallCancelData;
 }
 /**
@@ -1443,7 +1614,7 @@ export interface ServerCallData {
  * via the `definition` "ServerCallEndedFrame".
  */
 export interface ServerCallEndedFrame {
-  type: Type30;
+  type: Type32;
   data: ServerCallData;
 }
 /**
@@ -1460,7 +1631,7 @@ export interface ServerCallHangupData {
  * via the `definition` "ServerCallHangupFrame".
  */
 export interface ServerCallHangupFrame {
-  type: Type31;
+  type: Type33;
   data: ServerCallHangupData;
 }
 /**
@@ -1480,7 +1651,7 @@ export interface Candidate1 {
  * via the `definition` "ServerCallIceFrame".
  */
 export interface ServerCallIceFrame {
-  type: Type32;
+  type: Type34;
   data: ServerCallIceData;
 }
 /**
@@ -1489,14 +1660,14 @@ export interface ServerCallIceFrame {
  */
 export interface ServerCallInviteData {
   call: ServerCall;
-  sdp: Sdp3;
+  sdp: Sdp4;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerCallInviteFrame".
  */
 export interface ServerCallInviteFrame {
-  type: Type33;
+  type: Type35;
   data: ServerCallInviteData;
 }
 /**
@@ -1504,7 +1675,7 @@ export interface ServerCallInviteFrame {
  * via the `definition` "ServerCallMissedFrame".
  */
 export interface ServerCallMissedFrame {
-  type: Type34;
+  type: Type36;
   data: ServerCallData;
 }
 /**
@@ -1521,7 +1692,7 @@ export interface ServerCallPeerDisconnectedData {
  * via the `definition` "ServerCallPeerDisconnectedFrame".
  */
 export interface ServerCallPeerDisconnectedFrame {
-  type: Type35;
+  type: Type37;
   data: ServerCallPeerDisconnectedData;
 }
 /**
@@ -1529,7 +1700,7 @@ export interface ServerCallPeerDisconnectedFrame {
  * via the `definition` "ServerCallPeerResumedFrame".
  */
 export interface ServerCallPeerResumedFrame {
-  type: Type36;
+  type: Type38;
   data: ServerCallUserData;
 }
 /**
@@ -1545,7 +1716,7 @@ export interface ServerCallUserData {
  * via the `definition` "ServerCallRejectFrame".
  */
 export interface ServerCallRejectFrame {
-  type: Type37;
+  type: Type39;
   data: ServerCallUserData;
 }
 /**
@@ -1553,7 +1724,7 @@ export interface ServerCallRejectFrame {
  * via the `definition` "ServerCallRingingFrame".
  */
 export interface ServerCallRingingFrame {
-  type: Type38;
+  type: Type40;
   data: ServerCallUserData;
 }
 /**
@@ -1561,24 +1732,8 @@ export interface ServerCallRingingFrame {
  * via the `definition` "ServerCallUpdateFrame".
  */
 export interface ServerCallUpdateFrame {
-  type: Type39;
+  type: Type41;
   data: ServerCallSdpData;
-}
-/**
- * A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``).
- *
- * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
- * via the `definition` "ServerConsultationSummary".
- */
-export interface ServerConsultationSummary {
-  id: Id5;
-  patient_id: PatientId1;
-  doctor_id: DoctorId1;
-  kind: Kind1;
-  state: State4;
-  price: Price;
-  currency: Currency;
-  conversation_id: ConversationId9;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1594,7 +1749,7 @@ export interface ServerConsultationUpdatedData {
  * via the `definition` "ServerConsultationUpdatedFrame".
  */
 export interface ServerConsultationUpdatedFrame {
-  type: Type40;
+  type: Type42;
   data: ServerConsultationUpdatedData;
 }
 /**
@@ -1603,7 +1758,7 @@ export interface ServerConsultationUpdatedFrame {
  */
 export interface ServerDeviceAddedFrame {
   event: Event;
-  type: Type41;
+  type: Type43;
   data: ServerDeviceEventData;
 }
 /**
@@ -1636,7 +1791,7 @@ export interface ServerEmptyData {}
  */
 export interface ServerError {
   code: ErrorCode;
-  message: Message;
+  message: Message1;
   fields?: ServerErrorFields | null;
   retry_after?: RetryAfter;
   retry_after_ms?: RetryAfterMs;
@@ -1644,6 +1799,7 @@ export interface ServerError {
   missing_devices?: MissingDevices;
   extra_devices?: ExtraDevices;
   devices?: Devices;
+  opens_at?: OpensAt;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1667,8 +1823,8 @@ export interface ServerProblem {
  * via the `definition` "ServerErrorFrame".
  */
 export interface ServerErrorFrame {
-  ref?: Ref25;
-  type: Type42;
+  ref?: Ref27;
+  type: Type44;
   error: ServerError;
 }
 /**
@@ -1712,7 +1868,7 @@ export interface ServerMessage1 {
  */
 export interface ServerGroupUpdatedFrame {
   event: Event2;
-  type: Type43;
+  type: Type45;
   data: ServerGroupUpdatedData;
 }
 /**
@@ -1721,7 +1877,7 @@ export interface ServerGroupUpdatedFrame {
  */
 export interface ServerIdentityChangedFrame {
   event: Event3;
-  type: Type44;
+  type: Type46;
   data: ServerDeviceEventData;
 }
 /**
@@ -1739,7 +1895,7 @@ export interface ServerKeysLowData {
  * via the `definition` "ServerKeysLowFrame".
  */
 export interface ServerKeysLowFrame {
-  type: Type45;
+  type: Type47;
   data: ServerKeysLowData;
 }
 /**
@@ -1780,7 +1936,7 @@ export interface ServerMessage2 {
  */
 export interface ServerMemberAddedFrame {
   event: Event5;
-  type: Type46;
+  type: Type48;
   data: ServerMemberAddedData;
 }
 /**
@@ -1820,7 +1976,7 @@ export interface ServerMessage3 {
  */
 export interface ServerMemberLeftFrame {
   event: Event7;
-  type: Type47;
+  type: Type49;
   data: ServerMemberLeftData;
 }
 /**
@@ -1861,7 +2017,7 @@ export interface ServerMessage4 {
  */
 export interface ServerMemberRemovedFrame {
   event: Event9;
-  type: Type48;
+  type: Type50;
   data: ServerMemberRemovedData;
 }
 /**
@@ -1903,7 +2059,7 @@ export interface ServerMessage5 {
  */
 export interface ServerMemberRoleChangedFrame {
   event: Event11;
-  type: Type49;
+  type: Type51;
   data: ServerMemberRoleChangedData;
 }
 /**
@@ -1919,7 +2075,7 @@ export interface ServerMessageData {
  */
 export interface ServerMessageNewFrame {
   event: Event12;
-  type: Type50;
+  type: Type52;
   data: ServerMessageData;
 }
 /**
@@ -1928,7 +2084,7 @@ export interface ServerMessageNewFrame {
  */
 export interface ServerMessagePinnedFrame {
   event: Event13;
-  type: Type51;
+  type: Type53;
   data: ServerPinEventData;
 }
 /**
@@ -1947,7 +2103,7 @@ export interface ServerPinEventData {
  */
 export interface ServerMessageUnpinnedFrame {
   event: Event14;
-  type: Type52;
+  type: Type54;
   data: ServerPinEventData;
 }
 /**
@@ -1956,7 +2112,7 @@ export interface ServerMessageUnpinnedFrame {
  */
 export interface ServerMessageUpdatedFrame {
   event: Event15;
-  type: Type53;
+  type: Type55;
   data: ServerMessageData;
 }
 /**
@@ -1964,8 +2120,8 @@ export interface ServerMessageUpdatedFrame {
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
-  ref?: Ref26;
-  type: Type54;
+  ref?: Ref28;
+  type: Type56;
   data: ServerEmptyData;
 }
 /**
@@ -1982,7 +2138,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type55;
+  type: Type57;
   data: ServerPresenceData;
 }
 /**
@@ -1991,7 +2147,7 @@ export interface ServerPresenceFrame {
  */
 export interface ServerReactionAddedFrame {
   event: Event16;
-  type: Type56;
+  type: Type58;
   data: ServerReactionEventData;
 }
 /**
@@ -2012,7 +2168,7 @@ export interface ServerReactionEventData {
  */
 export interface ServerReactionRemovedFrame {
   event: Event17;
-  type: Type57;
+  type: Type59;
   data: ServerReactionEventData;
 }
 /**
@@ -2039,8 +2195,8 @@ export interface ServerReconnect {
  * via the `definition` "ServerReadyFrame".
  */
 export interface ServerReadyFrame {
-  ref?: Ref27;
-  type: Type58;
+  ref?: Ref29;
+  type: Type60;
   data: ServerReadyData;
 }
 /**
@@ -2059,7 +2215,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event18;
-  type: Type59;
+  type: Type61;
   data: ServerReceiptData;
 }
 /**
@@ -2095,7 +2251,7 @@ export interface ServerScheduledMessageUpdatedData {
  * via the `definition` "ServerScheduledMessageUpdatedFrame".
  */
 export interface ServerScheduledMessageUpdatedFrame {
-  type: Type60;
+  type: Type62;
   data: ServerScheduledMessageUpdatedData;
 }
 /**
@@ -2113,8 +2269,8 @@ export interface ServerSyncDoneData {
  * via the `definition` "ServerSyncDoneFrame".
  */
 export interface ServerSyncDoneFrame {
-  ref?: Ref28;
-  type: Type61;
+  ref?: Ref30;
+  type: Type63;
   data: ServerSyncDoneData;
 }
 /**
@@ -2131,7 +2287,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type62;
+  type: Type64;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2148,6 +2304,51 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type63;
+  type: Type65;
   data: ServerTypingData;
+}
+/**
+ * A checked-in patient in the doctor's queue (patient id and display name only).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingEntry".
+ */
+export interface ServerWaitingEntry {
+  appointment_id: AppointmentId3;
+  patient_id: PatientId2;
+  display_name: DisplayName;
+  checked_in_at: CheckedInAt1;
+  starts_at: StartsAt1;
+  position: Position1;
+  estimated_wait_seconds: EstimatedWaitSeconds1;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomData".
+ */
+export interface ServerWaitingRoomData {
+  doctor_id: DoctorId3;
+  as_of: AsOf1;
+  queue: Queue;
+}
+/**
+ * The patient's place in the waiting room changed (or was re-estimated).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomPositionFrame".
+ */
+export interface ServerWaitingRoomPositionFrame {
+  type: Type66;
+  data: ServerWaitingPosition;
+}
+/**
+ * The doctor's waiting room changed (a check-in, an admission, a cancel, a no-show): the
+ * whole queue, in order. Keep the newest ``as_of``; ``GET waiting-room`` is the truth.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomUpdatedFrame".
+ */
+export interface ServerWaitingRoomUpdatedFrame {
+  type: Type67;
+  data: ServerWaitingRoomData;
 }
