@@ -6,12 +6,15 @@ class AppointmentsConfig(AppConfig):
     verbose_name = "Appointments"
 
     def ready(self) -> None:
+        from accounts import services as account_services
         from messaging import protocol as messaging_protocol
         from payments.signals import consultation_transitioned
 
-        from . import frames, services
+        from . import account_data, frames, services
 
         messaging_protocol.register_frames(server=frames.SERVER_FRAME_MODELS)
+        account_services.register_export_section("appointments", account_data.export_user_appointments)
+        account_services.register_eraser("appointments", account_data.erase_user_appointments)
 
         consultation_transitioned.connect(
             services.on_consultation_transitioned, dispatch_uid="appointments.consultation"

@@ -11,7 +11,7 @@ from payments import validators as payment_validators
 from payments.models import Consultation
 
 from . import validators as v
-from .models import Appointment, AppointmentTransition, Schedule
+from .models import Appointment, AppointmentTransition, OnDemandRequest, Schedule
 
 
 class ScheduleInputSerializer(StrictSerializer):
@@ -131,3 +131,32 @@ class AppointmentDetailOutSerializer(AppointmentOutSerializer):
 
 class FeedOutSerializer(serializers.Serializer[Any]):
     url = serializers.URLField(help_text="the private feed URL (shown once; keep it secret)")
+
+
+class OnDemandCreateInputSerializer(StrictSerializer):
+    specialty = serializers.SlugField(max_length=64, help_text="a specialty's slug (GET /api/v1/specialties)")
+    kind = serializers.ChoiceField(choices=Consultation.Kind.choices)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=payment_validators.REASON_MAX
+    )
+
+
+class OnDemandOutSerializer(serializers.ModelSerializer[OnDemandRequest]):
+    specialty: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+
+    class Meta:
+        model = OnDemandRequest
+        fields = [
+            "id",
+            "specialty",
+            "kind",
+            "reason",
+            "state",
+            "created_at",
+            "expires_at",
+            "ended_at",
+            "doctor_id",
+            "consultation_id",
+        ]

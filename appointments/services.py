@@ -271,15 +271,16 @@ def on_consultation_transitioned(
         move(appointment, State.RELEASED, actor=None, source="system", note=f"consultation {to_state}")
 
 
-def hold_expire(*, appointment_id: int) -> Appointment | None:
-    """A hold past its time: ask the provider once (a late webhook) and confirm, or cancel the
-    PaymentIntent and release the slot. Idempotent."""
+def hold_expire(*, appointment_id: int, now: dt.datetime | None = None) -> Appointment | None:
+    """A hold past its time (at ``now``; staff releasing a stuck hold pass its deadline): ask the
+    provider once (a late webhook) and confirm, or cancel the PaymentIntent and release the slot.
+    Idempotent."""
     with transaction.atomic():
         appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
         if (
             appointment is None
             or appointment.state != State.HELD
-            or (appointment.hold_expires_at and appointment.hold_expires_at > timezone.now())
+            or (appointment.hold_expires_at and appointment.hold_expires_at > (now or timezone.now()))
         ):
             return appointment
         if appointment.consultation_id is None:
@@ -449,12 +450,16 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
 
 
 # --- No-shows -------------------------------------------------------------------------------
-def doctor_no_show(*, appointment_id: int) -> Appointment | None:
+def doctor_no_show(
+    *, appointment_id: int, grace_minutes: int | None = None, actor: User | None = None, source: str = "task"
+) -> Appointment | None:
     """A confirmed appointment the doctor has not admitted (its consultation still ``paid``, not
-    accepted) ``APPOINTMENT_DOCTOR_NO_SHOW_MINUTES`` after the start: the authorisation is
-    released in full (nothing was captured: the patient's money never left), the appointment
-    ends ``no_show_doctor`` and the patient gets an apology push, in one transaction. Idempotent."""
+    accepted) ``grace_minutes`` (``APPOINTMENT_DOCTOR_NO_SHOW_MINUTES``; staff marking it: 0)
+    after the start: the authorisation is released in full (nothing was captured: the patient's
+    money never left), the appointment ends ``no_show_doctor`` and the patient gets an apology
+    push, in one transaction. Idempotent."""
     now = timezone.now()
+    grace = settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES if grace_minutes is None else grace_minutes
     try:
         with transaction.atomic():
             appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
@@ -462,17 +467,20 @@ def doctor_no_show(*, appointment_id: int) -> Appointment | None:
                 appointment is None
                 or appointment.state != State.CONFIRMED
                 or appointment.consultation_id is None
-                or now
-                < appointment.starts_at + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
+                or now < appointment.starts_at + dt.timedelta(minutes=grace)
             ):
                 return appointment
             consultation = payment_services.lock(appointment.consultation_id)
             if consultation.state != Consultation.State.PAID:
                 return appointment  # admitted (accepted) or already ended: not a no-show
-            move(appointment, State.NO_SHOW_DOCTOR, actor=None, source="task", note="doctor did not admit")
+            move(appointment, State.NO_SHOW_DOCTOR, actor=actor, source=source, note="doctor did not admit")
             payment_services.release(consultation, reason="abandoned")
             payment_services.transition(
-                consultation, "expire", actor=None, source="task", note="doctor did not admit the appointment"
+                consultation,
+                "expire",
+                actor=actor,
+                source=source,
+                note="doctor did not admit the appointment",
             )
             push_appointment(
                 ref=appointment_push_ref(

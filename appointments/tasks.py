@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
-from . import reminders, services
+from . import on_demand, reminders, services
 from .models import Appointment
 
 logger = logging.getLogger("healthchat.appointments")
@@ -52,3 +52,14 @@ def sweep_no_shows() -> int:
             continue
         done += appointment is not None and appointment.state == Appointment.State.NO_SHOW_DOCTOR
     return done
+
+
+@shared_task(name="appointments.tasks.expire_on_demand")
+def expire_on_demand() -> int:
+    """Close on-demand requests nobody accepted in time (``ON_DEMAND_REQUEST_TTL_MINUTES``)."""
+    total = 0
+    while True:
+        closed = on_demand.expire_due()
+        total += closed
+        if closed == 0:
+            return total

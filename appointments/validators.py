@@ -14,6 +14,9 @@ STATES = (HELD, CONFIRMED, RELEASED, CANCELLED, NO_SHOW_DOCTOR)
 # The states that occupy the doctor's time: the exclusion constraint covers exactly these.
 BLOCKING_STATES = (HELD, CONFIRMED)
 EXCEPTION_KINDS = ("off", "extra")
+# On-demand requests (the first available doctor of a specialty).
+OD_OPEN, OD_ACCEPTED, OD_CANCELLED, OD_EXPIRED = "open", "accepted", "cancelled", "expired"
+OD_STATES = (OD_OPEN, OD_ACCEPTED, OD_CANCELLED, OD_EXPIRED)
 
 SLOT_MINUTES_RANGE = (5, 240)
 BUFFER_MINUTES_RANGE = (0, 120)

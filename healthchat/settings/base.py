@@ -572,3 +572,11 @@ CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
     "task": "appointments.tasks.expire_holds",
     "schedule": 60.0,
 }
+# An on-demand request ("the first available doctor of a specialty") nobody accepts expires
+# after this many minutes (accepting checks the time too; beat closes it and tells everyone).
+ON_DEMAND_REQUEST_TTL_MINUTES: int = env.int("ON_DEMAND_REQUEST_TTL_MINUTES", default=10)
+CELERY_BEAT_SCHEDULE["appointments-expire-on-demand"] = {
+    "task": "appointments.tasks.expire_on_demand",
+    "schedule": 60.0,
+}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["OnDemandStateEnum"] = "appointments.models.OnDemandRequest.State"
