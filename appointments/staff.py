@@ -145,10 +145,29 @@ def appointment_staff_release(
             raise _refuse(appointment, "released")
         deadline = appointment.hold_expires_at
         now = timezone.now()
-        done = services.hold_expire(
-            appointment_id=appointment.pk, now=max(now, deadline) if deadline else now
-        )
-        assert done is not None
+        try:
+            done = services.hold_expire(
+                appointment_id=appointment.pk, now=max(now, deadline) if deadline else now
+            )
+            assert done is not None
+            if done.state == State.HELD and done.consultation_id is not None:
+                # Stuck: its consultation is past the point the sweep handles (authorised, the
+                # confirmation lost). Release the authorisation; expiring the consultation
+                # releases the slot (``services.on_consultation_transitioned``).
+                consultation = payment_services.lock(done.consultation_id)
+                if consultation.state not in UNCAPTURED:
+                    raise _refuse(done, "released (its consultation was captured)")
+                payment_services.release(consultation, reason="abandoned")
+                payment_services.transition(
+                    consultation,
+                    "expire",
+                    actor=acting_user(actor),
+                    source="admin",
+                    note="stuck hold released",
+                )
+                done.refresh_from_db()
+        except GatewayError as exc:
+            raise payment_services.provider_failed(exc) from exc
         audit.record(
             audited.APPOINTMENT_STAFF_RELEASE,
             actor=actor,
