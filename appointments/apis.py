@@ -316,7 +316,7 @@ class OnDemandListCreateApi(APIView):
     @api_doc(
         "Ask for the first available doctor of a specialty",
         errors={
-            400: ["invalid", "invalid_kind", "invalid_reason", "invalid_specialty", "reason_too_long"],
+            400: ["invalid", "invalid_kind", "invalid_reason", "reason_too_long", "unknown_specialty"],
             403: ["patients_only"],
             409: ["request_open"],
         },

@@ -148,7 +148,7 @@ def request_create(*, patient: User, specialty: str, kind: str, reason: str | No
     found = Specialty.objects.filter(slug=specialty).first() if isinstance(specialty, str) else None
     if found is None:
         raise ApplicationError(
-            "invalid_specialty", "Unknown specialty.", status=400, fields={"specialty": ["invalid"]}
+            "unknown_specialty", "Unknown specialty.", status=400, fields={"specialty": ["invalid"]}
         )
     try:
         with transaction.atomic():

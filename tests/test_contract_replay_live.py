@@ -30,8 +30,10 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import DoctorProfile
 from accounts.tests.factories import DeviceFactory, DoctorFactory
 from accounts.tests.signal_keys import SignalIdentity
+from appointments import on_demand
 from appointments import services as appointment_services
 from appointments.models import Appointment
 from calls import services as call_services
@@ -260,6 +262,11 @@ async def play_session(
     await a.expect("appointment.updated")
     await b2.expect("appointment.updated")
 
+    # The patient asks for the first available doctor of the doctor's specialty: both hear it.
+    await sync_to_async(_on_demand_request)(patient, doctor)
+    await a.expect("on_demand.updated")
+    await b2.expect("on_demand.updated")
+
     # A socket whose server lost its live path (a Redis restart) is told to sync.
     c = await Recorder.open(log, second.ws_url, token=token_for(patient))
     second_redis.stop()
@@ -344,6 +351,12 @@ def _released_hold(patient: Any, doctor: Any) -> None:
         appointment_services.move(
             appointment, Appointment.State.RELEASED, actor=None, source="task", note="hold timed out"
         )
+
+
+def _on_demand_request(patient: Any, doctor: Any) -> None:
+    """An on-demand request of the doctor's specialty (the doctor is verified, with a fee)."""
+    specialty = DoctorProfile.objects.get(user=doctor).specialty.slug
+    on_demand.request_create(patient=patient, specialty=specialty, kind="chat")
 
 
 def _ring_out(call_id: int) -> None:

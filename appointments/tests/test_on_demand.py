@@ -102,7 +102,7 @@ def test_rest_flow_accept_opens_the_consultation_at_the_winners_price(
     assert again.json()["error"]["code"] == "request_open"
     bad = api.post("/api/v1/on-demand", {"specialty": "astrology", "kind": "chat"}, format="json")
     assert bad.status_code == 400
-    assert bad.json()["error"]["code"] == "invalid_specialty"
+    assert bad.json()["error"]["code"] == "unknown_specialty"
 
     queue = client_for(second).get("/api/v1/on-demand")
     assert queue.status_code == 200

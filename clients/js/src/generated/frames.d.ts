@@ -389,21 +389,30 @@ export type Type46 = "message.new";
  */
 export type Event13 = number;
 export type Type47 = "message.updated";
+export type Id6 = number;
+export type Specialty = string;
+export type Kind2 = "chat" | "voice" | "video";
+export type State5 = "open" | "accepted" | "cancelled" | "expired";
+export type CreatedAt2 = string;
+export type ExpiresAt1 = string;
+export type DoctorId2 = number | null;
+export type ConsultationId1 = number | null;
+export type Type48 = "on_demand.updated";
 export type Ref22 = string | null;
-export type Type48 = "pong";
+export type Type49 = "pong";
 export type UserId13 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type49 = "presence";
+export type Type50 = "presence";
 export type UserId14 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref23 = string | null;
-export type Type50 = "ready";
+export type Type51 = "ready";
 export type ConversationId14 = number;
 export type UserId15 = number;
 export type DeliveredSeq1 = number | null;
@@ -412,17 +421,17 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type51 = "receipt";
+export type Type52 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref24 = string | null;
-export type Type52 = "sync.done";
+export type Type53 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type53 = "sync.required";
+export type Type54 = "sync.required";
 export type ConversationId15 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type54 = "typing";
+export type Type55 = "typing";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -456,6 +465,7 @@ export type ServerFrame =
   | ServerMemberRoleChangedFrame
   | ServerMessageNewFrame
   | ServerMessageUpdatedFrame
+  | ServerOnDemandUpdatedFrame
   | ServerPongFrame
   | ServerPresenceFrame
   | ServerReadyFrame
@@ -589,6 +599,9 @@ export interface AsyncApiSchemas {
   ServerMessageData?: ServerMessageData;
   ServerMessageNewFrame?: ServerMessageNewFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerOnDemandSummary?: ServerOnDemandSummary;
+  ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
+  ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
   ServerPongFrame?: ServerPongFrame;
   ServerPresenceAck?: ServerPresenceAck;
   ServerPresenceData?: ServerPresenceData;
@@ -1657,12 +1670,47 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
+ * never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandSummary".
+ */
+export interface ServerOnDemandSummary {
+  id: Id6;
+  specialty: Specialty;
+  kind: Kind2;
+  state: State5;
+  created_at: CreatedAt2;
+  expires_at: ExpiresAt1;
+  doctor_id: DoctorId2;
+  consultation_id: ConsultationId1;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedData".
+ */
+export interface ServerOnDemandUpdatedData {
+  request: ServerOnDemandSummary;
+}
+/**
+ * An on-demand request was opened (to the doctors who can take it), accepted (the patient
+ * learns the doctor and the consultation; the other doctors drop it), cancelled or expired.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedFrame".
+ */
+export interface ServerOnDemandUpdatedFrame {
+  type: Type48;
+  data: ServerOnDemandUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
   ref?: Ref22;
-  type: Type48;
+  type: Type49;
   data: ServerEmptyData;
 }
 /**
@@ -1679,7 +1727,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type49;
+  type: Type50;
   data: ServerPresenceData;
 }
 /**
@@ -1707,7 +1755,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref23;
-  type: Type50;
+  type: Type51;
   data: ServerReadyData;
 }
 /**
@@ -1726,7 +1774,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event14;
-  type: Type51;
+  type: Type52;
   data: ServerReceiptData;
 }
 /**
@@ -1745,7 +1793,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref24;
-  type: Type52;
+  type: Type53;
   data: ServerSyncDoneData;
 }
 /**
@@ -1762,7 +1810,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type53;
+  type: Type54;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1779,6 +1827,6 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type54;
+  type: Type55;
   data: ServerTypingData;
 }
