@@ -23,8 +23,9 @@ from PIL import Image
 
 from accounts import services as account_services
 from accounts.actors import Operator
-from accounts.models import Device, User
+from accounts.models import Device, DoctorProfile, Specialty, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory, UserFactory
+from appointments import on_demand
 from appointments import selectors as appointment_selectors
 from appointments import services as appointment_services
 from appointments.models import Appointment
@@ -250,6 +251,13 @@ def build_world() -> World:
         uploader=doctor, upload=upload, name="matrix-avatar.png"
     )
 
+    # B asks for the first available doctor of the other doctor's specialty (only they take it).
+    matrix_specialty = Specialty.objects.create(slug="matrix-cardiology", name="Matrix cardiology")
+    DoctorProfile.objects.filter(user=other).update(specialty=matrix_specialty)
+    on_demand_request = on_demand.request_create(
+        patient=users["patient_b"], specialty=matrix_specialty.slug, kind="chat", reason=SECRET_REASON
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -274,6 +282,7 @@ def build_world() -> World:
             "mentions": {"doctor": mention_ids[doctor.pk], "group_member": mention_ids[member.pk]},
             "scheduled": scheduled,
             "avatar_upload": avatar_upload,
+            "on_demand": on_demand_request,
         },
     )
 

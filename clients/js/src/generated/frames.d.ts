@@ -512,20 +512,29 @@ export type Type54 = "message.unpinned";
  */
 export type Event15 = number;
 export type Type55 = "message.updated";
+export type Id6 = number;
+export type Specialty = string;
+export type Kind2 = "chat" | "voice" | "video";
+export type State5 = "open" | "accepted" | "cancelled" | "expired";
+export type CreatedAt2 = string;
+export type ExpiresAt1 = string;
+export type DoctorId3 = number | null;
+export type ConsultationId1 = number | null;
+export type Type56 = "on_demand.updated";
 export type Ref28 = string | null;
-export type Type56 = "pong";
+export type Type57 = "pong";
 export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type57 = "presence";
+export type Type58 = "presence";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event16 = number;
-export type Type58 = "reaction.added";
+export type Type59 = "reaction.added";
 export type ConversationId17 = number;
 export type MessageId7 = number;
 /**
@@ -545,13 +554,13 @@ export type Reactions2 = ServerReactionSummary[];
  * the conversation's event-log number (see sync)
  */
 export type Event17 = number;
-export type Type59 = "reaction.removed";
+export type Type60 = "reaction.removed";
 export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref29 = string | null;
-export type Type60 = "ready";
+export type Type61 = "ready";
 export type ConversationId18 = number;
 export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
@@ -560,28 +569,28 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event18 = number;
-export type Type61 = "receipt";
-export type Id6 = number;
+export type Type62 = "receipt";
+export type Id7 = number;
 export type ConversationId19 = number;
 export type ClientId2 = string;
 export type Body3 = string;
 export type SendAt = string;
-export type State5 = "pending" | "sent" | "failed" | "cancelled";
+export type State6 = "pending" | "sent" | "failed" | "cancelled";
 export type MessageId8 = number | null;
 export type FailureCode = string | null;
-export type CreatedAt2 = string;
+export type CreatedAt3 = string;
 export type UpdatedAt = string;
-export type Type62 = "scheduled_message.updated";
+export type Type63 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref30 = string | null;
-export type Type63 = "sync.done";
+export type Type64 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type64 = "sync.required";
+export type Type65 = "sync.required";
 export type ConversationId20 = number;
 export type UserId22 = number;
 export type Active1 = boolean;
-export type Type65 = "typing";
+export type Type66 = "typing";
 export type AppointmentId3 = number;
 export type PatientId2 = number;
 export type DisplayName = string;
@@ -589,11 +598,11 @@ export type CheckedInAt1 = string;
 export type StartsAt1 = string;
 export type Position1 = number;
 export type EstimatedWaitSeconds1 = number;
-export type DoctorId3 = number;
+export type DoctorId4 = number;
 export type AsOf1 = string;
 export type Queue = ServerWaitingEntry[];
-export type Type66 = "waiting_room.position";
-export type Type67 = "waiting_room.updated";
+export type Type67 = "waiting_room.position";
+export type Type68 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -629,6 +638,7 @@ export type ServerFrame =
   | ServerMessagePinnedFrame
   | ServerMessageUnpinnedFrame
   | ServerMessageUpdatedFrame
+  | ServerOnDemandUpdatedFrame
   | ServerPongFrame
   | ServerPresenceFrame
   | ServerReactionAddedFrame
@@ -790,6 +800,9 @@ export interface AsyncApiSchemas {
   ServerMessagePinnedFrame?: ServerMessagePinnedFrame;
   ServerMessageUnpinnedFrame?: ServerMessageUnpinnedFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerOnDemandSummary?: ServerOnDemandSummary;
+  ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
+  ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
   ServerPinAck?: ServerPinAck;
   ServerPinEventData?: ServerPinEventData;
   ServerPongFrame?: ServerPongFrame;
@@ -2116,12 +2129,47 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
+ * never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandSummary".
+ */
+export interface ServerOnDemandSummary {
+  id: Id6;
+  specialty: Specialty;
+  kind: Kind2;
+  state: State5;
+  created_at: CreatedAt2;
+  expires_at: ExpiresAt1;
+  doctor_id: DoctorId3;
+  consultation_id: ConsultationId1;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedData".
+ */
+export interface ServerOnDemandUpdatedData {
+  request: ServerOnDemandSummary;
+}
+/**
+ * An on-demand request was opened (to the doctors who can take it), accepted (the patient
+ * learns the doctor and the consultation; the other doctors drop it), cancelled or expired.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedFrame".
+ */
+export interface ServerOnDemandUpdatedFrame {
+  type: Type56;
+  data: ServerOnDemandUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
   ref?: Ref28;
-  type: Type56;
+  type: Type57;
   data: ServerEmptyData;
 }
 /**
@@ -2138,7 +2186,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type57;
+  type: Type58;
   data: ServerPresenceData;
 }
 /**
@@ -2147,7 +2195,7 @@ export interface ServerPresenceFrame {
  */
 export interface ServerReactionAddedFrame {
   event: Event16;
-  type: Type58;
+  type: Type59;
   data: ServerReactionEventData;
 }
 /**
@@ -2168,7 +2216,7 @@ export interface ServerReactionEventData {
  */
 export interface ServerReactionRemovedFrame {
   event: Event17;
-  type: Type59;
+  type: Type60;
   data: ServerReactionEventData;
 }
 /**
@@ -2196,7 +2244,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref29;
-  type: Type60;
+  type: Type61;
   data: ServerReadyData;
 }
 /**
@@ -2215,7 +2263,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event18;
-  type: Type61;
+  type: Type62;
   data: ServerReceiptData;
 }
 /**
@@ -2225,15 +2273,15 @@ export interface ServerReceiptFrame {
  * via the `definition` "ServerScheduledMessageSummary".
  */
 export interface ServerScheduledMessageSummary {
-  id: Id6;
+  id: Id7;
   conversation_id: ConversationId19;
   client_id: ClientId2;
   body: Body3;
   send_at: SendAt;
-  state: State5;
+  state: State6;
   message_id: MessageId8;
   failure_code: FailureCode;
-  created_at: CreatedAt2;
+  created_at: CreatedAt3;
   updated_at: UpdatedAt;
 }
 /**
@@ -2251,7 +2299,7 @@ export interface ServerScheduledMessageUpdatedData {
  * via the `definition` "ServerScheduledMessageUpdatedFrame".
  */
 export interface ServerScheduledMessageUpdatedFrame {
-  type: Type62;
+  type: Type63;
   data: ServerScheduledMessageUpdatedData;
 }
 /**
@@ -2270,7 +2318,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref30;
-  type: Type63;
+  type: Type64;
   data: ServerSyncDoneData;
 }
 /**
@@ -2287,7 +2335,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type64;
+  type: Type65;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2304,7 +2352,7 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type65;
+  type: Type66;
   data: ServerTypingData;
 }
 /**
@@ -2327,7 +2375,7 @@ export interface ServerWaitingEntry {
  * via the `definition` "ServerWaitingRoomData".
  */
 export interface ServerWaitingRoomData {
-  doctor_id: DoctorId3;
+  doctor_id: DoctorId4;
   as_of: AsOf1;
   queue: Queue;
 }
@@ -2338,7 +2386,7 @@ export interface ServerWaitingRoomData {
  * via the `definition` "ServerWaitingRoomPositionFrame".
  */
 export interface ServerWaitingRoomPositionFrame {
-  type: Type66;
+  type: Type67;
   data: ServerWaitingPosition;
 }
 /**
@@ -2349,6 +2397,6 @@ export interface ServerWaitingRoomPositionFrame {
  * via the `definition` "ServerWaitingRoomUpdatedFrame".
  */
 export interface ServerWaitingRoomUpdatedFrame {
-  type: Type67;
+  type: Type68;
   data: ServerWaitingRoomData;
 }
