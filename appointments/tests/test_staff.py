@@ -143,7 +143,7 @@ def test_an_admitted_appointment_is_not_a_no_show(stripe_fake):
         staff.appointment_staff_no_show(appointment_id=appointment.pk, actor=clerk("mark_no_show"))
     assert refused.value.code == "not_a_no_show"
     appointment.refresh_from_db()
-    assert appointment.state == "confirmed"
+    assert appointment.state == "admitted"  # accepting the consultation admits the appointment
     assert not audited("appointment.staff_no_show", appointment)
 
 
