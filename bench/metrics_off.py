@@ -45,7 +45,10 @@ def nothing(*args: object, **kwargs: object) -> None:
 
 
 def main() -> None:
-    from core import metrics
+    try:
+        from core import metrics
+    except ImportError as exc:
+        raise SystemExit(f"no core.metrics here ({exc}): this revision predates the metrics") from exc
 
     missing = [name for name in HOOKS if not callable(getattr(metrics, name, None))]
     if missing:
