@@ -91,7 +91,7 @@ class ScheduledDetailApi(APIView):
     @api_doc(
         "Cancel a pending scheduled message",
         errors={404: ["scheduled_message_not_found"], 409: ["scheduled_message_not_pending"]},
-        responses=ScheduledOutSerializer,
+        responses={200: ScheduledOutSerializer},
     )
     def delete(self, request: Request, scheduled_id: int) -> Response:
         row = services.scheduled_cancel(author=request_user(request), scheduled_id=scheduled_id)

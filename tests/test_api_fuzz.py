@@ -58,8 +58,9 @@ EXAMPLES = {"positive": 20, "negative": 15, "world": 15}
 DOCTOR_OPERATIONS = re.compile(
     r"/api/v1/(availability|payouts|schedule)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
     r"|/on-demand/\{request_id\}/accept"
-    r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members"
+    r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members|/api/v1/groups/\{group_id\}/avatar"
     r"|/api/v1/waiting-room|/appointments/\{appointment_id\}/admit"
+    r"|/api/v1/scheduled-messages"
 )
 
 
@@ -76,6 +77,7 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "token": "x" * 43,  # a calendar feed token (none matches: 404 feed_not_found)
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
+        "scheduled_id": w.extra["scheduled"].pk,
     }
 
 

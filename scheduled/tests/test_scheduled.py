@@ -304,8 +304,8 @@ def test_concurrent_dispatchers_send_it_once():
     assert Message.objects.filter(conversation=conversation).count() == 1
 
 
-def test_edit_waits_for_a_send_in_flight_and_then_refuses():
-    """An edit racing the dispatcher: the dispatcher holds the row; the edit sees it sent."""
+def test_an_edit_after_the_send_is_refused():
+    """The edit locks the row (so it would wait for a send in flight) and finds it sent."""
     _patient, doctor, conversation = pair()
     row, _ = services.scheduled_create(
         author=doctor, conversation_id=conversation.pk, body="v1", send_at=later()

@@ -11052,12 +11052,27 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description No response body */
-            204: {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "conversation_id": 1,
+                     *       "client_id": "3f2c6d2e-8a4b-4c1e-9f7a-2b5d8e1c4a90",
+                     *       "body": "string",
+                     *       "send_at": "2026-01-05T09:30:00Z",
+                     *       "state": "pending",
+                     *       "message_id": 1,
+                     *       "failure_code": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ScheduledOut"];
+                };
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["NotRegistered"];
