@@ -219,7 +219,7 @@ def _write_config(workdir: Path, port: int, single_project_mode: bool) -> Path:
     return path
 
 
-def wait_until_ready(host: str, timeout: float = 60.0, handle: EmulatorHandle | None = None) -> None:
+def wait_until_ready(host: str, timeout: float = 180.0, handle: EmulatorHandle | None = None) -> None:
     """Poll ``http://host/`` until the Auth emulator says it is ready.
 
     Raises :class:`EmulatorError` on timeout, or at once if ``handle``'s process exits.

@@ -136,14 +136,17 @@ def test_beat_and_worker_run_the_sweeps(stripe_fake, beat, tmp_path):
     Appointment.objects.filter(pk=missed.pk).update(
         starts_at=began, ends_at=began + dt.timedelta(minutes=20), state="checked_in", checked_in_at=began
     )
-    # A confirmed appointment that started 20 minutes ago, nobody checked in (the patient's no-show).
+    # A confirmed appointment that started 45 minutes ago, nobody checked in (the patient's no-show).
     absent = _authorised(
         stripe_fake,
         services.appointment_book(
             patient=patients[3], doctor_id=doctor.pk, starts_at=slots[6][0], kind="chat"
         ),
     )
-    Appointment.objects.filter(pk=absent.pk).update(starts_at=began, ends_at=began + dt.timedelta(minutes=20))
+    earlier = began - dt.timedelta(minutes=25)  # not overlapping ``missed`` (one doctor)
+    Appointment.objects.filter(pk=absent.pk).update(
+        starts_at=earlier, ends_at=earlier + dt.timedelta(minutes=20)
+    )
     # A confirmed appointment whose 24-hour reminder is due.
     reminded = _authorised(
         stripe_fake,

@@ -336,13 +336,15 @@ def test_anonymous_callers_are_refused_and_links_expire(api, settings):
     )
     anonymous = APIClient().get(f"/api/v1/attachments/{uploaded['id']}")
     assert anonymous.status_code == 401
-    settings.ATTACHMENT_URL_TTL_SECONDS = 1
     link = api(doctor).get(f"/api/v1/attachments/{uploaded['id']}").json()
     token = parse_qs(urlparse(link["url"]).query)["token"][0]
     # Scope: this attachment, this user, the full file.
     payload = signing.loads(token, salt="healthchat.attachment.content")
     assert payload == {"a": uploaded["id"], "u": doctor.pk, "v": "file"}
     assert APIClient().get(link["url"]).status_code == 200
+    # The link's age is checked when it is used: with a 1 s lifetime, 2.1 s later it has expired
+    # (set after the first use, so a slow machine cannot expire it before that use).
+    settings.ATTACHMENT_URL_TTL_SECONDS = 1
     time.sleep(2.1)
     expired = APIClient().get(link["url"])
     assert expired.status_code == 403
