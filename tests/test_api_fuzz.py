@@ -73,6 +73,8 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "token": "x" * 43,  # a calendar feed token (none matches: 404 feed_not_found)
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
+        "message_id": w.message_doctor.pk,
+        "emoji": "👍",
     }
 
 
