@@ -53,7 +53,7 @@ class ReactionRemoveApi(APIView):
     @api_doc(
         "Take back a reaction (idempotent)",
         errors={400: ["invalid_reaction"], 404: ["conversation_not_found", "message_not_found"]},
-        responses=ReactionChangeOutSerializer,
+        responses={200: ReactionChangeOutSerializer},
     )
     def delete(self, request: Request, message_id: int, emoji: str) -> Response:
         change = services.reaction_remove(user=request_user(request), message_id=message_id, emoji=emoji)
@@ -78,7 +78,7 @@ class MessagePinApi(APIView):
     @api_doc(
         "Unpin a message (idempotent)",
         errors={403: ["not_group_admin"], 404: ["conversation_not_found", "message_not_found"]},
-        responses=PinChangeOutSerializer,
+        responses={200: PinChangeOutSerializer},
     )
     def delete(self, request: Request, message_id: int) -> Response:
         return Response(services.message_unpin(user=request_user(request), message_id=message_id).data())

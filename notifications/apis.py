@@ -61,6 +61,6 @@ class PushPreferenceApi(APIView):
         services.preference_update(
             user=user,
             previews=serializer.validated_data["previews"],
-            mentions_when_muted=serializer.validated_data["mentions_when_muted"],
+            mentions_when_muted=serializer.validated_data.get("mentions_when_muted"),
         )
         return Response(selectors.preference_get(user=user))

@@ -24,6 +24,5 @@ class PreferenceSerializer(StrictSerializer):
     previews = serializers.BooleanField()
     mentions_when_muted = serializers.BooleanField(
         required=False,
-        default=True,
-        help_text="a mention of me pushes even in a conversation I muted (default true)",
+        help_text="a mention of me pushes even in a conversation I muted (default true; left out: unchanged)",
     )

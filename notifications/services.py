@@ -62,10 +62,15 @@ PUSHABLE_PLATFORMS = (Device.Platform.ANDROID, Device.Platform.IOS)
 
 
 # --- Preferences and mute ---------------------------------------------------------------------
-def preference_update(*, user: User, previews: bool, mentions_when_muted: bool = True) -> PushPreference:
-    preference, _ = PushPreference.objects.update_or_create(
-        user=user, defaults={"previews": bool(previews), "mentions_when_muted": bool(mentions_when_muted)}
-    )
+def preference_update(
+    *, user: User, previews: bool, mentions_when_muted: bool | None = None
+) -> PushPreference:
+    """``mentions_when_muted`` left out (``None``): unchanged (a client that knows only
+    ``previews`` never turns it back on)."""
+    values: dict[str, bool] = {"previews": bool(previews)}
+    if mentions_when_muted is not None:
+        values["mentions_when_muted"] = bool(mentions_when_muted)
+    preference, _ = PushPreference.objects.update_or_create(user=user, defaults=values)
     return preference
 
 

@@ -78,6 +78,8 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
         "scheduled_id": w.extra["scheduled"].pk,
+        "message_id": w.message_doctor.pk,
+        "emoji": "👍",
     }
 
 

@@ -88,11 +88,15 @@ def test_too_many_query_parameters_is_a_400_not_a_500(client: APIClient) -> None
 
 
 def test_bodies_are_json_only_so_a_form_cannot_turn_a_setting_off(client: APIClient) -> None:
-    assert client.put("/api/v1/notifications/preferences", {"previews": True}).json() == {"previews": True}
+    set_on = client.put("/api/v1/notifications/preferences", {"previews": True}).json()
+    assert set_on == {"previews": True, "mentions_when_muted": True}
     # An empty form used to read as {"previews": false} (HTML checkbox rules) and was applied.
     refused = client.put("/api/v1/notifications/preferences", {}, format="multipart")
     assert_error(refused, 415, "unsupported_media_type")
-    assert client.get("/api/v1/notifications/preferences").json() == {"previews": True}
+    assert client.get("/api/v1/notifications/preferences").json() == {
+        "previews": True,
+        "mentions_when_muted": True,
+    }
 
 
 def test_uploads_still_take_multipart(client: APIClient, settings: Any, tmp_path: Any) -> None:

@@ -35,7 +35,7 @@ def mentions_max() -> int:
 
 
 def _invalid(problem: str) -> ApplicationError:
-    return ApplicationError("invalid_mentions", f"mentions: {problem}.", fields={"mentions": [problem]})
+    return ApplicationError("invalid_mentions", f"mentions: {problem}.")
 
 
 def validate_mentions(value: Any, body: str | None) -> tuple[dict[str, int], ...] | None:

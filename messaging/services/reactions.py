@@ -63,7 +63,6 @@ def validate_emoji(value: Any) -> str:
         raise ApplicationError(
             "invalid_reaction",
             "emoji must be one of the supported reactions (docs/protocol.md#reactions).",
-            fields={"emoji": ["not a supported reaction"]},
         )
     return value
 

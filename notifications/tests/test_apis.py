@@ -75,4 +75,9 @@ def test_preferences_default_and_update(client_for, settings):
     # A mute silences mentions too when asked (issue 24).
     quiet = client.put(url, {"previews": False, "mentions_when_muted": False}, format="json")
     assert quiet.json() == {"previews": False, "mentions_when_muted": False}
+    # Left out by a client that knows only previews: unchanged.
+    assert client.put(url, {"previews": True}, format="json").json() == {
+        "previews": True,
+        "mentions_when_muted": False,
+    }
     assert client.put(url, {}, format="json").status_code == 400

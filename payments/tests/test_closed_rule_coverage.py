@@ -79,6 +79,14 @@ FRAMES: dict[str, Decision] = {
         ("test_typing_refused",),
     ),
     "sync": NotApplicable("reads the caller's own history"),
+    "reaction.add": Guarded(
+        "reaction_add asks the rule (an emoji is the patient's content in front of the doctor)",
+        ('"reaction.add"', "/reactions"),
+        ("test_reaction_refused_and_the_doctor_may_still_react",),
+    ),
+    "reaction.remove": NotApplicable("takes the patient's own reaction back; no new content"),
+    "message.pin": NotApplicable("marks a message of the conversation; no content of the patient's"),
+    "message.unpin": NotApplicable("removes a mark; no content"),
     "presence.subscribe": NotApplicable("reads others' presence; nothing reaches them"),
     "call.invite": Guarded(
         "check_can_call asks the rule for the callees",
@@ -109,6 +117,18 @@ REST_WRITES: dict[str, Decision] = {
     "POST /api/v1/appointments": NotApplicable(
         "booking opens a new consultation, the documented way out of the closed rule"
     ),
+    "POST /api/v1/messages/{message_id}/reactions": Guarded(
+        "reaction_add asks the rule, as reaction.add",
+        ("/reactions",),
+        ("test_reaction_refused_and_the_doctor_may_still_react",),
+    ),
+    "DELETE /api/v1/messages/{message_id}/reactions/{emoji}": NotApplicable(
+        "takes the patient's own reaction back; no new content"
+    ),
+    "PUT /api/v1/messages/{message_id}/pin": NotApplicable(
+        "marks a message of the conversation; no content of the patient's"
+    ),
+    "DELETE /api/v1/messages/{message_id}/pin": NotApplicable("removes a mark; no content"),
     "POST /api/v1/blocks": NotApplicable("cuts contact; never reaches the blocked user"),
     "DELETE /api/v1/blocks/{user_id}": NotApplicable(NOT_CONTENT_TO_OTHERS),
     "POST /api/v1/consultations": NotApplicable(

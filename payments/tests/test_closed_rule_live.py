@@ -169,6 +169,42 @@ def test_edit_of_an_old_message_refused(server: Any, make_token: Any, consulted:
     assert old.message.body == "inside the window"
 
 
+def test_reaction_refused_and_the_doctor_may_still_react(
+    server: Any, make_token: Any, consulted: Any
+) -> None:
+    """A reaction is the patient's content in front of the doctor (issue 24): refused after the
+    window closes, on the socket and over REST; the doctor may still react."""
+    patient, doctor, consultation = consulted
+    conversation_id = consultation.conversation_id
+    note = messaging.message_send(
+        sender=doctor, conversation_id=conversation_id, client_id=uuid.uuid4(), body="doctor's note"
+    )
+    question = messaging.message_send(
+        sender=patient, conversation_id=conversation_id, client_id=uuid.uuid4(), body="a question"
+    )
+    close(consultation)
+
+    async def scenario() -> None:
+        p = await WsClient.connect(server.ws_url, token(make_token, patient))
+        d = await WsClient.connect(server.ws_url, token(make_token, doctor))
+        refused(await p.request("reaction.add", {"message_id": note.message.pk, "emoji": "🙏"}))
+        await nothing_arrives(d, "reaction.added")
+        ok = await d.request("reaction.add", {"message_id": question.message.pk, "emoji": "👍"})
+        assert ok["type"] == "ack", ok
+        assert (await p.expect("reaction.added"))["data"]["user_id"] == doctor.pk
+        await p.close()
+        await d.close()
+
+    asyncio.run(scenario())
+    over_rest = rest(
+        server, make_token, patient, "POST", f"messages/{note.message.pk}/reactions", json={"emoji": "🙏"}
+    )
+    assert over_rest.status_code == 403
+    assert over_rest.json()["error"]["code"] == "consultation_closed"
+    note.message.refresh_from_db()
+    assert note.message.reactions is None
+
+
 def test_typing_refused(server: Any, make_token: Any, consulted: Any) -> None:
     patient, doctor, consultation = consulted
     conversation_id = consultation.conversation_id

@@ -66,8 +66,11 @@ import { EndToEnd } from "./e2ee/manager.js";
  * @property {ServerFrame} frame        every well-formed frame, as received (typing, presence, calls...)
  * @property {{userId: number, deviceId: number}} identityChanged  a contact's device has a new identity key (show the safety-number change)
  * @property {GroupEventFrame} groupEvent a member.* / group.updated log entry, once per (conversation, event)
+ * @property {AnnotationFrame} annotation a reaction.added / reaction.removed / message.pinned /
+ *   message.unpinned log entry, once per (conversation, event)
  */
 /** @typedef {Extract<ServerFrame, {type: GroupEventType}>} GroupEventFrame */
+/** @typedef {Extract<ServerFrame, {type: "reaction.added" | "reaction.removed" | "message.pinned" | "message.unpinned"}>} AnnotationFrame */
 /** @typedef {"member.added" | "member.removed" | "member.left" | "member.role_changed" | "group.updated"} GroupEventType */
 
 const OPEN = 1;
@@ -453,6 +456,13 @@ export class HealthchatClient {
           await this.accept(typed.data.message);
           this.emit("groupEvent", typed);
         });
+        break;
+      case "reaction.added":
+      case "reaction.removed":
+      case "message.pinned":
+      case "message.unpinned":
+        // Reactions and pins (issue 24): log entries about a message, deduplicated like the others.
+        await this.logEntry(typed.data.conversation_id, typed.event, async () => this.emit("annotation", typed));
         break;
       case "sync.required":
         this.backgroundSync();

@@ -135,6 +135,23 @@ describe("frame checks and REST errors", () => {
     assert.equal(frameProblem({ type: "consultation.updated", data: { consultation } }), null);
   });
 
+  it("emits each reaction and pin log entry once as annotation (issue 24)", async () => {
+    const { client } = offlineClient();
+    /** @type {any[]} */
+    const seen = [];
+    client.on("annotation", (frame) => seen.push(frame));
+    const reaction = {
+      type: "reaction.added",
+      data: { conversation_id: 42, message_id: 1, seq: 1, user_id: 9, emoji: "👍", reactions: [{ emoji: "👍", count: 1, user_ids: [9] }] },
+      event: 12,
+    };
+    const pinned = { type: "message.pinned", data: { conversation_id: 42, message_id: 1, seq: 1, user_id: 9 }, event: 13 };
+    await client.receive(JSON.stringify(reaction));
+    await client.receive(JSON.stringify(reaction)); // the same entry again (live, then replayed)
+    await client.receive(JSON.stringify(pinned));
+    assert.deepEqual(seen.map((f) => [f.type, f.event]), [["reaction.added", 12], ["message.pinned", 13]]);
+  });
+
   it("types REST failures by their error code, or by status when the body is not the documented shape", () => {
     const error = new RestError(409, { error: { code: "doctor_offline", message: "Not taking requests." } });
     assert.equal(error.code, "doctor_offline");

@@ -2082,11 +2082,8 @@ export interface components {
          */
         Preference: {
             previews: boolean;
-            /**
-             * @description a mention of me pushes even in a conversation I muted (default true)
-             * @default true
-             */
-            mentions_when_muted: boolean;
+            /** @description a mention of me pushes even in a conversation I muted (default true; left out: unchanged) */
+            mentions_when_muted?: boolean;
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -2094,11 +2091,8 @@ export interface components {
          */
         PreferenceRequest: {
             previews: boolean;
-            /**
-             * @description a mention of me pushes even in a conversation I muted (default true)
-             * @default true
-             */
-            mentions_when_muted: boolean;
+            /** @description a mention of me pushes even in a conversation I muted (default true; left out: unchanged) */
+            mentions_when_muted?: boolean;
         };
         ReactionChangeOut: {
             conversation_id: number;
@@ -9323,12 +9317,23 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description No response body */
-            204: {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    /**
+                     * @example {
+                     *       "conversation_id": 1,
+                     *       "message_id": 1,
+                     *       "seq": 1,
+                     *       "user_id": 1,
+                     *       "pinned": true,
+                     *       "changed": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PinChangeOut"];
+                };
             };
             401: components["responses"]["Unauthorized"];
             /** @description Forbidden: `not_group_admin`, `not_registered` */
@@ -9571,12 +9576,32 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description No response body */
-            204: {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    /**
+                     * @example {
+                     *       "conversation_id": 1,
+                     *       "message_id": 1,
+                     *       "seq": 1,
+                     *       "user_id": 1,
+                     *       "emoji": "string",
+                     *       "reactions": [
+                     *         {
+                     *           "emoji": "string",
+                     *           "count": 1,
+                     *           "user_ids": [
+                     *             1
+                     *           ]
+                     *         }
+                     *       ],
+                     *       "changed": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReactionChangeOut"];
+                };
             };
             /** @description Bad Request: `invalid_reaction` */
             400: {
