@@ -386,32 +386,9 @@ async def play_session(
             await a.expect("call.missed")
         await b2.expect("call.ended" if ending != "missed" else "call.missed")
 
-    # Last (it opens a consultation): the patient books a slot; both hear appointment.updated.
-    await sync_to_async(_book_appointment)(patient, doctor)
-    await a.expect("appointment.updated")
-
     for client in (a, b, b2):
         await client.close()
     return log
-
-
-def _book_appointment(patient: Any, doctor: Any) -> None:
-    """A confirmed appointment (the development payment provider authorises at once)."""
-    from appointments import selectors as appointment_selectors
-    from appointments import services as appointment_services
-
-    schedule = appointment_services.schedule_set(
-        doctor=doctor,
-        timezone_name="UTC",
-        weekly_hours=[{"weekday": d, "start": "00:00", "end": "23:00"} for d in range(7)],
-        min_notice_minutes=0,
-        horizon_days=30,
-    )
-    tomorrow = timezone.now() + timedelta(days=1)
-    start, _end = appointment_selectors.free_slots(
-        schedule=schedule, start=tomorrow, end=tomorrow + timedelta(days=1)
-    )[0]
-    appointment_services.appointment_book(patient=patient, doctor_id=doctor.pk, starts_at=start, kind="chat")
 
 
 def _unanswered_request(patient: Any, doctor: Any, direct: Any) -> int:
