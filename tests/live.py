@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -154,9 +155,12 @@ def celery_worker(
             yield process
         finally:
             if process.poll() is None:  # a test may have killed it already
-                os.killpg(process.pid, signal.SIGTERM)
                 try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(timeout=15)
+                except ProcessLookupError:  # the group died between poll() and killpg()
                     process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
