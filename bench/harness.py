@@ -397,6 +397,8 @@ def seed(pairs: int) -> list[dict[str, Any]]:
     from accounts.models import DoctorProfile, Specialty, User
     from messaging.models import Conversation, Membership
 
+    with connection.cursor() as cursor:
+        clear_messages(cursor)
     with transaction.atomic():
         specialty, _ = Specialty.objects.get_or_create(slug="bench", defaults={"name": "Benchmark"})
         users = {
@@ -458,9 +460,7 @@ def seed(pairs: int) -> list[dict[str, Any]]:
             batch_size=1000,
         )
         existing.update({c.direct_key: c.pk for c in new})
-        # A clean slate: no earlier bench messages, counters and cursors back to zero.
-        with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE messaging_event, messaging_message CASCADE")
+        # A clean slate (the messages went first, above): counters and cursors back to zero.
         Conversation.objects.filter(pk__in=existing.values()).update(
             last_seq=0, last_event=0, last_message_at=None
         )
@@ -910,6 +910,8 @@ def seed_group(name: str, member_ids: list[int]) -> int:
     (the first is the owner), its messages and events erased; returns its id."""
     from django.db import connection, transaction
 
+    with connection.cursor() as cursor:
+        clear_messages(cursor)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT id FROM messaging_conversation WHERE kind = 'group' AND name = %s ORDER BY id LIMIT 1",
@@ -950,6 +952,8 @@ def seed_pairs(pairs: int, tag: int) -> list[tuple[int, int, int]]:
     a = seed_users(pairs, tag)
     b = seed_users(pairs, tag + 1)
     keys = [f"{min(x[0], y[0])}:{max(x[0], y[0])}" for x, y in zip(a, b, strict=True)]
+    with connection.cursor() as cursor:
+        clear_messages(cursor)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
@@ -980,10 +984,17 @@ def seed_pairs(pairs: int, tag: int) -> list[tuple[int, int, int]]:
     return [(c, x[0], y[0]) for c, x, y in zip(conv, a, b, strict=True)]
 
 
-def clear_conversations(conversation_ids: list[int], cursor: Any) -> None:
-    """A clean slate (this benchmark's own database): no messages or events anywhere, these
-    conversations' counters and cursors back to zero."""
+def clear_messages(cursor: Any) -> None:
+    """No messages or events anywhere (this benchmark's own database). Run before the seed looks
+    up its conversations, in its own transaction: the CASCADE reaches every table that refers to
+    a message, and through attachments (a group's avatar) the conversations themselves, so the
+    seed then creates whatever it needs afresh."""
     cursor.execute("TRUNCATE messaging_event, messaging_message CASCADE")
+
+
+def clear_conversations(conversation_ids: list[int], cursor: Any) -> None:
+    """These conversations' counters and cursors back to zero (their messages went first:
+    ``clear_messages``)."""
     cursor.execute(
         "UPDATE messaging_conversation SET last_seq = 0, last_event = 0, last_message_at = NULL"
         " WHERE id = ANY(%s)",
