@@ -1,0 +1,252 @@
+// The SDK's appointments module against a live healthchat server paying through (fake) Stripe,
+// started by tests/test_sdk_appointments_live.py: the doctor's schedule, slots in the patient's
+// time zone, booking through hold → card → webhook → confirmed seen live on both sides,
+// slot_taken for a second patient, a declined card releasing the slot, reschedule, .ics,
+// cancel, the private calendar feed, and who may see what.
+import { after, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { WebSocket } from "ws";
+import {
+  AppointmentStore,
+  HealthchatClient,
+  RestError,
+  appointmentIcsUrl,
+  bookAppointment,
+  dateIn,
+  downloadAppointmentIcs,
+  getAppointment,
+  getSchedule,
+  listAppointments,
+  listSlots,
+  localTimeZone,
+  onAppointmentUpdated,
+  revokeCalendarFeed,
+  rotateCalendarFeed,
+  setSchedule,
+  createRestClient,
+} from "../src/index.js";
+
+/** @param {string} name */
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run these tests through tests/test_sdk_appointments_live.py`);
+  return value;
+}
+
+const HTTP_URL = env("HC_HTTP_URL");
+const WS_URL = env("HC_WS_URL");
+const CARD_URL = env("HC_CARD_URL");
+const DOCTOR_ID = Number(env("HC_DOCTOR_ID"));
+const PATIENT_TOKENS = env("HC_PATIENT_TOKENS").split(",");
+const PATIENT_IDS = env("HC_PATIENT_IDS").split(",").map(Number);
+const TOKENS = { doctor: env("HC_DOCTOR_TOKEN"), colleague: env("HC_COLLEAGUE_TOKEN") };
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** @param {() => boolean} predicate @param {string} what @param {number} [timeoutMs] */
+async function waitFor(predicate, what, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * What Stripe.js does in the patient's app (the test's card desk confirms the PaymentIntent at the
+ * fake Stripe and delivers the signed webhook, as Stripe would).
+ * @param {"visa" | "declined"} card
+ */
+const payWith = (card) => async (/** @type {{payment_intent_id: string}} */ payment) => {
+  const answer = await fetch(CARD_URL, { method: "POST", body: JSON.stringify({ payment_intent_id: payment.payment_intent_id, card }) });
+  const body = await answer.json();
+  if (!answer.ok) throw Object.assign(new Error(body.error?.message ?? "card refused"), { code: body.error?.code });
+  return body;
+};
+
+/** @type {HealthchatClient[]} */
+const open = [];
+
+/** @param {string} token */
+async function session(token) {
+  const getToken = async () => token;
+  const client = new HealthchatClient({ url: WS_URL, getToken, WebSocket });
+  const rest = createRestClient({ baseUrl: HTTP_URL, getToken });
+  /** @type {Error[]} */
+  const errors = [];
+  client.on("error", (e) => errors.push(e));
+  const store = new AppointmentStore(client, rest);
+  open.push(client);
+  await client.connect();
+  await waitFor(() => client.state === "ready", "ready");
+  await store.load();
+  return { client, rest, store, errors };
+}
+
+/** A date `days` from now in `tz`, "YYYY-MM-DD". @param {number} days @param {string} tz */
+const daysAhead = (days, tz) => dateIn(new Date(Date.now() + days * 86_400_000), tz);
+
+/** @param {string} isoWithOffset */
+const offsetOf = (isoWithOffset) => isoWithOffset.slice(-6);
+
+describe("the SDK's appointments against a live server", () => {
+  after(() => {
+    for (const client of open) client.close();
+  });
+
+  it("schedule, slots in the patient's zone, book → pay → confirmed live, slot_taken, a declined card, reschedule, ics, cancel, feed", async () => {
+    const doctor = await session(TOKENS.doctor);
+    const [alice, bob, carol] = await Promise.all(PATIENT_TOKENS.map((t) => session(t)));
+
+    // --- the doctor's schedule -------------------------------------------------------------
+    const initial = await getSchedule(doctor.rest);
+    assert.equal(initial.doctor_id, DOCTOR_ID);
+    await assert.rejects(
+      setSchedule(doctor.rest, { timeZone: "Mars/Olympus_Mons" }),
+      // a field error: `invalid`, with the field's own code
+      (e) => e instanceof RestError && e.status === 400 && JSON.stringify(e.body.error).includes("invalid_time_zone"),
+    );
+    await assert.rejects(getSchedule(alice.rest), (e) => e instanceof RestError && e.status === 403 && e.code === "doctors_only");
+    const schedule = await setSchedule(doctor.rest, {
+      timeZone: "America/New_York",
+      slotMinutes: 30,
+      bufferMinutes: 0,
+      minNoticeMinutes: 0,
+      horizonDays: 60,
+      bookable: true,
+      weeklyHours: [0, 1, 2, 3, 4, 5, 6].map((weekday) => ({ weekday, start: "09:00", end: "11:00" })),
+      exceptions: [],
+    });
+    assert.equal(schedule.timezone, "America/New_York");
+    assert.equal(schedule.slot_minutes, 30);
+    assert.equal(schedule.weekly_hours.length, 7);
+
+    // --- slots in the patient's zone (the runtime's by default: TZ=Asia/Tokyo) --------------
+    assert.equal(localTimeZone(), "Asia/Tokyo");
+    const start = daysAhead(5, "Asia/Tokyo");
+    const end = daysAhead(7, "Asia/Tokyo");
+    const tokyo = await listSlots(alice.rest, DOCTOR_ID, { start, end });
+    assert.ok(tokyo.length >= 8, `slots: ${tokyo.length}`);
+    assert.ok(tokyo.every((s) => offsetOf(s.start) === "+09:00"), tokyo[0].start);
+    const london = await listSlots(alice.rest, DOCTOR_ID, { start, end, timeZone: "Europe/London" });
+    // The same instants, told in another zone (the date range differs a little: compare the overlap).
+    const instants = new Set(london.map((s) => Date.parse(s.start)));
+    assert.ok(tokyo.filter((s) => instants.has(Date.parse(s.start))).length >= 4);
+    // 09:00-11:00 New York, 30 min apart: each slot starts at :00 or :30 New York time.
+    for (const s of tokyo) {
+      const local = new Intl.DateTimeFormat("en-GB", { timeZone: "America/New_York", hour: "2-digit", minute: "2-digit" }).format(new Date(s.start));
+      assert.ok(["09:00", "09:30", "10:00", "10:30"].includes(local), local);
+    }
+    await assert.rejects(
+      listSlots(alice.rest, DOCTOR_ID, { start, end, timeZone: "Not/AZone" }),
+      (e) => e instanceof RestError && e.code === "invalid_time_zone",
+    );
+
+    // --- book: held → the card (Stripe.js) → the webhook → confirmed, live on both sides ----
+    /** @type {string[]} */
+    const doctorSaw = [];
+    onAppointmentUpdated(doctor.client, (a) => doctorSaw.push(`${a.id}:${a.state}`));
+    const slot = tokyo[0];
+    const { appointment, payment } = await alice.store.book(
+      { doctorId: DOCTOR_ID, startsAt: slot.start, kind: "video", reason: "a rash" },
+      { confirmPayment: payWith("visa"), pollMs: 60_000 },
+    );
+    assert.equal(appointment.state, "confirmed");
+    assert.equal(Date.parse(appointment.starts_at), Date.parse(slot.start));
+    assert.ok(payment?.client_secret, "a real card needed the client secret");
+    assert.equal(payment?.amount, 3000);
+    await waitFor(() => doctorSaw.includes(`${appointment.id}:confirmed`), "the doctor's live frame");
+    await waitFor(() => doctor.store.get(appointment.id)?.state === "confirmed", "the doctor's store");
+    const detail = await getAppointment(alice.rest, appointment.id);
+    assert.deepEqual(
+      detail.transitions.map((t) => t.to_state),
+      ["held", "confirmed"],
+    );
+    // The slot is gone for everyone.
+    const after = await listSlots(bob.rest, DOCTOR_ID, { start, end });
+    assert.ok(!after.some((s) => Date.parse(s.start) === Date.parse(slot.start)));
+
+    // --- a second patient on the same slot: slot_taken, nothing held ------------------------
+    await assert.rejects(
+      bob.store.book({ doctorId: DOCTOR_ID, startsAt: slot.start, kind: "chat" }, { confirmPayment: payWith("visa") }),
+      (e) => e instanceof RestError && e.status === 409 && e.code === "slot_taken",
+    );
+    assert.equal(bob.store.list().length, 0);
+
+    // --- a declined card: the SDK cancels the hold, the slot is free again -------------------
+    const second = tokyo[1];
+    await assert.rejects(
+      carol.store.book({ doctorId: DOCTOR_ID, startsAt: second.start, kind: "chat" }, { confirmPayment: payWith("declined") }),
+      (e) => /** @type {any} */ (e).code === "card_declined",
+    );
+    const [released] = carol.store.list();
+    assert.equal(released.state, "cancelled");
+    assert.ok((await listSlots(carol.rest, DOCTOR_ID, { start, end })).some((s) => Date.parse(s.start) === Date.parse(second.start)));
+
+    // --- reschedule: the doctor's store follows live ---------------------------------------
+    const later = tokyo[3];
+    const moved = await alice.store.reschedule(appointment.id, later.start);
+    assert.equal(Date.parse(moved.starts_at), Date.parse(later.start));
+    assert.equal(moved.state, "confirmed");
+    await waitFor(
+      () => Date.parse(doctor.store.get(appointment.id)?.starts_at ?? "") === Date.parse(later.start),
+      "the doctor sees the new time",
+    );
+
+    // --- .ics: with the caller's token only; never for someone else ------------------------
+    const ics = await downloadAppointmentIcs(alice.rest, appointment.id);
+    assert.match(ics, /BEGIN:VCALENDAR/);
+    assert.match(ics, new RegExp(`UID:appointment-${appointment.id}@healthchat`));
+    assert.doesNotMatch(ics, /a rash/, "never the reason");
+    const anonymous = await fetch(appointmentIcsUrl(HTTP_URL, appointment.id));
+    assert.equal(anonymous.status, 401);
+    const colleague = createRestClient({ baseUrl: HTTP_URL, getToken: async () => TOKENS.colleague });
+    await assert.rejects(getAppointment(colleague, appointment.id), (e) => e instanceof RestError && e.status === 404 && e.code === "appointment_not_found");
+    await assert.rejects(downloadAppointmentIcs(bob.rest, appointment.id), (e) => e instanceof RestError && e.code === "appointment_not_found");
+    assert.ok((await listAppointments(doctor.rest)).results.some((a) => a.id === appointment.id));
+    assert.ok(!(await listAppointments(bob.rest)).results.some((a) => a.id === appointment.id));
+
+    // --- the doctor's private feed: rotate, read without a header, rotate again, revoke ----
+    const url = await rotateCalendarFeed(doctor.rest);
+    const feed = await fetch(url);
+    assert.equal(feed.status, 200);
+    assert.match(feed.headers.get("content-type") ?? "", /text\/calendar/);
+    assert.match(await feed.text(), new RegExp(`appointment-${appointment.id}@healthchat`));
+    const rotated = await rotateCalendarFeed(doctor.rest);
+    assert.notEqual(rotated, url);
+    assert.equal((await fetch(url)).status, 404);
+    assert.equal((await fetch(rotated)).status, 200);
+    await revokeCalendarFeed(doctor.rest);
+    assert.equal((await fetch(rotated)).status, 404);
+    await assert.rejects(rotateCalendarFeed(alice.rest), (e) => e instanceof RestError && e.code === "doctors_only");
+
+    // --- cancel early (free): both stores see it live ---------------------------------------
+    const cancelled = await alice.store.cancel(appointment.id);
+    assert.equal(cancelled.state, "cancelled");
+    await waitFor(() => doctor.store.get(appointment.id)?.state === "cancelled", "the doctor sees the cancellation");
+    await waitFor(() => doctorSaw.includes(`${appointment.id}:cancelled`), "the frame");
+    const again = await alice.store.cancel(appointment.id); // idempotent
+    assert.equal(again.state, "cancelled");
+
+    // --- a reconnect reloads the store (frames are not replayed) ---------------------------
+    // A hold is announced to the patient only; the doctor's store learns of it from REST when
+    // its socket comes back.
+    const { appointment: direct } = await bookAppointment(bob.rest, { doctorId: DOCTOR_ID, startsAt: tokyo[5].start, kind: "chat" });
+    assert.equal(direct.state, "held");
+    await waitFor(() => bob.store.get(direct.id)?.state === "held", "the patient's store sees the hold live");
+    assert.equal(doctor.store.get(direct.id), undefined);
+    doctor.client.dropConnection();
+    await waitFor(() => doctor.store.get(direct.id)?.state === "held", "the doctor's store reloaded after the reconnect");
+    assert.equal(doctor.client.state, "ready");
+    await bob.store.cancel(direct.id);
+    await waitFor(() => doctor.store.get(direct.id)?.state === "cancelled", "the doctor sees the cancelled hold live");
+    assert.equal(PATIENT_IDS.length, 3);
+
+    assert.deepEqual(
+      [doctor, alice, bob, carol].flatMap((s) => s.errors.filter((e) => !(e.name === "ConnectionDroppedError"))),
+      [],
+      "no protocol errors (appointment.updated is in the contract)",
+    );
+  });
+});
