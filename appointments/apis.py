@@ -16,18 +16,22 @@ from accounts.permissions import request_user
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
 
-from . import calendar, selectors, services
+from . import calendar, queue, selectors, services, waiting_room
 from .serializers import (
+    AdmitOutSerializer,
     AppointmentCreateInputSerializer,
     AppointmentDetailOutSerializer,
     AppointmentOutSerializer,
     AppointmentRescheduleInputSerializer,
+    CheckInOutSerializer,
     EmptyInputSerializer,
     FeedOutSerializer,
+    PositionOutSerializer,
     ScheduleInputSerializer,
     ScheduleOutSerializer,
     SlotOutSerializer,
     SlotQuerySerializer,
+    WaitingRoomOutSerializer,
 )
 
 
@@ -215,6 +219,93 @@ class AppointmentRescheduleApi(APIView):
         )
         fresh = selectors.appointment_get(user=user, appointment_id=appointment_id)
         return Response(AppointmentDetailOutSerializer(fresh).data)
+
+
+class AppointmentCheckInApi(APIView):
+    @api_doc(
+        "Check in to my appointment (the patient; from a few minutes before the start; idempotent)",
+        errors={
+            400: ["invalid"],
+            403: ["not_the_patient"],
+            404: ["appointment_not_found"],
+            409: [
+                "already_admitted",
+                "appointment_closed",
+                "appointment_not_confirmed",
+                "check_in_closed",
+                "check_in_too_early",
+            ],
+        },
+        request=EmptyInputSerializer,
+        responses=CheckInOutSerializer,
+    )
+    def post(self, request: Request, appointment_id: int) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        user = request_user(request)
+        appointment = waiting_room.check_in(user=user, appointment_id=appointment_id)
+        return Response(
+            {
+                "appointment": AppointmentDetailOutSerializer(
+                    selectors.appointment_get(user=user, appointment_id=appointment.pk)
+                ).data,
+                "position": queue.position_data(appointment=appointment),
+            }
+        )
+
+
+class AppointmentPositionApi(APIView):
+    @api_doc(
+        "My place in the doctor's waiting room and the estimated wait (the patient)",
+        errors={403: ["not_the_patient"], 404: ["appointment_not_found"], 409: ["not_waiting"]},
+        responses=PositionOutSerializer,
+    )
+    def get(self, request: Request, appointment_id: int) -> Response:
+        return Response(waiting_room.position(user=request_user(request), appointment_id=appointment_id))
+
+
+class AppointmentAdmitApi(APIView):
+    @api_doc(
+        "Admit a checked-in patient (the doctor, any order): the consultation is captured and opened."
+        " To start a call with it, use the socket frame waiting_room.admit.",
+        errors={
+            400: ["invalid"],
+            403: ["not_allowed", "not_the_doctor"],
+            404: ["appointment_not_found", "consultation_not_found"],
+            409: [
+                "appointment_closed",
+                "invalid_transition",
+                "patient_not_waiting",
+                "payment_not_authorised",
+                "payment_not_captured",
+            ],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=AdmitOutSerializer,
+    )
+    def post(self, request: Request, appointment_id: int) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        user = request_user(request)
+        admitted = waiting_room.admit(user=user, appointment_id=appointment_id)
+        return Response(
+            AdmitOutSerializer(
+                {
+                    "appointment": selectors.appointment_get(user=user, appointment_id=appointment_id),
+                    "consultation": admitted.consultation,
+                }
+            ).data
+        )
+
+
+class WaitingRoomApi(APIView):
+    @api_doc(
+        "My waiting room (the doctor): checked-in patients in order, with estimated waits",
+        errors={403: ["doctors_only"]},
+        responses=WaitingRoomOutSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        return Response(WaitingRoomOutSerializer(waiting_room.doctor_queue(user=request_user(request))).data)
 
 
 ICS_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"}

@@ -6,12 +6,19 @@ class AppointmentsConfig(AppConfig):
     verbose_name = "Appointments"
 
     def ready(self) -> None:
+        from messaging import handlers as messaging_handlers
         from messaging import protocol as messaging_protocol
         from payments.signals import consultation_transitioned
 
-        from . import frames, services
+        from . import frames, handlers, protocol, services
 
-        messaging_protocol.register_frames(server=frames.SERVER_FRAME_MODELS)
+        messaging_protocol.register_frames(
+            client=protocol.CLIENT_FRAME_MODELS,
+            server=frames.SERVER_FRAME_MODELS,
+            acks=frames.ACK_MODELS,
+            error_codes=protocol.ERROR_CODES,
+        )
+        messaging_handlers.register(handlers.HANDLERS)
 
         consultation_transitioned.connect(
             services.on_consultation_transitioned, dispatch_uid="appointments.consultation"

@@ -135,6 +135,9 @@ class Appointment(models.Model):
         RELEASED = v.RELEASED, "Released (payment failed or hold timed out)"
         CANCELLED = v.CANCELLED, "Cancelled"
         NO_SHOW_DOCTOR = v.NO_SHOW_DOCTOR, "Doctor did not admit (refunded in full)"
+        CHECKED_IN = v.CHECKED_IN, "Checked in (in the waiting room)"
+        ADMITTED = v.ADMITTED, "Admitted (the consultation is open)"
+        NO_SHOW_PATIENT = v.NO_SHOW_PATIENT, "Patient did not check in (the no-show fee kept)"
 
     doctor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="appointments_as_doctor"
@@ -150,6 +153,8 @@ class Appointment(models.Model):
     ends_at = models.DateTimeField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.HELD)
     hold_expires_at = models.DateTimeField(null=True, blank=True)
+    checked_in_at = models.DateTimeField(null=True, blank=True)
+    admitted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,6 +185,12 @@ class Appointment(models.Model):
                 name="appointment_doctor_busy",
             ),
             models.Index(fields=["state", "hold_expires_at"], name="appointment_state_hold"),
+            # A doctor's waiting room.
+            models.Index(
+                fields=["doctor", "starts_at"],
+                condition=Q(state=v.CHECKED_IN),
+                name="appointment_waiting",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from rest_framework import serializers
 from core.validation import QuerySerializer, StrictSerializer, drf
 from payments import validators as payment_validators
 from payments.models import Consultation
+from payments.serializers import ConsultationOutSerializer
 
 from . import validators as v
 from .models import Appointment, AppointmentTransition, Schedule
@@ -118,6 +119,8 @@ class AppointmentOutSerializer(serializers.ModelSerializer[Appointment]):
             "starts_at",
             "ends_at",
             "hold_expires_at",
+            "checked_in_at",
+            "admitted_at",
             "created_at",
         ]
 
@@ -131,3 +134,39 @@ class AppointmentDetailOutSerializer(AppointmentOutSerializer):
 
 class FeedOutSerializer(serializers.Serializer[Any]):
     url = serializers.URLField(help_text="the private feed URL (shown once; keep it secret)")
+
+
+# --- The waiting room (appointments.waiting_room, appointments.queue) ------------------------------
+class WaitingEntryOutSerializer(serializers.Serializer[Any]):
+    appointment_id = serializers.IntegerField()
+    patient_id = serializers.IntegerField()
+    display_name = serializers.CharField()
+    checked_in_at = serializers.DateTimeField()
+    starts_at = serializers.DateTimeField()
+    position = serializers.IntegerField(help_text="1 is next (the doctor may admit in any order)")
+    estimated_wait_seconds = serializers.IntegerField()
+
+
+class WaitingRoomOutSerializer(serializers.Serializer[Any]):
+    doctor_id = serializers.IntegerField()
+    as_of = serializers.DateTimeField()
+    queue = WaitingEntryOutSerializer(many=True)
+
+
+class PositionOutSerializer(serializers.Serializer[Any]):
+    appointment_id = serializers.IntegerField()
+    doctor_id = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="1 is next")
+    ahead = serializers.IntegerField(help_text="patients shown before this one")
+    estimated_wait_seconds = serializers.IntegerField(help_text="see docs/appointments.md, The waiting room")
+    as_of = serializers.DateTimeField()
+
+
+class CheckInOutSerializer(serializers.Serializer[Any]):
+    appointment = AppointmentDetailOutSerializer()
+    position = PositionOutSerializer(allow_null=True)
+
+
+class AdmitOutSerializer(serializers.Serializer[Any]):
+    appointment = AppointmentDetailOutSerializer()
+    consultation = ConsultationOutSerializer()

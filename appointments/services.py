@@ -23,14 +23,13 @@ from django.utils import timezone
 from accounts.models import DoctorProfile, User
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.services import check_not_blocked, fan_out_on_commit
-from notifications.services import appointment_push_ref, push_appointment
 from payments import booking as payment_booking
 from payments import services as payment_services
 from payments import validators as payment_validators
 from payments.gateway import GatewayError, get_gateway
 from payments.models import Consultation
 
-from . import reminders, selectors, slots
+from . import queue, reminders, selectors, slots
 from . import validators as v
 from .models import Appointment, AppointmentTransition, Schedule, ScheduleException, WeeklyWindow
 
@@ -50,7 +49,7 @@ def ensure_free(doctor_id: int, start: dt.datetime, end: dt.datetime, exclude: i
     """
     clash = Appointment.objects.filter(
         doctor_id=doctor_id,
-        state__in=(State.HELD, State.CONFIRMED),
+        state__in=v.BLOCKING_STATES,
         starts_at__lt=end,
         ends_at__gt=start,
     )
@@ -128,18 +127,21 @@ def appointment_data(appointment: Appointment) -> dict[str, object]:
         "starts_at": appointment.starts_at.isoformat(),
         "ends_at": appointment.ends_at.isoformat(),
         "consultation_id": appointment.consultation_id,
+        "checked_in_at": appointment.checked_in_at.isoformat() if appointment.checked_in_at else None,
+        "admitted_at": appointment.admitted_at.isoformat() if appointment.admitted_at else None,
     }
 
 
 def move(
     appointment: Appointment, to: str, *, actor: User | None, source: str, note: str = ""
 ) -> Appointment:
-    """Move the (locked) appointment, log the transition, tell both sides after commit."""
+    """Move the (locked) appointment, log the transition, tell both sides after commit (and the
+    doctor's waiting room when it changes: ``appointments.queue``)."""
     previous = appointment.state
     appointment.state = to
     if to != State.HELD:
         appointment.hold_expires_at = None
-    appointment.save(update_fields=["state", "hold_expires_at", "updated_at"])
+    appointment.save(update_fields=["state", "hold_expires_at", "checked_in_at", "admitted_at", "updated_at"])
     AppointmentTransition.objects.create(
         appointment=appointment, from_state=previous, to_state=to, actor=actor, source=source, note=note[:255]
     )
@@ -152,6 +154,8 @@ def move(
         user_ids=[appointment.patient_id, appointment.doctor_id],
         frame={"type": "appointment.updated", "data": {"appointment": appointment_data(appointment)}},
     )
+    if State.CHECKED_IN in (previous, to) or to == State.ADMITTED:
+        queue.publish_on_commit(doctor_id=appointment.doctor_id)
     return appointment
 
 
@@ -255,8 +259,18 @@ def on_consultation_transitioned(
     sender: object, *, consultation: Consultation, from_state: str, to_state: str, source: str, **_: object
 ) -> None:
     """Inside the consultation's transaction: ``paid`` confirms a held appointment; a
-    consultation that ends before being paid or accepted releases it."""
+    consultation that ends before being paid or accepted releases it; the doctor accepting the
+    consultation of a confirmed or checked-in appointment admits it (the way before the waiting
+    room, still valid: ``appointments.waiting_room.admit`` is the other)."""
     appointment = Appointment.objects.select_for_update().filter(consultation_id=consultation.pk).first()
+    if (
+        appointment is not None
+        and to_state == Consultation.State.ACCEPTED
+        and appointment.state in (State.CONFIRMED, State.CHECKED_IN)
+    ):
+        appointment.admitted_at = timezone.now()
+        move(appointment, State.ADMITTED, actor=None, source=source, note="consultation accepted")
+        return
     if appointment is None or appointment.state != State.HELD:
         return
     if to_state == Consultation.State.PAID:
@@ -331,7 +345,7 @@ def appointment_cancel(*, user: User, appointment_id: int) -> Appointment:
             appointment = _lock_for(user, appointment_id)
             if appointment.state == State.CANCELLED:
                 return appointment
-            if appointment.state not in v.BLOCKING_STATES:
+            if appointment.state not in v.CANCELLABLE_STATES:
                 raise ApplicationError(
                     "invalid_transition",
                     f"A {appointment.state} appointment cannot be cancelled.",
@@ -375,7 +389,7 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
     patient may only do so while cancelling would be free (``too_late_to_reschedule``)."""
     with transaction.atomic():
         appointment = _lock_for(user, appointment_id)
-        if appointment.state not in v.BLOCKING_STATES:
+        if appointment.state not in v.RESCHEDULABLE_STATES:
             raise ApplicationError(
                 "invalid_transition", f"A {appointment.state} appointment cannot be rescheduled.", status=409
             )
@@ -446,52 +460,3 @@ def appointment_reschedule(*, user: User, appointment_id: int, starts_at: dt.dat
                 + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_GRACE_MINUTES),
             )
         return appointment
-
-
-# --- No-shows -------------------------------------------------------------------------------
-def doctor_no_show(*, appointment_id: int) -> Appointment | None:
-    """A confirmed appointment the doctor has not admitted (its consultation still ``paid``, not
-    accepted) ``APPOINTMENT_DOCTOR_NO_SHOW_MINUTES`` after the start: the authorisation is
-    released in full (nothing was captured: the patient's money never left), the appointment
-    ends ``no_show_doctor`` and the patient gets an apology push, in one transaction. Idempotent."""
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
-            if (
-                appointment is None
-                or appointment.state != State.CONFIRMED
-                or appointment.consultation_id is None
-                or now
-                < appointment.starts_at + dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
-            ):
-                return appointment
-            consultation = payment_services.lock(appointment.consultation_id)
-            if consultation.state != Consultation.State.PAID:
-                return appointment  # admitted (accepted) or already ended: not a no-show
-            move(appointment, State.NO_SHOW_DOCTOR, actor=None, source="task", note="doctor did not admit")
-            payment_services.release(consultation, reason="abandoned")
-            payment_services.transition(
-                consultation, "expire", actor=None, source="task", note="doctor did not admit the appointment"
-            )
-            push_appointment(
-                ref=appointment_push_ref(
-                    kind="appointment.apology",
-                    appointment_id=appointment.pk,
-                    starts_at=appointment.starts_at,
-                    slot="noshow",
-                ),
-                user_id=appointment.patient_id,
-            )
-            return appointment
-    except GatewayError as exc:
-        raise payment_services.provider_failed(exc) from exc
-
-
-def no_shows_due() -> list[int]:
-    cutoff = timezone.now() - dt.timedelta(minutes=settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
-    return list(
-        Appointment.objects.filter(
-            state=State.CONFIRMED, starts_at__lte=cutoff, consultation__state=Consultation.State.PAID
-        ).values_list("pk", flat=True)[:500]
-    )

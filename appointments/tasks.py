@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
-from . import reminders, services
+from . import no_shows, reminders, services
 from .models import Appointment
 
 logger = logging.getLogger("healthchat.appointments")
@@ -42,13 +42,17 @@ def send_reminders() -> int:
 
 @shared_task(name="appointments.tasks.sweep_no_shows")
 def sweep_no_shows() -> int:
-    """End confirmed appointments the doctor never admitted (full release, apology push)."""
+    """End the appointments nobody came to (``appointments.no_shows``): the patient never checked
+    in (the no-show fee kept), or the doctor never admitted a checked-in patient (full release,
+    apology push). Returns how many ended."""
     done = 0
-    for appointment_id in services.no_shows_due():
-        try:
-            appointment = services.doctor_no_show(appointment_id=appointment_id)
-        except ApplicationError as exc:  # provider down: the next run retries
-            logger.warning("no-show %s not ended: %s", appointment_id, exc.code)
-            continue
-        done += appointment is not None and appointment.state == Appointment.State.NO_SHOW_DOCTOR
+    for due, end in (
+        (no_shows.patient_no_shows_due, no_shows.patient_no_show),
+        (no_shows.doctor_no_shows_due, no_shows.doctor_no_show),
+    ):
+        for appointment_id in due():
+            try:
+                done += end(appointment_id=appointment_id) is not None
+            except ApplicationError as exc:  # provider down: the next run retries
+                logger.warning("no-show %s not ended: %s", appointment_id, exc.code)
     return done

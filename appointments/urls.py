@@ -17,6 +17,22 @@ urlpatterns = [
         apis.AppointmentRescheduleApi.as_view(),
         name="appointment-reschedule",
     ),
+    path(
+        "appointments/<int:appointment_id>/check-in",
+        apis.AppointmentCheckInApi.as_view(),
+        name="appointment-check-in",
+    ),
+    path(
+        "appointments/<int:appointment_id>/position",
+        apis.AppointmentPositionApi.as_view(),
+        name="appointment-position",
+    ),
+    path(
+        "appointments/<int:appointment_id>/admit",
+        apis.AppointmentAdmitApi.as_view(),
+        name="appointment-admit",
+    ),
+    path("waiting-room", apis.WaitingRoomApi.as_view(), name="waiting-room"),
     path("appointments/<int:appointment_id>/ics", apis.AppointmentIcsApi.as_view(), name="appointment-ics"),
     path("calendar/feed", apis.CalendarFeedMeApi.as_view(), name="calendar-feed-me"),
     path("calendar/feeds/<str:token>/calendar.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),

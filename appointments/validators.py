@@ -10,9 +10,19 @@ from core.errors import ApplicationError
 
 HELD, CONFIRMED, RELEASED, CANCELLED = "held", "confirmed", "released", "cancelled"
 NO_SHOW_DOCTOR = "no_show_doctor"
-STATES = (HELD, CONFIRMED, RELEASED, CANCELLED, NO_SHOW_DOCTOR)
+# The waiting room (appointments.waiting_room): the patient checked in, the doctor admitted them;
+# the patient never checked in (appointments.no_shows).
+CHECKED_IN, ADMITTED, NO_SHOW_PATIENT = "checked_in", "admitted", "no_show_patient"
+STATES = (HELD, CONFIRMED, RELEASED, CANCELLED, NO_SHOW_DOCTOR, CHECKED_IN, ADMITTED, NO_SHOW_PATIENT)
 # The states that occupy the doctor's time: the exclusion constraint covers exactly these.
-BLOCKING_STATES = (HELD, CONFIRMED)
+BLOCKING_STATES = (HELD, CONFIRMED, CHECKED_IN, ADMITTED)
+# Who may still cancel (an admitted appointment's consultation is cancelled or refunded instead)
+# and move (a checked-in patient is in the waiting room: cancel instead).
+CANCELLABLE_STATES = (HELD, CONFIRMED, CHECKED_IN)
+RESCHEDULABLE_STATES = (HELD, CONFIRMED)
+# Ended: nothing more happens to the appointment itself.
+ENDED_STATES = (RELEASED, CANCELLED, NO_SHOW_DOCTOR, NO_SHOW_PATIENT)
+START_CALL_MEDIA = ("audio", "video")
 EXCEPTION_KINDS = ("off", "extra")
 
 SLOT_MINUTES_RANGE = (5, 240)

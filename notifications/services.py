@@ -346,7 +346,13 @@ APPOINTMENT_TEXTS: dict[str, tuple[str, str]] = {
         "Your appointment did not take place",
         "Your doctor could not attend. You have been refunded in full.",
     ),
+    "appointment.missed": (
+        "Missed appointment",
+        "You did not check in for your appointment at {time} UTC. The no-show policy applies.",
+    ),
 }
+# The push ref's prefix of each kind (``appointment_push_ref``).
+_APPOINTMENT_PREFIX = {"appointment.reminder": "r", "appointment.apology": "a", "appointment.missed": "m"}
 
 
 def push_appointment(*, ref: str, user_id: int) -> list[int]:
@@ -365,10 +371,11 @@ def push_appointment(*, ref: str, user_id: int) -> list[int]:
 
 def appointment_push_ref(*, kind: str, appointment_id: int, starts_at: dt.datetime, slot: str) -> str:
     """``<r|a>:<appointment id>:<start, epoch seconds>:<slot>`` (at most 64 characters): ``r`` a
-    reminder (``slot`` its offset in minutes), ``a`` the apology for a doctor's no-show."""
+    reminder (``slot`` its offset in minutes), ``a`` the apology for a doctor's no-show, ``m`` the
+    notice of a patient's no-show."""
     if kind not in APPOINTMENT_TEXTS:
         raise ValueError(kind)
-    return f"{'r' if kind == 'appointment.reminder' else 'a'}:{appointment_id}:{int(starts_at.timestamp())}:{slot}"
+    return f"{_APPOINTMENT_PREFIX[kind]}:{appointment_id}:{int(starts_at.timestamp())}:{slot}"
 
 
 def push_test_create(*, user: User) -> list[int]:
@@ -638,7 +645,7 @@ def _render_test(row: PushDelivery, context: _Context) -> fcm.Push:
 
 def _render_appointment(row: PushDelivery, context: _Context) -> fcm.Push:
     prefix, appointment_id, epoch, _slot = row.ref.split(":", 3)
-    kind = "appointment.reminder" if prefix == "r" else "appointment.apology"
+    kind = next(k for k, p in _APPOINTMENT_PREFIX.items() if p == prefix)
     starts_at = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
     title, body = APPOINTMENT_TEXTS[kind]
     return fcm.Push(

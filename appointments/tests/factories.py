@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.tests.factories import DoctorFactory
-from appointments import services
-from appointments.models import Schedule
+from appointments import selectors, services
+from appointments.models import Appointment, Schedule
 
 
 def doctor_with_schedule(
@@ -25,3 +28,33 @@ def doctor_with_schedule(
         **{"slot_minutes": 20, "buffer_minutes": 10, "min_notice_minutes": 0, "horizon_days": 365, **options},
     )
     return doctor, schedule
+
+
+def confirmed_appointment(stripe_fake: Any, *, starts_in: dt.timedelta, kind: str = "video") -> Appointment:
+    """A booked appointment whose payment the fake Stripe authorised (webhook), then moved to
+    start ``starts_in`` from now (negative: it started that long ago)."""
+    from accounts.tests.factories import DeviceFactory, PatientFactory
+    from payments.tests.conftest import post_event
+
+    doctor, schedule = doctor_with_schedule(tz="UTC", weekly=[(d, "00:00", "23:40") for d in range(7)])
+    patient = PatientFactory.create()
+    DeviceFactory.create(user=patient)
+    start = timezone.now() + dt.timedelta(days=2)
+    slot = selectors.free_slots(schedule=schedule, start=start, end=start + dt.timedelta(days=1))[0][0]
+    appointment = services.appointment_book(
+        patient=patient, doctor_id=doctor.pk, starts_at=slot, kind=kind, reason="secret-reason: fever"
+    )
+    assert appointment.consultation is not None
+    intent = stripe_fake.authorize(appointment.consultation.payment_intent_id)
+    post_event(stripe_fake.event("payment_intent.amount_capturable_updated", intent))
+    return move_start(appointment, starts_in=starts_in)
+
+
+def move_start(appointment: Appointment, *, starts_in: dt.timedelta) -> Appointment:
+    """Move an appointment in time (as if the clock had run): starts ``starts_in`` from now."""
+    began = timezone.now() + starts_in
+    Appointment.objects.filter(pk=appointment.pk).update(
+        starts_at=began, ends_at=began + dt.timedelta(minutes=20)
+    )
+    appointment.refresh_from_db()
+    return appointment

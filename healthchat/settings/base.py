@@ -556,6 +556,14 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointme
 # A confirmed appointment whose doctor has not accepted (admitted) its consultation this many
 # minutes after the start ends as no_show_doctor: authorisation released, apology push.
 APPOINTMENT_DOCTOR_NO_SHOW_MINUTES: int = env.int("APPOINTMENT_DOCTOR_NO_SHOW_MINUTES", default=15)
+# The waiting room: the patient of a confirmed appointment checks in from this many minutes
+# before the start; one who has not checked in this many minutes after the start is a no-show
+# (no_show_patient), and this percentage of the price is kept (0: released in full).
+APPOINTMENT_CHECKIN_OPENS_MINUTES: int = env.int("APPOINTMENT_CHECKIN_OPENS_MINUTES", default=10)
+APPOINTMENT_PATIENT_GRACE_MINUTES: int = env.int("APPOINTMENT_PATIENT_GRACE_MINUTES", default=10)
+APPOINTMENT_NO_SHOW_FEE_PERCENT: int = env.int("APPOINTMENT_NO_SHOW_FEE_PERCENT", default=100)
+if not 0 <= APPOINTMENT_NO_SHOW_FEE_PERCENT <= 100:
+    raise ImproperlyConfigured("APPOINTMENT_NO_SHOW_FEE_PERCENT is a percentage (0 to 100).")
 CELERY_BEAT_SCHEDULE["appointments-sweep-no-shows"] = {
     "task": "appointments.tasks.sweep_no_shows",
     "schedule": 60.0,

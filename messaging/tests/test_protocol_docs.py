@@ -226,6 +226,8 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "call.update": {"call_id": 9, "sdp": "v=0\r\no=- 1 3 IN IP4 127.0.0.1\r\n"},
     "call.resume": {"call_id": 9},
+    "appointment.check_in": {"appointment_id": 12},
+    "waiting_room.admit": {"appointment_id": 12, "start_call": "video", "sdp": "v=0\r\n"},
 }
 # A wrong-typed value for each field (never one pydantic's lax mode would coerce).
 WRONG_TYPES: list[tuple[str, str, Any]] = [
@@ -295,6 +297,8 @@ REQUIRED: list[tuple[str, str]] = [
     ("call.accept", "sdp"),
     ("call.ice", "candidate"),
     ("call.resume", "call_id"),
+    ("appointment.check_in", "appointment_id"),
+    ("waiting_room.admit", "appointment_id"),
 ]
 
 

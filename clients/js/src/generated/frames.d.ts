@@ -70,7 +70,23 @@ export type ErrorCode =
   | "call_action_not_allowed"
   | "call_not_ringing"
   | "call_not_active"
-  | "not_call_device";
+  | "not_call_device"
+  | "appointment_not_found"
+  | "not_the_patient"
+  | "not_the_doctor"
+  | "appointment_not_confirmed"
+  | "appointment_closed"
+  | "already_admitted"
+  | "check_in_too_early"
+  | "check_in_closed"
+  | "patient_not_waiting"
+  | "consultation_not_found"
+  | "not_allowed"
+  | "invalid_transition"
+  | "payment_not_authorised"
+  | "payment_not_captured"
+  | "payment_provider_error"
+  | "payments_unavailable";
 /**
  * WebSocket close codes the server uses (see the document's description)
  *
@@ -78,53 +94,59 @@ export type ErrorCode =
  * via the `definition` "CloseCode".
  */
 export type CloseCode = 1009 | 1011 | 1012 | 1013 | 4401 | 4403 | 4408 | 4429;
+export type AppointmentId = number;
+export type StartCall = ("audio" | "video") | null;
+export type Sdp = string | null;
+export type Ref = string | null;
+export type Type = "appointment.check_in";
+export type AppointmentId1 = number;
 export type Token = string;
 export type DeviceId = number | null;
-export type Ref = string | null;
-export type Type = "auth";
-export type Token1 = string;
 export type Ref1 = string | null;
-export type Type1 = "auth.refresh";
+export type Type1 = "auth";
+export type Token1 = string;
 export type Ref2 = string | null;
-export type Type2 = "call.accept";
-export type CallId = number;
-export type Sdp = string;
+export type Type2 = "auth.refresh";
 export type Ref3 = string | null;
-export type Type3 = "call.cancel";
+export type Type3 = "call.accept";
+export type CallId = number;
+export type Sdp1 = string;
+export type Ref4 = string | null;
+export type Type4 = "call.cancel";
 export type CallId1 = number;
 export type CallId2 = number;
 export type Reason = "hangup" | "failed";
-export type Ref4 = string | null;
-export type Type4 = "call.hangup";
-export type CallId3 = number;
 export type Ref5 = string | null;
-export type Type5 = "call.ice";
+export type Type5 = "call.hangup";
+export type CallId3 = number;
+export type Ref6 = string | null;
+export type Type6 = "call.ice";
 export type ConversationId = number;
 export type Media = "audio" | "video";
-export type Sdp1 = string;
-export type Ref6 = string | null;
-export type Type6 = "call.invite";
+export type Sdp2 = string;
 export type Ref7 = string | null;
-export type Type7 = "call.reject";
+export type Type7 = "call.invite";
 export type Ref8 = string | null;
-export type Type8 = "call.resume";
+export type Type8 = "call.reject";
 export type Ref9 = string | null;
-export type Type9 = "call.ringing";
+export type Type9 = "call.resume";
 export type Ref10 = string | null;
-export type Type10 = "call.update";
-export type MessageId = number;
+export type Type10 = "call.ringing";
 export type Ref11 = string | null;
-export type Type11 = "message.delete";
+export type Type11 = "call.update";
+export type MessageId = number;
 export type Ref12 = string | null;
-export type Type12 = "message.delivered";
+export type Type12 = "message.delete";
+export type Ref13 = string | null;
+export type Type13 = "message.delivered";
 export type ConversationId1 = number;
 export type Seq = number;
 export type MessageId1 = number;
 export type Body = string;
-export type Ref13 = string | null;
-export type Type13 = "message.edit";
 export type Ref14 = string | null;
-export type Type14 = "message.read";
+export type Type14 = "message.edit";
+export type Ref15 = string | null;
+export type Type15 = "message.read";
 export type ConversationId2 = number;
 export type ClientId = string;
 export type Body1 = string | null;
@@ -145,27 +167,36 @@ export type ReplyTo = number | null;
 export type Ciphertexts = {
   [k: string]: string | undefined;
 } | null;
-export type Ref15 = string | null;
-export type Type15 = "message.send";
 export type Ref16 = string | null;
-export type Type16 = "ping";
+export type Type16 = "message.send";
+export type Ref17 = string | null;
+export type Type17 = "ping";
 /**
  * @maxItems 500
  */
 export type UserIds = number[];
-export type Ref17 = string | null;
-export type Type17 = "presence.subscribe";
-export type Cursor = string | null;
 export type Ref18 = string | null;
-export type Type18 = "sync";
+export type Type18 = "presence.subscribe";
+export type Cursor = string | null;
+export type Ref19 = string | null;
+export type Type19 = "sync";
 export type ConversationId3 = number;
 export type Active = boolean;
-export type Ref19 = string | null;
-export type Type19 = "typing";
 export type Ref20 = string | null;
-export type Type20 = "ack";
+export type Type20 = "typing";
+export type Ref21 = string | null;
+export type Type21 = "waiting_room.admit";
+export type Ref22 = string | null;
+export type Type22 = "ack";
 export type Data =
-  ServerMessageAck | ServerReceiptAck | ServerRefreshAck | ServerPresenceAck | ServerCallAck | ServerEmptyAck;
+  | ServerMessageAck
+  | ServerReceiptAck
+  | ServerRefreshAck
+  | ServerPresenceAck
+  | ServerCallAck
+  | ServerCheckInAck
+  | ServerAdmitAck
+  | ServerEmptyAck;
 export type Id = number;
 export type ConversationId4 = number;
 export type Seq1 = number;
@@ -225,12 +256,32 @@ export type Participants = ServerCallParticipant[];
 export type Id3 = number;
 export type PatientId = number;
 export type DoctorId = number;
-export type State2 = "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor";
+export type State2 =
+  "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor" | "checked_in" | "admitted" | "no_show_patient";
 export type StartsAt = string;
 export type EndsAt = string;
 export type ConsultationId = number | null;
-export type Type21 = "appointment.updated";
+export type CheckedInAt = string | null;
+export type AdmittedAt = string | null;
+export type AppointmentId2 = number;
+export type DoctorId1 = number;
+export type Position = number;
+export type Ahead = number;
+export type EstimatedWaitSeconds = number;
+export type AsOf = string;
 export type Id4 = number;
+export type PatientId1 = number;
+export type DoctorId2 = number;
+export type Kind1 = "chat" | "voice" | "video";
+export type State3 =
+  "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
+export type Price = number;
+export type Currency = string;
+export type ConversationId7 = number;
+export type Code = string;
+export type Message = string;
+export type Type23 = "appointment.updated";
+export type Id5 = number;
 export type Category1 = string;
 export type ContentType1 = string;
 export type Size1 = number;
@@ -239,60 +290,51 @@ export type Name1 = string;
 export type Width1 = number | null;
 export type Height1 = number | null;
 export type Duration2 = number | null;
-export type State3 = "processing" | "ready" | "rejected";
+export type State4 = "processing" | "ready" | "rejected";
 export type Rejection = string | null;
-export type Type22 = "attachment.updated";
-export type Type23 = "call.accept";
+export type Type24 = "attachment.updated";
+export type Type25 = "call.accept";
 export type CallId4 = number;
 export type UserId2 = number;
-export type Sdp2 = string;
-export type Type24 = "call.answered_elsewhere";
+export type Sdp3 = string;
+export type Type26 = "call.answered_elsewhere";
 export type CallId5 = number;
 export type CallId6 = number;
 export type Reason1 = "cancelled" | "caller_disconnected" | "glare";
-export type Type25 = "call.cancel";
-export type Type26 = "call.ended";
+export type Type27 = "call.cancel";
+export type Type28 = "call.ended";
 export type CallId7 = number;
 export type UserId3 = number;
 export type Reason2 = "hangup" | "failed";
-export type Type27 = "call.hangup";
+export type Type29 = "call.hangup";
 export type CallId8 = number;
 export type UserId4 = number;
-export type Type28 = "call.ice";
-export type Sdp3 = string;
-export type Type29 = "call.invite";
-export type Type30 = "call.missed";
+export type Type30 = "call.ice";
+export type Sdp4 = string;
+export type Type31 = "call.invite";
+export type Type32 = "call.missed";
 export type CallId9 = number;
 export type UserId5 = number;
 export type GraceSeconds = number;
-export type Type31 = "call.peer_disconnected";
-export type Type32 = "call.peer_resumed";
+export type Type33 = "call.peer_disconnected";
+export type Type34 = "call.peer_resumed";
 export type CallId10 = number;
 export type UserId6 = number;
-export type Type33 = "call.reject";
-export type Type34 = "call.ringing";
-export type Type35 = "call.update";
-export type Id5 = number;
-export type PatientId1 = number;
-export type DoctorId1 = number;
-export type Kind1 = "chat" | "voice" | "video";
-export type State4 =
-  "requested" | "paid" | "accepted" | "in_progress" | "completed" | "declined" | "cancelled" | "expired" | "refunded";
-export type Price = number;
-export type Currency = string;
-export type ConversationId7 = number;
-export type Type36 = "consultation.updated";
+export type Type35 = "call.reject";
+export type Type36 = "call.ringing";
+export type Type37 = "call.update";
+export type Type38 = "consultation.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event = number;
-export type Type37 = "device.added";
+export type Type39 = "device.added";
 export type ConversationId8 = number;
 export type UserId7 = number;
 export type DeviceId1 = number;
 export type UserId8 = number;
 export type DeviceIds = number[];
-export type Message = string;
+export type Message1 = string;
 export type Field = string;
 export type Problem = string;
 export type Problems = ServerProblem[];
@@ -320,8 +362,8 @@ export type ExtraDevices = number[] | null;
  * devices_mismatch
  */
 export type Devices = ServerDeviceList[] | null;
-export type Ref21 = string | null;
-export type Type38 = "error";
+export type Ref23 = string | null;
+export type Type40 = "error";
 export type ConversationId9 = number;
 export type Event1 = "group.updated";
 export type By = number;
@@ -332,17 +374,17 @@ export type HistoryVisibleToNewMembers = boolean | null;
  * the conversation's event-log number (see sync)
  */
 export type Event2 = number;
-export type Type39 = "group.updated";
+export type Type41 = "group.updated";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event3 = number;
-export type Type40 = "identity.changed";
+export type Type42 = "identity.changed";
 export type DeviceId2 = number;
 export type OneTimePrekeys = number;
 export type KyberPrekeys = number;
 export type Threshold = number;
-export type Type41 = "keys.low";
+export type Type43 = "keys.low";
 export type ConversationId10 = number;
 export type Event4 = "member.added";
 export type UserId9 = number;
@@ -351,7 +393,7 @@ export type By1 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event5 = number;
-export type Type42 = "member.added";
+export type Type44 = "member.added";
 export type ConversationId11 = number;
 export type Event6 = "member.left";
 export type UserId10 = number;
@@ -359,7 +401,7 @@ export type UserId10 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event7 = number;
-export type Type43 = "member.left";
+export type Type45 = "member.left";
 export type ConversationId12 = number;
 export type Event8 = "member.removed";
 export type UserId11 = number;
@@ -368,7 +410,7 @@ export type By2 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event9 = number;
-export type Type44 = "member.removed";
+export type Type46 = "member.removed";
 export type ConversationId13 = number;
 export type Event10 = "member.role_changed";
 export type UserId12 = number;
@@ -378,32 +420,32 @@ export type By3 = number;
  * the conversation's event-log number (see sync)
  */
 export type Event11 = number;
-export type Type45 = "member.role_changed";
+export type Type47 = "member.role_changed";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event12 = number;
-export type Type46 = "message.new";
+export type Type48 = "message.new";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event13 = number;
-export type Type47 = "message.updated";
-export type Ref22 = string | null;
-export type Type48 = "pong";
+export type Type49 = "message.updated";
+export type Ref24 = string | null;
+export type Type50 = "pong";
 export type UserId13 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type49 = "presence";
+export type Type51 = "presence";
 export type UserId14 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
-export type Ref23 = string | null;
-export type Type50 = "ready";
+export type Ref25 = string | null;
+export type Type52 = "ready";
 export type ConversationId14 = number;
 export type UserId15 = number;
 export type DeliveredSeq1 = number | null;
@@ -412,17 +454,29 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type51 = "receipt";
+export type Type53 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
-export type Ref24 = string | null;
-export type Type52 = "sync.done";
+export type Ref26 = string | null;
+export type Type54 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type53 = "sync.required";
+export type Type55 = "sync.required";
 export type ConversationId15 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type54 = "typing";
+export type Type56 = "typing";
+export type AppointmentId3 = number;
+export type PatientId2 = number;
+export type DisplayName = string;
+export type CheckedInAt1 = string;
+export type StartsAt1 = string;
+export type Position1 = number;
+export type EstimatedWaitSeconds1 = number;
+export type DoctorId3 = number;
+export type AsOf1 = string;
+export type Queue = ServerWaitingEntry[];
+export type Type57 = "waiting_room.position";
+export type Type58 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -462,12 +516,15 @@ export type ServerFrame =
   | ServerReceiptFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
-  | ServerTypingFrame;
+  | ServerTypingFrame
+  | ServerWaitingRoomPositionFrame
+  | ServerWaitingRoomUpdatedFrame;
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientFrame".
  */
 export type ClientFrame =
+  | ClientAppointmentCheckInFrame
   | ClientAuthFrame
   | ClientAuthRefreshFrame
   | ClientCallAcceptFrame
@@ -487,11 +544,15 @@ export type ClientFrame =
   | ClientPingFrame
   | ClientPresenceSubscribeFrame
   | ClientSyncFrame
-  | ClientTypingFrame;
+  | ClientTypingFrame
+  | ClientWaitingRoomAdmitFrame;
 
 export interface AsyncApiSchemas {
   ErrorCode?: ErrorCode;
   CloseCode?: CloseCode;
+  ClientAdmitData?: ClientAdmitData;
+  ClientAppointmentCheckInFrame?: ClientAppointmentCheckInFrame;
+  ClientAppointmentIdData?: ClientAppointmentIdData;
   ClientAuthData?: ClientAuthData;
   ClientAuthFrame?: ClientAuthFrame;
   ClientAuthRefreshData?: ClientAuthRefreshData;
@@ -527,7 +588,9 @@ export interface AsyncApiSchemas {
   ClientSyncFrame?: ClientSyncFrame;
   ClientTypingData?: ClientTypingData;
   ClientTypingFrame?: ClientTypingFrame;
+  ClientWaitingRoomAdmitFrame?: ClientWaitingRoomAdmitFrame;
   ServerAckFrame?: ServerAckFrame;
+  ServerAdmitAck?: ServerAdmitAck;
   ServerAppointmentSummary?: ServerAppointmentSummary;
   ServerAppointmentUpdatedData?: ServerAppointmentUpdatedData;
   ServerAppointmentUpdatedFrame?: ServerAppointmentUpdatedFrame;
@@ -543,6 +606,7 @@ export interface AsyncApiSchemas {
   ServerCallCancelFrame?: ServerCallCancelFrame;
   ServerCallData?: ServerCallData;
   ServerCallEndedFrame?: ServerCallEndedFrame;
+  ServerCallError?: ServerCallError;
   ServerCallHangupData?: ServerCallHangupData;
   ServerCallHangupFrame?: ServerCallHangupFrame;
   ServerCallIceData?: ServerCallIceData;
@@ -560,6 +624,7 @@ export interface AsyncApiSchemas {
   ServerCallSdpData?: ServerCallSdpData;
   ServerCallUpdateFrame?: ServerCallUpdateFrame;
   ServerCallUserData?: ServerCallUserData;
+  ServerCheckInAck?: ServerCheckInAck;
   ServerConsultationSummary?: ServerConsultationSummary;
   ServerConsultationUpdatedData?: ServerConsultationUpdatedData;
   ServerConsultationUpdatedFrame?: ServerConsultationUpdatedFrame;
@@ -607,8 +672,40 @@ export interface AsyncApiSchemas {
   ServerSyncRequiredFrame?: ServerSyncRequiredFrame;
   ServerTypingData?: ServerTypingData;
   ServerTypingFrame?: ServerTypingFrame;
+  ServerWaitingEntry?: ServerWaitingEntry;
+  ServerWaitingPosition?: ServerWaitingPosition;
+  ServerWaitingRoomData?: ServerWaitingRoomData;
+  ServerWaitingRoomPositionFrame?: ServerWaitingRoomPositionFrame;
+  ServerWaitingRoomUpdatedFrame?: ServerWaitingRoomUpdatedFrame;
   ServerFrame?: ServerFrame;
   ClientFrame?: ClientFrame;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAdmitData".
+ */
+export interface ClientAdmitData {
+  appointment_id: AppointmentId;
+  start_call?: StartCall;
+  sdp?: Sdp;
+}
+/**
+ * The patient checks in (``ack {appointment, position}``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAppointmentCheckInFrame".
+ */
+export interface ClientAppointmentCheckInFrame {
+  ref?: Ref;
+  type: Type;
+  data: ClientAppointmentIdData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientAppointmentIdData".
+ */
+export interface ClientAppointmentIdData {
+  appointment_id: AppointmentId1;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -623,8 +720,8 @@ export interface ClientAuthData {
  * via the `definition` "ClientAuthFrame".
  */
 export interface ClientAuthFrame {
-  ref?: Ref;
-  type: Type;
+  ref?: Ref1;
+  type: Type1;
   data: ClientAuthData;
 }
 /**
@@ -639,8 +736,8 @@ export interface ClientAuthRefreshData {
  * via the `definition` "ClientAuthRefreshFrame".
  */
 export interface ClientAuthRefreshFrame {
-  ref?: Ref1;
-  type: Type1;
+  ref?: Ref2;
+  type: Type2;
   data: ClientAuthRefreshData;
 }
 /**
@@ -648,8 +745,8 @@ export interface ClientAuthRefreshFrame {
  * via the `definition` "ClientCallAcceptFrame".
  */
 export interface ClientCallAcceptFrame {
-  ref?: Ref2;
-  type: Type2;
+  ref?: Ref3;
+  type: Type3;
   data: ClientCallSdpData;
 }
 /**
@@ -658,15 +755,15 @@ export interface ClientCallAcceptFrame {
  */
 export interface ClientCallSdpData {
   call_id: CallId;
-  sdp: Sdp;
+  sdp: Sdp1;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientCallCancelFrame".
  */
 export interface ClientCallCancelFrame {
-  ref?: Ref3;
-  type: Type3;
+  ref?: Ref4;
+  type: Type4;
   data: ClientCallIdData;
 }
 /**
@@ -689,8 +786,8 @@ export interface ClientCallHangupData {
  * via the `definition` "ClientCallHangupFrame".
  */
 export interface ClientCallHangupFrame {
-  ref?: Ref4;
-  type: Type4;
+  ref?: Ref5;
+  type: Type5;
   data: ClientCallHangupData;
 }
 /**
@@ -709,8 +806,8 @@ export interface Candidate {
  * via the `definition` "ClientCallIceFrame".
  */
 export interface ClientCallIceFrame {
-  ref?: Ref5;
-  type: Type5;
+  ref?: Ref6;
+  type: Type6;
   data: ClientCallIceData;
 }
 /**
@@ -720,15 +817,15 @@ export interface ClientCallIceFrame {
 export interface ClientCallInviteData {
   conversation_id: ConversationId;
   media: Media;
-  sdp: Sdp1;
+  sdp: Sdp2;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ClientCallInviteFrame".
  */
 export interface ClientCallInviteFrame {
-  ref?: Ref6;
-  type: Type6;
+  ref?: Ref7;
+  type: Type7;
   data: ClientCallInviteData;
 }
 /**
@@ -736,8 +833,8 @@ export interface ClientCallInviteFrame {
  * via the `definition` "ClientCallRejectFrame".
  */
 export interface ClientCallRejectFrame {
-  ref?: Ref7;
-  type: Type7;
+  ref?: Ref8;
+  type: Type8;
   data: ClientCallIdData;
 }
 /**
@@ -745,8 +842,8 @@ export interface ClientCallRejectFrame {
  * via the `definition` "ClientCallResumeFrame".
  */
 export interface ClientCallResumeFrame {
-  ref?: Ref8;
-  type: Type8;
+  ref?: Ref9;
+  type: Type9;
   data: ClientCallIdData;
 }
 /**
@@ -754,8 +851,8 @@ export interface ClientCallResumeFrame {
  * via the `definition` "ClientCallRingingFrame".
  */
 export interface ClientCallRingingFrame {
-  ref?: Ref9;
-  type: Type9;
+  ref?: Ref10;
+  type: Type10;
   data: ClientCallIdData;
 }
 /**
@@ -763,8 +860,8 @@ export interface ClientCallRingingFrame {
  * via the `definition` "ClientCallUpdateFrame".
  */
 export interface ClientCallUpdateFrame {
-  ref?: Ref10;
-  type: Type10;
+  ref?: Ref11;
+  type: Type11;
   data: ClientCallSdpData;
 }
 /**
@@ -784,8 +881,8 @@ export interface ClientMessageDeleteData {
  * via the `definition` "ClientMessageDeleteFrame".
  */
 export interface ClientMessageDeleteFrame {
-  ref?: Ref11;
-  type: Type11;
+  ref?: Ref12;
+  type: Type12;
   data: ClientMessageDeleteData;
 }
 /**
@@ -793,8 +890,8 @@ export interface ClientMessageDeleteFrame {
  * via the `definition` "ClientMessageDeliveredFrame".
  */
 export interface ClientMessageDeliveredFrame {
-  ref?: Ref12;
-  type: Type12;
+  ref?: Ref13;
+  type: Type13;
   data: ClientReceiptData;
 }
 /**
@@ -818,8 +915,8 @@ export interface ClientMessageEditData {
  * via the `definition` "ClientMessageEditFrame".
  */
 export interface ClientMessageEditFrame {
-  ref?: Ref13;
-  type: Type13;
+  ref?: Ref14;
+  type: Type14;
   data: ClientMessageEditData;
 }
 /**
@@ -827,8 +924,8 @@ export interface ClientMessageEditFrame {
  * via the `definition` "ClientMessageReadFrame".
  */
 export interface ClientMessageReadFrame {
-  ref?: Ref14;
-  type: Type14;
+  ref?: Ref15;
+  type: Type15;
   data: ClientReceiptData;
 }
 /**
@@ -848,8 +945,8 @@ export interface ClientMessageSendData {
  * via the `definition` "ClientMessageSendFrame".
  */
 export interface ClientMessageSendFrame {
-  ref?: Ref15;
-  type: Type15;
+  ref?: Ref16;
+  type: Type16;
   data: ClientMessageSendData;
 }
 /**
@@ -857,8 +954,8 @@ export interface ClientMessageSendFrame {
  * via the `definition` "ClientPingFrame".
  */
 export interface ClientPingFrame {
-  ref?: Ref16;
-  type: Type16;
+  ref?: Ref17;
+  type: Type17;
   data?: ClientEmpty1;
 }
 export interface ClientEmpty1 {}
@@ -874,8 +971,8 @@ export interface ClientPresenceSubscribeData {
  * via the `definition` "ClientPresenceSubscribeFrame".
  */
 export interface ClientPresenceSubscribeFrame {
-  ref?: Ref17;
-  type: Type17;
+  ref?: Ref18;
+  type: Type18;
   data: ClientPresenceSubscribeData;
 }
 /**
@@ -890,8 +987,8 @@ export interface ClientSyncData {
  * via the `definition` "ClientSyncFrame".
  */
 export interface ClientSyncFrame {
-  ref?: Ref18;
-  type: Type18;
+  ref?: Ref19;
+  type: Type19;
   data?: ClientSyncData1;
 }
 export interface ClientSyncData1 {
@@ -910,9 +1007,21 @@ export interface ClientTypingData {
  * via the `definition` "ClientTypingFrame".
  */
 export interface ClientTypingFrame {
-  ref?: Ref19;
-  type: Type19;
+  ref?: Ref20;
+  type: Type20;
   data: ClientTypingData;
+}
+/**
+ * The doctor admits a checked-in patient; with ``start_call`` and ``sdp`` a call starts from
+ * this socket (``ack {appointment, consultation, call, call_error}``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ClientWaitingRoomAdmitFrame".
+ */
+export interface ClientWaitingRoomAdmitFrame {
+  ref?: Ref21;
+  type: Type21;
+  data: ClientAdmitData;
 }
 /**
  * Success reply to a request frame; ``data`` depends on the request.
@@ -921,8 +1030,8 @@ export interface ClientTypingFrame {
  * via the `definition` "ServerAckFrame".
  */
 export interface ServerAckFrame {
-  ref?: Ref20;
-  type: Type20;
+  ref?: Ref22;
+  type: Type22;
   data: Data;
 }
 /**
@@ -1047,12 +1156,15 @@ export interface ServerCallParticipant {
   left_at: LeftAt;
 }
 /**
- * ``call.ringing``, ``call.ice``, ``call.update``.
+ * ``appointment.check_in``: the appointment (``checked_in``) and the patient's place.
  *
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
- * via the `definition` "ServerEmptyAck".
+ * via the `definition` "ServerCheckInAck".
  */
-export interface ServerEmptyAck {}
+export interface ServerCheckInAck {
+  appointment: ServerAppointmentSummary;
+  position: ServerWaitingPosition | null;
+}
 /**
  * An appointment as ``appointment.updated`` carries it (``services.appointment_data``).
  *
@@ -1067,7 +1179,67 @@ export interface ServerAppointmentSummary {
   starts_at: StartsAt;
   ends_at: EndsAt;
   consultation_id: ConsultationId;
+  checked_in_at: CheckedInAt;
+  admitted_at: AdmittedAt;
 }
+/**
+ * A waiting patient's place: ``position`` 1 is next; the estimate is in docs/appointments.md.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingPosition".
+ */
+export interface ServerWaitingPosition {
+  appointment_id: AppointmentId2;
+  doctor_id: DoctorId1;
+  position: Position;
+  ahead: Ahead;
+  estimated_wait_seconds: EstimatedWaitSeconds;
+  as_of: AsOf;
+}
+/**
+ * ``waiting_room.admit``: the appointment (``admitted``), its consultation (open), and the
+ * call when ``start_call`` was asked (``call_error`` when it could not start).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerAdmitAck".
+ */
+export interface ServerAdmitAck {
+  appointment: ServerAppointmentSummary;
+  consultation: ServerConsultationSummary;
+  call: ServerCall | null;
+  call_error: ServerCallError | null;
+}
+/**
+ * A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerConsultationSummary".
+ */
+export interface ServerConsultationSummary {
+  id: Id4;
+  patient_id: PatientId1;
+  doctor_id: DoctorId2;
+  kind: Kind1;
+  state: State3;
+  price: Price;
+  currency: Currency;
+  conversation_id: ConversationId7;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerCallError".
+ */
+export interface ServerCallError {
+  code: Code;
+  message: Message;
+}
+/**
+ * ``call.ringing``, ``call.ice``, ``call.update``.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerEmptyAck".
+ */
+export interface ServerEmptyAck {}
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerAppointmentUpdatedData".
@@ -1082,7 +1254,7 @@ export interface ServerAppointmentUpdatedData {
  * via the `definition` "ServerAppointmentUpdatedFrame".
  */
 export interface ServerAppointmentUpdatedFrame {
-  type: Type21;
+  type: Type23;
   data: ServerAppointmentUpdatedData;
 }
 /**
@@ -1092,7 +1264,7 @@ export interface ServerAppointmentUpdatedFrame {
  * via the `definition` "ServerAttachmentState".
  */
 export interface ServerAttachmentState {
-  id: Id4;
+  id: Id5;
   category: Category1;
   content_type: ContentType1;
   size: Size1;
@@ -1101,7 +1273,7 @@ export interface ServerAttachmentState {
   width: Width1;
   height: Height1;
   duration: Duration2;
-  state: State3;
+  state: State4;
   rejection: Rejection;
 }
 /**
@@ -1116,7 +1288,7 @@ export interface ServerAttachmentUpdatedData {
  * via the `definition` "ServerAttachmentUpdatedFrame".
  */
 export interface ServerAttachmentUpdatedFrame {
-  type: Type22;
+  type: Type24;
   data: ServerAttachmentUpdatedData;
 }
 /**
@@ -1124,7 +1296,7 @@ export interface ServerAttachmentUpdatedFrame {
  * via the `definition` "ServerCallAcceptFrame".
  */
 export interface ServerCallAcceptFrame {
-  type: Type23;
+  type: Type25;
   data: ServerCallSdpData;
 }
 /**
@@ -1134,14 +1306,14 @@ export interface ServerCallAcceptFrame {
 export interface ServerCallSdpData {
   call_id: CallId4;
   user_id: UserId2;
-  sdp: Sdp2;
+  sdp: Sdp3;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerCallAnsweredElsewhereFrame".
  */
 export interface ServerCallAnsweredElsewhereFrame {
-  type: Type24;
+  type: Type26;
   data: ServerCallIdData;
 }
 /**
@@ -1164,7 +1336,7 @@ export interface ServerCallCancelData {
  * via the `definition` "ServerCallCancelFrame".
  */
 export interface ServerCallCancelFrame {
-  type: Type25;
+  type: Type27;
   data: ServerCallCancelData;
 }
 /**
@@ -1179,7 +1351,7 @@ export interface ServerCallData {
  * via the `definition` "ServerCallEndedFrame".
  */
 export interface ServerCallEndedFrame {
-  type: Type26;
+  type: Type28;
   data: ServerCallData;
 }
 /**
@@ -1196,7 +1368,7 @@ export interface ServerCallHangupData {
  * via the `definition` "ServerCallHangupFrame".
  */
 export interface ServerCallHangupFrame {
-  type: Type27;
+  type: Type29;
   data: ServerCallHangupData;
 }
 /**
@@ -1216,7 +1388,7 @@ export interface Candidate1 {
  * via the `definition` "ServerCallIceFrame".
  */
 export interface ServerCallIceFrame {
-  type: Type28;
+  type: Type30;
   data: ServerCallIceData;
 }
 /**
@@ -1225,14 +1397,14 @@ export interface ServerCallIceFrame {
  */
 export interface ServerCallInviteData {
   call: ServerCall;
-  sdp: Sdp3;
+  sdp: Sdp4;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerCallInviteFrame".
  */
 export interface ServerCallInviteFrame {
-  type: Type29;
+  type: Type31;
   data: ServerCallInviteData;
 }
 /**
@@ -1240,7 +1412,7 @@ export interface ServerCallInviteFrame {
  * via the `definition` "ServerCallMissedFrame".
  */
 export interface ServerCallMissedFrame {
-  type: Type30;
+  type: Type32;
   data: ServerCallData;
 }
 /**
@@ -1257,7 +1429,7 @@ export interface ServerCallPeerDisconnectedData {
  * via the `definition` "ServerCallPeerDisconnectedFrame".
  */
 export interface ServerCallPeerDisconnectedFrame {
-  type: Type31;
+  type: Type33;
   data: ServerCallPeerDisconnectedData;
 }
 /**
@@ -1265,7 +1437,7 @@ export interface ServerCallPeerDisconnectedFrame {
  * via the `definition` "ServerCallPeerResumedFrame".
  */
 export interface ServerCallPeerResumedFrame {
-  type: Type32;
+  type: Type34;
   data: ServerCallUserData;
 }
 /**
@@ -1281,7 +1453,7 @@ export interface ServerCallUserData {
  * via the `definition` "ServerCallRejectFrame".
  */
 export interface ServerCallRejectFrame {
-  type: Type33;
+  type: Type35;
   data: ServerCallUserData;
 }
 /**
@@ -1289,7 +1461,7 @@ export interface ServerCallRejectFrame {
  * via the `definition` "ServerCallRingingFrame".
  */
 export interface ServerCallRingingFrame {
-  type: Type34;
+  type: Type36;
   data: ServerCallUserData;
 }
 /**
@@ -1297,24 +1469,8 @@ export interface ServerCallRingingFrame {
  * via the `definition` "ServerCallUpdateFrame".
  */
 export interface ServerCallUpdateFrame {
-  type: Type35;
+  type: Type37;
   data: ServerCallSdpData;
-}
-/**
- * A consultation as ``consultation.updated`` carries it (``payments.services.consultation_data``).
- *
- * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
- * via the `definition` "ServerConsultationSummary".
- */
-export interface ServerConsultationSummary {
-  id: Id5;
-  patient_id: PatientId1;
-  doctor_id: DoctorId1;
-  kind: Kind1;
-  state: State4;
-  price: Price;
-  currency: Currency;
-  conversation_id: ConversationId7;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -1330,7 +1486,7 @@ export interface ServerConsultationUpdatedData {
  * via the `definition` "ServerConsultationUpdatedFrame".
  */
 export interface ServerConsultationUpdatedFrame {
-  type: Type36;
+  type: Type38;
   data: ServerConsultationUpdatedData;
 }
 /**
@@ -1339,7 +1495,7 @@ export interface ServerConsultationUpdatedFrame {
  */
 export interface ServerDeviceAddedFrame {
   event: Event;
-  type: Type37;
+  type: Type39;
   data: ServerDeviceEventData;
 }
 /**
@@ -1372,7 +1528,7 @@ export interface ServerEmptyData {}
  */
 export interface ServerError {
   code: ErrorCode;
-  message: Message;
+  message: Message1;
   fields?: ServerErrorFields | null;
   retry_after?: RetryAfter;
   retry_after_ms?: RetryAfterMs;
@@ -1403,8 +1559,8 @@ export interface ServerProblem {
  * via the `definition` "ServerErrorFrame".
  */
 export interface ServerErrorFrame {
-  ref?: Ref21;
-  type: Type38;
+  ref?: Ref23;
+  type: Type40;
   error: ServerError;
 }
 /**
@@ -1445,7 +1601,7 @@ export interface ServerMessage1 {
  */
 export interface ServerGroupUpdatedFrame {
   event: Event2;
-  type: Type39;
+  type: Type41;
   data: ServerGroupUpdatedData;
 }
 /**
@@ -1454,7 +1610,7 @@ export interface ServerGroupUpdatedFrame {
  */
 export interface ServerIdentityChangedFrame {
   event: Event3;
-  type: Type40;
+  type: Type42;
   data: ServerDeviceEventData;
 }
 /**
@@ -1472,7 +1628,7 @@ export interface ServerKeysLowData {
  * via the `definition` "ServerKeysLowFrame".
  */
 export interface ServerKeysLowFrame {
-  type: Type41;
+  type: Type43;
   data: ServerKeysLowData;
 }
 /**
@@ -1511,7 +1667,7 @@ export interface ServerMessage2 {
  */
 export interface ServerMemberAddedFrame {
   event: Event5;
-  type: Type42;
+  type: Type44;
   data: ServerMemberAddedData;
 }
 /**
@@ -1549,7 +1705,7 @@ export interface ServerMessage3 {
  */
 export interface ServerMemberLeftFrame {
   event: Event7;
-  type: Type43;
+  type: Type45;
   data: ServerMemberLeftData;
 }
 /**
@@ -1588,7 +1744,7 @@ export interface ServerMessage4 {
  */
 export interface ServerMemberRemovedFrame {
   event: Event9;
-  type: Type44;
+  type: Type46;
   data: ServerMemberRemovedData;
 }
 /**
@@ -1628,7 +1784,7 @@ export interface ServerMessage5 {
  */
 export interface ServerMemberRoleChangedFrame {
   event: Event11;
-  type: Type45;
+  type: Type47;
   data: ServerMemberRoleChangedData;
 }
 /**
@@ -1644,7 +1800,7 @@ export interface ServerMessageData {
  */
 export interface ServerMessageNewFrame {
   event: Event12;
-  type: Type46;
+  type: Type48;
   data: ServerMessageData;
 }
 /**
@@ -1653,7 +1809,7 @@ export interface ServerMessageNewFrame {
  */
 export interface ServerMessageUpdatedFrame {
   event: Event13;
-  type: Type47;
+  type: Type49;
   data: ServerMessageData;
 }
 /**
@@ -1661,8 +1817,8 @@ export interface ServerMessageUpdatedFrame {
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
-  ref?: Ref22;
-  type: Type48;
+  ref?: Ref24;
+  type: Type50;
   data: ServerEmptyData;
 }
 /**
@@ -1679,7 +1835,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type49;
+  type: Type51;
   data: ServerPresenceData;
 }
 /**
@@ -1706,8 +1862,8 @@ export interface ServerReconnect {
  * via the `definition` "ServerReadyFrame".
  */
 export interface ServerReadyFrame {
-  ref?: Ref23;
-  type: Type50;
+  ref?: Ref25;
+  type: Type52;
   data: ServerReadyData;
 }
 /**
@@ -1726,7 +1882,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event14;
-  type: Type51;
+  type: Type53;
   data: ServerReceiptData;
 }
 /**
@@ -1744,8 +1900,8 @@ export interface ServerSyncDoneData {
  * via the `definition` "ServerSyncDoneFrame".
  */
 export interface ServerSyncDoneFrame {
-  ref?: Ref24;
-  type: Type52;
+  ref?: Ref26;
+  type: Type54;
   data: ServerSyncDoneData;
 }
 /**
@@ -1762,7 +1918,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type53;
+  type: Type55;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1779,6 +1935,51 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type54;
+  type: Type56;
   data: ServerTypingData;
+}
+/**
+ * A checked-in patient in the doctor's queue (patient id and display name only).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingEntry".
+ */
+export interface ServerWaitingEntry {
+  appointment_id: AppointmentId3;
+  patient_id: PatientId2;
+  display_name: DisplayName;
+  checked_in_at: CheckedInAt1;
+  starts_at: StartsAt1;
+  position: Position1;
+  estimated_wait_seconds: EstimatedWaitSeconds1;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomData".
+ */
+export interface ServerWaitingRoomData {
+  doctor_id: DoctorId3;
+  as_of: AsOf1;
+  queue: Queue;
+}
+/**
+ * The patient's place in the waiting room changed (or was re-estimated).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomPositionFrame".
+ */
+export interface ServerWaitingRoomPositionFrame {
+  type: Type57;
+  data: ServerWaitingPosition;
+}
+/**
+ * The doctor's waiting room changed (a check-in, an admission, a cancel, a no-show): the
+ * whole queue, in order. Keep the newest ``as_of``; ``GET waiting-room`` is the truth.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerWaitingRoomUpdatedFrame".
+ */
+export interface ServerWaitingRoomUpdatedFrame {
+  type: Type58;
+  data: ServerWaitingRoomData;
 }

@@ -36,6 +36,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/appointments/{appointment_id}/admit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Admit a checked-in patient (the doctor, any order): the consultation is captured and opened. To start a call with it, use the socket frame waiting_room.admit. */
+        post: operations["appointments_admit_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/appointments/{appointment_id}/cancel": {
         parameters: {
             query?: never;
@@ -53,6 +70,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/appointments/{appointment_id}/check-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Check in to my appointment (the patient; from a few minutes before the start; idempotent) */
+        post: operations["appointments_check_in_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/appointments/{appointment_id}/ics": {
         parameters: {
             query?: never;
@@ -62,6 +96,23 @@ export interface paths {
         };
         /** Download an appointment as an iCalendar (.ics) file */
         get: operations["appointments_ics_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/appointments/{appointment_id}/position": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My place in the doctor's waiting room and the estimated wait (the patient) */
+        get: operations["appointments_position_retrieve"];
         put?: never;
         post?: never;
         delete?: never;
@@ -970,10 +1021,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/waiting-room": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My waiting room (the doctor): checked-in patients in order, with estimated waits */
+        get: operations["waiting_room_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AdmitOut: {
+            appointment: components["schemas"]["AppointmentDetailOut"];
+            consultation: components["schemas"]["ConsultationOut"];
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -1002,6 +1074,10 @@ export interface components {
             /** Format: date-time */
             hold_expires_at?: string | null;
             /** Format: date-time */
+            checked_in_at?: string | null;
+            /** Format: date-time */
+            admitted_at?: string | null;
+            /** Format: date-time */
             readonly created_at: string;
             readonly transitions: components["schemas"]["AppointmentTransitionOut"][];
         };
@@ -1018,6 +1094,10 @@ export interface components {
             ends_at: string;
             /** Format: date-time */
             hold_expires_at?: string | null;
+            /** Format: date-time */
+            checked_in_at?: string | null;
+            /** Format: date-time */
+            admitted_at?: string | null;
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -1038,9 +1118,12 @@ export interface components {
          *     * `released` - Released (payment failed or hold timed out)
          *     * `cancelled` - Cancelled
          *     * `no_show_doctor` - Doctor did not admit (refunded in full)
+         *     * `checked_in` - Checked in (in the waiting room)
+         *     * `admitted` - Admitted (the consultation is open)
+         *     * `no_show_patient` - Patient did not check in (the no-show fee kept)
          * @enum {string}
          */
-        AppointmentStateEnum: "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor";
+        AppointmentStateEnum: "held" | "confirmed" | "released" | "cancelled" | "no_show_doctor" | "checked_in" | "admitted" | "no_show_patient";
         AppointmentTransitionOut: {
             from_state?: string;
             to_state: string;
@@ -1190,6 +1273,10 @@ export interface components {
          * @enum {string}
          */
         CallParticipantOutStateEnum: "ringing" | "joined" | "declined" | "missed" | "left";
+        CheckInOut: {
+            appointment: components["schemas"]["AppointmentDetailOut"];
+            position: components["schemas"]["PositionOut"] | null;
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -1629,6 +1716,18 @@ export interface components {
          * @enum {string}
          */
         PayoutStatusEnum: "not_due" | "pending" | "transferred" | "none";
+        PositionOut: {
+            appointment_id: number;
+            doctor_id: number;
+            /** @description 1 is next */
+            position: number;
+            /** @description patients shown before this one */
+            ahead: number;
+            /** @description see docs/appointments.md, The waiting room */
+            estimated_wait_seconds: number;
+            /** Format: date-time */
+            as_of: string;
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -1782,6 +1881,24 @@ export interface components {
          * @enum {string}
          */
         UserOutRoleEnum: "patient" | "doctor";
+        WaitingEntryOut: {
+            appointment_id: number;
+            patient_id: number;
+            display_name: string;
+            /** Format: date-time */
+            checked_in_at: string;
+            /** Format: date-time */
+            starts_at: string;
+            /** @description 1 is next (the doctor may admit in any order) */
+            position: number;
+            estimated_wait_seconds: number;
+        };
+        WaitingRoomOut: {
+            doctor_id: number;
+            /** Format: date-time */
+            as_of: string;
+            queue: components["schemas"]["WaitingEntryOut"][];
+        };
         WeeklyWindow: {
             weekday: number;
             start: string;
@@ -2028,6 +2145,8 @@ export interface operations {
                      *           "starts_at": "2026-01-05T09:30:00Z",
                      *           "ends_at": "2026-01-05T09:30:00Z",
                      *           "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *           "checked_in_at": "2026-01-05T09:30:00Z",
+                     *           "admitted_at": "2026-01-05T09:30:00Z",
                      *           "created_at": "2026-01-05T09:30:00Z"
                      *         }
                      *       ]
@@ -2280,6 +2399,8 @@ export interface operations {
                      *       "starts_at": "2026-01-05T09:30:00Z",
                      *       "ends_at": "2026-01-05T09:30:00Z",
                      *       "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *       "checked_in_at": "2026-01-05T09:30:00Z",
+                     *       "admitted_at": "2026-01-05T09:30:00Z",
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "transitions": [
                      *         {
@@ -2333,6 +2454,200 @@ export interface operations {
             };
         };
     };
+    appointments_admit_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "appointment": {
+                     *         "id": 1,
+                     *         "patient_id": 1,
+                     *         "doctor_id": 1,
+                     *         "consultation_id": 1,
+                     *         "kind": "string",
+                     *         "state": "held",
+                     *         "starts_at": "2026-01-05T09:30:00Z",
+                     *         "ends_at": "2026-01-05T09:30:00Z",
+                     *         "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *         "checked_in_at": "2026-01-05T09:30:00Z",
+                     *         "admitted_at": "2026-01-05T09:30:00Z",
+                     *         "created_at": "2026-01-05T09:30:00Z",
+                     *         "transitions": [
+                     *           {
+                     *             "from_state": "string",
+                     *             "to_state": "string",
+                     *             "actor_id": 1,
+                     *             "source": "string",
+                     *             "note": "string",
+                     *             "at": "2026-01-05T09:30:00Z"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "consultation": {
+                     *         "id": 1,
+                     *         "patient_id": 1,
+                     *         "doctor_id": 1,
+                     *         "kind": "chat",
+                     *         "reason": "Chest pain since Monday",
+                     *         "state": "requested",
+                     *         "price": 1,
+                     *         "currency": "EUR",
+                     *         "amount_refunded": 1,
+                     *         "conversation_id": 1,
+                     *         "payout_status": "not_due",
+                     *         "created_at": "2026-01-05T09:30:00Z",
+                     *         "expires_at": "2026-01-05T09:30:00Z",
+                     *         "paid_at": "2026-01-05T09:30:00Z",
+                     *         "accepted_at": "2026-01-05T09:30:00Z",
+                     *         "started_at": "2026-01-05T09:30:00Z",
+                     *         "completed_at": "2026-01-05T09:30:00Z",
+                     *         "closes_at": "2026-01-05T09:30:00Z",
+                     *         "ended_at": "2026-01-05T09:30:00Z"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AdmitOut"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_allowed`, `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_allowed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_allowed" | "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `appointment_not_found`, `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_not_found" | "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `appointment_closed`, `invalid_transition`, `patient_not_waiting`, `payment_not_authorised`, `payment_not_captured` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_closed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_closed" | "invalid_transition" | "patient_not_waiting" | "payment_not_authorised" | "payment_not_captured";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /** @description Bad Gateway: `payment_provider_error` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "payment_provider_error",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "payment_provider_error";
+                        };
+                    };
+                };
+            };
+            /** @description Service Unavailable: `auth_unavailable`, `payments_unavailable`, `server_busy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "auth_unavailable",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "auth_unavailable" | "payments_unavailable" | "server_busy";
+                            /** @description seconds to wait before repeating the request (also `Retry-After`) */
+                            retry_after?: number;
+                        };
+                    };
+                };
+            };
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     appointments_cancel_create: {
         parameters: {
             query?: never;
@@ -2360,6 +2675,8 @@ export interface operations {
                      *       "starts_at": "2026-01-05T09:30:00Z",
                      *       "ends_at": "2026-01-05T09:30:00Z",
                      *       "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *       "checked_in_at": "2026-01-05T09:30:00Z",
+                     *       "admitted_at": "2026-01-05T09:30:00Z",
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "transitions": [
                      *         {
@@ -2523,6 +2840,142 @@ export interface operations {
             };
         };
     };
+    appointments_check_in_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "appointment": {
+                     *         "id": 1,
+                     *         "patient_id": 1,
+                     *         "doctor_id": 1,
+                     *         "consultation_id": 1,
+                     *         "kind": "string",
+                     *         "state": "held",
+                     *         "starts_at": "2026-01-05T09:30:00Z",
+                     *         "ends_at": "2026-01-05T09:30:00Z",
+                     *         "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *         "checked_in_at": "2026-01-05T09:30:00Z",
+                     *         "admitted_at": "2026-01-05T09:30:00Z",
+                     *         "created_at": "2026-01-05T09:30:00Z",
+                     *         "transitions": [
+                     *           {
+                     *             "from_state": "string",
+                     *             "to_state": "string",
+                     *             "actor_id": 1,
+                     *             "source": "string",
+                     *             "note": "string",
+                     *             "at": "2026-01-05T09:30:00Z"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "position": {
+                     *         "appointment_id": 1,
+                     *         "doctor_id": 1,
+                     *         "position": 1,
+                     *         "ahead": 1,
+                     *         "estimated_wait_seconds": 1,
+                     *         "as_of": "2026-01-05T09:30:00Z"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CheckInOut"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_patient` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_patient";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `appointment_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `already_admitted`, `appointment_closed`, `appointment_not_confirmed`, `check_in_closed`, `check_in_too_early` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "already_admitted",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "already_admitted" | "appointment_closed" | "appointment_not_confirmed" | "check_in_closed" | "check_in_too_early";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     appointments_ics_retrieve: {
         parameters: {
             query?: never;
@@ -2580,6 +3033,115 @@ export interface operations {
             };
         };
     };
+    appointments_position_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                appointment_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "appointment_id": 1,
+                     *       "doctor_id": 1,
+                     *       "position": 1,
+                     *       "ahead": 1,
+                     *       "estimated_wait_seconds": 1,
+                     *       "as_of": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PositionOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_patient` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_patient";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `appointment_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "appointment_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "appointment_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `not_waiting` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_waiting",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_waiting";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     appointments_reschedule_create: {
         parameters: {
             query?: never;
@@ -2616,6 +3178,8 @@ export interface operations {
                      *       "starts_at": "2026-01-05T09:30:00Z",
                      *       "ends_at": "2026-01-05T09:30:00Z",
                      *       "hold_expires_at": "2026-01-05T09:30:00Z",
+                     *       "checked_in_at": "2026-01-05T09:30:00Z",
+                     *       "admitted_at": "2026-01-05T09:30:00Z",
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "transitions": [
                      *         {
@@ -8247,6 +8811,76 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["ServerBusy"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    waiting_room_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "doctor_id": 1,
+                     *       "as_of": "2026-01-05T09:30:00Z",
+                     *       "queue": [
+                     *         {
+                     *           "appointment_id": 1,
+                     *           "patient_id": 1,
+                     *           "display_name": "Dr. Ada Martin",
+                     *           "checked_in_at": "2026-01-05T09:30:00Z",
+                     *           "starts_at": "2026-01-05T09:30:00Z",
+                     *           "position": 1,
+                     *           "estimated_wait_seconds": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["WaitingRoomOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `doctors_only`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "doctors_only",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "doctors_only" | "not_registered";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
             default: {
                 headers: {
