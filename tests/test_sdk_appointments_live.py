@@ -4,7 +4,9 @@ server paying through Stripe: uvicorn runs with the Stripe provider pointed at t
 Stripe.js and Stripe's webhook: the SDK's ``confirmPayment`` calls it, it confirms the
 PaymentIntent at the fake (a working or a declined card) and, for a working card, posts the signed
 ``payment_intent.amount_capturable_updated`` event to the server's webhook, as Stripe would.
-Runs ``clients/js/test/appointments.live.test.js`` with ``HC_*`` variables."""
+Runs ``clients/js/test/appointments.live.test.js`` (booking, then the waiting room from
+check-in to admission to a call that connects) and ``appointments.unit.test.js`` with ``HC_*``
+variables."""
 
 from __future__ import annotations
 
@@ -109,6 +111,12 @@ def test_sdk_appointments_against_a_live_server(
     doctor: User = DoctorFactory.create(
         profile__verification_status="verified", profile__consultation_fee=3000, profile__currency="GBP"
     )
+    room_doctor: User = DoctorFactory.create(
+        display_name="Dr. Room",
+        profile__verification_status="verified",
+        profile__consultation_fee=2000,
+        profile__currency="GBP",
+    )
     colleague: User = DoctorFactory.create()
     patients: list[User] = [PatientFactory.create() for _ in range(3)]
 
@@ -124,6 +132,8 @@ def test_sdk_appointments_against_a_live_server(
         HC_DOCTOR_ID=str(doctor.pk),
         HC_DOCTOR_TOKEN=token(doctor),
         HC_COLLEAGUE_TOKEN=token(colleague),
+        HC_ROOM_DOCTOR_ID=str(room_doctor.pk),
+        HC_ROOM_DOCTOR_TOKEN=token(room_doctor),
         HC_PATIENT_TOKENS=",".join(token(p) for p in patients),
         HC_PATIENT_IDS=",".join(str(p.pk) for p in patients),
     )
@@ -133,16 +143,17 @@ def test_sdk_appointments_against_a_live_server(
             env,
             server,
             timeout=150,
-            passes=8,
+            passes=9,
         )
     finally:
         desk.close()
-    # Stripe saw what the SDK did: one PaymentIntent per booking that held a slot (alice, carol,
-    # bob's direct hold; bob's slot_taken made none), for manual capture; the two cancelled
-    # holds and alice's free cancellation cancelled their PaymentIntents; one card authorised.
+    # Stripe saw what the SDK did. Bookings: alice, carol (declined), bob's direct hold, then the
+    # waiting room's three; bob's slot_taken made none. All for manual capture. Cancelled: the
+    # declined hold, alice's free cancellation, bob's hold. Captured: the two admissions.
     created = [c for c in stripe.calls("POST", "/v1/payment_intents") if c.path == "/v1/payment_intents"]
-    assert len(created) == 3
+    assert len(created) == 6
     assert all(c.params["capture_method"] == "manual" for c in created)
-    cancelled = [c for c in stripe.calls("POST", "/v1/payment_intents") if c.path.endswith("/cancel")]
-    assert len({c.path for c in cancelled}) == 3
-    assert len(desk.confirmed) == 1
+    posts = stripe.calls("POST", "/v1/payment_intents/")
+    assert len({c.path for c in posts if c.path.endswith("/cancel")}) == 3
+    assert len({c.path for c in posts if c.path.endswith("/capture")}) == 2
+    assert len(desk.confirmed) == 4

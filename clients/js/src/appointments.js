@@ -38,7 +38,7 @@ import { unwrap } from "./rest.js";
  */
 
 /** States after which an appointment never moves again. */
-export const FINAL_APPOINTMENT_STATES = Object.freeze(["released", "cancelled", "no_show_doctor"]);
+export const FINAL_APPOINTMENT_STATES = Object.freeze(["released", "cancelled", "no_show_doctor", "no_show_patient"]);
 
 /** The time zone this runtime is in (the browser's, in a browser): IANA name, e.g. "Europe/Paris". */
 export function localTimeZone() {

@@ -48,6 +48,7 @@ export {
   rotateCalendarFeed,
   setSchedule,
 } from "./appointments.js";
+export { WaitingRoom } from "./waiting-room.js";
 export { CallManager } from "./calls.js";
 export { CallSession } from "./call-session.js";
 export * from "./call-errors.js";

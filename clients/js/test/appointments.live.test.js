@@ -2,14 +2,19 @@
 // started by tests/test_sdk_appointments_live.py: the doctor's schedule, slots in the patient's
 // time zone, booking through hold → card → webhook → confirmed seen live on both sides,
 // slot_taken for a second patient, a declined card releasing the slot, reschedule, .ics,
-// cancel, the private calendar feed, and who may see what.
+// cancel, the private calendar feed, and who may see what; then the waiting room: check-in (frame
+// and REST), the doctor's live queue, the patients' live positions, admission with a call that
+// connects (libwebrtc on loopback), the next patient moving up.
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import {
   AppointmentStore,
+  CallManager,
   HealthchatClient,
   RestError,
+  ServerError,
+  WaitingRoom,
   appointmentIcsUrl,
   bookAppointment,
   dateIn,
@@ -25,6 +30,7 @@ import {
   setSchedule,
   createRestClient,
 } from "../src/index.js";
+import { RTCPeerConnection, syntheticStream } from "../testing/media.js";
 
 /** @param {string} name */
 function env(name) {
@@ -39,7 +45,8 @@ const CARD_URL = env("HC_CARD_URL");
 const DOCTOR_ID = Number(env("HC_DOCTOR_ID"));
 const PATIENT_TOKENS = env("HC_PATIENT_TOKENS").split(",");
 const PATIENT_IDS = env("HC_PATIENT_IDS").split(",").map(Number);
-const TOKENS = { doctor: env("HC_DOCTOR_TOKEN"), colleague: env("HC_COLLEAGUE_TOKEN") };
+const TOKENS = { doctor: env("HC_DOCTOR_TOKEN"), colleague: env("HC_COLLEAGUE_TOKEN"), room: env("HC_ROOM_DOCTOR_TOKEN") };
+const ROOM_DOCTOR_ID = Number(env("HC_ROOM_DOCTOR_ID"));
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -67,6 +74,8 @@ const payWith = (card) => async (/** @type {{payment_intent_id: string}} */ paym
 
 /** @type {HealthchatClient[]} */
 const open = [];
+/** @type {Array<() => void>} */
+const cleanups = [];
 
 /** @param {string} token */
 async function session(token) {
@@ -77,11 +86,16 @@ async function session(token) {
   const errors = [];
   client.on("error", (e) => errors.push(e));
   const store = new AppointmentStore(client, rest);
+  const room = new WaitingRoom(client, rest);
+  const calls = new CallManager({ client, rest, RTCPeerConnection, getIceServers: async () => [] });
+  /** @type {import("../src/call-session.js").CallSession[]} */
+  const incoming = [];
+  calls.on("incoming", (call) => incoming.push(call));
   open.push(client);
   await client.connect();
   await waitFor(() => client.state === "ready", "ready");
   await store.load();
-  return { client, rest, store, errors };
+  return { client, rest, store, room, calls, incoming, errors };
 }
 
 /** A date `days` from now in `tz`, "YYYY-MM-DD". @param {number} days @param {string} tz */
@@ -92,6 +106,7 @@ const offsetOf = (isoWithOffset) => isoWithOffset.slice(-6);
 
 describe("the SDK's appointments against a live server", () => {
   after(() => {
+    for (const cleanup of cleanups) cleanup();
     for (const client of open) client.close();
   });
 
@@ -238,7 +253,7 @@ describe("the SDK's appointments against a live server", () => {
     assert.equal(doctor.store.get(direct.id), undefined);
     doctor.client.dropConnection();
     await waitFor(() => doctor.store.get(direct.id)?.state === "held", "the doctor's store reloaded after the reconnect");
-    assert.equal(doctor.client.state, "ready");
+    await waitFor(() => doctor.client.state === "ready", "the doctor's socket ready again");
     await bob.store.cancel(direct.id);
     await waitFor(() => doctor.store.get(direct.id)?.state === "cancelled", "the doctor sees the cancelled hold live");
     assert.equal(PATIENT_IDS.length, 3);
@@ -247,6 +262,99 @@ describe("the SDK's appointments against a live server", () => {
       [doctor, alice, bob, carol].flatMap((s) => s.errors.filter((e) => !(e.name === "ConnectionDroppedError"))),
       [],
       "no protocol errors (appointment.updated is in the contract)",
+    );
+  });
+  it("waiting room: check-in (frame and REST), the doctor's live queue, live positions, admit with a call that connects, the next moves up", async () => {
+    const doctor = await session(TOKENS.room);
+    const [alice, bob, carol] = await Promise.all(PATIENT_TOKENS.map((t) => session(t)));
+    // Five-minute slots all day (UTC): the next two start within ten minutes, when check-in is open.
+    await setSchedule(doctor.rest, {
+      timeZone: "UTC",
+      slotMinutes: 5,
+      bufferMinutes: 0,
+      minNoticeMinutes: 0,
+      horizonDays: 3,
+      bookable: true,
+      weeklyHours: [0, 1, 2, 3, 4, 5, 6].map((weekday) => ({ weekday, start: "00:00", end: "23:55" })),
+      exceptions: [],
+    });
+    const today = dateIn(new Date(), "UTC");
+    const slots = await listSlots(bob.rest, ROOM_DOCTOR_ID, { start: today, end: daysAhead(2, "UTC"), timeZone: "UTC" });
+    const [first, second] = slots;
+    const far = slots.find((s) => Date.parse(s.start) > Date.now() + 3 * 3_600_000);
+    assert.ok(first && second && far);
+    assert.ok(Date.parse(second.start) - Date.now() <= 10 * 60_000, "both within the check-in window");
+    const book = (/** @type {any} */ who, /** @type {{start: string}} */ slot) =>
+      who.store.book({ doctorId: ROOM_DOCTOR_ID, startsAt: slot.start, kind: "voice" }, { confirmPayment: payWith("visa"), pollMs: 60_000 });
+    const { appointment: bobs } = await book(bob, first);
+    const { appointment: carols } = await book(carol, second);
+    const { appointment: alices } = await book(alice, far);
+
+    // The doctor's room starts empty; the queue then follows live.
+    assert.deepEqual(await doctor.room.load(), []);
+    /** @type {number[][]} */
+    const queues = [];
+    doctor.room.on("queue", (q) => queues.push(q.queue.map((e) => e.appointment_id)));
+
+    // Too early for alice (hours ahead); the doctor cannot check in; nor anyone into another's.
+    await assert.rejects(alice.room.checkIn(alices.id), (e) => e instanceof ServerError && e.code === "check_in_too_early");
+    await assert.rejects(doctor.room.checkIn(bobs.id), (e) => e instanceof ServerError && e.code === "not_the_patient");
+    await assert.rejects(alice.room.checkIn(bobs.id), (e) => e instanceof ServerError && e.code === "appointment_not_found");
+    // Nobody waits yet: admitting is refused.
+    await assert.rejects(doctor.room.admit(bobs.id), (e) => e instanceof ServerError && e.code === "patient_not_waiting");
+
+    // Bob checks in over the socket, Carol over REST.
+    const checked = await bob.room.checkIn(bobs.id);
+    assert.equal(checked.appointment.state, "checked_in");
+    assert.equal(checked.position?.position, 1);
+    await waitFor(() => bob.store.get(bobs.id)?.state === "checked_in", "bob's store: checked_in");
+    const carolChecked = await carol.room.checkInOverRest(carols.id);
+    assert.equal(carolChecked.position?.position, 2);
+    assert.equal(carolChecked.position?.ahead, 1);
+    await waitFor(() => doctor.room.queue.length === 2, "the doctor's queue, live");
+    assert.deepEqual(doctor.room.queue.map((e) => e.appointment_id), [bobs.id, carols.id]);
+    assert.ok(doctor.room.queue.every((e) => e.checked_in_at && typeof e.estimated_wait_seconds === "number"));
+    assert.equal(doctor.room.queue[0].position, 1);
+    assert.ok(queues.length >= 1);
+    const again = await bob.room.checkIn(bobs.id); // idempotent
+    assert.equal(again.appointment.state, "checked_in");
+    assert.equal((await carol.room.loadPosition(carols.id)).position, 2);
+    await assert.rejects(bob.room.admit(bobs.id), (e) => e instanceof ServerError && e.code === "not_the_doctor");
+
+    // The doctor admits Carol first (any order) with an audio call through the SDK's CallManager.
+    /** @type {string[]} */
+    const carolLeft = [];
+    carol.room.on("left", (l) => carolLeft.push(l.state));
+    const tone = syntheticStream();
+    cleanups.push(tone.stop);
+    const admitted = await doctor.room.admit(carols.id, { call: { manager: doctor.calls, media: "audio", stream: tone.stream } });
+    assert.equal(admitted.appointment.state, "admitted");
+    assert.equal(admitted.consultation.state, "in_progress");
+    assert.ok(admitted.session, String(admitted.callError));
+    await waitFor(() => carol.incoming.length === 1, "carol's phone rings");
+    const answerTone = syntheticStream({ frequency: 880 });
+    cleanups.push(answerTone.stop);
+    await carol.incoming[0].accept({ stream: answerTone.stream });
+    await waitFor(() => admitted.session?.state === "connected" && carol.incoming[0].state === "connected", "the call connects");
+    assert.equal(carol.incoming[0].conversationId, admitted.consultation.conversation_id);
+    await waitFor(() => carolLeft.includes("admitted"), "carol left the waiting room");
+    await waitFor(() => carol.store.get(carols.id)?.state === "admitted", "carol's store: admitted");
+
+    // Bob is alone in the queue now (live for both), then admitted without a call (REST).
+    await waitFor(() => doctor.room.queue.length === 1 && doctor.room.queue[0].appointment_id === bobs.id, "the doctor's queue moved");
+    await waitFor(() => bob.room.positionOf(bobs.id)?.position === 1 && bob.room.positionOf(bobs.id)?.ahead === 0, "bob's position, live");
+    await admitted.session?.hangup();
+    const viaRest = await doctor.room.admitOverRest(bobs.id);
+    assert.equal(viaRest.appointment.state, "admitted");
+    await waitFor(() => doctor.room.queue.length === 0, "the queue is empty");
+    await waitFor(() => bob.room.positionOf(bobs.id) === undefined, "bob left the waiting room");
+    await assert.rejects(bob.room.loadPosition(bobs.id), (e) => e instanceof RestError && e.code === "not_waiting");
+    const detail = await getAppointment(bob.rest, bobs.id);
+    assert.deepEqual(detail.transitions.map((t) => t.to_state), ["held", "confirmed", "checked_in", "admitted"]);
+    assert.deepEqual(
+      [doctor, alice, bob, carol].flatMap((s) => s.errors),
+      [],
+      "no protocol errors (the waiting-room frames are in the contract)",
     );
   });
 });
