@@ -3,13 +3,17 @@ Europe/London); a patient whose browser is in Asia/Tokyo sees the doctor's free 
 time, books one (development payment provider: authorised at once) and the doctor's console,
 open beside it, shows the confirmed appointment live (``appointment.updated``); the patient
 reschedules (the doctor's row moves live), downloads the .ics, cancels (live on the doctor's
-side); the doctor makes a private calendar feed URL that a calendar app can read. axe on both
-screens; screenshots docs/screenshots/console-appointments-*.png."""
+side); the doctor makes a private calendar feed URL that a calendar app can read. Then the waiting
+room: a patient checks in from "My appointments" and sees their place; the doctor's waiting room
+shows them live; "Admit + video call" opens the consultation's chat and rings the patient's
+console, which switches to the call; both connected through coturn. axe on every screen;
+screenshots docs/screenshots/console-appointments-*.png and console-waiting-room.png."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,12 +24,27 @@ from playwright.sync_api import expect
 
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from appointments.models import Appointment, Schedule
+from appointments.tests.factories import doctor_with_schedule
+from calls.tests.webrtc import coturn
+from payments.models import Consultation
 from tests.browser import TIMEOUT_MS, Timings, assert_accessible, screenshot, sign_in_with_token, wait_until
+from tests.browser.conftest import LIVE_ENV
 
 pytestmark = [pytest.mark.live, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LONDON = ZoneInfo("Europe/London")
 TOKYO = ZoneInfo("Asia/Tokyo")
+TURN_SECRET = "browser-appointments-turn-" + os.urandom(4).hex()
+
+
+@pytest.fixture(scope="module")
+def console_server(live_server_factory: Any, tmp_path_factory: Any) -> Iterator[Any]:
+    """The console's live server with TURN credentials for a real coturn (the admitted call goes
+    through the relay, as the console does whenever a TURN server is offered)."""
+    with coturn(TURN_SECRET, tmp_path_factory.mktemp("coturn-appointments")) as port:
+        yield live_server_factory(
+            {**LIVE_ENV, "TURN_SECRET": TURN_SECRET, "TURN_URLS": f"turn:127.0.0.1:{port}?transport=udp"}
+        )
 
 
 @pytest.fixture
@@ -177,3 +196,83 @@ def test_patient_books_a_slot_and_the_doctor_sees_it_live(page_in_zone: Callable
     errors = [line for line in pat.log + doc.log if line.startswith("error") and "status of 400" not in line]
     assert not errors, pat.log + doc.log
     print(f"\nconsole appointments timings: {t.report()}")
+
+
+def test_check_in_the_doctor_admits_with_a_video_call(
+    page_in_zone: Callable[[Any, str], Any], console_server: Any, make_token: Any
+) -> None:
+    t = Timings()
+    # Five-minute slots all day (UTC): the next one starts within ten minutes (check-in is open).
+    doctor, _ = doctor_with_schedule(
+        tz="UTC", weekly=[(d, "00:00", "23:55") for d in range(7)], slot_minutes=5, buffer_minutes=0
+    )
+    patient = PatientFactory.create(display_name="Sam Waiting")
+    token = make_token(uid=patient.firebase_uid, phone_number=patient.phone_number)
+    headers = {"Authorization": f"Bearer {token}"}
+    today = dt.datetime.now(dt.UTC).date()
+    slots = requests.get(
+        f"{console_server.base_url}/api/v1/doctors/{doctor.pk}/slots",
+        params={"start": today.isoformat(), "end": (today + dt.timedelta(days=1)).isoformat(), "tz": "UTC"},
+        headers=headers,
+        timeout=30,
+    ).json()
+    booked = requests.post(
+        f"{console_server.base_url}/api/v1/appointments",
+        json={"doctor_id": doctor.pk, "starts_at": slots[0]["start"], "kind": "video"},
+        headers=headers,
+        timeout=30,
+    )
+    assert booked.status_code == 201, booked.text
+    appointment_id = booked.json()["appointment"]["id"]
+    assert booked.json()["appointment"]["state"] == "confirmed"  # development provider
+
+    doc = page_in_zone(doctor, "UTC")
+    doc.click("#tab-appointments")
+    expect(doc.locator("#waiting-room-panel")).to_be_visible()
+    expect(doc.locator("#no-waiting")).to_be_visible()
+    pat = page_in_zone(patient, "UTC")
+    pat.click("#tab-appointments")
+    expect(pat.locator("#waiting-room-panel")).to_be_hidden()
+    mine = pat.locator(f"#appointment-list li[data-appointment-id='{appointment_id}']")
+    expect(mine).to_have_attribute("data-state", "confirmed")
+    t.mark("signed in")
+
+    # The patient checks in; their place shows; the doctor's waiting room fills live.
+    mine.get_by_role("button", name="Check in").click()
+    expect(mine).to_have_attribute("data-state", "checked_in")
+    expect(mine.locator(".position")).to_have_attribute("data-position", "1")
+    expect(mine.locator(".position")).to_contain_text("Position 1 in the waiting room (0 before you)")
+    waiting = doc.locator(f"#waiting-list li[data-appointment-id='{appointment_id}']")
+    expect(waiting).to_contain_text("Sam Waiting")
+    expect(waiting).to_have_attribute("data-position", "1")
+    t.mark("check-in, queue live")
+    screenshot(doc, "console-waiting-room")
+    screenshot(pat, "console-appointments-checked-in")
+    assert_accessible(doc, "doctor's waiting room")
+    assert_accessible(pat, "patient checked in")
+
+    # Admit + video call: the doctor's chat opens and the call rings on the patient's console.
+    waiting.get_by_role("button", name="Admit + video call").click()
+    expect(doc.locator("#tab-chat")).to_have_attribute("aria-selected", "true")
+    expect(doc.locator("#chat-body")).to_be_visible()
+    expect(pat.locator("#tab-chat")).to_have_attribute("aria-selected", "true")
+    expect(pat.locator("#call-panel")).to_have_attribute("data-call-state", "ringing")
+    pat.click("#call-accept")
+    expect(doc.locator("#call-panel")).to_have_attribute("data-call-state", "connected")
+    expect(pat.locator("#call-panel")).to_have_attribute("data-call-state", "connected")
+    t.mark("admitted, call connected")
+    appointment = Appointment.objects.get(pk=appointment_id)
+    assert appointment.state == "admitted"
+    assert appointment.admitted_at is not None
+    assert Consultation.objects.get(pk=appointment.consultation_id).state == "in_progress"
+    expect(doc.locator("#waiting-list li")).to_have_count(0)
+    expect(doc.locator("#no-waiting")).to_be_attached()
+
+    doc.click("#call-hangup")
+    expect(pat.locator("#call-panel")).to_have_attribute("data-call-state", "ended")
+    pat.click("#tab-appointments")
+    expect(mine).to_have_attribute("data-state", "admitted")
+    expect(mine.get_by_role("button", name="Open the chat")).to_be_visible()
+    errors = [line for line in pat.log + doc.log if line.startswith("error")]
+    assert not errors, errors
+    print(f"\nconsole waiting room timings: {t.report()}")

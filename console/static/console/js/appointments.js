@@ -1,10 +1,13 @@
-// Appointments (issue 22), through the SDK's appointments module only. Patients: "Book an
-// appointment" (a doctor, their free slots in the browser's time zone, book; the state follows
-// live) and "My appointments" (cancel, reschedule, .ics). Doctors: their appointments (live,
-// cancel) and the schedule editor with the private calendar feed.
+// Appointments (issue 22), through the SDK's appointments and waiting-room modules only.
+// Patients: "Book an appointment" (a doctor, their free slots in the browser's time zone, book;
+// the state follows live) and "My appointments" (cancel, reschedule, .ics, check in, then the
+// place in the waiting room, live). Doctors: the waiting room (live queue; admit, with a call or
+// not: the chat opens), their appointments (live, cancel) and the schedule editor with the private
+// calendar feed.
 import {
   AppointmentStore,
   FINAL_APPOINTMENT_STATES,
+  WaitingRoom,
   bookAppointment,
   dateIn,
   downloadAppointmentIcs,
@@ -26,6 +29,9 @@ const SLOT_DAYS = 7;
 const STATE_LABELS = /** @type {Record<string, string>} */ ({
   held: "held, awaiting payment",
   confirmed: "confirmed",
+  checked_in: "checked in, waiting",
+  admitted: "admitted",
+  no_show_patient: "missed (no check-in)",
   released: "released",
   cancelled: "cancelled",
   no_show_doctor: "doctor did not attend (refunded)",
@@ -34,13 +40,25 @@ const STATE_LABELS = /** @type {Record<string, string>} */ ({
 /** The message of a refusal (the SDK's RestError, or any error). @param {unknown} e */
 function reasonOf(e) {
   const error = /** @type {any} */ (e);
-  return error?.body?.error?.message ?? error?.message ?? String(e);
+  return error?.body?.error?.message ?? error?.body?.message ?? error?.message ?? String(e);
+}
+
+/** "about 5 min" @param {number} seconds */
+export function waitText(seconds) {
+  const minutes = Math.round(seconds / 60);
+  return minutes < 1 ? "less than a minute" : `about ${minutes} min`;
 }
 
 export class AppointmentsScreen {
-  /** @param {Session} session */
-  constructor(session) {
+  /**
+   * @param {Session} session
+   * @param {(admitted: {conversationId: number, media: "audio" | "video" | null}) => Promise<void>} openConsultation
+   *   open the admitted consultation's chat (and place the call) on the chat screen
+   */
+  constructor(session, openConsultation) {
     this.session = session;
+    this.openConsultation = openConsultation;
+    this.room = new WaitingRoom(session.client, session.rest);
     this.doctor = session.me.role === "doctor";
     this.timeZone = localTimeZone();
     this.store = new AppointmentStore(session.client, session.rest);
@@ -59,6 +77,10 @@ export class AppointmentsScreen {
       hourCycle: "h23",
     });
     this.store.on("change", () => this.render());
+    this.room.on("position", () => this.render());
+    this.room.on("left", () => this.render());
+    this.room.on("queue", () => this.renderQueue());
+    byId("waiting-room-panel").hidden = !this.doctor;
     byId("appointments-title").textContent = this.doctor ? "Appointments" : "My appointments";
     byId("book-panel").hidden = this.doctor;
     byId("schedule-panel").hidden = !this.doctor;
@@ -71,8 +93,18 @@ export class AppointmentsScreen {
     try {
       await this.store.load();
       this.render();
-      if (this.doctor) await this.loadSchedule();
-      else await this.loadDoctors();
+      if (this.doctor) {
+        await this.room.load();
+        this.renderQueue();
+        await this.loadSchedule();
+      } else {
+        await this.loadDoctors();
+        // Follow the place of every appointment already in the waiting room.
+        for (const a of this.store.list()) {
+          if (a.state === "checked_in") await this.room.loadPosition(a.id).catch(() => {});
+        }
+        this.render();
+      }
     } catch (e) {
       byId("appointments-error").textContent = reasonOf(e);
     }
@@ -95,18 +127,32 @@ export class AppointmentsScreen {
     const label = `appointment-${a.id}`;
     const who = this.doctor ? `Patient ${a.patient_id}` : (this.doctorNames.get(a.doctor_id) ?? `Doctor ${a.doctor_id}`);
     const state = a.state ?? "held";
-    const open = !FINAL_APPOINTMENT_STATES.includes(state);
+    const open = !FINAL_APPOINTMENT_STATES.includes(state) && state !== "admitted" && state !== "checked_in";
     const started = Date.parse(a.starts_at) <= Date.now();
+    const place = state === "checked_in" ? this.room.positionOf(a.id) : undefined;
     const picker = this.rescheduling === a.id ? el("div", { class: "reschedule", id: `reschedule-${a.id}` }) : null;
     const li = el(
       "li",
       { class: "appointment", dataset: { appointmentId: String(a.id), state }, "aria-labelledby": label },
       el("p", { id: label, class: "appointment-title" }, `${this.format(a.starts_at)} · ${who} · ${a.kind}`),
       el("p", { class: "appointment-state" }, el("span", { class: `state state-${state}` }, STATE_LABELS[state] ?? state)),
+      place
+        ? el(
+            "p",
+            { class: "position", dataset: { position: String(place.position) } },
+            `Position ${place.position} in the waiting room (${place.ahead} before you), estimated wait ${waitText(place.estimated_wait_seconds)}.`,
+          )
+        : null,
       el(
         "div",
         { class: "actions" },
         el("button", { type: "button", class: "secondary", "aria-describedby": label, onclick: () => void this.ics(a.id) }, "Download .ics"),
+        state === "confirmed" && !this.doctor
+          ? el("button", { type: "button", "aria-describedby": label, onclick: () => void this.checkIn(a.id) }, "Check in")
+          : null,
+        state === "admitted" && a.consultation_id
+          ? el("button", { type: "button", "aria-describedby": label, onclick: () => void this.openChat(a) }, "Open the chat")
+          : null,
         open && !started && !this.doctor
           ? el("button", { type: "button", class: "secondary", "aria-describedby": label, onclick: () => void this.openReschedule(a) }, "Reschedule")
           : null,
@@ -125,6 +171,69 @@ export class AppointmentsScreen {
   rowError(id, text) {
     const node = document.getElementById(`appointment-error-${id}`);
     if (node) node.textContent = text;
+  }
+
+  /** The patient checks in (the socket frame); the place then follows live. @param {number} id */
+  async checkIn(id) {
+    try {
+      await this.room.checkIn(id);
+      this.render();
+    } catch (e) {
+      const opens = /** @type {any} */ (e).body?.opens_at;
+      this.rowError(id, opens ? `${reasonOf(e)} (opens ${this.format(opens)})` : reasonOf(e));
+    }
+  }
+
+  /** @param {Appointment} a */
+  async openChat(a) {
+    const consultation = await this.session.rest.GET("/api/v1/consultations/{consultation_id}", {
+      params: { path: { consultation_id: /** @type {number} */ (a.consultation_id) } },
+    });
+    if (consultation.data) await this.openConsultation({ conversationId: consultation.data.conversation_id, media: null });
+  }
+
+  // --- doctors: the waiting room -------------------------------------------------------------
+  renderQueue() {
+    const queue = this.room.queue;
+    byId("no-waiting").hidden = queue.length > 0;
+    byId("waiting-list").replaceChildren(
+      ...queue.map((entry) => {
+        const label = `waiting-${entry.appointment_id}`;
+        return el(
+          "li",
+          { class: "waiting", dataset: { appointmentId: String(entry.appointment_id), position: String(entry.position) }, "aria-labelledby": label },
+          el("p", { id: label, class: "appointment-title" }, `${entry.position}. ${entry.display_name || `Patient ${entry.patient_id}`}`),
+          el(
+            "p",
+            { class: "muted" },
+            `Appointment ${this.format(entry.starts_at)} · waiting since ${this.format(entry.checked_in_at)} · estimated wait ${waitText(entry.estimated_wait_seconds)}`,
+          ),
+          el(
+            "div",
+            { class: "actions" },
+            el("button", { type: "button", "aria-describedby": label, onclick: () => void this.admit(entry.appointment_id, null) }, "Admit"),
+            el("button", { type: "button", class: "secondary", "aria-describedby": label, onclick: () => void this.admit(entry.appointment_id, "video") }, "Admit + video call"),
+            el("button", { type: "button", class: "secondary", "aria-describedby": label, onclick: () => void this.admit(entry.appointment_id, "audio") }, "Admit + audio call"),
+          ),
+          el("p", { class: "error", role: "alert", id: `waiting-error-${entry.appointment_id}` }),
+        );
+      }),
+    );
+  }
+
+  /**
+   * Admit (the consultation opens), then the chat on the chat screen; with `media`, the call
+   * starts there from the call screen (the SDK's CallManager).
+   * @param {number} appointmentId @param {"audio" | "video" | null} media
+   */
+  async admit(appointmentId, media) {
+    try {
+      const { consultation } = await this.room.admit(appointmentId);
+      await this.openConsultation({ conversationId: consultation.conversation_id, media });
+    } catch (e) {
+      const node = document.getElementById(`waiting-error-${appointmentId}`);
+      if (node) node.textContent = reasonOf(e);
+    }
   }
 
   /** @param {number} id */

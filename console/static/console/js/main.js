@@ -31,8 +31,20 @@ async function start(getToken) {
   const list = new ConversationList(session, (c) => void chat.open(c));
   const chat = new ChatView(session, list);
   const consultations = new Consultations(session, () => list.load());
-  const appointments = new AppointmentsScreen(session);
-  setUpTabs();
+  const showTab = setUpTabs();
+  // An admitted consultation: its chat on the chat screen, and the call placed from there.
+  const appointments = new AppointmentsScreen(session, async ({ conversationId, media }) => {
+    await list.load();
+    const conversation = list.items.get(conversationId);
+    if (!conversation) return;
+    showTab("chat");
+    await chat.open(conversation);
+    if (media) byId(`call-${media}`).click();
+  });
+  // A call rings on the chat screen: show it whichever screen is open.
+  client.on("frame", (frame) => {
+    if (frame.type === "call.invite") showTab("chat");
+  });
   document.addEventListener("hc:presence", () => chat.showPresence());
   // The browser knows first when the network goes: drop the socket at once instead of waiting
   // for a ping to time out (the SDK reconnects, with its backoff, until the network is back).
@@ -53,7 +65,8 @@ async function start(getToken) {
   document.body.dataset.ready = "true";
 }
 
-/** The two screens (chat, appointments) as tabs: click or arrow keys (WAI-ARIA tabs pattern). */
+/** The two screens (chat, appointments) as tabs: click or arrow keys (WAI-ARIA tabs pattern).
+ * @returns {(name: "chat" | "appointments") => void} show a screen */
 function setUpTabs() {
   const tabs = /** @type {HTMLButtonElement[]} */ ([byId("tab-chat"), byId("tab-appointments")]);
   /** @param {HTMLButtonElement} chosen */
@@ -76,6 +89,7 @@ function setUpTabs() {
     });
   });
   select(tabs[0]);
+  return (name) => select(/** @type {HTMLButtonElement} */ (byId(`tab-${name}`)));
 }
 
 /** @param {import("./session.js").TokenProvider} provider */
