@@ -264,6 +264,7 @@ def test_check_in_the_doctor_admits_with_a_video_call(
     appointment = Appointment.objects.get(pk=appointment_id)
     assert appointment.state == "admitted"
     assert appointment.admitted_at is not None
+    assert appointment.consultation_id is not None
     assert Consultation.objects.get(pk=appointment.consultation_id).state == "in_progress"
     expect(doc.locator("#waiting-list li")).to_have_count(0)
     expect(doc.locator("#no-waiting")).to_be_attached()
