@@ -103,6 +103,7 @@ class Error(WireModel):
     missing_devices: list[int] | None = Field(default=None, description="devices_mismatch")
     extra_devices: list[int] | None = Field(default=None, description="devices_mismatch")
     devices: list[DeviceList] | None = Field(default=None, description="devices_mismatch")
+    opens_at: str | None = Field(default=None, description="check_in_too_early: when check-in opens")
 
 
 # --- Ack data, one shape per request frame -------------------------------------------------

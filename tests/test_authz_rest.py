@@ -439,6 +439,34 @@ TABLE: dict[str, Op] = {
         params=lambda w: {"appointment_id": w.extra["appointment"].pk},
         body=lambda w, a: {"starts_at": free_slot(w)},
     ),
+    # The waiting room: B's appointment is tomorrow (too early to check in, nobody waiting).
+    "POST /api/v1/appointments/{appointment_id}/check-in": Op(
+        row(
+            not_found("appointment_not_found"),
+            patient_b=conflict("check_in_too_early"),
+            other_doctor=forbidden("not_the_patient"),
+        ),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {},
+    ),
+    "GET /api/v1/appointments/{appointment_id}/position": Op(
+        row(
+            not_found("appointment_not_found"),
+            patient_b=conflict("not_waiting"),
+            other_doctor=forbidden("not_the_patient"),
+        ),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+    ),
+    "POST /api/v1/appointments/{appointment_id}/admit": Op(
+        row(
+            not_found("appointment_not_found"),
+            patient_b=forbidden("not_the_doctor"),
+            other_doctor=conflict("patient_not_waiting"),
+        ),
+        params=lambda w: {"appointment_id": w.extra["appointment"].pk},
+        body=lambda w, a: {},
+    ),
+    "GET /api/v1/waiting-room": Op(row(forbidden("doctors_only"), doctor=OK, other_doctor=OK)),
     "GET /api/v1/appointments/{appointment_id}/ics": Op(
         row(not_found("appointment_not_found"), patient_b=OK, other_doctor=OK),
         params=lambda w: {"appointment_id": w.extra["appointment"].pk},

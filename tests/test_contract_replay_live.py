@@ -42,6 +42,7 @@ from messaging.tests import media_corpus
 from messaging.tests.factories import pair
 from messaging.tests.test_redis_restart_live import OwnRedis
 from payments import services as consultations
+from payments.booking import consultation_open
 from payments.models import Consultation
 from tests.live import free_port
 from tests.wsclient import WsClient
@@ -260,6 +261,19 @@ async def play_session(
     await a.expect("appointment.updated")
     await b2.expect("appointment.updated")
 
+    # The waiting room: a confirmed appointment starting in 5 minutes; the patient checks in
+    # (the doctor hears waiting_room.updated, the patient's devices waiting_room.position), the
+    # doctor admits them (the consultation opens).
+    appointment_id = await sync_to_async(_confirmed_appointment)(patient, doctor)
+    checked_in = await _ok(b, "appointment.check_in", {"appointment_id": appointment_id})
+    assert checked_in["data"]["position"]["position"] == 1, checked_in
+    await a.expect("waiting_room.updated", lambda f: len(f["data"]["queue"]) == 1)
+    await b2.expect("waiting_room.position")
+    admitted = await _ok(a, "waiting_room.admit", {"appointment_id": appointment_id})
+    assert admitted["data"]["consultation"]["state"] == "in_progress", admitted
+    await a.expect("waiting_room.updated", lambda f: f["data"]["queue"] == [])
+    await b2.expect("appointment.updated", lambda f: f["data"]["appointment"]["state"] == "admitted")
+
     # A socket whose server lost its live path (a Redis restart) is told to sync.
     c = await Recorder.open(log, second.ws_url, token=token_for(patient))
     second_redis.stop()
@@ -344,6 +358,30 @@ def _released_hold(patient: Any, doctor: Any) -> None:
         appointment_services.move(
             appointment, Appointment.State.RELEASED, actor=None, source="task", note="hold timed out"
         )
+
+
+def _confirmed_appointment(patient: Any, doctor: Any) -> int:
+    """A confirmed appointment starting in 5 minutes, its consultation authorised (the
+    development provider authorises at once and captures anything)."""
+    consultation = consultation_open(
+        patient=patient,
+        profile=doctor.doctor_profile,
+        kind="chat",
+        reason="",
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    assert consultation.state == Consultation.State.PAID, consultation.state
+    starts_at = timezone.now() + timedelta(minutes=5)
+    appointment = Appointment.objects.create(
+        doctor=doctor,
+        patient=patient,
+        consultation=consultation,
+        kind="chat",
+        starts_at=starts_at,
+        ends_at=starts_at + timedelta(minutes=20),
+        state=Appointment.State.CONFIRMED,
+    )
+    return appointment.pk
 
 
 def _ring_out(call_id: int) -> None:

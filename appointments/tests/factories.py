@@ -30,14 +30,25 @@ def doctor_with_schedule(
     return doctor, schedule
 
 
-def confirmed_appointment(stripe_fake: Any, *, starts_in: dt.timedelta, kind: str = "video") -> Appointment:
+def confirmed_appointment(
+    stripe_fake: Any,
+    *,
+    starts_in: dt.timedelta,
+    kind: str = "video",
+    doctor: User | None = None,
+    patient_name: str | None = None,
+    minutes: int = 20,
+) -> Appointment:
     """A booked appointment whose payment the fake Stripe authorised (webhook), then moved to
-    start ``starts_in`` from now (negative: it started that long ago)."""
+    start ``starts_in`` from now (negative: it started that long ago). A new doctor bookable all
+    day unless ``doctor`` is given."""
     from accounts.tests.factories import DeviceFactory, PatientFactory
     from payments.tests.conftest import post_event
 
-    doctor, schedule = doctor_with_schedule(tz="UTC", weekly=[(d, "00:00", "23:40") for d in range(7)])
-    patient = PatientFactory.create()
+    if doctor is None:
+        doctor, _ = doctor_with_schedule(tz="UTC", weekly=[(d, "00:00", "23:40") for d in range(7)])
+    schedule = selectors.bookable_schedule(doctor_id=doctor.pk)
+    patient = PatientFactory.create(**({"display_name": patient_name} if patient_name else {}))
     DeviceFactory.create(user=patient)
     start = timezone.now() + dt.timedelta(days=2)
     slot = selectors.free_slots(schedule=schedule, start=start, end=start + dt.timedelta(days=1))[0][0]
@@ -47,14 +58,15 @@ def confirmed_appointment(stripe_fake: Any, *, starts_in: dt.timedelta, kind: st
     assert appointment.consultation is not None
     intent = stripe_fake.authorize(appointment.consultation.payment_intent_id)
     post_event(stripe_fake.event("payment_intent.amount_capturable_updated", intent))
-    return move_start(appointment, starts_in=starts_in)
+    return move_start(appointment, starts_in=starts_in, minutes=minutes)
 
 
-def move_start(appointment: Appointment, *, starts_in: dt.timedelta) -> Appointment:
-    """Move an appointment in time (as if the clock had run): starts ``starts_in`` from now."""
+def move_start(appointment: Appointment, *, starts_in: dt.timedelta, minutes: int = 20) -> Appointment:
+    """Move an appointment in time (as if the clock had run): starts ``starts_in`` from now and
+    lasts ``minutes``."""
     began = timezone.now() + starts_in
     Appointment.objects.filter(pk=appointment.pk).update(
-        starts_at=began, ends_at=began + dt.timedelta(minutes=20)
+        starts_at=began, ends_at=began + dt.timedelta(minutes=minutes)
     )
     appointment.refresh_from_db()
     return appointment

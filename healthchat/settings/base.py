@@ -553,7 +553,7 @@ APPOINTMENT_DOCTOR_GRACE_MINUTES: int = env.int("APPOINTMENT_DOCTOR_GRACE_MINUTE
 APPOINTMENT_FREE_CANCEL_HOURS: int = env.int("APPOINTMENT_FREE_CANCEL_HOURS", default=24)
 APPOINTMENT_LATE_CANCEL_FEE_PERCENT: int = env.int("APPOINTMENT_LATE_CANCEL_FEE_PERCENT", default=50)
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AppointmentStateEnum"] = "appointments.models.Appointment.State"
-# A confirmed appointment whose doctor has not accepted (admitted) its consultation this many
+# A checked-in appointment the doctor has not admitted (nor accepted its consultation) this many
 # minutes after the start ends as no_show_doctor: authorisation released, apology push.
 APPOINTMENT_DOCTOR_NO_SHOW_MINUTES: int = env.int("APPOINTMENT_DOCTOR_NO_SHOW_MINUTES", default=15)
 # The waiting room: the patient of a confirmed appointment checks in from this many minutes

@@ -362,6 +362,10 @@ export type ExtraDevices = number[] | null;
  * devices_mismatch
  */
 export type Devices = ServerDeviceList[] | null;
+/**
+ * check_in_too_early: when check-in opens
+ */
+export type OpensAt = string | null;
 export type Ref23 = string | null;
 export type Type40 = "error";
 export type ConversationId9 = number;
@@ -1536,6 +1540,7 @@ export interface ServerError {
   missing_devices?: MissingDevices;
   extra_devices?: ExtraDevices;
   devices?: Devices;
+  opens_at?: OpensAt;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
