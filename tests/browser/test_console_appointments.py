@@ -1,5 +1,5 @@
 """Appointments in the console (real Chromium): the doctor sets a schedule in the editor (in
-Europe/London); a patient whose browser is in Asia/Tokyo sees the doctor's free slots in Tokyo
+Europe/London: weekly hours, extra hours, a day off); a patient whose browser is in Asia/Tokyo sees the doctor's free slots in Tokyo
 time, books one (development payment provider: authorised at once) and the doctor's console,
 open beside it, shows the confirmed appointment live (``appointment.updated``); the patient
 reschedules (the doctor's row moves live), downloads the .ics, cancels (live on the doctor's
@@ -103,6 +103,16 @@ def test_patient_books_a_slot_and_the_doctor_sees_it_live(page_in_zone: Callable
     row.locator("select").select_option(str(day.weekday()))
     row.locator(".window-start").fill("09:00")
     row.locator(".window-end").fill("11:00")
+    # Exceptions: extra hours the next day (14:00-15:00), a whole day off two weeks later.
+    doc.click("#add-exception")
+    extra = doc.locator("#schedule-exceptions li").last
+    extra.locator(".exception-date").fill((day + dt.timedelta(days=1)).isoformat())
+    extra.locator(".exception-kind").select_option("extra")
+    extra.locator(".exception-start").fill("14:00")
+    extra.locator(".exception-end").fill("15:00")
+    doc.click("#add-exception")
+    off = doc.locator("#schedule-exceptions li").last
+    off.locator(".exception-date").fill((day + dt.timedelta(days=14)).isoformat())
     doc.click("#schedule-save")
     expect(doc.locator("#schedule-status")).to_have_text("Schedule saved.")
     schedule = Schedule.objects.get(doctor=doctor)
@@ -111,6 +121,14 @@ def test_patient_books_a_slot_and_the_doctor_sees_it_live(page_in_zone: Callable
     assert [
         (w.weekday, w.start.strftime("%H:%M"), w.end.strftime("%H:%M")) for w in schedule.windows.all()
     ] == [(day.weekday(), "09:00", "11:00")]
+    assert sorted(
+        (x.date, x.kind, x.start and x.start.strftime("%H:%M"), x.end and x.end.strftime("%H:%M"))
+        for x in schedule.exceptions.all()
+    ) == [
+        (day + dt.timedelta(days=1), "extra", "14:00", "15:00"),
+        (day + dt.timedelta(days=14), "off", None, None),
+    ]
+    expect(doc.locator("#schedule-exceptions li")).to_have_count(2)  # read back from the server
     t.mark("schedule saved")
     screenshot(doc, "console-appointments-schedule")
     assert_accessible(doc, "doctor's appointments and schedule")
@@ -124,7 +142,7 @@ def test_patient_books_a_slot_and_the_doctor_sees_it_live(page_in_zone: Callable
     first_local = dt.datetime.combine(day, dt.time(9, 0), LONDON).astimezone(TOKYO)
     pat.fill("#book-from", (first_local - dt.timedelta(days=1)).date().isoformat())
     slots = pat.locator("#slot-list button.slot")
-    expect(slots).to_have_count(4)  # 09:00, 09:30, 10:00, 10:30 London
+    expect(slots).to_have_count(6)  # 09:00, 09:30, 10:00, 10:30 London; the next day's extra 14:00, 14:30
     starts = slots.evaluate_all("buttons => buttons.map(b => b.dataset.start)")
     assert all(s.endswith("+09:00") for s in starts), starts
     assert dt.datetime.fromisoformat(starts[0]) == first_local
@@ -141,7 +159,7 @@ def test_patient_books_a_slot_and_the_doctor_sees_it_live(page_in_zone: Callable
     mine = pat.locator(f"#appointment-list li[data-appointment-id='{appointment.pk}']")
     expect(mine).to_have_attribute("data-state", "confirmed")
     expect(mine).to_contain_text("Dr. Ada Martin")
-    expect(slots).to_have_count(3)  # the booked slot is gone
+    expect(slots).to_have_count(5)  # the booked slot is gone
 
     # --- the doctor's console, open all along, shows it live --------------------------------
     theirs = doc.locator(f"#appointment-list li[data-appointment-id='{appointment.pk}']")

@@ -383,6 +383,9 @@ export class AppointmentsScreen {
   // --- doctors: the schedule and the calendar feed -------------------------------------------
   setUpSchedule() {
     byId("add-window").addEventListener("click", () => byId("weekly-hours").append(this.windowRow({ weekday: 0, start: "09:00", end: "12:00" })));
+    byId("add-exception").addEventListener("click", () =>
+      byId("schedule-exceptions").append(this.exceptionRow({ date: dateIn(new Date(), this.timeZone), kind: "off", start: null, end: null })),
+    );
     byId("schedule-form").addEventListener("submit", (event) => {
       event.preventDefault();
       void this.saveSchedule();
@@ -410,6 +413,30 @@ export class AppointmentsScreen {
     );
   }
 
+  /**
+   * A day off (whole day, or the hours given) or extra hours on a date.
+   * @param {{date: string, kind: string, start: string | null, end: string | null}} x
+   */
+  exceptionRow(x) {
+    const n = (this.windowCounter += 1);
+    const kind = el("select", { id: `exception-kind-${n}`, class: "exception-kind" }, el("option", { value: "off" }, "Off"), el("option", { value: "extra" }, "Extra hours"));
+    /** @type {HTMLSelectElement} */ (kind).value = x.kind;
+    return el(
+      "li",
+      { class: "exception" },
+      el("label", { for: `exception-date-${n}`, class: "visually-hidden" }, `Exception ${n}: date`),
+      el("input", { type: "date", id: `exception-date-${n}`, class: "exception-date", value: x.date, required: true }),
+      el("label", { for: `exception-kind-${n}`, class: "visually-hidden" }, `Exception ${n}: kind`),
+      kind,
+      el("label", { for: `exception-start-${n}`, class: "visually-hidden" }, `Exception ${n}: from (empty: the whole day off)`),
+      el("input", { type: "time", id: `exception-start-${n}`, class: "exception-start", value: x.start ?? "" }),
+      el("span", { "aria-hidden": "true" }, "–"),
+      el("label", { for: `exception-end-${n}`, class: "visually-hidden" }, `Exception ${n}: to`),
+      el("input", { type: "time", id: `exception-end-${n}`, class: "exception-end", value: x.end ?? "" }),
+      el("button", { type: "button", class: "secondary", "aria-label": `Remove exception ${n}`, onclick: (/** @type {Event} */ e) => /** @type {HTMLElement} */ (e.currentTarget).closest("li")?.remove() }, "Remove"),
+    );
+  }
+
   async loadSchedule() {
     const s = await getSchedule(this.session.rest);
     /** @param {string} id @param {unknown} value */
@@ -425,6 +452,9 @@ export class AppointmentsScreen {
     byId("weekly-hours").replaceChildren(
       ...s.weekly_hours.map((w) => this.windowRow(/** @type {{weekday: number, start: string, end: string}} */ (w))),
     );
+    byId("schedule-exceptions").replaceChildren(
+      ...s.exceptions.map((x) => this.exceptionRow(/** @type {{date: string, kind: string, start: string | null, end: string | null}} */ (x))),
+    );
   }
 
   async saveSchedule() {
@@ -439,6 +469,15 @@ export class AppointmentsScreen {
       start: /** @type {HTMLInputElement} */ (li.querySelector(".window-start")).value,
       end: /** @type {HTMLInputElement} */ (li.querySelector(".window-end")).value,
     }));
+    const exceptions = [...byId("schedule-exceptions").querySelectorAll("li.exception")].map((li) => {
+      const start = /** @type {HTMLInputElement} */ (li.querySelector(".exception-start")).value;
+      const end = /** @type {HTMLInputElement} */ (li.querySelector(".exception-end")).value;
+      return {
+        date: /** @type {HTMLInputElement} */ (li.querySelector(".exception-date")).value,
+        kind: /** @type {"off" | "extra"} */ (/** @type {HTMLSelectElement} */ (li.querySelector(".exception-kind")).value),
+        ...(start || end ? { start, end } : {}),
+      };
+    });
     try {
       await setSchedule(this.session.rest, {
         timeZone: /** @type {HTMLInputElement} */ (byId("schedule-tz")).value.trim(),
@@ -448,6 +487,7 @@ export class AppointmentsScreen {
         horizonDays: num("schedule-horizon"),
         bookable: /** @type {HTMLInputElement} */ (byId("schedule-bookable")).checked,
         weeklyHours,
+        exceptions,
       });
       await this.loadSchedule();
       status.textContent = "Schedule saved.";
