@@ -13,10 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_user
+from audit import actions as audited
+from audit import services as audit
+from audit.client import from_request as audit_client
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
 
-from . import calendar, queue, selectors, services, waiting_room
+from . import calendar, on_demand, queue, selectors, services, waiting_room
 from .serializers import (
     AdmitOutSerializer,
     AppointmentCreateInputSerializer,
@@ -26,6 +29,8 @@ from .serializers import (
     CheckInOutSerializer,
     EmptyInputSerializer,
     FeedOutSerializer,
+    OnDemandCreateInputSerializer,
+    OnDemandOutSerializer,
     PositionOutSerializer,
     ScheduleInputSerializer,
     ScheduleOutSerializer,
@@ -104,6 +109,7 @@ class AppointmentListCreateApi(APIView):
         page = paginator.paginate_queryset(
             selectors.appointment_list(user=request_user(request)), request, view=self
         )
+        audit.record(audited.APPOINTMENT_LIST, request=request)
         return paginator.get_paginated_response(AppointmentOutSerializer(page or [], many=True).data)
 
     @api_doc(
@@ -168,6 +174,9 @@ class AppointmentDetailApi(APIView):
     )
     def get(self, request: Request, appointment_id: int) -> Response:
         appointment = selectors.appointment_get(user=request_user(request), appointment_id=appointment_id)
+        audit.record(
+            audited.APPOINTMENT_READ, request=request, object_type="appointment", object_id=appointment.pk
+        )
         return Response(AppointmentDetailOutSerializer(appointment).data)
 
 
@@ -320,6 +329,9 @@ class AppointmentIcsApi(APIView):
     def get(self, request: Request, appointment_id: int) -> HttpResponse:
         user = request_user(request)
         appointment = selectors.appointment_get(user=user, appointment_id=appointment_id)
+        audit.record(
+            audited.APPOINTMENT_ICS, request=request, object_type="appointment", object_id=appointment.pk
+        )
         response = HttpResponse(
             calendar.appointment_ics(appointment=appointment, viewer=user),
             content_type="text/calendar; charset=utf-8",
@@ -370,7 +382,91 @@ class CalendarFeedApi(APIView):
         responses={(200, "text/calendar"): bytes},
     )
     def get(self, request: Request, token: str) -> HttpResponse:
-        response = HttpResponse(calendar.feed_ics(token=token), content_type="text/calendar; charset=utf-8")
+        response = HttpResponse(
+            calendar.feed_ics(token=token, client=audit_client(request)),
+            content_type="text/calendar; charset=utf-8",
+        )
         for key, value in ICS_HEADERS.items():
             response[key] = value
         return response
+
+
+# --- On-demand queue by specialty -----------------------------------------------------------
+class OnDemandListCreateApi(APIView):
+    @api_doc(
+        "List on-demand requests (at most 100): a patient's own, newest first; a doctor's queue "
+        "(the open requests of their specialty, oldest first) then the ones they accepted",
+        errors={403: ["doctors_only", "not_verified"]},
+        responses=OnDemandOutSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        rows = on_demand.request_list(user=request_user(request))[: on_demand.LIST_LIMIT]
+        audit.record(audited.ON_DEMAND_LIST, request=request)
+        return Response(OnDemandOutSerializer(rows, many=True).data)
+
+    @api_doc(
+        "Ask for the first available doctor of a specialty",
+        errors={
+            400: ["invalid", "invalid_kind", "invalid_reason", "reason_too_long", "unknown_specialty"],
+            403: ["patients_only"],
+            409: ["request_open"],
+        },
+        request=OnDemandCreateInputSerializer,
+        responses={201: OnDemandOutSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = OnDemandCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        created = on_demand.request_create(patient=request_user(request), **serializer.validated_data)
+        return Response(OnDemandOutSerializer(created).data, status=status.HTTP_201_CREATED)
+
+
+class OnDemandDetailApi(APIView):
+    @api_doc("Get an on-demand request", errors={404: ["request_not_found"]}, responses=OnDemandOutSerializer)
+    def get(self, request: Request, request_id: int) -> Response:
+        found = on_demand.request_get(user=request_user(request), request_id=request_id)
+        audit.record(audited.ON_DEMAND_READ, request=request, object_type="on_demand", object_id=found.pk)
+        return Response(OnDemandOutSerializer(found).data)
+
+
+class OnDemandAcceptApi(APIView):
+    @api_doc(
+        "Accept an on-demand request (exactly one doctor wins; it opens the consultation)",
+        errors={
+            400: ["cannot_contact_self", "invalid", "invalid_kind", "invalid_reason"],
+            403: ["blocked", "contact_not_allowed", "doctors_only", "not_verified", "patients_only"],
+            404: ["conversation_not_found", "doctor_not_found", "request_not_found", "user_not_found"],
+            409: [
+                "already_member",
+                "consultation_open",
+                "doctor_has_no_fee",
+                "doctor_offline",
+                "doctor_unavailable",
+                "invalid_transition",
+                "request_closed",
+                "request_taken",
+            ],
+            422: ["e2ee_disabled", "e2ee_mandatory"],
+            502: ["payment_provider_error"],
+            503: ["payments_unavailable"],
+        },
+        request=EmptyInputSerializer,
+        responses=OnDemandOutSerializer,
+    )
+    def post(self, request: Request, request_id: int) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        accepted = on_demand.request_accept(doctor=request_user(request), request_id=request_id)
+        return Response(OnDemandOutSerializer(accepted).data)
+
+
+class OnDemandCancelApi(APIView):
+    @api_doc(
+        "Withdraw my open on-demand request",
+        errors={404: ["request_not_found"], 409: ["request_closed", "request_taken"]},
+        request=EmptyInputSerializer,
+        responses=OnDemandOutSerializer,
+    )
+    def post(self, request: Request, request_id: int) -> Response:
+        EmptyInputSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        cancelled = on_demand.request_cancel(patient=request_user(request), request_id=request_id)
+        return Response(OnDemandOutSerializer(cancelled).data)

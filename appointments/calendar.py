@@ -19,6 +19,9 @@ from django.utils import timezone
 from icalendar import Calendar, Event
 
 from accounts.models import User
+from audit import actions as audited
+from audit import services as audit
+from audit.client import Client
 from core.errors import NotFound, PermissionDenied
 
 from . import validators as v
@@ -83,14 +86,22 @@ def feed_revoke(*, doctor: User) -> None:
     CalendarFeed.objects.filter(doctor=doctor).delete()
 
 
-def feed_ics(*, token: str) -> bytes:
+def feed_ics(*, token: str, client: Client | None = None) -> bytes:
     """The doctor's appointments (30 days back, 400 ahead), held and confirmed ones and the
-    cancelled ones (so calendar apps remove them). ``404 feed_not_found`` for any bad token."""
+    cancelled ones (so calendar apps remove them). ``404 feed_not_found`` for any bad token.
+    Each fetch is audited (``calendar_feed.read``, as the doctor whose feed it is)."""
     feed = (
         CalendarFeed.objects.filter(token_hash=_hash(token)).first() if TOKEN_SHAPE.fullmatch(token) else None
     )
     if feed is None:
         raise NotFound("No such calendar feed.", code="feed_not_found")
+    audit.record(
+        audited.CALENDAR_FEED_READ,
+        actor=feed.doctor_id,
+        object_type="calendar_feed",
+        object_id=feed.doctor_id,
+        client=client,
+    )
     now = timezone.now()
     appointments = Appointment.objects.filter(
         doctor_id=feed.doctor_id,

@@ -3,7 +3,8 @@
 appointments changed state (``GET /api/v1/appointments/{id}`` is the truth; not replayed); the
 waiting room's ``waiting_room.updated`` (to the doctor) and ``waiting_room.position`` (to each
 waiting patient) (``appointments.queue``); the ``ack`` data of ``appointment.check_in`` and
-``waiting_room.admit``."""
+``waiting_room.admit``; and ``on_demand.updated`` about the on-demand queue by specialty
+(``appointments.on_demand``)."""
 
 from __future__ import annotations
 
@@ -116,9 +117,36 @@ class AdmitAck(WireModel):
     call_error: CallError | None
 
 
+class OnDemandSummary(WireModel):
+    """An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
+    never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``)."""
+
+    id: int
+    specialty: str
+    kind: Literal["chat", "voice", "video"]
+    state: Literal["open", "accepted", "cancelled", "expired"]
+    created_at: str
+    expires_at: str
+    doctor_id: int | None
+    consultation_id: int | None
+
+
+class OnDemandUpdatedData(WireModel):
+    request: OnDemandSummary
+
+
+class OnDemandUpdatedFrame(EventFrame):
+    """An on-demand request was opened (to the doctors who can take it), accepted (the patient
+    learns the doctor and the consultation; the other doctors drop it), cancelled or expired."""
+
+    type: Literal["on_demand.updated"]
+    data: OnDemandUpdatedData
+
+
 SERVER_FRAME_MODELS: tuple[type[BaseModel], ...] = (
     AppointmentUpdatedFrame,
     WaitingRoomUpdatedFrame,
     WaitingRoomPositionFrame,
+    OnDemandUpdatedFrame,
 )
 ACK_MODELS: tuple[type[BaseModel], ...] = (CheckInAck, AdmitAck)

@@ -176,6 +176,11 @@ class Appointment(models.Model):
                 condition=Q(state__in=v.BLOCKING_STATES),
             ),
         ]
+        permissions = [
+            ("cancel_appointment", "Can cancel an appointment and refund it in full (staff)"),
+            ("mark_no_show", "Can mark an appointment's doctor as a no-show (staff)"),
+            ("release_hold", "Can release a stuck hold on a slot (staff)"),
+        ]
         indexes = [
             models.Index(fields=["patient", "-starts_at"], name="appointment_patient_recent"),
             # The busy intervals of a doctor's slot listing.
@@ -254,3 +259,61 @@ class CalendarFeed(models.Model):
 
     def __str__(self) -> str:
         return f"calendar feed of {self.doctor_id}"
+
+
+class OnDemandRequest(models.Model):
+    """A patient asking for the first available doctor of a specialty (``appointments.on_demand``).
+
+    Open until one doctor accepts it (a conditional UPDATE on ``state = 'open'``: exactly one
+    acceptance wins), the patient cancels it, or it expires (``ON_DEMAND_REQUEST_TTL_MINUTES``).
+    The winner's acceptance opens the consultation (price from the winner's profile, a
+    PaymentIntent with manual capture) in the same transaction."""
+
+    class State(models.TextChoices):
+        OPEN = v.OD_OPEN, "Open (waiting for a doctor)"
+        ACCEPTED = v.OD_ACCEPTED, "Accepted by a doctor (consultation opened)"
+        CANCELLED = v.OD_CANCELLED, "Cancelled by the patient"
+        EXPIRED = v.OD_EXPIRED, "Expired (no doctor accepted in time)"
+
+    patient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="on_demand_requests"
+    )
+    specialty = models.ForeignKey("accounts.Specialty", on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8)
+    reason = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    doctor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="on_demand_accepted",
+    )
+    consultation = models.OneToOneField(
+        "payments.Consultation", on_delete=models.PROTECT, null=True, blank=True, related_name="on_demand"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=v.OD_STATES), name="on_demand_state_valid"),
+            models.CheckConstraint(
+                # The consultation is written later in the same transaction as the acceptance.
+                condition=Q(state=v.OD_ACCEPTED, doctor__isnull=False) | ~Q(state=v.OD_ACCEPTED),
+                name="on_demand_accepted_has_doctor",
+            ),
+            models.UniqueConstraint(
+                fields=["patient"], condition=Q(state=v.OD_OPEN), name="on_demand_one_open_per_patient"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["specialty", "created_at"], condition=Q(state=v.OD_OPEN), name="on_demand_open"
+            ),
+            models.Index(fields=["expires_at"], condition=Q(state=v.OD_OPEN), name="on_demand_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"on-demand request {self.pk} ({self.state})"

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import User
 from notifications.services import appointment_push_ref, push_appointment
 from payments import services as payment_services
 from payments import validators as payment_validators
@@ -43,11 +44,13 @@ def no_show_fee(*, price: int) -> int:
     return payment_validators.proportional(price, settings.APPOINTMENT_NO_SHOW_FEE_PERCENT, 100)
 
 
-def _locked(appointment_id: int, state: str, minutes: int) -> tuple[Appointment, Consultation] | None:
+def _locked(
+    appointment_id: int, states: tuple[str, ...], minutes: int
+) -> tuple[Appointment, Consultation] | None:
     """The appointment and its paid consultation, locked (consultation first), when the
-    appointment is still ``state`` and ``minutes`` past its start; else None."""
+    appointment is still in one of ``states`` and ``minutes`` past its start; else None."""
     consultation_id = (
-        Appointment.objects.filter(pk=appointment_id, state=state)
+        Appointment.objects.filter(pk=appointment_id, state__in=states)
         .values_list("consultation_id", flat=True)
         .first()
     )
@@ -57,7 +60,7 @@ def _locked(appointment_id: int, state: str, minutes: int) -> tuple[Appointment,
     appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
     if (
         appointment is None
-        or appointment.state != state
+        or appointment.state not in states
         or appointment.consultation_id != consultation.pk
         or timezone.now() < appointment.starts_at + dt.timedelta(minutes=minutes)
         or consultation.state != Consultation.State.PAID
@@ -80,7 +83,7 @@ def patient_no_show(*, appointment_id: int) -> Appointment | None:
     release everything at 0 %), push the patient. Returns the appointment when it ended now."""
     try:
         with transaction.atomic():
-            found = _locked(appointment_id, State.CONFIRMED, settings.APPOINTMENT_PATIENT_GRACE_MINUTES)
+            found = _locked(appointment_id, (State.CONFIRMED,), settings.APPOINTMENT_PATIENT_GRACE_MINUTES)
             if found is None:
                 return None
             appointment, consultation = found
@@ -100,19 +103,33 @@ def patient_no_show(*, appointment_id: int) -> Appointment | None:
         raise payment_services.provider_failed(exc) from exc
 
 
-def doctor_no_show(*, appointment_id: int) -> Appointment | None:
+def doctor_no_show(
+    *,
+    appointment_id: int,
+    grace_minutes: int | None = None,
+    actor: User | None = None,
+    source: str = "task",
+    states: tuple[str, ...] = (State.CHECKED_IN,),
+) -> Appointment | None:
     """End a checked-in appointment the doctor never admitted: release the authorisation in
-    full, apologise by push. Returns the appointment when it ended now."""
+    full, apologise by push. Returns the appointment when it ended now. Staff marking one
+    (``appointments.staff``) pass ``grace_minutes=0``, themselves as ``actor`` and also
+    ``confirmed`` among the ``states``."""
+    grace = settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES if grace_minutes is None else grace_minutes
     try:
         with transaction.atomic():
-            found = _locked(appointment_id, State.CHECKED_IN, settings.APPOINTMENT_DOCTOR_NO_SHOW_MINUTES)
+            found = _locked(appointment_id, states, grace)
             if found is None:
                 return None
             appointment, consultation = found
-            move(appointment, State.NO_SHOW_DOCTOR, actor=None, source="task", note="doctor did not admit")
+            move(appointment, State.NO_SHOW_DOCTOR, actor=actor, source=source, note="doctor did not admit")
             payment_services.release(consultation, reason="abandoned")
             payment_services.transition(
-                consultation, "expire", actor=None, source="task", note="doctor did not admit the appointment"
+                consultation,
+                "expire",
+                actor=actor,
+                source=source,
+                note="doctor did not admit the appointment",
             )
             _push(appointment, "appointment.apology", "noshow")
             return appointment

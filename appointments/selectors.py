@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import DoctorProfile, User
 from core.errors import NotFound
 
-from . import slots
+from . import listing, slots
 from . import validators as v
 from .models import Appointment, Schedule
 
@@ -65,13 +65,13 @@ def free_slots(
 def slots_for_dates(
     *, doctor_id: int, first: dt.date, last: dt.date, tz_name: str
 ) -> tuple[list[tuple[dt.datetime, dt.datetime]], dt.tzinfo]:
-    """Free slots from ``first`` 00:00 to the end of ``last`` in the patient's zone."""
+    """Free slots from ``first`` 00:00 to the end of ``last`` in the patient's zone (one query
+    on PostgreSQL: ``appointments.listing``)."""
     tz = v.zone(tz_name, field="tz")
     v.check_range(first, last)
-    schedule = bookable_schedule(doctor_id=doctor_id)
     start = dt.datetime.combine(first, dt.time(), tzinfo=tz).astimezone(dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=tz).astimezone(dt.UTC)
-    return free_slots(schedule=schedule, start=start, end=end), tz
+    return listing.free_slots(doctor_id=doctor_id, start=start, end=end), tz
 
 
 def appointment_list(*, user: User) -> QuerySet[Appointment]:

@@ -12,7 +12,7 @@ from payments.models import Consultation
 from payments.serializers import ConsultationOutSerializer
 
 from . import validators as v
-from .models import Appointment, AppointmentTransition, Schedule
+from .models import Appointment, AppointmentTransition, OnDemandRequest, Schedule
 
 
 class ScheduleInputSerializer(StrictSerializer):
@@ -170,3 +170,32 @@ class CheckInOutSerializer(serializers.Serializer[Any]):
 class AdmitOutSerializer(serializers.Serializer[Any]):
     appointment = AppointmentDetailOutSerializer()
     consultation = ConsultationOutSerializer()
+
+
+class OnDemandCreateInputSerializer(StrictSerializer):
+    specialty = serializers.SlugField(max_length=64, help_text="a specialty's slug (GET /api/v1/specialties)")
+    kind = serializers.ChoiceField(choices=Consultation.Kind.choices)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=payment_validators.REASON_MAX
+    )
+
+
+class OnDemandOutSerializer(serializers.ModelSerializer[OnDemandRequest]):
+    specialty: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+
+    class Meta:
+        model = OnDemandRequest
+        fields = [
+            "id",
+            "specialty",
+            "kind",
+            "reason",
+            "state",
+            "created_at",
+            "expires_at",
+            "ended_at",
+            "doctor_id",
+            "consultation_id",
+        ]

@@ -285,15 +285,16 @@ def on_consultation_transitioned(
         move(appointment, State.RELEASED, actor=None, source="system", note=f"consultation {to_state}")
 
 
-def hold_expire(*, appointment_id: int) -> Appointment | None:
-    """A hold past its time: ask the provider once (a late webhook) and confirm, or cancel the
-    PaymentIntent and release the slot. Idempotent."""
+def hold_expire(*, appointment_id: int, now: dt.datetime | None = None) -> Appointment | None:
+    """A hold past its time (at ``now``; staff releasing a stuck hold pass its deadline): ask the
+    provider once (a late webhook) and confirm, or cancel the PaymentIntent and release the slot.
+    Idempotent."""
     with transaction.atomic():
         appointment = Appointment.objects.select_for_update().filter(pk=appointment_id).first()
         if (
             appointment is None
             or appointment.state != State.HELD
-            or (appointment.hold_expires_at and appointment.hold_expires_at > timezone.now())
+            or (appointment.hold_expires_at and appointment.hold_expires_at > (now or timezone.now()))
         ):
             return appointment
         if appointment.consultation_id is None:

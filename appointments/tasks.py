@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
-from . import no_shows, reminders, services
+from . import no_shows, on_demand, reminders, services
 from .models import Appointment
 
 logger = logging.getLogger("healthchat.appointments")
@@ -56,3 +56,14 @@ def sweep_no_shows() -> int:
             except ApplicationError as exc:  # provider down: the next run retries
                 logger.warning("no-show %s not ended: %s", appointment_id, exc.code)
     return done
+
+
+@shared_task(name="appointments.tasks.expire_on_demand")
+def expire_on_demand() -> int:
+    """Close on-demand requests nobody accepted in time (``ON_DEMAND_REQUEST_TTL_MINUTES``)."""
+    total = 0
+    while True:
+        closed = on_demand.expire_due()
+        total += closed
+        if closed == 0:
+            return total

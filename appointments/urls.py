@@ -36,4 +36,8 @@ urlpatterns = [
     path("appointments/<int:appointment_id>/ics", apis.AppointmentIcsApi.as_view(), name="appointment-ics"),
     path("calendar/feed", apis.CalendarFeedMeApi.as_view(), name="calendar-feed-me"),
     path("calendar/feeds/<str:token>/calendar.ics", apis.CalendarFeedApi.as_view(), name="calendar-feed"),
+    path("on-demand", apis.OnDemandListCreateApi.as_view(), name="on-demand-list"),
+    path("on-demand/<int:request_id>", apis.OnDemandDetailApi.as_view(), name="on-demand-detail"),
+    path("on-demand/<int:request_id>/accept", apis.OnDemandAcceptApi.as_view(), name="on-demand-accept"),
+    path("on-demand/<int:request_id>/cancel", apis.OnDemandCancelApi.as_view(), name="on-demand-cancel"),
 ]

@@ -24,6 +24,9 @@ RESCHEDULABLE_STATES = (HELD, CONFIRMED)
 ENDED_STATES = (RELEASED, CANCELLED, NO_SHOW_DOCTOR, NO_SHOW_PATIENT)
 START_CALL_MEDIA = ("audio", "video")
 EXCEPTION_KINDS = ("off", "extra")
+# On-demand requests (the first available doctor of a specialty).
+OD_OPEN, OD_ACCEPTED, OD_CANCELLED, OD_EXPIRED = "open", "accepted", "cancelled", "expired"
+OD_STATES = (OD_OPEN, OD_ACCEPTED, OD_CANCELLED, OD_EXPIRED)
 
 SLOT_MINUTES_RANGE = (5, 240)
 BUFFER_MINUTES_RANGE = (0, 120)

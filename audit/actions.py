@@ -20,6 +20,12 @@ ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
 ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
 CALL_LIST = "call.list"  # a REST page of the caller's call history
 CALL_READ = "call.read"  # one call's record (participants, times, state)
+APPOINTMENT_LIST = "appointment.list"  # a REST page of the caller's appointments
+APPOINTMENT_READ = "appointment.read"  # one appointment (its times, state, log)
+APPOINTMENT_ICS = "appointment.ics"  # one appointment's iCalendar file
+CALENDAR_FEED_READ = "calendar_feed.read"  # a doctor's private feed fetched (the token's holder)
+ON_DEMAND_LIST = "on_demand.list"  # a doctor's list of open on-demand requests (specialties)
+ON_DEMAND_READ = "on_demand.read"  # one on-demand request
 
 # The account holder's rights
 USER_EXPORT = "user.export"
@@ -40,6 +46,9 @@ LEGAL_HOLD_SET = "legal_hold.set"
 LEGAL_HOLD_RELEASE = "legal_hold.release"
 DOCTOR_VERIFY = "doctor.verify"  # a doctor's credentials accepted (admin action, ``verify_doctor``)
 DOCTOR_REJECT = "doctor.reject"
+APPOINTMENT_STAFF_CANCEL = "appointment.staff_cancel"  # admin: cancelled, authorisation released
+APPOINTMENT_STAFF_NO_SHOW = "appointment.staff_no_show"  # admin: marked a doctor no-show
+APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold released
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -57,6 +66,12 @@ ACTIONS: frozenset[str] = frozenset(
         ATTACHMENT_DOWNLOAD,
         CALL_LIST,
         CALL_READ,
+        APPOINTMENT_LIST,
+        APPOINTMENT_READ,
+        APPOINTMENT_ICS,
+        CALENDAR_FEED_READ,
+        ON_DEMAND_LIST,
+        ON_DEMAND_READ,
         USER_EXPORT,
         USER_DELETE,
         USER_DEACTIVATE,
@@ -69,6 +84,9 @@ ACTIONS: frozenset[str] = frozenset(
         LEGAL_HOLD_RELEASE,
         DOCTOR_VERIFY,
         DOCTOR_REJECT,
+        APPOINTMENT_STAFF_CANCEL,
+        APPOINTMENT_STAFF_NO_SHOW,
+        APPOINTMENT_STAFF_RELEASE,
         RETENTION_PURGE,
     }
 )

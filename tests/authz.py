@@ -23,8 +23,9 @@ from PIL import Image
 
 from accounts import services as account_services
 from accounts.actors import Operator
-from accounts.models import Device, User
+from accounts.models import Device, DoctorProfile, Specialty, User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory, UserFactory
+from appointments import on_demand
 from appointments import selectors as appointment_selectors
 from appointments import services as appointment_services
 from appointments.models import Appointment
@@ -225,6 +226,13 @@ def build_world() -> World:
         doctor=other, patient=users["patient_b"], kind="chat", starts_at=start, ends_at=end, state="confirmed"
     )
 
+    # B asks for the first available doctor of the other doctor's specialty (only they take it).
+    matrix_specialty = Specialty.objects.create(slug="matrix-cardiology", name="Matrix cardiology")
+    DoctorProfile.objects.filter(user=other).update(specialty=matrix_specialty)
+    on_demand_request = on_demand.request_create(
+        patient=users["patient_b"], specialty=matrix_specialty.slug, kind="chat", reason=SECRET_REASON
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -244,7 +252,7 @@ def build_world() -> World:
         consultation=consultation,
         device_a=device_a,
         bystander=PatientFactory.create(display_name="Penny Bystander"),
-        extra={"appointment": appointment},
+        extra={"appointment": appointment, "on_demand": on_demand_request},
     )
 
 

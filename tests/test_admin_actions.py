@@ -10,6 +10,7 @@ superuser may run): the action is offered and takes effect.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +161,55 @@ def _refunded(ctx: Context, pks: list[int]) -> bool:
     return list(states) == ["refunded"] * len(pks)
 
 
+# --- appointments --------------------------------------------------------------------------
+def _appointments(ctx: Context, *, state: str = "confirmed", started: bool = False) -> list[int]:
+    """A booked appointment (the development provider: confirmed at once), or a held one."""
+    from appointments import selectors as appointment_selectors
+    from appointments import services as appointment_services
+    from appointments.models import Appointment
+    from appointments.tests.factories import doctor_with_schedule
+
+    doctor, schedule = doctor_with_schedule(tz="UTC", weekly=[(d, "00:00", "23:40") for d in range(7)])
+    start = timezone.now() + dt.timedelta(days=3)
+    slot = appointment_selectors.free_slots(schedule=schedule, start=start, end=start + dt.timedelta(days=1))
+    appointment = appointment_services.appointment_book(
+        patient=PatientFactory.create(), doctor_id=doctor.pk, starts_at=slot[0][0], kind="chat"
+    )
+    if state == "held":
+        Appointment.objects.filter(pk=appointment.pk).update(state="held")
+    if started:
+        began = timezone.now() - dt.timedelta(minutes=1)
+        Appointment.objects.filter(pk=appointment.pk).update(
+            starts_at=began, ends_at=began + dt.timedelta(minutes=20)
+        )
+    return [appointment.pk]
+
+
+def _appointment_state(state: str) -> Callable[[Context, list[int]], bool]:
+    def check(ctx: Context, pks: list[int]) -> bool:
+        from appointments.models import Appointment
+
+        return list(Appointment.objects.filter(pk__in=pks).values_list("state", flat=True)) == [state] * len(
+            pks
+        )
+
+    return check
+
+
 ROWS: dict[tuple[str, str], Row] = {
+    ("appointments.appointment", "cancel_refunding_in_full"): Row(
+        "appointments.cancel_appointment", _appointments, _appointment_state("cancelled")
+    ),
+    ("appointments.appointment", "mark_doctor_no_show"): Row(
+        "appointments.mark_no_show",
+        lambda ctx: _appointments(ctx, started=True),
+        _appointment_state("no_show_doctor"),
+    ),
+    ("appointments.appointment", "release_stuck_hold"): Row(
+        "appointments.release_hold",
+        lambda ctx: _appointments(ctx, state="held"),
+        _appointment_state("released"),
+    ),
     ("auth.group", "delete_selected"): Row(SUPERUSER, _groups, _gone(Group), CONFIRMED),
     ("accounts.user", "deactivate_accounts"): Row(
         "accounts.deactivate_account", _patients, lambda ctx, pks: _active(ctx, pks, False)

@@ -30,8 +30,10 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import DoctorProfile
 from accounts.tests.factories import DeviceFactory, DoctorFactory
 from accounts.tests.signal_keys import SignalIdentity
+from appointments import on_demand
 from appointments import services as appointment_services
 from appointments.models import Appointment
 from calls import services as call_services
@@ -261,6 +263,10 @@ async def play_session(
     await a.expect("appointment.updated")
     await b2.expect("appointment.updated")
 
+    # The patient asks for the first available doctor of the doctor's specialty: both hear it.
+    await sync_to_async(_on_demand_request)(patient, doctor)
+    await a.expect("on_demand.updated")
+    await b2.expect("on_demand.updated")
     # The waiting room: a confirmed appointment starting in 5 minutes; the patient checks in
     # (the doctor hears waiting_room.updated, the patient's devices waiting_room.position), the
     # doctor admits them (the consultation opens).
@@ -382,6 +388,12 @@ def _confirmed_appointment(patient: Any, doctor: Any) -> int:
         state=Appointment.State.CONFIRMED,
     )
     return appointment.pk
+
+
+def _on_demand_request(patient: Any, doctor: Any) -> None:
+    """An on-demand request of the doctor's specialty (the doctor is verified, with a fee)."""
+    specialty = DoctorProfile.objects.get(user=doctor).specialty.slug
+    on_demand.request_create(patient=patient, specialty=specialty, kind="chat")
 
 
 def _ring_out(call_id: int) -> None:

@@ -564,9 +564,11 @@ APPOINTMENT_PATIENT_GRACE_MINUTES: int = env.int("APPOINTMENT_PATIENT_GRACE_MINU
 APPOINTMENT_NO_SHOW_FEE_PERCENT: int = env.int("APPOINTMENT_NO_SHOW_FEE_PERCENT", default=100)
 if not 0 <= APPOINTMENT_NO_SHOW_FEE_PERCENT <= 100:
     raise ImproperlyConfigured("APPOINTMENT_NO_SHOW_FEE_PERCENT is a percentage (0 to 100).")
+# How often beat runs each appointments task (holds, reminders, no-shows, on-demand expiry).
+APPOINTMENT_SWEEP_SECONDS: float = env.float("APPOINTMENT_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["appointments-sweep-no-shows"] = {
     "task": "appointments.tasks.sweep_no_shows",
-    "schedule": 60.0,
+    "schedule": APPOINTMENT_SWEEP_SECONDS,
 }
 # Minutes before the start at which a confirmed appointment's reminders are pushed.
 APPOINTMENT_REMINDER_OFFSETS_MINUTES: list[int] = env.list(
@@ -574,9 +576,17 @@ APPOINTMENT_REMINDER_OFFSETS_MINUTES: list[int] = env.list(
 )
 CELERY_BEAT_SCHEDULE["appointments-send-reminders"] = {
     "task": "appointments.tasks.send_reminders",
-    "schedule": 60.0,
+    "schedule": APPOINTMENT_SWEEP_SECONDS,
 }
 CELERY_BEAT_SCHEDULE["appointments-expire-holds"] = {
     "task": "appointments.tasks.expire_holds",
-    "schedule": 60.0,
+    "schedule": APPOINTMENT_SWEEP_SECONDS,
 }
+# An on-demand request ("the first available doctor of a specialty") nobody accepts expires
+# after this many minutes (accepting checks the time too; beat closes it and tells everyone).
+ON_DEMAND_REQUEST_TTL_MINUTES: int = env.int("ON_DEMAND_REQUEST_TTL_MINUTES", default=10)
+CELERY_BEAT_SCHEDULE["appointments-expire-on-demand"] = {
+    "task": "appointments.tasks.expire_on_demand",
+    "schedule": APPOINTMENT_SWEEP_SECONDS,
+}
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["OnDemandStateEnum"] = "appointments.models.OnDemandRequest.State"

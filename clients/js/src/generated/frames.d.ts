@@ -435,21 +435,30 @@ export type Type48 = "message.new";
  */
 export type Event13 = number;
 export type Type49 = "message.updated";
+export type Id6 = number;
+export type Specialty = string;
+export type Kind2 = "chat" | "voice" | "video";
+export type State5 = "open" | "accepted" | "cancelled" | "expired";
+export type CreatedAt2 = string;
+export type ExpiresAt1 = string;
+export type DoctorId3 = number | null;
+export type ConsultationId1 = number | null;
+export type Type50 = "on_demand.updated";
 export type Ref24 = string | null;
-export type Type50 = "pong";
+export type Type51 = "pong";
 export type UserId13 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type51 = "presence";
+export type Type52 = "presence";
 export type UserId14 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref25 = string | null;
-export type Type52 = "ready";
+export type Type53 = "ready";
 export type ConversationId14 = number;
 export type UserId15 = number;
 export type DeliveredSeq1 = number | null;
@@ -458,17 +467,17 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event14 = number;
-export type Type53 = "receipt";
+export type Type54 = "receipt";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref26 = string | null;
-export type Type54 = "sync.done";
+export type Type55 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type55 = "sync.required";
+export type Type56 = "sync.required";
 export type ConversationId15 = number;
 export type UserId16 = number;
 export type Active1 = boolean;
-export type Type56 = "typing";
+export type Type57 = "typing";
 export type AppointmentId3 = number;
 export type PatientId2 = number;
 export type DisplayName = string;
@@ -476,11 +485,11 @@ export type CheckedInAt1 = string;
 export type StartsAt1 = string;
 export type Position1 = number;
 export type EstimatedWaitSeconds1 = number;
-export type DoctorId3 = number;
+export type DoctorId4 = number;
 export type AsOf1 = string;
 export type Queue = ServerWaitingEntry[];
-export type Type57 = "waiting_room.position";
-export type Type58 = "waiting_room.updated";
+export type Type58 = "waiting_room.position";
+export type Type59 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -514,6 +523,7 @@ export type ServerFrame =
   | ServerMemberRoleChangedFrame
   | ServerMessageNewFrame
   | ServerMessageUpdatedFrame
+  | ServerOnDemandUpdatedFrame
   | ServerPongFrame
   | ServerPresenceFrame
   | ServerReadyFrame
@@ -658,6 +668,9 @@ export interface AsyncApiSchemas {
   ServerMessageData?: ServerMessageData;
   ServerMessageNewFrame?: ServerMessageNewFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerOnDemandSummary?: ServerOnDemandSummary;
+  ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
+  ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
   ServerPongFrame?: ServerPongFrame;
   ServerPresenceAck?: ServerPresenceAck;
   ServerPresenceData?: ServerPresenceData;
@@ -1818,12 +1831,47 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
+ * never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandSummary".
+ */
+export interface ServerOnDemandSummary {
+  id: Id6;
+  specialty: Specialty;
+  kind: Kind2;
+  state: State5;
+  created_at: CreatedAt2;
+  expires_at: ExpiresAt1;
+  doctor_id: DoctorId3;
+  consultation_id: ConsultationId1;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedData".
+ */
+export interface ServerOnDemandUpdatedData {
+  request: ServerOnDemandSummary;
+}
+/**
+ * An on-demand request was opened (to the doctors who can take it), accepted (the patient
+ * learns the doctor and the consultation; the other doctors drop it), cancelled or expired.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerOnDemandUpdatedFrame".
+ */
+export interface ServerOnDemandUpdatedFrame {
+  type: Type50;
+  data: ServerOnDemandUpdatedData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerPongFrame".
  */
 export interface ServerPongFrame {
   ref?: Ref24;
-  type: Type50;
+  type: Type51;
   data: ServerEmptyData;
 }
 /**
@@ -1840,7 +1888,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type51;
+  type: Type52;
   data: ServerPresenceData;
 }
 /**
@@ -1868,7 +1916,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref25;
-  type: Type52;
+  type: Type53;
   data: ServerReadyData;
 }
 /**
@@ -1887,7 +1935,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event14;
-  type: Type53;
+  type: Type54;
   data: ServerReceiptData;
 }
 /**
@@ -1906,7 +1954,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref26;
-  type: Type54;
+  type: Type55;
   data: ServerSyncDoneData;
 }
 /**
@@ -1923,7 +1971,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type55;
+  type: Type56;
   data: ServerSyncRequiredData;
 }
 /**
@@ -1940,7 +1988,7 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type56;
+  type: Type57;
   data: ServerTypingData;
 }
 /**
@@ -1963,7 +2011,7 @@ export interface ServerWaitingEntry {
  * via the `definition` "ServerWaitingRoomData".
  */
 export interface ServerWaitingRoomData {
-  doctor_id: DoctorId3;
+  doctor_id: DoctorId4;
   as_of: AsOf1;
   queue: Queue;
 }
@@ -1974,7 +2022,7 @@ export interface ServerWaitingRoomData {
  * via the `definition` "ServerWaitingRoomPositionFrame".
  */
 export interface ServerWaitingRoomPositionFrame {
-  type: Type57;
+  type: Type58;
   data: ServerWaitingPosition;
 }
 /**
@@ -1985,6 +2033,6 @@ export interface ServerWaitingRoomPositionFrame {
  * via the `definition` "ServerWaitingRoomUpdatedFrame".
  */
 export interface ServerWaitingRoomUpdatedFrame {
-  type: Type58;
+  type: Type59;
   data: ServerWaitingRoomData;
 }

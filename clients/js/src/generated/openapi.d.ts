@@ -917,6 +917,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/on-demand": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List on-demand requests (at most 100): a patient's own, newest first; a doctor's queue (the open requests of their specialty, oldest first) then the ones they accepted */
+        get: operations["on_demand_list"];
+        put?: never;
+        /** Ask for the first available doctor of a specialty */
+        post: operations["on_demand_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/on-demand/{request_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get an on-demand request */
+        get: operations["on_demand_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/on-demand/{request_id}/accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Accept an on-demand request (exactly one doctor wins; it opens the consultation) */
+        post: operations["on_demand_accept_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/on-demand/{request_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Withdraw my open on-demand request */
+        post: operations["on_demand_cancel_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/payments/stripe/webhook": {
         parameters: {
             query?: never;
@@ -1580,6 +1649,39 @@ export interface components {
         };
         /** @enum {unknown} */
         NullEnum: null;
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        OnDemandCreateInputRequest: {
+            /** @description a specialty's slug (GET /api/v1/specialties) */
+            specialty: string;
+            kind: components["schemas"]["ConsultationKindEnum"];
+            reason?: string;
+        };
+        OnDemandOut: {
+            readonly id: number;
+            readonly specialty: string;
+            kind: string;
+            reason?: string;
+            state?: components["schemas"]["OnDemandStateEnum"];
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            expires_at: string;
+            /** Format: date-time */
+            ended_at?: string | null;
+            readonly doctor_id: number | null;
+            readonly consultation_id: number | null;
+        };
+        /**
+         * @description * `open` - Open (waiting for a doctor)
+         *     * `accepted` - Accepted by a doctor (consultation opened)
+         *     * `cancelled` - Cancelled by the patient
+         *     * `expired` - Expired (no doctor accepted in time)
+         * @enum {string}
+         */
+        OnDemandStateEnum: "open" | "accepted" | "cancelled" | "expired";
         OnboardingOut: {
             /** Format: uri */
             url: string;
@@ -8335,6 +8437,561 @@ export interface operations {
             400: components["responses"]["InvalidRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    on_demand_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "id": 1,
+                     *         "specialty": "cardiology",
+                     *         "kind": "string",
+                     *         "reason": "Chest pain since Monday",
+                     *         "state": "open",
+                     *         "created_at": "2026-01-05T09:30:00Z",
+                     *         "expires_at": "2026-01-05T09:30:00Z",
+                     *         "ended_at": "2026-01-05T09:30:00Z",
+                     *         "doctor_id": 1,
+                     *         "consultation_id": 1
+                     *       }
+                     *     ]
+                     */
+                    "application/json": components["schemas"]["OnDemandOut"][];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `doctors_only`, `not_registered`, `not_verified` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "doctors_only",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "doctors_only" | "not_registered" | "not_verified";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    on_demand_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "specialty": "cardiology",
+                 *       "kind": "chat",
+                 *       "reason": "Chest pain since Monday"
+                 *     }
+                 */
+                "application/json": components["schemas"]["OnDemandCreateInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "specialty": "cardiology",
+                     *       "kind": "string",
+                     *       "reason": "Chest pain since Monday",
+                     *       "state": "open",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "expires_at": "2026-01-05T09:30:00Z",
+                     *       "ended_at": "2026-01-05T09:30:00Z",
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OnDemandOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `invalid_kind`, `invalid_reason`, `null`, `parse_error`, `reason_too_long`, `unknown_specialty` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "invalid_kind" | "invalid_reason" | "null" | "parse_error" | "reason_too_long" | "unknown_specialty";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `patients_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "patients_only";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `request_open` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_open",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "request_open";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    on_demand_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "specialty": "cardiology",
+                     *       "kind": "string",
+                     *       "reason": "Chest pain since Monday",
+                     *       "state": "open",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "expires_at": "2026-01-05T09:30:00Z",
+                     *       "ended_at": "2026-01-05T09:30:00Z",
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OnDemandOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `request_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "request_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    on_demand_accept_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "specialty": "cardiology",
+                     *       "kind": "string",
+                     *       "reason": "Chest pain since Monday",
+                     *       "state": "open",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "expires_at": "2026-01-05T09:30:00Z",
+                     *       "ended_at": "2026-01-05T09:30:00Z",
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OnDemandOut"];
+                };
+            };
+            /** @description Bad Request: `cannot_contact_self`, `invalid`, `invalid_kind`, `invalid_reason` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "cannot_contact_self",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "cannot_contact_self" | "invalid" | "invalid_kind" | "invalid_reason";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `blocked`, `contact_not_allowed`, `doctors_only`, `not_registered`, `not_verified`, `patients_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "blocked",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "blocked" | "contact_not_allowed" | "doctors_only" | "not_registered" | "not_verified" | "patients_only";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `conversation_not_found`, `doctor_not_found`, `not_found`, `request_not_found`, `user_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conversation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conversation_not_found" | "doctor_not_found" | "not_found" | "request_not_found" | "user_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `already_member`, `consultation_open`, `doctor_has_no_fee`, `doctor_offline`, `doctor_unavailable`, `invalid_transition`, `request_closed`, `request_taken` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "already_member",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "already_member" | "consultation_open" | "doctor_has_no_fee" | "doctor_offline" | "doctor_unavailable" | "invalid_transition" | "request_closed" | "request_taken";
+                        };
+                    };
+                };
+            };
+            /** @description Unprocessable Entity: `e2ee_disabled`, `e2ee_mandatory` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "e2ee_disabled",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "e2ee_disabled" | "e2ee_mandatory";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            /** @description Bad Gateway: `payment_provider_error` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "payment_provider_error",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "payment_provider_error";
+                        };
+                    };
+                };
+            };
+            /** @description Service Unavailable: `auth_unavailable`, `payments_unavailable`, `server_busy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "auth_unavailable",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "auth_unavailable" | "payments_unavailable" | "server_busy";
+                            /** @description seconds to wait before repeating the request (also `Retry-After`) */
+                            retry_after?: number;
+                        };
+                    };
+                };
+            };
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    on_demand_cancel_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "specialty": "cardiology",
+                     *       "kind": "string",
+                     *       "reason": "Chest pain since Monday",
+                     *       "state": "open",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "expires_at": "2026-01-05T09:30:00Z",
+                     *       "ended_at": "2026-01-05T09:30:00Z",
+                     *       "doctor_id": 1,
+                     *       "consultation_id": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OnDemandOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `request_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "request_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `request_closed`, `request_taken` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_closed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "request_closed" | "request_taken";
+                        };
+                    };
+                };
+            };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
