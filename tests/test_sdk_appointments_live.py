@@ -4,8 +4,9 @@ server paying through Stripe: uvicorn runs with the Stripe provider pointed at t
 Stripe.js and Stripe's webhook: the SDK's ``confirmPayment`` calls it, it confirms the
 PaymentIntent at the fake (a working or a declined card) and, for a working card, posts the signed
 ``payment_intent.amount_capturable_updated`` event to the server's webhook, as Stripe would.
-Runs ``clients/js/test/appointments.live.test.js`` (booking, then the waiting room from
-check-in to admission to a call that connects) and ``appointments.unit.test.js`` with ``HC_*``
+Runs ``clients/js/test/appointments.live.test.js`` (booking; the waiting room from check-in to
+admission to a call that connects; the on-demand queue by specialty with two doctors accepting at
+once) and ``appointments.unit.test.js`` with ``HC_*``
 variables."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 import requests
 
 from accounts.models import User
-from accounts.tests.factories import DoctorFactory, PatientFactory
+from accounts.tests.factories import DoctorFactory, PatientFactory, SpecialtyFactory
 from payments.tests.fake_stripe import FakeStripe, sign
 from tests.sdk import run_node_suite
 
@@ -118,6 +119,16 @@ def test_sdk_appointments_against_a_live_server(
         profile__currency="GBP",
     )
     colleague: User = DoctorFactory.create()
+    specialty = SpecialtyFactory.create(slug="sdk-on-demand", name="SDK on-demand test")
+    on_demand_doctors: list[User] = [
+        DoctorFactory.create(
+            profile__specialty=specialty,
+            profile__verification_status="verified",
+            profile__consultation_fee=fee,
+            profile__currency="GBP",
+        )
+        for fee in (2500, 3500)
+    ]
     patients: list[User] = [PatientFactory.create() for _ in range(3)]
 
     def token(user: Any) -> str:
@@ -134,6 +145,9 @@ def test_sdk_appointments_against_a_live_server(
         HC_COLLEAGUE_TOKEN=token(colleague),
         HC_ROOM_DOCTOR_ID=str(room_doctor.pk),
         HC_ROOM_DOCTOR_TOKEN=token(room_doctor),
+        HC_SPECIALTY=specialty.slug,
+        HC_ON_DEMAND_DOCTOR_IDS=",".join(str(d.pk) for d in on_demand_doctors),
+        HC_ON_DEMAND_DOCTOR_TOKENS=",".join(token(d) for d in on_demand_doctors),
         HC_PATIENT_TOKENS=",".join(token(p) for p in patients),
         HC_PATIENT_IDS=",".join(str(p.pk) for p in patients),
     )
@@ -143,17 +157,18 @@ def test_sdk_appointments_against_a_live_server(
             env,
             server,
             timeout=150,
-            passes=9,
+            passes=10,
         )
     finally:
         desk.close()
     # Stripe saw what the SDK did. Bookings: alice, carol (declined), bob's direct hold, then the
-    # waiting room's three; bob's slot_taken made none. All for manual capture. Cancelled: the
-    # declined hold, alice's free cancellation, bob's hold. Captured: the two admissions.
+    # waiting room's three, then the accepted on-demand request's consultation; bob's slot_taken
+    # and the losing acceptance made none. All for manual capture. Cancelled: the declined hold,
+    # alice's free cancellation, bob's hold. Captured: the two admissions.
     created = [c for c in stripe.calls("POST", "/v1/payment_intents") if c.path == "/v1/payment_intents"]
-    assert len(created) == 6
+    assert len(created) == 7
     assert all(c.params["capture_method"] == "manual" for c in created)
     posts = stripe.calls("POST", "/v1/payment_intents/")
     assert len({c.path for c in posts if c.path.endswith("/cancel")}) == 3
     assert len({c.path for c in posts if c.path.endswith("/capture")}) == 2
-    assert len(desk.confirmed) == 4
+    assert len(desk.confirmed) == 5

@@ -49,6 +49,15 @@ export {
   setSchedule,
 } from "./appointments.js";
 export { WaitingRoom } from "./waiting-room.js";
+export {
+  OnDemandQueue,
+  acceptOnDemand,
+  cancelOnDemand,
+  getOnDemand,
+  listOnDemand,
+  onOnDemandUpdated,
+  requestFirstAvailable,
+} from "./on-demand.js";
 export { CallManager } from "./calls.js";
 export { CallSession } from "./call-session.js";
 export * from "./call-errors.js";

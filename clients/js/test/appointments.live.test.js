@@ -4,13 +4,17 @@
 // slot_taken for a second patient, a declined card releasing the slot, reschedule, .ics,
 // cancel, the private calendar feed, and who may see what; then the waiting room: check-in (frame
 // and REST), the doctor's live queue, the patients' live positions, admission with a call that
-// connects (libwebrtc on loopback), the next patient moving up.
+// connects (libwebrtc on loopback), the next patient moving up; the on-demand queue by specialty
+// (two doctors accept at once: one wins).
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import {
   AppointmentStore,
   CallManager,
+  OnDemandQueue,
+  getConsultation,
+  setAvailability,
   HealthchatClient,
   RestError,
   ServerError,
@@ -47,6 +51,9 @@ const PATIENT_TOKENS = env("HC_PATIENT_TOKENS").split(",");
 const PATIENT_IDS = env("HC_PATIENT_IDS").split(",").map(Number);
 const TOKENS = { doctor: env("HC_DOCTOR_TOKEN"), colleague: env("HC_COLLEAGUE_TOKEN"), room: env("HC_ROOM_DOCTOR_TOKEN") };
 const ROOM_DOCTOR_ID = Number(env("HC_ROOM_DOCTOR_ID"));
+const SPECIALTY = env("HC_SPECIALTY");
+const ON_DEMAND_DOCTOR_IDS = env("HC_ON_DEMAND_DOCTOR_IDS").split(",").map(Number);
+const ON_DEMAND_DOCTOR_TOKENS = env("HC_ON_DEMAND_DOCTOR_TOKENS").split(",");
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -95,7 +102,8 @@ async function session(token) {
   await client.connect();
   await waitFor(() => client.state === "ready", "ready");
   await store.load();
-  return { client, rest, store, room, calls, incoming, errors };
+  const onDemand = new OnDemandQueue(client, rest);
+  return { client, rest, store, room, calls, incoming, onDemand, errors };
 }
 
 /** A date `days` from now in `tz`, "YYYY-MM-DD". @param {number} days @param {string} tz */
@@ -355,6 +363,71 @@ describe("the SDK's appointments against a live server", () => {
       [doctor, alice, bob, carol].flatMap((s) => s.errors),
       [],
       "no protocol errors (the waiting-room frames are in the contract)",
+    );
+  });
+  it("on-demand by specialty: the request reaches both doctors live, two accept at once and one wins, the patient pays; a cancel", async () => {
+    const doctors = await Promise.all(ON_DEMAND_DOCTOR_TOKENS.map((t) => session(t)));
+    const patient = await session(PATIENT_TOKENS[1]);
+    for (const d of doctors) {
+      await setAvailability(d.rest, { online: true, outsideHours: "queue" });
+      await d.onDemand.load();
+      assert.deepEqual(d.onDemand.open(), []);
+    }
+    const asked = await patient.onDemand.request({ specialty: SPECIALTY, kind: "chat", reason: "an itchy rash" });
+    assert.equal(asked.state, "open");
+    assert.equal(asked.specialty, SPECIALTY);
+    await assert.rejects(
+      patient.onDemand.request({ specialty: SPECIALTY, kind: "video" }),
+      (e) => e instanceof RestError && e.status === 409 && e.code === "request_open",
+    );
+    await assert.rejects(
+      doctors[0].onDemand.request({ specialty: SPECIALTY, kind: "chat" }),
+      (e) => e instanceof RestError && e.code === "patients_only",
+    );
+    // Both doctors see it live (the frame carries no reason); their list (REST) has the reason.
+    for (const d of doctors) await waitFor(() => d.onDemand.open().some((r) => r.id === asked.id), "the request, live");
+    await doctors[0].onDemand.load();
+    assert.equal(doctors[0].onDemand.get(asked.id)?.reason, "an itchy rash");
+
+    // Two acceptances at once: exactly one wins.
+    const waiting = patient.onDemand.waitFor(asked.id, { pollMs: 60_000 });
+    const outcomes = await Promise.allSettled(doctors.map((d) => d.onDemand.accept(asked.id)));
+    const won = outcomes.filter((o) => o.status === "fulfilled");
+    const lost = outcomes.filter((o) => o.status === "rejected");
+    assert.equal(won.length, 1, JSON.stringify(outcomes));
+    const refusal = /** @type {PromiseRejectedResult} */ (lost[0]).reason;
+    assert.ok(refusal instanceof RestError && refusal.status === 409 && refusal.code === "request_taken", String(refusal));
+    const winner = ON_DEMAND_DOCTOR_IDS[outcomes.findIndex((o) => o.status === "fulfilled")];
+    const accepted = await waiting;
+    assert.equal(accepted.state, "accepted");
+    assert.equal(accepted.doctor_id, winner);
+    assert.ok(accepted.consultation_id);
+    for (const d of doctors) await waitFor(() => d.onDemand.open().length === 0, "the request left every queue");
+
+    // The patient pays the consultation as any other (the card, then Stripe's webhook).
+    const consultation = await getConsultation(patient.rest, /** @type {number} */ (accepted.consultation_id));
+    assert.equal(consultation.doctor_id, winner);
+    assert.equal(consultation.price, winner === ON_DEMAND_DOCTOR_IDS[0] ? 2500 : 3500); // the winner's price
+    const payment = /** @type {any} */ (consultation).payment;
+    assert.ok(payment?.client_secret, JSON.stringify(consultation));
+    await payWith("visa")(payment);
+    const deadline = Date.now() + 30_000;
+    while ((await getConsultation(patient.rest, consultation.id)).state !== "paid") {
+      assert.ok(Date.now() < deadline, "the consultation is paid");
+      await sleep(200);
+    }
+
+    // Another request, withdrawn: it leaves the doctors' queues live.
+    const second = await patient.onDemand.request({ specialty: SPECIALTY, kind: "voice" });
+    for (const d of doctors) await waitFor(() => d.onDemand.open().some((r) => r.id === second.id), "the second request, live");
+    const withdrawn = await patient.onDemand.cancel(second.id);
+    assert.equal(withdrawn.state, "cancelled");
+    for (const d of doctors) await waitFor(() => d.onDemand.get(second.id)?.state === "cancelled", "withdrawn, live");
+    await assert.rejects(doctors[0].onDemand.accept(second.id), (e) => e instanceof RestError && e.code === "request_closed");
+    assert.deepEqual(
+      [...doctors, patient].flatMap((s) => s.errors),
+      [],
+      "no protocol errors (on_demand.updated is in the contract)",
     );
   });
 });
