@@ -6,8 +6,11 @@ reschedules (the doctor's row moves live), downloads the .ics, cancels (live on 
 side); the doctor makes a private calendar feed URL that a calendar app can read. Then the waiting
 room: a patient checks in from "My appointments" and sees their place; the doctor's waiting room
 shows them live; "Admit + video call" opens the consultation's chat and rings the patient's
-console, which switches to the call; both connected through coturn. axe on every screen;
-screenshots docs/screenshots/console-appointments-*.png and console-waiting-room.png."""
+console, which switches to the call; both connected through coturn. The on-demand queue: a
+patient asks for the first available doctor of a specialty, the doctor's console shows it live,
+the doctor accepts and the chat opens on both sides. axe on every screen;
+screenshots docs/screenshots/console-appointments-*.png, console-waiting-room.png and
+console-on-demand.png."""
 
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from accounts import services as account_services
+from accounts.models import Specialty
 from accounts.tests.factories import DoctorFactory, PatientFactory
-from appointments.models import Appointment, Schedule
+from appointments.models import Appointment, OnDemandRequest, Schedule
 from appointments.tests.factories import doctor_with_schedule
 from calls.tests.webrtc import coturn
 from payments.models import Consultation
@@ -295,3 +300,60 @@ def test_check_in_the_doctor_admits_with_a_video_call(
     errors = [line for line in pat.log + doc.log if line.startswith("error")]
     assert not errors, errors
     print(f"\nconsole waiting room timings: {t.report()}")
+
+
+def test_first_available_doctor_on_demand(page_in_zone: Callable[[Any, str], Any]) -> None:
+    t = Timings()
+    # Through the service: the public specialty list (cached) is refreshed.
+    specialty = account_services.specialty_save(
+        specialty=Specialty(slug="console-on-demand", name="Console on-demand")
+    )
+    doctor = DoctorFactory.create(
+        display_name="Dr. Quick Response",
+        profile__specialty=specialty,
+        profile__verification_status="verified",
+        profile__consultation_fee=2000,
+        profile__currency="GBP",
+    )
+    patient = PatientFactory.create(display_name="Sam Asking")
+    doc = page_in_zone(doctor, "UTC")
+    doc.click("#tab-appointments")
+    expect(doc.locator("#on-demand-panel")).to_be_visible()
+    expect(doc.locator("#no-on-demand")).to_be_visible()
+    pat = page_in_zone(patient, "UTC")
+    pat.click("#tab-appointments")
+    expect(pat.locator("#on-demand-panel")).to_be_hidden()
+    pat.select_option("#on-demand-specialty", specialty.slug)
+    pat.select_option("#book-kind", "chat")
+    pat.fill("#book-reason", "A sudden rash")
+    pat.click("#on-demand-ask")
+    mine = pat.locator("#my-on-demand li").first
+    expect(mine).to_have_attribute("data-state", "open")
+    expect(mine).to_contain_text("Waiting for a doctor")
+    request = OnDemandRequest.objects.get(patient=patient)
+    # The doctor's console shows it live (the frame), with the reason (read over REST).
+    row = doc.locator(f"#on-demand-list li[data-request-id='{request.pk}']")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("A sudden rash")
+    t.mark("request seen live")
+    screenshot(doc, "console-on-demand")
+    assert_accessible(doc, "doctor's on-demand requests")
+    assert_accessible(pat, "patient's first available doctor")
+
+    row.get_by_role("button", name="Accept").click()
+    expect(doc.locator("#tab-chat")).to_have_attribute("aria-selected", "true")  # the chat opens
+    expect(doc.locator("#chat-body")).to_be_visible()
+    expect(mine).to_have_attribute("data-state", "accepted")
+    expect(mine).to_contain_text("Accepted by Dr. Quick Response")
+    request.refresh_from_db()
+    assert request.state == "accepted"
+    assert request.doctor_id == doctor.pk
+    assert request.consultation_id is not None
+    expect(doc.locator("#on-demand-list li")).to_have_count(0)
+    mine.get_by_role("button", name="Open the chat").click()
+    expect(pat.locator("#tab-chat")).to_have_attribute("aria-selected", "true")
+    expect(pat.locator("#chat-body")).to_be_visible()
+    t.mark("accepted, both in the chat")
+    errors = [line for line in pat.log + doc.log if line.startswith("error")]
+    assert not errors, errors
+    print(f"\nconsole on-demand timings: {t.report()}")

@@ -68,7 +68,8 @@ export function onOnDemandUpdated(client, listener) {
 
 /**
  * The caller's on-demand requests kept current: `load()` reads them (and again after every
- * reconnect: frames are not replayed), each `on_demand.updated` updates one at once. A doctor's
+ * reconnect: frames are not replayed), each `on_demand.updated` updates one at once (a request
+ * new to the queue is then read with `getOnDemand`, for its reason). A doctor's
  * `open()` is their live queue (oldest first); a patient waits with `waitFor`.
  * @extends {Emitter<{change: OnDemandRequest}>}
  */
@@ -83,8 +84,14 @@ export class OnDemandQueue extends Emitter {
     this.unsubscribe = [
       onOnDemandUpdated(client, (summary) => {
         const known = this.items.get(summary.id);
-        // A doctor hears of a new request without its reason (read on load()).
+        // At once from the frame; a request new to this queue is then read (the frame has no reason).
         this.put(/** @type {OnDemandRequest} */ ({ reason: "", ended_at: null, ...known, ...summary }));
+        if (!known && summary.state === "open") {
+          getOnDemand(rest, summary.id).then(
+            (full) => this.put(full),
+            () => {}, // taken or gone meanwhile: the next frame tells
+          );
+        }
       }),
       client.on("ready", () => {
         this.load().catch((error) => client.emit("error", error));

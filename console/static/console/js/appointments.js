@@ -3,11 +3,14 @@
 // the state follows live) and "My appointments" (cancel, reschedule, .ics, check in, then the
 // place in the waiting room, live). Doctors: the waiting room (live queue; admit, with a call or
 // not: the chat opens), their appointments (live, cancel) and the schedule editor with the private
-// calendar feed.
+// calendar feed. Both: the on-demand queue by specialty (a patient asks for the first available
+// doctor; the doctors of that specialty see it live and one accepts).
 import {
   AppointmentStore,
   FINAL_APPOINTMENT_STATES,
+  OnDemandQueue,
   WaitingRoom,
+  getConsultation,
   bookAppointment,
   dateIn,
   downloadAppointmentIcs,
@@ -59,6 +62,8 @@ export class AppointmentsScreen {
     this.session = session;
     this.openConsultation = openConsultation;
     this.room = new WaitingRoom(session.client, session.rest);
+    this.onDemand = new OnDemandQueue(session.client, session.rest);
+    this.onDemand.on("change", () => this.renderOnDemand());
     this.doctor = session.me.role === "doctor";
     this.timeZone = localTimeZone();
     this.store = new AppointmentStore(session.client, session.rest);
@@ -81,6 +86,7 @@ export class AppointmentsScreen {
     this.room.on("left", () => this.render());
     this.room.on("queue", () => this.renderQueue());
     byId("waiting-room-panel").hidden = !this.doctor;
+    byId("on-demand-panel").hidden = !this.doctor;
     byId("appointments-title").textContent = this.doctor ? "Appointments" : "My appointments";
     byId("book-panel").hidden = this.doctor;
     byId("schedule-panel").hidden = !this.doctor;
@@ -91,6 +97,10 @@ export class AppointmentsScreen {
   /** Read everything the screen shows; a refusal is shown on the screen (the chat still works). */
   async load() {
     try {
+      await this.onDemand.load().catch((e) => {
+        byId(this.doctor ? "no-on-demand" : "on-demand-error").textContent = reasonOf(e); // e.g. not verified
+      });
+      this.renderOnDemand();
       await this.store.load();
       this.render();
       if (this.doctor) {
@@ -99,6 +109,8 @@ export class AppointmentsScreen {
         await this.loadSchedule();
       } else {
         await this.loadDoctors();
+        await this.loadSpecialties();
+        this.renderOnDemand();
         // Follow the place of every appointment already in the waiting room.
         for (const a of this.store.list()) {
           if (a.state === "checked_in") await this.room.loadPosition(a.id).catch(() => {});
@@ -310,7 +322,94 @@ export class AppointmentsScreen {
     const from = /** @type {HTMLInputElement} */ (byId("book-from"));
     from.value = dateIn(new Date(), this.timeZone);
     from.addEventListener("change", () => void this.loadSlots());
+    byId("on-demand-ask").addEventListener("click", () => void this.askFirstAvailable());
     byId("book-doctor").addEventListener("change", () => void this.loadSlots());
+  }
+
+  // --- the on-demand queue (both roles) ------------------------------------------------------
+  renderOnDemand() {
+    if (this.doctor) {
+      const open = this.onDemand.open();
+      byId("no-on-demand").hidden = open.length > 0;
+      byId("on-demand-list").replaceChildren(
+        ...open.map((r) => {
+          const label = `on-demand-${r.id}`;
+          return el(
+            "li",
+            { class: "waiting", dataset: { requestId: String(r.id), state: r.state ?? "open" }, "aria-labelledby": label },
+            el("p", { id: label, class: "appointment-title" }, `${r.kind} · ${r.specialty} · since ${this.format(r.created_at)}`),
+            r.reason ? el("p", { class: "reason" }, r.reason) : null,
+            el("div", { class: "actions" }, el("button", { type: "button", "aria-describedby": label, onclick: () => void this.acceptOnDemand(r.id) }, "Accept")),
+            el("p", { class: "error", role: "alert", id: `on-demand-error-${r.id}` }),
+          );
+        }),
+      );
+      return;
+    }
+    const mine = this.onDemand.list().filter((r) => r.state === "open" || r.state === "accepted").reverse().slice(0, 5);
+    byId("my-on-demand").replaceChildren(
+      ...mine.map((r) =>
+        el(
+          "li",
+          { class: "appointment", dataset: { requestId: String(r.id), state: r.state ?? "open" } },
+          el("p", { class: "appointment-title" }, `${r.specialty} · ${r.kind} · asked ${this.format(r.created_at)}`),
+          el("p", { class: "appointment-state" }, r.state === "open" ? "Waiting for a doctor…" : `Accepted by ${this.doctorNames.get(r.doctor_id ?? 0) ?? `Doctor ${r.doctor_id}`}.`),
+          el(
+            "div",
+            { class: "actions" },
+            r.state === "open" ? el("button", { type: "button", class: "danger", onclick: () => void this.withdraw(r.id) }, "Withdraw") : null,
+            r.state === "accepted" && r.consultation_id
+              ? el("button", { type: "button", onclick: () => void this.openConsultationOf(/** @type {number} */ (r.consultation_id)) }, "Open the chat")
+              : null,
+          ),
+        ),
+      ),
+    );
+  }
+
+  async askFirstAvailable() {
+    const error = byId("on-demand-error");
+    error.textContent = "";
+    const specialty = /** @type {HTMLSelectElement} */ (byId("on-demand-specialty")).value;
+    const kind = /** @type {"chat" | "voice" | "video"} */ (/** @type {HTMLSelectElement} */ (byId("book-kind")).value);
+    const reason = /** @type {HTMLInputElement} */ (byId("book-reason")).value.trim();
+    try {
+      await this.onDemand.request({ specialty, kind, ...(reason ? { reason } : {}) });
+    } catch (e) {
+      error.textContent = reasonOf(e);
+    }
+  }
+
+  /** @param {number} id */
+  async withdraw(id) {
+    try {
+      await this.onDemand.cancel(id);
+    } catch (e) {
+      byId("on-demand-error").textContent = reasonOf(e);
+    }
+  }
+
+  /** @param {number} id */
+  async acceptOnDemand(id) {
+    try {
+      const accepted = await this.onDemand.accept(id);
+      if (accepted.consultation_id) await this.openConsultationOf(accepted.consultation_id);
+    } catch (e) {
+      const node = document.getElementById(`on-demand-error-${id}`);
+      if (node) node.textContent = reasonOf(e);
+    }
+  }
+
+  /** @param {number} consultationId */
+  async openConsultationOf(consultationId) {
+    const consultation = await getConsultation(this.session.rest, consultationId);
+    await this.openConsultation({ conversationId: consultation.conversation_id, media: null });
+  }
+
+  async loadSpecialties() {
+    const { data } = await this.session.rest.GET("/api/v1/specialties");
+    const select = /** @type {HTMLSelectElement} */ (byId("on-demand-specialty"));
+    select.replaceChildren(...(data?.results ?? []).map((sp) => el("option", { value: sp.slug }, sp.name)));
   }
 
   async loadDoctors() {
