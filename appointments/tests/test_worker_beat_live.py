@@ -125,7 +125,8 @@ def test_beat_and_worker_run_the_sweeps(stripe_fake, beat, tmp_path):
         patient=patients[0], doctor_id=doctor.pk, starts_at=slots[0][0], kind="chat"
     )
     Appointment.objects.filter(pk=held.pk).update(hold_expires_at=timezone.now() - dt.timedelta(seconds=1))
-    # A confirmed appointment that started 20 minutes ago, never admitted.
+    # An appointment that started 20 minutes ago, the patient checked in, never admitted (with the
+    # waiting room, a doctor's no-show needs the patient's check-in).
     missed = _authorised(
         stripe_fake,
         services.appointment_book(
@@ -133,7 +134,9 @@ def test_beat_and_worker_run_the_sweeps(stripe_fake, beat, tmp_path):
         ),
     )
     began = timezone.now() - dt.timedelta(minutes=20)
-    Appointment.objects.filter(pk=missed.pk).update(starts_at=began, ends_at=began + dt.timedelta(minutes=20))
+    Appointment.objects.filter(pk=missed.pk).update(
+        starts_at=began, ends_at=began + dt.timedelta(minutes=20), state="checked_in", checked_in_at=began
+    )
     # A confirmed appointment whose 24-hour reminder is due.
     reminded = _authorised(
         stripe_fake,
