@@ -259,7 +259,8 @@ def on_consultation_transitioned(
     sender: object, *, consultation: Consultation, from_state: str, to_state: str, source: str, **_: object
 ) -> None:
     """Inside the consultation's transaction: ``paid`` confirms a held appointment; a
-    consultation that ends before being paid or accepted releases it; the doctor accepting the
+    consultation that ends before being paid or accepted releases a held appointment and cancels
+    a confirmed or checked-in one; the doctor accepting the
     consultation of a confirmed or checked-in appointment admits it (the way before the waiting
     room, still valid: ``appointments.waiting_room.admit`` is the other)."""
     appointment = Appointment.objects.select_for_update().filter(consultation_id=consultation.pk).first()
@@ -270,6 +271,16 @@ def on_consultation_transitioned(
     ):
         appointment.admitted_at = timezone.now()
         move(appointment, State.ADMITTED, actor=None, source=source, note="consultation accepted")
+        return
+    ended = (Consultation.State.CANCELLED, Consultation.State.EXPIRED, Consultation.State.DECLINED)
+    if (
+        appointment is not None
+        and to_state in ended
+        and appointment.state in (State.CONFIRMED, State.CHECKED_IN)
+    ):
+        # Ended on the consultation's side (the doctor declined or cancelled it, or it expired):
+        # the appointment cannot take place; a waiting patient leaves the queue.
+        move(appointment, State.CANCELLED, actor=None, source=source, note=f"consultation {to_state}")
         return
     if appointment is None or appointment.state != State.HELD:
         return
@@ -320,11 +331,16 @@ def hold_expire(*, appointment_id: int, now: dt.datetime | None = None) -> Appoi
 
 # --- Cancel and reschedule (the policy: settings APPOINTMENT_FREE_CANCEL_HOURS, ...) --------------
 def _lock_for(user: User, appointment_id: int) -> Appointment:
-    appointment = (
-        Appointment.objects.select_for_update()
-        .filter(Q(patient=user) | Q(doctor=user), pk=appointment_id)
-        .first()
+    """Lock an appointment of ``user`` (anyone else: 404), its consultation first: every writer
+    locks in that order (the consultation's accept, admission, the no-show sweep), so two of
+    them never wait on each other."""
+    mine = Q(patient=user) | Q(doctor=user)
+    consultation_id = (
+        Appointment.objects.filter(mine, pk=appointment_id).values_list("consultation_id", flat=True).first()
     )
+    if consultation_id is not None:
+        payment_services.lock(consultation_id)
+    appointment = Appointment.objects.select_for_update().filter(mine, pk=appointment_id).first()
     if appointment is None:
         raise NotFound("No such appointment.", code="appointment_not_found")
     return appointment

@@ -58,6 +58,7 @@ EXAMPLES = {"positive": 20, "negative": 15, "world": 15}
 DOCTOR_OPERATIONS = re.compile(
     r"/api/v1/(availability|payouts|schedule)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
     r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members"
+    r"|/api/v1/waiting-room|/appointments/\{appointment_id\}/admit"
 )
 
 

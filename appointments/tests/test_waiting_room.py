@@ -294,3 +294,21 @@ def test_a_checked_in_appointment_is_cancelled_by_the_doctor_not_moved(client_fo
     assert cancelled.json()["state"] == "cancelled"
     assert appointment.consultation is not None
     assert stripe_fake.payment_intent(appointment.consultation.payment_intent_id)["status"] == "canceled"
+
+
+def test_a_consultation_ended_on_its_side_takes_the_patient_out_of_the_queue(client_for, stripe_fake):
+    """The doctor declines the consultation itself (the payments API) while the patient waits:
+    the appointment is cancelled (not left waiting forever) and the queue is empty."""
+    appointment = confirmed_appointment(stripe_fake, starts_in=SOON)
+    waiting_room.check_in(user=appointment.patient, appointment_id=appointment.pk)
+    assert appointment.consultation is not None
+    declined = client_for(appointment.doctor).post(
+        f"/api/v1/consultations/{appointment.consultation.pk}/decline", {}, format="json"
+    )
+    assert declined.status_code == 200, declined.content
+    fresh = Appointment.objects.get(pk=appointment.pk)
+    assert fresh.state == "cancelled"
+    last = fresh.transitions.last()
+    assert last is not None
+    assert (last.from_state, last.note) == ("checked_in", "consultation declined")
+    assert queue.waiting(doctor_id=appointment.doctor_id) == []
