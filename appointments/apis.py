@@ -433,7 +433,7 @@ class OnDemandAcceptApi(APIView):
     @api_doc(
         "Accept an on-demand request (exactly one doctor wins; it opens the consultation)",
         errors={
-            400: ["cannot_contact_self", "invalid", "invalid_kind", "invalid_reason"],
+            400: ["cannot_contact_self", "invalid"],
             403: ["blocked", "contact_not_allowed", "doctors_only", "not_verified", "patients_only"],
             404: ["conversation_not_found", "doctor_not_found", "request_not_found", "user_not_found"],
             409: [

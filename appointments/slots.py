@@ -32,6 +32,10 @@ class Rules:
     exceptions: tuple[tuple[dt.date, str, dt.time | None, dt.time | None], ...] = ()
 
 
+def _epoch(value: dt.datetime | float) -> float:
+    return value if isinstance(value, float) else value.timestamp()
+
+
 def _instant(day: dt.date, at: dt.time, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
 
@@ -75,10 +79,11 @@ def compute(
     start: dt.datetime,
     end: dt.datetime,
     now: dt.datetime,
-    busy: Iterable[tuple[dt.datetime, dt.datetime]] = (),
+    busy: Iterable[tuple[dt.datetime, dt.datetime] | tuple[float, float]] = (),
 ) -> Iterator[tuple[dt.datetime, dt.datetime]]:
     """Free slots (UTC start, end) starting in ``[start, end)``, inside the notice and horizon
-    limits, not overlapping ``busy`` (held or confirmed appointments), in time order."""
+    limits, not overlapping ``busy`` (held or confirmed appointments, as datetimes or as epoch
+    seconds), in time order."""
     tz = zoneinfo.ZoneInfo(rules.timezone)
     # Integer seconds since the epoch inside the loop (datetime arithmetic is the cost here).
     length = rules.slot_minutes * 60
@@ -90,7 +95,7 @@ def compute(
     earliest, latest = earliest_dt.timestamp(), latest_dt.timestamp()
     # Busy intervals sorted by start, with the running maximum of their ends: a slot [a, b)
     # overlaps one of them exactly when the latest end among those starting before b is after a.
-    taken = sorted((b_s.timestamp(), b_e.timestamp()) for b_s, b_e in busy)
+    taken = sorted((_epoch(b_s), _epoch(b_e)) for b_s, b_e in busy)
     starts = [b_s for b_s, _ in taken]
     max_end: list[float] = []
     for _, b_e in taken:

@@ -57,6 +57,7 @@ EXAMPLES = {"positive": 20, "negative": 15, "world": 15}
 # Operations whose success only a doctor sees (the group belongs to the doctor too).
 DOCTOR_OPERATIONS = re.compile(
     r"/api/v1/(availability|payouts|schedule)|/consultations/\{consultation_id\}/(accept|decline|start|complete)"
+    r"|/on-demand/\{request_id\}/accept"
     r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members"
     r"|/api/v1/waiting-room|/appointments/\{appointment_id\}/admit"
 )
@@ -71,6 +72,7 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "group_id": w.group.pk,
         "doctor_id": w.doctor.pk,
         "appointment_id": w.extra["appointment"].pk,
+        "request_id": w.extra["on_demand"].pk,
         "token": "x" * 43,  # a calendar feed token (none matches: 404 feed_not_found)
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,

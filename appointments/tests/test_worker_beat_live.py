@@ -206,9 +206,11 @@ def test_a_worker_killed_mid_reminder_run_sends_each_reminder_once(stripe_fake, 
     with celery_worker(_env(stripe_fake), tmp_path / "worker-1.log", "reminders-killed") as first:
         _until(lambda: unsent.count() < count, "the first worker started sending", timeout=180, every=0.05)
         os.kill(first.pid, signal.SIGKILL)  # mid-run: some reminders sent, the rest not yet
-        first.wait(timeout=10)
+        # Dead (a zombie until the context manager reaps it, so its process group still exists).
+        _until(lambda: Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] == "Z", "killed")
     sent_before = count - unsent.count()
     assert 0 < sent_before < count, f"the kill was not mid-run ({sent_before} of {count} sent)"
+    print(f"killed after {sent_before} of {count} reminders were sent")
     assert PushDelivery.objects.filter(ref__startswith="r:").count() == 2 * sent_before  # batches are atomic
 
     with celery_worker(_env(stripe_fake), tmp_path / "worker-2.log", "reminders-after"):

@@ -8744,7 +8744,7 @@ export interface operations {
                     "application/json": components["schemas"]["OnDemandOut"];
                 };
             };
-            /** @description Bad Request: `cannot_contact_self`, `invalid`, `invalid_kind`, `invalid_reason` */
+            /** @description Bad Request: `cannot_contact_self`, `invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8761,7 +8761,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "cannot_contact_self" | "invalid" | "invalid_kind" | "invalid_reason";
+                            code?: "cannot_contact_self" | "invalid";
                         };
                     };
                 };
