@@ -30,6 +30,8 @@ OWN_RUNNERS = {
     "features.live.test.js",
     "features.unit.test.js",
     "calls.live.test.js",
+    "appointments.live.test.js",
+    "appointments.unit.test.js",
 }
 
 ENV = {

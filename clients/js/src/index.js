@@ -28,6 +28,36 @@ export {
   setAvailability,
   startConsultation,
 } from "./consultations.js";
+export {
+  AppointmentNotConfirmedError,
+  AppointmentStore,
+  FINAL_APPOINTMENT_STATES,
+  appointmentIcsUrl,
+  bookAppointment,
+  cancelAppointment,
+  dateIn,
+  downloadAppointmentIcs,
+  getAppointment,
+  getSchedule,
+  listAppointments,
+  listSlots,
+  localTimeZone,
+  onAppointmentUpdated,
+  rescheduleAppointment,
+  revokeCalendarFeed,
+  rotateCalendarFeed,
+  setSchedule,
+} from "./appointments.js";
+export { WaitingRoom } from "./waiting-room.js";
+export {
+  OnDemandQueue,
+  acceptOnDemand,
+  cancelOnDemand,
+  getOnDemand,
+  listOnDemand,
+  onOnDemandUpdated,
+  requestFirstAvailable,
+} from "./on-demand.js";
 export { CallManager } from "./calls.js";
 export { CallSession } from "./call-session.js";
 export * from "./call-errors.js";
