@@ -230,9 +230,11 @@ def build_world() -> World:
         min_notice_minutes=0,
         horizon_days=30,
     )
-    tomorrow = timezone.now() + dt.timedelta(days=1)
+    # Two days ahead: well outside the free-cancel window (24 h), so rescheduling it is allowed
+    # however long the matrix takes (a slot just past "now + 24 h" was a flake).
+    later = timezone.now() + dt.timedelta(days=2)
     start, end = appointment_selectors.free_slots(
-        schedule=schedule, start=tomorrow, end=tomorrow + dt.timedelta(days=1)
+        schedule=schedule, start=later, end=later + dt.timedelta(days=1)
     )[0]
     appointment = Appointment.objects.create(
         doctor=other, patient=users["patient_b"], kind="chat", starts_at=start, ends_at=end, state="confirmed"

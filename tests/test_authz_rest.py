@@ -138,14 +138,12 @@ def content_link(w: World, actor: str, params: dict[str, int]) -> dict[str, Any]
 
 
 def free_slot(w: World) -> str:
-    """The other doctor's first free slot tomorrow (B's appointment holds an earlier one)."""
+    """The other doctor's first free slot two days ahead (B's appointment holds an earlier one)."""
     from appointments import selectors as appointment_selectors
 
     schedule = appointment_selectors.bookable_schedule(doctor_id=w.user("other_doctor").pk)
-    tomorrow = timezone.now() + dt.timedelta(days=1)
-    slots = appointment_selectors.free_slots(
-        schedule=schedule, start=tomorrow, end=tomorrow + dt.timedelta(days=1)
-    )
+    later = timezone.now() + dt.timedelta(days=2)
+    slots = appointment_selectors.free_slots(schedule=schedule, start=later, end=later + dt.timedelta(days=1))
     return slots[0][0].isoformat()
 
 
@@ -545,7 +543,7 @@ TABLE: dict[str, Op] = {
         params=lambda w: {"appointment_id": w.extra["appointment"].pk},
         body=lambda w, a: {"starts_at": free_slot(w)},
     ),
-    # The waiting room: B's appointment is tomorrow (too early to check in, nobody waiting).
+    # The waiting room: B's appointment is two days ahead (too early to check in, nobody waiting).
     "POST /api/v1/appointments/{appointment_id}/check-in": Op(
         row(
             not_found("appointment_not_found"),
