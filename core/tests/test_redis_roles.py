@@ -4,8 +4,13 @@ the project following a real Sentinel failover (master killed, replica promoted)
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,6 +106,65 @@ def test_a_role_may_have_sentinels_of_its_own() -> None:
 def test_a_bad_sentinel_address_is_refused() -> None:
     with pytest.raises(ValueError, match="sentinel"):
         parse_sentinels("host:port")
+
+
+SHOW_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings as s
+layer, cache, presence = s.CHANNEL_LAYERS["default"], s.CACHES["default"], s.REDIS_TARGETS["presence"]
+print(json.dumps({
+    "layer": layer["CONFIG"]["hosts"][0] if "CONFIG" in layer else layer["BACKEND"],
+    "cache": [cache.get("LOCATION"), cache.get("OPTIONS", {}).get("pool_class")],
+    "presence": presence and presence.url,
+    "broker": [s.CELERY_BROKER_URL, s.CELERY_BROKER_TRANSPORT_OPTIONS.get("master_name")],
+    "eager": s.CELERY_TASK_ALWAYS_EAGER,
+}, default=str))
+"""
+
+
+def settings_for(env: dict[str, str]) -> dict[str, Any]:
+    """The settings a process started with ``env`` (and no other Redis variable) builds."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CELERY_"))}
+    clean.update(env, DJANGO_SETTINGS_MODULE="healthchat.settings.local")
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW_SETTINGS],
+        cwd=Path(__file__).resolve().parents[2],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_settings_send_each_role_where_the_environment_says() -> None:
+    separate = settings_for(
+        {
+            "REDIS_URL": "redis://main:6379/0",
+            "REDIS_CHANNEL_LAYER_URL": "redis://layer:6379/1",
+            "REDIS_PRESENCE_URL": "redis://presence:6379/2",
+            "REDIS_CACHE_URL": "redis://cache:6379/3",
+            "CELERY_BROKER_URL": "amqp://guest:guest@rabbit:5672//",
+        }
+    )
+    assert separate == {
+        "layer": "redis://layer:6379/1",
+        "cache": ["redis://cache:6379/3", None],
+        "presence": "redis://presence:6379/2",
+        "broker": ["amqp://guest:guest@rabbit:5672//", None],
+        "eager": False,
+    }
+    sentinel = settings_for({"REDIS_SENTINELS": "s1:26379,s2:26380", "REDIS_SENTINEL_MASTER": "hc"})
+    assert sentinel["layer"]["master_name"] == "hc"
+    assert sentinel["layer"]["sentinels"] == [["s1", 26379], ["s2", 26380]]
+    assert sentinel["cache"][1] == "core.redis_roles.SentinelPool"
+    assert sentinel["broker"] == ["sentinel://s1:26379/0;sentinel://s2:26380/0", "hc"]
+    assert sentinel["eager"] is False  # Redis is configured: tasks go to the broker
+    embedded = settings_for({})
+    assert embedded["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert (embedded["presence"], embedded["eager"]) == (None, True)
 
 
 # --- every client through a real Sentinel failover -----------------------------------------------
