@@ -702,8 +702,9 @@ def test_rest_cell(
         ids, seen_by = op.visible(world)
         assert body is not None
         items = body["results"] if isinstance(body, dict) else body  # a page, or a short list
-        # a search hit carries its message: {"message": {"id", ...}, "rank", "snippet"}
-        shown = {item["message"]["id"] if "message" in item else item["id"] for item in items}
+        # a search hit is its message: {"message": {"id", ...}, "rank", "snippet"}; a mention has
+        # an id of its own beside its message
+        shown = {item["message"]["id"] if "rank" in item else item["id"] for item in items}
         assert shown & ids == seen_by.get(actor, set()), (operation, actor, shown & ids)
 
 

@@ -79,12 +79,20 @@ def amqp_app(rabbitmq: str) -> Iterator[str]:
     app: Any = celery_app
     previous = {"broker_url": app.conf.broker_url, "task_always_eager": app.conf.task_always_eager}
     app.conf.update(broker_url=rabbitmq, task_always_eager=False)
-    app._pool = None  # the producer pool was made for the old broker
+    _forget_connections(app)  # made for the old broker by an earlier test in this process
     yield rabbitmq
-    pools.reset()  # kombu's producer pools are global, keyed by connection: closed and forgotten
     app.conf.update(previous)
-    app._pool = None
+    _forget_connections(app)
     _delete_queue()
+
+
+def _forget_connections(app: Any) -> None:
+    """Drop the app's connection pool and its producer pool (``app.amqp`` caches one built on the
+    connection pool of the first publish: after an earlier test published to Redis, tasks would
+    still go there), and kombu's global producer pools."""
+    pools.reset()  # kombu's producer pools are global, keyed by connection: closed and forgotten
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture

@@ -184,6 +184,22 @@ def strategies(ctx: dict[str, Any]) -> st.SearchStrategy[list[str | bytes]]:
             ),
             "sync": st.fixed_dictionaries({}, optional={"cursor": field(cursor_like | strings)}),
             "presence.subscribe": st.fixed_dictionaries({"user_ids": field(st.lists(ints, max_size=20))}),
+            "reaction.add": st.fixed_dictionaries(
+                {"message_id": message, "emoji": field(st.sampled_from(["👍", "❤️", "🙏"]) | strings)}
+            ),
+            "reaction.remove": st.fixed_dictionaries(
+                {"message_id": message, "emoji": field(st.sampled_from(["👍", "❤️"]) | strings)}
+            ),
+            "message.pin": st.fixed_dictionaries({"message_id": message}),
+            "message.unpin": st.fixed_dictionaries({"message_id": message}),
+            "appointment.check_in": st.fixed_dictionaries({"appointment_id": field(ints)}),
+            "waiting_room.admit": st.fixed_dictionaries(
+                {"appointment_id": field(ints)},
+                optional={
+                    "start_call": field(st.sampled_from(["audio", "video"])),
+                    "sdp": field(st.sampled_from(["v=0\r\n"]) | strings),
+                },
+            ),
             **call_templates(field, conversation),
         }
 

@@ -88,6 +88,12 @@ FRAMES: dict[str, Decision] = {
     "message.pin": NotApplicable("marks a message of the conversation; no content of the patient's"),
     "message.unpin": NotApplicable("removes a mark; no content"),
     "presence.subscribe": NotApplicable("reads others' presence; nothing reaches them"),
+    "appointment.check_in": NotApplicable(
+        "the patient enters the doctor's waiting room; the doctor sees a queue entry, no content"
+    ),
+    "waiting_room.admit": NotApplicable(
+        "the doctor's action (it opens the consultation; a call it starts is the doctor's call)"
+    ),
     "call.invite": Guarded(
         "check_can_call asks the rule for the callees",
         ('"call.invite"',),
@@ -113,6 +119,15 @@ REST_WRITES: dict[str, Decision] = {
     "POST /api/v1/calendar/feed": NotApplicable("a doctor's own feed token"),
     "DELETE /api/v1/calendar/feed": NotApplicable("a doctor's own feed token"),
     "POST /api/v1/appointments/{appointment_id}/cancel": NotApplicable("ends an appointment; no content"),
+    "POST /api/v1/appointments/{appointment_id}/check-in": NotApplicable(
+        "the patient enters the doctor's waiting room; no content"
+    ),
+    "POST /api/v1/appointments/{appointment_id}/admit": NotApplicable("the doctor's action"),
+    "POST /api/v1/on-demand": NotApplicable(
+        "a request for a new consultation (not a write into a conversation); no consultation yet"
+    ),
+    "POST /api/v1/on-demand/{request_id}/accept": NotApplicable("the doctor's action"),
+    "POST /api/v1/on-demand/{request_id}/cancel": NotApplicable("withdraws the patient's own request"),
     "POST /api/v1/appointments/{appointment_id}/reschedule": NotApplicable("moves a time; no content"),
     "POST /api/v1/appointments": NotApplicable(
         "booking opens a new consultation, the documented way out of the closed rule"
