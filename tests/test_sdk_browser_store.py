@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from django.db import connection
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from accounts.tests.factories import DoctorFactory, PatientFactory
@@ -67,8 +68,15 @@ def _context(browser: Any, server: Any, token: str, user_id: int) -> BrowserCont
 def _db(query: Callable[[], T]) -> T:
     """Run an ORM query from a thread of its own (Playwright's sync API runs an event loop in
     this one, where Django refuses synchronous database calls)."""
+
+    def run() -> T:
+        try:
+            return query()
+        finally:
+            connection.close()  # back to the pool: a thread's connection is never reused
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(query).result()
+        return pool.submit(run).result()
 
 
 def _bodies(page: Page, conversation_id: int) -> list[str]:
