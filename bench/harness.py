@@ -586,8 +586,16 @@ def setup_django(
     import django
     from django.core.management import call_command
 
-    django.setup()
-    call_command("migrate", verbosity=0)
+    # Celery's Django fix-up puts the working directory first on sys.path when the code under test
+    # creates its app: from the repository root that would import the working tree's apps (and
+    # migrations) instead of ``rev``'s, so Django is set up from inside the exported source.
+    here = os.getcwd()
+    os.chdir(source)
+    try:
+        django.setup()
+        call_command("migrate", verbosity=0)
+    finally:
+        os.chdir(here)
     return source, revision, env
 
 
