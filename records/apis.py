@@ -76,7 +76,7 @@ class ConsultationNotesApi(APIView):
         errors={
             400: NOTE_FIELD_ERRORS,
             403: ["not_the_doctor"],
-            404: ["consultation_not_found"],
+            404: ["consultation_not_found", "note_not_found"],
             409: ["consultation_not_eligible", "note_exists"],
         },
         request=NoteInputSerializer,
