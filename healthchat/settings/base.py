@@ -586,7 +586,9 @@ TURN_SECRET: str = env.str("TURN_SECRET", default="")
 TURN_URLS: list[str] = env.list("TURN_URLS", default=[])
 STUN_URLS: list[str] = env.list("STUN_URLS", default=[])
 TURN_TTL_SECONDS: int = env.int("TURN_TTL_SECONDS", default=4 * 3600)
-CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "schedule": 10.0}
+# Seconds between the beat's call sweeps (missed rings, ended reconnect graces).
+CALL_SWEEP_SECONDS: float = env.float("CALL_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "schedule": CALL_SWEEP_SECONDS}
 
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +31,7 @@ from messaging.models import Message
 from messaging.tests.factories import pair
 from scheduled import services
 from scheduled.models import ScheduledMessage
-from tests.live import ROOT, celery_worker
+from tests.live import celery_beat, celery_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -53,40 +49,6 @@ def _clear_queue() -> None:
     client = redis.Redis.from_url(str(dj_settings.REDIS_URL))
     queue = celery_app.conf.task_default_queue
     client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
-
-
-@contextmanager
-def celery_beat(extra_env: Mapping[str, str], tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery beat (its schedule file in ``tmp``), stopped with SIGTERM on exit."""
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        extra_env,
-        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=str(dj_settings.REDIS_URL),
-    )
-    log_path = tmp / f"beat-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "celery", "-A", "healthchat", "beat", "--loglevel=INFO"]
-    args += [f"--schedule={tmp / 'beat-schedule'}", f"--pidfile={tmp / 'beat.pid'}"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "beat: Starting" not in log_path.read_text(errors="replace"):
-                assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "the beat never started"
-                time.sleep(0.2)
-            yield process
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
 
 
 def _dsn() -> str:
