@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "payments",
     "appointments",
     "scheduled",
+    "ratings",
     "notifications",
     "audit",
     "console",
@@ -538,6 +539,10 @@ CELERY_BEAT_SCHEDULE["scheduled-purge-finished"] = {
     "task": "scheduled.tasks.purge_finished",
     "schedule": 3600.0,
 }
+
+# Ratings (ratings/, docs/record.md "Ratings"): days after writing it a patient may change their
+# review of a consultation.
+RATING_EDIT_DAYS: int = env.int("RATING_EDIT_DAYS", default=7)
 
 # --- Payments (Stripe): see docs/payments.md ------------------------------------------------
 STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
