@@ -21,7 +21,7 @@ from .serializers import (
     ReviewUpdateInputSerializer,
 )
 
-BAD_INPUT = ["comment_too_long", "invalid_comment", "invalid_stars", "invalid"]
+BAD_INPUT = ["comment_too_long", "invalid", "invalid_stars"]
 
 
 class ConsultationRatingApi(APIView):
@@ -77,7 +77,7 @@ class ConsultationRatingReplyApi(APIView):
     @api_doc(
         "Reply to a consultation's rating (its doctor, once)",
         errors={
-            400: ["empty_reply", "invalid_reply", "reply_too_long", "invalid"],
+            400: ["empty_reply", "invalid", "reply_too_long"],
             403: ["not_the_doctor"],
             404: ["consultation_not_found", "rating_not_found"],
             409: ["already_replied"],

@@ -1,7 +1,7 @@
 """Ratings: a patient's review of a completed consultation (1-5 stars, an optional comment),
 the doctor's one reply, and staff hiding a review with a reason code.
 
-One review per consultation (the database says so: ``review_one_per_consultation``); the
+One review per consultation (the database says so: a one-to-one key); the
 patient may change it for ``RATING_EDIT_DAYS`` after writing it; the doctor replies once. A
 hidden review stays (its author and the doctor still see it, marked hidden) but leaves the
 doctor's public list and their average. Writes go through ``ratings.services``.

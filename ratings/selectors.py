@@ -77,6 +77,20 @@ def review_data(review: Review) -> dict[str, Any]:
     }
 
 
+def received_review_data(review: Review) -> dict[str, Any]:
+    """A review in its doctor's export: the stars, their own reply, the hidden mark; not the
+    patient's words (an export holds nothing another user wrote to the exporter)."""
+    return {
+        "id": review.pk,
+        "consultation_id": review.consultation_id,
+        "stars": review.stars,
+        "created_at": review.created_at.isoformat(),
+        "reply": _reply(review),
+        "hidden": review.hidden_at is not None,
+        "hidden_reason": review.hidden_reason or None,
+    }
+
+
 def public_review_data(review: Review) -> dict[str, Any]:
     """A review in a doctor's public list: never who wrote it (a review tells that they saw this
     doctor) nor which consultation."""

@@ -48,10 +48,6 @@ def validate_stars(value: Any) -> int:
 
 def _text(value: str, *, limit: int, code: str, field: str) -> str:
     text = value.strip()
-    if "\x00" in text:
-        raise ApplicationError(
-            f"invalid_{field}", f"{field} cannot contain NUL.", fields={field: ["invalid"]}
-        )
     if len(text) > limit:
         raise ApplicationError(code, f"{field} is at most {limit} characters.", fields={field: [code]})
     return text
@@ -219,13 +215,13 @@ def review_show(*, actor: Actor, review_id: int, client: Client | None = None) -
 
 # --- The account holder's rights -------------------------------------------------------------
 def export_user_ratings(user: User) -> dict[str, list[dict[str, Any]]]:
-    """The reviews they wrote (as a patient) and those of their consultations (as a doctor),
-    with replies and hidden marks."""
+    """The reviews they wrote (as a patient, whole) and those of their consultations (as a
+    doctor: the stars, their reply and the hidden mark, not the patient's words)."""
     written = Review.objects.filter(patient=user).order_by("id")
     received = Review.objects.filter(doctor=user).order_by("id")
     return {
         "written": [selectors.review_data(r) for r in written],
-        "received": [selectors.review_data(r) for r in received],
+        "received": [selectors.received_review_data(r) for r in received],
     }
 
 

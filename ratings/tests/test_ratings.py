@@ -250,6 +250,7 @@ def test_export_and_erasure(firebase_admin_api):
     assert written["received"] == []
     received = account_services.user_export(user=doctor)["ratings"]["received"]
     assert [r["id"] for r in received] == [review.pk, other.pk]
+    assert "comment" not in received[0]
 
     account_services.user_delete(user=patient, actor=patient)
     assert not Review.objects.filter(pk=review.pk).exists()
