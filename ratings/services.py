@@ -46,21 +46,27 @@ def validate_stars(value: Any) -> int:
     return value
 
 
-def _text(value: str, *, limit: int, code: str, field: str) -> str:
+def validate_comment(value: str) -> str:
     text = value.strip()
-    if len(text) > limit:
-        raise ApplicationError(code, f"{field} is at most {limit} characters.", fields={field: [code]})
+    if len(text) > COMMENT_MAX:
+        raise ApplicationError(
+            "comment_too_long",
+            f"comment is at most {COMMENT_MAX} characters.",
+            fields={"comment": ["comment_too_long"]},
+        )
     return text
 
 
-def validate_comment(value: str) -> str:
-    return _text(value, limit=COMMENT_MAX, code="comment_too_long", field="comment")
-
-
 def validate_reply(value: str) -> str:
-    text = _text(value, limit=REPLY_MAX, code="reply_too_long", field="reply")
+    text = value.strip()
     if not text:
         raise ApplicationError("empty_reply", "A reply cannot be empty.", fields={"reply": ["empty_reply"]})
+    if len(text) > REPLY_MAX:
+        raise ApplicationError(
+            "reply_too_long",
+            f"reply is at most {REPLY_MAX} characters.",
+            fields={"reply": ["reply_too_long"]},
+        )
     return text
 
 

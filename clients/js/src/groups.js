@@ -75,21 +75,17 @@ export function changeRole(rest, groupId, userId, role) {
  * @returns {Promise<Conversation>}
  */
 export function setGroupAvatar(rest, groupId, attachmentId) {
-  return /** @type {Promise<Conversation>} */ (
-    unwrap(
-      rest.PUT("/api/v1/groups/{group_id}/avatar", {
-        params: { path: { group_id: groupId } },
-        body: { attachment_id: attachmentId },
-      }),
-    )
+  return unwrap(
+    rest.PUT("/api/v1/groups/{group_id}/avatar", {
+      params: { path: { group_id: groupId } },
+      body: { attachment_id: attachmentId },
+    }),
   );
 }
 
-/** Remove the group's picture (owner and admins). @param {RestClient} rest @param {number} groupId @returns {Promise<Conversation>} */
-export function removeGroupAvatar(rest, groupId) {
-  return /** @type {Promise<Conversation>} */ (
-    unwrap(rest.DELETE("/api/v1/groups/{group_id}/avatar", { params: { path: { group_id: groupId } } }))
-  );
+/** Remove the group's picture (owner and admins; 204). @param {RestClient} rest @param {number} groupId @returns {Promise<void>} */
+export async function removeGroupAvatar(rest, groupId) {
+  await unwrap(rest.DELETE("/api/v1/groups/{group_id}/avatar", { params: { path: { group_id: groupId } } }));
 }
 
 /** @param {RestClient} rest @param {number} groupId @returns {Promise<void>} */

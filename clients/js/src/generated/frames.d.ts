@@ -578,6 +578,7 @@ export type SendAt = string;
 export type State6 = "pending" | "sent" | "failed" | "cancelled";
 export type MessageId8 = number | null;
 export type FailureCode = string | null;
+export type ConsultationId2 = number | null;
 export type CreatedAt3 = string;
 export type UpdatedAt = string;
 export type Type63 = "scheduled_message.updated";
@@ -2281,6 +2282,7 @@ export interface ServerScheduledMessageSummary {
   state: State6;
   message_id: MessageId8;
   failure_code: FailureCode;
+  consultation_id: ConsultationId2;
   created_at: CreatedAt3;
   updated_at: UpdatedAt;
 }
