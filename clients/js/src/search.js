@@ -4,7 +4,7 @@ import { cursorOf, unwrap } from "./rest.js";
 
 /** @typedef {import("openapi-fetch").Client<import("./rest.js").paths>} RestClient */
 /** @typedef {import("./client.js").AppMessage} Message */
-/** @typedef {{message: Message, rank: number, snippet: string}} SearchHit */
+/** @typedef {{message: Message, rank: number, snippet: Array<{text: string, match: boolean}>}} SearchHit  `snippet`: the text around the matches, in parts (`match`: a searched word) */
 /** @typedef {{id: number, conversation_id: number, created_at: string, message: Message}} Mention */
 
 /**
