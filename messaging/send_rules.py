@@ -220,8 +220,8 @@ class SendRegistry:
         try:
             if deferred is not None:
                 self._deferred = {}
-                for rule in deferred:
-                    self.register_deferred(rule)
+                for later in deferred:
+                    self.register_deferred(later)
             if checks is not None:
                 self._checks = {}
                 for check in checks:

@@ -266,7 +266,9 @@ def consultation_reach_rule(reaches: Sequence[Reach]) -> dict[int, ApplicationEr
 SCHEDULED_CLOSED_MESSAGE = "The consultation this message was written in has ended."
 
 
-def consultation_in_progress_id(author: User, conversation_id: int, *, now: dt.datetime | None = None) -> int | None:
+def consultation_in_progress_id(
+    author: User, conversation_id: int, *, now: dt.datetime | None = None
+) -> int | None:
     """The newest consultation of ``conversation_id`` with ``author`` as its doctor or patient
     that is open now (``consultation_open_at``); ``None`` when none is (nothing to bind)."""
     moment = now or timezone.now()

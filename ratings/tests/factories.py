@@ -29,7 +29,7 @@ def completed(patient: User | None = None, doctor: User | None = None) -> Consul
 
 def reviewed(doctor: User | None = None, stars: int = 5, comment: str = "", **kw: Any) -> Review:
     """A completed consultation of a new patient (with ``doctor``, or a new one) and its review."""
-    consultation = completed() if doctor is None else completed(PatientFactory(), doctor)
+    consultation = completed() if doctor is None else completed(PatientFactory.create(), doctor)
     return services.review_create(
         patient=consultation.patient, consultation_id=consultation.pk, stars=stars, comment=comment, **kw
     )
