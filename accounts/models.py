@@ -170,6 +170,10 @@ class DoctorProfile(models.Model):
     consultation_fee = models.PositiveIntegerField(default=0)
     currency = models.CharField(max_length=3, default="USD")
     languages = models.JSONField(default=list, blank=True)
+    # The directory's rating (written by ``ratings.services``): visible reviews by patients of
+    # completed consultations, their count and average stars (None: no review yet).
+    rating_count = models.PositiveIntegerField(default=0)
+    rating_average = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True)
 
     class Meta:
         permissions = [

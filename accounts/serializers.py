@@ -105,6 +105,12 @@ class DoctorPublicSerializer(serializers.ModelSerializer[DoctorProfile]):
     id = serializers.IntegerField(source="user_id")
     display_name = serializers.CharField(source="user.display_name")
     specialty = SpecialtySerializer()
+    rating_average = serializers.FloatField(
+        allow_null=True,
+        help_text="average stars (1-5, two decimals) of the visible reviews by patients of completed "
+        "consultations; null without any",
+    )
+    rating_count = serializers.IntegerField(help_text="how many reviews the average is of")
 
     class Meta:
         model = DoctorProfile
@@ -117,6 +123,8 @@ class DoctorPublicSerializer(serializers.ModelSerializer[DoctorProfile]):
             "consultation_fee",
             "currency",
             "languages",
+            "rating_average",
+            "rating_count",
         ]
 
 

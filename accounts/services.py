@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -533,6 +534,13 @@ def user_export(*, user: User) -> dict[str, Any]:
     for name, section in export_sections.items():
         data[name] = section(user)
     return data
+
+
+# --- The directory's rating (set by the ratings app) ----------------------------------------
+def doctor_rating_set(*, doctor_id: int, count: int, average: Decimal | None) -> None:
+    """The doctor's rating as the directory shows it (``ratings.services`` computes it, in the
+    transaction of the review that changed it, holding the doctor's profile row)."""
+    DoctorProfile.objects.filter(user_id=doctor_id).update(rating_count=count, rating_average=average)
 
 
 # --- Specialties (the managed list doctors register with; public and cached) ----------------

@@ -66,6 +66,8 @@ DOCTOR_REJECT = "doctor.reject"
 APPOINTMENT_STAFF_CANCEL = "appointment.staff_cancel"  # admin: cancelled, authorisation released
 APPOINTMENT_STAFF_NO_SHOW = "appointment.staff_no_show"  # admin: marked a doctor no-show
 APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold released
+REVIEW_HIDE = "review.hide"  # admin: a patient's review hidden (code: the reason code)
+REVIEW_SHOW = "review.show"  # admin: a hidden review shown again
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -118,6 +120,8 @@ ACTIONS: frozenset[str] = frozenset(
         APPOINTMENT_STAFF_CANCEL,
         APPOINTMENT_STAFF_NO_SHOW,
         APPOINTMENT_STAFF_RELEASE,
+        REVIEW_HIDE,
+        REVIEW_SHOW,
         RETENTION_PURGE,
     }
 )

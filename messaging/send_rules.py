@@ -15,6 +15,11 @@ Apps register in their ``AppConfig.ready`` (messaging never imports them)::
 
     registry.register_rule(ReachRule(name="payments.consultation_closed", statement=..., orm=...))
     registry.register_hook(WrittenHook(name="notifications.push_outbox", statement=..., orm=...))
+    registry.register_deferred(DeferredRule(name="consultation", bind=..., refusal=...))
+
+Deferred rules are for content written now and sent later as its author (scheduled messages):
+``bind`` is asked when it is written (what it was written in: the consultation in progress),
+``refusal`` when it is sent (that is over: refused), before the send's own checks and rules.
 
 How to add a rule: docs/architecture.md.
 """
@@ -22,13 +27,15 @@ How to add a rule: docs/architecture.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
+from django.utils import timezone
 
 from core.errors import ApplicationError
 
@@ -121,6 +128,19 @@ class WrittenHook:
     orm: Callable[[Sequence[Written]], None]
 
 
+@dataclass(frozen=True)
+class DeferredRule:
+    """A rule for content written now and sent later as its author (a scheduled message):
+    ``bind(sender, conversation_id)`` says, when it is written, what it is written in (an id;
+    ``None``: nothing to bind it to); ``refusal(bound_id, now)``, when it is sent, whether that
+    is over (the send's error; ``None``: it may go). The send's checks and reach rules still run
+    after it, as for any send."""
+
+    name: str
+    bind: Callable[[Any, int], int | None]
+    refusal: Callable[[int, datetime], ApplicationError | None]
+
+
 class SendRegistry:
     """The registered rules and hooks, in registration order (the first rule's refusal wins)."""
 
@@ -128,6 +148,7 @@ class SendRegistry:
         self._rules: dict[str, ReachRule] = {}
         self._hooks: dict[str, WrittenHook] = {}
         self._checks: dict[str, SendCheck] = {}
+        self._deferred: dict[str, DeferredRule] = {}
 
     @property
     def checks(self) -> tuple[SendCheck, ...]:
@@ -137,6 +158,34 @@ class SendRegistry:
         if not isinstance(check, SendCheck):
             raise ImproperlyConfigured(f"{check!r} is not a SendCheck (an SQL and an ORM form)")
         _register(self._checks, check.name, check)
+
+    @property
+    def deferred(self) -> tuple[DeferredRule, ...]:
+        return tuple(self._deferred.values())
+
+    def register_deferred(self, rule: DeferredRule) -> None:
+        if not isinstance(rule, DeferredRule):
+            raise ImproperlyConfigured(f"{rule!r} is not a DeferredRule (a bind and a refusal)")
+        _register(self._deferred, rule.name, rule)
+
+    def deferred_bindings(self, *, sender: Any, conversation_id: int) -> dict[str, int]:
+        """What content ``sender`` writes now in ``conversation_id`` for later is bound to:
+        ``{rule name: id}`` for each deferred rule that binds it (store it with the content)."""
+        bound = {rule.name: rule.bind(sender, conversation_id) for rule in self._deferred.values()}
+        return {name: int(value) for name, value in bound.items() if value is not None}
+
+    def deferred_refusal(
+        self, bindings: Mapping[str, Any], *, now: datetime | None = None
+    ) -> ApplicationError | None:
+        """At send time: the first deferred rule's refusal of what the content was bound to
+        (``deferred_bindings``), ``None`` when every rule lets it go. A binding whose rule is
+        no longer registered is ignored."""
+        moment = now or timezone.now()
+        for rule in self._deferred.values():
+            bound = bindings.get(rule.name)
+            if bound is not None and (error := rule.refusal(int(bound), moment)) is not None:
+                return error
+        return None
 
     @property
     def rules(self) -> tuple[ReachRule, ...]:
@@ -163,10 +212,16 @@ class SendRegistry:
         rules: Sequence[ReachRule] | None = None,
         hooks: Sequence[WrittenHook] | None = None,
         checks: Sequence[SendCheck] | None = None,
+        deferred: Sequence[DeferredRule] | None = None,
     ) -> Iterator[None]:
-        """Within the block, these rules (and/or hooks, checks) instead of the registered ones (tests)."""
-        saved = dict(self._rules), dict(self._hooks), dict(self._checks)
+        """Within the block, these rules (and/or hooks, checks, deferred rules) instead of the
+        registered ones (tests)."""
+        saved = dict(self._rules), dict(self._hooks), dict(self._checks), dict(self._deferred)
         try:
+            if deferred is not None:
+                self._deferred = {}
+                for later in deferred:
+                    self.register_deferred(later)
             if checks is not None:
                 self._checks = {}
                 for check in checks:
@@ -181,7 +236,7 @@ class SendRegistry:
                     self.register_hook(hook)
             yield
         finally:
-            self._rules, self._hooks, self._checks = saved
+            self._rules, self._hooks, self._checks, self._deferred = saved
 
     # --- The statements, for any writer --------------------------------------------------
     def rule_statements(self, reaches: Sequence[Reach]) -> list[BatchStatement]:

@@ -39,6 +39,7 @@ class PushDelivery(models.Model):
         CALL_CANCELLED = "call.cancelled", "Call no longer ringing (data only)"
         TEST = "test", "Operator test"
         APPOINTMENT = "appointment", "Appointment reminder or notice (no medical content)"
+        SCHEDULED_FAILED = "scheduled.failed", "Scheduled message not sent (no text)"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -54,7 +55,8 @@ class PushDelivery(models.Model):
         "messaging.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     event = models.BigIntegerField(default=0)
-    # Call kinds: the call id; test pushes: a random id; appointment: the reminder's key.
+    # Call kinds: the call id; test pushes: a random id; appointment: the reminder's key;
+    # scheduled.failed: ``<scheduled message id>:<failure code>``.
     ref = models.CharField(max_length=64, blank=True, default="")
     conversation = models.ForeignKey(
         "messaging.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
@@ -86,7 +88,15 @@ class PushDelivery(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(
-                    kind__in=["message", "message.updated", "call", "call.cancelled", "test", "appointment"]
+                    kind__in=[
+                        "message",
+                        "message.updated",
+                        "call",
+                        "call.cancelled",
+                        "test",
+                        "appointment",
+                        "scheduled.failed",
+                    ]
                 ),
                 name="push_delivery_kind_valid",
             ),
@@ -97,7 +107,7 @@ class PushDelivery(models.Model):
             models.CheckConstraint(
                 condition=(Q(kind__in=["message", "message.updated"]) & Q(message__isnull=False))
                 | (
-                    Q(kind__in=["call", "call.cancelled", "test", "appointment"])
+                    Q(kind__in=["call", "call.cancelled", "test", "appointment", "scheduled.failed"])
                     & Q(message__isnull=True)
                     & ~Q(ref="")
                 ),

@@ -406,6 +406,25 @@ def appointment_push_ref(*, kind: str, appointment_id: int, starts_at: dt.dateti
     return f"{_APPOINTMENT_PREFIX[kind]}:{appointment_id}:{int(starts_at.timestamp())}:{slot}"
 
 
+SCHEDULED_FAILED_TEXT = (
+    "A scheduled message was not sent",
+    "Open healthchat to see why and write again.",
+)
+
+
+def push_scheduled_failed(*, scheduled_id: int, user_id: int, code: str) -> list[int]:
+    """Tell the author's phones that a scheduled message was refused at send time: a fixed text,
+    the scheduled message's id and the refusal's code (never the message's text). Once per
+    scheduled message and device (the outbox's unique index); queued on commit."""
+    ref = f"{int(scheduled_id)}:{code}"[:64]
+    now = timezone.now()
+    rows = [
+        PushDelivery(kind=Kind.SCHEDULED_FAILED, ref=ref, device_id=d, due_at=now)
+        for d in _target_devices([user_id])
+    ]
+    return _write_outbox(rows, Q(kind=Kind.SCHEDULED_FAILED, ref=ref, message__isnull=True), 0)
+
+
 def push_test_create(*, user: User) -> list[int]:
     """Outbox rows for a test push to each of ``user``'s devices (the operator command)."""
     ref = uuid.uuid4().hex
@@ -716,6 +735,23 @@ def _render_appointment(row: PushDelivery, context: _Context) -> fcm.Push:
     )
 
 
+def _render_scheduled_failed(row: PushDelivery, context: _Context) -> fcm.Push:
+    scheduled_id, _sep, code = row.ref.partition(":")
+    title, body = SCHEDULED_FAILED_TEXT
+    return fcm.Push(
+        kind=row.kind,
+        **_target(row.device),
+        title=title,
+        body=body,
+        data={"type": "scheduled_message.failed", "scheduled_message_id": scheduled_id, "failure_code": code},
+        collapse_key=f"scheduled-{scheduled_id}",
+        tag=f"scheduled-{scheduled_id}",
+        priority="normal",
+        ttl_seconds=settings.PUSH_TTL_SECONDS,
+        channel_id="messages",
+    )
+
+
 _RENDERERS: dict[str, Callable[[PushDelivery, _Context], fcm.Push]] = {
     Kind.APPOINTMENT: _render_appointment,
     Kind.MESSAGE: _render_message,
@@ -723,6 +759,7 @@ _RENDERERS: dict[str, Callable[[PushDelivery, _Context], fcm.Push]] = {
     Kind.CALL: _render_call,
     Kind.CALL_CANCELLED: _render_call,
     Kind.TEST: _render_test,
+    Kind.SCHEDULED_FAILED: _render_scheduled_failed,
 }
 
 

@@ -18,5 +18,7 @@ class PaymentsConfig(AppConfig):
         messaging_services.contact_rules.register("payments.consultation", selectors.has_consultation)
         # The closed rule, asked by every path that puts a patient's content in front of others.
         registry.register_rule(selectors.CONSULTATION_CLOSED_RULE)
+        # A scheduled message is refused once the consultation it was written in has ended.
+        registry.register_deferred(selectors.CONSULTATION_DEFERRED_RULE)
         # consultation.updated, registered the one way every app's frames are.
         messaging_protocol.register_frames(server=frames.SERVER_FRAME_MODELS)

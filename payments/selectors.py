@@ -17,7 +17,7 @@ from accounts.models import User
 from core.errors import ApplicationError, NotFound, PermissionDenied
 from messaging.models import Membership
 from messaging.reach import Reach
-from messaging.send_rules import BatchStatement, ReachRule, refusals_of
+from messaging.send_rules import BatchStatement, DeferredRule, ReachRule, refusals_of
 
 from . import validators as v
 from .models import Consultation, ConsultationTransition, DoctorAvailability, LedgerEntry, StripeAccount
@@ -139,11 +139,17 @@ def consultation_closed(consultations: list[tuple[str, dt.datetime | None]], mom
     statement the batch writers run, the ORM query of other databases) ends here."""
     completed_and_over = False
     for state, closes_at in consultations:
-        if state in v.OPEN_STATES or (state == "completed" and closes_at is not None and closes_at > moment):
+        if consultation_open_at(state, closes_at, moment):
             return False
         if state == "completed":
             completed_and_over = True
     return completed_and_over
+
+
+def consultation_open_at(state: str, closes_at: dt.datetime | None, moment: dt.datetime) -> bool:
+    """Whether one consultation is still open at ``moment``: not yet ended, or completed and
+    inside its follow-up window (the closed rule's and the scheduled-message rule's answer)."""
+    return state in v.OPEN_STATES or (state == "completed" and closes_at is not None and closes_at > moment)
 
 
 # For each reach asked (ord): the consultations between its sender (as patient) and each person
@@ -250,6 +256,43 @@ def consultation_reach_rule(reaches: Sequence[Reach]) -> dict[int, ApplicationEr
         statement = consultation_reach_statement(reaches)
         return {} if statement is None else refusals_of(statement)
     return consultation_reach_rule_orm(reaches)
+
+
+# --- The consultation a scheduled message is written in ------------------------------------
+# Messaging's deferred rule (``DeferredRule``, registered by ``PaymentsConfig.ready``): a message
+# written now to be sent later (``scheduled``) is bound to the consultation open in its
+# conversation when it is written, and refused (``consultation_closed``) if that consultation
+# is over when it is due, even from a doctor (who may otherwise still write after it closed).
+SCHEDULED_CLOSED_MESSAGE = "The consultation this message was written in has ended."
+
+
+def consultation_in_progress_id(
+    author: User, conversation_id: int, *, now: dt.datetime | None = None
+) -> int | None:
+    """The newest consultation of ``conversation_id`` with ``author`` as its doctor or patient
+    that is open now (``consultation_open_at``); ``None`` when none is (nothing to bind)."""
+    moment = now or timezone.now()
+    candidates = (
+        Consultation.objects.filter(conversation_id=conversation_id)
+        .filter(Q(doctor=author) | Q(patient=author))
+        .filter(Q(state__in=v.OPEN_STATES) | Q(state="completed", closes_at__gt=moment))
+        .order_by("-id")
+        .values_list("pk", flat=True)
+    )
+    return candidates.first()
+
+
+def consultation_ended_refusal(consultation_id: int, now: dt.datetime) -> ApplicationError | None:
+    """``consultation_closed`` when that consultation is no longer open at ``now``."""
+    row = Consultation.objects.filter(pk=consultation_id).values_list("state", "closes_at").first()
+    if row is not None and consultation_open_at(row[0], row[1], now):
+        return None
+    return PermissionDenied(SCHEDULED_CLOSED_MESSAGE, code="consultation_closed")
+
+
+CONSULTATION_DEFERRED_RULE = DeferredRule(
+    name="consultation", bind=consultation_in_progress_id, refusal=consultation_ended_refusal
+)
 
 
 def patient_may_write(*, patient: User, doctor: User, now: dt.datetime | None = None) -> bool:

@@ -5,8 +5,10 @@ messaging's one send path, and the sweep that finds due ones whose task was lost
 sends it with ``messaging.services.send`` (every send check and reach rule, as of now; idempotent
 on the row's ``client_id``) and marks it ``sent``, in ONE transaction: two dispatchers never hold
 the same row (the second skips it), and a dispatcher that dies before its COMMIT leaves no message
-and a row still pending, taken by the next sweep. A refusal marks it ``failed`` with the
-refusal's code and tells the author's devices.
+and a row still pending, taken by the next sweep. Before the send, messaging's deferred rules
+judge what it was written in (``bindings``: the consultation, over → ``consultation_closed``). A
+refusal marks it ``failed`` with the refusal's code and tells the author's devices (the
+``scheduled_message.updated`` event) and phones (a push without the text).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from messaging.send_rules import registry as send_registry
 from messaging.services import SendRequest, send
+from notifications.services import push_scheduled_failed
 
 from .models import ScheduledMessage
 from .services import announce
@@ -44,6 +48,8 @@ def scheduled_dispatch(*, scheduled_id: int, now: datetime | None = None) -> str
         refusal: ApplicationError | None = None
         if not row.author.is_active or row.author.is_deleted:
             refusal = ApplicationError("author_inactive", "The author's account is not active.")
+        elif (bound := send_registry.deferred_refusal(row.bindings, now=now)) is not None:
+            refusal = bound  # what it was written in is over (the consultation closed)
         else:
             try:
                 # A savepoint inside this transaction: a refusal undoes only the send.
@@ -62,6 +68,8 @@ def scheduled_dispatch(*, scheduled_id: int, now: datetime | None = None) -> str
             row.state, row.failure_code = State.FAILED, refusal.code[:64]
             row.save(update_fields=["state", "failure_code", "finished_at", "updated_at"])
             logger.info("scheduled message refused at send time", extra={"code": refusal.code})
+            # The author's phones too (no text: the id and the code), once per row and device.
+            push_scheduled_failed(scheduled_id=row.pk, user_id=row.author_id, code=row.failure_code)
         else:
             row.state, row.body, row.message_id = State.SENT, "", result.message.pk
             row.save(update_fields=["state", "body", "message", "finished_at", "updated_at"])

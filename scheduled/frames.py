@@ -23,6 +23,7 @@ class ScheduledMessageSummary(WireModel):
     state: Literal["pending", "sent", "failed", "cancelled"]
     message_id: int | None
     failure_code: str | None
+    consultation_id: int | None
     created_at: str
     updated_at: str
 

@@ -32,6 +32,10 @@ class ScheduledMessage(models.Model):
     message = models.ForeignKey(
         "messaging.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # What it was written in, ``{deferred rule: id}`` (``messaging.send_rules.DeferredRule``;
+    # ``consultation``: the consultation open in the conversation then): refused when it is due
+    # if that is over (``consultation_closed``).
+    bindings = models.JSONField(default=dict, blank=True)
     # Why it was not sent: the send path's error code (``consultation_closed``, ...).
     failure_code = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -37,6 +37,7 @@ def scheduled_data(row: ScheduledMessage) -> dict[str, Any]:
         "state": row.state,
         "message_id": row.message_id,
         "failure_code": row.failure_code or None,
+        "consultation_id": row.bindings.get("consultation"),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }

@@ -40,5 +40,10 @@ class ScheduledOutSerializer(serializers.Serializer[Any]):
     failure_code = serializers.CharField(
         allow_null=True, help_text="failed: the send path's error code at send time"
     )
+    consultation_id = serializers.IntegerField(
+        allow_null=True,
+        help_text="the consultation open in the conversation when it was scheduled; if it has ended "
+        "when the message is due, the message fails with consultation_closed",
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

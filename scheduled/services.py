@@ -7,7 +7,10 @@ of now; idempotent on the row's ``client_id``) and marks it ``sent`` in ONE tran
 dispatchers never hold the same row (the second skips it); a dispatcher that dies before its
 COMMIT leaves no message and a row still pending, taken by the next sweep. A refusal (the
 author left, the consultation closed, a block...) marks it ``failed`` with the refusal's code and
-tells the author's devices (``scheduled_message.updated``). Edits and cancels lock the row
+tells the author's devices (``scheduled_message.updated``) and phones (a push without the text).
+A scheduled message is bound to what it was written in (messaging's deferred rules: the
+consultation open in the conversation): once that is over, it is refused (``consultation_closed``)
+even though its author, a doctor, could still write there. Edits and cancels lock the row
 (waiting for a dispatch in flight) and apply only while it is pending.
 """
 
@@ -28,6 +31,7 @@ from healthchat.celery import app as celery_app
 from messaging import reach
 from messaging import validators as v
 from messaging.models import Membership, Message
+from messaging.send_rules import registry as send_registry
 from messaging.services import fan_out_on_commit
 
 from . import selectors
@@ -128,7 +132,13 @@ def scheduled_create(
                     "too_many_scheduled", f"At most {limit} messages may wait to be sent.", status=409
                 )
             row = ScheduledMessage.objects.create(
-                author=author, conversation_id=conversation_id, client_id=cid, body=text, send_at=when
+                author=author,
+                conversation_id=conversation_id,
+                client_id=cid,
+                body=text,
+                send_at=when,
+                # What it is written in (the consultation open now): refused at send_at if over.
+                bindings=send_registry.deferred_bindings(sender=author, conversation_id=conversation_id),
             )
             announce(row)
             _queue_on_commit(row)

@@ -36,6 +36,7 @@ from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
 from payments import booking as payment_booking
 from payments.models import Consultation
+from ratings import services as rating_services
 from records import services as record_services
 from records.models import Prescription, VisitNote
 from scheduled import services as scheduled_services
@@ -288,6 +289,25 @@ def build_world() -> World:
         frequency="at onset",
         quantity=6,
     )
+    # An earlier consultation of A with the doctor, completed, and A's rating of it.
+    earlier = Consultation.objects.create(
+        patient=users["patient_a"],
+        doctor=doctor,
+        kind="chat",
+        state=Consultation.State.COMPLETED,
+        price=consultation.price,
+        currency=consultation.currency,
+        platform_fee=consultation.platform_fee,
+        conversation=conversation,
+        provider=consultation.provider,
+        expires_at=timezone.now() - dt.timedelta(days=20),
+        accepted_at=timezone.now() - dt.timedelta(days=20),
+        completed_at=timezone.now() - dt.timedelta(days=3),
+        closes_at=timezone.now() + dt.timedelta(days=4),
+    )
+    review = rating_services.review_create(
+        patient=users["patient_a"], consultation_id=earlier.pk, stars=4, comment="Listened carefully."
+    )
 
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
@@ -316,6 +336,8 @@ def build_world() -> World:
             "on_demand": on_demand_request,
             "note": note,
             "prescription": prescription,
+            "rated_consultation": earlier,
+            "review": review,
         },
     )
 

@@ -122,35 +122,38 @@ def runserver_args(port: int) -> list[str]:
     return [sys.executable, boot, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
 
 
-@contextmanager
-def celery_worker(
-    extra_env: Mapping[str, str], log_path: Path, name: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (solo pool) on this test worker's database and Redis broker, with
-    ``extra_env`` on top; ready when it logs ``ready.``, stopped (SIGTERM, then SIGKILL) on exit."""
+def celery_env(extra_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a Celery process beside this test: this test worker's database and
+    Redis (test settings), then ``extra_env`` on top (it may name another Redis, e.g. Sentinel)."""
     from django.conf import settings
     from django.db import connection
 
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(
-        extra_env,
         DJANGO_SETTINGS_MODULE="healthchat.settings.test",
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         REDIS_URL=str(settings.REDIS_URL),
     )
-    args = [sys.executable, "-m", "celery", "-A", "healthchat", "worker", "--pool=solo", "--loglevel=INFO"]
-    args += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-    args.append(f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h")
+    env.update(extra_env)
+    return env
+
+
+@contextmanager
+def celery_process(
+    args: list[str], env: Mapping[str, str], log_path: Path, ready: str, what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery process (``args``) in its own process group, logging to ``log_path``; yielded once
+    its log shows ``ready``; stopped on exit (SIGTERM, then SIGKILL), unless a test killed it."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             deadline = time.monotonic() + 60
-            while "ready." not in log_path.read_text(errors="replace"):
+            while ready not in log_path.read_text(errors="replace"):
                 assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "the worker never became ready"
+                assert time.monotonic() < deadline, f"the {what} never became ready"
                 time.sleep(0.2)
             yield process
         finally:
@@ -164,3 +167,40 @@ def celery_worker(
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
+
+
+@contextmanager
+def celery_worker(
+    extra_env: Mapping[str, str], log_path: Path, name: str, launcher: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (solo pool) on this test worker's database and Redis broker, with
+    ``extra_env`` on top; ready when it logs ``ready.``, stopped (SIGTERM, then SIGKILL) on exit.
+    ``launcher``: the command that stands for ``python -m celery`` (a boot script that patches
+    an outside service first, e.g. ``notifications/tests/worker_boot.py``)."""
+    args = [*(launcher or [sys.executable, "-m", "celery"]), "-A", "healthchat", "worker"]
+    args += ["--pool=solo", "--loglevel=INFO", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    args.append(f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h")
+    with celery_process(args, celery_env(extra_env), log_path, "ready.", "worker") as process:
+        yield process
+
+
+@contextmanager
+def celery_beat(
+    extra_env: Mapping[str, str], tmp: Path, max_interval: float | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery beat (the project's schedule; its schedule and pid files in ``tmp``, its log
+    ``tmp/beat-<n>.log``, returned by ``beat_log``) on this test worker's database and Redis
+    broker, with ``extra_env`` on top; yielded once it has started, stopped on exit.
+    ``max_interval``: the most seconds it sleeps between looking at the schedule."""
+    args = [sys.executable, "-m", "celery", "-A", "healthchat", "beat", "--loglevel=INFO"]
+    args += [f"--schedule={tmp / 'beat-schedule'}", f"--pidfile={tmp / 'beat.pid'}"]
+    if max_interval is not None:
+        args.append(f"--max-interval={max_interval:g}")
+    log_path = tmp / f"beat-{time.monotonic_ns()}.log"
+    with celery_process(args, celery_env(extra_env), log_path, "beat: Starting", "beat") as process:
+        yield process
+
+
+def beat_log(tmp: Path) -> str:
+    """Everything the beats started by ``celery_beat`` in ``tmp`` logged."""
+    return "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("beat-*.log")))

@@ -196,7 +196,36 @@ def _appointment_state(state: str) -> Callable[[Context, list[int]], bool]:
     return check
 
 
+# --- ratings -------------------------------------------------------------------------------
+def _reviews(ctx: Context, *, hidden: bool = False) -> list[int]:
+    from ratings.models import Review
+    from ratings.tests.factories import reviewed
+
+    review = reviewed(stars=2)
+    if hidden:
+        Review.objects.filter(pk=review.pk).update(hidden_at=timezone.now(), hidden_reason="spam")
+    return [review.pk]
+
+
+def _hidden_for(reason: str) -> Callable[[Context, list[int]], bool]:
+    def check(ctx: Context, pks: list[int]) -> bool:
+        from ratings.models import Review
+
+        return list(Review.objects.filter(pk__in=pks).values_list("hidden_reason", flat=True)) == [
+            reason
+        ] * len(pks)
+
+    return check
+
+
 ROWS: dict[tuple[str, str], Row] = {
+    **{
+        ("ratings.review", f"hide_{reason}"): Row("ratings.hide_review", _reviews, _hidden_for(reason))
+        for reason in ("abusive", "personal_data", "not_about_care", "spam")
+    },
+    ("ratings.review", "show_again"): Row(
+        "ratings.hide_review", lambda ctx: _reviews(ctx, hidden=True), _hidden_for("")
+    ),
     ("appointments.appointment", "cancel_refunding_in_full"): Row(
         "appointments.cancel_appointment", _appointments, _appointment_state("cancelled")
     ),

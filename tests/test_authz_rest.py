@@ -133,6 +133,10 @@ def prescription(w: World) -> dict[str, int]:
     return {"prescription_id": w.extra["prescription"].pk}
 
 
+def rated_consultation(w: World) -> dict[str, int]:
+    return {"consultation_id": w.extra["rated_consultation"].pk}
+
+
 def attachment(w: World) -> dict[str, int]:
     return {"attachment_id": w.attachment.pk}
 
@@ -497,6 +501,39 @@ TABLE: dict[str, Op] = {
         consultation_row(doctor=conflict("invalid_transition"), patient_a=forbidden("not_allowed")),
         params=consultation,
         body=lambda w, a: {},
+    ),
+    # --- ratings (A rated an earlier, completed consultation with the doctor) ---
+    "GET /api/v1/consultations/{consultation_id}/rating": Op(
+        consultation_row(**A_AND_DOCTOR), params=rated_consultation
+    ),
+    "POST /api/v1/consultations/{consultation_id}/rating": Op(
+        consultation_row(patient_a=conflict("already_rated"), doctor=forbidden("not_the_patient")),
+        params=rated_consultation,
+        body=lambda w, a: {"stars": 5},
+    ),
+    "POST /api/v1/consultations/{consultation_id}/rating#not_completed": Op(
+        consultation_row(
+            patient_a=conflict("consultation_not_completed"), doctor=forbidden("not_the_patient")
+        ),
+        params=consultation,
+        body=lambda w, a: {"stars": 5},
+    ),
+    "PATCH /api/v1/consultations/{consultation_id}/rating": Op(
+        consultation_row(patient_a=OK, doctor=forbidden("not_the_patient")),
+        params=rated_consultation,
+        body=lambda w, a: {"stars": 3},
+    ),
+    "PUT /api/v1/consultations/{consultation_id}/rating/reply": Op(
+        consultation_row(doctor=OK, patient_a=forbidden("not_the_doctor")),
+        params=rated_consultation,
+        body=lambda w, a: {"text": "Thank you."},
+    ),
+    "GET /api/v1/doctors/{doctor_id}/ratings": Op(
+        row(OK),
+        params=lambda w: {"doctor_id": w.doctor.pk},
+        visible=lambda w: protected(
+            {w.extra["review"].pk}, {key: {w.extra["review"].pk} for key in REGISTERED}
+        ),
     ),
     "GET /api/v1/availability": Op(
         row(forbidden("doctors_only"), doctor=OK, other_doctor=OK),

@@ -6,9 +6,10 @@ creates one patient/doctor pair with their direct conversation per scenario, and
 hang-up history, reject, cancel, missed, glare, multi-device, resume after a socket drop, and an
 interop call answered here by a Python aiortc peer that signals over our socket.
 
-While Node runs, a process plays Celery beat: it runs the real ``calls.tasks.calls_sweep`` every
-half second (the test settings run Celery eagerly, so the ring timer is the sweep's job), whose
-``call.missed`` events reach the server's sockets through Redis."""
+While Node runs, a real Celery beat (``tests.live.celery_beat``, the project's schedule with the
+call sweep every half second) and a real Celery worker run ``calls.tasks.calls_sweep`` (the
+server runs Celery eagerly, so the ring timer is the sweep's job), whose ``call.missed`` events
+reach the server's sockets through Redis."""
 
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
+from django.conf import settings as dj_settings
 
 from calls.tests.webrtc import coturn, dominant_frequency
 from messaging.tests.factories import pair
 from tests.aiortc_peer import aiortc_callee
+from tests.live import beat_log, celery_beat, celery_worker
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -46,30 +47,6 @@ NODE_TONE_HZ = 440.0
 def turn_server(tmp_path_factory: Any) -> Any:
     with coturn(TURN_SECRET, tmp_path_factory.mktemp("coturn-sdk")) as port:
         yield port
-
-
-# Celery beat's part for calls, in a process of its own (the server's settings, no connection
-# pool): ``calls_sweep`` every half second, one line printed per run.
-BEAT = """
-import sys, time
-import django
-django.setup()
-from calls import tasks
-while True:
-    tasks.calls_sweep.apply()
-    print("swept", flush=True)
-    time.sleep(0.5)
-"""
-
-
-def start_beat(server: Any, log_path: Path) -> tuple[subprocess.Popen[bytes], Any]:
-    """The sweep beside ``server``, on the same database and Redis."""
-    log = log_path.open("wb")
-    env = {**server.env, "DATABASE_POOL_MAX_SIZE": "0"}
-    process = subprocess.Popen(
-        [sys.executable, "-c", BEAT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    return process, log
 
 
 def test_sdk_calls_through_coturn(
@@ -136,21 +113,28 @@ def test_sdk_calls_through_coturn(
         await callee_ws.close()
         return int(process.returncode or 0), out.decode(errors="replace"), result
 
-    beat, beat_log = start_beat(server, tmp_path / "beat.log")
-    started = time.perf_counter()
-    try:
+    # The sweep's beat and worker, on the server's database, Redis and channel layer.
+    celery_env = {
+        **server.env,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "CELERY_BROKER_URL": str(dj_settings.REDIS_URL),
+        "CALL_SWEEP_SECONDS": "0.5",
+        "DATABASE_POOL_MAX_SIZE": "0",
+    }
+    with (
+        celery_worker(celery_env, tmp_path / "worker.log", "sdk-calls"),
+        celery_beat(celery_env, tmp_path),
+    ):
+        started = time.perf_counter()
         with patch("aioice.ice.get_host_addresses", return_value=["127.0.0.1"]):
             code, output, callee_result = asyncio.run(scenario())
-    finally:
-        beat.terminate()
-        beat.wait(10)
-        beat_log.close()
-    elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
     assert code == 0, f"node --test failed:\n{output[-10000:]}\nserver log:\n{server.log()}"
     assert re.search(r"\bfail 0\b", output), output[-3000:]
     assert re.search(r"\bpass 8\b", output), output[-3000:]
-    beat_output = (tmp_path / "beat.log").read_text(errors="replace")
-    assert "swept" in beat_output, beat_output[-3000:]
+    assert "calls.tasks.calls_sweep" in beat_log(tmp_path), beat_log(tmp_path)[-3000:]
+    worker_output = (tmp_path / "worker.log").read_text(errors="replace")
+    assert re.search(r"Task calls\.tasks\.calls_sweep\[\S+\] succeeded", worker_output), worker_output[-3000:]
 
     # The aiortc side of the interop call: it answered through the relay, got the Node peer's
     # tone, echoed its data-channel message and saw the hang-up.

@@ -32,6 +32,7 @@ OWN_RUNNERS = {
     "calls.live.test.js",
     "appointments.live.test.js",
     "appointments.unit.test.js",
+    "chat-features.live.test.js",
 }
 
 ENV = {

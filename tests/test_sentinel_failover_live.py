@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from accounts.tests.factories import DeviceFactory
 from messaging import presence
@@ -30,6 +26,7 @@ from messaging.tests.factories import pair
 from notifications.models import PushDelivery
 from notifications.tests.fake_fcm_server import FakeFcmServer
 from tests.faults import Ledger, Peer, check_exactly_once
+from tests.live import celery_worker
 from tests.sentinel import SentinelSet
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -75,39 +72,17 @@ def servers(live_server_factory: Any, sentinel_set: SentinelSet) -> tuple[Any, A
 @pytest.fixture
 def worker(sentinel_set: SentinelSet, fcm_server: FakeFcmServer, tmp_path: Path) -> Iterator[Path]:
     """A real Celery worker (solo pool) whose broker is the Sentinel-managed Redis."""
-    db = connection.settings_dict
     env = {
-        **os.environ,
         **_env(sentinel_set),
-        "DJANGO_SETTINGS_MODULE": "healthchat.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "PUSH_BACKEND": "fcm",
         "FIREBASE_CREDENTIALS": "",
         "FIREBASE_PROJECT_ID": "demo-healthchat",
         "HC_TEST_FCM_FAKE": fcm_server.url,
     }
     log_path = tmp_path / "worker.log"
-    args = [sys.executable, str(ROOT / "notifications" / "tests" / "worker_boot.py"), "-A", "healthchat"]
-    args += ["worker", "--pool=solo", "--loglevel=INFO", "--without-heartbeat", "--without-mingle"]
-    args += ["--without-gossip", f"--hostname=failover-{uuid.uuid4().hex[:8]}@%h"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text(errors="replace"):
-            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the worker never became ready"
-            time.sleep(0.2)
+    launcher = [sys.executable, str(ROOT / "notifications" / "tests" / "worker_boot.py")]
+    with celery_worker(env, log_path, "failover", launcher=launcher):
         yield log_path
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def test_master_killed_mid_exchange_sentinel_promotes_and_nothing_is_lost(

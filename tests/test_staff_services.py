@@ -16,6 +16,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.actors import Actor, Operator
@@ -31,6 +32,9 @@ from messaging.tests.factories import pair
 from payments import services as payment_services
 from payments.models import Consultation
 from payments.tests.factories import people, requested
+from ratings import services as rating_services
+from ratings.models import Review
+from ratings.tests.factories import reviewed
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +70,13 @@ def _accepted_consultation() -> int:
     consultation = requested(patient, doctor)  # the development provider authorises at once
     payment_services.consultation_accept(user=doctor, consultation_id=consultation.pk)
     return consultation.pk
+
+
+def _review(hidden: bool = False) -> int:
+    review = reviewed(stars=3)
+    if hidden:
+        Review.objects.filter(pk=review.pk).update(hidden_at=timezone.now(), hidden_reason="spam")
+    return review.pk
 
 
 def _revoked(pk: int, calls: list[tuple[str, dict[str, Any]]]) -> bool:
@@ -107,6 +118,18 @@ CASES: dict[str, Case] = {
             conversation_id=pk, hold=True, actor=actor
         ),
         lambda pk, _: Conversation.objects.get(pk=pk).legal_hold,
+    ),
+    "review_hide": Case(
+        "ratings.hide_review",
+        _review,
+        lambda pk, actor: rating_services.review_hide(review_id=pk, reason="abusive", actor=actor),
+        lambda pk, _: Review.objects.get(pk=pk).hidden_at is not None,
+    ),
+    "review_show": Case(
+        "ratings.hide_review",
+        lambda: _review(hidden=True),
+        lambda pk, actor: rating_services.review_show(review_id=pk, actor=actor),
+        lambda pk, _: Review.objects.get(pk=pk).hidden_at is None,
     ),
     "consultation_refund": Case(
         "payments.refund_consultation",

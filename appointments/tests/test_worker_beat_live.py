@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings as dj_settings
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Specialty
@@ -34,7 +32,7 @@ from appointments.tests.factories import doctor_with_schedule
 from healthchat.celery import app as celery_app
 from notifications.models import PushDelivery
 from payments.tests.conftest import post_event
-from tests.live import celery_worker
+from tests.live import beat_log, celery_beat, celery_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,37 +60,11 @@ def _env(stripe: Any) -> dict[str, str]:
     }
 
 
-def _beat(extra_env: dict[str, str], tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        extra_env,
-        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=str(dj_settings.REDIS_URL),
-    )
-    args = [sys.executable, "-m", "celery", "-A", "healthchat", "beat", "--loglevel=INFO"]
-    args += [f"--schedule={tmp / 'beat-schedule'}", f"--pidfile={tmp / 'beat.pid'}", "--max-interval=1"]
-    log_path = tmp / "beat.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield process
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-
-
 @pytest.fixture
 def beat(stripe_fake: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     _clear_queue()
-    yield from _beat(_env(stripe_fake), tmp_path)
+    with celery_beat(_env(stripe_fake), tmp_path, max_interval=1) as process:
+        yield process
     _clear_queue()
 
 
@@ -192,7 +164,7 @@ def test_beat_and_worker_run_the_sweeps(stripe_fake, beat, tmp_path):
     reminder_rows = PushDelivery.objects.filter(ref__startswith=f"r:{reminded.pk}:")
     assert reminder_rows.count() == 2  # the patient's and the doctor's device, once each
     assert "Task appointments.tasks.send_reminders" in (tmp_path / "worker.log").read_text(errors="replace")
-    assert "appointments.tasks.expire_holds" in (tmp_path / "beat.log").read_text(errors="replace")
+    assert "appointments.tasks.expire_holds" in beat_log(tmp_path)
 
 
 def test_a_worker_killed_mid_reminder_run_sends_each_reminder_once(stripe_fake, beat, tmp_path):

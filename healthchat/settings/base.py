@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "appointments",
     "scheduled",
     "records",
+    "ratings",
     "notifications",
     "audit",
     "console",
@@ -540,6 +541,10 @@ CELERY_BEAT_SCHEDULE["scheduled-purge-finished"] = {
     "schedule": 3600.0,
 }
 
+# Ratings (ratings/, docs/record.md "Ratings"): days after writing it a patient may change their
+# review of a consultation.
+RATING_EDIT_DAYS: int = env.int("RATING_EDIT_DAYS", default=7)
+
 # --- Payments (Stripe): see docs/payments.md ------------------------------------------------
 STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET: str = env.str("STRIPE_WEBHOOK_SECRET", default="")
@@ -587,7 +592,9 @@ TURN_SECRET: str = env.str("TURN_SECRET", default="")
 TURN_URLS: list[str] = env.list("TURN_URLS", default=[])
 STUN_URLS: list[str] = env.list("STUN_URLS", default=[])
 TURN_TTL_SECONDS: int = env.int("TURN_TTL_SECONDS", default=4 * 3600)
-CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "schedule": 10.0}
+# Seconds between the beat's call sweeps (missed rings, ended reconnect graces).
+CALL_SWEEP_SECONDS: float = env.float("CALL_SWEEP_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["calls-sweep"] = {"task": "calls.tasks.calls_sweep", "schedule": CALL_SWEEP_SECONDS}
 
 # --- Logging: no message text or PII in logs ----------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -227,6 +227,16 @@ REST_WRITES: dict[str, Decision] = {
     "POST /api/v1/prescriptions/{prescription_id}/cancel": NotApplicable(
         "the prescriber cancels their own prescription"
     ),
+    "POST /api/v1/consultations/{consultation_id}/rating": NotApplicable(
+        "rating a completed consultation is what comes after it, whether or not its follow-up "
+        "window has ended; nothing is sent to the doctor (a public review, ratings/)"
+    ),
+    "PATCH /api/v1/consultations/{consultation_id}/rating": NotApplicable(
+        "the patient's own review, within RATING_EDIT_DAYS of writing it; nothing is sent"
+    ),
+    "PUT /api/v1/consultations/{consultation_id}/rating/reply": NotApplicable(
+        "the doctor's public reply (the rule restricts patients); nothing is sent to the patient"
+    ),
 }
 
 

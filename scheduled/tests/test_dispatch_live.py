@@ -8,17 +8,17 @@ processes on the Redis broker and this test's PostgreSQL database.
 2. A new worker and a beat start: the beat's sweep sends the message, once.
 3. Another message falls due while neither worker nor beat runs; both start again: it is sent,
    once. No message is ever sent twice.
+
+And a message bound to a consultation that has ended when it is due is refused
+(``consultation_closed``) by the real worker; the author's socket and phone are told.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,12 @@ from django.db import connection
 from django.utils import timezone
 
 from healthchat.celery import app as celery_app
+from messaging import services as messaging_services
 from messaging.models import Message
 from messaging.tests.factories import pair
 from scheduled import services
 from scheduled.models import ScheduledMessage
-from tests.live import ROOT, celery_worker
+from tests.live import celery_beat, celery_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -53,40 +54,6 @@ def _clear_queue() -> None:
     client = redis.Redis.from_url(str(dj_settings.REDIS_URL))
     queue = celery_app.conf.task_default_queue
     client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
-
-
-@contextmanager
-def celery_beat(extra_env: Mapping[str, str], tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery beat (its schedule file in ``tmp``), stopped with SIGTERM on exit."""
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        extra_env,
-        DJANGO_SETTINGS_MODULE="healthchat.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=str(dj_settings.REDIS_URL),
-    )
-    log_path = tmp / f"beat-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "celery", "-A", "healthchat", "beat", "--loglevel=INFO"]
-    args += [f"--schedule={tmp / 'beat-schedule'}", f"--pidfile={tmp / 'beat.pid'}"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "beat: Starting" not in log_path.read_text(errors="replace"):
-                assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "the beat never started"
-                time.sleep(0.2)
-            yield process
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
 
 
 def _dsn() -> str:
@@ -186,3 +153,112 @@ def test_a_worker_killed_mid_send_and_restarts_of_worker_and_beat_send_each_mess
         holder.close()
         admin.close()
         _clear_queue()
+
+
+def test_a_consultation_closed_meanwhile_refuses_it_on_a_real_worker_and_tells_the_author(
+    tmp_path: Path, live_server_factory: Any, make_token: Any
+) -> None:
+    """Issue 24's example end to end: a uvicorn server, a real Celery worker and beat. A doctor
+    schedules two messages, each in a consultation; one consultation ends (completed, its
+    follow-up window over) before the message is due. The beat's sweep sends the other one and
+    refuses this one (``consultation_closed``); the doctor's socket gets
+    ``scheduled_message.updated`` for both, and their phone one push without the text."""
+    from accounts.tests.factories import DeviceFactory
+    from notifications.models import PushDelivery
+    from payments.models import Consultation
+    from payments.tests.factories import requested
+    from tests.wsclient import WsClient
+
+    server = live_server_factory({"PUSH_BACKEND": "log"})
+    closing_patient, doctor, closing_conversation = pair()
+    closing = requested(closing_patient, doctor)
+    other_patient = pair()[0]
+    other_conversation, _ = messaging_services.conversation_open_direct(user=other_patient, peer_id=doctor.pk)
+    staying = requested(other_patient, doctor)
+    assert (closing.conversation_id, staying.conversation_id) == (
+        closing_conversation.pk,
+        other_conversation.pk,
+    )
+    DeviceFactory(user=doctor, fcm_token="doctor-phone", installation_id=None)
+    refused, _ = services.scheduled_create(
+        author=doctor,
+        conversation_id=closing_conversation.pk,
+        body="Take your second dose at 20:00",
+        send_at=timezone.now() + timedelta(hours=1),
+    )
+    kept, _ = services.scheduled_create(
+        author=doctor,
+        conversation_id=other_conversation.pk,
+        body="How is the rash today?",
+        send_at=timezone.now() + timedelta(hours=1),
+    )
+    now = timezone.now()
+    Consultation.objects.filter(pk=closing.pk).update(
+        state="completed",
+        accepted_at=now - timedelta(days=9),
+        completed_at=now - timedelta(days=8),
+        closes_at=now - timedelta(minutes=1),
+    )
+    token = make_token(uid=doctor.firebase_uid, phone_number=doctor.phone_number)
+
+    def make_due() -> None:
+        try:
+            ScheduledMessage.objects.filter(pk__in=[refused.pk, kept.pk]).update(
+                send_at=timezone.now() - timedelta(seconds=1)
+            )
+        finally:
+            connection.close()
+
+    async def scenario() -> dict[int, dict[str, Any]]:
+        client = await WsClient.connect(server.ws_url, token)
+        try:
+            await asyncio.to_thread(make_due)
+            told: dict[int, dict[str, Any]] = {}
+            while len(told) < 2:
+                frame = await client.expect(
+                    "scheduled_message.updated",
+                    lambda f: f["data"]["scheduled_message"]["state"] != "pending",
+                    timeout=60,
+                )
+                summary = frame["data"]["scheduled_message"]
+                told[summary["id"]] = summary
+            return told
+        finally:
+            await client.close()
+
+    _clear_queue()
+    try:
+        with (
+            celery_worker(_env(), tmp_path / "worker.log", "scheduled-closed"),
+            celery_beat(_env(), tmp_path),
+        ):
+            told = asyncio.run(scenario())
+            _wait(
+                lambda: PushDelivery.objects.filter(kind="scheduled.failed", state="sent").exists(),
+                "the push to the author's phone",
+            )
+            time.sleep(2)  # more sweeps: nothing changes, nothing is pushed twice
+    finally:
+        _clear_queue()
+
+    assert (told[refused.pk]["state"], told[refused.pk]["failure_code"], told[refused.pk]["message_id"]) == (
+        "failed",
+        "consultation_closed",
+        None,
+    )
+    assert told[refused.pk]["consultation_id"] == closing.pk
+    assert (told[kept.pk]["state"], told[kept.pk]["consultation_id"]) == ("sent", staying.pk)
+    assert _sent(closing_conversation.pk, "Take your second dose at 20:00") == 0
+    assert _sent(other_conversation.pk, "How is the rash today?") == 1
+    refused.refresh_from_db()
+    assert (refused.state, refused.failure_code, refused.body) == (
+        "failed",
+        "consultation_closed",
+        "Take your second dose at 20:00",
+    )
+    [delivery] = PushDelivery.objects.filter(kind="scheduled.failed")
+    assert (delivery.device.user_id, delivery.ref) == (doctor.pk, f"{refused.pk}:consultation_closed")
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "kind=scheduled.failed" in worker_log
+    assert '"failure_code": "consultation_closed"' in worker_log
+    assert "second dose" not in worker_log

@@ -335,3 +335,159 @@ def test_export_erasure_and_purge(settings, firebase_admin_api):
 
     account_services.user_delete(user=doctor, actor=doctor)
     assert not ScheduledMessage.objects.exists()
+
+
+# --- Bound to the consultation it was written in (issue 24's example) -----------------------
+def _consultation_between(patient, doctor):
+    """A consultation requested through the real service (the development provider)."""
+    from payments.tests.factories import requested
+
+    return requested(patient, doctor)
+
+
+def _end(consultation, how: str) -> None:
+    """Move the consultation on: ``closed`` (completed, follow-up window over), ``in_window``
+    (completed, window still open) or ``cancelled``."""
+    from payments.models import Consultation
+
+    now = timezone.now()
+    if how == "cancelled":
+        Consultation.objects.filter(pk=consultation.pk).update(state="cancelled", ended_at=now)
+        return
+    closes_at = now - timedelta(minutes=1) if how == "closed" else now + timedelta(days=3)
+    Consultation.objects.filter(pk=consultation.pk).update(
+        state="completed",
+        accepted_at=now - timedelta(days=9),
+        completed_at=closes_at - timedelta(days=7),
+        closes_at=closes_at,
+    )
+
+
+def _pushed(monkeypatch) -> list[Any]:
+    """The pushes handed to FCM (the real outbox, claim and render; only the HTTP send is caught)."""
+    from notifications import fcm
+
+    sent: list[Any] = []
+
+    def capture(pushes):
+        sent.extend(pushes)
+        return [fcm.Result(fcm.Outcome.SENT, message_id=f"m{i}") for i, _ in enumerate(pushes)]
+
+    monkeypatch.setattr(fcm, "send_batch", capture)
+    return sent
+
+
+def test_a_consultation_closed_meanwhile_refuses_it_and_the_author_is_told_by_event_and_push(
+    api, published, monkeypatch, django_capture_on_commit_callbacks
+):
+    from accounts.tests.factories import DeviceFactory
+    from notifications.models import PushDelivery
+
+    patient, doctor, conversation = pair()
+    consultation = _consultation_between(patient, doctor)
+    assert consultation.conversation_id == conversation.pk
+    DeviceFactory(user=doctor, fcm_token="doctor-phone", installation_id=None)
+    pushes = _pushed(monkeypatch)
+    response = api(doctor).post(
+        URL,
+        {
+            "conversation_id": conversation.pk,
+            "body": "Take your second dose at 20:00",
+            "send_at": later().isoformat(),
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["consultation_id"] == consultation.pk
+    row = ScheduledMessage.objects.get(pk=response.json()["id"])
+
+    _end(consultation, "closed")
+    # The doctor could still write there by hand (the closed rule limits patients only) ...
+    assert messaging_services.send(
+        messaging_services.SendRequest(
+            sender=doctor, conversation_id=conversation.pk, client_id=uuid.uuid4(), body="by hand"
+        )
+    ).created
+    # ... but the message written for that consultation is not sent once it is over.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "failed"
+
+    row.refresh_from_db()
+    assert (row.state, row.failure_code, row.message_id) == ("failed", "consultation_closed", None)
+    assert row.body == "Take your second dose at 20:00"
+    assert list(
+        Message.objects.filter(conversation=conversation, kind="text").values_list("body", flat=True)
+    ) == ["by hand"]
+    told = frames(published, doctor.pk, "scheduled_message.updated")[-1]["data"]["scheduled_message"]
+    assert (told["id"], told["state"], told["failure_code"], told["consultation_id"]) == (
+        row.pk,
+        "failed",
+        "consultation_closed",
+        consultation.pk,
+    )
+    assert not frames(published, patient.pk, "scheduled_message.updated")
+
+    # One push to the author's phone, without the text.
+    delivery = PushDelivery.objects.get(kind="scheduled.failed")
+    assert (delivery.device.user_id, delivery.ref, delivery.state) == (
+        doctor.pk,
+        f"{row.pk}:consultation_closed",
+        "sent",
+    )
+    [push] = pushes
+    assert push.token == "doctor-phone"
+    assert push.data == {
+        "type": "scheduled_message.failed",
+        "scheduled_message_id": str(row.pk),
+        "failure_code": "consultation_closed",
+    }
+    assert "dose" not in f"{push.title} {push.body} {push.data}"
+    # Dispatching again (a repeated task, a sweep) changes nothing and pushes nothing more.
+    assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(62)) == "skipped"
+    assert PushDelivery.objects.filter(kind="scheduled.failed").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("how", "outcome", "code"),
+    [("in_window", "sent", ""), ("cancelled", "failed", "consultation_closed"), ("open", "sent", "")],
+)
+def test_the_bound_consultation_decides_at_send_time(how, outcome, code):
+    patient, doctor, conversation = pair()
+    consultation = _consultation_between(patient, doctor)
+    row, _ = services.scheduled_create(
+        author=doctor, conversation_id=conversation.pk, body="how are you?", send_at=later()
+    )
+    assert row.bindings == {"consultation": consultation.pk}
+    if how != "open":
+        _end(consultation, how)
+    assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == outcome
+    row.refresh_from_db()
+    assert (row.state, row.failure_code) == (outcome, code)
+
+
+def test_unbound_when_no_consultation_is_open_and_a_new_one_does_not_revive_a_closed_one():
+    # No consultation in the conversation: nothing to bind, only the send rules apply.
+    _patient, doctor, conversation = pair()
+    row, _ = services.scheduled_create(
+        author=doctor, conversation_id=conversation.pk, body="hi", send_at=later()
+    )
+    assert row.bindings == {}
+    assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "sent"
+
+    # Bound to the first consultation; it closes and a new one opens: still refused.
+    patient, doctor, conversation = pair()
+    first = _consultation_between(patient, doctor)
+    row, _ = services.scheduled_create(
+        author=doctor, conversation_id=conversation.pk, body="for the first", send_at=later()
+    )
+    _end(first, "closed")
+    second = _consultation_between(patient, doctor)
+    assert second.pk != first.pk
+    assert dispatch.scheduled_dispatch(scheduled_id=row.pk, now=later(61)) == "failed"
+    row.refresh_from_db()
+    assert row.failure_code == "consultation_closed"
+    # One written now is bound to the new consultation.
+    newer, _ = services.scheduled_create(
+        author=doctor, conversation_id=conversation.pk, body="for the second", send_at=later()
+    )
+    assert newer.bindings == {"consultation": second.pk}

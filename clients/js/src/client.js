@@ -624,7 +624,9 @@ export class HealthchatClient {
    * with the same `client_id` after a reconnect until the server acknowledges it.
    * @param {number} conversationId
    * @param {string} body
-   * @param {{replyTo?: number | null, attachmentIds?: number[]}} [options]
+   * @param {{replyTo?: number | null, attachmentIds?: number[], mentions?: Array<{user_id: number, offset: number, length: number}>}} [options]
+   *   `mentions`: members the text names (`offset`/`length` in Unicode code points of `body`); they are
+   *   pushed even when they muted the conversation, and find it in `listMentions`
    * @returns {Promise<{clientId: string, acked: Promise<Message>}>}
    */
   async send(conversationId, body, options = {}) {
@@ -636,6 +638,7 @@ export class HealthchatClient {
       body,
       replyTo: options.replyTo ?? null,
       attachmentIds: options.attachmentIds ?? [],
+      ...(options.mentions?.length ? { mentions: options.mentions } : {}),
       createdAt: Math.max(Date.now(), this.lastCreatedAt + 1),
     };
     this.lastCreatedAt = item.createdAt;
@@ -710,6 +713,7 @@ export class HealthchatClient {
         const data = { conversation_id: item.conversationId, client_id: item.clientId, ...(await this.e2ee.seal(item)) };
         if (item.replyTo != null) data.reply_to = item.replyTo;
         if (item.attachmentIds.length) data.attachment_ids = item.attachmentIds;
+        if (item.mentions?.length) data.mentions = item.mentions;
         const ack = await this.request("message.send", data);
         await this.serial(() => this.accept(ack.data.message));
         // accept() settles it; a message below the watermark (already delivered) is settled here.

@@ -1,6 +1,6 @@
 // Consultations (request, list, accept/decline/start/complete/cancel) and the doctor's
 // availability over REST, plus the live `consultation.updated` hint. See docs/payments.md.
-import { unwrap } from "./rest.js";
+import { cursorOf, unwrap } from "./rest.js";
 
 /** @typedef {import("./client.js").HealthchatClient} HealthchatClient */
 /** @typedef {import("openapi-fetch").Client<import("./rest.js").paths>} RestClient */
@@ -122,4 +122,60 @@ export function onConsultationUpdated(client, listener) {
   return client.on("frame", (frame) => {
     if (frame.type === "consultation.updated") listener(frame.data.consultation);
   });
+}
+
+/** @typedef {Schemas["ReviewOut"]} Rating */
+/** @typedef {Schemas["PublicReviewOut"]} PublicRating */
+
+/**
+ * The patient rates a completed consultation, once (1-5 stars, an optional comment).
+ * @param {RestClient} rest @param {number} consultationId @param {{stars: number, comment?: string}} rating
+ * @returns {Promise<Rating>}
+ */
+export function rateConsultation(rest, consultationId, rating) {
+  /** @type {Schemas["ReviewCreateInputRequest"]} */
+  const body = { stars: rating.stars };
+  if (rating.comment != null) body.comment = rating.comment;
+  return unwrap(rest.POST("/api/v1/consultations/{consultation_id}/rating", { params: { path: { consultation_id: consultationId } }, body }));
+}
+
+/** A consultation's rating (its patient or doctor). @param {RestClient} rest @param {number} consultationId @returns {Promise<Rating>} */
+export function getRating(rest, consultationId) {
+  return unwrap(rest.GET("/api/v1/consultations/{consultation_id}/rating", { params: { path: { consultation_id: consultationId } } }));
+}
+
+/**
+ * The patient changes their rating (within `editable_until`).
+ * @param {RestClient} rest @param {number} consultationId @param {{stars?: number, comment?: string}} changes
+ * @returns {Promise<Rating>}
+ */
+export function editRating(rest, consultationId, changes) {
+  /** @type {Schemas["PatchedReviewUpdateInputRequest"]} */
+  const body = {};
+  if (changes.stars != null) body.stars = changes.stars;
+  if (changes.comment != null) body.comment = changes.comment;
+  return unwrap(rest.PATCH("/api/v1/consultations/{consultation_id}/rating", { params: { path: { consultation_id: consultationId } }, body }));
+}
+
+/** The doctor replies to the rating, once. @param {RestClient} rest @param {number} consultationId @param {string} text @returns {Promise<Rating>} */
+export function replyToRating(rest, consultationId, text) {
+  return unwrap(
+    rest.PUT("/api/v1/consultations/{consultation_id}/rating/reply", { params: { path: { consultation_id: consultationId } }, body: { text } }),
+  );
+}
+
+/**
+ * A doctor's visible ratings, newest first (one cursor page; no patient named).
+ * @param {RestClient} rest @param {number} doctorId @param {{cursor?: string, limit?: number}} [page]
+ * @returns {Promise<{results: PublicRating[], nextCursor: string | null}>}
+ */
+export async function doctorRatings(rest, doctorId, page = {}) {
+  /** @type {{cursor?: string, limit?: number}} */
+  const query = {};
+  if (page.cursor != null) query.cursor = page.cursor;
+  if (page.limit != null) query.limit = page.limit;
+  const data = /** @type {any} */ (
+    await unwrap(rest.GET("/api/v1/doctors/{doctor_id}/ratings", { params: { path: { doctor_id: doctorId }, query } }))
+  );
+  return { results: /** @type {PublicRating[]} */ (data.results), nextCursor: cursorOf(data.next) };
 }

@@ -68,6 +68,26 @@ export function changeRole(rest, groupId, userId, role) {
   );
 }
 
+/**
+ * Make one of the caller's own ready, unsent image uploads the group's picture (owner and admins;
+ * the group's `avatar` then names it). Upload it first with `uploadAttachment`.
+ * @param {RestClient} rest @param {number} groupId @param {number} attachmentId
+ * @returns {Promise<Conversation>}
+ */
+export function setGroupAvatar(rest, groupId, attachmentId) {
+  return unwrap(
+    rest.PUT("/api/v1/groups/{group_id}/avatar", {
+      params: { path: { group_id: groupId } },
+      body: { attachment_id: attachmentId },
+    }),
+  );
+}
+
+/** Remove the group's picture (owner and admins; 204). @param {RestClient} rest @param {number} groupId @returns {Promise<void>} */
+export async function removeGroupAvatar(rest, groupId) {
+  await unwrap(rest.DELETE("/api/v1/groups/{group_id}/avatar", { params: { path: { group_id: groupId } } }));
+}
+
 /** @param {RestClient} rest @param {number} groupId @returns {Promise<void>} */
 export async function leaveGroup(rest, groupId) {
   await unwrap(rest.POST("/api/v1/groups/{group_id}/leave", { params: { path: { group_id: groupId } } }));

@@ -1,6 +1,6 @@
 // @healthchat/client: the public surface.
 export { HealthchatClient, frameProblem, reconnectDelay, tokenExpiry } from "./client.js";
-export { createRestClient, unwrap } from "./rest.js";
+export { createRestClient, cursorOf, unwrap } from "./rest.js";
 export { MemoryStore } from "./stores.js";
 export { IndexedDBStore } from "./indexeddb-store.js";
 export * from "./errors.js";
@@ -12,7 +12,28 @@ export { ReceiptTracker } from "./receipts.js";
 export { TypingIndicator } from "./typing.js";
 export { PresenceTracker } from "./presence.js";
 export { Timeline, deleteMessage, editMessage, historyPage } from "./messages.js";
-export { GroupEvents, addMember, changeRole, createGroup, getGroup, leaveGroup, removeMember, updateGroup } from "./groups.js";
+export {
+  GroupEvents,
+  addMember,
+  changeRole,
+  createGroup,
+  getGroup,
+  leaveGroup,
+  removeGroupAvatar,
+  removeMember,
+  setGroupAvatar,
+  updateGroup,
+} from "./groups.js";
+export { addReaction, listPins, pinMessage, removeReaction, unpinMessage } from "./annotations.js";
+export { listMentions, searchMessages } from "./search.js";
+export {
+  cancelScheduledMessage,
+  editScheduledMessage,
+  getScheduledMessage,
+  listScheduledMessages,
+  onScheduledMessageUpdated,
+  scheduleMessage,
+} from "./scheduled.js";
 export { downloadAttachment, sha256Hex, uploadAttachment, waitForAttachment } from "./attachments.js";
 export {
   acceptConsultation,
@@ -20,10 +41,15 @@ export {
   completeConsultation,
   declineConsultation,
   doctorAvailability,
+  doctorRatings,
+  editRating,
   getAvailability,
   getConsultation,
+  getRating,
   listConsultations,
   onConsultationUpdated,
+  rateConsultation,
+  replyToRating,
   requestConsultation,
   setAvailability,
   startConsultation,

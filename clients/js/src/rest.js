@@ -43,3 +43,12 @@ export async function unwrap(call) {
   if (!result.response.ok) throw new RestError(result.response.status, result.error);
   return /** @type {T} */ (result.data);
 }
+
+/**
+ * The `cursor` of a cursor page's `next` link (null on the last page): pass it back as `cursor`.
+ * @param {string | null | undefined} next
+ * @returns {string | null}
+ */
+export function cursorOf(next) {
+  return next ? new URL(next).searchParams.get("cursor") : null;
+}

@@ -9,6 +9,7 @@
  * @property {string | null} body
  * @property {number | null} replyTo
  * @property {number[]} attachmentIds
+ * @property {Array<{user_id: number, offset: number, length: number}>} [mentions]  who the text mentions (plaintext only)
  * @property {number} createdAt         ms since the epoch; the outbox is sent in this order
  */
 

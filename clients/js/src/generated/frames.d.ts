@@ -595,6 +595,7 @@ export type SendAt = string;
 export type State7 = "pending" | "sent" | "failed" | "cancelled";
 export type MessageId8 = number | null;
 export type FailureCode = string | null;
+export type ConsultationId4 = number | null;
 export type CreatedAt3 = string;
 export type UpdatedAt = string;
 export type Type65 = "scheduled_message.updated";
@@ -2377,6 +2378,7 @@ export interface ServerScheduledMessageSummary {
   state: State7;
   message_id: MessageId8;
   failure_code: FailureCode;
+  consultation_id: ConsultationId4;
   created_at: CreatedAt3;
   updated_at: UpdatedAt;
 }

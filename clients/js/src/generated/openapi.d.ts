@@ -526,6 +526,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/consultations/{consultation_id}/rating": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a consultation's rating (its patient or doctor) */
+        get: operations["consultations_rating_retrieve"];
+        put?: never;
+        /** Rate a completed consultation (its patient, once) */
+        post: operations["consultations_rating_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Change my rating (within RATING_EDIT_DAYS of writing it) */
+        patch: operations["consultations_rating_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/consultations/{consultation_id}/rating/reply": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Reply to a consultation's rating (its doctor, once) */
+        put: operations["consultations_rating_reply_update"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/consultations/{consultation_id}/start": {
         parameters: {
             query?: never;
@@ -715,6 +751,23 @@ export interface paths {
          * @description A verified doctor's availability, as patients see it.
          */
         get: operations["doctors_availability_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/doctors/{doctor_id}/ratings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A doctor's reviews (visible ones, newest first; no patient named) */
+        get: operations["doctors_ratings_list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1898,6 +1951,13 @@ export interface components {
             consultation_fee?: number;
             currency?: string;
             languages?: unknown;
+            /**
+             * Format: double
+             * @description average stars (1-5, two decimals) of the visible reviews by patients of completed consultations; null without any
+             */
+            rating_average: number | null;
+            /** @description how many reviews the average is of */
+            rating_count: number;
         };
         FeedOut: {
             /**
@@ -1920,6 +1980,14 @@ export interface components {
             /** @default false */
             e2ee: boolean;
         };
+        /**
+         * @description * `abusive` - Abusive or offensive
+         *     * `personal_data` - Contains personal or health data
+         *     * `not_about_care` - Not about the consultation
+         *     * `spam` - Spam or advertising
+         * @enum {string}
+         */
+        HiddenReasonEnum: "abusive" | "personal_data" | "not_about_care" | "spam";
         HistoryOut: {
             results: components["schemas"]["MessageOut"][];
             has_more: boolean;
@@ -2263,6 +2331,19 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["PrescriptionOut"][];
         };
+        PaginatedPublicReviewOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["PublicReviewOut"][];
+        };
         PaginatedScheduledOutList: {
             /**
              * Format: uri
@@ -2325,6 +2406,15 @@ export interface components {
             follow_up?: string;
             /** @description optional coded entries (≤ 50) */
             codes?: components["schemas"]["NoteCodeRequest"][];
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        PatchedReviewUpdateInputRequest: {
+            /** @description 1 to 5 */
+            stars?: number;
+            comment?: string;
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -2465,6 +2555,15 @@ export interface components {
          * @enum {string}
          */
         PrescriptionStatusEnum: "issued" | "cancelled";
+        PublicReviewOut: {
+            id: number;
+            stars: number;
+            comment: string;
+            /** Format: date-time */
+            created_at: string;
+            edited: boolean;
+            reply: components["schemas"]["ReplyOut"] | null;
+        };
         ReactionChangeOut: {
             conversation_id: number;
             message_id: number;
@@ -2514,6 +2613,54 @@ export interface components {
          * @enum {string}
          */
         RegisterInputRoleEnum: "patient" | "doctor";
+        ReplyOut: {
+            text: string;
+            /** Format: date-time */
+            created_at: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        ReviewCreateInputRequest: {
+            /** @description 1 to 5 */
+            stars: number;
+            /** @description at most 2000 characters */
+            comment?: string;
+        };
+        ReviewOut: {
+            id: number;
+            consultation_id: number;
+            patient_id: number;
+            doctor_id: number;
+            stars: number;
+            comment: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description the patient's last change
+             */
+            edited_at: string | null;
+            /**
+             * Format: date-time
+             * @description the patient may change it until then
+             */
+            editable_until: string;
+            /** @description the doctor's one reply */
+            reply: components["schemas"]["ReplyOut"] | null;
+            /** @description hidden by staff: not in the doctor's list or average */
+            hidden: boolean;
+            hidden_reason: (components["schemas"]["HiddenReasonEnum"] | components["schemas"]["NullEnum"]) | null;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        ReviewReplyInputRequest: {
+            /** @description at most 2000 characters */
+            text: string;
+        };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -2576,6 +2723,8 @@ export interface components {
             message_id: number | null;
             /** @description failed: the send path's error code at send time */
             failure_code: string | null;
+            /** @description the consultation open in the conversation when it was scheduled; if it has ended when the message is due, the message fails with consultation_closed */
+            consultation_id: number | null;
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
@@ -6911,6 +7060,530 @@ export interface operations {
             };
         };
     };
+    consultations_rating_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "stars": 1,
+                     *       "comment": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "edited_at": "2026-01-05T09:30:00Z",
+                     *       "editable_until": "2026-01-05T09:30:00Z",
+                     *       "reply": {
+                     *         "text": "string",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "hidden": true,
+                     *       "hidden_reason": "abusive"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReviewOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `consultation_not_found`, `not_found`, `rating_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found" | "rating_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_rating_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "stars": 1,
+                 *       "comment": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ReviewCreateInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "stars": 1,
+                     *       "comment": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "edited_at": "2026-01-05T09:30:00Z",
+                     *       "editable_until": "2026-01-05T09:30:00Z",
+                     *       "reply": {
+                     *         "text": "string",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "hidden": true,
+                     *       "hidden_reason": "abusive"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReviewOut"];
+                };
+            };
+            /** @description Bad Request: `comment_too_long`, `invalid`, `invalid_stars`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "comment_too_long",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "comment_too_long" | "invalid" | "invalid_stars" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_patient` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_patient";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `already_rated`, `consultation_not_completed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "already_rated",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "already_rated" | "consultation_not_completed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_rating_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "stars": 1,
+                 *       "comment": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["PatchedReviewUpdateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "stars": 1,
+                     *       "comment": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "edited_at": "2026-01-05T09:30:00Z",
+                     *       "editable_until": "2026-01-05T09:30:00Z",
+                     *       "reply": {
+                     *         "text": "string",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "hidden": true,
+                     *       "hidden_reason": "abusive"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReviewOut"];
+                };
+            };
+            /** @description Bad Request: `comment_too_long`, `invalid`, `invalid_stars`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "comment_too_long",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "comment_too_long" | "invalid" | "invalid_stars" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_patient` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_patient";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `not_found`, `rating_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found" | "rating_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `edit_window_closed`, `rating_hidden` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "edit_window_closed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "edit_window_closed" | "rating_hidden";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_rating_reply_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "text": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ReviewReplyInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "stars": 1,
+                     *       "comment": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "edited_at": "2026-01-05T09:30:00Z",
+                     *       "editable_until": "2026-01-05T09:30:00Z",
+                     *       "reply": {
+                     *         "text": "string",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "hidden": true,
+                     *       "hidden_reason": "abusive"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReviewOut"];
+                };
+            };
+            /** @description Bad Request: `empty_reply`, `invalid`, `null`, `parse_error`, `reply_too_long` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "empty_reply",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "empty_reply" | "invalid" | "null" | "parse_error" | "reply_too_long";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `not_found`, `rating_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found" | "rating_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `already_replied` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "already_replied",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "already_replied";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     consultations_start_create: {
         parameters: {
             query?: never;
@@ -7993,7 +8666,9 @@ export interface operations {
                      *           "bio": "Cardiologist, 15 years of practice.",
                      *           "consultation_fee": 1,
                      *           "currency": "EUR",
-                     *           "languages": {}
+                     *           "languages": {},
+                     *           "rating_average": 1,
+                     *           "rating_count": 1
                      *         }
                      *       ]
                      *     }
@@ -8045,7 +8720,9 @@ export interface operations {
                      *       "bio": "Cardiologist, 15 years of practice.",
                      *       "consultation_fee": 1,
                      *       "currency": "EUR",
-                     *       "languages": {}
+                     *       "languages": {},
+                     *       "rating_average": 1,
+                     *       "rating_count": 1
                      *     }
                      */
                     "application/json": components["schemas"]["DoctorPublic"];
@@ -8123,6 +8800,87 @@ export interface operations {
                     "application/json": components["schemas"]["AvailabilityOut"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `doctor_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "doctor_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "doctor_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    doctors_ratings_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                doctor_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "stars": 1,
+                     *           "comment": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "edited": true,
+                     *           "reply": {
+                     *             "text": "string",
+                     *             "created_at": "2026-01-05T09:30:00Z"
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedPublicReviewOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["NotRegistered"];
             /** @description Not Found: `doctor_not_found`, `not_found` */
@@ -12875,6 +13633,7 @@ export interface operations {
                      *           "state": "pending",
                      *           "message_id": 1,
                      *           "failure_code": "string",
+                     *           "consultation_id": 1,
                      *           "created_at": "2026-01-05T09:30:00Z",
                      *           "updated_at": "2026-01-05T09:30:00Z"
                      *         }
@@ -12936,6 +13695,7 @@ export interface operations {
                      *       "state": "pending",
                      *       "message_id": 1,
                      *       "failure_code": "string",
+                     *       "consultation_id": 1,
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "updated_at": "2026-01-05T09:30:00Z"
                      *     }
@@ -12958,6 +13718,7 @@ export interface operations {
                      *       "state": "pending",
                      *       "message_id": 1,
                      *       "failure_code": "string",
+                     *       "consultation_id": 1,
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "updated_at": "2026-01-05T09:30:00Z"
                      *     }
@@ -13115,6 +13876,7 @@ export interface operations {
                      *       "state": "pending",
                      *       "message_id": 1,
                      *       "failure_code": "string",
+                     *       "consultation_id": 1,
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "updated_at": "2026-01-05T09:30:00Z"
                      *     }
@@ -13185,6 +13947,7 @@ export interface operations {
                      *       "state": "pending",
                      *       "message_id": 1,
                      *       "failure_code": "string",
+                     *       "consultation_id": 1,
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "updated_at": "2026-01-05T09:30:00Z"
                      *     }
@@ -13287,6 +14050,7 @@ export interface operations {
                      *       "state": "pending",
                      *       "message_id": 1,
                      *       "failure_code": "string",
+                     *       "consultation_id": 1,
                      *       "created_at": "2026-01-05T09:30:00Z",
                      *       "updated_at": "2026-01-05T09:30:00Z"
                      *     }
