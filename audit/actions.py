@@ -28,6 +28,10 @@ APPOINTMENT_ICS = "appointment.ics"  # one appointment's iCalendar file
 CALENDAR_FEED_READ = "calendar_feed.read"  # a doctor's private feed fetched (the token's holder)
 ON_DEMAND_LIST = "on_demand.list"  # a doctor's list of open on-demand requests (specialties)
 ON_DEMAND_READ = "on_demand.read"  # one on-demand request
+DOCUMENT_REQUEST = "document.request"  # a PDF (receipt, summary, prescription) asked for
+DOCUMENT_LIST = "document.list"  # a REST page of the caller's documents
+DOCUMENT_LINK = "document.link"  # one document's state and, when ready, a download URL
+DOCUMENT_DOWNLOAD = "document.download"  # the PDF was streamed by this server
 
 # The account holder's rights
 USER_EXPORT = "user.export"
@@ -51,6 +55,7 @@ DOCTOR_REJECT = "doctor.reject"
 APPOINTMENT_STAFF_CANCEL = "appointment.staff_cancel"  # admin: cancelled, authorisation released
 APPOINTMENT_STAFF_NO_SHOW = "appointment.staff_no_show"  # admin: marked a doctor no-show
 APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold released
+DOCUMENT_REGENERATE = "document.regenerate"  # admin: a document queued for rendering again
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -67,6 +72,10 @@ ACTIONS: frozenset[str] = frozenset(
         MENTION_LIST,
         ATTACHMENT_LINK,
         ATTACHMENT_DOWNLOAD,
+        DOCUMENT_REQUEST,
+        DOCUMENT_LIST,
+        DOCUMENT_LINK,
+        DOCUMENT_DOWNLOAD,
         CALL_LIST,
         CALL_READ,
         MESSAGE_SEARCH,
@@ -91,6 +100,7 @@ ACTIONS: frozenset[str] = frozenset(
         APPOINTMENT_STAFF_CANCEL,
         APPOINTMENT_STAFF_NO_SHOW,
         APPOINTMENT_STAFF_RELEASE,
+        DOCUMENT_REGENERATE,
         RETENTION_PURGE,
     }
 )

@@ -80,6 +80,7 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "scheduled_id": w.extra["scheduled"].pk,
         "message_id": w.message_doctor.pk,
         "emoji": "👍",
+        "document_id": w.extra["document"].pk,
     }
 
 

@@ -1,0 +1,248 @@
+"""What each document says, built from the record alone (no clock, no randomness).
+
+``build(document)`` reads the record behind a ``Document`` and returns a ``PdfContent`` for
+``documents.pdf.render``. The same record gives the same content, so the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+from django.conf import settings
+
+from accounts.models import User
+from core.errors import ApplicationError
+from core.registry import Registry
+from payments.models import Consultation, LedgerEntry
+
+from . import selectors
+from . import validators as v
+from .models import Document
+from .pdf import PdfContent, Section
+
+# Other apps add parts of the consultation summary (the records app: shared visit notes and
+# prescriptions), each a function of the consultation returning its sections and the latest
+# time they show (the summary's date is the latest time of everything it shows).
+SummaryPart = Callable[[Consultation], tuple[list[Section], dt.datetime | None]]
+summary_parts: Registry[SummaryPart] = Registry("consultation summary part")
+# The prescription document's content, registered by the app that owns prescriptions.
+PrescriptionBuilder = Callable[[int], PdfContent]
+prescription_builders: Registry[PrescriptionBuilder] = Registry("prescription document builder")
+
+DATE = "%Y-%m-%d"
+DATETIME = "%Y-%m-%d %H:%M UTC"
+
+
+def when(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.UTC).strftime(DATETIME) if moment else "-"
+
+
+def day(moment: dt.date | None) -> str:
+    return moment.strftime(DATE) if moment else "-"
+
+
+def person(user: User) -> str:
+    """A participant's name as documents show it (an erased account: its pseudonym)."""
+    return user.display_name or f"User {user.pk}"
+
+
+def doctor_name(user: User) -> str:
+    name = person(user)
+    return name if name.lower().startswith("dr") else f"Dr {name}"
+
+
+def issuer_lines() -> list[str]:
+    """The platform as the legal issuer: name, address lines, tax id."""
+    lines = [str(settings.HEALTHCHAT_PLATFORM_LEGAL_NAME)]
+    lines += [part.strip() for part in str(settings.HEALTHCHAT_PLATFORM_ADDRESS).split(";") if part.strip()]
+    if settings.HEALTHCHAT_TAX_ID:
+        lines.append(f"{settings.HEALTHCHAT_TAX_NAME} id: {settings.HEALTHCHAT_TAX_ID}")
+    return lines
+
+
+def consultation_label(consultation: Consultation) -> str:
+    return f"{consultation.get_kind_display()} consultation #{consultation.pk}"
+
+
+# --- Receipts -------------------------------------------------------------------------------
+def receipt(document: Document) -> PdfContent:
+    """A payment's or a refund's receipt: amounts, currency, tax, platform and doctor, reference."""
+    entry = document.payment
+    consultation = document.consultation
+    if entry is None or consultation is None:
+        raise ApplicationError("document_record_missing", "The payment is gone.", status=409)
+    refund = entry.kind == LedgerEntry.Kind.REFUND
+    amount = abs(entry.amount)
+    rate = Decimal(str(settings.HEALTHCHAT_TAX_RATE))
+    tax = v.tax_included(amount, rate)
+    currency = entry.currency
+    original = selectors.original_charge(consultation_id=consultation.pk)
+    number = f"{'RF' if refund else 'R'}-{consultation.pk:06d}-{entry.pk:08d}"
+    header = [
+        ("Receipt number", number),
+        ("Date", when(entry.created_at)),
+        ("Payment reference", entry.stripe_id or consultation.payment_intent_id or f"ledger {entry.pk}"),
+    ]
+    if refund and original is not None:
+        header.append(
+            ("Refund of", f"R-{consultation.pk:06d}-{original.pk:08d} ({when(original.created_at)})")
+        )
+    tax_name = str(settings.HEALTHCHAT_TAX_NAME)
+    money_rows = [
+        ("Description", f"{consultation_label(consultation)} with {doctor_name(consultation.doctor)}"),
+        ("Amount refunded" if refund else "Amount paid", v.format_money(amount, currency)),
+    ]
+    if rate > 0:
+        money_rows += [
+            (f"of which {tax_name} ({rate.normalize()} %)", v.format_money(tax, currency)),
+            (f"Net of {tax_name}", v.format_money(amount - tax, currency)),
+        ]
+    else:
+        money_rows.append((tax_name, "none charged"))
+    money_rows.append(("Currency", currency.upper()))
+    return PdfContent(
+        title="Refund receipt" if refund else "Payment receipt",
+        dated=entry.created_at,
+        issuer=issuer_lines(),
+        header_rows=header,
+        sections=[
+            Section(
+                "Paid by" if not refund else "Refunded to", rows=[("Patient", person(consultation.patient))]
+            ),
+            Section(
+                "Provider",
+                rows=[
+                    ("Doctor", doctor_name(consultation.doctor)),
+                    ("Platform", str(settings.HEALTHCHAT_PLATFORM_LEGAL_NAME)),
+                ],
+            ),
+            Section("Refund" if refund else "Payment", rows=money_rows),
+        ],
+        footer=f"{settings.HEALTHCHAT_PLATFORM_LEGAL_NAME} - receipt {number}",
+        subject=f"Receipt {number}",
+    )
+
+
+# --- Consultation summary -------------------------------------------------------------------
+def consultation_summary(document: Document) -> PdfContent:
+    """Dates, participants, the shared notes and prescriptions (other apps' parts), and the chat
+    only when the patient asked for it."""
+    consultation = document.consultation
+    if consultation is None:
+        raise ApplicationError("document_record_missing", "The consultation is gone.", status=409)
+    times = [
+        t
+        for t in (
+            consultation.created_at,
+            consultation.accepted_at,
+            consultation.started_at,
+            consultation.completed_at,
+            consultation.ended_at,
+        )
+        if t is not None
+    ]
+    profile = selectors.patient_profile(consultation.patient_id)
+    doctor_profile = selectors.doctor_profile(consultation.doctor_id)
+    sections = [
+        Section(
+            "Consultation",
+            rows=[
+                ("Consultation", consultation_label(consultation)),
+                ("State", consultation.get_state_display()),
+                ("Requested", when(consultation.created_at)),
+                ("Accepted", when(consultation.accepted_at)),
+                ("Started", when(consultation.started_at)),
+                ("Completed", when(consultation.completed_at)),
+                ("Ended", when(consultation.ended_at)),
+            ],
+        ),
+        Section(
+            "Participants",
+            rows=[
+                ("Patient", person(consultation.patient)),
+                ("Date of birth", day(profile.date_of_birth) if profile else "-"),
+                ("Doctor", doctor_name(consultation.doctor)),
+                (
+                    "Licence",
+                    f"{doctor_profile.licence_number} ({doctor_profile.jurisdiction})"
+                    if doctor_profile
+                    else "-",
+                ),
+            ],
+        ),
+    ]
+    for part in summary_parts:
+        part_sections, latest = part(consultation)
+        sections.extend(part_sections)
+        if latest is not None:
+            times.append(latest)
+    if not any(section.heading == "Visit notes" for section in sections):
+        sections.append(Section("Visit notes", paragraphs=["No visit notes were shared."]))
+    if document.include_chat:
+        chat, latest = chat_section(consultation)
+        sections.append(chat)
+        if latest is not None:
+            times.append(latest)
+    return PdfContent(
+        title="Consultation summary",
+        dated=max(times),
+        issuer=issuer_lines(),
+        header_rows=[("Consultation", f"#{consultation.pk}"), ("As of", when(max(times)))],
+        sections=sections,
+        footer=f"{settings.HEALTHCHAT_PLATFORM_LEGAL_NAME} - consultation #{consultation.pk} - confidential",
+        subject=f"Consultation {consultation.pk} summary",
+    )
+
+
+def chat_section(consultation: Consultation) -> tuple[Section, dt.datetime | None]:
+    """The consultation's messages (from its request to its end), oldest first."""
+    if consultation.conversation.e2ee:
+        return (
+            Section(
+                "Chat",
+                paragraphs=[
+                    "This conversation is end-to-end encrypted: the server cannot read its messages."
+                ],
+            ),
+            None,
+        )
+    messages, truncated = selectors.consultation_messages(consultation=consultation)
+    rows: list[Sequence[str]] = [("Time", "From", "Message")]
+    names = {
+        consultation.patient_id: person(consultation.patient),
+        consultation.doctor_id: doctor_name(consultation.doctor),
+    }
+    for message in messages:
+        body = message.body or ""
+        if message.deleted_at is not None:
+            body = "(deleted)"
+        elif message.attachment_names:
+            body = "\n".join([body, *(f"[file: {name}]" for name in message.attachment_names)]).strip()
+        if message.edited_at is not None and message.deleted_at is None:
+            body += " (edited)"
+        rows.append(
+            (when(message.created_at), names.get(message.sender_id, f"User {message.sender_id}"), body)
+        )
+    paragraphs = ["Included at the patient's request."]
+    if truncated:
+        paragraphs.append(f"Only the first {v.SUMMARY_CHAT_MAX_MESSAGES} messages are included.")
+    if len(rows) == 1:
+        paragraphs.append("No messages.")
+    latest = max((m.edited_at or m.created_at for m in messages), default=None)
+    return Section("Chat", paragraphs=paragraphs, table=rows if len(rows) > 1 else ()), latest
+
+
+# --- Dispatch -------------------------------------------------------------------------------
+def build(document: Document) -> PdfContent:
+    if document.kind == v.RECEIPT:
+        return receipt(document)
+    if document.kind == v.CONSULTATION_SUMMARY:
+        return consultation_summary(document)
+    assert document.prescription_id is not None
+    for builder in prescription_builders:
+        return builder(int(document.prescription_id))
+    raise ApplicationError(
+        "document_unavailable", "Prescription documents are not available on this server.", status=503
+    )
