@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
@@ -232,6 +233,94 @@ def chat_section(consultation: Consultation) -> tuple[Section, dt.datetime | Non
         paragraphs.append("No messages.")
     latest = max((m.edited_at or m.created_at for m in messages), default=None)
     return Section("Chat", paragraphs=paragraphs, table=rows if len(rows) > 1 else ()), latest
+
+
+# --- Prescriptions ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrescriptionItem:
+    medication: str
+    strength: str = ""
+    form: str = ""
+    dose: str = ""
+    route: str = ""
+    frequency: str = ""
+    duration: str = ""
+    quantity: str = ""
+    repeats: str = ""
+    instructions: str = ""
+
+
+@dataclass(frozen=True)
+class PrescriptionData:
+    """What a prescription document prints (the prescriptions' owner fills it from its record)."""
+
+    number: str
+    verification_code: str
+    issued_at: dt.datetime
+    doctor_name: str
+    licence_number: str
+    jurisdiction: str
+    patient_name: str
+    patient_date_of_birth: dt.date | None
+    items: Sequence[PrescriptionItem]
+    verify_path: str
+    status: str = "issued"
+    consultation_id: int | None = None
+
+
+def prescription(data: PrescriptionData) -> PdfContent:
+    """The document a patient shows a pharmacist: prescriber, patient, what, and how to check it
+    (the number, the verification code and a QR code of the public verification page)."""
+    verify_url = f"{settings.HEALTHCHAT_PUBLIC_URL}{data.verify_path}"
+    sections = [
+        Section(
+            "Prescriber",
+            rows=[
+                ("Doctor", data.doctor_name),
+                ("Licence number", data.licence_number or "-"),
+                ("Jurisdiction", data.jurisdiction or "-"),
+            ],
+        ),
+        Section(
+            "Patient",
+            rows=[("Name", data.patient_name), ("Date of birth", day(data.patient_date_of_birth))],
+        ),
+    ]
+    for index, item in enumerate(data.items, start=1):
+        rows = [
+            (label, value)
+            for label, value in (
+                ("Medication", item.medication),
+                ("Strength", item.strength),
+                ("Form", item.form),
+                ("Dose", item.dose),
+                ("Route", item.route),
+                ("Frequency", item.frequency),
+                ("Duration", item.duration),
+                ("Quantity", item.quantity),
+                ("Repeats", item.repeats),
+                ("Instructions", item.instructions),
+            )
+            if value
+        ]
+        sections.append(Section(f"Item {index}" if len(data.items) > 1 else "Medication", rows=rows))
+    if data.status == "cancelled":
+        sections.append(Section("Status", paragraphs=["CANCELLED: this prescription must not be dispensed."]))
+    return PdfContent(
+        title="Prescription",
+        dated=data.issued_at,
+        issuer=issuer_lines(),
+        header_rows=[
+            ("Prescription number", data.number),
+            ("Issued", when(data.issued_at)),
+            ("Verification code", data.verification_code),
+        ],
+        sections=sections,
+        qr=verify_url,
+        qr_caption=f"Verify: {verify_url} (code {data.verification_code})",
+        footer=f"{settings.HEALTHCHAT_PLATFORM_LEGAL_NAME} - prescription {data.number}",
+        subject=f"Prescription {data.number}",
+    )
 
 
 # --- Dispatch -------------------------------------------------------------------------------

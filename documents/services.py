@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from accounts.actors import Actor, require_permission
@@ -166,14 +166,21 @@ def receipt_for_entry(*, entry: LedgerEntry) -> Document | None:
     if entry.kind not in v.RECEIPT_ENTRY_KINDS:
         return None
     consultation = entry.consultation
-    return _ensure(
-        kind=v.RECEIPT,
-        patient_id=consultation.patient_id,
-        doctor_id=consultation.doctor_id,
-        consultation=consultation,
-        payment=entry,
-        requested_by=None,
-    )
+    try:
+        # A savepoint: whatever goes wrong here never undoes the money it is a receipt for
+        # (the patient can ask for the receipt again).
+        with transaction.atomic():
+            return _ensure(
+                kind=v.RECEIPT,
+                patient_id=consultation.patient_id,
+                doctor_id=consultation.doctor_id,
+                consultation=consultation,
+                payment=entry,
+                requested_by=None,
+            )
+    except DatabaseError as exc:
+        logger.warning("receipt of ledger entry %s not queued (%s)", entry.pk, type(exc).__name__)
+        return None
 
 
 def render_bytes(document: Document) -> bytes:
@@ -202,25 +209,26 @@ def document_render(*, document_id: int) -> Document | None:
     except ApplicationError as exc:
         return _failed(document_id, exc.code)
     except Exception as exc:  # a bug or a broken record: never a traceback to the client
-        logger.exception("document %s could not be rendered (%s)", document_id, type(exc).__name__)
+        # The type only: a layout error's text can quote the record (names, notes, messages).
+        logger.error("document %s could not be rendered (%s)", document_id, type(exc).__name__)
         return _failed(document_id, "render_failed")
     digest = hashlib.sha256(data).hexdigest()
     name = storage_name(document, digest)
-    old = ""
     with transaction.atomic():
         locked = Document.objects.select_for_update().filter(pk=document_id).first()
         if locked is None:
             return None
-        if locked.file.name != name or not default_storage.exists(name):
-            old = locked.file.name
-            locked.file.save(name, ContentFile(data), save=False)
+        # Under the row lock: one rendering at a time stores (the same content: the same file).
+        stored = name if default_storage.exists(name) else default_storage.save(name, ContentFile(data))
+        old = locked.file.name if locked.file.name != stored else ""
+        locked.file.name = stored
         locked.sha256 = digest
         locked.size = len(data)
         locked.status = v.READY
         locked.error = ""
         locked.generated_at = timezone.now()
         locked.save(update_fields=["file", "sha256", "size", "status", "error", "generated_at"])
-        if old and old != locked.file.name:
+        if old:
             transaction.on_commit(lambda: _delete_file(old))
     logger.info("document %s (%s) rendered: %s bytes", document_id, locked.kind, len(data))
     return locked
