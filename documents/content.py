@@ -97,7 +97,7 @@ def receipt(document: Document) -> PdfContent:
     ]
     if rate > 0:
         money_rows += [
-            (f"of which {tax_name} ({rate.normalize()} %)", v.format_money(tax, currency)),
+            (f"of which {tax_name} ({format(rate.normalize(), 'f')} %)", v.format_money(tax, currency)),
             (f"Net of {tax_name}", v.format_money(amount - tax, currency)),
         ]
     else:

@@ -69,7 +69,8 @@ def test_pages_render_to_png_and_a_long_table_flows_over_pages(tmp_path: Path) -
     pages = page_pngs(data, tmp_path, resolution=60)
     assert len(pages) == int(pdf_info(data)["Pages"])
     with Image.open(pages[0]) as image:
-        assert image.size == (496, 702)  # A4 at 60 dpi
+        assert abs(image.size[0] - 496) <= 1  # A4 at 60 dpi (poppler rounds up)
+        assert image.size[1] == 702
         gray = image.convert("L")
         dark = sum(1 for value in gray.getdata() if value < 128)
         assert dark > 1000  # text and lines were drawn, not a blank page

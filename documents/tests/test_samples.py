@@ -56,7 +56,8 @@ def test_receipts_and_the_summary_render_to_png_pages(
         assert pages
         with Image.open(pages[0]) as image:
             assert image.format == "PNG"
-            assert image.size == (496, 702)
+            assert abs(image.size[0] - 496) <= 1
+            assert image.size[1] == 702
         if os.environ.get("HC_WRITE_DOCUMENT_SAMPLES"):
             SAMPLES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(pages[0], SAMPLES / f"{name}.png")
