@@ -156,6 +156,9 @@ class DoctorProfile(models.Model):
     specialty = models.ForeignKey(Specialty, on_delete=models.PROTECT, related_name="doctors")
     licence_number = models.CharField(max_length=64)
     jurisdiction = models.CharField(max_length=64)
+    # The licence's expiry, when staff recorded it at verification (None: not recorded). A doctor
+    # whose licence has expired cannot issue prescriptions (records: ``licence_expired``).
+    licence_expires_on = models.DateField(null=True, blank=True)
     verification_status = models.CharField(
         max_length=16, choices=Verification.choices, default=Verification.PENDING
     )

@@ -33,6 +33,21 @@ DOCUMENT_LIST = "document.list"  # a REST page of the caller's documents
 DOCUMENT_LINK = "document.link"  # one document's state and, when ready, a download URL
 DOCUMENT_DOWNLOAD = "document.download"  # the PDF was streamed by this server
 
+# The clinical record (records/; docs/record.md): every read of a note or a prescription, and
+# every write (object: the note or the prescription; never its text)
+VISIT_NOTE_LIST = "visit_note.list"  # a consultation's notes listed (REST)
+VISIT_NOTE_READ = "visit_note.read"  # one note with its amendments (REST, or the admin: admin.view)
+VISIT_NOTE_WRITE = "visit_note.write"  # a draft created or changed
+VISIT_NOTE_DELETE = "visit_note.delete"  # a draft discarded
+VISIT_NOTE_SIGN = "visit_note.sign"
+VISIT_NOTE_SHARE = "visit_note.share"  # the patient may read it from now on
+VISIT_NOTE_AMEND = "visit_note.amend"  # an amendment appended to a signed note
+PRESCRIPTION_LIST = "prescription.list"  # a REST page of the caller's prescriptions
+PRESCRIPTION_READ = "prescription.read"
+PRESCRIPTION_ISSUE = "prescription.issue"
+PRESCRIPTION_CANCEL = "prescription.cancel"
+PRESCRIPTION_VERIFY = "prescription.verify"  # the public check answered (no caller; the client address)
+
 # The account holder's rights
 USER_EXPORT = "user.export"
 USER_DELETE = "user.delete"
@@ -85,6 +100,18 @@ ACTIONS: frozenset[str] = frozenset(
         CALENDAR_FEED_READ,
         ON_DEMAND_LIST,
         ON_DEMAND_READ,
+        VISIT_NOTE_LIST,
+        VISIT_NOTE_READ,
+        VISIT_NOTE_WRITE,
+        VISIT_NOTE_DELETE,
+        VISIT_NOTE_SIGN,
+        VISIT_NOTE_SHARE,
+        VISIT_NOTE_AMEND,
+        PRESCRIPTION_LIST,
+        PRESCRIPTION_READ,
+        PRESCRIPTION_ISSUE,
+        PRESCRIPTION_CANCEL,
+        PRESCRIPTION_VERIFY,
         USER_EXPORT,
         USER_DELETE,
         USER_DEACTIVATE,

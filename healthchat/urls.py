@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("calls.urls")),
     path("", include("scheduled.urls")),
     path("", include("documents.urls")),
+    path("", include("records.urls")),
 ]
 
 urlpatterns = [

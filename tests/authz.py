@@ -37,6 +37,8 @@ from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
 from payments import booking as payment_booking
 from payments.models import Consultation
+from records import services as record_services
+from records.models import Prescription, VisitNote
 from scheduled import services as scheduled_services
 
 # The columns of the matrix, in order.
@@ -261,6 +263,33 @@ def build_world() -> World:
         patient=users["patient_b"], specialty=matrix_specialty.slug, kind="chat", reason=SECRET_REASON
     )
 
+    # The clinical record of A's consultation, made directly (the services want an accepted
+    # consultation; this one stays paid for the payments rows): the doctor's signed note, shared
+    # with A, and a prescription for A.
+    signed_at = timezone.now()
+    note = VisitNote.objects.create(
+        consultation=consultation,
+        author=doctor,
+        state=VisitNote.State.SIGNED,
+        assessment="matrix-secret: migraine with aura",
+        signed_at=signed_at,
+        shared_at=signed_at,
+    )
+    profile = DoctorProfile.objects.get(user=doctor)
+    prescription = Prescription.objects.create(
+        consultation=consultation,
+        doctor=doctor,
+        patient=a,
+        number=record_services.new_number(),
+        verification_code=record_services.new_verification_code(),
+        doctor_licence_number=profile.licence_number,
+        jurisdiction=profile.jurisdiction,
+        medication_name="matrix-secret: sumatriptan",
+        dose="50 mg",
+        frequency="at onset",
+        quantity=6,
+    )
+
     # A's consultation summary (the doctor sees it too) and A's copy with the chat (A alone),
     # rendered as the worker would.
     documents = {}
@@ -298,6 +327,8 @@ def build_world() -> World:
             "scheduled": scheduled,
             "avatar_upload": avatar_upload,
             "on_demand": on_demand_request,
+            "note": note,
+            "prescription": prescription,
             **documents,
         },
     )

@@ -126,6 +126,14 @@ def consultation(w: World) -> dict[str, int]:
     return {"consultation_id": w.consultation.pk}
 
 
+def note(w: World) -> dict[str, int]:
+    return {"note_id": w.extra["note"].pk}
+
+
+def prescription(w: World) -> dict[str, int]:
+    return {"prescription_id": w.extra["prescription"].pk}
+
+
 def attachment(w: World) -> dict[str, int]:
     return {"attachment_id": w.attachment.pk}
 
@@ -682,6 +690,76 @@ TABLE: dict[str, Op] = {
         },
         params=document,
         query=document_link,
+    # --- the clinical record (records/): A's consultation is paid, not accepted: the doctor may
+    # neither write its note nor prescribe; the note is signed and shared, the prescription issued ---
+    "GET /api/v1/consultations/{consultation_id}/notes": Op(
+        consultation_row(patient_a=OK, doctor=OK), params=consultation
+    ),
+    "POST /api/v1/consultations/{consultation_id}/notes": Op(
+        consultation_row(patient_a=forbidden("not_the_doctor"), doctor=conflict("consultation_not_eligible")),
+        params=consultation,
+        body=lambda w, a: {"plan": "rest"},
+    ),
+    "GET /api/v1/notes/{note_id}": Op(row(not_found("note_not_found"), patient_a=OK, doctor=OK), params=note),
+    "PATCH /api/v1/notes/{note_id}": Op(
+        row(
+            not_found("note_not_found"), patient_a=forbidden("not_the_doctor"), doctor=conflict("note_signed")
+        ),
+        params=note,
+        body=lambda w, a: {"plan": "changed"},
+    ),
+    "DELETE /api/v1/notes/{note_id}": Op(
+        row(
+            not_found("note_not_found"), patient_a=forbidden("not_the_doctor"), doctor=conflict("note_signed")
+        ),
+        params=note,
+    ),
+    "POST /api/v1/notes/{note_id}/sign": Op(
+        row(
+            not_found("note_not_found"), patient_a=forbidden("not_the_doctor"), doctor=conflict("note_signed")
+        ),
+        params=note,
+        body=lambda w, a: {},
+    ),
+    "POST /api/v1/notes/{note_id}/share": Op(
+        row(not_found("note_not_found"), patient_a=forbidden("not_the_doctor"), doctor=OK), params=note
+    ),
+    "POST /api/v1/notes/{note_id}/amendments": Op(
+        row(not_found("note_not_found"), patient_a=forbidden("not_the_doctor"), doctor=CREATED),
+        params=note,
+        body=lambda w, a: {"reason": "correction", "text": "aura lasted 20 minutes"},
+    ),
+    "GET /api/v1/consultations/{consultation_id}/prescriptions": Op(
+        consultation_row(patient_a=OK, doctor=OK), params=consultation
+    ),
+    "POST /api/v1/consultations/{consultation_id}/prescriptions": Op(
+        consultation_row(patient_a=forbidden("not_the_doctor"), doctor=conflict("consultation_not_eligible")),
+        params=consultation,
+        body=lambda w, a: {
+            "medication_name": "Ibuprofen",
+            "dose": "400 mg",
+            "frequency": "twice",
+            "quantity": 10,
+        },
+    ),
+    "GET /api/v1/prescriptions": Op(
+        row(OK),
+        visible=lambda w: protected(
+            {w.extra["prescription"].pk},
+            {"patient_a": {w.extra["prescription"].pk}, "doctor": {w.extra["prescription"].pk}},
+        ),
+    ),
+    "GET /api/v1/prescriptions/{prescription_id}": Op(
+        row(not_found("prescription_not_found"), patient_a=OK, doctor=OK), params=prescription
+    ),
+    "POST /api/v1/prescriptions/{prescription_id}/cancel": Op(
+        row(not_found("prescription_not_found"), patient_a=forbidden("not_the_doctor"), doctor=OK),
+        params=prescription,
+        body=lambda w, a: {"reason": "wrong strength"},
+    ),
+    "GET /api/v1/prescriptions/verify/{code}": Op(
+        everyone(OK),  # public: the code is the only credential (a wrong one is 404)
+        params=lambda w: {"code": w.extra["prescription"].verification_code},
     ),
     "POST /api/v1/payments/stripe/webhook": Op(
         everyone(invalid("invalid_signature")),  # Stripe's signature is the only credential

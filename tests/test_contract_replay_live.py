@@ -339,6 +339,47 @@ async def play_session(
     await a.expect("waiting_room.updated", lambda f: f["data"]["queue"] == [])
     await b2.expect("appointment.updated", lambda f: f["data"]["appointment"]["state"] == "admitted")
 
+    # The clinical record of that consultation (issue 23): the doctor signs and shares a note,
+    # amends it, issues a prescription and cancels it; both sides hear each step.
+    consultation_id = admitted["data"]["consultation"]["id"]
+    api = f"{server.base_url}/api/v1"
+    note = await _rest(
+        "POST", f"{api}/consultations/{consultation_id}/notes", token_for(doctor), json={"plan": "rest"}
+    )
+    assert note.status_code == 201, note.content
+    note_id = note.json()["id"]
+    response = await _rest("POST", f"{api}/notes/{note_id}/sign", token_for(doctor), json={"share": True})
+    assert response.status_code == 200, response.content
+    await b2.expect("visit_note.shared")
+    await a.expect("visit_note.shared")
+    response = await _rest(
+        "POST",
+        f"{api}/notes/{note_id}/amendments",
+        token_for(doctor),
+        json={"reason": "r", "text": "and fluids"},
+    )
+    assert response.status_code == 201, response.content
+    await b2.expect("visit_note.amended")
+    await a.expect("visit_note.amended")
+    prescription = await _rest(
+        "POST",
+        f"{api}/consultations/{consultation_id}/prescriptions",
+        token_for(doctor),
+        json={"medication_name": "Paracetamol", "dose": "1 g", "frequency": "every 6 hours", "quantity": 16},
+    )
+    assert prescription.status_code == 201, prescription.content
+    await b2.expect("prescription.issued")
+    await a.expect("prescription.issued")
+    response = await _rest(
+        "POST",
+        f"{api}/prescriptions/{prescription.json()['id']}/cancel",
+        token_for(doctor),
+        json={"reason": "duplicate"},
+    )
+    assert response.status_code == 200, response.content
+    await b2.expect("prescription.cancelled")
+    await a.expect("prescription.cancelled")
+
     # A socket whose server lost its live path (a Redis restart) is told to sync.
     c = await Recorder.open(log, second.ws_url, token=token_for(patient))
     second_redis.stop()

@@ -27,6 +27,7 @@ APPS = (
     "audit",
     "scheduled",
     "documents",
+    "records",
 )
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "payments",
     "appointments",
     "scheduled",
+    "records",
     "notifications",
     "audit",
     "documents",
@@ -678,3 +679,17 @@ CELERY_BEAT_SCHEDULE["appointments-expire-on-demand"] = {
     "schedule": APPOINTMENT_SWEEP_SECONDS,
 }
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["OnDemandStateEnum"] = "appointments.models.OnDemandRequest.State"
+
+# --- The clinical record (records/): visit notes and prescriptions; see docs/record.md --------
+# A prescription may be issued in an open (accepted, in progress) consultation, or in one
+# completed at most this many days ago.
+HEALTHCHAT_PRESCRIPTION_WINDOW_DAYS: int = env.int("HEALTHCHAT_PRESCRIPTION_WINDOW_DAYS", default=7)
+# The quantity (units to dispense) a prescription may carry: 1..this; and its repeats: 0..this.
+HEALTHCHAT_PRESCRIPTION_MAX_QUANTITY: int = env.int("HEALTHCHAT_PRESCRIPTION_MAX_QUANTITY", default=1000)
+HEALTHCHAT_PRESCRIPTION_MAX_REPEATS: int = env.int("HEALTHCHAT_PRESCRIPTION_MAX_REPEATS", default=12)
+# The public verification endpoint (GET /api/v1/prescriptions/verify/{code}), per client address.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["prescription_verify"] = env.str(
+    "THROTTLE_PRESCRIPTION_VERIFY_RATE", default="30/minute"
+)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["VisitNoteStateEnum"] = "records.models.VisitNote.State"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PrescriptionStatusEnum"] = "records.models.Prescription.Status"

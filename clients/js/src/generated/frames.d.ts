@@ -513,28 +513,45 @@ export type Type54 = "message.unpinned";
 export type Event15 = number;
 export type Type55 = "message.updated";
 export type Id6 = number;
+export type ConsultationId1 = number;
+export type DoctorId3 = number;
+export type State5 = "signed";
+export type SignedAt = string;
+export type SharedAt = string;
+export type AmendmentCount = number;
+export type Id7 = number;
 export type Specialty = string;
 export type Kind2 = "chat" | "voice" | "video";
-export type State5 = "open" | "accepted" | "cancelled" | "expired";
+export type State6 = "open" | "accepted" | "cancelled" | "expired";
 export type CreatedAt2 = string;
 export type ExpiresAt1 = string;
-export type DoctorId3 = number | null;
-export type ConsultationId1 = number | null;
+export type DoctorId4 = number | null;
+export type ConsultationId2 = number | null;
 export type Type56 = "on_demand.updated";
 export type Ref28 = string | null;
 export type Type57 = "pong";
+export type Type58 = "prescription.cancelled";
+export type Id8 = number;
+export type Number = string;
+export type ConsultationId3 = number;
+export type PatientId2 = number;
+export type DoctorId5 = number;
+export type Status = "issued" | "cancelled";
+export type IssuedAt = string;
+export type CancelledAt = string | null;
+export type Type59 = "prescription.issued";
 export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type58 = "presence";
+export type Type60 = "presence";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event16 = number;
-export type Type59 = "reaction.added";
+export type Type61 = "reaction.added";
 export type ConversationId17 = number;
 export type MessageId7 = number;
 /**
@@ -554,13 +571,13 @@ export type Reactions2 = ServerReactionSummary[];
  * the conversation's event-log number (see sync)
  */
 export type Event17 = number;
-export type Type60 = "reaction.removed";
+export type Type62 = "reaction.removed";
 export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref29 = string | null;
-export type Type61 = "ready";
+export type Type63 = "ready";
 export type ConversationId18 = number;
 export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
@@ -569,40 +586,42 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event18 = number;
-export type Type62 = "receipt";
-export type Id7 = number;
+export type Type64 = "receipt";
+export type Id9 = number;
 export type ConversationId19 = number;
 export type ClientId2 = string;
 export type Body3 = string;
 export type SendAt = string;
-export type State6 = "pending" | "sent" | "failed" | "cancelled";
+export type State7 = "pending" | "sent" | "failed" | "cancelled";
 export type MessageId8 = number | null;
 export type FailureCode = string | null;
 export type CreatedAt3 = string;
 export type UpdatedAt = string;
-export type Type63 = "scheduled_message.updated";
+export type Type65 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref30 = string | null;
-export type Type64 = "sync.done";
+export type Type66 = "sync.done";
 export type Reason3 = "live_events_interrupted";
-export type Type65 = "sync.required";
+export type Type67 = "sync.required";
 export type ConversationId20 = number;
 export type UserId22 = number;
 export type Active1 = boolean;
-export type Type66 = "typing";
+export type Type68 = "typing";
+export type Type69 = "visit_note.amended";
+export type Type70 = "visit_note.shared";
 export type AppointmentId3 = number;
-export type PatientId2 = number;
+export type PatientId3 = number;
 export type DisplayName = string;
 export type CheckedInAt1 = string;
 export type StartsAt1 = string;
 export type Position1 = number;
 export type EstimatedWaitSeconds1 = number;
-export type DoctorId4 = number;
+export type DoctorId6 = number;
 export type AsOf1 = string;
 export type Queue = ServerWaitingEntry[];
-export type Type67 = "waiting_room.position";
-export type Type68 = "waiting_room.updated";
+export type Type71 = "waiting_room.position";
+export type Type72 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -640,6 +659,8 @@ export type ServerFrame =
   | ServerMessageUpdatedFrame
   | ServerOnDemandUpdatedFrame
   | ServerPongFrame
+  | ServerPrescriptionCancelledFrame
+  | ServerPrescriptionIssuedFrame
   | ServerPresenceFrame
   | ServerReactionAddedFrame
   | ServerReactionRemovedFrame
@@ -649,6 +670,8 @@ export type ServerFrame =
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
   | ServerTypingFrame
+  | ServerVisitNoteAmendedFrame
+  | ServerVisitNoteSharedFrame
   | ServerWaitingRoomPositionFrame
   | ServerWaitingRoomUpdatedFrame;
 /**
@@ -800,12 +823,18 @@ export interface AsyncApiSchemas {
   ServerMessagePinnedFrame?: ServerMessagePinnedFrame;
   ServerMessageUnpinnedFrame?: ServerMessageUnpinnedFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerNoteEvent?: ServerNoteEvent;
+  ServerNoteEventData?: ServerNoteEventData;
   ServerOnDemandSummary?: ServerOnDemandSummary;
   ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
   ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
   ServerPinAck?: ServerPinAck;
   ServerPinEventData?: ServerPinEventData;
   ServerPongFrame?: ServerPongFrame;
+  ServerPrescriptionCancelledFrame?: ServerPrescriptionCancelledFrame;
+  ServerPrescriptionEvent?: ServerPrescriptionEvent;
+  ServerPrescriptionEventData?: ServerPrescriptionEventData;
+  ServerPrescriptionIssuedFrame?: ServerPrescriptionIssuedFrame;
   ServerPresenceAck?: ServerPresenceAck;
   ServerPresenceData?: ServerPresenceData;
   ServerPresenceFrame?: ServerPresenceFrame;
@@ -831,6 +860,8 @@ export interface AsyncApiSchemas {
   ServerSyncRequiredFrame?: ServerSyncRequiredFrame;
   ServerTypingData?: ServerTypingData;
   ServerTypingFrame?: ServerTypingFrame;
+  ServerVisitNoteAmendedFrame?: ServerVisitNoteAmendedFrame;
+  ServerVisitNoteSharedFrame?: ServerVisitNoteSharedFrame;
   ServerWaitingEntry?: ServerWaitingEntry;
   ServerWaitingPosition?: ServerWaitingPosition;
   ServerWaitingRoomData?: ServerWaitingRoomData;
@@ -2129,6 +2160,28 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * A note as ``visit_note.*`` carries it (``services.note_event_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerNoteEvent".
+ */
+export interface ServerNoteEvent {
+  id: Id6;
+  consultation_id: ConsultationId1;
+  doctor_id: DoctorId3;
+  state: State5;
+  signed_at: SignedAt;
+  shared_at: SharedAt;
+  amendment_count: AmendmentCount;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerNoteEventData".
+ */
+export interface ServerNoteEventData {
+  note: ServerNoteEvent;
+}
+/**
  * An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
  * never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``).
  *
@@ -2136,14 +2189,14 @@ export interface ServerMessageUpdatedFrame {
  * via the `definition` "ServerOnDemandSummary".
  */
 export interface ServerOnDemandSummary {
-  id: Id6;
+  id: Id7;
   specialty: Specialty;
   kind: Kind2;
-  state: State5;
+  state: State6;
   created_at: CreatedAt2;
   expires_at: ExpiresAt1;
-  doctor_id: DoctorId3;
-  consultation_id: ConsultationId1;
+  doctor_id: DoctorId4;
+  consultation_id: ConsultationId2;
 }
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
@@ -2173,6 +2226,49 @@ export interface ServerPongFrame {
   data: ServerEmptyData;
 }
 /**
+ * The doctor cancelled a prescription (its verification now answers ``cancelled``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPrescriptionCancelledFrame".
+ */
+export interface ServerPrescriptionCancelledFrame {
+  type: Type58;
+  data: ServerPrescriptionEventData;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPrescriptionEventData".
+ */
+export interface ServerPrescriptionEventData {
+  prescription: ServerPrescriptionEvent;
+}
+/**
+ * A prescription as ``prescription.*`` carries it (``services.prescription_event_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPrescriptionEvent".
+ */
+export interface ServerPrescriptionEvent {
+  id: Id8;
+  number: Number;
+  consultation_id: ConsultationId3;
+  patient_id: PatientId2;
+  doctor_id: DoctorId5;
+  status: Status;
+  issued_at: IssuedAt;
+  cancelled_at: CancelledAt;
+}
+/**
+ * The doctor issued a prescription: ``GET /api/v1/prescriptions/{id}`` reads it.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerPrescriptionIssuedFrame".
+ */
+export interface ServerPrescriptionIssuedFrame {
+  type: Type59;
+  data: ServerPrescriptionEventData;
+}
+/**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerPresenceData".
  */
@@ -2186,7 +2282,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type58;
+  type: Type60;
   data: ServerPresenceData;
 }
 /**
@@ -2195,7 +2291,7 @@ export interface ServerPresenceFrame {
  */
 export interface ServerReactionAddedFrame {
   event: Event16;
-  type: Type59;
+  type: Type61;
   data: ServerReactionEventData;
 }
 /**
@@ -2216,7 +2312,7 @@ export interface ServerReactionEventData {
  */
 export interface ServerReactionRemovedFrame {
   event: Event17;
-  type: Type60;
+  type: Type62;
   data: ServerReactionEventData;
 }
 /**
@@ -2244,7 +2340,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref29;
-  type: Type61;
+  type: Type63;
   data: ServerReadyData;
 }
 /**
@@ -2263,7 +2359,7 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event18;
-  type: Type62;
+  type: Type64;
   data: ServerReceiptData;
 }
 /**
@@ -2273,12 +2369,12 @@ export interface ServerReceiptFrame {
  * via the `definition` "ServerScheduledMessageSummary".
  */
 export interface ServerScheduledMessageSummary {
-  id: Id7;
+  id: Id9;
   conversation_id: ConversationId19;
   client_id: ClientId2;
   body: Body3;
   send_at: SendAt;
-  state: State6;
+  state: State7;
   message_id: MessageId8;
   failure_code: FailureCode;
   created_at: CreatedAt3;
@@ -2299,7 +2395,7 @@ export interface ServerScheduledMessageUpdatedData {
  * via the `definition` "ServerScheduledMessageUpdatedFrame".
  */
 export interface ServerScheduledMessageUpdatedFrame {
-  type: Type63;
+  type: Type65;
   data: ServerScheduledMessageUpdatedData;
 }
 /**
@@ -2318,7 +2414,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref30;
-  type: Type64;
+  type: Type66;
   data: ServerSyncDoneData;
 }
 /**
@@ -2335,7 +2431,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type65;
+  type: Type67;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2352,8 +2448,28 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type66;
+  type: Type68;
   data: ServerTypingData;
+}
+/**
+ * An amendment was appended to a shared visit note (``amendment_count`` is the new total).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerVisitNoteAmendedFrame".
+ */
+export interface ServerVisitNoteAmendedFrame {
+  type: Type69;
+  data: ServerNoteEventData;
+}
+/**
+ * The doctor shared a signed visit note: ``GET /api/v1/notes/{id}`` reads it.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerVisitNoteSharedFrame".
+ */
+export interface ServerVisitNoteSharedFrame {
+  type: Type70;
+  data: ServerNoteEventData;
 }
 /**
  * A checked-in patient in the doctor's queue (patient id and display name only).
@@ -2363,7 +2479,7 @@ export interface ServerTypingFrame {
  */
 export interface ServerWaitingEntry {
   appointment_id: AppointmentId3;
-  patient_id: PatientId2;
+  patient_id: PatientId3;
   display_name: DisplayName;
   checked_in_at: CheckedInAt1;
   starts_at: StartsAt1;
@@ -2375,7 +2491,7 @@ export interface ServerWaitingEntry {
  * via the `definition` "ServerWaitingRoomData".
  */
 export interface ServerWaitingRoomData {
-  doctor_id: DoctorId4;
+  doctor_id: DoctorId6;
   as_of: AsOf1;
   queue: Queue;
 }
@@ -2386,7 +2502,7 @@ export interface ServerWaitingRoomData {
  * via the `definition` "ServerWaitingRoomPositionFrame".
  */
 export interface ServerWaitingRoomPositionFrame {
-  type: Type67;
+  type: Type71;
   data: ServerWaitingPosition;
 }
 /**
@@ -2397,6 +2513,6 @@ export interface ServerWaitingRoomPositionFrame {
  * via the `definition` "ServerWaitingRoomUpdatedFrame".
  */
 export interface ServerWaitingRoomUpdatedFrame {
-  type: Type68;
+  type: Type72;
   data: ServerWaitingRoomData;
 }

@@ -490,6 +490,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/consultations/{consultation_id}/notes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The consultation's visit note as I may see it (0 or 1): its doctor, draft or signed; its patient, once signed and shared */
+        get: operations["consultations_notes_list"];
+        put?: never;
+        /** Write the consultation's visit note (a draft; the consultation's doctor, once accepted) */
+        post: operations["consultations_notes_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/consultations/{consultation_id}/prescriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The consultation's prescriptions (issued and cancelled, newest first) */
+        get: operations["consultations_prescriptions_list"];
+        put?: never;
+        /** Issue a prescription to the consultation's patient (its doctor: verified, licence valid, within their jurisdiction; an open consultation or one completed within the window) */
+        post: operations["consultations_prescriptions_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/consultations/{consultation_id}/start": {
         parameters: {
             query?: never;
@@ -997,6 +1033,76 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/notes/{note_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a visit note with its amendments (audited) */
+        get: operations["notes_retrieve"];
+        put?: never;
+        post?: never;
+        /** Discard a draft note (a signed note is never deleted) */
+        delete: operations["notes_destroy"];
+        options?: never;
+        head?: never;
+        /** Change a draft note (the fields given); a signed note is amended instead */
+        patch: operations["notes_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/notes/{note_id}/amendments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Amend a signed note (who, when, why, what; kept beside it, never changed) */
+        post: operations["notes_amendments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notes/{note_id}/share": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Share a signed note with the patient (idempotent; the patient hears visit_note.shared) */
+        post: operations["notes_share_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notes/{note_id}/sign": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sign a draft note: final from now on (optionally shared with the patient at once) */
+        post: operations["notes_sign_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notifications/preferences": {
         parameters: {
             query?: never;
@@ -1144,6 +1250,78 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/prescriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My prescriptions (received as patient or written as doctor), newest first */
+        get: operations["prescriptions_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/prescriptions/{prescription_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a prescription (its patient or prescriber; audited) */
+        get: operations["prescriptions_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/prescriptions/{prescription_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a prescription with a reason (its prescriber; never edited, never deleted) */
+        post: operations["prescriptions_cancel_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/prescriptions/verify/{code}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verify a prescription (public): valid or cancelled, its number, issue time and prescriber only; never the patient or the medication
+         * @description The pharmacist's check: no sign-in; the code (from the document or its QR) is the only
+         *     credential; throttled per client address.
+         */
+        get: operations["prescriptions_verify_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/schedule": {
         parameters: {
             query?: never;
@@ -1270,6 +1448,25 @@ export interface components {
         AdmitOut: {
             appointment: components["schemas"]["AppointmentDetailOut"];
             consultation: components["schemas"]["ConsultationOut"];
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        AmendmentInputRequest: {
+            /** @description why the note is corrected (required, ≤ 1000) */
+            reason?: string;
+            /** @description the correction (required, ≤ 10000) */
+            text?: string;
+        };
+        AmendmentOut: {
+            readonly id: number;
+            readonly author_id: number;
+            readonly author_name: string;
+            /** Format: date-time */
+            created_at?: string;
+            reason: string;
+            text: string;
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -1841,6 +2038,77 @@ export interface components {
             /** Format: date-time */
             muted_until: string | null;
         };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        NoteCode: {
+            /** @description the code system, e.g. ICD-10, SNOMED-CT or a URI (≤ 100) */
+            system: string;
+            /** @description the code in that system (≤ 64) */
+            code: string;
+            /** @description its label (≤ 255) */
+            display?: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        NoteCodeRequest: {
+            /** @description the code system, e.g. ICD-10, SNOMED-CT or a URI (≤ 100) */
+            system: string;
+            /** @description the code in that system (≤ 64) */
+            code: string;
+            /** @description its label (≤ 255) */
+            display?: string;
+        };
+        /** @description A draft's fields; each optional (a PATCH changes the ones given). Free text ≤ 10000. */
+        NoteInputRequest: {
+            /** @description why the patient consulted */
+            reason?: string;
+            /** @description history and examination findings */
+            findings?: string;
+            /** @description the doctor's assessment (diagnosis) */
+            assessment?: string;
+            /** @description treatment and advice */
+            plan?: string;
+            /** @description when and how to follow up */
+            follow_up?: string;
+            /** @description optional coded entries (≤ 50) */
+            codes?: components["schemas"]["NoteCodeRequest"][];
+        };
+        NoteOut: {
+            readonly id: number;
+            readonly consultation_id: number;
+            doctor_id: number;
+            state?: components["schemas"]["VisitNoteStateEnum"];
+            reason?: string;
+            findings?: string;
+            assessment?: string;
+            plan?: string;
+            follow_up?: string;
+            codes: components["schemas"]["NoteCode"][];
+            /** Format: date-time */
+            created_at?: string;
+            /** Format: date-time */
+            updated_at?: string;
+            /** Format: date-time */
+            signed_at?: string | null;
+            /** Format: date-time */
+            shared_at?: string | null;
+            amendments: components["schemas"]["AmendmentOut"][];
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        NoteSignInputRequest: {
+            /**
+             * @description share with the patient at once (default false)
+             * @default false
+             */
+            share: boolean;
+        };
         /** @enum {unknown} */
         NullEnum: null;
         /**
@@ -1982,6 +2250,19 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["MentionOut"][];
         };
+        PaginatedPrescriptionOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["PrescriptionOut"][];
+        };
         PaginatedScheduledOutList: {
             /**
              * Format: uri
@@ -2029,6 +2310,21 @@ export interface components {
          */
         PatchedMemberRoleInputRequest: {
             role?: components["schemas"]["MemberRoleInputRoleEnum"];
+        };
+        /** @description A draft's fields; each optional (a PATCH changes the ones given). Free text ≤ 10000. */
+        PatchedNoteInputRequest: {
+            /** @description why the patient consulted */
+            reason?: string;
+            /** @description history and examination findings */
+            findings?: string;
+            /** @description the doctor's assessment (diagnosis) */
+            assessment?: string;
+            /** @description treatment and advice */
+            plan?: string;
+            /** @description when and how to follow up */
+            follow_up?: string;
+            /** @description optional coded entries (≤ 50) */
+            codes?: components["schemas"]["NoteCodeRequest"][];
         };
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
@@ -2094,6 +2390,81 @@ export interface components {
             /** @description a mention of me pushes even in a conversation I muted (default true; left out: unchanged) */
             mentions_when_muted?: boolean;
         };
+        Prescriber: {
+            name: string;
+            licence_number: string;
+            jurisdiction: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        PrescriptionCancelInputRequest: {
+            /** @description why it is cancelled (required, ≤ 1000) */
+            reason?: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        PrescriptionInputRequest: {
+            /** @description required, ≤ 200 */
+            medication_name?: string;
+            /** @description e.g. 500 mg (≤ 100) */
+            strength?: string;
+            /** @description e.g. tablet (≤ 100) */
+            form?: string;
+            /** @description required, e.g. 1 tablet (≤ 100) */
+            dose?: string;
+            /** @description e.g. oral (≤ 100) */
+            route?: string;
+            /** @description required, e.g. three times a day (≤ 100) */
+            frequency?: string;
+            /** @description e.g. 5 days (≤ 100) */
+            duration?: string;
+            /** @description units to dispense, required (1..max) */
+            quantity?: number;
+            /** @description refills allowed (0..max, default 0) */
+            repeats?: number;
+            /** @description for the patient (≤ 2000) */
+            instructions?: string;
+            /** @description where it is for; when given it must be the doctor's verified jurisdiction */
+            jurisdiction?: string;
+        };
+        PrescriptionOut: {
+            readonly id: number;
+            number: string;
+            verification_code: string;
+            readonly verify_path: string;
+            readonly consultation_id: number;
+            readonly patient_id: number;
+            readonly doctor_id: number;
+            readonly doctor_name: string;
+            doctor_licence_number: string;
+            jurisdiction: string;
+            medication_name: string;
+            strength?: string;
+            form?: string;
+            dose: string;
+            route?: string;
+            frequency: string;
+            duration?: string;
+            quantity: number;
+            repeats?: number;
+            instructions?: string;
+            status?: components["schemas"]["PrescriptionStatusEnum"];
+            /** Format: date-time */
+            issued_at?: string;
+            /** Format: date-time */
+            cancelled_at?: string | null;
+            cancel_reason?: string;
+        };
+        /**
+         * @description * `issued` - Issued
+         *     * `cancelled` - Cancelled
+         * @enum {string}
+         */
+        PrescriptionStatusEnum: "issued" | "cancelled";
         ReactionChangeOut: {
             conversation_id: number;
             message_id: number;
@@ -2321,6 +2692,25 @@ export interface components {
          * @enum {string}
          */
         UserOutRoleEnum: "patient" | "doctor";
+        VerificationOut: {
+            status: components["schemas"]["VerificationOutStatusEnum"];
+            number: string;
+            /** Format: date-time */
+            issued_at: string;
+            prescriber: components["schemas"]["Prescriber"];
+        };
+        /**
+         * @description * `valid` - valid
+         *     * `cancelled` - cancelled
+         * @enum {string}
+         */
+        VerificationOutStatusEnum: "valid" | "cancelled";
+        /**
+         * @description * `draft` - Draft
+         *     * `signed` - Signed
+         * @enum {string}
+         */
+        VisitNoteStateEnum: "draft" | "signed";
         WaitingEntryOut: {
             appointment_id: number;
             patient_id: number;
@@ -6000,6 +6390,527 @@ export interface operations {
             };
         };
     };
+    consultations_notes_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "id": 1,
+                     *         "consultation_id": 1,
+                     *         "doctor_id": 1,
+                     *         "state": "draft",
+                     *         "reason": "Chest pain since Monday",
+                     *         "findings": "string",
+                     *         "assessment": "string",
+                     *         "plan": "string",
+                     *         "follow_up": "string",
+                     *         "codes": [
+                     *           {
+                     *             "system": "string",
+                     *             "code": "string",
+                     *             "display": "string"
+                     *           }
+                     *         ],
+                     *         "created_at": "2026-01-05T09:30:00Z",
+                     *         "updated_at": "2026-01-05T09:30:00Z",
+                     *         "signed_at": "2026-01-05T09:30:00Z",
+                     *         "shared_at": "2026-01-05T09:30:00Z",
+                     *         "amendments": [
+                     *           {
+                     *             "id": 1,
+                     *             "author_id": 1,
+                     *             "author_name": "string",
+                     *             "created_at": "2026-01-05T09:30:00Z",
+                     *             "reason": "Chest pain since Monday",
+                     *             "text": "string"
+                     *           }
+                     *         ]
+                     *       }
+                     *     ]
+                     */
+                    "application/json": components["schemas"]["NoteOut"][];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_notes_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "Chest pain since Monday",
+                 *       "findings": "string",
+                 *       "assessment": "string",
+                 *       "plan": "string",
+                 *       "follow_up": "string",
+                 *       "codes": [
+                 *         {
+                 *           "system": "string",
+                 *           "code": "string",
+                 *           "display": "string"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["NoteInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "doctor_id": 1,
+                     *       "state": "draft",
+                     *       "reason": "Chest pain since Monday",
+                     *       "findings": "string",
+                     *       "assessment": "string",
+                     *       "plan": "string",
+                     *       "follow_up": "string",
+                     *       "codes": [
+                     *         {
+                     *           "system": "string",
+                     *           "code": "string",
+                     *           "display": "string"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z",
+                     *       "signed_at": "2026-01-05T09:30:00Z",
+                     *       "shared_at": "2026-01-05T09:30:00Z",
+                     *       "amendments": [
+                     *         {
+                     *           "id": 1,
+                     *           "author_id": 1,
+                     *           "author_name": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "reason": "Chest pain since Monday",
+                     *           "text": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["NoteOut"];
+                };
+            };
+            /** @description Bad Request: `field_too_long`, `invalid`, `invalid_characters`, `invalid_codes`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "field_too_long",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "field_too_long" | "invalid" | "invalid_characters" | "invalid_codes" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `consultation_not_eligible`, `note_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_eligible",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_eligible" | "note_exists";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_prescriptions_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "id": 1,
+                     *         "number": "string",
+                     *         "verification_code": "string",
+                     *         "verify_path": "string",
+                     *         "consultation_id": 1,
+                     *         "patient_id": 1,
+                     *         "doctor_id": 1,
+                     *         "doctor_name": "string",
+                     *         "doctor_licence_number": "string",
+                     *         "jurisdiction": "FR",
+                     *         "medication_name": "string",
+                     *         "strength": "string",
+                     *         "form": "string",
+                     *         "dose": "string",
+                     *         "route": "string",
+                     *         "frequency": "string",
+                     *         "duration": "string",
+                     *         "quantity": 1,
+                     *         "repeats": 1,
+                     *         "instructions": "string",
+                     *         "status": "issued",
+                     *         "issued_at": "2026-01-05T09:30:00Z",
+                     *         "cancelled_at": "2026-01-05T09:30:00Z",
+                     *         "cancel_reason": "string"
+                     *       }
+                     *     ]
+                     */
+                    "application/json": components["schemas"]["PrescriptionOut"][];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consultations_prescriptions_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                consultation_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "medication_name": "string",
+                 *       "strength": "string",
+                 *       "form": "string",
+                 *       "dose": "string",
+                 *       "route": "string",
+                 *       "frequency": "string",
+                 *       "duration": "string",
+                 *       "quantity": 1,
+                 *       "repeats": 1,
+                 *       "instructions": "string",
+                 *       "jurisdiction": "FR"
+                 *     }
+                 */
+                "application/json": components["schemas"]["PrescriptionInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "number": "string",
+                     *       "verification_code": "string",
+                     *       "verify_path": "string",
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "doctor_name": "string",
+                     *       "doctor_licence_number": "string",
+                     *       "jurisdiction": "FR",
+                     *       "medication_name": "string",
+                     *       "strength": "string",
+                     *       "form": "string",
+                     *       "dose": "string",
+                     *       "route": "string",
+                     *       "frequency": "string",
+                     *       "duration": "string",
+                     *       "quantity": 1,
+                     *       "repeats": 1,
+                     *       "instructions": "string",
+                     *       "status": "issued",
+                     *       "issued_at": "2026-01-05T09:30:00Z",
+                     *       "cancelled_at": "2026-01-05T09:30:00Z",
+                     *       "cancel_reason": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PrescriptionOut"];
+                };
+            };
+            /** @description Bad Request: `dose_required`, `field_too_long`, `frequency_required`, `invalid`, `invalid_characters`, `invalid_jurisdiction`, `medication_required`, `null`, `parse_error`, `quantity_out_of_range`, `quantity_required`, `repeats_out_of_range` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "dose_required",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "dose_required" | "field_too_long" | "frequency_required" | "invalid" | "invalid_characters" | "invalid_jurisdiction" | "medication_required" | "null" | "parse_error" | "quantity_out_of_range" | "quantity_required" | "repeats_out_of_range";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `doctor_not_verified`, `licence_expired`, `not_registered`, `not_the_doctor`, `outside_jurisdiction` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "doctor_not_verified",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "doctor_not_verified" | "licence_expired" | "not_registered" | "not_the_doctor" | "outside_jurisdiction";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `consultation_not_eligible` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_eligible",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_eligible";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     consultations_start_create: {
         parameters: {
             query?: never;
@@ -9662,6 +10573,807 @@ export interface operations {
             };
         };
     };
+    notes_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "doctor_id": 1,
+                     *       "state": "draft",
+                     *       "reason": "Chest pain since Monday",
+                     *       "findings": "string",
+                     *       "assessment": "string",
+                     *       "plan": "string",
+                     *       "follow_up": "string",
+                     *       "codes": [
+                     *         {
+                     *           "system": "string",
+                     *           "code": "string",
+                     *           "display": "string"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z",
+                     *       "signed_at": "2026-01-05T09:30:00Z",
+                     *       "shared_at": "2026-01-05T09:30:00Z",
+                     *       "amendments": [
+                     *         {
+                     *           "id": 1,
+                     *           "author_id": 1,
+                     *           "author_name": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "reason": "Chest pain since Monday",
+                     *           "text": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["NoteOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    notes_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `note_signed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "note_signed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "note_signed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    notes_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "Chest pain since Monday",
+                 *       "findings": "string",
+                 *       "assessment": "string",
+                 *       "plan": "string",
+                 *       "follow_up": "string",
+                 *       "codes": [
+                 *         {
+                 *           "system": "string",
+                 *           "code": "string",
+                 *           "display": "string"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["PatchedNoteInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "doctor_id": 1,
+                     *       "state": "draft",
+                     *       "reason": "Chest pain since Monday",
+                     *       "findings": "string",
+                     *       "assessment": "string",
+                     *       "plan": "string",
+                     *       "follow_up": "string",
+                     *       "codes": [
+                     *         {
+                     *           "system": "string",
+                     *           "code": "string",
+                     *           "display": "string"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z",
+                     *       "signed_at": "2026-01-05T09:30:00Z",
+                     *       "shared_at": "2026-01-05T09:30:00Z",
+                     *       "amendments": [
+                     *         {
+                     *           "id": 1,
+                     *           "author_id": 1,
+                     *           "author_name": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "reason": "Chest pain since Monday",
+                     *           "text": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["NoteOut"];
+                };
+            };
+            /** @description Bad Request: `field_too_long`, `invalid`, `invalid_characters`, `invalid_codes`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "field_too_long",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "field_too_long" | "invalid" | "invalid_characters" | "invalid_codes" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `note_signed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "note_signed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "note_signed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    notes_amendments_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "Chest pain since Monday",
+                 *       "text": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["AmendmentInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "author_id": 1,
+                     *       "author_name": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "reason": "Chest pain since Monday",
+                     *       "text": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AmendmentOut"];
+                };
+            };
+            /** @description Bad Request: `field_too_long`, `invalid`, `invalid_characters`, `null`, `parse_error`, `reason_required`, `text_required` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "field_too_long",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "field_too_long" | "invalid" | "invalid_characters" | "null" | "parse_error" | "reason_required" | "text_required";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `note_not_signed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "note_not_signed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "note_not_signed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    notes_share_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "doctor_id": 1,
+                     *       "state": "draft",
+                     *       "reason": "Chest pain since Monday",
+                     *       "findings": "string",
+                     *       "assessment": "string",
+                     *       "plan": "string",
+                     *       "follow_up": "string",
+                     *       "codes": [
+                     *         {
+                     *           "system": "string",
+                     *           "code": "string",
+                     *           "display": "string"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z",
+                     *       "signed_at": "2026-01-05T09:30:00Z",
+                     *       "shared_at": "2026-01-05T09:30:00Z",
+                     *       "amendments": [
+                     *         {
+                     *           "id": 1,
+                     *           "author_id": 1,
+                     *           "author_name": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "reason": "Chest pain since Monday",
+                     *           "text": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["NoteOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `note_not_signed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "note_not_signed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "note_not_signed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    notes_sign_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                note_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "share": true
+                 *     }
+                 */
+                "application/json": components["schemas"]["NoteSignInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "consultation_id": 1,
+                     *       "doctor_id": 1,
+                     *       "state": "draft",
+                     *       "reason": "Chest pain since Monday",
+                     *       "findings": "string",
+                     *       "assessment": "string",
+                     *       "plan": "string",
+                     *       "follow_up": "string",
+                     *       "codes": [
+                     *         {
+                     *           "system": "string",
+                     *           "code": "string",
+                     *           "display": "string"
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "updated_at": "2026-01-05T09:30:00Z",
+                     *       "signed_at": "2026-01-05T09:30:00Z",
+                     *       "shared_at": "2026-01-05T09:30:00Z",
+                     *       "amendments": [
+                     *         {
+                     *           "id": 1,
+                     *           "author_id": 1,
+                     *           "author_name": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "reason": "Chest pain since Monday",
+                     *           "text": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["NoteOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `note_empty`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "note_empty" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `note_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "note_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `note_signed` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "note_signed",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "note_signed";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     notifications_preferences_retrieve: {
         parameters: {
             query?: never;
@@ -10559,6 +12271,387 @@ export interface operations {
                     };
                 };
             };
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    prescriptions_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "number": "string",
+                     *           "verification_code": "string",
+                     *           "verify_path": "string",
+                     *           "consultation_id": 1,
+                     *           "patient_id": 1,
+                     *           "doctor_id": 1,
+                     *           "doctor_name": "string",
+                     *           "doctor_licence_number": "string",
+                     *           "jurisdiction": "FR",
+                     *           "medication_name": "string",
+                     *           "strength": "string",
+                     *           "form": "string",
+                     *           "dose": "string",
+                     *           "route": "string",
+                     *           "frequency": "string",
+                     *           "duration": "string",
+                     *           "quantity": 1,
+                     *           "repeats": 1,
+                     *           "instructions": "string",
+                     *           "status": "issued",
+                     *           "issued_at": "2026-01-05T09:30:00Z",
+                     *           "cancelled_at": "2026-01-05T09:30:00Z",
+                     *           "cancel_reason": "string"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedPrescriptionOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    prescriptions_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                prescription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "number": "string",
+                     *       "verification_code": "string",
+                     *       "verify_path": "string",
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "doctor_name": "string",
+                     *       "doctor_licence_number": "string",
+                     *       "jurisdiction": "FR",
+                     *       "medication_name": "string",
+                     *       "strength": "string",
+                     *       "form": "string",
+                     *       "dose": "string",
+                     *       "route": "string",
+                     *       "frequency": "string",
+                     *       "duration": "string",
+                     *       "quantity": 1,
+                     *       "repeats": 1,
+                     *       "instructions": "string",
+                     *       "status": "issued",
+                     *       "issued_at": "2026-01-05T09:30:00Z",
+                     *       "cancelled_at": "2026-01-05T09:30:00Z",
+                     *       "cancel_reason": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PrescriptionOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `prescription_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "prescription_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    prescriptions_cancel_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                prescription_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "Chest pain since Monday"
+                 *     }
+                 */
+                "application/json": components["schemas"]["PrescriptionCancelInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "number": "string",
+                     *       "verification_code": "string",
+                     *       "verify_path": "string",
+                     *       "consultation_id": 1,
+                     *       "patient_id": 1,
+                     *       "doctor_id": 1,
+                     *       "doctor_name": "string",
+                     *       "doctor_licence_number": "string",
+                     *       "jurisdiction": "FR",
+                     *       "medication_name": "string",
+                     *       "strength": "string",
+                     *       "form": "string",
+                     *       "dose": "string",
+                     *       "route": "string",
+                     *       "frequency": "string",
+                     *       "duration": "string",
+                     *       "quantity": 1,
+                     *       "repeats": 1,
+                     *       "instructions": "string",
+                     *       "status": "issued",
+                     *       "issued_at": "2026-01-05T09:30:00Z",
+                     *       "cancelled_at": "2026-01-05T09:30:00Z",
+                     *       "cancel_reason": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PrescriptionOut"];
+                };
+            };
+            /** @description Bad Request: `cancel_reason_required`, `field_too_long`, `invalid`, `invalid_characters`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "cancel_reason_required",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "cancel_reason_required" | "field_too_long" | "invalid" | "invalid_characters" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `not_registered`, `not_the_doctor` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_registered",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_registered" | "not_the_doctor";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `not_found`, `prescription_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "prescription_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `already_cancelled` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "already_cancelled",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "already_cancelled";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    prescriptions_verify_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the verification code printed on the prescription (16 characters, Crockford base32; case, dashes and spaces are ignored) */
+                code: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "valid",
+                     *       "number": "string",
+                     *       "issued_at": "2026-01-05T09:30:00Z",
+                     *       "prescriber": {
+                     *         "name": "Care team",
+                     *         "licence_number": "RPPS-10003456789",
+                     *         "jurisdiction": "FR"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["VerificationOut"];
+                };
+            };
+            /** @description Not Found: `not_found`, `prescription_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "prescription_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["ServerBusy"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
             default: {
                 headers: {
