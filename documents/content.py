@@ -7,30 +7,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from decimal import Decimal
 
 from django.conf import settings
 
 from accounts.models import User
 from core.errors import ApplicationError
-from core.registry import Registry
 from payments.models import Consultation, LedgerEntry
+from records import selectors as records
+from records.models import Prescription
 
 from . import selectors
 from . import validators as v
 from .models import Document
 from .pdf import PdfContent, Section
-
-# Other apps add parts of the consultation summary (the records app: shared visit notes and
-# prescriptions), each a function of the consultation returning its sections and the latest
-# time they show (the summary's date is the latest time of everything it shows).
-SummaryPart = Callable[[Consultation], tuple[list[Section], dt.datetime | None]]
-summary_parts: Registry[SummaryPart] = Registry("consultation summary part")
-# The prescription document's content, registered by the app that owns prescriptions.
-PrescriptionBuilder = Callable[[int], PdfContent]
-prescription_builders: Registry[PrescriptionBuilder] = Registry("prescription document builder")
 
 DATE = "%Y-%m-%d"
 DATETIME = "%Y-%m-%d %H:%M UTC"
@@ -45,13 +36,17 @@ def day(moment: dt.date | None) -> str:
 
 
 def person(user: User) -> str:
-    """A participant's name as documents show it (an erased account: its pseudonym)."""
-    return user.display_name or f"User {user.pk}"
+    """A participant's name as documents show it (an erased account: ``(erased account)``)."""
+    return records.ERASED_NAME if user.is_deleted else user.display_name or f"User {user.pk}"
 
 
 def doctor_name(user: User) -> str:
-    name = person(user)
-    return name if name.lower().startswith("dr") else f"Dr {name}"
+    return titled(person(user))
+
+
+def titled(name: str) -> str:
+    """A doctor's name with "Dr" (unless it has it, or is an erased account's)."""
+    return name if name.lower().startswith(("dr", "(")) else f"Dr {name}"
 
 
 def issuer_lines() -> list[str]:
@@ -174,13 +169,12 @@ def consultation_summary(document: Document) -> PdfContent:
             ],
         ),
     ]
-    for part in summary_parts:
-        part_sections, latest = part(consultation)
-        sections.extend(part_sections)
-        if latest is not None:
-            times.append(latest)
-    if not any(section.heading == "Visit notes" for section in sections):
-        sections.append(Section("Visit notes", paragraphs=["No visit notes were shared."]))
+    notes, latest = notes_sections(consultation)
+    sections.extend(notes)
+    times.extend(latest)
+    prescribed, latest = prescriptions_section(consultation)
+    sections.append(prescribed)
+    times.extend(latest)
     if document.include_chat:
         chat, latest = chat_section(consultation)
         sections.append(chat)
@@ -195,6 +189,67 @@ def consultation_summary(document: Document) -> PdfContent:
         footer=f"{settings.HEALTHCHAT_PLATFORM_LEGAL_NAME} - consultation #{consultation.pk} - confidential",
         subject=f"Consultation {consultation.pk} summary",
     )
+
+
+NOTE_FIELDS = (
+    ("reason", "Reason"),
+    ("findings", "Findings"),
+    ("assessment", "Assessment"),
+    ("plan", "Plan"),
+    ("follow_up", "Follow-up"),
+)
+
+
+def notes_sections(consultation: Consultation) -> tuple[list[Section], list[dt.datetime]]:
+    """The signed notes the doctor shared with the patient, each with its amendments (never a
+    draft or an unshared note); the times they show."""
+    notes = records.shared_notes_for(consultation)
+    if not notes:
+        return [Section("Visit notes", paragraphs=["No visit notes were shared."])], []
+    sections: list[Section] = []
+    times: list[dt.datetime] = []
+    for note in notes:
+        rows = [("Signed", f"{when(note.signed_at)} by {titled(note.doctor_name)}")]
+        rows += [(label, getattr(note, field)) for field, label in NOTE_FIELDS if getattr(note, field)]
+        if note.codes:
+            rows.append(
+                (
+                    "Codes",
+                    "\n".join(
+                        f"{c.system} {c.code}" + (f" - {c.display}" if c.display else "") for c in note.codes
+                    ),
+                )
+            )
+        sections.append(Section("Visit notes" if len(notes) == 1 else f"Visit note {note.id}", rows=rows))
+        times += [note.signed_at, note.shared_at]
+        for amendment in note.amendments:
+            sections.append(
+                Section(
+                    f"Amendment of {when(amendment.created_at)} by {titled(amendment.author_name)}",
+                    rows=[("Reason", amendment.reason), ("Correction", amendment.text)],
+                )
+            )
+            times.append(amendment.created_at)
+    return sections, times
+
+
+def prescriptions_section(consultation: Consultation) -> tuple[Section, list[dt.datetime]]:
+    """The consultation's prescriptions, issued and cancelled, oldest first."""
+    prescriptions = records.prescriptions_for(consultation)
+    if not prescriptions:
+        return Section("Prescriptions", paragraphs=["No prescriptions."]), []
+    table: list[Sequence[str]] = [("Number", "Medication", "Dose and frequency", "Quantity", "Status")]
+    times: list[dt.datetime] = []
+    for p in prescriptions:
+        medication = " ".join(part for part in (p.medication_name, p.strength, p.form) if part)
+        how = ", ".join(part for part in (p.dose, p.route, p.frequency, p.duration) if part)
+        status = (
+            f"cancelled {when(p.cancelled_at)}" if p.status == "cancelled" else f"issued {when(p.issued_at)}"
+        )
+        repeats = f" (+{p.repeats} repeats)" if p.repeats else ""
+        table.append((p.number, medication, how, f"{p.quantity}{repeats}", status))
+        times += [t for t in (p.issued_at, p.cancelled_at) if t is not None]
+    return Section("Prescriptions", table=table), times
 
 
 def chat_section(consultation: Consultation) -> tuple[Section, dt.datetime | None]:
@@ -236,76 +291,48 @@ def chat_section(consultation: Consultation) -> tuple[Section, dt.datetime | Non
 
 
 # --- Prescriptions ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PrescriptionItem:
-    medication: str
-    strength: str = ""
-    form: str = ""
-    dose: str = ""
-    route: str = ""
-    frequency: str = ""
-    duration: str = ""
-    quantity: str = ""
-    repeats: str = ""
-    instructions: str = ""
-
-
-@dataclass(frozen=True)
-class PrescriptionData:
-    """What a prescription document prints (the prescriptions' owner fills it from its record)."""
-
-    number: str
-    verification_code: str
-    issued_at: dt.datetime
-    doctor_name: str
-    licence_number: str
-    jurisdiction: str
-    patient_name: str
-    patient_date_of_birth: dt.date | None
-    items: Sequence[PrescriptionItem]
-    verify_path: str
-    status: str = "issued"
-    consultation_id: int | None = None
-
-
-def prescription(data: PrescriptionData) -> PdfContent:
+def prescription(data: records.PrescriptionDocument) -> PdfContent:
     """The document a patient shows a pharmacist: prescriber, patient, what, and how to check it
     (the number, the verification code and a QR code of the public verification page)."""
     verify_url = f"{settings.HEALTHCHAT_PUBLIC_URL}{data.verify_path}"
+    medication = [
+        (label, value)
+        for label, value in (
+            ("Medication", data.medication_name),
+            ("Strength", data.strength),
+            ("Form", data.form),
+            ("Dose", data.dose),
+            ("Route", data.route),
+            ("Frequency", data.frequency),
+            ("Duration", data.duration),
+            ("Quantity", str(data.quantity)),
+            ("Repeats", str(data.repeats)),
+            ("Instructions", data.instructions),
+        )
+        if value
+    ]
     sections = [
         Section(
             "Prescriber",
             rows=[
-                ("Doctor", data.doctor_name),
-                ("Licence number", data.licence_number or "-"),
+                ("Doctor", titled(data.doctor_name)),
+                ("Licence number", data.doctor_licence_number or "-"),
                 ("Jurisdiction", data.jurisdiction or "-"),
+                *([("Specialty", data.doctor_specialty)] if data.doctor_specialty else []),
             ],
         ),
         Section(
-            "Patient",
-            rows=[("Name", data.patient_name), ("Date of birth", day(data.patient_date_of_birth))],
+            "Patient", rows=[("Name", data.patient_name), ("Date of birth", day(data.patient_date_of_birth))]
         ),
+        Section("Medication", rows=medication),
     ]
-    for index, item in enumerate(data.items, start=1):
-        rows = [
-            (label, value)
-            for label, value in (
-                ("Medication", item.medication),
-                ("Strength", item.strength),
-                ("Form", item.form),
-                ("Dose", item.dose),
-                ("Route", item.route),
-                ("Frequency", item.frequency),
-                ("Duration", item.duration),
-                ("Quantity", item.quantity),
-                ("Repeats", item.repeats),
-                ("Instructions", item.instructions),
+    if data.status == Prescription.Status.CANCELLED:
+        sections.append(
+            Section(
+                "Status",
+                paragraphs=[f"CANCELLED {when(data.cancelled_at)}: this prescription must not be dispensed."],
             )
-            if value
-        ]
-        sections.append(Section(f"Item {index}" if len(data.items) > 1 else "Medication", rows=rows))
-    if data.status == "cancelled":
-        sections.append(Section("Status", paragraphs=["CANCELLED: this prescription must not be dispensed."]))
+        )
     return PdfContent(
         title="Prescription",
         dated=data.issued_at,
@@ -329,9 +356,7 @@ def build(document: Document) -> PdfContent:
         return receipt(document)
     if document.kind == v.CONSULTATION_SUMMARY:
         return consultation_summary(document)
-    assert document.prescription_id is not None
-    for builder in prescription_builders:
-        return builder(int(document.prescription_id))
-    raise ApplicationError(
-        "document_unavailable", "Prescription documents are not available on this server.", status=503
-    )
+    found = Prescription.objects.filter(pk=document.prescription_id).first()
+    if found is None:
+        raise ApplicationError("document_record_missing", "The prescription is gone.", status=409)
+    return prescription(records.prescription_document_data(found))

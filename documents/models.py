@@ -42,8 +42,9 @@ class Document(models.Model):
     payment = models.ForeignKey(
         "payments.LedgerEntry", on_delete=models.PROTECT, null=True, blank=True, related_name="documents"
     )
-    # A prescription's id (the prescription lives in the records app).
-    prescription_id = models.BigIntegerField(null=True, blank=True)
+    prescription = models.ForeignKey(
+        "records.Prescription", on_delete=models.PROTECT, null=True, blank=True, related_name="documents"
+    )
     include_chat = models.BooleanField(default=False)
     # Who asked last (null: the system, e.g. a receipt made when a payment succeeded).
     requested_by = models.ForeignKey(

@@ -12,30 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.actors import Actor, require_permission
 from accounts.models import User
 from core.errors import ApplicationError
-from core.registry import Registry
 from payments.models import Consultation, LedgerEntry
+from records import selectors as records
 
 from . import content, pdf, selectors
 from . import validators as v
 from .models import Document
 
 logger = logging.getLogger("healthchat.documents")
-
-# The prescriptions' owner (the records app) tells who a prescription's patient and doctor are
-# and its consultation, for a caller who may see it (raising its own not-found error otherwise).
-PrescriptionResolver = Callable[[User, int], tuple[int, int, Consultation | None]]
-prescription_resolvers: Registry[PrescriptionResolver] = Registry("prescription resolver")
 
 
 def _queue_render(document_id: int) -> None:
@@ -153,11 +148,10 @@ def document_request(
         )
 
 
-def prescription_parties(*, user: User, prescription_id: int) -> tuple[int, int, Consultation | None]:
+def prescription_parties(*, user: User, prescription_id: int) -> tuple[int, int, Consultation]:
     """(patient id, doctor id, consultation) of a prescription the caller may see."""
-    for resolver in prescription_resolvers:
-        return resolver(user, prescription_id)
-    raise ApplicationError("prescription_not_found", "No such prescription.", status=404)
+    found = records.prescription_get(user=user, prescription_id=prescription_id)
+    return found.patient_id, found.doctor_id, found.consultation
 
 
 def receipt_for_entry(*, entry: LedgerEntry) -> Document | None:
@@ -271,12 +265,19 @@ def document_regenerate(*, document_id: int, actor: Actor) -> Document:
 
 # --- Erasure ------------------------------------------------------------------------------------
 def erase_user_documents(user: User) -> None:
-    """Account deletion: the patient's generated files and their rows go, except prescriptions
-    (kept for the legal retention of prescriptions; their record is kept pseudonymised). The
-    files are deleted after commit (a failed erasure keeps them)."""
+    """Account deletion. The patient's receipts and summaries go, rows and files (they can be
+    made again from the pseudonymised payments records). Kept, because the law keeps what they
+    are the document of: prescriptions; and the documents of other patients where the user was
+    the doctor. Those are rendered again from the record once the erasure has committed, so no
+    stored file keeps the erased name (it reads "(erased account)"). Files are deleted after
+    commit: a failed erasure keeps them."""
     doomed = Document.objects.filter(patient=user).exclude(kind=v.PRESCRIPTION)
     names = [name for name in doomed.values_list("file", flat=True) if name]
     doomed.delete()
+    kept = Document.objects.filter(Q(patient=user) | Q(doctor=user))
+    for document_id in kept.values_list("pk", flat=True):
+        _queue_render(document_id)
+    kept.exclude(status=v.PENDING).update(status=v.PENDING, error="")
 
     def delete_files() -> None:
         for name in names:

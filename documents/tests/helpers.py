@@ -86,3 +86,45 @@ def stored(document: Any) -> bytes:
     with document.file.open("rb") as handle:
         data: bytes = handle.read()
     return data
+
+
+RX: dict[str, Any] = {
+    "medication_name": "Ibuprofen",
+    "strength": "400 mg",
+    "form": "tablet",
+    "dose": "1 tablet",
+    "route": "oral",
+    "frequency": "three times a day with food",
+    "duration": "5 days",
+    "quantity": 15,
+    "repeats": 1,
+    "instructions": "Stop if stomach pain.",
+}
+
+
+def clinical_record(consultation: Consultation) -> tuple[Any, Any]:
+    """The doctor's note (signed, shared, then amended), an unshared draft's text never reaching
+    a document, and a prescription: through the records services."""
+    from records import services as records_services
+
+    doctor = consultation.doctor
+    note = records_services.note_create(
+        doctor=doctor,
+        consultation_id=consultation.pk,
+        data={
+            "reason": "Swollen left knee since Sunday",
+            "findings": "Mild effusion, full range of motion, no instability",
+            "assessment": "Sprain of the medial collateral ligament",
+            "plan": "Rest, ice, compression; ibuprofen for 5 days",
+            "follow_up": "Back in 2 weeks if not better",
+            "codes": [{"system": "ICD-10", "code": "S83.4", "display": "Sprain of knee ligament"}],
+        },
+    )
+    records_services.note_sign(doctor=doctor, note_id=note.pk, share=True)
+    records_services.amendment_add(
+        doctor=doctor, note_id=note.pk, reason="Wrong side", text="Right knee, not left."
+    )
+    prescription = records_services.prescription_issue(
+        doctor=doctor, consultation_id=consultation.pk, data=RX
+    )
+    return note, prescription

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
-from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.actors import Operator
 from documents import services
 from documents.models import Document
-from documents.tests.helpers import paid, people
+from documents.tests.helpers import clinical_record, paid, pdf_text, people, stored
 
 pytestmark = pytest.mark.django_db
 
@@ -46,33 +44,47 @@ def test_erasure_removes_the_patients_generated_files_but_keeps_prescriptions(
     patient, doctor = people()
     with django_capture_on_commit_callbacks(execute=True):
         consultation = paid(patient, doctor)
+    _note, prescription = clinical_record(consultation)
+    with django_capture_on_commit_callbacks(execute=True):
         services.document_request(user=patient, kind="consultation_summary", consultation_id=consultation.pk)
-    prescription = Document(
-        kind="prescription",
-        key="prescription:424242",
-        patient=patient,
-        doctor=doctor,
-        consultation=consultation,
-        prescription_id=424242,
-        status="ready",
-        sha256="a" * 64,
-        size=4,
-        requested_at=timezone.now(),
-        generated_at=timezone.now(),
-    )
-    prescription.file.save(f"documents/{patient.pk}/rx.pdf", ContentFile(b"%PDF"), save=False)
-    prescription.save()
+        services.document_request(user=patient, kind="prescription", prescription_id=prescription.pk)
     files = {d.kind: Path(d.file.path) for d in Document.objects.all()}
     assert set(files) == {"receipt", "consultation_summary", "prescription"}
     assert all(path.exists() for path in files.values())
+    assert "Name Ada Lovelace" in pdf_text(files["prescription"].read_bytes())
 
     with django_capture_on_commit_callbacks(execute=True):
         account_services.user_delete(user=patient, actor=Operator(command="test"))
 
-    assert list(Document.objects.values_list("kind", flat=True)) == ["prescription"]
+    kept = Document.objects.get()
+    assert (kept.kind, kept.status, kept.prescription_id) == ("prescription", "ready", prescription.pk)
     assert not files["receipt"].exists()
     assert not files["consultation_summary"].exists()
-    assert files["prescription"].exists()
+    # Rendered again from the pseudonymised record: no stored file keeps the name.
+    assert not files["prescription"].exists()
+    text = pdf_text(stored(kept))
+    assert "Name (erased account)" in text
+    assert "Ada Lovelace" not in text
+    assert f"Prescription number {prescription.number}" in text
+    assert [p.name for p in (media / "documents" / str(patient.pk)).iterdir()] == [Path(kept.file.name).name]
+
+
+def test_erasing_the_doctor_keeps_the_patients_documents_rendered_without_the_name(
+    media: Path, firebase_admin_api: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    patient, doctor = people()
+    with django_capture_on_commit_callbacks(execute=True):
+        consultation = paid(patient, doctor)
+    receipt = Document.objects.get()
+    assert "Grace Hopper" in pdf_text(stored(receipt))
+    with django_capture_on_commit_callbacks(execute=True):
+        account_services.user_delete(user=doctor, actor=Operator(command="test"))
+    receipt.refresh_from_db()
+    assert receipt.status == "ready"
+    text = pdf_text(stored(receipt))
+    assert "Grace Hopper" not in text
+    assert "Doctor (erased account)" in text
+    assert consultation.pk == receipt.consultation_id
 
 
 def test_a_failed_erasure_keeps_the_files(media: Path, django_capture_on_commit_callbacks: Any) -> None:

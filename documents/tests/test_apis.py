@@ -14,7 +14,7 @@ from accounts.tests.factories import DoctorFactory, PatientFactory
 from audit.models import AuditEntry
 from documents.models import Document
 from documents.selectors import SIGNING_SALT
-from documents.tests.helpers import paid, pdf_text, people
+from documents.tests.helpers import clinical_record, paid, pdf_text, people
 from messaging import services as messaging_services
 from payments import booking
 from payments.models import LedgerEntry
@@ -240,3 +240,106 @@ def test_receipts_by_payment_and_the_errors_of_asking(
     listed = api.get(f"/api/v1/documents?kind=receipt&consultation_id={consultation.pk}").json()["results"]
     assert [d["id"] for d in listed] == [body["id"]]
     assert api.get("/api/v1/documents?kind=nope").status_code == 400
+
+
+def test_the_summary_has_the_shared_note_its_amendment_and_the_prescriptions(
+    client_for: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    patient, doctor = people()
+    consultation = paid(patient, doctor)
+    _note, prescription = clinical_record(consultation)
+    with django_capture_on_commit_callbacks(execute=True):
+        asked = client_for(doctor).post(
+            "/api/v1/documents",
+            {"kind": "consultation_summary", "consultation_id": consultation.pk},
+            format="json",
+        )
+    link = client_for(patient).get(f"/api/v1/documents/{asked.json()['id']}").json()
+    text = pdf_text(_pdf(_download(link["url"])))
+    for expected in (
+        "Reason Swollen left knee since Sunday",
+        "Findings Mild effusion, full range of motion, no instability",
+        "Assessment Sprain of the medial collateral ligament",
+        "Plan Rest, ice, compression; ibuprofen for 5 days",
+        "Follow-up Back in 2 weeks if not better",
+        "ICD-10 S83.4 - Sprain of knee ligament",
+        "by Dr Grace Hopper",
+        "Reason Wrong side Correction Right knee, not left.",
+        prescription.number,
+        "Ibuprofen 400 mg tablet",
+        "15 (+1 repeats)",
+    ):
+        assert expected in text, (expected, text)
+    assert "No visit notes were shared." not in text
+
+
+def test_an_unshared_note_never_reaches_the_summary(
+    client_for: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from records import services as records_services
+
+    patient, doctor = people()
+    consultation = paid(patient, doctor)
+    note = records_services.note_create(
+        doctor=doctor, consultation_id=consultation.pk, data={"assessment": "private draft thought"}
+    )
+    records_services.note_sign(doctor=doctor, note_id=note.pk, share=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        asked = client_for(doctor).post(
+            "/api/v1/documents",
+            {"kind": "consultation_summary", "consultation_id": consultation.pk},
+            format="json",
+        )
+    link = client_for(doctor).get(f"/api/v1/documents/{asked.json()['id']}").json()
+    text = pdf_text(_pdf(_download(link["url"])))
+    assert "private draft thought" not in text
+    assert "No visit notes were shared." in text
+    assert "No prescriptions." in text
+
+
+def test_a_prescription_document_for_its_patient_and_prescriber_only(
+    client_for: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from records import services as records_services
+
+    patient, doctor = people()
+    consultation = paid(patient, doctor)
+    _note, prescription = clinical_record(consultation)
+    body = {"kind": "prescription", "prescription_id": prescription.pk}
+    for stranger in (PatientFactory.create(), DoctorFactory.create()):
+        refused = client_for(stranger).post("/api/v1/documents", body, format="json")
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == "prescription_not_found"
+    with django_capture_on_commit_callbacks(execute=True):
+        asked = client_for(patient).post("/api/v1/documents", body, format="json")
+    assert asked.status_code == 202
+    assert asked.json()["prescription_id"] == prescription.pk
+    assert asked.json()["consultation_id"] == consultation.pk
+    link = client_for(doctor).get(f"/api/v1/documents/{asked.json()['id']}").json()
+    assert link["status"] == "ready"
+    text = pdf_text(_pdf(_download(link["url"])))
+    for expected in (
+        f"Prescription number {prescription.number}",
+        f"Verification code {prescription.verification_code}",
+        "Doctor Dr Grace Hopper",
+        "Licence number GMC-7654321",
+        "Jurisdiction GB",
+        "Name Ada Lovelace",
+        "Date of birth 1985-12-10",
+        "Medication Ibuprofen",
+        "Quantity 15",
+        f"Verify: https://healthchat.test/api/v1/prescriptions/verify/{prescription.verification_code}",
+    ):
+        assert expected in text, (expected, text)
+    # The QR code's target answers the pharmacist (the public check).
+    checked = APIClient().get(f"/api/v1/prescriptions/verify/{prescription.verification_code}")
+    assert checked.status_code == 200
+    assert checked.json()["status"] == "valid"
+
+    # Cancelled: asking again renders the record as it is now.
+    records_services.prescription_cancel(doctor=doctor, prescription_id=prescription.pk, reason="Wrong dose")
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(patient).post("/api/v1/documents", body, format="json")
+    again = client_for(patient).get(f"/api/v1/documents/{asked.json()['id']}").json()
+    assert again["sha256"] != link["sha256"]
+    assert "this prescription must not be dispensed" in pdf_text(_pdf(_download(again["url"])))

@@ -17,7 +17,7 @@ from PIL import Image
 
 from documents import services
 from documents.models import Document
-from documents.tests.helpers import page_pngs, paid, people, refund, stored
+from documents.tests.helpers import clinical_record, page_pngs, paid, people, refund, stored
 from messaging import services as messaging_services
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 
 
-def test_receipts_and_the_summary_render_to_png_pages(
+def test_every_kind_of_document_renders_to_png_pages(
     tmp_path: Path, django_capture_on_commit_callbacks: Any
 ) -> None:
     patient, doctor = people()
@@ -40,15 +40,18 @@ def test_receipts_and_the_summary_render_to_png_pages(
         messaging_services.message_send(
             sender=sender, conversation_id=consultation.conversation_id, client_id=uuid.uuid4(), body=body
         )
+    _note, prescription = clinical_record(consultation)
     with django_capture_on_commit_callbacks(execute=True):
         refund(consultation, amount=1000)
         services.document_request(
             user=patient, kind="consultation_summary", consultation_id=consultation.pk, include_chat=True
         )
+        services.document_request(user=patient, kind="prescription", prescription_id=prescription.pk)
     documents = {
         "receipt": Document.objects.get(kind="receipt", payment__kind="charge"),
         "refund-receipt": Document.objects.get(kind="receipt", payment__kind="refund"),
         "consultation-summary": Document.objects.get(kind="consultation_summary"),
+        "prescription": Document.objects.get(kind="prescription"),
     }
     for name, document in documents.items():
         assert document.status == "ready", (name, document.error)
