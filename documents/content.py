@@ -13,7 +13,6 @@ from decimal import Decimal
 from django.conf import settings
 
 from accounts.models import User
-from core.errors import ApplicationError
 from payments.models import Consultation, LedgerEntry
 from records import selectors as records
 from records.models import Prescription
@@ -24,6 +23,15 @@ from .models import Document
 from .pdf import PdfContent, Section
 
 DATE = "%Y-%m-%d"
+
+
+class RecordMissing(Exception):
+    """The record a document is made from is gone: the document is marked failed with the code
+    ``document_record_missing`` (never an answer to a request: rendering is the worker's)."""
+
+    code = "document_record_missing"
+
+
 DATETIME = "%Y-%m-%d %H:%M UTC"
 
 
@@ -68,7 +76,7 @@ def receipt(document: Document) -> PdfContent:
     entry = document.payment
     consultation = document.consultation
     if entry is None or consultation is None:
-        raise ApplicationError("document_record_missing", "The payment is gone.", status=409)
+        raise RecordMissing("The payment is gone.")
     refund = entry.kind == LedgerEntry.Kind.REFUND
     amount = abs(entry.amount)
     rate = Decimal(str(settings.HEALTHCHAT_TAX_RATE))
@@ -127,7 +135,7 @@ def consultation_summary(document: Document) -> PdfContent:
     only when the patient asked for it."""
     consultation = document.consultation
     if consultation is None:
-        raise ApplicationError("document_record_missing", "The consultation is gone.", status=409)
+        raise RecordMissing("The consultation is gone.")
     times = [
         t
         for t in (
@@ -358,5 +366,5 @@ def build(document: Document) -> PdfContent:
         return consultation_summary(document)
     found = Prescription.objects.filter(pk=document.prescription_id).first()
     if found is None:
-        raise ApplicationError("document_record_missing", "The prescription is gone.", status=409)
+        raise RecordMissing("The prescription is gone.")
     return prescription(records.prescription_document_data(found))

@@ -200,7 +200,7 @@ def document_render(*, document_id: int) -> Document | None:
         return None
     try:
         data = render_bytes(document)
-    except ApplicationError as exc:
+    except content.RecordMissing as exc:
         return _failed(document_id, exc.code)
     except Exception as exc:  # a bug or a broken record: never a traceback to the client
         # The type only: a layout error's text can quote the record (names, notes, messages).

@@ -672,6 +672,11 @@ TABLE: dict[str, Op] = {
         consultation_row(patient_a=conflict("not_paid"), doctor=conflict("not_paid")),
         body=lambda w, a: {"kind": "receipt", "consultation_id": w.consultation.pk},
     ),
+    # The prescription: its patient and its prescriber; anyone else cannot tell it exists.
+    "POST /api/v1/documents#prescription": Op(
+        row(not_found("prescription_not_found"), patient_a=ACCEPTED, doctor=ACCEPTED),
+        body=lambda w, a: {"kind": "prescription", "prescription_id": w.extra["prescription"].pk},
+    ),
     "GET /api/v1/documents/{document_id}": Op(
         row(not_found("document_not_found"), **A_AND_DOCTOR), params=document
     ),
@@ -690,6 +695,7 @@ TABLE: dict[str, Op] = {
         },
         params=document,
         query=document_link,
+    ),
     # --- the clinical record (records/): A's consultation is paid, not accepted: the doctor may
     # neither write its note nor prescribe; the note is signed and shared, the prescription issued ---
     "GET /api/v1/consultations/{consultation_id}/notes": Op(
