@@ -23,7 +23,7 @@ from core.errors import ApplicationError
 from . import services
 from .models import Document
 
-FIELDS = [
+FIELDS: list[str | list[str] | tuple[str, ...] | tuple[()]] = [
     "kind",
     "status",
     "error",
@@ -50,7 +50,7 @@ class DocumentAdmin(AuditedAdminMixin, admin.ModelAdmin[Document]):
     list_select_related = ["patient", "doctor", "consultation"]
     ordering = ["-id"]
     fields = FIELDS
-    readonly_fields = FIELDS
+    readonly_fields = [str(name) for name in FIELDS]
     actions = ["regenerate"]
 
     has_regenerate_document_permission = admin_permission("documents.regenerate_document")

@@ -177,17 +177,17 @@ def consultation_summary(document: Document) -> PdfContent:
             ],
         ),
     ]
-    notes, latest = notes_sections(consultation)
+    notes, note_times = notes_sections(consultation)
     sections.extend(notes)
-    times.extend(latest)
-    prescribed, latest = prescriptions_section(consultation)
+    times.extend(note_times)
+    prescribed, prescription_times = prescriptions_section(consultation)
     sections.append(prescribed)
-    times.extend(latest)
+    times.extend(prescription_times)
     if document.include_chat:
-        chat, latest = chat_section(consultation)
+        chat, last_message = chat_section(consultation)
         sections.append(chat)
-        if latest is not None:
-            times.append(latest)
+        if last_message is not None:
+            times.append(last_message)
     return PdfContent(
         title="Consultation summary",
         dated=max(times),
@@ -364,7 +364,11 @@ def build(document: Document) -> PdfContent:
         return receipt(document)
     if document.kind == v.CONSULTATION_SUMMARY:
         return consultation_summary(document)
-    found = Prescription.objects.filter(pk=document.prescription_id).first()
+    found = (
+        Prescription.objects.filter(pk=document.prescription_id).first()
+        if document.prescription_id is not None
+        else None
+    )
     if found is None:
         raise RecordMissing("The prescription is gone.")
     return prescription(records.prescription_document_data(found))

@@ -66,7 +66,9 @@ def test_erasure_removes_the_patients_generated_files_but_keeps_prescriptions(
     assert "Name (erased account)" in text
     assert "Ada Lovelace" not in text
     assert f"Prescription number {prescription.number}" in text
-    assert [p.name for p in (media / "documents" / str(patient.pk)).iterdir()] == [Path(kept.file.name).name]
+    assert [p.name for p in (media / "documents" / str(patient.pk)).iterdir()] == [
+        Path(str(kept.file.name)).name
+    ]
 
 
 def test_erasing_the_doctor_keeps_the_patients_documents_rendered_without_the_name(

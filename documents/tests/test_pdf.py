@@ -72,7 +72,7 @@ def test_pages_render_to_png_and_a_long_table_flows_over_pages(tmp_path: Path) -
         assert abs(image.size[0] - 496) <= 1  # A4 at 60 dpi (poppler rounds up)
         assert image.size[1] == 702
         gray = image.convert("L")
-        dark = sum(1 for value in gray.getdata() if value < 128)
+        dark = sum(1 for value in gray.tobytes() if value < 128)
         assert dark > 1000  # text and lines were drawn, not a blank page
 
 
@@ -82,6 +82,6 @@ def test_the_qr_code_is_drawn(tmp_path: Path) -> None:
 
     def dark(path: Path) -> int:
         with Image.open(path) as image:
-            return sum(1 for value in image.convert("L").getdata() if value < 100)
+            return sum(1 for value in image.convert("L").tobytes() if value < 100)
 
     assert dark(with_qr) > dark(without) + 1500
