@@ -590,12 +590,16 @@ if not Decimal(0) <= HEALTHCHAT_TAX_RATE < Decimal(100):
     raise ImproperlyConfigured("HEALTHCHAT_TAX_RATE must be a percentage from 0 to below 100.")
 # The public origin of this server (scheme://host[:port]): what a prescription's QR code points
 # at (its verification page), since the worker that renders it has no request to ask.
-HEALTHCHAT_PUBLIC_URL: str = env.str("HEALTHCHAT_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+HEALTHCHAT_PUBLIC_URL: str = (env.str("HEALTHCHAT_PUBLIC_URL", default="") or "http://127.0.0.1:8000").rstrip(
+    "/"
+)
 # Lifetime of document download links (presigned or our own signed stream), seconds.
 DOCUMENT_URL_TTL_SECONDS: int = env.int("DOCUMENT_URL_TTL_SECONDS", default=300)
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentKindEnum"] = "documents.models.Document.Kind"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentStatusEnum"] = "documents.models.Document.Status"
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentPaymentKindEnum"] = "documents.validators.RECEIPT_ENTRY_KINDS"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentPaymentKindEnum"] = (
+    "documents.validators.RECEIPT_ENTRY_KINDS"
+)
 
 # --- Calls (calls/): signalling, ring timeout, TURN credentials; see docs/calls.md -----------
 # Seconds a call rings before it is missed; seconds a dropped call socket has to come back.
