@@ -308,6 +308,7 @@ class PrescriptionVerifyApi(APIView):
                 "code",
                 str,
                 OpenApiParameter.PATH,
+                pattern=r"^[0-9A-Za-z -]{16,40}$",
                 description="the verification code printed on the prescription (16 characters, "
                 "Crockford base32; case, dashes and spaces are ignored)",
             )

@@ -61,6 +61,7 @@ DOCTOR_OPERATIONS = re.compile(
     r"|PATCH /api/v1/groups/|/api/v1/groups/\{group_id\}/members|/api/v1/groups/\{group_id\}/avatar"
     r"|/api/v1/waiting-room|/appointments/\{appointment_id\}/admit"
     r"|/api/v1/scheduled-messages"
+    r"|/api/v1/notes/|/consultations/\{consultation_id\}/(notes|prescriptions)|/prescriptions/\{prescription_id\}/cancel"
 )
 
 
@@ -81,6 +82,9 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "message_id": w.message_doctor.pk,
         "emoji": "👍",
         "document_id": w.extra["document"].pk,
+        "note_id": w.extra["note"].pk,
+        "prescription_id": w.extra["prescription"].pk,
+        "code": w.extra["prescription"].verification_code,
     }
 
 

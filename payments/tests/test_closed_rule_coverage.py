@@ -209,6 +209,27 @@ REST_WRITES: dict[str, Decision] = {
         "edits the author's own pending row; nothing reaches anyone until the send (see POST)"
     ),
     "DELETE /api/v1/scheduled-messages/{scheduled_id}": NotApplicable("cancels; nothing is sent"),
+    # The clinical record (records/): only the consultation's doctor writes it; the rule restricts
+    # patients reaching doctors, and a patient's attempt is refused (403 not_the_doctor).
+    "POST /api/v1/consultations/{consultation_id}/notes": NotApplicable(
+        "the consultation's doctor writes its note (a draft nobody else sees)"
+    ),
+    "PATCH /api/v1/notes/{note_id}": NotApplicable("the doctor edits their own draft"),
+    "DELETE /api/v1/notes/{note_id}": NotApplicable("the doctor discards their own draft"),
+    "POST /api/v1/notes/{note_id}/sign": NotApplicable("the doctor signs their own draft"),
+    "POST /api/v1/notes/{note_id}/share": NotApplicable(
+        "the doctor lets the patient read the note: the doctor reaching the patient, which the rule allows"
+    ),
+    "POST /api/v1/notes/{note_id}/amendments": NotApplicable(
+        "the doctor corrects their signed note (the doctor reaching the patient)"
+    ),
+    "POST /api/v1/consultations/{consultation_id}/prescriptions": NotApplicable(
+        "the consultation's doctor prescribes; its own window applies "
+        "(HEALTHCHAT_PRESCRIPTION_WINDOW_DAYS after completion, 409 consultation_not_eligible)"
+    ),
+    "POST /api/v1/prescriptions/{prescription_id}/cancel": NotApplicable(
+        "the prescriber cancels their own prescription"
+    ),
 }
 
 
