@@ -16,6 +16,7 @@ from audit import actions as audited
 from audit import services as audit
 from core.openapi import api_doc
 from core.pagination import DefaultCursorPagination
+from core.throttling import ScopedRateThrottle
 
 from . import selectors, services
 from .serializers import (
@@ -30,6 +31,14 @@ class DocumentListCreateApi(APIView):
     """The caller's documents; ask for one (rendering is queued: 202)."""
 
     pagination_class = DefaultCursorPagination
+    throttle_scope = "document"
+
+    def get_throttles(self) -> list[Any]:
+        """Asking (POST: a rendering in the worker) is counted per user; listing is not."""
+        throttles: list[Any] = list(super().get_throttles())
+        if self.request.method == "POST":
+            throttles.append(ScopedRateThrottle())
+        return throttles
 
     @api_doc(
         "List my documents (receipts, consultation summaries, prescriptions)",

@@ -343,3 +343,16 @@ def test_a_prescription_document_for_its_patient_and_prescriber_only(
     again = client_for(patient).get(f"/api/v1/documents/{asked.json()['id']}").json()
     assert again["sha256"] != link["sha256"]
     assert "this prescription must not be dispensed" in pdf_text(_pdf(_download(again["url"])))
+
+
+def test_asking_is_rate_limited_per_user_and_reading_is_not(client_for: Any, settings: Any) -> None:
+    rates = dict(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], document="2/minute")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    patient, doctor = people()
+    consultation = paid(patient, doctor)
+    api = client_for(patient)
+    body = {"kind": "consultation_summary", "consultation_id": consultation.pk}
+    statuses = [api.post("/api/v1/documents", body, format="json").status_code for _ in range(3)]
+    assert statuses == [202, 202, 429]
+    assert api.get("/api/v1/documents").status_code == 200
+    assert client_for(doctor).post("/api/v1/documents", body, format="json").status_code == 202

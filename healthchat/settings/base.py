@@ -595,6 +595,8 @@ HEALTHCHAT_PUBLIC_URL: str = (env.str("HEALTHCHAT_PUBLIC_URL", default="") or "h
 )
 # Lifetime of document download links (presigned or our own signed stream), seconds.
 DOCUMENT_URL_TTL_SECONDS: int = env.int("DOCUMENT_URL_TTL_SECONDS", default=300)
+# Documents a user may ask for (POST documents: each one is a rendering in the worker).
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["document"] = env.str("THROTTLE_DOCUMENT_RATE", default="60/hour")
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentKindEnum"] = "documents.models.Document.Kind"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentStatusEnum"] = "documents.models.Document.Status"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentPaymentKindEnum"] = (
