@@ -59,11 +59,12 @@ pg-server:
 		{ echo "PostgreSQL's server binaries are missing: install them (apt-get install postgresql)"; exit 1; }
 
 ## ffmpeg strips video/audio metadata (without it those uploads are refused); exiftool is the
-## outside judge of the metadata tests (Debian packages ffmpeg, libimage-exiftool-perl).
+## outside judge of the metadata tests (Debian packages ffmpeg, libimage-exiftool-perl);
+## poppler-utils' pdftotext, pdfinfo and pdftoppm judge the generated PDFs (documents/tests/).
 media-tools:
-	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool; } >/dev/null 2>&1 || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl >/dev/null; } || \
-		{ echo "ffmpeg/exiftool are missing: install them (apt-get install ffmpeg libimage-exiftool-perl) for the upload metadata tests"; exit 1; }
+	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool && command -v pdftotext && command -v pdftoppm; } >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl poppler-utils >/dev/null; } || \
+		{ echo "ffmpeg/exiftool/poppler-utils are missing: install them (apt-get install ffmpeg libimage-exiftool-perl poppler-utils) for the upload metadata and PDF tests"; exit 1; }
 
 ## promtool (Debian package prometheus) and Debian's docker-compose: tests/test_deploy_files.py
 ## checks deploy/prometheus/ (config, alert rules and their unit tests, the metrics' lint) and

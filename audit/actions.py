@@ -28,6 +28,10 @@ APPOINTMENT_ICS = "appointment.ics"  # one appointment's iCalendar file
 CALENDAR_FEED_READ = "calendar_feed.read"  # a doctor's private feed fetched (the token's holder)
 ON_DEMAND_LIST = "on_demand.list"  # a doctor's list of open on-demand requests (specialties)
 ON_DEMAND_READ = "on_demand.read"  # one on-demand request
+DOCUMENT_REQUEST = "document.request"  # a PDF (receipt, summary, prescription) asked for
+DOCUMENT_LIST = "document.list"  # a REST page of the caller's documents
+DOCUMENT_LINK = "document.link"  # one document's state and, when ready, a download URL
+DOCUMENT_DOWNLOAD = "document.download"  # the PDF was streamed by this server
 
 # The clinical record (records/; docs/record.md): every read of a note or a prescription, and
 # every write (object: the note or the prescription; never its text)
@@ -68,6 +72,7 @@ APPOINTMENT_STAFF_NO_SHOW = "appointment.staff_no_show"  # admin: marked a docto
 APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold released
 REVIEW_HIDE = "review.hide"  # admin: a patient's review hidden (code: the reason code)
 REVIEW_SHOW = "review.show"  # admin: a hidden review shown again
+DOCUMENT_REGENERATE = "document.regenerate"  # admin: a document queued for rendering again
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -84,6 +89,10 @@ ACTIONS: frozenset[str] = frozenset(
         MENTION_LIST,
         ATTACHMENT_LINK,
         ATTACHMENT_DOWNLOAD,
+        DOCUMENT_REQUEST,
+        DOCUMENT_LIST,
+        DOCUMENT_LINK,
+        DOCUMENT_DOWNLOAD,
         CALL_LIST,
         CALL_READ,
         MESSAGE_SEARCH,
@@ -122,6 +131,7 @@ ACTIONS: frozenset[str] = frozenset(
         APPOINTMENT_STAFF_RELEASE,
         REVIEW_HIDE,
         REVIEW_SHOW,
+        DOCUMENT_REGENERATE,
         RETENTION_PURGE,
     }
 )

@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("notifications.urls")),
     path("", include("calls.urls")),
     path("", include("scheduled.urls")),
+    path("", include("documents.urls")),
     path("", include("records.urls")),
     path("", include("ratings.urls")),
 ]

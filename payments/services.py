@@ -38,7 +38,7 @@ from .models import (
     LedgerEntry,
     StripeAccount,
 )
-from .signals import consultation_transitioned
+from .signals import consultation_transitioned, ledger_entry_posted
 
 logger = logging.getLogger("healthchat.payments")
 
@@ -151,7 +151,7 @@ def _post(
     """Append a ledger entry unless this effect (``key``) is already recorded."""
     if amount == 0 or LedgerEntry.objects.filter(consultation=consultation, key=key).exists():
         return False
-    LedgerEntry.objects.create(
+    entry = LedgerEntry.objects.create(
         consultation=consultation,
         kind=kind,
         amount=amount,
@@ -160,6 +160,7 @@ def _post(
         source=source,
         stripe_id=stripe_id,
     )
+    ledger_entry_posted.send(sender=LedgerEntry, entry=entry)
     return True
 
 

@@ -31,6 +31,7 @@ from appointments import services as appointment_services
 from appointments.models import Appointment
 from calls import services as call_services
 from calls.models import Call
+from documents import services as document_services
 from groups import services as group_services
 from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
@@ -309,6 +310,18 @@ def build_world() -> World:
         patient=users["patient_a"], consultation_id=earlier.pk, stars=4, comment="Listened carefully."
     )
 
+    # A's consultation summary (the doctor sees it too) and A's copy with the chat (A alone),
+    # rendered as the worker would.
+    documents = {}
+    for name, with_chat in (("document", False), ("chat_document", True)):
+        asked = document_services.document_request(
+            user=a, kind="consultation_summary", consultation_id=consultation.pk, include_chat=with_chat
+        )
+        rendered = document_services.document_render(document_id=asked.pk)
+        assert rendered is not None
+        assert rendered.status == "ready", rendered.error
+        documents[name] = rendered
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -338,6 +351,7 @@ def build_world() -> World:
             "prescription": prescription,
             "rated_consultation": earlier,
             "review": review,
+            **documents,
         },
     )
 

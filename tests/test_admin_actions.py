@@ -161,6 +161,23 @@ def _refunded(ctx: Context, pks: list[int]) -> bool:
     return list(states) == ["refunded"] * len(pks)
 
 
+# --- documents -----------------------------------------------------------------------------
+def _failed_receipts(ctx: Context) -> list[int]:
+    """The receipt of a captured payment, whose rendering failed."""
+    from documents.models import Document
+
+    consultation = Consultation.objects.get(pk=_accepted_consultations(ctx)[0])
+    Document.objects.filter(consultation=consultation).update(status="failed", error="render_failed")
+    return list(Document.objects.filter(consultation=consultation).values_list("pk", flat=True))
+
+
+def _requeued(ctx: Context, pks: list[int]) -> bool:
+    from documents.models import Document
+
+    statuses = Document.objects.filter(pk__in=pks).values_list("status", flat=True)
+    return bool(pks) and list(statuses) == ["pending"] * len(pks)
+
+
 # --- appointments --------------------------------------------------------------------------
 def _appointments(ctx: Context, *, state: str = "confirmed", started: bool = False) -> list[int]:
     """A booked appointment (the development provider: confirmed at once), or a held one."""
@@ -281,6 +298,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("payments.consultation", "refund_in_full"): Row(
         "payments.refund_consultation", _accepted_consultations, _refunded
     ),
+    ("documents.document", "regenerate"): Row("documents.regenerate_document", _failed_receipts, _requeued),
 }
 
 

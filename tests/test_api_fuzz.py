@@ -81,6 +81,7 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "scheduled_id": w.extra["scheduled"].pk,
         "message_id": w.message_doctor.pk,
         "emoji": "👍",
+        "document_id": w.extra["document"].pk,
         "note_id": w.extra["note"].pk,
         "prescription_id": w.extra["prescription"].pk,
         "code": w.extra["prescription"].verification_code,

@@ -25,6 +25,7 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
+from documents.selectors import SIGNING_SALT as DOCUMENT_SIGNING_SALT
 from messaging.selectors import ATTACHMENT_SIGNING_SALT
 from tests.authz import (
     ACTORS,
@@ -44,7 +45,7 @@ class Expect:
     code: str | None = None
 
 
-OK, CREATED, NO_CONTENT = Expect(200), Expect(201), Expect(204)
+OK, CREATED, ACCEPTED, NO_CONTENT = Expect(200), Expect(201), Expect(202), Expect(204)
 
 
 def not_found(code: str) -> Expect:
@@ -147,6 +148,26 @@ def content_link(w: World, actor: str, params: dict[str, int]) -> dict[str, Any]
         return {}
     payload = {"a": params["attachment_id"], "u": w.user(actor).pk, "v": "file"}
     return {"token": signing.dumps(payload, salt=ATTACHMENT_SIGNING_SALT)}
+
+
+def document(w: World) -> dict[str, int]:
+    return {"document_id": w.extra["document"].pk}
+
+
+def document_link(w: World, actor: str, params: dict[str, int]) -> dict[str, Any]:
+    """The signed download link ``GET documents/{id}`` would give ``actor`` (none when signed out)."""
+    if actor in ("anonymous", "expired_token"):
+        return {}
+    payload = {"d": params["document_id"], "u": w.user(actor).pk, "h": w.extra["document"].sha256[:16]}
+    return {"token": signing.dumps(payload, salt=DOCUMENT_SIGNING_SALT)}
+
+
+def summary_request(include_chat: bool) -> BodyFn:
+    return lambda w, a: {
+        "kind": "consultation_summary",
+        "consultation_id": w.consultation.pk,
+        "include_chat": include_chat,
+    }
 
 
 def free_slot(w: World) -> str:
@@ -664,6 +685,53 @@ TABLE: dict[str, Op] = {
         row(not_found("request_not_found"), patient_b=OK),
         params=lambda w: {"request_id": w.extra["on_demand"].pk},
         body=lambda w, a: {},
+    ),
+    # --- documents (PDF): the patient and the doctor of the record; the chat copy, the patient ---
+    "GET /api/v1/documents": Op(
+        row(OK),
+        visible=lambda w: protected(
+            {w.extra["document"].pk, w.extra["chat_document"].pk},
+            {
+                "patient_a": {w.extra["document"].pk, w.extra["chat_document"].pk},
+                "doctor": {w.extra["document"].pk},
+            },
+        ),
+    ),
+    "POST /api/v1/documents": Op(
+        consultation_row(patient_a=ACCEPTED, doctor=ACCEPTED), body=summary_request(False)
+    ),
+    "POST /api/v1/documents#chat": Op(
+        consultation_row(patient_a=ACCEPTED, doctor=forbidden("chat_patient_only")),
+        body=summary_request(True),
+    ),
+    # A's consultation is authorised, not captured: no payment to give a receipt for yet.
+    "POST /api/v1/documents#receipt": Op(
+        consultation_row(patient_a=conflict("not_paid"), doctor=conflict("not_paid")),
+        body=lambda w, a: {"kind": "receipt", "consultation_id": w.consultation.pk},
+    ),
+    # The prescription: its patient and its prescriber; anyone else cannot tell it exists.
+    "POST /api/v1/documents#prescription": Op(
+        row(not_found("prescription_not_found"), patient_a=ACCEPTED, doctor=ACCEPTED),
+        body=lambda w, a: {"kind": "prescription", "prescription_id": w.extra["prescription"].pk},
+    ),
+    "GET /api/v1/documents/{document_id}": Op(
+        row(not_found("document_not_found"), **A_AND_DOCTOR), params=document
+    ),
+    "GET /api/v1/documents/{document_id}#chat": Op(
+        row(not_found("document_not_found"), patient_a=OK),
+        params=lambda w: {"document_id": w.extra["chat_document"].pk},
+    ),
+    "GET /api/v1/documents/{document_id}/content": Op(
+        {
+            **row(not_found("document_not_found"), **A_AND_DOCTOR),
+            # No authentication: the signed link is the credential, and the holder's access is
+            # checked again. Without one:
+            "anonymous": forbidden("invalid_link"),
+            "expired_token": forbidden("invalid_link"),
+            "deleted_user": not_found("document_not_found"),
+        },
+        params=document,
+        query=document_link,
     ),
     # --- the clinical record (records/): A's consultation is paid, not accepted: the doctor may
     # neither write its note nor prescribe; the note is signed and shared, the prescription issued ---

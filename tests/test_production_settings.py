@@ -63,3 +63,29 @@ def test_unsafe_values_are_refused():
         result = run_check({name: value})
         assert result.returncode != 0, name
         assert name in result.stderr, (name, result.stderr)
+
+
+def test_documents_point_their_qr_codes_at_the_first_allowed_host_unless_told():
+    shown = "from django.conf import settings; print(settings.HEALTHCHAT_PUBLIC_URL)"
+
+    def public_url(overrides: dict[str, str | None]) -> str:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("FIREBASE", "ALLOWED_HOSTS", "DEBUG"))
+        }
+        env.update({k: v for k, v in {**GOOD, **overrides}.items() if v is not None})
+        if overrides.get("HEALTHCHAT_PUBLIC_URL") is None:
+            env.pop("HEALTHCHAT_PUBLIC_URL", None)
+        env["DJANGO_SETTINGS_MODULE"] = "healthchat.settings.production"
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", shown],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert public_url({"ALLOWED_HOSTS": ".example.org,api.example.org"}) == "https://api.example.org"
+    assert public_url({"HEALTHCHAT_PUBLIC_URL": "https://care.example.org/"}) == "https://care.example.org"

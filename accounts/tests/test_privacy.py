@@ -32,6 +32,7 @@ from accounts.models import User
 from accounts.tests.factories import DeviceFactory, DoctorFactory, PatientFactory
 from audit.models import AuditEntry
 from conftest import unique_phone
+from documents.models import Document
 from groups import services as group_services
 from messaging import services as messaging_services
 from payments import booking as payment_booking
@@ -363,9 +364,14 @@ def test_erasure_leaves_the_user_only_in_pseudonymised_financial_and_audit_rows(
     assert {name for _, name in scan_storage(media, secrets)} >= {"file_content"}
     assert scan_redis({"self_test": plant_redis_canary()}) == [(REDIS_CANARY_KEY, "self_test")]
     forget_redis_canary()
+    # The payment's receipt was generated (it prints the patient's name): erasure removes it.
+    receipt = Document.objects.get(patient=patient, kind="receipt")
+    assert (receipt.status, (media / receipt.file.name).is_file()) == ("ready", True)
 
     response = life["client"].delete("/api/v1/me")
     assert response.status_code == 204, response.content
+    assert not Document.objects.filter(patient=patient).exists()
+    assert not (media / receipt.file.name).exists()
 
     db_hits = scan_database(secrets)
     assert [h for h in db_hits if not allowed(h[0])] == [], db_hits

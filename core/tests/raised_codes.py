@@ -26,6 +26,7 @@ APPS = (
     "core",
     "audit",
     "scheduled",
+    "documents",
     "records",
     "ratings",
 )

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "ratings",
     "notifications",
     "audit",
+    "documents",
     "console",
 ]
 
@@ -581,6 +582,31 @@ CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "schedule": 300.0,
 }
 CELERY_BEAT_SCHEDULE["payments-retry-payouts"] = {"task": "payments.tasks.retry_payouts", "schedule": 900.0}
+
+# --- Documents (documents/): receipts, consultation summaries, prescriptions as PDF; docs/record.md
+# The platform as the issuer printed on every document: legal name, postal address (lines
+# separated by ";"), tax registration id, the tax's name and rate (percent; prices include it).
+HEALTHCHAT_PLATFORM_LEGAL_NAME: str = env.str("HEALTHCHAT_PLATFORM_LEGAL_NAME", default="healthchat")
+HEALTHCHAT_PLATFORM_ADDRESS: str = env.str("HEALTHCHAT_PLATFORM_ADDRESS", default="")
+HEALTHCHAT_TAX_ID: str = env.str("HEALTHCHAT_TAX_ID", default="")
+HEALTHCHAT_TAX_NAME: str = env.str("HEALTHCHAT_TAX_NAME", default="VAT")
+HEALTHCHAT_TAX_RATE: Decimal = Decimal(env.str("HEALTHCHAT_TAX_RATE", default="0"))
+if not Decimal(0) <= HEALTHCHAT_TAX_RATE < Decimal(100):
+    raise ImproperlyConfigured("HEALTHCHAT_TAX_RATE must be a percentage from 0 to below 100.")
+# The public origin of this server (scheme://host[:port]): what a prescription's QR code points
+# at (its verification page), since the worker that renders it has no request to ask.
+HEALTHCHAT_PUBLIC_URL: str = (env.str("HEALTHCHAT_PUBLIC_URL", default="") or "http://127.0.0.1:8000").rstrip(
+    "/"
+)
+# Lifetime of document download links (presigned or our own signed stream), seconds.
+DOCUMENT_URL_TTL_SECONDS: int = env.int("DOCUMENT_URL_TTL_SECONDS", default=300)
+# Documents a user may ask for (POST documents: each one is a rendering in the worker).
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["document"] = env.str("THROTTLE_DOCUMENT_RATE", default="60/hour")
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentKindEnum"] = "documents.models.Document.Kind"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentStatusEnum"] = "documents.models.Document.Status"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["DocumentPaymentKindEnum"] = (
+    "documents.validators.RECEIPT_ENTRY_KINDS"
+)
 
 # --- Calls (calls/): signalling, ring timeout, TURN credentials; see docs/calls.md -----------
 # Seconds a call rings before it is missed; seconds a dropped call socket has to come back.

@@ -62,3 +62,12 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+# Documents' QR codes point at this server's public origin; unset, the first allowed host over
+# HTTPS (the worker that renders them has no request to ask).
+if not os.environ.get("HEALTHCHAT_PUBLIC_URL"):
+    _hosts = [
+        host
+        for host in env.list("ALLOWED_HOSTS", default=[])
+        if host not in ("*",) and not host.startswith(".")
+    ]
+    HEALTHCHAT_PUBLIC_URL = f"https://{_hosts[0]}" if _hosts else ""

@@ -114,6 +114,9 @@ REST_WRITES: dict[str, Decision] = {
         "an upload is the uploader's until message.send attaches it (guarded: test_attachment_refused)"
     ),
     "POST /api/v1/auth/register": NotApplicable(NOT_CONTENT_TO_OTHERS),
+    "POST /api/v1/documents": NotApplicable(
+        "renders a PDF of the record for its own participants; nothing the patient writes reaches the doctor"
+    ),
     "PUT /api/v1/availability": NotApplicable("a doctor's own hours"),
     "PUT /api/v1/schedule": NotApplicable("a doctor's own schedule"),
     "POST /api/v1/calendar/feed": NotApplicable("a doctor's own feed token"),

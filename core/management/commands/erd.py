@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
-OUR_APPS = ("accounts", "messaging", "groups", "calls", "payments", "notifications", "audit")
+OUR_APPS = ("accounts", "messaging", "groups", "calls", "payments", "notifications", "audit", "documents")
 DEFAULT_PATH = Path(settings.BASE_DIR) / "docs" / "erd.md"
 
 

@@ -793,6 +793,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/documents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List my documents (receipts, consultation summaries, prescriptions)
+         * @description The caller's documents; ask for one (rendering is queued: 202).
+         */
+        get: operations["documents_list"];
+        put?: never;
+        /**
+         * Ask for a document (PDF); poll GET documents/{id} until it is ready
+         * @description The caller's documents; ask for one (rendering is queued: 202).
+         */
+        post: operations["documents_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/documents/{document_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a document (its state; a download link once ready)
+         * @description A document's state and, once ready, a short-lived download link.
+         */
+        get: operations["documents_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/documents/{document_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a document's PDF (signed link)
+         * @description The PDF, through a signed link from ``GET documents/{id}``; access re-checked here.
+         */
+        get: operations["documents_content_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/groups": {
         parameters: {
             query?: never;
@@ -1959,6 +2023,142 @@ export interface components {
             /** @description how many reviews the average is of */
             rating_count: number;
         };
+        /**
+         * @description * `receipt` - Receipt
+         *     * `consultation_summary` - Consultation summary
+         *     * `prescription` - Prescription
+         * @enum {string}
+         */
+        DocumentKindEnum: "receipt" | "consultation_summary" | "prescription";
+        DocumentLinkOut: {
+            id: number;
+            kind: components["schemas"]["DocumentKindEnum"];
+            /**
+             * @description pending (queued), ready (downloadable) or failed
+             *
+             *     * `pending` - Pending (queued for the worker)
+             *     * `ready` - Ready
+             *     * `failed` - Failed
+             */
+            status: components["schemas"]["DocumentStatusEnum"];
+            /** @description failed: why (a code) */
+            error: string | null;
+            consultation_id: number | null;
+            /** @description receipts: the payment or refund */
+            payment: components["schemas"]["DocumentPaymentOut"] | null;
+            prescription_id: number | null;
+            include_chat: boolean;
+            /** @description always application/pdf */
+            content_type: string;
+            /** @description bytes, once generated */
+            size: number | null;
+            /** @description of the PDF, once generated */
+            sha256: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description the last time it was asked for (or made)
+             */
+            requested_at: string;
+            /** Format: date-time */
+            generated_at: string | null;
+            /**
+             * Format: uri
+             * @description a short-lived download link; null unless ready
+             */
+            url: string | null;
+            /** Format: date-time */
+            expires_at: string | null;
+        };
+        DocumentOut: {
+            id: number;
+            kind: components["schemas"]["DocumentKindEnum"];
+            /**
+             * @description pending (queued), ready (downloadable) or failed
+             *
+             *     * `pending` - Pending (queued for the worker)
+             *     * `ready` - Ready
+             *     * `failed` - Failed
+             */
+            status: components["schemas"]["DocumentStatusEnum"];
+            /** @description failed: why (a code) */
+            error: string | null;
+            consultation_id: number | null;
+            /** @description receipts: the payment or refund */
+            payment: components["schemas"]["DocumentPaymentOut"] | null;
+            prescription_id: number | null;
+            include_chat: boolean;
+            /** @description always application/pdf */
+            content_type: string;
+            /** @description bytes, once generated */
+            size: number | null;
+            /** @description of the PDF, once generated */
+            sha256: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description the last time it was asked for (or made)
+             */
+            requested_at: string;
+            /** Format: date-time */
+            generated_at: string | null;
+        };
+        /**
+         * @description * `charge` - charge
+         *     * `refund` - refund
+         * @enum {string}
+         */
+        DocumentPaymentKindEnum: "charge" | "refund";
+        DocumentPaymentOut: {
+            /** @description the payment's (or refund's) id: `payment_id` of a receipt request */
+            id: number;
+            /**
+             * @description charge (a payment) or refund
+             *
+             *     * `charge` - charge
+             *     * `refund` - refund
+             */
+            kind: components["schemas"]["DocumentPaymentKindEnum"];
+            /** @description minor units, positive for both kinds */
+            amount: number;
+            currency: string;
+            /** Format: date-time */
+            created_at: string;
+        };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        DocumentRequestInputRequest: {
+            /**
+             * @description receipt (consultation_id, payment_id?), consultation_summary (consultation_id, include_chat?) or prescription (prescription_id)
+             *
+             *     * `receipt` - Receipt
+             *     * `consultation_summary` - Consultation summary
+             *     * `prescription` - Prescription
+             */
+            kind: components["schemas"]["DocumentKindEnum"];
+            /** @description receipt and consultation_summary: the consultation */
+            consultation_id?: number;
+            /** @description receipt: the payment or refund (`payment.id` of a receipt in `GET documents`); omitted: the consultation's payment */
+            payment_id?: number;
+            /** @description prescription */
+            prescription_id?: number;
+            /**
+             * @description consultation_summary: include the consultation's chat (the patient only; such a summary is visible to the patient alone)
+             * @default false
+             */
+            include_chat: boolean;
+        };
+        /**
+         * @description * `pending` - Pending (queued for the worker)
+         *     * `ready` - Ready
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        DocumentStatusEnum: "pending" | "ready" | "failed";
         FeedOut: {
             /**
              * Format: uri
@@ -2304,6 +2504,19 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["DoctorPublic"][];
+        };
+        PaginatedDocumentOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["DocumentOut"][];
         };
         PaginatedMentionOutList: {
             /**
@@ -9000,6 +9213,418 @@ export interface operations {
             };
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    documents_list: {
+        parameters: {
+            query?: {
+                /** @description only this consultation's */
+                consultation_id?: number;
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description only this kind */
+                kind?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "kind": "receipt",
+                     *           "status": "pending",
+                     *           "error": "string",
+                     *           "consultation_id": 1,
+                     *           "payment": {
+                     *             "id": 1,
+                     *             "kind": "charge",
+                     *             "amount": 1,
+                     *             "currency": "EUR",
+                     *             "created_at": "2026-01-05T09:30:00Z"
+                     *           },
+                     *           "prescription_id": 1,
+                     *           "include_chat": true,
+                     *           "content_type": "image/jpeg",
+                     *           "size": 1,
+                     *           "sha256": "string",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "requested_at": "2026-01-05T09:30:00Z",
+                     *           "generated_at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedDocumentOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    documents_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "kind": "receipt",
+                 *       "consultation_id": 1,
+                 *       "payment_id": 1,
+                 *       "prescription_id": 1,
+                 *       "include_chat": true
+                 *     }
+                 */
+                "application/json": components["schemas"]["DocumentRequestInputRequest"];
+            };
+        };
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "kind": "receipt",
+                     *       "status": "pending",
+                     *       "error": "string",
+                     *       "consultation_id": 1,
+                     *       "payment": {
+                     *         "id": 1,
+                     *         "kind": "charge",
+                     *         "amount": 1,
+                     *         "currency": "EUR",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "prescription_id": 1,
+                     *       "include_chat": true,
+                     *       "content_type": "image/jpeg",
+                     *       "size": 1,
+                     *       "sha256": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "requested_at": "2026-01-05T09:30:00Z",
+                     *       "generated_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DocumentOut"];
+                };
+            };
+            /** @description Bad Request: `invalid`, `invalid_kind`, `null`, `parse_error` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid" | "invalid_kind" | "null" | "parse_error";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Forbidden: `chat_patient_only`, `not_registered` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "chat_patient_only",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "chat_patient_only" | "not_registered";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `consultation_not_found`, `payment_not_found`, `prescription_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "consultation_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "consultation_not_found" | "payment_not_found" | "prescription_not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `not_paid` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_paid",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_paid";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    documents_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                document_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "kind": "receipt",
+                     *       "status": "pending",
+                     *       "error": "string",
+                     *       "consultation_id": 1,
+                     *       "payment": {
+                     *         "id": 1,
+                     *         "kind": "charge",
+                     *         "amount": 1,
+                     *         "currency": "EUR",
+                     *         "created_at": "2026-01-05T09:30:00Z"
+                     *       },
+                     *       "prescription_id": 1,
+                     *       "include_chat": true,
+                     *       "content_type": "image/jpeg",
+                     *       "size": 1,
+                     *       "sha256": "string",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "requested_at": "2026-01-05T09:30:00Z",
+                     *       "generated_at": "2026-01-05T09:30:00Z",
+                     *       "url": "https://api.example.com/path",
+                     *       "expires_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DocumentLinkOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `document_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "document_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "document_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    documents_content_retrieve: {
+        parameters: {
+            query: {
+                token: string;
+            };
+            header?: never;
+            path: {
+                document_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example <bytes> */
+                    "application/pdf": string;
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            /** @description Forbidden: `invalid_link`, `link_expired` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_link",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "invalid_link" | "link_expired";
+                        };
+                    };
+                };
+            };
+            /** @description Not Found: `document_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "document_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "document_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `document_not_ready` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "document_not_ready",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "document_not_ready";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["ServerBusy"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
             default: {
                 headers: {

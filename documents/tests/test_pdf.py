@@ -1,0 +1,87 @@
+"""The renderer alone: deterministic bytes, dates from the record, text escaped, pages drawable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from PIL import Image
+
+from documents.pdf import PdfContent, Section, render
+from documents.tests.helpers import page_pngs, pdf_info, pdf_text
+
+DATED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+
+
+def content(**overrides: object) -> PdfContent:
+    fields: dict[str, object] = {
+        "title": "Payment receipt",
+        "dated": DATED,
+        "issuer": ["Healthchat Test Ltd", "1 Test Street"],
+        "header_rows": [("Receipt number", "R-000001-00000001")],
+        "sections": [Section("Payment", rows=[("Amount paid", "30.00 GBP")])],
+        "qr": "https://healthchat.test/verify/ABCD-1234",
+        "qr_caption": "https://healthchat.test/verify/ABCD-1234",
+        "footer": "footer text",
+    }
+    fields.update(overrides)
+    return PdfContent(**fields)  # type: ignore[arg-type]
+
+
+def test_the_same_content_renders_to_the_same_bytes() -> None:
+    first, second = render(content()), render(content())
+    assert first == second
+    assert render(content(title="Refund receipt")) != first
+
+
+def test_the_files_dates_are_the_records_and_no_random_id() -> None:
+    data = render(content())
+    info = pdf_info(data)
+    assert info["CreationDate"] == "2026-03-04T05:06:07+00" or info["CreationDate"].startswith(
+        "2026-03-04T05:06:07"
+    )
+    assert info["ModDate"] == info["CreationDate"]
+    assert info["Producer"] == "healthchat (ReportLab)"
+    later = render(content(dated=DATED + dt.timedelta(days=1)))
+    assert pdf_info(later)["CreationDate"].startswith("2026-03-05T05:06:07")
+
+
+def test_text_is_text_not_markup() -> None:
+    data = render(
+        content(
+            title="<b>Bold</b> & <font size=40>big</font>",
+            sections=[Section("Notes", paragraphs=["line one\nline two <br/> & ünïcødé"])],
+        )
+    )
+    text = pdf_text(data)
+    assert "<b>Bold</b> & <font size=40>big</font>" in text
+    assert "line one line two <br/> & ünïcødé" in text
+    assert "https://healthchat.test/verify/ABCD-1234" in text
+
+
+def test_pages_render_to_png_and_a_long_table_flows_over_pages(tmp_path: Path) -> None:
+    rows = [("Time", "From", "Message"), *((f"10:{i:02d}", "Ada", f"message number {i}") for i in range(400))]
+    data = render(content(sections=[Section("Chat", table=rows)]))
+    assert int(pdf_info(data)["Pages"]) > 3
+    text = pdf_text(data)
+    assert "message number 0" in text
+    assert "message number 399" in text
+    pages = page_pngs(data, tmp_path, resolution=60)
+    assert len(pages) == int(pdf_info(data)["Pages"])
+    with Image.open(pages[0]) as image:
+        assert abs(image.size[0] - 496) <= 1  # A4 at 60 dpi (poppler rounds up)
+        assert image.size[1] == 702
+        gray = image.convert("L")
+        dark = sum(1 for value in gray.tobytes() if value < 128)
+        assert dark > 1000  # text and lines were drawn, not a blank page
+
+
+def test_the_qr_code_is_drawn(tmp_path: Path) -> None:
+    with_qr = page_pngs(render(content()), tmp_path / "a", resolution=60)[0]
+    without = page_pngs(render(content(qr=None)), tmp_path / "b", resolution=60)[0]
+
+    def dark(path: Path) -> int:
+        with Image.open(path) as image:
+            return sum(1 for value in image.convert("L").tobytes() if value < 100)
+
+    assert dark(with_qr) > dark(without) + 1500
