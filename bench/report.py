@@ -130,8 +130,10 @@ def render(results: dict[str, Any], command: str, when: str) -> str:
         ours = columns.get("healthchat", {}).get(label)
         for n in others:
             theirs = columns[n].get(label)
-            ok = isinstance(ours, int | float) and isinstance(theirs, int | float) and theirs
-            row.append(f"{ours / theirs:.3f}" if ok else "-")
+            if isinstance(ours, int | float) and isinstance(theirs, int | float) and theirs:
+                row.append(f"{ours / theirs:.3f}")
+            else:
+                row.append("-")
         lines.append("| " + " | ".join(row) + " |")
     checks = results.get("healthchat", {}).get("sequences")
     if checks:
