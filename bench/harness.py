@@ -2,9 +2,10 @@
 /proc sampling, ``--rev`` exports, the benchmark databases (created, migrated, seeded), Redis,
 development tokens and the checks of what clients saw against the ``messaging_message`` rows.
 
-* ``bench/messaging.py`` (throughput against the bare relay) and ``bench/soak.py`` (1,000 sockets
-  for minutes) seed patient/doctor pairs (``seed``) and drive ``bench/loadgen.py`` through
-  ``LoadGenProcess``;
+* ``bench/messaging.py`` (throughput against the bare relay and socket.io) and ``bench/soak.py``
+  (1,000 sockets for minutes) seed patient/doctor pairs (``seed``) and drive the pairs load
+  generator (``bench/loadgen.py``, or its Node counterpart ``bench/socketio/loadgen.mjs``) through
+  ``LoadGenProcess``, pinned with ``taskset`` (``pin_sets``) when asked;
 * ``bench/idle.py``, ``bench/fanout.py``, ``bench/storm.py`` and ``bench/rest.py`` run ``Server``
   and ``Relay``, seed users and groups with one SQL statement per table (``seed_users``,
   ``seed_group``, ``seed_pairs``) and drive ``bench/loadgen.py --swarm`` through ``Swarm``.
