@@ -108,7 +108,7 @@ def assert_clean(out: dict[str, Any]) -> None:
         assert phase["unexpected_closes"] == {}, phase
         assert phase["latency_ms"]["p50"] is not None, phase
     # the whole offered load went through at the offered rate (not a trickle)
-    assert offered["msgs_per_s"] >= 0.8 * PAIRS * RATE, offered
+    assert offered["msgs_per_s"] >= 0.5 * PAIRS * RATE, offered
     # saturation keeps the window full: more than the offered rate
     assert saturation["sent"] > PAIRS * 2, saturation
     assert out["close"]["unexpected_closes"] == {}
