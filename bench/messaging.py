@@ -357,8 +357,11 @@ def run_relay(name: str, env: dict[str, str], tmp: Path, args: argparse.Namespac
     (``bench/socketio/relay.mjs``): ``socketio`` one Node process, ``socketio-redis``
     ``--sio-processes`` of them sharing rooms through ``@socket.io/redis-adapter`` on
     ``--redis-url``'s server (its own channel prefix), each sender on one process and its
-    receiver on the next, so every message crosses Redis. The processes run under one parent,
-    so the CPU and RSS figures cover all of them. Unpersisted, unauthenticated: no database check."""
+    receiver on the next, so every message crosses Redis; with ``--sio-proxy haproxy`` all
+    sockets go through HAProxy on ``deploy/haproxy.cfg`` instead (``leastconn`` spreads them; a
+    pair whose two sockets land on one process does not cross Redis; HAProxy's CPU counts as
+    other processes'). The relay processes run under one parent, so the CPU and RSS figures cover
+    all of them. Unpersisted, unauthenticated: no database check."""
     import shlex
     import uuid
 
@@ -380,11 +383,23 @@ def run_relay(name: str, env: dict[str, str], tmp: Path, args: argparse.Namespac
         command = ["bash", "-c", " & ".join(lines) + " & wait"]
         urls, protocol, pairs = [f"http://127.0.0.1:{p}" for p in ports], "socketio", tmp / "relay-pairs.json"
     proc = spawn(pinned(command, args.server_cpus), env, tmp / f"{name}.log")
+    proxy = None
     try:
         for port in ports:
             wait_port(port, proc)
-        return run_target(name, proc, ",".join(urls), pairs, tmp, args, False, protocol)
+        if name == "socketio-redis" and args.sio_proxy == "haproxy":
+            from tests.haproxy import HAProxy
+
+            proxy = HAProxy(ports)
+            proxy.start()
+            urls = [proxy.base_url]
+        out = run_target(name, proc, ",".join(urls), pairs, tmp, args, False, protocol)
+        if proxy is not None:
+            out["haproxy"] = proxy.summary(proxy.servers())
+        return out
     finally:
+        if proxy is not None:
+            proxy.close()
         stop(proc)
 
 
@@ -475,6 +490,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--sio-processes", type=int, default=2, help="socketio-redis: Node processes (distinct ports)"
+    )
+    parser.add_argument(
+        "--sio-proxy",
+        choices=["none", "haproxy"],
+        default="none",
+        help="socketio-redis: none (each sender on one process, its receiver on the next) or haproxy "
+        "(every socket through HAProxy on deploy/haproxy.cfg, at most 3 processes)",
     )
     parser.add_argument(
         "--lead-in",

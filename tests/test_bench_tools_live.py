@@ -179,21 +179,39 @@ def socketio_relays(tmp_path: Path, count: int, redis_url: str | None) -> tuple[
     return proc, ports
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["in-process", "redis-adapter"])
-def test_node_loadgen_against_socketio(node_tools: Path, tmp_path: Path, processes: int) -> None:
+@pytest.mark.parametrize(
+    ("processes", "through_haproxy"),
+    [(1, False), (2, False), (2, True)],
+    ids=["in-process", "redis-adapter", "redis-adapter-behind-haproxy"],
+)
+def test_node_loadgen_against_socketio(
+    node_tools: Path, tmp_path: Path, processes: int, through_haproxy: bool
+) -> None:
     from django.conf import settings
+
+    from tests.haproxy import HAProxy
 
     redis_url = str(settings.REDIS_URL).rsplit("/", 1)[0] if processes > 1 else None
     proc, ports = socketio_relays(tmp_path, processes, redis_url)
+    proxy = HAProxy(ports) if through_haproxy else None
     try:
-        urls = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+        if proxy is not None:
+            proxy.start()  # deploy/haproxy.cfg: its /readyz checks pass on the relay
+            urls = proxy.base_url
+        else:
+            urls = ",".join(f"http://127.0.0.1:{p}" for p in ports)
         out = exchange(urls, relay_pairs(tmp_path), "socketio", tmp_path)
+        sessions = {name: int(row["stot"]) for name, row in proxy.servers().items()} if proxy else {}
     finally:
+        if proxy is not None:
+            proxy.close()
         stop(proc)
     assert_clean(out)
     if processes > 1:
-        # both processes took part: each served senders and receivers (the log names them)
         assert (tmp_path / "socketio.log").read_text().count("(redis adapter)") == processes
+    if proxy is not None:  # leastconn spread the 40 sockets over both processes
+        assert sessions["web1"] > 0, sessions
+        assert sessions["web2"] > 0, sessions
 
 
 def test_socketio_relay_refuses_a_handshake_without_a_user(node_tools: Path, tmp_path: Path) -> None:
