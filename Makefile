@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel scale-tools vendor-console worker beat bench clean
+.PHONY: run contracts test lint typecheck format migrations-check pytest install install-dev coturn chromium pg-server media-tools ops-tools redis-sentinel scale-tools vendor-console worker beat bench bench-tools clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,17 @@ clients/js/node_modules/.installed: clients/js/package.json clients/js/package-l
 	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## The benchmark's Node tools (bench/socketio/package-lock.json): the socket.io relay (the seed's
+## stack, with @socket.io/redis-adapter) and the Node load generator of bench/messaging.py;
+## tests/test_bench_tools_live.py runs both against live targets.
+bench/socketio/node_modules/.installed: bench/socketio/package.json bench/socketio/package-lock.json
+	cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-tools: bench/socketio/node_modules/.installed
+
 install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev node_modules/.installed clients/js/node_modules/.installed
+install-dev: $(VENV)/.dev node_modules/.installed clients/js/node_modules/.installed bench-tools
 
 ## coturn's turnserver (Debian package coturn): the calls tests start it as a real TURN relay.
 coturn:
@@ -133,4 +142,4 @@ beat: install
 	$(BIN)/celery -A healthchat beat -l info
 
 clean:
-	rm -rf $(VENV) node_modules clients/js/node_modules db.sqlite3* var staticfiles
+	rm -rf $(VENV) node_modules clients/js/node_modules bench/socketio/node_modules db.sqlite3* var staticfiles

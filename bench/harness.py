@@ -2,9 +2,10 @@
 /proc sampling, ``--rev`` exports, the benchmark databases (created, migrated, seeded), Redis,
 development tokens and the checks of what clients saw against the ``messaging_message`` rows.
 
-* ``bench/messaging.py`` (throughput against the bare relay) and ``bench/soak.py`` (1,000 sockets
-  for minutes) seed patient/doctor pairs (``seed``) and drive ``bench/loadgen.py`` through
-  ``LoadGenProcess``;
+* ``bench/messaging.py`` (throughput against the bare relay and socket.io) and ``bench/soak.py``
+  (1,000 sockets for minutes) seed patient/doctor pairs (``seed``) and drive the pairs load
+  generator (``bench/loadgen.py``, or its Node counterpart ``bench/socketio/loadgen.mjs``) through
+  ``LoadGenProcess``, pinned with ``taskset`` (``pin_sets``) when asked;
 * ``bench/idle.py``, ``bench/fanout.py``, ``bench/storm.py`` and ``bench/rest.py`` run ``Server``
   and ``Relay``, seed users and groups with one SQL statement per table (``seed_users``,
   ``seed_group``, ``seed_pairs``) and drive ``bench/loadgen.py --swarm`` through ``Swarm``.
@@ -283,23 +284,68 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
         proc.wait(timeout=5)
 
 
-class LoadGenProcess:
-    """``bench/loadgen.py --control``: one JSON command per line in, one JSON line out."""
+NODE_TOOLS = BENCH / "socketio"
+NODE_MISSING = (
+    "bench/socketio/node_modules is missing: `make bench-tools` installs the Node load generator's and "
+    "the socket.io relay's packages (bench/socketio/package-lock.json); `make test` does so too"
+)
 
-    def __init__(self, url: str, pairs_path: Path, log_path: Path, body_bytes: int) -> None:
+
+def node_tools() -> Path:
+    """bench/socketio/ with its npm packages installed (``make bench-tools``), or an error that says so."""
+    if not (NODE_TOOLS / "node_modules" / "socket.io").is_dir():
+        raise SystemExit(NODE_MISSING)
+    return NODE_TOOLS
+
+
+def pinned(args: list[str], cpus: str | None) -> list[str]:
+    """``args`` run under ``taskset -c cpus`` (Linux; unchanged when ``cpus`` is None)."""
+    return ["taskset", "-c", cpus, *args] if cpus else args
+
+
+def pin_sets(enabled: bool) -> tuple[str | None, str | None]:
+    """CPU lists for (the servers under test, the load generator): the load generator alone on the
+    last core, the servers on the others; (None, None) when off or on one core."""
+    cores = os.cpu_count() or 1
+    if not enabled or cores < 2:
+        return None, None
+    servers = "0" if cores == 2 else f"0-{cores - 2}"
+    return servers, str(cores - 1)
+
+
+class LoadGenProcess:
+    """The pairs load generator with ``--control``: one JSON command per line in, one JSON line
+    out. ``loadgen``: ``python`` (``bench/loadgen.py``, the healthchat and bare-relay protocol) or
+    ``node`` (``bench/socketio/loadgen.mjs``: the same commands and answers, ``protocol`` ``ws``
+    for healthchat and the bare relay, ``socketio`` for the socket.io relay; ``url`` may list
+    several comma-separated). ``cpus``: pinned there with ``taskset``."""
+
+    def __init__(
+        self,
+        url: str,
+        pairs_path: Path,
+        log_path: Path,
+        body_bytes: int,
+        *,
+        loadgen: str = "python",
+        protocol: str = "ws",
+        cpus: str | None = None,
+    ) -> None:
+        if loadgen == "node":
+            command = [
+                "node",
+                str(node_tools() / "loadgen.mjs"),
+                "--protocol",
+                protocol,
+            ]
+        elif protocol == "ws":
+            command = [sys.executable, str(BENCH / "loadgen.py")]
+        else:
+            raise ValueError(f"the Python load generator speaks only the ws protocol, not {protocol}")
+        command += ["--url", url, "--pairs", str(pairs_path), "--control", "--body-bytes", str(body_bytes)]
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH / "loadgen.py"),
-                "--url",
-                url,
-                "--pairs",
-                str(pairs_path),
-                "--control",
-                "--body-bytes",
-                str(body_bytes),
-            ],
+            pinned(command, cpus),
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

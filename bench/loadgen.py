@@ -1,7 +1,9 @@
 """The socket client of every benchmark, for ``/ws/v1/`` (and for ``bench/relay.py``): its own process,
 asyncio + websockets. Two clients share the measuring helpers (``cpu_seconds``, ``percentile``, ``ms``):
 
-**Pairs** (``bench/messaging.py``, ``bench/soak.py``, through ``harness.LoadGenProcess``).
+**Pairs** (``bench/messaging.py --loadgen python``, ``bench/soak.py``, through
+``harness.LoadGenProcess``). ``bench/socketio/loadgen.mjs`` is its Node counterpart (the same
+commands and answers, cheaper per message, socket.io too): ``bench/messaging.py``'s default.
 
 Sockets come in pairs (one conversation each): the sender sends ``message.send``, the receiver
 must get ``message.new``. Two modes:

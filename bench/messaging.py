@@ -1,7 +1,10 @@
-"""Messaging benchmark: the real stack against the bare relay, with the same load generator.
+"""Messaging benchmark: the real stack against the bare relay and the seed's socket.io, with the
+same load generator.
 
-``python bench/messaging.py [--sockets 1000] [--seconds 30] [--quick]`` (from the repository root,
-venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1:6379).
+``python bench/messaging.py [--sockets 1000] [--seconds 30] [--quick] [--target healthchat relay
+socketio socketio-redis] [--loadgen node|python]`` (from the repository root, venv active;
+PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1:6379; ``make bench-tools``
+for the Node parts).
 
 1. Prepares the ``hc_bench`` database (``--db-name``; created and migrated if needed,
    ``--sockets / 2`` patient/doctor pairs with a direct conversation each, earlier messages
@@ -21,7 +24,18 @@ venv active; PostgreSQL on 127.0.0.1:5432 as ``postgres`` and Redis on 127.0.0.1
    pause before it). Server
    CPU comes from ``/proc/<pid>/stat`` around each phase; every acked / received ``client_id``
    is checked against the ``messaging_message`` table, and ``seq`` for gaps.
-4. Does the same against ``bench/relay.py`` and prints a table: our figure, the relay's, ratio.
+4. Does the same against each other ``--target`` — ``relay`` (``bench/relay.py``, plain
+   ``websockets``), ``socketio`` (``bench/socketio/relay.mjs``, one Node process), ``socketio-redis``
+   (``--sio-processes`` Node processes on distinct ports sharing rooms through
+   ``@socket.io/redis-adapter``; each sender on one process, its receiver on the next) — and prints
+   a table: one column per target, then healthchat's ratio to each (measured in this run).
+
+The load generator (``--loadgen``): ``node`` (default; ``bench/socketio/loadgen.mjs``, speaks
+healthchat's and the bare relay's ``/ws/v1/`` frames and socket.io, and checks ``seq`` per
+receiving socket) or ``python`` (``bench/loadgen.py``: healthchat and the relay only). Same
+commands, phases and JSON answers. ``--pin on`` (default, 2+ cores): the load generator runs
+alone on the last core and every server under test on the others (``taskset``); PostgreSQL and
+Redis are not pinned.
 
 ``--metrics off`` serves with every metric hook a no-op (``bench/metrics_off.py``); ``--metrics
 on-off`` (or ``off-on``) runs both servers one after the other in the same run, on the same
@@ -54,6 +68,9 @@ from harness import (
     clear_redis,
     free_port,
     log,
+    node_tools,
+    pin_sets,
+    pinned,
     proc_rss,
     raise_fd_limit,
     seed,
@@ -85,9 +102,18 @@ def run_target(
     tmp: Path,
     args: argparse.Namespace,
     verify: bool,
+    protocol: str = "ws",
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name}
-    gen = LoadGenProcess(url, pairs_path, tmp / f"loadgen-{name}.log", args.body_bytes)
+    out: dict[str, Any] = {"name": name, "loadgen": args.loadgen}
+    gen = LoadGenProcess(
+        url,
+        pairs_path,
+        tmp / f"loadgen-{name}.log",
+        args.body_bytes,
+        loadgen=args.loadgen,
+        protocol=protocol,
+        cpus=args.loadgen_cpus,
+    )
     phase_timeout = args.seconds + args.grace + 60
     try:
         out["warmup"] = gen.command(120, cmd="warmup", seconds=2.0)
@@ -170,7 +196,9 @@ def fmt(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+def figures(target: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The results table's rows for one target: (label, value); None for what did not run."""
+
     def lost(target: dict[str, Any]) -> int:
         total = 0
         for phase in ("saturation", "offered"):
@@ -186,7 +214,10 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
     def phases(target: dict[str, Any]) -> list[dict[str, Any]]:
         return [target[phase] for phase in ("saturation", "offered") if phase in target]
 
-    rows: list[tuple[str, Any, Any]] = []
+    def seq_gaps(target: dict[str, Any]) -> int:
+        return sum(p["seq_gaps"] + p["seq_out_of_order"] for p in phases(target))
+
+    rows: list[tuple[str, Any]] = []
     for label, pick in (
         ("saturation msgs/s (end to end)", lambda t: t["saturation"]["msgs_per_s"]),
         ("saturation p50 latency ms", lambda t: t["saturation"]["latency_ms"]["p50"]),
@@ -211,16 +242,44 @@ def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any,
         ("RSS per idle socket KiB", lambda t: t["idle"]["rss_per_socket_kib"]),
         ("lost (acked, never received / not stored)", lost),
         ("duplicated (received twice / two rows)", duplicated),
+        ("seq gaps / out of order (Node load generator)", seq_gaps),
         ("unacked after grace (late, not lost)", lambda t: sum(p["unacked"] for p in phases(t))),
         ("other processes' cores (saturation)", lambda t: t["saturation"]["resources"]["other_cores"]),
         ("other processes' cores (offered)", lambda t: t["offered"]["resources"]["other_cores"]),
     ):
-        rows.append((label, _pick(pick, ours), _pick(pick, relay)))
+        rows.append((label, _pick(pick, target)))
     return rows
 
 
+def summary(ours: dict[str, Any], relay: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Two targets side by side: (label, ours, theirs)."""
+    return [(label, a, b) for (label, a), (_, b) in zip(figures(ours), figures(relay), strict=True)]
+
+
+def print_targets(results: dict[str, Any], names: list[str]) -> None:
+    """One column per target measured in this run, then healthchat's ratio to each of the others."""
+    columns = [figures(results[name]) for name in names]
+    others = list(names[1:]) if names[0] == "healthchat" else []
+    width = max(12, *(len(n) for n in names))
+    head = f"{'metric':<46} " + " ".join(f"{n:>{width}}" for n in names)
+    head += "".join(f" {'hc/' + n:>{max(9, len(n) + 3)}}" for n in others)
+    print(head)
+    print("-" * len(head))
+    for i, (label, _) in enumerate(columns[0]):
+        values = [col[i][1] for col in columns]
+        line = f"{label:<46} " + " ".join(f"{fmt(v):>{width}}" for v in values)
+        for j, n in enumerate(others, start=1):
+            ours, theirs = values[0], values[j]
+            ratio = "-"
+            if isinstance(ours, int | float) and isinstance(theirs, int | float) and theirs:
+                ratio = f"{ours / theirs:.3f}"
+            line += f" {ratio:>{max(9, len(n) + 3)}}"
+        print(line)
+
+
 def _pick(pick: Any, target: dict[str, Any]) -> Any:
-    """A figure of ``target``; None for a phase that did not run (``--phases``)."""
+    """A figure of ``target``; None for a phase that did not run (``--phases``) or a figure its
+    load generator does not measure (the Python one: no seq checks)."""
     try:
         return pick(target)
     except KeyError:
@@ -252,7 +311,9 @@ def run_scaling(
     for count in range(1, min(args.workers, len(SLOTS)) + 1):
         ports = [free_port() for _ in range(count)]
         script = " & ".join(shlex.join(uvicorn_args(port, 1, args.ws)) for port in ports) + " & wait"
-        fleet = spawn(["bash", "-c", script], env, tmp / f"fleet-{count}.log", cwd=source)
+        fleet = spawn(
+            pinned(["bash", "-c", script], args.server_cpus), env, tmp / f"fleet-{count}.log", cwd=source
+        )
         proxy = HAProxy(ports)
         try:
             for port in ports:
@@ -287,6 +348,61 @@ def print_scaling(runs: list[tuple[int, dict[str, Any]]]) -> None:
         )
 
 
+# --- the other targets: the bare relay, socket.io in one process and N processes over Redis ----------
+TARGETS = ("healthchat", "relay", "socketio", "socketio-redis")
+
+
+def run_relay(name: str, env: dict[str, str], tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``bench/relay.py`` (plain ``websockets``, Python) or the socket.io relay
+    (``bench/socketio/relay.mjs``): ``socketio`` one Node process, ``socketio-redis``
+    ``--sio-processes`` of them sharing rooms through ``@socket.io/redis-adapter`` on
+    ``--redis-url``'s server (its own channel prefix), each sender on one process and its
+    receiver on the next, so every message crosses Redis; with ``--sio-proxy haproxy`` all
+    sockets go through HAProxy on ``deploy/haproxy.cfg`` instead (``leastconn`` spreads them; a
+    pair whose two sockets land on one process does not cross Redis; HAProxy's CPU counts as
+    other processes'). The relay processes run under one parent, so the CPU and RSS figures cover
+    all of them. Unpersisted, unauthenticated: no database check."""
+    import shlex
+    import uuid
+
+    seconds = str(int(3 * args.seconds + 3 * args.grace + 600))
+    if name == "relay":
+        port = free_port()
+        command = [sys.executable, str(BENCH / "relay.py"), "--port", str(port), "--seconds", seconds]
+        urls, protocol, pairs = [f"ws://127.0.0.1:{port}/ws/v1/"], "ws", tmp / "relay-pairs.json"
+        ports = [port]
+    else:
+        script = str(node_tools() / "relay.mjs")
+        count = args.sio_processes if name == "socketio-redis" else 1
+        ports = [free_port() for _ in range(count)]
+        extra: list[str] = []
+        if name == "socketio-redis":
+            redis_server = args.redis_url.rsplit("/", 1)[0]  # pub/sub ignores the database number
+            extra = ["--redis", redis_server, "--key", f"{args.prefix}-sio-{uuid.uuid4().hex[:8]}"]
+        lines = [shlex.join(["node", script, "--port", str(p), "--seconds", seconds, *extra]) for p in ports]
+        command = ["bash", "-c", " & ".join(lines) + " & wait"]
+        urls, protocol, pairs = [f"http://127.0.0.1:{p}" for p in ports], "socketio", tmp / "relay-pairs.json"
+    proc = spawn(pinned(command, args.server_cpus), env, tmp / f"{name}.log")
+    proxy = None
+    try:
+        for port in ports:
+            wait_port(port, proc)
+        if name == "socketio-redis" and args.sio_proxy == "haproxy":
+            from tests.haproxy import HAProxy
+
+            proxy = HAProxy(ports)
+            proxy.start()
+            urls = [proxy.base_url]
+        out = run_target(name, proc, ",".join(urls), pairs, tmp, args, False, protocol)
+        if proxy is not None:
+            out["haproxy"] = proxy.summary(proxy.servers())
+        return out
+    finally:
+        if proxy is not None:
+            proxy.close()
+        stop(proc)
+
+
 # --- main -------------------------------------------------------------------------------------------
 def serve_and_run(
     name: str,
@@ -302,6 +418,7 @@ def serve_and_run(
     command = uvicorn_args(port, args.workers, args.ws)
     if metrics == "off":  # the same uvicorn command, started by bench/metrics_off.py
         command = [sys.executable, str(BENCH / "metrics_off.py"), *command[3:]]
+    command = pinned(command, args.server_cpus)
     log_path = tmp / f"server-{name}.log"
     server = spawn(command, env, log_path, cwd=source)
     try:
@@ -347,7 +464,40 @@ def main() -> int:
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine first"
     )
-    parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-relay", action="store_true", help="leave the bare relay out of --target")
+    parser.add_argument(
+        "--target",
+        nargs="+",
+        choices=TARGETS,
+        default=["healthchat", "relay"],
+        help="what to measure, in this order, with the same load generator: healthchat (the real server), "
+        "relay (bench/relay.py), socketio (bench/socketio/relay.mjs, one process), socketio-redis "
+        "(--sio-processes of them over @socket.io/redis-adapter); the table prints healthchat's "
+        "ratio to each",
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=["node", "python"],
+        default="node",
+        help="node: bench/socketio/loadgen.mjs (every target; `make bench-tools` installs it); "
+        "python: bench/loadgen.py (healthchat and relay only)",
+    )
+    parser.add_argument(
+        "--pin",
+        choices=["on", "off"],
+        default="on",
+        help="on: the load generator alone on the last core, the servers under test on the others (taskset)",
+    )
+    parser.add_argument(
+        "--sio-processes", type=int, default=2, help="socketio-redis: Node processes (distinct ports)"
+    )
+    parser.add_argument(
+        "--sio-proxy",
+        choices=["none", "haproxy"],
+        default="none",
+        help="socketio-redis: none (each sender on one process, its receiver on the next) or haproxy "
+        "(every socket through HAProxy on deploy/haproxy.cfg, at most 3 processes)",
+    )
     parser.add_argument(
         "--lead-in",
         type=float,
@@ -392,6 +542,13 @@ def main() -> int:
     parser.add_argument("--redis-url", default=REDIS_URL, help="the benchmark's Redis database")
     parser.add_argument("--prefix", default=PREFIX, help="its key prefix there (cleared first)")
     args = parser.parse_args()
+    if args.skip_relay and "relay" in args.target:
+        args.target = [t for t in args.target if t != "relay"]
+    if args.loadgen == "python" and any(t.startswith("socketio") for t in args.target):
+        parser.error("the Python load generator does not speak socket.io: --loadgen node")
+    if args.loadgen == "node":
+        node_tools()
+    args.server_cpus, args.loadgen_cpus = pin_sets(args.pin == "on")
     target = Target(db_name=args.db_name, redis_url=args.redis_url, prefix=args.prefix)
     if args.quick:
         args.sockets, args.seconds = min(args.sockets, 200), min(args.seconds, 5.0)
@@ -415,6 +572,9 @@ def main() -> int:
         "cores": os.cpu_count(),
         "workers": args.workers,
         "debug": args.debug,
+        "loadgen": args.loadgen,
+        "targets": args.target,
+        "pinned": {"servers": args.server_cpus, "loadgen": args.loadgen_cpus},
     }
     results["busy_cores_at_start"] = wait_for_quiet(0.3, args.quiet_wait)
     if args.proxy == "haproxy":
@@ -436,41 +596,20 @@ def main() -> int:
         print(f"database check: {results['sequences']}")
         return 0
     order = args.metrics.split("-")
-    for mode in order:
-        name = "healthchat" if mode == order[0] else f"healthchat-metrics-{mode}"
-        if mode != order[0]:
-            results[f"busy_cores_before_{name}"] = wait_for_quiet(0.3, args.quiet_wait)
-        results[name] = serve_and_run(name, mode, source, env, rows, tmp, args)
-        results[name]["metrics"] = mode
-
-    if not args.skip_relay:
-        relay_port = free_port()
-        relay = spawn(
-            [
-                sys.executable,
-                str(BENCH / "relay.py"),
-                "--port",
-                str(relay_port),
-                "--seconds",
-                str(int(3 * args.seconds + 3 * args.grace + 600)),
-            ],
-            env,
-            tmp / "relay.log",
-        )
-        results["busy_cores_before_relay"] = wait_for_quiet(0.3, args.quiet_wait)
-        try:
-            wait_port(relay_port, relay)
-            results["relay"] = run_target(
-                "relay",
-                relay,
-                f"ws://127.0.0.1:{relay_port}/ws/v1/",
-                tmp / "relay-pairs.json",
-                tmp,
-                args,
-                False,
-            )
-        finally:
-            stop(relay)
+    measured: list[str] = []
+    for name in args.target:
+        if name == "healthchat":
+            for mode in order:
+                label = "healthchat" if mode == order[0] else f"healthchat-metrics-{mode}"
+                if mode != order[0]:
+                    results[f"busy_cores_before_{label}"] = wait_for_quiet(0.3, args.quiet_wait)
+                results[label] = serve_and_run(label, mode, source, env, rows, tmp, args)
+                results[label]["metrics"] = mode
+        else:
+            if measured:
+                results[f"busy_cores_before_{name}"] = wait_for_quiet(0.3, args.quiet_wait)
+            results[name] = run_relay(name, env, tmp, args)
+        measured.append(name)
 
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
@@ -478,11 +617,12 @@ def main() -> int:
     print()
     print(
         f"revision {revision}: {results['sockets']} sockets ({pairs_count} pairs), {args.seconds:g} s per phase, "
-        f"window {args.window}, {os.cpu_count()} cores, logs in {tmp}"
+        f"window {args.window}, {os.cpu_count()} cores, load generator {args.loadgen}"
+        f" (pinned: servers {args.server_cpus}, load generator {args.loadgen_cpus}), logs in {tmp}"
     )
-    if "relay" in results:
-        print_table(summary(results["healthchat"], results["relay"]))
-    if len(order) == 2:
+    if len(measured) > 1:
+        print_targets(results, measured)
+    if "healthchat" in measured and len(order) == 2:
         on, off = (results["healthchat"], results[f"healthchat-metrics-{order[1]}"])
         if order[0] == "off":
             on, off = off, on
