@@ -151,6 +151,8 @@ def _qr(value: str, size: float) -> Drawing:
     widget = QrCodeWidget(value, barLevel="M")
     x1, y1, x2, y2 = widget.getBounds()
     drawing = Drawing(size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0])
+    # The drawing's starting font: ours (ReportLab's default is Helvetica, never embedded).
+    drawing.initialFontName = FONT
     drawing.add(widget)
     return drawing
 
