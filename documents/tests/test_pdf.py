@@ -94,7 +94,7 @@ MANY_SCRIPTS = " ".join(
         "Αλέξανδρος Παπαδόπουλος, Αικατερίνη Οικονόμου",
         "Дмитрий Соколов, Ирина Кузнецова, Їжак, Ґанок, Әлия, Ўзбек",
         "Nguyễn Thị Hương, Nguyễn Văn Đức, Trần Quốc Tuấn, Phạm Ngọc Thạch",
-        "500 µg, ≥ 38.5 °C, ≤ 2 × 10⁹/L, ± 5 %, → 3 €",
+        "500 µg, ≥ 38.5 °C, ≤ 2 \N{MULTIPLICATION SIGN} 10⁹/L, ± 5 %, → 3 €",
         # Whole alphabets, a space between letters (a long word would be broken over lines).
         " ".join(chr(c) for c in range(0x0391, 0x03AA) if c != 0x03A2),
         " ".join(chr(c) for c in range(0x0410, 0x0450)),

@@ -28,7 +28,7 @@ NAMES = [
 ]
 
 NOTE = {
-    "reason": "Отёк левого колена с воскресенья",
+    "reason": "Отёк левого колена с воскресенья",  # noqa: RUF001 (Cyrillic on purpose)
     "findings": "Ήπια διόγκωση, πλήρες εύρος κίνησης",
     "assessment": "Bong gân dây chằng bên trong",
     "plan": "Odpoczynek, lód, ucisk; ibuprofen ≥ 5 dni",
