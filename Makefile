@@ -69,9 +69,9 @@ pg-server:
 
 ## ffmpeg strips video/audio metadata (without it those uploads are refused); exiftool is the
 ## outside judge of the metadata tests (Debian packages ffmpeg, libimage-exiftool-perl);
-## poppler-utils' pdftotext, pdfinfo and pdftoppm judge the generated PDFs (documents/tests/).
+## poppler-utils' pdftotext, pdfinfo, pdffonts and pdftoppm judge the generated PDFs (documents/tests/).
 media-tools:
-	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool && command -v pdftotext && command -v pdftoppm; } >/dev/null 2>&1 || \
+	@{ command -v ffmpeg && command -v ffprobe && command -v exiftool && command -v pdftotext && command -v pdffonts && command -v pdftoppm; } >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg libimage-exiftool-perl poppler-utils >/dev/null; } || \
 		{ echo "ffmpeg/exiftool/poppler-utils are missing: install them (apt-get install ffmpeg libimage-exiftool-perl poppler-utils) for the upload metadata and PDF tests"; exit 1; }
 

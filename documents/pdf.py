@@ -3,8 +3,9 @@
 Builders (``documents.content``) describe a document as data; this module lays it out. The
 output is deterministic: ReportLab's invariant mode (no random document id, no wall-clock
 timestamp), the creation and modification dates taken from the record (``PdfContent.dated``),
-fonts embedded from the Bitstream Vera faces that ship inside ReportLab (no system fonts: every
-server renders the same glyphs), and every text escaped before it reaches ReportLab's paragraph
+fonts embedded (subsets) from the DejaVu Sans files committed beside this module
+(``documents/fonts/``, their licence beside them; no system fonts: every server renders the same
+glyphs, Latin, Greek and Cyrillic alike), and every text escaped before it reaches ReportLab's paragraph
 markup. Never hand-built PDF syntax.
 """
 
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import reportlab
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
@@ -29,9 +29,11 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Flowable, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-FONT = "HcVera"
-FONT_BOLD = "HcVera-Bold"
-_FONT_DIR = Path(reportlab.__file__).resolve().parent / "fonts"
+FONT = "HcDejaVuSans"
+FONT_BOLD = "HcDejaVuSans-Bold"
+# Part of the project, never looked up on the system: a missing file is an error, not a fallback.
+FONT_DIR = Path(__file__).resolve().parent / "fonts"
+FONT_FILES = {FONT: "DejaVuSans.ttf", FONT_BOLD: "DejaVuSans-Bold.ttf"}
 PRODUCER = "healthchat (ReportLab)"
 
 
@@ -66,8 +68,8 @@ class PdfContent:
 def _register_fonts() -> None:
     if FONT in pdfmetrics.getRegisteredFontNames():
         return
-    pdfmetrics.registerFont(TTFont(FONT, str(_FONT_DIR / "Vera.ttf")))
-    pdfmetrics.registerFont(TTFont(FONT_BOLD, str(_FONT_DIR / "VeraBd.ttf")))
+    for name, filename in FONT_FILES.items():
+        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / filename)))
 
 
 def _styles() -> dict[str, ParagraphStyle]:
@@ -112,6 +114,8 @@ def _rows(rows: Sequence[tuple[str, str]], styles: dict[str, ParagraphStyle], wi
         TableStyle(
             [
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                # The cell's own font (ReportLab's default is Helvetica, never embedded).
+                ("FONTNAME", (0, 0), (-1, -1), FONT),
                 ("LEFTPADDING", (0, 0), (-1, -1), 0),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
                 ("TOPPADDING", (0, 0), (-1, -1), 1),
@@ -131,6 +135,8 @@ def _grid(table: Sequence[Sequence[str]], styles: dict[str, ParagraphStyle], wid
         TableStyle(
             [
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                # The cell's own font (ReportLab's default is Helvetica, never embedded).
+                ("FONTNAME", (0, 0), (-1, -1), FONT),
                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef4")),
                 ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#b0bac4")),
                 ("LEFTPADDING", (0, 0), (-1, -1), 3),
@@ -145,6 +151,8 @@ def _qr(value: str, size: float) -> Drawing:
     widget = QrCodeWidget(value, barLevel="M")
     x1, y1, x2, y2 = widget.getBounds()
     drawing = Drawing(size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0])
+    # The drawing's starting font: ours (ReportLab's default is Helvetica, never embedded).
+    drawing.initialFontName = FONT
     drawing.add(widget)
     return drawing
 
@@ -173,6 +181,9 @@ def render(content: PdfContent) -> bytes:
         producer=PRODUCER,
         keywords=list(content.keywords),
         invariant=1,
+        # The canvas's starting font: ours, so that no unembedded standard font (Helvetica) is
+        # named in the file.
+        initialFontName=FONT,
     )
     width = doc.width
     story: list[Flowable] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,37 @@ def pdf_info(data: bytes) -> dict[str, str]:
         key, _, value = line.partition(":")
         info[key.strip()] = value.strip()
     return info
+
+
+@dataclass(frozen=True)
+class PdfFont:
+    name: str
+    type: str
+    embedded: bool
+    subset: bool
+    unicode_map: bool
+
+
+def pdf_fonts(data: bytes) -> list[PdfFont]:
+    """The fonts the PDF names, as ``pdffonts`` lists them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "doc.pdf"
+        path.write_bytes(data)
+        out = subprocess.run(["pdffonts", str(path)], capture_output=True, check=True, timeout=60)
+    fonts = []
+    for line in out.stdout.decode().splitlines()[2:]:
+        # name, type (may contain spaces), encoding, emb, sub, uni, object number, generation
+        name, *middle, emb, sub, uni, _obj, _gen = line.split()
+        fonts.append(
+            PdfFont(
+                name=name,
+                type=" ".join(middle[:-1]),
+                embedded=emb == "yes",
+                subset=sub == "yes",
+                unicode_map=uni == "yes",
+            )
+        )
+    return fonts
 
 
 def page_pngs(data: bytes, out_dir: Path, *, resolution: int = 60, prefix: str = "page") -> list[Path]:
