@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -58,6 +59,7 @@ SELECT queryid, regexp_replace(left(query, 400), '\s+', ' ', 'g'), calls, rows, 
        wal_records, wal_fpi, wal_bytes
 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)
 """
+_WALDUMP_LINE = re.compile(r"^(\S+/\S+)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)")
 _STATEMENT_FIELDS = (
     "calls",
     "rows",
@@ -80,6 +82,7 @@ class Snapshot:
     statements: dict[int, tuple[str, list[float]]] = field(default_factory=dict)
     has_statements: bool = False
     lsn: int = 0
+    lsn_text: str = ""
     bgwriter: dict[str, float] = field(default_factory=dict)
     tables: dict[str, dict[str, float]] = field(default_factory=dict)
     database: dict[str, float] = field(default_factory=dict)
@@ -92,7 +95,7 @@ class DbStats:
     """Reads the counters of ``db_name`` on the PostgreSQL at ``pg_dsn`` (a server DSN without
     the database) and of the Redis at ``redis_url``."""
 
-    def __init__(self, pg_dsn: str, db_name: str, redis_url: str) -> None:
+    def __init__(self, pg_dsn: str, db_name: str, redis_url: str, port: int = 5432) -> None:
         import psycopg
         import redis
 
@@ -103,6 +106,25 @@ class DbStats:
         self.has_statements = self._enable_statements()
         backend = int(self.admin.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
         self.postmaster = _parent(backend)
+        self.data_dir = PRIVATE_DATA.get(port)  # a private cluster's: its WAL can be read
+
+    def wal_records(self, before: Snapshot, after: Snapshot) -> dict[str, Any] | None:
+        """``pg_waldump --stats=record`` between two snapshots (a private cluster only: the WAL
+        of the shared one is everyone's): the record types, their counts and bytes."""
+        if self.data_dir is None:
+            return None
+        command = [str(_bin_dir() / "pg_waldump"), "--stats=record", "-p", str(self.data_dir / "pg_wal"),
+                   "-s", before.lsn_text, "-e", after.lsn_text]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        out: dict[str, Any] = {}
+        for line in done.stdout.splitlines():
+            # "Heap/INSERT   1234 ( 12.34)   56789 ( 45.67)   0 (  0.00) ...": type, count, record
+            # bytes, full-page image bytes
+            found = _WALDUMP_LINE.match(line)
+            if found:
+                kind, count, record, fpi = found.groups()
+                out[kind] = {"count": int(count), "bytes": int(record) + int(fpi)}
+        return dict(sorted(out.items(), key=lambda item: -item[1]["bytes"]))
 
     def _enable_statements(self) -> bool:
         import psycopg
@@ -130,9 +152,10 @@ class DbStats:
                 if "pg_stat" in text or "pg_current_wal" in text:
                     continue
                 snap.statements[int(queryid)] = (text, [float(v or 0) for v in values])
-        snap.lsn = int(
-            self.admin.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0]  # type: ignore[index]
-        )
+        lsn = self.admin.execute(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_current_wal_lsn()::text"
+        ).fetchone()
+        snap.lsn, snap.lsn_text = int(lsn[0]), str(lsn[1])  # type: ignore[index]
         cursor = self.admin.execute(
             "SELECT checkpoints_timed, checkpoints_req, checkpoint_write_time, checkpoint_sync_time,"
             " buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter"
@@ -190,7 +213,13 @@ def _tree_cpu(root: int) -> float:
     return total
 
 
-def per_message(before: Snapshot, after: Snapshot, late: Snapshot | None, messages: int) -> dict[str, Any]:
+def per_message(
+    before: Snapshot,
+    after: Snapshot,
+    late: Snapshot | None,
+    messages: int,
+    wal_records: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the phase between ``before`` and ``after`` cost per message (``late``: the table
     counters read ``TABLE_STATS_DELAY`` after the phase)."""
     n = max(1, messages)
@@ -211,6 +240,11 @@ def per_message(before: Snapshot, after: Snapshot, late: Snapshot | None, messag
         out["statements"] = rows
         out["statements_total"] = {k: round(v / n, 4) for k, v in totals.items()}
     out["wal_bytes_cluster"] = round((after.lsn - before.lsn) / n, 1)
+    if wal_records is not None:
+        out["wal_record_types"] = {
+            kind: {"count": round(v["count"] / n, 3), "bytes": round(v["bytes"] / n, 1)}
+            for kind, v in list(wal_records.items())[:14]
+        }
     out["checkpoints"] = {
         k: after.bgwriter.get(k, 0) - before.bgwriter.get(k, 0)
         for k in ("checkpoints_timed", "checkpoints_req", "buffers_checkpoint", "buffers_backend")
@@ -257,6 +291,8 @@ def print_report(name: str, phase: str, stats: dict[str, Any]) -> None:
     print(
         f"  WAL (whole cluster): {stats['wal_bytes_cluster']:.0f} bytes; checkpoints: {stats['checkpoints']}"
     )
+    for kind, values in stats.get("wal_record_types", {}).items():
+        print(f"    WAL {kind:<24} {values['count']:7.3f} records {values['bytes']:8.1f} bytes")
     for table, values in stats.get("tables", {}).items():
         print(f"  {table}: {values}")
     if "database" in stats:
@@ -276,6 +312,9 @@ def _bin_dir() -> Path:
     if not found:
         raise SystemExit("PostgreSQL's server binaries are missing: `make pg-server`")
     return found[-1].parent
+
+
+PRIVATE_DATA: dict[int, Path] = {}  # port -> data directory of the private clusters running
 
 
 @contextlib.contextmanager
@@ -326,9 +365,11 @@ def private_postgres(extra: tuple[str, ...] = ()) -> Iterator[int]:
         "start",
     )
     log(f"private PostgreSQL on port {port}, log {root / 'postgres.log'}")
+    PRIVATE_DATA[port] = data
     try:
         yield port
     finally:
+        PRIVATE_DATA.pop(port, None)
         with contextlib.suppress(subprocess.SubprocessError):
             run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
         keep = Path(tempfile.gettempdir()) / f"hc-pgstats-{port}.log"
@@ -389,6 +430,12 @@ def soak_sample(stats: DbStats) -> dict[str, Any]:
         "message_indexes_mib": round(sizes[1] / 2**20, 1),
         "event_mib": round(sizes[2] / 2**20, 1),
     }
+    with contextlib.suppress(Exception):  # pgstattuple (contrib): the GIN index's pending list
+        stats.bench.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        pending = stats.bench.execute(
+            "SELECT pending_pages, pending_tuples FROM pgstatginindex('message_search_vector')"
+        ).fetchone()
+        out["gin_pending_pages"], out["gin_pending_tuples"] = int(pending[0]), int(pending[1])  # type: ignore[index]
     if stats.has_statements:
         row = stats.admin.execute(
             "SELECT max(max_exec_time) FROM pg_stat_statements WHERE query LIKE '%%INSERT INTO messaging_message%%'"
