@@ -7,10 +7,15 @@
   (a HOT update: no index entry, less WAL) instead of a new page with an entry in each of the
   table's indexes. Applies to pages written from now on; ``VACUUM FULL`` (or ``pg_repack``)
   repacks old ones.
+- the search GIN index's pending list flushed at 256 kB instead of 4 MB
+  (``search_index.GIN_PENDING_LIST_KB``): a merge of ~1,200 messages' entries (2-3 ms) instead
+  of ~20,000 (35-45 ms inside one send statement).
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
+
+from messaging import search_index
 
 FILLFACTORS = {"messaging_conversation": 50, "messaging_membership": 70}
 
@@ -20,6 +25,9 @@ def set_fillfactors(apps, schema_editor):
         return
     for table, fillfactor in FILLFACTORS.items():
         schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {fillfactor})")
+    schema_editor.execute(
+        f"ALTER INDEX IF EXISTS {search_index.INDEX} SET (gin_pending_list_limit = {search_index.GIN_PENDING_LIST_KB})"
+    )
 
 
 def reset_fillfactors(apps, schema_editor):
@@ -27,6 +35,7 @@ def reset_fillfactors(apps, schema_editor):
         return
     for table in FILLFACTORS:
         schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
+    schema_editor.execute(f"ALTER INDEX IF EXISTS {search_index.INDEX} RESET (gin_pending_list_limit)")
 
 
 class Migration(migrations.Migration):
