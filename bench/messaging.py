@@ -159,7 +159,7 @@ def phase_db_stats(stats: Any, before: Any, result: dict[str, Any]) -> dict[str,
     late = dbstats.Snapshot()
     stats.read_tables(late)
     messages = int(result["delivered"]) + int(result.get("lead_in", {}).get("delivered", 0))
-    return dbstats.per_message(before, after, late, messages)
+    return dbstats.per_message(before, after, late, messages, stats.wal_records(before, after))
 
 
 def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -450,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
         import dbstats
 
         args.stats = dbstats.DbStats(
-            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url
+            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url, pg_port()
         )
 
     results: dict[str, Any] = {

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         import dbstats
 
         stats = dbstats.DbStats(
-            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url
+            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url, pg_port()
         )
     results: dict[str, Any] = {
         "revision": revision,
