@@ -28,6 +28,15 @@ on-off`` (or ``off-on``) runs both servers one after the other in the same run, 
 database and load, and prints a table: metrics on, off, ratio (issue 21's hot-path budget: the
 comparable figure on a shared machine is the server CPU per message).
 
+``--db-stats`` prints, per phase and per message, what PostgreSQL and Redis did
+(``bench/dbstats.py``): statements (calls, rows, buffer pages, WAL from ``pg_stat_statements``),
+the WAL record types (``pg_waldump``), HOT and other updates per table, Redis commands (``INFO
+commandstats``) and the CPU of PostgreSQL's and Redis' processes. These counts hold on a noisy
+machine where times do not. ``--private-services`` runs the whole benchmark on a throwaway
+PostgreSQL (``pg_stat_statements`` preloaded, durable commits as the machine's server) and Redis
+of its own, so that the counts are this run's alone (the machine's PostgreSQL does not preload
+``pg_stat_statements``).
+
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
