@@ -188,14 +188,14 @@ class DbStats:
                     strict=True,
                 )
             )
-        row = self.bench.execute(
+        totals = self.bench.execute(
             "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, blks_hit, blks_read"
             " FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
         snap.database = dict(
             zip(
                 ("commits", "rollbacks", "tup_inserted", "tup_updated", "blks_hit", "blks_read"),
-                map(float, row or ()),
+                map(float, totals or ()),
                 strict=False,
             )
         )
@@ -225,7 +225,7 @@ def per_message(
     n = max(1, messages)
     out: dict[str, Any] = {"messages": messages, "seconds": round(after.wall - before.wall, 1)}
     if after.has_statements:
-        rows = []
+        rows: list[dict[str, Any]] = []
         totals = dict.fromkeys(_STATEMENT_FIELDS, 0.0)
         for queryid, (text, values) in after.statements.items():
             old = before.statements.get(queryid, (text, [0.0] * len(values)))[1]
@@ -236,7 +236,7 @@ def per_message(
             for key in totals:
                 totals[key] += item[key]
             rows.append({"query": text[:160], **{k: round(v / n, 4) for k, v in item.items()}})
-        rows.sort(key=lambda r: -r["exec_ms"])
+        rows.sort(key=lambda r: -float(r["exec_ms"]))
         out["statements"] = rows
         out["statements_total"] = {k: round(v / n, 4) for k, v in totals.items()}
     out["wal_bytes_cluster"] = round((after.lsn - before.lsn) / n, 1)
@@ -250,10 +250,10 @@ def per_message(
         for k in ("checkpoints_timed", "checkpoints_req", "buffers_checkpoint", "buffers_backend")
     }
     if late is not None:
-        tables = {}
-        for name, values in late.tables.items():
-            old = before.tables.get(name, dict.fromkeys(values, 0.0))
-            tables[name] = {k: round((v - old.get(k, 0.0)) / n, 3) for k, v in values.items()}
+        tables: dict[str, dict[str, float]] = {}
+        for name, counts in late.tables.items():
+            was = before.tables.get(name, dict.fromkeys(counts, 0.0))
+            tables[name] = {k: round((v - was.get(k, 0.0)) / n, 3) for k, v in counts.items()}
         out["tables"] = tables
         out["database"] = {
             k: round((v - before.database.get(k, 0.0)) / n, 3) for k, v in late.database.items()

@@ -67,7 +67,9 @@ def test_generic_plan_reads_each_cte_once_per_batch() -> None:
             + ")",
             [params[name] for name in NAMES],
         )
-        (raw,) = client.fetchone() or (None,)
+        answer = client.fetchone()
+        assert answer is not None
+        raw = answer[0]
         plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
         cursor.execute("DEALLOCATE plan_check")
         transaction.set_rollback(True)
