@@ -134,3 +134,28 @@ def _user(pk: int) -> Any:
     from accounts.models import User
 
     return User.objects.get(pk=pk)
+
+
+def test_the_send_paths_tables_leave_room_for_hot_updates_and_the_search_index_merges_small() -> None:
+    """Migration 0014 (issue 26): fillfactor on the tables every send updates in place, and the
+    GIN pending list's limit on the search index (kept by ``search_language`` rebuilds)."""
+    from messaging import search_index
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+            [["messaging_conversation", "messaging_membership", search_index.INDEX]],
+        )
+        options = {name: sorted(opts or []) for name, opts in cursor.fetchall()}
+        cursor.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'messaging_membership'::regclass AND indnatts = 1"
+            " AND indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = 'messaging_membership'::regclass"
+            " AND attname = 'conversation_id')"
+        )
+        (single_column,) = cursor.fetchone() or (None,)
+    assert options == {
+        "messaging_conversation": ["fillfactor=50"],
+        "messaging_membership": ["fillfactor=70"],
+        search_index.INDEX: [f"gin_pending_list_limit={search_index.GIN_PENDING_LIST_KB}"],
+    }
+    assert single_column == 0
