@@ -50,7 +50,13 @@ class Target:
 
     @property
     def database_url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:5432/{self.db_name}"
+        return f"postgres://postgres@127.0.0.1:{pg_port()}/{self.db_name}"
+
+
+def pg_port() -> int:
+    """The PostgreSQL server's port: 5432, or ``BENCH_PG_PORT`` (a private server:
+    ``bench/messaging.py --private-services``)."""
+    return int(os.environ.get("BENCH_PG_PORT", "5432"))
 
 
 def log(*parts: Any) -> None:
@@ -419,7 +425,9 @@ def bench_env(tmp: Path, target: Target, debug: bool = False) -> dict[str, str]:
 def create_database(db_name: str) -> None:
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        f"host=127.0.0.1 port={pg_port()} user=postgres dbname=postgres", autocommit=True
+    ) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{db_name}"')
 

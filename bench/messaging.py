@@ -42,6 +42,15 @@ on-off`` (or ``off-on``) runs both servers one after the other in the same run, 
 database and load, and prints a table: metrics on, off, ratio (issue 21's hot-path budget: the
 comparable figure on a shared machine is the server CPU per message).
 
+``--db-stats`` prints, per phase and per message, what PostgreSQL and Redis did
+(``bench/dbstats.py``): statements (calls, rows, buffer pages, WAL from ``pg_stat_statements``),
+the WAL record types (``pg_waldump``), HOT and other updates per table, Redis commands (``INFO
+commandstats``) and the CPU of PostgreSQL's and Redis' processes. These counts hold on a noisy
+machine where times do not. ``--private-services`` runs the whole benchmark on a throwaway
+PostgreSQL (``pg_stat_statements`` preloaded, durable commits as the machine's server) and Redis
+of its own, so that the counts are this run's alone (the machine's PostgreSQL does not preload
+``pg_stat_statements``).
+
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
@@ -51,6 +60,7 @@ into the venv first).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -69,6 +79,7 @@ from harness import (
     free_port,
     log,
     node_tools,
+    pg_port,
     pin_sets,
     pinned,
     proc_rss,
@@ -140,6 +151,7 @@ def run_target(
             # server's garbage) is not this phase's load: wait for a quiet machine first.
             settled = wait_for_quiet(0.3, args.quiet_wait) if phase != args.phases[0] else None
             before = Sample(proc.pid, gen.proc.pid)
+            counters = args.stats.take() if args.stats is not None and verify else None
             profiler = None
             if args.profile and verify and phase == args.profile_phase:
                 profiler = start_profiler(proc.pid, args, tmp)
@@ -152,6 +164,8 @@ def run_target(
                 **extra,
             )
             after = Sample(proc.pid, gen.proc.pid)
+            if counters is not None:
+                result["db_stats"] = phase_db_stats(args.stats, counters, result)
             if profiler is not None:
                 finish_profiler(profiler, out)
             result["resources"] = usage = after.since(before)
@@ -169,6 +183,18 @@ def run_target(
     finally:
         gen.quit()
     return out
+
+
+def phase_db_stats(stats: Any, before: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """``--db-stats``: the phase's PostgreSQL and Redis work per message (``bench/dbstats.py``)."""
+    import dbstats
+
+    after = stats.take(tables=False)
+    time.sleep(dbstats.TABLE_STATS_DELAY)  # the table counters are published late
+    late = dbstats.Snapshot()
+    stats.read_tables(late)
+    messages = int(result["delivered"]) + int(result.get("lead_in", {}).get("delivered", 0))
+    return dbstats.per_message(before, after, late, messages, stats.wal_records(before, after))
 
 
 def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -541,6 +567,18 @@ def main() -> int:
     parser.add_argument("--db-name", default=DB_NAME, help="the benchmark's own database")
     parser.add_argument("--redis-url", default=REDIS_URL, help="the benchmark's Redis database")
     parser.add_argument("--prefix", default=PREFIX, help="its key prefix there (cleared first)")
+    parser.add_argument(
+        "--db-stats",
+        action="store_true",
+        help="per message: PostgreSQL statements, rows, buffers, WAL (pg_stat_statements) and Redis "
+        "commands of each phase (bench/dbstats.py)",
+    )
+    parser.add_argument(
+        "--private-services",
+        action="store_true",
+        help="run on a throwaway PostgreSQL (pg_stat_statements preloaded) and Redis of this run's own, "
+        "so that --db-stats counts only this benchmark",
+    )
     args = parser.parse_args()
     if args.skip_relay and "relay" in args.target:
         args.target = [t for t in args.target if t != "relay"]
@@ -549,6 +587,16 @@ def main() -> int:
     if args.loadgen == "node":
         node_tools()
     args.server_cpus, args.loadgen_cpus = pin_sets(args.pin == "on")
+    with contextlib.ExitStack() as services:
+        if args.private_services:
+            import dbstats
+
+            os.environ["BENCH_PG_PORT"] = str(services.enter_context(dbstats.private_postgres()))
+            args.redis_url = f"redis://127.0.0.1:{services.enter_context(dbstats.private_redis())}/2"
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     target = Target(db_name=args.db_name, redis_url=args.redis_url, prefix=args.prefix)
     if args.quick:
         args.sockets, args.seconds = min(args.sockets, 200), min(args.seconds, 5.0)
@@ -563,6 +611,13 @@ def main() -> int:
     write_pairs(rows, tmp / "pairs.json", with_tokens=True)
     write_pairs(rows, tmp / "relay-pairs.json", with_tokens=False)
     log(f"{pairs_count} pairs ready")
+    args.stats = None
+    if args.db_stats:
+        import dbstats
+
+        args.stats = dbstats.DbStats(
+            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url, pg_port()
+        )
 
     results: dict[str, Any] = {
         "revision": revision,
@@ -628,6 +683,14 @@ def main() -> int:
             on, off = off, on
         print()
         print_table(summary(on, off), names=("metrics on", "metrics off"))
+    if args.stats is not None:
+        import dbstats
+
+        for name, ours in results.items():
+            for phase in ("saturation", "offered"):
+                if name.startswith("healthchat") and "db_stats" in ours.get(phase, {}):
+                    dbstats.print_report(name, phase, ours[phase]["db_stats"])
+        args.stats.close()
     for name, ours in results.items():
         if name.startswith("healthchat"):
             print(

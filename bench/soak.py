@@ -27,7 +27,9 @@ Tokens are valid for 4 hours (``--minutes`` up to 230).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -42,6 +44,7 @@ from harness import (
     clear_redis,
     free_port,
     log,
+    pg_port,
     proc_cpu,
     proc_rss,
     raise_fd_limit,
@@ -164,7 +167,28 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
     parser.add_argument("--prefix", default="hcsoak")
     parser.add_argument("--json", dest="json_out", help="also write every figure to this file")
+    parser.add_argument(
+        "--db-stats",
+        action="store_true",
+        help="each progress line also names PostgreSQL's checkpoints, autovacuum runs, table and index "
+        "sizes and the send statement's slowest run so far (bench/dbstats.py)",
+    )
+    parser.add_argument(
+        "--private-services",
+        action="store_true",
+        help="a throwaway PostgreSQL (pg_stat_statements, checkpoints and autovacuum logged) and Redis",
+    )
     args = parser.parse_args()
+    with contextlib.ExitStack() as services:
+        if args.private_services:
+            import dbstats
+
+            os.environ["BENCH_PG_PORT"] = str(services.enter_context(dbstats.private_postgres()))
+            args.redis_url = f"redis://127.0.0.1:{services.enter_context(dbstats.private_redis())}/2"
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     pairs_count = max(1, args.sockets // 2)
     target = Target(db_name=args.db_name, redis_url=args.redis_url, prefix=args.prefix)
 
@@ -176,6 +200,13 @@ def main() -> int:
     clear_redis(target)
     write_pairs(rows, tmp / "pairs.json", with_tokens=True)
     log(f"{pairs_count} pairs ready")
+    stats = None
+    if args.db_stats:
+        import dbstats
+
+        stats = dbstats.DbStats(
+            f"host=127.0.0.1 port={pg_port()} user=postgres", args.db_name, args.redis_url, pg_port()
+        )
     results: dict[str, Any] = {
         "revision": revision,
         "sockets": 2 * pairs_count,
@@ -209,6 +240,11 @@ def main() -> int:
             line["server_rss_mib"] = rss.latest_mib()
             progress.append(line)
             print(progress_line(line, line["server_rss_mib"]), flush=True)
+            if stats is not None:
+                import dbstats
+
+                line["db"] = dbstats.soak_sample(stats)
+                print(f"           database: {json.dumps(line['db'])}", flush=True)
 
         results["offered"] = gen.command(
             args.report_every + args.grace + 120,

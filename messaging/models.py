@@ -75,7 +75,12 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         MEMBER = "member", "Member"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="memberships")
+    # Indexed by the ``membership_unique`` constraint, which leads with it: a single-column index
+    # as well was one more entry to write for every membership row version that is not a HOT
+    # update (issue 26).
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)

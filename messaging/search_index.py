@@ -31,6 +31,11 @@ SHORT_BODY_BYTES = 600
 COVERING_INDEX = "message_search_short"
 LONG_INDEX = "message_search_long"
 _LIVE_TEXT = "deleted_at IS NULL AND kind = 'text'"
+# New entries of the GIN index wait in its pending list until it holds this many kB, then the
+# inserting statement merges them into the index. At PostgreSQL's default (4 MB, ~20,000
+# messages) that merge held one send statement ~35-45 ms every ~40 s at 500 msgs/s (a p99
+# spike); at 256 kB it is ~1,200 messages and 2-3 ms (issue 26, docs/benchmarks.md).
+GIN_PENDING_LIST_KB = 256
 _CONFIG_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -49,7 +54,8 @@ def add_statements(config: str) -> list[str]:
     return [
         f"ALTER TABLE messaging_message ADD COLUMN {COLUMN} tsvector "
         f"GENERATED ALWAYS AS (to_tsvector('{config}'::regconfig, body)) STORED",
-        f"CREATE INDEX {INDEX} ON messaging_message USING gin ({COLUMN})",
+        f"CREATE INDEX {INDEX} ON messaging_message USING gin ({COLUMN}) "
+        f"WITH (gin_pending_list_limit = {GIN_PENDING_LIST_KB})",
         f"CREATE INDEX {COVERING_INDEX} ON messaging_message (conversation_id, seq) "
         f"INCLUDE (id, sender_id, created_at, {COLUMN}) "
         f"WHERE {_LIVE_TEXT} AND octet_length(body) <= {SHORT_BODY_BYTES}",
