@@ -17,6 +17,7 @@ CONVERSATION_READ = "conversation.read"
 HISTORY_READ = "history.read"  # REST message history page
 HISTORY_SYNC = "history.sync"  # one socket ``sync`` request (not one row per message)
 MENTION_LIST = "mention.list"  # a REST page of "mentions of me" (messages' content)
+MESSAGE_VERSIONS_READ = "message_versions.read"  # a message's edit history (its earlier texts)
 ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
 ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
 CALL_LIST = "call.list"  # a REST page of the caller's call history
@@ -51,6 +52,8 @@ DOCTOR_REJECT = "doctor.reject"
 APPOINTMENT_STAFF_CANCEL = "appointment.staff_cancel"  # admin: cancelled, authorisation released
 APPOINTMENT_STAFF_NO_SHOW = "appointment.staff_no_show"  # admin: marked a doctor no-show
 APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold released
+REPORT_ASSIGN = "report.assign"  # a moderator took a report (moderation)
+REPORT_RESOLVE = "report.resolve"  # a report resolved (code: warn, mute, deactivate or dismiss)
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -65,6 +68,7 @@ ACTIONS: frozenset[str] = frozenset(
         HISTORY_READ,
         HISTORY_SYNC,
         MENTION_LIST,
+        MESSAGE_VERSIONS_READ,
         ATTACHMENT_LINK,
         ATTACHMENT_DOWNLOAD,
         CALL_LIST,
@@ -91,6 +95,8 @@ ACTIONS: frozenset[str] = frozenset(
         APPOINTMENT_STAFF_CANCEL,
         APPOINTMENT_STAFF_NO_SHOW,
         APPOINTMENT_STAFF_RELEASE,
+        REPORT_ASSIGN,
+        REPORT_RESOLVE,
         RETENTION_PURGE,
     }
 )
