@@ -34,6 +34,7 @@ from calls.models import Call
 from groups import services as group_services
 from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
+from moderation import services as moderation_services
 from payments import booking as payment_booking
 from payments.models import Consultation
 from scheduled import services as scheduled_services
@@ -260,6 +261,11 @@ def build_world() -> World:
         patient=users["patient_b"], specialty=matrix_specialty.slug, kind="chat", reason=SECRET_REASON
     )
 
+    # The doctor reported A's message (only the doctor may read that report).
+    report, _ = moderation_services.report_create(
+        reporter=doctor, target="message", message_id=message_a.pk, reason="other", text="matrix-secret: tone"
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -285,6 +291,7 @@ def build_world() -> World:
             "scheduled": scheduled,
             "avatar_upload": avatar_upload,
             "on_demand": on_demand_request,
+            "report": report,
         },
     )
 
