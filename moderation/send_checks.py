@@ -30,7 +30,7 @@ def muted_refusal(_encrypted: bool = False) -> ApplicationError:
 SENDER_NOT_MUTED = SendCheck(
     name="moderation.sender_not_muted",
     # a scalar subquery (an index probe per send), as messaging's client_id check
-    passes_sql="""NOT COALESCE((SELECT u.until > now() FROM moderation_usermute u
+    passes_sql="""NOT COALESCE((SELECT u.until > statement_timestamp() FROM moderation_usermute u
                                 WHERE u.user_id = i.sender), false)""",
     orm=_not_muted_orm,
     refusal=muted_refusal,

@@ -139,9 +139,12 @@ def _number_updates(messages: list[Message]) -> list[tuple[Message, int]]:
     return numbered
 
 
-def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: datetime) -> tuple[int, int]:
+def _tombstone_batch(
+    message_ids: list[int], conversation_ids: set[int], now: datetime
+) -> tuple[int, int, int]:
     """One transaction: erase these messages as ``message_delete`` does (body, ciphertexts,
-    files), each with its ``message.updated`` event. Returns (messages, attachments)."""
+    files, kept texts), each with its ``message.updated`` event. Returns (messages,
+    attachments, kept texts)."""
     with transaction.atomic():
         unheld = _lock_unheld(conversation_ids)
         messages = list(
@@ -155,17 +158,17 @@ def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: da
             .order_by("conversation_id", "seq")
         )
         if not messages:
-            return 0, 0
+            return 0, 0, 0
         ids = [m.pk for m in messages]
         Message.objects.filter(pk__in=ids).update(body="", deleted_at=now)
         for message in messages:
             message.body, message.deleted_at = "", now
         MessageCiphertext.objects.filter(message_id__in=ids).delete()
-        MessageVersion.objects.filter(message_id__in=ids).delete()
+        versions, _ = MessageVersion.objects.filter(message_id__in=ids).delete()
         annotations_delete_for_messages(ids)
         files = attachments_delete_for_messages(ids, keep_rows=False)
         record_updates(_number_updates(messages))
-    return len(messages), files
+    return len(messages), files, versions
 
 
 def _purge_versions_batch(version_ids: list[int], conversation_ids: set[int]) -> int:
@@ -248,10 +251,11 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
     messages = attachments = versions = 0
     if message_cutoff is not None:
         for rows in _keyset_batches(_messages_due(message_cutoff), size, "conversation_id"):
-            erased, files = _tombstone_batch([r[1] for r in rows], {r[2] for r in rows}, now)
+            erased, files, texts = _tombstone_batch([r[1] for r in rows], {r[2] for r in rows}, now)
             messages += erased
             attachments += files
-        versions = _purge_versions(message_cutoff, size)
+            versions += texts
+        versions += _purge_versions(message_cutoff, size)
     if attachment_cutoff is not None:
         for rows in _keyset_batches(_attachments_due(attachment_cutoff), size, "message_id"):
             attachments += _strip_attachments_batch({r[2] for r in rows})

@@ -211,7 +211,7 @@ def test_retention_purges_kept_texts_except_under_legal_hold(settings) -> None:
     assert services.retention_purge().versions == 2
 
 
-def test_export_and_erasure_cover_the_versions(client_for) -> None:
+def test_export_and_erasure_cover_the_versions(client_for, firebase_admin_api) -> None:
     patient, doctor, conversation = pair()
     message = send(patient, conversation, "v1")
     services.message_edit(user=patient, message_id=message.pk, body="v2")

@@ -26,7 +26,9 @@ QUEUE = "/admin/moderation/report/"
 
 
 def browser(*perms: str) -> tuple[Client, User]:
-    user: User = User.objects.create_user(unique_phone(), "pw-for-tests-only", is_staff=True)
+    user: User = User.objects.create_user(
+        unique_phone(), "pw-for-tests-only", is_staff=True, display_name="Clerk"
+    )
     for perm in perms:
         app_label, codename = perm.split(".", 1)
         user.user_permissions.add(

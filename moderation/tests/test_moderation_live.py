@@ -45,7 +45,7 @@ def _rest(server: Any, make_token: Any, user: User) -> requests.Session:
 
 
 def _staff(*perms: str) -> User:
-    user: User = User.objects.create_user(unique_phone(), PASSWORD, is_staff=True)
+    user: User = User.objects.create_user(unique_phone(), PASSWORD, is_staff=True, display_name="Moderator")
     for perm in perms:
         app_label, codename = perm.split(".", 1)
         user.user_permissions.add(

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.django_db
 
 
 def staff_with(*perms: str) -> User:
-    user: User = User.objects.create_user(unique_phone(), "pw-for-tests-only", is_staff=True)
+    user: User = User.objects.create_user(
+        unique_phone(), "pw-for-tests-only", is_staff=True, display_name="Clerk"
+    )
     for perm in perms:
         app_label, codename = perm.split(".", 1)
         user.user_permissions.add(
@@ -359,7 +361,7 @@ def test_an_operator_may_resolve_from_a_command() -> None:
 
 
 # --- Export and erasure ---------------------------------------------------------------------------
-def test_export_and_erasure_cover_reports_and_notices(client_for) -> None:
+def test_export_and_erasure_cover_reports_and_notices(client_for, firebase_admin_api) -> None:
     patient, doctor, conversation = pair()
     report = report_of(
         patient, target="message", message_id=send(doctor, conversation, "x"), reason="spam", text="my words"
