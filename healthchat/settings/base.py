@@ -574,6 +574,16 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsultationStateEnum"] = "payments.models.Consultation.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CallStateEnum"] = "calls.models.Call.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AttachmentStateEnum"] = "messaging.models.Attachment.State"
+# Reports (moderation/): named so another app's "status", "reason" or "action" never collides.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "ReportTargetEnum": "moderation.models.Report.Target",
+        "ReportReasonEnum": "moderation.models.Report.Reason",
+        "ReportStatusEnum": "moderation.models.Report.Status",
+        "ReportOutcomeEnum": "moderation.models.Report.Action",
+        "ModerationNoticeActionEnum": "moderation.models.ModerationNotice.Action",
+    }
+)
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,

@@ -95,7 +95,8 @@ export type ErrorCode =
   | "payment_not_authorised"
   | "payment_not_captured"
   | "payment_provider_error"
-  | "payments_unavailable";
+  | "payments_unavailable"
+  | "sender_muted";
 /**
  * WebSocket close codes the server uses (see the document's description)
  *
@@ -243,6 +244,10 @@ export type Duration = number | null;
 export type Attachments = ServerAttachment[];
 export type ReplyTo1 = number | null;
 export type EditedAt = string | null;
+/**
+ * how many times the text was edited (0: never; its versions: GET /api/v1/messages/{id}/versions); 0 on a deleted message
+ */
+export type EditCount = number;
 export type Deleted = boolean;
 /**
  * system messages only: what changed (`event` and its fields)
@@ -513,28 +518,37 @@ export type Type54 = "message.unpinned";
 export type Event15 = number;
 export type Type55 = "message.updated";
 export type Id6 = number;
+export type Action = "warn" | "mute" | "deactivate";
+export type Text = string;
+/**
+ * mute: until when sending and editing are refused
+ */
+export type MutedUntil = string | null;
+export type CreatedAt2 = string;
+export type Type56 = "moderation.notice";
+export type Id7 = number;
 export type Specialty = string;
 export type Kind2 = "chat" | "voice" | "video";
 export type State5 = "open" | "accepted" | "cancelled" | "expired";
-export type CreatedAt2 = string;
+export type CreatedAt3 = string;
 export type ExpiresAt1 = string;
 export type DoctorId3 = number | null;
 export type ConsultationId1 = number | null;
-export type Type56 = "on_demand.updated";
+export type Type57 = "on_demand.updated";
 export type Ref28 = string | null;
-export type Type57 = "pong";
+export type Type58 = "pong";
 export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type58 = "presence";
+export type Type59 = "presence";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event16 = number;
-export type Type59 = "reaction.added";
+export type Type60 = "reaction.added";
 export type ConversationId17 = number;
 export type MessageId7 = number;
 /**
@@ -554,13 +568,13 @@ export type Reactions2 = ServerReactionSummary[];
  * the conversation's event-log number (see sync)
  */
 export type Event17 = number;
-export type Type60 = "reaction.removed";
+export type Type61 = "reaction.removed";
 export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref29 = string | null;
-export type Type61 = "ready";
+export type Type62 = "ready";
 export type ConversationId18 = number;
 export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
@@ -569,28 +583,54 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event18 = number;
-export type Type62 = "receipt";
-export type Id7 = number;
-export type ConversationId19 = number;
+export type Type63 = "receipt";
+export type Id8 = number;
+export type Target = "message" | "user";
+export type MessageId8 = number | null;
+export type ConversationId19 = number | null;
+/**
+ * the user reported (a message's sender)
+ */
+export type UserId22 = number;
+export type Reason3 = "spam" | "abuse" | "harassment" | "inappropriate" | "privacy" | "other";
+export type Text1 = string;
+/**
+ * encrypted conversations: the text the reporter shared
+ */
+export type SharedText = string | null;
+/**
+ * true when shared_text is given: the server cannot check it
+ */
+export type Unverified = boolean;
+export type Status = "open" | "in_review" | "resolved";
+/**
+ * resolved: what the moderators did
+ */
+export type Outcome = ("warn" | "mute" | "deactivate" | "dismiss") | null;
+export type CreatedAt4 = string;
+export type ResolvedAt = string | null;
+export type Type64 = "report.updated";
+export type Id9 = number;
+export type ConversationId20 = number;
 export type ClientId2 = string;
 export type Body3 = string;
 export type SendAt = string;
 export type State6 = "pending" | "sent" | "failed" | "cancelled";
-export type MessageId8 = number | null;
+export type MessageId9 = number | null;
 export type FailureCode = string | null;
-export type CreatedAt3 = string;
+export type CreatedAt5 = string;
 export type UpdatedAt = string;
-export type Type63 = "scheduled_message.updated";
+export type Type65 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref30 = string | null;
-export type Type64 = "sync.done";
-export type Reason3 = "live_events_interrupted";
-export type Type65 = "sync.required";
-export type ConversationId20 = number;
-export type UserId22 = number;
+export type Type66 = "sync.done";
+export type Reason4 = "live_events_interrupted";
+export type Type67 = "sync.required";
+export type ConversationId21 = number;
+export type UserId23 = number;
 export type Active1 = boolean;
-export type Type66 = "typing";
+export type Type68 = "typing";
 export type AppointmentId3 = number;
 export type PatientId2 = number;
 export type DisplayName = string;
@@ -601,8 +641,8 @@ export type EstimatedWaitSeconds1 = number;
 export type DoctorId4 = number;
 export type AsOf1 = string;
 export type Queue = ServerWaitingEntry[];
-export type Type67 = "waiting_room.position";
-export type Type68 = "waiting_room.updated";
+export type Type69 = "waiting_room.position";
+export type Type70 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -638,6 +678,7 @@ export type ServerFrame =
   | ServerMessagePinnedFrame
   | ServerMessageUnpinnedFrame
   | ServerMessageUpdatedFrame
+  | ServerModerationNoticeFrame
   | ServerOnDemandUpdatedFrame
   | ServerPongFrame
   | ServerPresenceFrame
@@ -645,6 +686,7 @@ export type ServerFrame =
   | ServerReactionRemovedFrame
   | ServerReadyFrame
   | ServerReceiptFrame
+  | ServerReportUpdatedFrame
   | ServerScheduledMessageUpdatedFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
@@ -800,6 +842,9 @@ export interface AsyncApiSchemas {
   ServerMessagePinnedFrame?: ServerMessagePinnedFrame;
   ServerMessageUnpinnedFrame?: ServerMessageUnpinnedFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerModerationNoticeData?: ServerModerationNoticeData;
+  ServerModerationNoticeFrame?: ServerModerationNoticeFrame;
+  ServerNoticeSummary?: ServerNoticeSummary;
   ServerOnDemandSummary?: ServerOnDemandSummary;
   ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
   ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
@@ -822,6 +867,9 @@ export interface AsyncApiSchemas {
   ServerReceiptFrame?: ServerReceiptFrame;
   ServerReconnect?: ServerReconnect;
   ServerRefreshAck?: ServerRefreshAck;
+  ServerReportSummary?: ServerReportSummary;
+  ServerReportUpdatedData?: ServerReportUpdatedData;
+  ServerReportUpdatedFrame?: ServerReportUpdatedFrame;
   ServerScheduledMessageSummary?: ServerScheduledMessageSummary;
   ServerScheduledMessageUpdatedData?: ServerScheduledMessageUpdatedData;
   ServerScheduledMessageUpdatedFrame?: ServerScheduledMessageUpdatedFrame;
@@ -1284,6 +1332,7 @@ export interface ServerMessage {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -1869,6 +1918,7 @@ export interface ServerMessage1 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -1937,6 +1987,7 @@ export interface ServerMessage2 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -1977,6 +2028,7 @@ export interface ServerMessage3 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2018,6 +2070,7 @@ export interface ServerMessage4 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2060,6 +2113,7 @@ export interface ServerMessage5 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2129,6 +2183,36 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerModerationNoticeData".
+ */
+export interface ServerModerationNoticeData {
+  notice: ServerNoticeSummary;
+}
+/**
+ * What moderators did to the caller's account (``moderation.selectors.notice_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerNoticeSummary".
+ */
+export interface ServerNoticeSummary {
+  id: Id6;
+  action: Action;
+  text: Text;
+  muted_until: MutedUntil;
+  created_at: CreatedAt2;
+}
+/**
+ * A moderator warned or muted the caller.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerModerationNoticeFrame".
+ */
+export interface ServerModerationNoticeFrame {
+  type: Type56;
+  data: ServerModerationNoticeData;
+}
+/**
  * An on-demand request as ``on_demand.updated`` carries it (``on_demand.request_data``):
  * never the reason or the patient (a doctor reads those in ``GET /api/v1/on-demand``).
  *
@@ -2136,11 +2220,11 @@ export interface ServerMessageUpdatedFrame {
  * via the `definition` "ServerOnDemandSummary".
  */
 export interface ServerOnDemandSummary {
-  id: Id6;
+  id: Id7;
   specialty: Specialty;
   kind: Kind2;
   state: State5;
-  created_at: CreatedAt2;
+  created_at: CreatedAt3;
   expires_at: ExpiresAt1;
   doctor_id: DoctorId3;
   consultation_id: ConsultationId1;
@@ -2160,7 +2244,7 @@ export interface ServerOnDemandUpdatedData {
  * via the `definition` "ServerOnDemandUpdatedFrame".
  */
 export interface ServerOnDemandUpdatedFrame {
-  type: Type56;
+  type: Type57;
   data: ServerOnDemandUpdatedData;
 }
 /**
@@ -2169,7 +2253,7 @@ export interface ServerOnDemandUpdatedFrame {
  */
 export interface ServerPongFrame {
   ref?: Ref28;
-  type: Type57;
+  type: Type58;
   data: ServerEmptyData;
 }
 /**
@@ -2186,7 +2270,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type58;
+  type: Type59;
   data: ServerPresenceData;
 }
 /**
@@ -2195,7 +2279,7 @@ export interface ServerPresenceFrame {
  */
 export interface ServerReactionAddedFrame {
   event: Event16;
-  type: Type59;
+  type: Type60;
   data: ServerReactionEventData;
 }
 /**
@@ -2216,7 +2300,7 @@ export interface ServerReactionEventData {
  */
 export interface ServerReactionRemovedFrame {
   event: Event17;
-  type: Type60;
+  type: Type61;
   data: ServerReactionEventData;
 }
 /**
@@ -2244,7 +2328,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref29;
-  type: Type61;
+  type: Type62;
   data: ServerReadyData;
 }
 /**
@@ -2263,8 +2347,46 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event18;
-  type: Type62;
+  type: Type63;
   data: ServerReceiptData;
+}
+/**
+ * A report as its reporter sees it (``moderation.selectors.report_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportSummary".
+ */
+export interface ServerReportSummary {
+  id: Id8;
+  target: Target;
+  message_id: MessageId8;
+  conversation_id: ConversationId19;
+  user_id: UserId22;
+  reason: Reason3;
+  text: Text1;
+  shared_text: SharedText;
+  unverified: Unverified;
+  status: Status;
+  outcome: Outcome;
+  created_at: CreatedAt4;
+  resolved_at: ResolvedAt;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportUpdatedData".
+ */
+export interface ServerReportUpdatedData {
+  report: ServerReportSummary;
+}
+/**
+ * One of the caller's reports changed status (taken in review, or resolved with its outcome).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportUpdatedFrame".
+ */
+export interface ServerReportUpdatedFrame {
+  type: Type64;
+  data: ServerReportUpdatedData;
 }
 /**
  * A scheduled message as its author sees it (``scheduled.selectors.scheduled_data``).
@@ -2273,15 +2395,15 @@ export interface ServerReceiptFrame {
  * via the `definition` "ServerScheduledMessageSummary".
  */
 export interface ServerScheduledMessageSummary {
-  id: Id7;
-  conversation_id: ConversationId19;
+  id: Id9;
+  conversation_id: ConversationId20;
   client_id: ClientId2;
   body: Body3;
   send_at: SendAt;
   state: State6;
-  message_id: MessageId8;
+  message_id: MessageId9;
   failure_code: FailureCode;
-  created_at: CreatedAt3;
+  created_at: CreatedAt5;
   updated_at: UpdatedAt;
 }
 /**
@@ -2299,7 +2421,7 @@ export interface ServerScheduledMessageUpdatedData {
  * via the `definition` "ServerScheduledMessageUpdatedFrame".
  */
 export interface ServerScheduledMessageUpdatedFrame {
-  type: Type63;
+  type: Type65;
   data: ServerScheduledMessageUpdatedData;
 }
 /**
@@ -2318,7 +2440,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref30;
-  type: Type64;
+  type: Type66;
   data: ServerSyncDoneData;
 }
 /**
@@ -2326,7 +2448,7 @@ export interface ServerSyncDoneFrame {
  * via the `definition` "ServerSyncRequiredData".
  */
 export interface ServerSyncRequiredData {
-  reason: Reason3;
+  reason: Reason4;
 }
 /**
  * The live path was interrupted: ``sync`` from the stored cursor.
@@ -2335,7 +2457,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type65;
+  type: Type67;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2343,8 +2465,8 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId20;
-  user_id: UserId22;
+  conversation_id: ConversationId21;
+  user_id: UserId23;
   active: Active1;
 }
 /**
@@ -2352,7 +2474,7 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type66;
+  type: Type68;
   data: ServerTypingData;
 }
 /**
@@ -2386,7 +2508,7 @@ export interface ServerWaitingRoomData {
  * via the `definition` "ServerWaitingRoomPositionFrame".
  */
 export interface ServerWaitingRoomPositionFrame {
-  type: Type67;
+  type: Type69;
   data: ServerWaitingPosition;
 }
 /**
@@ -2397,6 +2519,6 @@ export interface ServerWaitingRoomPositionFrame {
  * via the `definition` "ServerWaitingRoomUpdatedFrame".
  */
 export interface ServerWaitingRoomUpdatedFrame {
-  type: Type68;
+  type: Type70;
   data: ServerWaitingRoomData;
 }
