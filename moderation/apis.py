@@ -18,6 +18,7 @@ from .serializers import NoticeOutSerializer, ReportCreateInputSerializer, Repor
 CREATE_ERRORS = {
     400: [
         "invalid_report_target",
+        "invalid_reason",
         "report_text_too_long",
         "shared_text_not_allowed",
         "cannot_report_self",

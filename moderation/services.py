@@ -58,10 +58,6 @@ NOTICE_TEXTS = {
 
 
 # --- Members: filing a report -------------------------------------------------------------------
-def _invalid(code: str, field: str, message: str) -> ApplicationError:
-    return ApplicationError(code, message, fields={field: [code]})
-
-
 def _clean(
     *,
     target: str,
@@ -72,21 +68,41 @@ def _clean(
     shared_text: str | None,
 ) -> tuple[str, str | None]:
     if target not in (Report.Target.MESSAGE, Report.Target.USER):
-        raise _invalid("invalid_report_target", "target", "target is message or user.")
+        raise ApplicationError(
+            "invalid_report_target",
+            "target is message or user.",
+            fields={"target": ["invalid_report_target"]},
+        )
     if target == Report.Target.MESSAGE and (message_id is None or user_id is not None):
-        raise _invalid("invalid_report_target", "message_id", "A message report names message_id (only).")
+        raise ApplicationError(
+            "invalid_report_target",
+            "A message report names message_id (only).",
+            fields={"message_id": ["invalid_report_target"]},
+        )
     if target == Report.Target.USER and (user_id is None or message_id is not None):
-        raise _invalid("invalid_report_target", "user_id", "A user report names user_id (only).")
+        raise ApplicationError(
+            "invalid_report_target",
+            "A user report names user_id (only).",
+            fields={"user_id": ["invalid_report_target"]},
+        )
     if reason not in REASONS:
-        raise _invalid("invalid_reason", "reason", f"reason is one of {', '.join(REASONS)}.")
+        raise ApplicationError(
+            "invalid_reason", f"reason is one of {', '.join(REASONS)}.", fields={"reason": ["invalid_reason"]}
+        )
     text = (text or "").strip()
     if len(text) > TEXT_MAX:
-        raise _invalid("report_text_too_long", "text", f"text is at most {TEXT_MAX} characters.")
+        raise ApplicationError(
+            "report_text_too_long",
+            f"text is at most {TEXT_MAX} characters.",
+            fields={"text": ["report_text_too_long"]},
+        )
     if shared_text is not None:
         shared_text = shared_text.strip() or None
     if shared_text is not None and len(shared_text) > SHARED_TEXT_MAX:
-        raise _invalid(
-            "report_text_too_long", "shared_text", f"shared_text is at most {SHARED_TEXT_MAX} characters."
+        raise ApplicationError(
+            "report_text_too_long",
+            f"shared_text is at most {SHARED_TEXT_MAX} characters.",
+            fields={"shared_text": ["report_text_too_long"]},
         )
     return text, shared_text
 
@@ -120,24 +136,38 @@ def report_create(
         assert message_id is not None
         msg = messaging_selectors.message_readable(user=reporter, message_id=message_id)
         if msg.kind != Message.Kind.TEXT:
-            raise _invalid("message_not_reportable", "message_id", "System messages cannot be reported.")
+            raise ApplicationError(
+                "message_not_reportable",
+                "System messages cannot be reported.",
+                fields={"message_id": ["message_not_reportable"]},
+            )
         if msg.sender_id == reporter.pk:
-            raise _invalid("cannot_report_self", "message_id", "You cannot report your own message.")
+            raise ApplicationError(
+                "cannot_report_self",
+                "You cannot report your own message.",
+                fields={"message_id": ["cannot_report_self"]},
+            )
         if shared_text is not None and not msg.conversation.e2ee:
-            raise _invalid(
+            raise ApplicationError(
                 "shared_text_not_allowed",
-                "shared_text",
                 "shared_text is for end-to-end encrypted conversations only (the server has this text).",
+                fields={"shared_text": ["shared_text_not_allowed"]},
             )
         existing = Report.objects.filter(reporter=reporter, target=target, message_id=msg.pk).first()
         reported_id, conversation_id = msg.sender_id, msg.conversation_id
     else:
         assert user_id is not None
         if user_id == reporter.pk:
-            raise _invalid("cannot_report_self", "user_id", "You cannot report yourself.")
+            raise ApplicationError(
+                "cannot_report_self",
+                "You cannot report yourself.",
+                fields={"user_id": ["cannot_report_self"]},
+            )
         if shared_text is not None:
-            raise _invalid(
-                "shared_text_not_allowed", "shared_text", "shared_text is for message reports only."
+            raise ApplicationError(
+                "shared_text_not_allowed",
+                "shared_text is for message reports only.",
+                fields={"shared_text": ["shared_text_not_allowed"]},
             )
         if not messaging_selectors.shares_conversation(user_id=reporter.pk, other_id=user_id):
             raise NotFound("No such user.", code="user_not_found")
@@ -213,7 +243,11 @@ def _resolve(report: Report, *, actor: Actor, action: str, note: str, client: Cl
     """The report resolved with ``action`` (the caller holds its row lock), audited; the
     reporter told after the commit."""
     if len(note) > TEXT_MAX:
-        raise _invalid("report_text_too_long", "note", f"note is at most {TEXT_MAX} characters.")
+        raise ApplicationError(
+            "report_text_too_long",
+            f"note is at most {TEXT_MAX} characters.",
+            fields={"note": ["report_text_too_long"]},
+        )
     report.status = Report.Status.RESOLVED
     report.action = action
     report.resolution_note = note
@@ -270,7 +304,11 @@ def report_warn(*, report_id: int, actor: Actor, note: str = "", client: Client 
 def mute_hours(hours: int | None) -> int:
     value = int(settings.MODERATION_MUTE_HOURS) if hours is None else hours
     if not 1 <= value <= MUTE_HOURS_MAX:
-        raise _invalid("invalid_mute_hours", "hours", f"A mute lasts 1 to {MUTE_HOURS_MAX} hours.")
+        raise ApplicationError(
+            "invalid_mute_hours",
+            f"A mute lasts 1 to {MUTE_HOURS_MAX} hours.",
+            fields={"hours": ["invalid_mute_hours"]},
+        )
     return value
 
 

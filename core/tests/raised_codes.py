@@ -26,6 +26,7 @@ APPS = (
     "core",
     "audit",
     "scheduled",
+    "moderation",
 )
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {

@@ -11072,7 +11072,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReportOut"];
                 };
             };
-            /** @description Bad Request: `cannot_report_self`, `invalid`, `invalid_report_target`, `message_not_reportable`, `null`, `parse_error`, `report_text_too_long`, `shared_text_not_allowed` */
+            /** @description Bad Request: `cannot_report_self`, `invalid`, `invalid_reason`, `invalid_report_target`, `message_not_reportable`, `null`, `parse_error`, `report_text_too_long`, `shared_text_not_allowed` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11089,7 +11089,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "cannot_report_self" | "invalid" | "invalid_report_target" | "message_not_reportable" | "null" | "parse_error" | "report_text_too_long" | "shared_text_not_allowed";
+                            code?: "cannot_report_self" | "invalid" | "invalid_reason" | "invalid_report_target" | "message_not_reportable" | "null" | "parse_error" | "report_text_too_long" | "shared_text_not_allowed";
                         };
                     };
                 };
