@@ -40,7 +40,7 @@ class ReportAdmin(AuditedAdminMixin, admin.ModelAdmin[Report]):
     list_select_related = ["reported_user", "assignee"]
     search_fields = ["=id", "=reported_user__id", "=message__id"]
     actions = ["assign_to_me", "resolve_warn", "resolve_mute", "resolve_deactivate", "resolve_dismiss"]
-    readonly_fields = [
+    readonly_fields = (
         "status",
         "assignee",
         "target",
@@ -59,7 +59,7 @@ class ReportAdmin(AuditedAdminMixin, admin.ModelAdmin[Report]):
         "resolved_at",
         "created_at",
         "updated_at",
-    ]
+    )
     fields = readonly_fields
 
     has_moderate_reports_permission = admin_permission("moderation.moderate_reports")
@@ -149,7 +149,15 @@ class ModerationNoticeAdmin(AuditedAdminMixin, admin.ModelAdmin[ModerationNotice
 
     list_display = ["id", "created_at", "user", "action", "muted_until", "created_by", "report"]
     list_filter = ["action"]
-    readonly_fields = ["user", "action", "report", "text", "muted_until", "created_by", "created_at"]
+    readonly_fields = (
+        "user",
+        "action",
+        "report",
+        "text",
+        "muted_until",
+        "created_by",
+        "created_at",
+    )
     fields = readonly_fields
     actions = None
 

@@ -189,9 +189,9 @@ def report_create(
                 unverified=shared_text is not None,
             )
     except IntegrityError:  # the same report, filed at the same moment: that one answers
-        if target == Report.Target.MESSAGE:
-            return Report.objects.get(reporter=reporter, target=target, message_id=message_id), False
-        return Report.objects.get(reporter=reporter, target=target, reported_user_id=user_id), False
+        if msg is not None:
+            return Report.objects.get(reporter=reporter, target=target, message_id=msg.pk), False
+        return Report.objects.get(reporter=reporter, target=target, reported_user_id=reported_id), False
     logger.info("report %s filed (%s, %s)", report.pk, target, reason)
     return report, True
 

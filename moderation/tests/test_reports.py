@@ -119,7 +119,7 @@ def test_bad_reports_are_refused_with_a_code(case: str, code: str) -> None:
     theirs = send(doctor, conversation, "hello")
     mine = send(patient, conversation, "hi")
     outsider = PatientFactory.create()
-    kwargs: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "own message": {"target": "message", "message_id": mine},
         "self": {"target": "user", "user_id": patient.pk},
         "not a member": {"target": "message", "message_id": theirs, "reporter": outsider},
@@ -131,7 +131,8 @@ def test_bad_reports_are_refused_with_a_code(case: str, code: str) -> None:
         "bad reason": {"target": "user", "user_id": doctor.pk, "reason": "boring"},
         "long text": {"target": "user", "user_id": doctor.pk, "text": "x" * 2001},
         "system message": {"target": "message", "message_id": 0},
-    }[case]
+    }
+    kwargs = cases[case]
     if case == "system message":
         from groups import services as group_services
 
@@ -295,7 +296,7 @@ async def test_a_muted_sender_is_refused_on_every_writer_and_the_patient_still_s
     thread = await sync_to_async(services.message_send_many)(
         requests=[send_item(doctor, conversation.pk, "c")]
     )
-    assert [r.code for r in thread] == ["sender_muted"]
+    assert [getattr(r, "code", r) for r in thread] == ["sender_muted"]
     with pytest.raises(ApplicationError) as single:
         await sync_to_async(services.send)(send_item(doctor, conversation.pk, "d"))
     assert (single.value.code, single.value.status) == ("sender_muted", 403)
