@@ -206,6 +206,10 @@ REST_WRITES: dict[str, Decision] = {
         "edits the author's own pending row; nothing reaches anyone until the send (see POST)"
     ),
     "DELETE /api/v1/scheduled-messages/{scheduled_id}": NotApplicable("cancels; nothing is sent"),
+    "POST /api/v1/reports": NotApplicable(
+        "a report goes to the moderators, never to the user reported (a patient may report after "
+        "the consultation closed)"
+    ),
 }
 
 
