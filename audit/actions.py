@@ -17,6 +17,7 @@ CONVERSATION_READ = "conversation.read"
 HISTORY_READ = "history.read"  # REST message history page
 HISTORY_SYNC = "history.sync"  # one socket ``sync`` request (not one row per message)
 MENTION_LIST = "mention.list"  # a REST page of "mentions of me" (messages' content)
+MESSAGE_VERSIONS_READ = "message_versions.read"  # a message's edit history (its earlier texts)
 ATTACHMENT_LINK = "attachment.link"  # a download URL was issued
 ATTACHMENT_DOWNLOAD = "attachment.download"  # the bytes were streamed by this server
 CALL_LIST = "call.list"  # a REST page of the caller's call history
@@ -73,6 +74,8 @@ APPOINTMENT_STAFF_RELEASE = "appointment.staff_release"  # admin: a stuck hold r
 REVIEW_HIDE = "review.hide"  # admin: a patient's review hidden (code: the reason code)
 REVIEW_SHOW = "review.show"  # admin: a hidden review shown again
 DOCUMENT_REGENERATE = "document.regenerate"  # admin: a document queued for rendering again
+REPORT_ASSIGN = "report.assign"  # a moderator took a report (moderation)
+REPORT_RESOLVE = "report.resolve"  # a report resolved (code: warn, mute, deactivate or dismiss)
 
 # The system itself
 RETENTION_PURGE = "retention.purge"  # a retention run erased something (no counts, no ids)
@@ -87,6 +90,7 @@ ACTIONS: frozenset[str] = frozenset(
         HISTORY_READ,
         HISTORY_SYNC,
         MENTION_LIST,
+        MESSAGE_VERSIONS_READ,
         ATTACHMENT_LINK,
         ATTACHMENT_DOWNLOAD,
         DOCUMENT_REQUEST,
@@ -132,6 +136,8 @@ ACTIONS: frozenset[str] = frozenset(
         REVIEW_HIDE,
         REVIEW_SHOW,
         DOCUMENT_REGENERATE,
+        REPORT_ASSIGN,
+        REPORT_RESOLVE,
         RETENTION_PURGE,
     }
 )

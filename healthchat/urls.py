@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("payments.urls")),
     path("", include("appointments.urls")),
     path("", include("notifications.urls")),
+    path("", include("moderation.urls")),
     path("", include("calls.urls")),
     path("", include("scheduled.urls")),
     path("", include("documents.urls")),

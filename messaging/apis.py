@@ -31,6 +31,7 @@ from .serializers import (
     ConversationOutSerializer,
     HistoryOutSerializer,
     HistoryQuerySerializer,
+    MessageVersionsOutSerializer,
 )
 
 
@@ -150,6 +151,22 @@ class MessageHistoryApi(APIView):
             audited.HISTORY_READ, request=request, object_type="conversation", object_id=conversation_id
         )
         return Response({"results": results, "has_more": has_more})
+
+
+class MessageVersionsApi(APIView):
+    """The edit history of one message: its texts with their times (members who may read it)."""
+
+    @api_doc(
+        "Read a message's versions (edit history)",
+        errors={404: ["message_not_found"]},
+        responses=MessageVersionsOutSerializer,
+    )
+    def get(self, request: Request, message_id: int) -> Response:
+        data = selectors.message_versions_data(user=request_user(request), message_id=message_id)
+        audit.record(
+            audited.MESSAGE_VERSIONS_READ, request=request, object_type="message", object_id=message_id
+        )
+        return Response(data)
 
 
 class BlockCreateApi(APIView):

@@ -83,6 +83,12 @@ class Message(WireModel):
     attachments: list[Attachment]
     reply_to: int | None
     edited_at: datetime | None
+    edit_count: int = Field(
+        default=0,
+        ge=0,
+        description="how many times the text was edited (0: never; its versions: "
+        "GET /api/v1/messages/{id}/versions); 0 on a deleted message",
+    )
     deleted: bool
     system: dict[str, Any] | None = Field(
         default=None, description="system messages only: what changed (`event` and its fields)"
@@ -508,6 +514,7 @@ def message_wire(
     ciphertext: str | Literal[False] | None = False,
     mentions: list[dict[str, int]] | None = None,
     reactions: list[dict[str, Any]] | None = None,
+    edit_count: int = 0,
 ) -> dict[str, Any]:
     """The message as every client path sends it (``Message`` above): a plain dict.
 
@@ -525,6 +532,7 @@ def message_wire(
         "attachments": attachments,
         "reply_to": reply_to,
         "edited_at": edited_at,
+        "edit_count": edit_count,
         "deleted": deleted,
         "mentions": mentions or [],
         "reactions": reactions or [],

@@ -163,6 +163,9 @@ class Message(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     edited_at = models.DateTimeField(null=True, blank=True)
+    # How many times the text was edited: its earlier texts are ``MessageVersion`` rows
+    # (``messaging/services/edit.py``). A database default: the send statement never writes it.
+    edit_count = models.PositiveIntegerField(default=0, db_default=0)
     deleted_at = models.DateTimeField(null=True, blank=True)
     # Mention entities the sender sent ([{"user_id", "offset", "length"}], checked members;
     # ``messaging/services/mentions.py``), NULL without mentions. Written by the send statement.
@@ -199,6 +202,45 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.conversation_id}#{self.seq}"
+
+
+class MessageVersion(models.Model):
+    """An earlier text of a message (issue 23, "Edit history"), written by the one edit path
+    (``messaging.services.edit``): an edit keeps the text it replaces (``reason`` edit), an
+    unsend keeps the text it erases from the message (``reason`` delete; members see the
+    tombstone only, never this row). Kept as long as the message would be: retention
+    (``MESSAGE_RETENTION_DAYS``) purges them with the message unless the conversation is under
+    a legal hold; erasure of the sender's account deletes them.
+
+    ``number``: 1 is the original text; the message's current text is ``edit_count + 1``.
+    ``written_at``: when this text became the message's; ``edited_at``: when it was replaced
+    (or erased) by ``editor``."""
+
+    class Reason(models.TextChoices):
+        EDIT = "edit", "Edited"
+        DELETE = "delete", "Deleted"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="versions", db_index=False)
+    number = models.PositiveIntegerField()
+    body = models.TextField()
+    written_at = models.DateTimeField()
+    edited_at = models.DateTimeField()
+    editor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=8, choices=Reason.choices, default=Reason.EDIT)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="message_version_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="message_version_number_positive"),
+            models.CheckConstraint(
+                condition=Q(reason__in=["edit", "delete"]), name="message_version_reason_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"version {self.number} of message {self.message_id}"
 
 
 class Event(models.Model):

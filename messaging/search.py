@@ -179,7 +179,7 @@ WITH q AS (
     LIMIT %(limit)s
 )
 SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.kind, m.body, m.system,
-       m.reply_to_id, m.created_at, m.edited_at, m.deleted_at, h.rank,
+       m.reply_to_id, m.created_at, m.edited_at, m.edit_count, m.deleted_at, m.mentions, m.reactions, h.rank,
        ts_headline(%(config)s::regconfig, m.body, q.query, %(headline)s) AS headline,
        EXISTS (SELECT 1 FROM messaging_attachment a WHERE a.message_id = m.id) AS has_files
 FROM hits h JOIN messaging_message m ON m.id = h.id CROSS JOIN q

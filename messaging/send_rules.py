@@ -92,6 +92,10 @@ class SendCheck:
     passes_sql: str
     orm: Callable[[SendContext], bool]
     refusal: Callable[[bool], ApplicationError | None]
+    # A check about the sender alone (its SQL reads only ``i.sender``; its ORM form only
+    # ``sender_id``): the edit path asks it too (``SendRegistry.sender_refusal``), e.g.
+    # moderation's mute: a muted user neither sends nor edits.
+    sender_only: bool = False
 
 
 def first_refusal(
@@ -237,6 +241,34 @@ class SendRegistry:
             yield
         finally:
             self._rules, self._hooks, self._checks, self._deferred = saved
+
+    def sender_refusal(self, sender_id: int) -> ApplicationError | None:
+        """The first refusal of the sender-only checks (``SendCheck.sender_only``) for
+        ``sender_id``, outside the send statement: the edit path's question (one SELECT; none
+        without such checks)."""
+        checks = [c for c in self._checks.values() if c.sender_only]
+        if not checks:
+            return None
+        if connection.vendor == "postgresql":
+            # The checks' own SQL (code, registered at start-up), never a request's text.
+            sql = "SELECT " + ", ".join(f"({c.passes_sql})" for c in checks)
+            sql += " FROM (SELECT %s::bigint AS sender) i"
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [sender_id])
+                row = cursor.fetchone()
+            passes: Sequence[Any] = row if row is not None else [True] * len(checks)
+        else:
+            context = SendContext(
+                sender_id=sender_id,
+                conversation_id=0,
+                client_id=None,
+                reply_to=None,
+                encrypted=False,
+                conversation=None,
+                membership=None,
+            )
+            passes = [c.orm(context) for c in checks]
+        return first_refusal(checks, passes, False)[1]
 
     # --- The statements, for any writer --------------------------------------------------
     def rule_statements(self, reaches: Sequence[Reach]) -> list[BatchStatement]:

@@ -78,6 +78,11 @@ class MessageOutSerializer(serializers.Serializer[Any]):
     attachments = serializers.ListField(child=serializers.DictField())
     reply_to = serializers.IntegerField(allow_null=True)
     edited_at = serializers.DateTimeField(allow_null=True)
+    edit_count = serializers.IntegerField(
+        min_value=0,
+        help_text="how many times the text was edited (its versions: GET /api/v1/messages/{id}/versions); "
+        "0 on a deleted message",
+    )
     deleted = serializers.BooleanField()
     system = serializers.DictField(required=False)
     mentions = MentionEntitySerializer(many=True)
@@ -96,6 +101,24 @@ class MentionOutSerializer(serializers.Serializer[Any]):
     conversation_id = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     message = MessageOutSerializer()
+
+
+class MessageVersionOutSerializer(serializers.Serializer[Any]):
+    version = serializers.IntegerField(help_text="1: the original text; the current one is edit_count + 1")
+    body = serializers.CharField(allow_blank=True)
+    written_at = serializers.DateTimeField(help_text="when this text became the message's")
+    replaced_at = serializers.DateTimeField(
+        allow_null=True, help_text="when an edit replaced it; null: current"
+    )
+    current = serializers.BooleanField()
+
+
+class MessageVersionsOutSerializer(serializers.Serializer[Any]):
+    message_id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    edit_count = serializers.IntegerField(min_value=0)
+    deleted = serializers.BooleanField(help_text="a deleted message shows no versions (its tombstone only)")
+    versions = MessageVersionOutSerializer(many=True, help_text="oldest first, the current text last")
 
 
 class HistoryOutSerializer(serializers.Serializer[Any]):

@@ -29,6 +29,7 @@ urlpatterns = [
         annotation_apis.ReactionRemoveApi.as_view(),
         name="reaction-remove",
     ),
+    path("messages/<int:message_id>/versions", apis.MessageVersionsApi.as_view(), name="message-versions"),
     path("messages/<int:message_id>/pin", annotation_apis.MessagePinApi.as_view(), name="message-pin"),
     path("mentions", annotation_apis.MentionListApi.as_view(), name="mention-list"),
     path("search/messages", search_api.MessageSearchApi.as_view(), name="message-search"),

@@ -35,6 +35,7 @@ from documents import services as document_services
 from groups import services as group_services
 from messaging import services as messaging_services
 from messaging.models import Attachment, Conversation, Mention, Message
+from moderation import services as moderation_services
 from payments import booking as payment_booking
 from payments.models import Consultation
 from ratings import services as rating_services
@@ -322,6 +323,11 @@ def build_world() -> World:
         assert rendered.status == "ready", rendered.error
         documents[name] = rendered
 
+    # The doctor reported A's message (only the doctor may read that report).
+    report, _ = moderation_services.report_create(
+        reporter=doctor, target="message", message_id=message_a.pk, reason="other", text="matrix-secret: tone"
+    )
+
     consultation.refresh_from_db()
     assert consultation.state == Consultation.State.PAID, consultation.state
     return World(
@@ -352,6 +358,7 @@ def build_world() -> World:
             "rated_consultation": earlier,
             "review": review,
             **documents,
+            "report": report,
         },
     )
 

@@ -235,6 +235,38 @@ def _hidden_for(reason: str) -> Callable[[Context, list[int]], bool]:
     return check
 
 
+# --- moderation ------------------------------------------------------------------------------
+def _reports(ctx: Context) -> list[int]:
+    """Two open reports, each about another member of a direct conversation."""
+    from moderation.models import Report
+
+    pks = []
+    for _ in range(2):
+        patient, doctor, conversation = pair()
+        report = Report.objects.create(
+            reporter=patient, target="user", reported_user=doctor, conversation=conversation, reason="spam"
+        )
+        pks.append(report.pk)
+    return pks
+
+
+def _report_state(status: str, action: str = "") -> Callable[[Context, list[int]], bool]:
+    def check(ctx: Context, pks: list[int]) -> bool:
+        from moderation.models import Report
+
+        rows = list(Report.objects.filter(pk__in=pks).values_list("status", "action"))
+        return rows == [(status, action)] * len(pks)
+
+    return check
+
+
+def _reported_deactivated(ctx: Context, pks: list[int]) -> bool:
+    from moderation.models import Report
+
+    reported = Report.objects.filter(pk__in=pks).values_list("reported_user_id", flat=True)
+    return _report_state("resolved", "deactivate")(ctx, pks) and _active(ctx, list(reported), False)
+
+
 ROWS: dict[tuple[str, str], Row] = {
     **{
         ("ratings.review", f"hide_{reason}"): Row("ratings.hide_review", _reviews, _hidden_for(reason))
@@ -294,6 +326,21 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("notifications.pushpreference", "delete_selected"): Row(
         "notifications.delete_pushpreference", _push_preferences, _gone(PushPreference), CONFIRMED
+    ),
+    ("moderation.report", "assign_to_me"): Row(
+        "moderation.moderate_reports", _reports, _report_state("in_review")
+    ),
+    ("moderation.report", "resolve_warn"): Row(
+        "moderation.moderate_reports", _reports, _report_state("resolved", "warn")
+    ),
+    ("moderation.report", "resolve_mute"): Row(
+        "moderation.moderate_reports", _reports, _report_state("resolved", "mute")
+    ),
+    ("moderation.report", "resolve_dismiss"): Row(
+        "moderation.moderate_reports", _reports, _report_state("resolved", "dismiss")
+    ),
+    ("moderation.report", "resolve_deactivate"): Row(
+        "accounts.deactivate_account", _reports, _reported_deactivated
     ),
     ("payments.consultation", "refund_in_full"): Row(
         "payments.refund_consultation", _accepted_consultations, _refunded

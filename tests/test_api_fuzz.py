@@ -79,6 +79,7 @@ def _world_ids(w: World) -> dict[str, int | str]:
         "device_id": w.device_a.pk,
         "user_id": w.user("group_member").pk,
         "scheduled_id": w.extra["scheduled"].pk,
+        "report_id": w.extra["report"].pk,
         "message_id": w.message_doctor.pk,
         "emoji": "👍",
         "document_id": w.extra["document"].pk,

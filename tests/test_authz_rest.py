@@ -360,6 +360,25 @@ TABLE: dict[str, Op] = {
             set(w.extra["mentions"].values()), {a: {m} for a, m in w.extra["mentions"].items()}
         ),
     ),
+    # --- edit history, reports and moderation (issue 23) ---
+    "GET /api/v1/messages/{message_id}/versions": Op(
+        row(not_found("message_not_found"), **A_AND_DOCTOR),
+        params=lambda w: {"message_id": w.message_doctor.pk},
+    ),
+    # A reports the doctor's message; the doctor cannot report their own; nobody else may read it.
+    "POST /api/v1/reports": Op(
+        row(not_found("message_not_found"), patient_a=CREATED, doctor=invalid("cannot_report_self")),
+        body=lambda w, a: {"target": "message", "message_id": w.message_doctor.pk, "reason": "abuse"},
+    ),
+    "GET /api/v1/reports": Op(
+        row(OK),
+        visible=lambda w: protected({w.extra["report"].pk}, {"doctor": {w.extra["report"].pk}}),
+    ),
+    "GET /api/v1/reports/{report_id}": Op(
+        row(not_found("report_not_found"), doctor=OK),
+        params=lambda w: {"report_id": w.extra["report"].pk},
+    ),
+    "GET /api/v1/moderation/notices": Op(row(OK)),
     # --- groups ---
     "POST /api/v1/groups": Op(row(CREATED), body=lambda w, a: {"name": "Matrix new group"}),
     "GET /api/v1/groups/{group_id}": Op(row(not_found("group_not_found"), **GROUP_MEMBERS), params=group),

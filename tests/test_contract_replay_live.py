@@ -326,6 +326,12 @@ async def play_session(
     assert response.status_code == 201, response.content
     await a.expect("scheduled_message.updated")
 
+    # The patient reports the doctor and a moderator warns them: the patient's devices hear
+    # report.updated, the doctor's moderation.notice.
+    await sync_to_async(_reported_and_warned)(patient, doctor)
+    await b2.expect("report.updated")
+    await a.expect("moderation.notice")
+
     # The waiting room: a confirmed appointment starting in 5 minutes; the patient checks in
     # (the doctor hears waiting_room.updated, the patient's devices waiting_room.position), the
     # doctor admits them (the consultation opens).
@@ -494,6 +500,15 @@ def _on_demand_request(patient: Any, doctor: Any) -> None:
     """An on-demand request of the doctor's specialty (the doctor is verified, with a fee)."""
     specialty = DoctorProfile.objects.get(user=doctor).specialty.slug
     on_demand.request_create(patient=patient, specialty=specialty, kind="chat")
+
+
+def _reported_and_warned(patient: Any, doctor: Any) -> None:
+    """A report of the doctor by the patient, resolved with a warning by an operator."""
+    from accounts.actors import Operator
+    from moderation import services as moderation
+
+    report, _ = moderation.report_create(reporter=patient, target="user", user_id=doctor.pk, reason="other")
+    moderation.report_warn(report_id=report.pk, actor=Operator(command="contract session"))
 
 
 def _ring_out(call_id: int) -> None:

@@ -29,6 +29,7 @@ APPS = (
     "documents",
     "records",
     "ratings",
+    "moderation",
 )
 # ApplicationError and its subclasses: default status, and where the code comes from.
 ERROR_CLASSES: dict[str, tuple[int, str | None]] = {

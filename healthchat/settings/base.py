@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "records",
     "ratings",
     "notifications",
+    "moderation",
     "audit",
     "documents",
     "console",
@@ -473,6 +474,9 @@ HEALTHCHAT_MESSAGE_MAX_LENGTH: int = env.int("HEALTHCHAT_MESSAGE_MAX_LENGTH", de
 # Pinned messages per conversation (a pin over it: 409 pins_full); mention entities per message.
 HEALTHCHAT_PINS_MAX: int = env.int("HEALTHCHAT_PINS_MAX", default=10)
 HEALTHCHAT_MENTIONS_MAX: int = env.int("HEALTHCHAT_MENTIONS_MAX", default=50)
+# Moderation (moderation/, docs/record.md "Reports and moderation"): how long a mute lasts when
+# the moderator gives no length (1..720 hours).
+MODERATION_MUTE_HOURS: int = env.int("MODERATION_MUTE_HOURS", default=24)
 HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", default=65536)
 # Group commit of the common batch of sends on the event loop's own async psycopg connection
 # (no worker-thread hop; messaging/loop_writer.py). Off: every batch takes a worker thread.
@@ -577,6 +581,16 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["ConsultationKindEnum
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsultationStateEnum"] = "payments.models.Consultation.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["CallStateEnum"] = "calls.models.Call.State"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["AttachmentStateEnum"] = "messaging.models.Attachment.State"
+# Reports (moderation/): named so another app's "status", "reason" or "action" never collides.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "ReportTargetEnum": "moderation.models.Report.Target",
+        "ReportReasonEnum": "moderation.models.Report.Reason",
+        "ReportStatusEnum": "moderation.models.Report.Status",
+        "ReportOutcomeEnum": "moderation.models.Report.Action",
+        "ModerationNoticeActionEnum": "moderation.models.ModerationNotice.Action",
+    }
+)
 CELERY_BEAT_SCHEDULE["payments-expire-consultations"] = {
     "task": "payments.tasks.expire_consultations",
     "schedule": 300.0,

@@ -7,6 +7,7 @@
 - ``history``: message history (keyset pagination on seq) and single-message access
 - ``sync``: replay of the per-conversation event logs (``sync_events``, ``sync_events_many``)
 - ``attachments``: access-checked downloads, signed links
+- ``versions``: edit history (the texts a message had), for members who may read it
 
 Import the names from here (``from messaging import selectors``): the package is the API. A
 module-level setting read by one module (``SYNC_BATCH``) is patched where it is read
@@ -44,6 +45,7 @@ from .sync import (
     sync_events,
     sync_events_many,
 )
+from .versions import message_readable, message_versions_data
 from .wire import WrittenMessage, attachment_data, attachment_state_data, b64, event_frame, message_data
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
     "message_get_for_member",
     "message_history",
     "message_history_data",
+    "message_readable",
+    "message_versions_data",
     "presence_contact_ids",
     "shares_conversation",
     "signal_audience_ids",

@@ -53,6 +53,7 @@ class WrittenMessage:
     reply_to_id: int | None
     kind: str = "text"
     edited_at: None = None
+    edit_count: int = 0
     deleted_at: None = None
     system: None = None
     mentions: list[dict[str, int]] | None = None
@@ -109,6 +110,7 @@ def message_data(
         ciphertext=(None if deleted or ciphertext is None else b64(ciphertext)) if text_encrypted else False,
         mentions=[] if deleted else list(message.mentions or ()),
         reactions=[] if deleted else list(message.reactions or ()),
+        edit_count=0 if deleted else message.edit_count,
     )
 
 

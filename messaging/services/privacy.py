@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from messaging import selectors
-from messaging.models import Attachment, Membership, Message, MessageCiphertext
+from messaging.models import Attachment, Membership, Message, MessageCiphertext, MessageVersion
 
 from .annotations import annotations_delete_for_messages, annotations_erase_user
 from .attachments import attachments_delete_for_messages, storage_delete
@@ -21,8 +21,10 @@ logger = logging.getLogger("healthchat.messaging")
 
 # --- Account erasure and export (registered with accounts) -----------------------------------
 def erase_user_messages(user: User) -> None:
-    """Messages a deleted user sent stay (as from a deleted user) with their content erased."""
+    """Messages a deleted user sent stay (as from a deleted user) with their content erased,
+    and the texts kept of them (edit history, unsent texts) too."""
     Message.objects.filter(sender=user, kind=Message.Kind.TEXT).update(body="", deleted_at=timezone.now())
+    MessageVersion.objects.filter(message__sender=user).delete()
     MessageCiphertext.objects.filter(message__sender=user).delete()
     sent = list(Message.objects.filter(sender=user).values_list("pk", flat=True))
     attachments_delete_for_messages(sent)
@@ -60,6 +62,21 @@ def export_user_messages(user: User) -> dict[str, Any]:
             for m in memberships
         ],
         "messages_sent": [selectors.message_data(message) for message in messages],
+        # Earlier texts of the user's messages: what edits replaced and what unsending erased
+        # (kept for the retention period, docs/record.md "Edit history").
+        "message_versions": [
+            {
+                "message_id": version.message_id,
+                "version": version.number,
+                "reason": version.reason,
+                "body": version.body,
+                "written_at": version.written_at.isoformat(),
+                "replaced_at": version.edited_at.isoformat(),
+            }
+            for version in MessageVersion.objects.filter(message__sender=user).order_by(
+                "message_id", "number"
+            )
+        ],
     }
 
 

@@ -18,7 +18,7 @@ from audit import actions as audited
 from audit import services as audit
 from audit.client import COMMAND, SYSTEM, Client
 from core.errors import NotFound
-from messaging.models import Attachment, Conversation, Message, MessageCiphertext
+from messaging.models import Attachment, Conversation, Message, MessageCiphertext, MessageVersion
 
 from .annotations import annotations_delete_for_messages
 from .attachments import attachments_delete_for_messages
@@ -56,10 +56,12 @@ def conversation_set_legal_hold(
 
 @dataclass(frozen=True)
 class RetentionCounts:
-    """Messages erased (tombstoned) and attachments deleted (files and rows)."""
+    """Messages erased (tombstoned), attachments deleted (files and rows) and kept texts
+    (``MessageVersion``: edit history, unsent texts) deleted."""
 
     messages: int = 0
     attachments: int = 0
+    versions: int = 0
 
 
 def _messages_due(cutoff: datetime) -> QuerySet[Message]:
@@ -77,6 +79,14 @@ def _attachments_due(cutoff: datetime) -> QuerySet[Attachment]:
         message__isnull=False,
         created_at__lt=cutoff,
         message__conversation__legal_hold=False,
+    )
+
+
+def _versions_due(cutoff: datetime) -> QuerySet[MessageVersion]:
+    """Kept texts of messages older than the cutoff (the message itself may be a tombstone
+    already: unsent, or erased by an earlier run) outside a legal hold."""
+    return MessageVersion.objects.filter(
+        message__created_at__lt=cutoff, message__conversation__legal_hold=False
     )
 
 
@@ -129,9 +139,12 @@ def _number_updates(messages: list[Message]) -> list[tuple[Message, int]]:
     return numbered
 
 
-def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: datetime) -> tuple[int, int]:
+def _tombstone_batch(
+    message_ids: list[int], conversation_ids: set[int], now: datetime
+) -> tuple[int, int, int]:
     """One transaction: erase these messages as ``message_delete`` does (body, ciphertexts,
-    files), each with its ``message.updated`` event. Returns (messages, attachments)."""
+    files, kept texts), each with its ``message.updated`` event. Returns (messages,
+    attachments, kept texts)."""
     with transaction.atomic():
         unheld = _lock_unheld(conversation_ids)
         messages = list(
@@ -145,16 +158,29 @@ def _tombstone_batch(message_ids: list[int], conversation_ids: set[int], now: da
             .order_by("conversation_id", "seq")
         )
         if not messages:
-            return 0, 0
+            return 0, 0, 0
         ids = [m.pk for m in messages]
         Message.objects.filter(pk__in=ids).update(body="", deleted_at=now)
         for message in messages:
             message.body, message.deleted_at = "", now
         MessageCiphertext.objects.filter(message_id__in=ids).delete()
+        versions, _ = MessageVersion.objects.filter(message_id__in=ids).delete()
         annotations_delete_for_messages(ids)
         files = attachments_delete_for_messages(ids, keep_rows=False)
         record_updates(_number_updates(messages))
-    return len(messages), files
+    return len(messages), files, versions
+
+
+def _purge_versions_batch(version_ids: list[int], conversation_ids: set[int]) -> int:
+    """One transaction: delete these kept texts, except those of a conversation placed under a
+    legal hold meanwhile (locked and re-read as the tombstone batches do). No event: members
+    never saw these rows change (the versions of a live message go with its tombstone)."""
+    with transaction.atomic():
+        unheld = _lock_unheld(conversation_ids)
+        deleted, _ = MessageVersion.objects.filter(
+            pk__in=version_ids, message__conversation_id__in=unheld
+        ).delete()
+    return deleted
 
 
 def _strip_attachments_batch(message_ids: set[int]) -> int:
@@ -184,6 +210,7 @@ def retention_due(*, now: datetime | None = None) -> RetentionCounts:
     now = now or timezone.now()
     message_cutoff, attachment_cutoff = _retention_cutoffs(now)
     messages = _messages_due(message_cutoff).count() if message_cutoff else 0
+    versions = _versions_due(message_cutoff).count() if message_cutoff else 0
     due = Q(pk__in=[])
     if message_cutoff is not None:
         due |= Q(message__in=_messages_due(message_cutoff))
@@ -194,7 +221,7 @@ def retention_due(*, now: datetime | None = None) -> RetentionCounts:
         if message_cutoff or attachment_cutoff
         else 0
     )
-    return RetentionCounts(messages=messages, attachments=attachments)
+    return RetentionCounts(messages=messages, attachments=attachments, versions=versions)
 
 
 def _retention_cutoffs(now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -212,23 +239,48 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
 
     Messages become tombstones as with ``message_delete`` (body and ciphertexts erased, kind
     and seq kept, files deleted) and members learn it through ``sync`` (``message.updated``);
-    older files go on their own (files and rows) when their retention is shorter. System
+    older files go on their own (files and rows) when their retention is shorter. The kept
+    texts of those messages (``MessageVersion``: edit history, unsent texts) go with them, also
+    those of messages unsent earlier (already tombstones). System
     messages (membership changes, no free text) stay. Batches of ``RETENTION_BATCH_SIZE``
     rows, one short transaction each; a second run finds nothing to do. The audit log is not
     touched (it is append-only, and kept)."""
     now = now or timezone.now()
     size = int(batch_size or settings.RETENTION_BATCH_SIZE)
     message_cutoff, attachment_cutoff = _retention_cutoffs(now)
-    messages = attachments = 0
+    messages = attachments = versions = 0
     if message_cutoff is not None:
         for rows in _keyset_batches(_messages_due(message_cutoff), size, "conversation_id"):
-            erased, files = _tombstone_batch([r[1] for r in rows], {r[2] for r in rows}, now)
+            erased, files, texts = _tombstone_batch([r[1] for r in rows], {r[2] for r in rows}, now)
             messages += erased
             attachments += files
+            versions += texts
+        versions += _purge_versions(message_cutoff, size)
     if attachment_cutoff is not None:
         for rows in _keyset_batches(_attachments_due(attachment_cutoff), size, "message_id"):
             attachments += _strip_attachments_batch({r[2] for r in rows})
-    if messages or attachments:
+    if messages or attachments or versions:
         audit.record(audited.RETENTION_PURGE, client=SYSTEM)
-        logger.info("retention erased %s messages and %s attachments", messages, attachments)
-    return RetentionCounts(messages=messages, attachments=attachments)
+        logger.info(
+            "retention erased %s messages, %s attachments and %s kept texts", messages, attachments, versions
+        )
+    return RetentionCounts(messages=messages, attachments=attachments, versions=versions)
+
+
+def _purge_versions(cutoff: datetime, size: int) -> int:
+    """The kept texts due (``_versions_due``), in keyset batches on their id."""
+    purged = 0
+    after = 0
+    while True:
+        rows = list(
+            _versions_due(cutoff)
+            .filter(pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", "message__conversation_id")[:size]
+        )
+        if not rows:
+            return purged
+        purged += _purge_versions_batch([r[0] for r in rows], {r[1] for r in rows})
+        if len(rows) < size:
+            return purged
+        after = rows[-1][0]

@@ -240,6 +240,10 @@ REST_WRITES: dict[str, Decision] = {
     "PUT /api/v1/consultations/{consultation_id}/rating/reply": NotApplicable(
         "the doctor's public reply (the rule restricts patients); nothing is sent to the patient"
     ),
+    "POST /api/v1/reports": NotApplicable(
+        "a report goes to the moderators, never to the user reported (a patient may report after "
+        "the consultation closed)"
+    ),
 }
 
 

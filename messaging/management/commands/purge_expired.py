@@ -8,7 +8,8 @@ from messaging import services
 
 class Command(BaseCommand):
     help = (
-        "Erase messages and files older than MESSAGE_RETENTION_DAYS / ATTACHMENT_RETENTION_DAYS "
+        "Erase messages and files older than MESSAGE_RETENTION_DAYS / ATTACHMENT_RETENTION_DAYS, "
+        "with the kept texts of those messages (edit history, unsent texts) "
         "(conversations under legal hold are skipped)."
     )
 
@@ -21,9 +22,13 @@ class Command(BaseCommand):
             due = services.retention_due()
             self.stdout.write(
                 f"dry run ({days}; 0 = kept): {due.messages} messages and {due.attachments} attachments due"
+                f" ({due.versions} kept texts: edit history, unsent messages)"
             )
             return
         done = services.retention_purge()
         self.stdout.write(
-            self.style.SUCCESS(f"erased {done.messages} messages and {done.attachments} attachments ({days})")
+            self.style.SUCCESS(
+                f"erased {done.messages} messages and {done.attachments} attachments ({days});"
+                f" {done.versions} kept texts"
+            )
         )

@@ -95,7 +95,8 @@ export type ErrorCode =
   | "payment_not_authorised"
   | "payment_not_captured"
   | "payment_provider_error"
-  | "payments_unavailable";
+  | "payments_unavailable"
+  | "sender_muted";
 /**
  * WebSocket close codes the server uses (see the document's description)
  *
@@ -243,6 +244,10 @@ export type Duration = number | null;
 export type Attachments = ServerAttachment[];
 export type ReplyTo1 = number | null;
 export type EditedAt = string | null;
+/**
+ * how many times the text was edited (0: never; its versions: GET /api/v1/messages/{id}/versions); 0 on a deleted message
+ */
+export type EditCount = number;
 export type Deleted = boolean;
 /**
  * system messages only: what changed (`event` and its fields)
@@ -513,25 +518,34 @@ export type Type54 = "message.unpinned";
 export type Event15 = number;
 export type Type55 = "message.updated";
 export type Id6 = number;
+export type Action = "warn" | "mute" | "deactivate";
+export type Text = string;
+/**
+ * mute: until when sending and editing are refused
+ */
+export type MutedUntil = string | null;
+export type CreatedAt2 = string;
+export type Type56 = "moderation.notice";
+export type Id7 = number;
 export type ConsultationId1 = number;
 export type DoctorId3 = number;
 export type State5 = "signed";
 export type SignedAt = string;
 export type SharedAt = string;
 export type AmendmentCount = number;
-export type Id7 = number;
+export type Id8 = number;
 export type Specialty = string;
 export type Kind2 = "chat" | "voice" | "video";
 export type State6 = "open" | "accepted" | "cancelled" | "expired";
-export type CreatedAt2 = string;
+export type CreatedAt3 = string;
 export type ExpiresAt1 = string;
 export type DoctorId4 = number | null;
 export type ConsultationId2 = number | null;
-export type Type56 = "on_demand.updated";
+export type Type57 = "on_demand.updated";
 export type Ref28 = string | null;
-export type Type57 = "pong";
-export type Type58 = "prescription.cancelled";
-export type Id8 = number;
+export type Type58 = "pong";
+export type Type59 = "prescription.cancelled";
+export type Id9 = number;
 export type Number = string;
 export type ConsultationId3 = number;
 export type PatientId2 = number;
@@ -539,19 +553,19 @@ export type DoctorId5 = number;
 export type Status = "issued" | "cancelled";
 export type IssuedAt = string;
 export type CancelledAt = string | null;
-export type Type59 = "prescription.issued";
+export type Type60 = "prescription.issued";
 export type UserId18 = number;
 export type Online = boolean;
 /**
  * ISO 8601 UTC, seconds, of the last disconnect
  */
 export type LastSeen = string | null;
-export type Type60 = "presence";
+export type Type61 = "presence";
 /**
  * the conversation's event-log number (see sync)
  */
 export type Event16 = number;
-export type Type61 = "reaction.added";
+export type Type62 = "reaction.added";
 export type ConversationId17 = number;
 export type MessageId7 = number;
 /**
@@ -571,13 +585,13 @@ export type Reactions2 = ServerReactionSummary[];
  * the conversation's event-log number (see sync)
  */
 export type Event17 = number;
-export type Type62 = "reaction.removed";
+export type Type63 = "reaction.removed";
 export type UserId20 = number;
 export type DeviceId3 = number | null;
 export type MinMs = number;
 export type MaxMs = number;
 export type Ref29 = string | null;
-export type Type63 = "ready";
+export type Type64 = "ready";
 export type ConversationId18 = number;
 export type UserId21 = number;
 export type DeliveredSeq1 = number | null;
@@ -586,31 +600,57 @@ export type ReadSeq1 = number | null;
  * the conversation's event-log number (see sync)
  */
 export type Event18 = number;
-export type Type64 = "receipt";
-export type Id9 = number;
-export type ConversationId19 = number;
+export type Type65 = "receipt";
+export type Id10 = number;
+export type Target = "message" | "user";
+export type MessageId8 = number | null;
+export type ConversationId19 = number | null;
+/**
+ * the user reported (a message's sender)
+ */
+export type UserId22 = number;
+export type Reason3 = "spam" | "abuse" | "harassment" | "inappropriate" | "privacy" | "other";
+export type Text1 = string;
+/**
+ * encrypted conversations: the text the reporter shared
+ */
+export type SharedText = string | null;
+/**
+ * true when shared_text is given: the server cannot check it
+ */
+export type Unverified = boolean;
+export type Status1 = "open" | "in_review" | "resolved";
+/**
+ * resolved: what the moderators did
+ */
+export type Outcome = ("warn" | "mute" | "deactivate" | "dismiss") | null;
+export type CreatedAt4 = string;
+export type ResolvedAt = string | null;
+export type Type66 = "report.updated";
+export type Id11 = number;
+export type ConversationId20 = number;
 export type ClientId2 = string;
 export type Body3 = string;
 export type SendAt = string;
 export type State7 = "pending" | "sent" | "failed" | "cancelled";
-export type MessageId8 = number | null;
+export type MessageId9 = number | null;
 export type FailureCode = string | null;
 export type ConsultationId4 = number | null;
-export type CreatedAt3 = string;
+export type CreatedAt5 = string;
 export type UpdatedAt = string;
-export type Type65 = "scheduled_message.updated";
+export type Type67 = "scheduled_message.updated";
 export type Cursor1 = string;
 export type More = boolean;
 export type Ref30 = string | null;
-export type Type66 = "sync.done";
-export type Reason3 = "live_events_interrupted";
-export type Type67 = "sync.required";
-export type ConversationId20 = number;
-export type UserId22 = number;
+export type Type68 = "sync.done";
+export type Reason4 = "live_events_interrupted";
+export type Type69 = "sync.required";
+export type ConversationId21 = number;
+export type UserId23 = number;
 export type Active1 = boolean;
-export type Type68 = "typing";
-export type Type69 = "visit_note.amended";
-export type Type70 = "visit_note.shared";
+export type Type70 = "typing";
+export type Type71 = "visit_note.amended";
+export type Type72 = "visit_note.shared";
 export type AppointmentId3 = number;
 export type PatientId3 = number;
 export type DisplayName = string;
@@ -621,8 +661,8 @@ export type EstimatedWaitSeconds1 = number;
 export type DoctorId6 = number;
 export type AsOf1 = string;
 export type Queue = ServerWaitingEntry[];
-export type Type71 = "waiting_room.position";
-export type Type72 = "waiting_room.updated";
+export type Type73 = "waiting_room.position";
+export type Type74 = "waiting_room.updated";
 /**
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
@@ -658,6 +698,7 @@ export type ServerFrame =
   | ServerMessagePinnedFrame
   | ServerMessageUnpinnedFrame
   | ServerMessageUpdatedFrame
+  | ServerModerationNoticeFrame
   | ServerOnDemandUpdatedFrame
   | ServerPongFrame
   | ServerPrescriptionCancelledFrame
@@ -667,6 +708,7 @@ export type ServerFrame =
   | ServerReactionRemovedFrame
   | ServerReadyFrame
   | ServerReceiptFrame
+  | ServerReportUpdatedFrame
   | ServerScheduledMessageUpdatedFrame
   | ServerSyncDoneFrame
   | ServerSyncRequiredFrame
@@ -824,8 +866,11 @@ export interface AsyncApiSchemas {
   ServerMessagePinnedFrame?: ServerMessagePinnedFrame;
   ServerMessageUnpinnedFrame?: ServerMessageUnpinnedFrame;
   ServerMessageUpdatedFrame?: ServerMessageUpdatedFrame;
+  ServerModerationNoticeData?: ServerModerationNoticeData;
+  ServerModerationNoticeFrame?: ServerModerationNoticeFrame;
   ServerNoteEvent?: ServerNoteEvent;
   ServerNoteEventData?: ServerNoteEventData;
+  ServerNoticeSummary?: ServerNoticeSummary;
   ServerOnDemandSummary?: ServerOnDemandSummary;
   ServerOnDemandUpdatedData?: ServerOnDemandUpdatedData;
   ServerOnDemandUpdatedFrame?: ServerOnDemandUpdatedFrame;
@@ -852,6 +897,9 @@ export interface AsyncApiSchemas {
   ServerReceiptFrame?: ServerReceiptFrame;
   ServerReconnect?: ServerReconnect;
   ServerRefreshAck?: ServerRefreshAck;
+  ServerReportSummary?: ServerReportSummary;
+  ServerReportUpdatedData?: ServerReportUpdatedData;
+  ServerReportUpdatedFrame?: ServerReportUpdatedFrame;
   ServerScheduledMessageSummary?: ServerScheduledMessageSummary;
   ServerScheduledMessageUpdatedData?: ServerScheduledMessageUpdatedData;
   ServerScheduledMessageUpdatedFrame?: ServerScheduledMessageUpdatedFrame;
@@ -1316,6 +1364,7 @@ export interface ServerMessage {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -1901,6 +1950,7 @@ export interface ServerMessage1 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -1969,6 +2019,7 @@ export interface ServerMessage2 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2009,6 +2060,7 @@ export interface ServerMessage3 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2050,6 +2102,7 @@ export interface ServerMessage4 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2092,6 +2145,7 @@ export interface ServerMessage5 {
   attachments: Attachments;
   reply_to: ReplyTo1;
   edited_at: EditedAt;
+  edit_count?: EditCount;
   deleted: Deleted;
   system?: System;
   ciphertext?: Ciphertext;
@@ -2161,13 +2215,43 @@ export interface ServerMessageUpdatedFrame {
   data: ServerMessageData;
 }
 /**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerModerationNoticeData".
+ */
+export interface ServerModerationNoticeData {
+  notice: ServerNoticeSummary;
+}
+/**
+ * What moderators did to the caller's account (``moderation.selectors.notice_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerNoticeSummary".
+ */
+export interface ServerNoticeSummary {
+  id: Id6;
+  action: Action;
+  text: Text;
+  muted_until: MutedUntil;
+  created_at: CreatedAt2;
+}
+/**
+ * A moderator warned or muted the caller.
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerModerationNoticeFrame".
+ */
+export interface ServerModerationNoticeFrame {
+  type: Type56;
+  data: ServerModerationNoticeData;
+}
+/**
  * A note as ``visit_note.*`` carries it (``services.note_event_data``).
  *
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerNoteEvent".
  */
 export interface ServerNoteEvent {
-  id: Id6;
+  id: Id7;
   consultation_id: ConsultationId1;
   doctor_id: DoctorId3;
   state: State5;
@@ -2190,11 +2274,11 @@ export interface ServerNoteEventData {
  * via the `definition` "ServerOnDemandSummary".
  */
 export interface ServerOnDemandSummary {
-  id: Id7;
+  id: Id8;
   specialty: Specialty;
   kind: Kind2;
   state: State6;
-  created_at: CreatedAt2;
+  created_at: CreatedAt3;
   expires_at: ExpiresAt1;
   doctor_id: DoctorId4;
   consultation_id: ConsultationId2;
@@ -2214,7 +2298,7 @@ export interface ServerOnDemandUpdatedData {
  * via the `definition` "ServerOnDemandUpdatedFrame".
  */
 export interface ServerOnDemandUpdatedFrame {
-  type: Type56;
+  type: Type57;
   data: ServerOnDemandUpdatedData;
 }
 /**
@@ -2223,7 +2307,7 @@ export interface ServerOnDemandUpdatedFrame {
  */
 export interface ServerPongFrame {
   ref?: Ref28;
-  type: Type57;
+  type: Type58;
   data: ServerEmptyData;
 }
 /**
@@ -2233,7 +2317,7 @@ export interface ServerPongFrame {
  * via the `definition` "ServerPrescriptionCancelledFrame".
  */
 export interface ServerPrescriptionCancelledFrame {
-  type: Type58;
+  type: Type59;
   data: ServerPrescriptionEventData;
 }
 /**
@@ -2250,7 +2334,7 @@ export interface ServerPrescriptionEventData {
  * via the `definition` "ServerPrescriptionEvent".
  */
 export interface ServerPrescriptionEvent {
-  id: Id8;
+  id: Id9;
   number: Number;
   consultation_id: ConsultationId3;
   patient_id: PatientId2;
@@ -2266,7 +2350,7 @@ export interface ServerPrescriptionEvent {
  * via the `definition` "ServerPrescriptionIssuedFrame".
  */
 export interface ServerPrescriptionIssuedFrame {
-  type: Type59;
+  type: Type60;
   data: ServerPrescriptionEventData;
 }
 /**
@@ -2283,7 +2367,7 @@ export interface ServerPresenceData {
  * via the `definition` "ServerPresenceFrame".
  */
 export interface ServerPresenceFrame {
-  type: Type60;
+  type: Type61;
   data: ServerPresenceData;
 }
 /**
@@ -2292,7 +2376,7 @@ export interface ServerPresenceFrame {
  */
 export interface ServerReactionAddedFrame {
   event: Event16;
-  type: Type61;
+  type: Type62;
   data: ServerReactionEventData;
 }
 /**
@@ -2313,7 +2397,7 @@ export interface ServerReactionEventData {
  */
 export interface ServerReactionRemovedFrame {
   event: Event17;
-  type: Type62;
+  type: Type63;
   data: ServerReactionEventData;
 }
 /**
@@ -2341,7 +2425,7 @@ export interface ServerReconnect {
  */
 export interface ServerReadyFrame {
   ref?: Ref29;
-  type: Type63;
+  type: Type64;
   data: ServerReadyData;
 }
 /**
@@ -2360,8 +2444,46 @@ export interface ServerReceiptData {
  */
 export interface ServerReceiptFrame {
   event: Event18;
-  type: Type64;
+  type: Type65;
   data: ServerReceiptData;
+}
+/**
+ * A report as its reporter sees it (``moderation.selectors.report_data``).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportSummary".
+ */
+export interface ServerReportSummary {
+  id: Id10;
+  target: Target;
+  message_id: MessageId8;
+  conversation_id: ConversationId19;
+  user_id: UserId22;
+  reason: Reason3;
+  text: Text1;
+  shared_text: SharedText;
+  unverified: Unverified;
+  status: Status1;
+  outcome: Outcome;
+  created_at: CreatedAt4;
+  resolved_at: ResolvedAt;
+}
+/**
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportUpdatedData".
+ */
+export interface ServerReportUpdatedData {
+  report: ServerReportSummary;
+}
+/**
+ * One of the caller's reports changed status (taken in review, or resolved with its outcome).
+ *
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "ServerReportUpdatedFrame".
+ */
+export interface ServerReportUpdatedFrame {
+  type: Type66;
+  data: ServerReportUpdatedData;
 }
 /**
  * A scheduled message as its author sees it (``scheduled.selectors.scheduled_data``).
@@ -2370,16 +2492,16 @@ export interface ServerReceiptFrame {
  * via the `definition` "ServerScheduledMessageSummary".
  */
 export interface ServerScheduledMessageSummary {
-  id: Id9;
-  conversation_id: ConversationId19;
+  id: Id11;
+  conversation_id: ConversationId20;
   client_id: ClientId2;
   body: Body3;
   send_at: SendAt;
   state: State7;
-  message_id: MessageId8;
+  message_id: MessageId9;
   failure_code: FailureCode;
   consultation_id: ConsultationId4;
-  created_at: CreatedAt3;
+  created_at: CreatedAt5;
   updated_at: UpdatedAt;
 }
 /**
@@ -2397,7 +2519,7 @@ export interface ServerScheduledMessageUpdatedData {
  * via the `definition` "ServerScheduledMessageUpdatedFrame".
  */
 export interface ServerScheduledMessageUpdatedFrame {
-  type: Type65;
+  type: Type67;
   data: ServerScheduledMessageUpdatedData;
 }
 /**
@@ -2416,7 +2538,7 @@ export interface ServerSyncDoneData {
  */
 export interface ServerSyncDoneFrame {
   ref?: Ref30;
-  type: Type66;
+  type: Type68;
   data: ServerSyncDoneData;
 }
 /**
@@ -2424,7 +2546,7 @@ export interface ServerSyncDoneFrame {
  * via the `definition` "ServerSyncRequiredData".
  */
 export interface ServerSyncRequiredData {
-  reason: Reason3;
+  reason: Reason4;
 }
 /**
  * The live path was interrupted: ``sync`` from the stored cursor.
@@ -2433,7 +2555,7 @@ export interface ServerSyncRequiredData {
  * via the `definition` "ServerSyncRequiredFrame".
  */
 export interface ServerSyncRequiredFrame {
-  type: Type67;
+  type: Type69;
   data: ServerSyncRequiredData;
 }
 /**
@@ -2441,8 +2563,8 @@ export interface ServerSyncRequiredFrame {
  * via the `definition` "ServerTypingData".
  */
 export interface ServerTypingData {
-  conversation_id: ConversationId20;
-  user_id: UserId22;
+  conversation_id: ConversationId21;
+  user_id: UserId23;
   active: Active1;
 }
 /**
@@ -2450,7 +2572,7 @@ export interface ServerTypingData {
  * via the `definition` "ServerTypingFrame".
  */
 export interface ServerTypingFrame {
-  type: Type68;
+  type: Type70;
   data: ServerTypingData;
 }
 /**
@@ -2460,7 +2582,7 @@ export interface ServerTypingFrame {
  * via the `definition` "ServerVisitNoteAmendedFrame".
  */
 export interface ServerVisitNoteAmendedFrame {
-  type: Type69;
+  type: Type71;
   data: ServerNoteEventData;
 }
 /**
@@ -2470,7 +2592,7 @@ export interface ServerVisitNoteAmendedFrame {
  * via the `definition` "ServerVisitNoteSharedFrame".
  */
 export interface ServerVisitNoteSharedFrame {
-  type: Type70;
+  type: Type72;
   data: ServerNoteEventData;
 }
 /**
@@ -2504,7 +2626,7 @@ export interface ServerWaitingRoomData {
  * via the `definition` "ServerWaitingRoomPositionFrame".
  */
 export interface ServerWaitingRoomPositionFrame {
-  type: Type71;
+  type: Type73;
   data: ServerWaitingPosition;
 }
 /**
@@ -2515,6 +2637,6 @@ export interface ServerWaitingRoomPositionFrame {
  * via the `definition` "ServerWaitingRoomUpdatedFrame".
  */
 export interface ServerWaitingRoomUpdatedFrame {
-  type: Type72;
+  type: Type74;
   data: ServerWaitingRoomData;
 }

@@ -1150,6 +1150,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/messages/{message_id}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a message's versions (edit history)
+         * @description The edit history of one message: its texts with their times (members who may read it).
+         */
+        get: operations["messages_versions_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/moderation/notices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the moderators' notices to me (newest first) */
+        get: operations["moderation_notices_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notes/{note_id}": {
         parameters: {
             query?: never;
@@ -1431,6 +1468,41 @@ export interface paths {
          *     credential; throttled per client address.
          */
         get: operations["prescriptions_verify_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the reports I filed (newest first) */
+        get: operations["reports_list"];
+        put?: never;
+        /** Report a message or a user (a repeat answers the first report, 200) */
+        post: operations["reports_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/{report_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read one of my reports */
+        get: operations["reports_retrieve"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2283,6 +2355,8 @@ export interface components {
             reply_to: number | null;
             /** Format: date-time */
             edited_at: string | null;
+            /** @description how many times the text was edited (its versions: GET /api/v1/messages/{id}/versions); 0 on a deleted message */
+            edit_count: number;
             deleted: boolean;
             system?: {
                 [key: string]: unknown;
@@ -2292,6 +2366,38 @@ export interface components {
             /** @description end-to-end encrypted conversations only: this device's ciphertext (base64) */
             ciphertext?: string | null;
         };
+        MessageVersionOut: {
+            /** @description 1: the original text; the current one is edit_count + 1 */
+            version: number;
+            body: string;
+            /**
+             * Format: date-time
+             * @description when this text became the message's
+             */
+            written_at: string;
+            /**
+             * Format: date-time
+             * @description when an edit replaced it; null: current
+             */
+            replaced_at: string | null;
+            current: boolean;
+        };
+        MessageVersionsOut: {
+            message_id: number;
+            conversation_id: number;
+            edit_count: number;
+            /** @description a deleted message shows no versions (its tombstone only) */
+            deleted: boolean;
+            /** @description oldest first, the current text last */
+            versions: components["schemas"]["MessageVersionOut"][];
+        };
+        /**
+         * @description * `warn` - Warning
+         *     * `mute` - Muted
+         *     * `deactivate` - Deactivated
+         * @enum {string}
+         */
+        ModerationNoticeActionEnum: "warn" | "mute" | "deactivate";
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -2376,6 +2482,18 @@ export interface components {
              * @default false
              */
             share: boolean;
+        };
+        NoticeOut: {
+            id: number;
+            action: components["schemas"]["ModerationNoticeActionEnum"];
+            text: string;
+            /**
+             * Format: date-time
+             * @description mute: until when sending is refused
+             */
+            muted_until: string | null;
+            /** Format: date-time */
+            created_at: string;
         };
         /** @enum {unknown} */
         NullEnum: null;
@@ -2531,6 +2649,19 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["MentionOut"][];
         };
+        PaginatedNoticeOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["NoticeOut"][];
+        };
         PaginatedPrescriptionOutList: {
             /**
              * Format: uri
@@ -2556,6 +2687,19 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["PublicReviewOut"][];
+        };
+        PaginatedReportOutList: {
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cD00ODY%3D"
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?cursor=cj0xJnA9NDg3
+             */
+            previous?: string | null;
+            results: components["schemas"]["ReportOut"][];
         };
         PaginatedScheduledOutList: {
             /**
@@ -2831,6 +2975,102 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
+        /**
+         * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
+         *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
+         */
+        ReportCreateInputRequest: {
+            /**
+             * @description message or user
+             *
+             *     * `message` - Message
+             *     * `user` - User
+             */
+            target: components["schemas"]["ReportTargetEnum"];
+            /**
+             * Format: int64
+             * @description target message: the message reported
+             */
+            message_id?: number;
+            /**
+             * Format: int64
+             * @description target user: the user reported
+             */
+            user_id?: number;
+            /**
+             * @description spam, abuse, harassment, inappropriate, privacy, other
+             *
+             *     * `spam` - Spam
+             *     * `abuse` - Abuse
+             *     * `harassment` - Harassment
+             *     * `inappropriate` - Inappropriate content
+             *     * `privacy` - Privacy violation
+             *     * `other` - Other
+             */
+            reason: components["schemas"]["ReportReasonEnum"];
+            /** @description free text */
+            text?: string;
+            /** @description end-to-end encrypted conversations only: the decrypted text the reporter chooses to share (stored marked unverified) */
+            shared_text?: string;
+        };
+        ReportOut: {
+            id: number;
+            target: components["schemas"]["ReportTargetEnum"];
+            message_id: number | null;
+            conversation_id: number | null;
+            /** @description the user reported (a message's sender) */
+            user_id: number;
+            reason: components["schemas"]["ReportReasonEnum"];
+            text: string;
+            shared_text: string | null;
+            /** @description true when shared_text is given: the server cannot check it */
+            unverified: boolean;
+            status: components["schemas"]["ReportStatusEnum"];
+            /**
+             * @description resolved: what the moderators did
+             *
+             *     * `warn` - Warn
+             *     * `mute` - Mute
+             *     * `deactivate` - Deactivate
+             *     * `dismiss` - Dismiss
+             */
+            outcome: (components["schemas"]["ReportOutcomeEnum"] | components["schemas"]["NullEnum"]) | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            resolved_at: string | null;
+        };
+        /**
+         * @description * `warn` - Warn
+         *     * `mute` - Mute
+         *     * `deactivate` - Deactivate
+         *     * `dismiss` - Dismiss
+         * @enum {string}
+         */
+        ReportOutcomeEnum: "warn" | "mute" | "deactivate" | "dismiss";
+        /**
+         * @description * `spam` - Spam
+         *     * `abuse` - Abuse
+         *     * `harassment` - Harassment
+         *     * `inappropriate` - Inappropriate content
+         *     * `privacy` - Privacy violation
+         *     * `other` - Other
+         * @enum {string}
+         */
+        ReportReasonEnum: "spam" | "abuse" | "harassment" | "inappropriate" | "privacy" | "other";
+        /**
+         * @description * `open` - Open
+         *     * `in_review` - In review
+         *     * `resolved` - Resolved
+         * @enum {string}
+         */
+        ReportStatusEnum: "open" | "in_review" | "resolved";
+        /**
+         * @description * `message` - Message
+         *     * `user` - User
+         * @enum {string}
+         */
+        ReportTargetEnum: "message" | "user";
         /**
          * @description Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
@@ -8384,6 +8624,7 @@ export interface operations {
                      *           ],
                      *           "reply_to": 1,
                      *           "edited_at": "2026-01-05T09:30:00Z",
+                     *           "edit_count": 1,
                      *           "deleted": true,
                      *           "system": {},
                      *           "mentions": [
@@ -11428,6 +11669,7 @@ export interface operations {
                      *             ],
                      *             "reply_to": 1,
                      *             "edited_at": "2026-01-05T09:30:00Z",
+                     *             "edit_count": 1,
                      *             "deleted": true,
                      *             "system": {},
                      *             "mentions": [
@@ -11943,6 +12185,132 @@ export interface operations {
                     };
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    messages_versions_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                message_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "message_id": 1,
+                     *       "conversation_id": 1,
+                     *       "edit_count": 1,
+                     *       "deleted": true,
+                     *       "versions": [
+                     *         {
+                     *           "version": 1,
+                     *           "body": "string",
+                     *           "written_at": "2026-01-05T09:30:00Z",
+                     *           "replaced_at": "2026-01-05T09:30:00Z",
+                     *           "current": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["MessageVersionsOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `message_not_found`, `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "message_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "message_not_found" | "not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    moderation_notices_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "action": "warn",
+                     *           "text": "string",
+                     *           "muted_until": "2026-01-05T09:30:00Z",
+                     *           "created_at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedNoticeOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
             /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
@@ -14046,6 +14414,272 @@ export interface operations {
             };
         };
     };
+    reports_list: {
+        parameters: {
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "target": "message",
+                     *           "message_id": 1,
+                     *           "conversation_id": 1,
+                     *           "user_id": 1,
+                     *           "reason": "spam",
+                     *           "text": "string",
+                     *           "shared_text": "string",
+                     *           "unverified": true,
+                     *           "status": "open",
+                     *           "outcome": "warn",
+                     *           "created_at": "2026-01-05T09:30:00Z",
+                     *           "resolved_at": "2026-01-05T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["PaginatedReportOutList"];
+                };
+            };
+            400: components["responses"]["InvalidQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    reports_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "target": "message",
+                 *       "message_id": 1,
+                 *       "user_id": 1,
+                 *       "reason": "spam",
+                 *       "text": "string",
+                 *       "shared_text": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ReportCreateInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "target": "message",
+                     *       "message_id": 1,
+                     *       "conversation_id": 1,
+                     *       "user_id": 1,
+                     *       "reason": "spam",
+                     *       "text": "string",
+                     *       "shared_text": "string",
+                     *       "unverified": true,
+                     *       "status": "open",
+                     *       "outcome": "warn",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "resolved_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReportOut"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "target": "message",
+                     *       "message_id": 1,
+                     *       "conversation_id": 1,
+                     *       "user_id": 1,
+                     *       "reason": "spam",
+                     *       "text": "string",
+                     *       "shared_text": "string",
+                     *       "unverified": true,
+                     *       "status": "open",
+                     *       "outcome": "warn",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "resolved_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReportOut"];
+                };
+            };
+            /** @description Bad Request: `cannot_report_self`, `invalid`, `invalid_reason`, `invalid_report_target`, `message_not_reportable`, `null`, `parse_error`, `report_text_too_long`, `shared_text_not_allowed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "cannot_report_self",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "cannot_report_self" | "invalid" | "invalid_reason" | "invalid_report_target" | "message_not_reportable" | "null" | "parse_error" | "report_text_too_long" | "shared_text_not_allowed";
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `message_not_found`, `user_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "message_not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "message_not_found" | "user_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    reports_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                report_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "target": "message",
+                     *       "message_id": 1,
+                     *       "conversation_id": 1,
+                     *       "user_id": 1,
+                     *       "reason": "spam",
+                     *       "text": "string",
+                     *       "shared_text": "string",
+                     *       "unverified": true,
+                     *       "status": "open",
+                     *       "outcome": "warn",
+                     *       "created_at": "2026-01-05T09:30:00Z",
+                     *       "resolved_at": "2026-01-05T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReportOut"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["NotRegistered"];
+            /** @description Not Found: `not_found`, `report_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "…"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found" | "report_not_found";
+                        };
+                    };
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+            /** @description Error (any other 4xx or 5xx): `{"error": {"code", "message", "fields"?}}` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     schedule_retrieve: {
         parameters: {
             query?: never;
@@ -14813,6 +15447,7 @@ export interface operations {
                      *             ],
                      *             "reply_to": 1,
                      *             "edited_at": "2026-01-05T09:30:00Z",
+                     *             "edit_count": 1,
                      *             "deleted": true,
                      *             "system": {},
                      *             "mentions": [
