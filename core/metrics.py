@@ -151,6 +151,7 @@ class Bucketed:
 
 
 _children: dict[tuple[Any, str | None], Any] = {}
+running_loop = asyncio.get_running_loop
 
 
 def child(metric: Any, label: str | None = None) -> Any:
@@ -193,35 +194,37 @@ class LoopTally:
             self.flush()  # what an ended loop's timer never applied
             self.loop = loop
 
-    def here(self) -> bool:
-        """Whether the caller runs on the tally's loop (then the timer to flush is set)."""
+    # ``count`` and ``observe`` run several times per message: the loop check is written out in
+    # each (no helper call), and the flush timer is set by the first update after a flush.
+    def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        if loop is not self.loop:
-            return False
+            loop: asyncio.AbstractEventLoop | None = running_loop()
+        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
+            loop = None
+        if loop is None or loop is not self.loop:
+            child(metric, label).inc(amount)
+            return
         if self.timer is None:
             self.timer = loop.call_later(self.INTERVAL, self.flush)
-        return True
-
-    def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
-        if self.here():
-            key = (metric, label)
-            self.counts[key] = self.counts.get(key, 0) + amount
-        else:
-            child(metric, label).inc(amount)
+        key = (metric, label)
+        self.counts[key] = self.counts.get(key, 0) + amount
 
     def observe(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
-        if self.here():
-            key = (metric, label)
-            pending = self.observed.get(key)
-            if pending is None:
-                pending = self.observed[key] = Bucketed(metric.upper_bounds)
-            pending.counts[bisect_left(pending.bounds, value)] += 1
-            pending.total += value
-        else:
+        try:
+            loop: asyncio.AbstractEventLoop | None = running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is not self.loop:
             child(metric, label).observe(value)
+            return
+        if self.timer is None:
+            self.timer = loop.call_later(self.INTERVAL, self.flush)
+        key = (metric, label)
+        pending = self.observed.get(key)
+        if pending is None:
+            pending = self.observed[key] = Bucketed(metric.upper_bounds)
+        pending.counts[bisect_left(pending.bounds, value)] += 1
+        pending.total += value
 
     def flush(self) -> None:
         self.timer = None  # the next update on the loop sets the next one
