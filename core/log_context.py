@@ -28,6 +28,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from pythonjsonlogger.json import JsonFormatter as JsonLogFormatter
+
+from core.logs import scrub_traceback
 
 logger = logging.getLogger("healthchat.request")
 
@@ -106,6 +109,17 @@ class PlainFormatter(logging.Formatter):
         line = super().format(record)
         fields = " ".join(f"{name}={getattr(record, name)}" for name in FIELDS if hasattr(record, name))
         return f"{line} [{fields}]" if fields else line
+
+
+class JsonFormatter(JsonLogFormatter):
+    """python-json-logger's formatter with the traceback scrubbed (``core.logs.scrub_traceback``):
+    it formats a record's ``exc_info`` anew instead of reusing the ``exc_text`` the redacting
+    record factory made, so an exception's message (a URL with a token, a phone number, the text
+    a socket handler was given) would otherwise reach the JSON line as it is."""
+
+    def formatException(self, ei: Any) -> str:
+        formatted = super().formatException(ei)  # a list of lines with ``exc_info_as_array`` (unused)
+        return scrub_traceback(formatted if isinstance(formatted, str) else "\n".join(formatted))
 
 
 JSON_FORMAT = "%(levelname)s %(name)s %(message)s"
@@ -210,7 +224,7 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
     formatter: dict[str, Any]
     if log_format == "json":
         formatter = {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "core.log_context.JsonFormatter",
             "fmt": JSON_FORMAT,
             "rename_fields": JSON_RENAME,
             "timestamp": True,  # ISO 8601, UTC, milliseconds

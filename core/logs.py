@@ -14,7 +14,9 @@ What is replaced by ``[redacted]``:
 - anything shaped like a JWT or a Django signed value (base64 JSON ``eyJ...`` followed by
   ``.`` or ``:`` segments, the colon possibly percent-encoded), wherever it appears;
 - the credential after ``Bearer``, the value of a ``Cookie:``/``Set-Cookie:`` header line;
-- Stripe secret and restricted keys, webhook secrets and PaymentIntent client secrets.
+- Stripe secret and restricted keys, webhook secrets and PaymentIntent client secrets;
+- while ``hiding(strings)`` is on (a socket frame's handler failed: the client's strings, such as
+  a message's text, that the error's message may quote), each of those strings.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote
 
@@ -71,9 +75,72 @@ def _parameter(match: re.Match[str]) -> str:
     return match[0]
 
 
+# Strings shorter than this are not hidden: replacing "ok" everywhere would garble the line
+# and protect nothing.
+HIDDEN_MIN_LENGTH = 4
+_hidden: ContextVar[tuple[str, ...]] = ContextVar("healthchat_hidden_strings", default=())
+
+
+@contextmanager
+def hiding(strings: Iterable[str]) -> Iterator[None]:
+    """While in this block (this task or thread), ``redact`` also replaces each of ``strings``
+    (the longest first), so a record or an error report made here does not quote them: a socket
+    handler's failure is logged, and reported to Sentry, inside ``hiding`` its frame's strings."""
+    kept = sorted({s for s in strings if len(s) >= HIDDEN_MIN_LENGTH}, key=len, reverse=True)
+    token = _hidden.set((*_hidden.get(), *kept))
+    try:
+        yield
+    finally:
+        _hidden.reset(token)
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in ``value`` (a parsed frame's data: a model, dicts, lists), keys excluded."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from strings_in(item)
+    elif hasattr(value, "model_dump"):  # a pydantic model (a frame's data)
+        yield from strings_in(value.model_dump())
+
+
+FILTERED = "[filtered]"
+_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{32,}={0,2}")
+_FILE_NAME = re.compile(
+    r"[\w.() -]*\.(?:jpe?g|png|gif|webp|heic|pdf|mp4|mov|m4a|mp3|ogg|wav|docx?|xlsx?|txt|zip)\b", re.I
+)
+
+
+def scrub_text(text: str) -> str:
+    """``redact``, then personal data shapes: long base64 runs (ciphertexts, keys), file names
+    and phone numbers become ``[filtered]`` (every string of a Sentry event: core/sentry.py)."""
+    text = redact(text)
+    text = _BASE64.sub(FILTERED, text)
+    text = _FILE_NAME.sub(FILTERED, text)
+    return _PHONE.sub(FILTERED, text)
+
+
+def scrub_traceback(text: str) -> str:
+    """A formatted traceback for a log line: ``redact`` on every line, and ``scrub_text`` on
+    every line but the ``File "...", line N`` ones (an exception's message may quote a phone
+    number or a file name; a source path is neither, and must stay readable)."""
+    return "\n".join(
+        redact(line) if line.lstrip().startswith('File "') else scrub_text(line) for line in text.split("\n")
+    )
+
+
 def redact(text: str) -> str:
-    """``text`` with every credential it holds replaced by ``[redacted]``. Each pattern runs
-    only when a plain substring test says it could match (most log lines pass untouched)."""
+    """``text`` with every credential it holds replaced by ``[redacted]`` (and the strings of an
+    enclosing ``hiding``). Each pattern runs only when a plain substring test says it could match
+    (most log lines pass untouched)."""
+    for hidden in _hidden.get():
+        if hidden in text:
+            text = text.replace(hidden, REDACTED)
     lowered = text.lower()
     if "cookie" in lowered:
         text = _COOKIE.sub(rf"\1{REDACTED}", text)
@@ -104,8 +171,9 @@ def redact_record(record: logging.LogRecord) -> None:
     elif record.args:
         record.args = tuple(_redact_value(value) for value in record.args)
     if record.exc_info and not record.exc_text:
-        # Formatters reuse ``exc_text`` when it is set: exception messages can hold URLs too.
-        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        # Formatters reuse ``exc_text`` when it is set: exception messages can hold URLs too,
+        # and the data an error quotes (a phone number, a file name).
+        record.exc_text = scrub_traceback(logging.Formatter().formatException(record.exc_info))
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
 

@@ -9,7 +9,13 @@ signals (``connect_celery``), push delivery and the payments webhook.
 Label values are bounded: frame types and error codes the server registered (a client's text
 never becomes a label: an unparsed frame is not labelled by its ``type``), URL route templates
 (never a path), task names, fixed outcome words. No user, phone, conversation id or text.
-``tests/test_metrics.py`` checks every label value against an allow-list.
+``tests/metrics_labels.py`` is the allow-list every label value of a scrape is checked against.
+
+The hot path (the socket consumer, the send batches, publications: several updates per message)
+updates plain process-local counts on the server's event loop, applied to these metrics once a
+second (``LoopTally``; histograms counted per bucket, ``BatchedHistogram``): no lock, label
+lookup or file write per call. Every observation counts (nothing is sampled); the figures lag
+by up to a second.
 
 Multi-process: with ``PROMETHEUS_MULTIPROC_DIR`` set (a writable, emptied-at-start directory,
 shared by the uvicorn workers or the Celery pool), prometheus-client keeps the values in files
@@ -26,6 +32,7 @@ import hmac
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +49,27 @@ from prometheus_client import (
     multiprocess,
 )
 
+
+class BatchedHistogram(Histogram):
+    """A histogram that also takes observations already counted per bucket (``LoopTally``):
+    one locked update per bucket that was hit (in multi-process mode one file write each),
+    however many observations they hold. The same series as ``Histogram``."""
+
+    @property
+    def upper_bounds(self) -> list[float]:
+        """The buckets' upper bounds, ``+Inf`` last (a value goes in the first bound >= it)."""
+        return self._upper_bounds
+
+    def observe_bucketed(self, counts: list[int], total: float) -> None:
+        """Add ``counts[i]`` observations to bucket ``i`` (``upper_bounds`` order) and ``total``
+        to the sum: as ``observe`` called once per value, each value in its bucket."""
+        self._raise_if_not_observable()
+        self._sum.inc(total)
+        for bucket, count in zip(self._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -54,22 +82,22 @@ SOCKET_DISCONNECTS = Counter(
 FRAMES_IN = Counter("healthchat_frames_in", "Parsed client frames by type (refused ones too).", ["type"])
 FRAMES_OUT = Counter("healthchat_frames_out", "Server frames sent by type.", ["type"])
 ERRORS = Counter("healthchat_errors", "Error replies (socket and REST) by code.", ["code"])
-FRAME_SECONDS = Histogram(
+FRAME_SECONDS = BatchedHistogram(
     "healthchat_frame_seconds",
     "A client frame until its reply (message.send: frame to ack).",
     ["type"],
     buckets=LATENCY_BUCKETS,
 )
-DELIVERY_SECONDS = Histogram(
+DELIVERY_SECONDS = BatchedHistogram(
     "healthchat_delivery_seconds",
     "An event's publication after its commit until it is sent on a recipient's socket.",
     buckets=LATENCY_BUCKETS,
 )
 # --- Batches, channel layer, presence, sync ---------------------------------------------------
-BATCH_SIZE = Histogram(
+BATCH_SIZE = BatchedHistogram(
     "healthchat_batch_size", "Items per batch, per batcher.", ["batcher"], buckets=SIZE_BUCKETS
 )
-BATCH_SECONDS = Histogram(
+BATCH_SECONDS = BatchedHistogram(
     "healthchat_batch_seconds", "Time to run one batch (its database work), per batcher.", ["batcher"],
     buckets=LATENCY_BUCKETS,
 )  # fmt: skip
@@ -111,45 +139,101 @@ WEBHOOK_OUTCOMES = ("processed", "duplicate", "refused")
 SENT_AT_HEADER = "hc_sent_at"  # Celery message header: publication time (queue lag)
 
 
-def _child(metric: Any, cache: dict[Any, Any], *labels: str) -> Any:
-    child = cache.get(labels)
-    if child is None:
-        child = cache[labels] = metric.labels(*labels)
-    return child
+class Bucketed:
+    """Observations of one histogram series not yet applied: a count per bucket and the sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
 
 
-_frames_in: dict[Any, Any] = {}
-_frames_out: dict[Any, Any] = {}
-_frame_seconds: dict[Any, Any] = {}
-_errors: dict[Any, Any] = {}
+_children: dict[tuple[Any, str | None], Any] = {}
+running_loop = asyncio.get_running_loop
+
+
+def child(metric: Any, label: str | None = None) -> Any:
+    """The metric's series for ``label`` (the metric itself when it has no label), looked up
+    once: ``labels()`` takes a lock and checks its arguments on every call."""
+    key = (metric, label)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric if label is None else metric.labels(label)
+    return found
 
 
 class LoopTally:
-    """Counts made on the event loop (frames in and out: several per message) are added up in
-    a plain dict and applied to their counters once a second by a loop timer: one dict update
-    per frame on the hot path instead of a locked counter update (and, in multi-process mode,
-    a file write). Only the event loop's thread counts here; the figures lag by up to a second."""
+    """Metric updates made on the server's event loop, several per message (frames in and out,
+    frame→ack, commit→delivery, each send batch's size and times, publications), are added up in
+    plain dicts (a histogram's per bucket, found by bisection) and applied to the metrics once a
+    second by a loop timer: a dict update per call on the hot path instead of a ``labels()``
+    lookup and locked value updates (in multi-process mode a file write per value). The loop is
+    uvicorn's: the one the first socket opened on (``socket_opened`` binds it). Updates from any
+    other thread or loop (the writer threads, Celery, commands, tests' own loops) are applied at
+    once. The figures on /metrics lag by up to a second; a process that exits loses at most its
+    last second."""
 
     INTERVAL = 1.0
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[Any, str], int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.counts: dict[tuple[Any, str | None], int] = {}
+        self.observed: dict[tuple[BatchedHistogram, str | None], Bucketed] = {}
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, metric: Any, label: str) -> None:
-        key = (metric, label)
-        self.counts[key] = self.counts.get(key, 0) + 1
+    def bind(self) -> None:
+        """Tally on the running loop from now on (unless one already runs it): the first socket's
+        loop is the server's; a loop that ended (one test's, then the next's) is replaced."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.loop is None or (loop is not self.loop and self.loop.is_closed()):
+            self.flush()  # what an ended loop's timer never applied
+            self.loop = loop
+
+    # ``count`` and ``observe`` run several times per message: the loop check is written out in
+    # each (no helper call), and the flush timer is set by the first update after a flush.
+    def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = running_loop()
+        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
+            loop = None
+        if loop is None or loop is not self.loop:
+            child(metric, label).inc(amount)
+            return
         if self.timer is None:
-            try:
-                self.timer = asyncio.get_running_loop().call_later(self.INTERVAL, self.flush)
-            except RuntimeError:  # no loop in this thread: count now
-                self.flush()
+            self.timer = loop.call_later(self.INTERVAL, self.flush)
+        key = (metric, label)
+        self.counts[key] = self.counts.get(key, 0) + amount
+
+    def observe(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is not self.loop:
+            child(metric, label).observe(value)
+            return
+        if self.timer is None:
+            self.timer = loop.call_later(self.INTERVAL, self.flush)
+        key = (metric, label)
+        pending = self.observed.get(key)
+        if pending is None:
+            pending = self.observed[key] = Bucketed(metric.upper_bounds)
+        pending.counts[bisect_left(pending.bounds, value)] += 1
+        pending.total += value
 
     def flush(self) -> None:
-        self.timer = None
+        self.timer = None  # the next update on the loop sets the next one
         counts, self.counts = self.counts, {}
-        for (metric, label), count in counts.items():
-            _child(metric, _frames_in if metric is FRAMES_IN else _frames_out, label).inc(count)
+        observed, self.observed = self.observed, {}
+        for (counter, label), amount in counts.items():
+            child(counter, label).inc(amount)
+        for (histogram, label), pending in observed.items():
+            child(histogram, label).observe_bucketed(pending.counts, pending.total)
 
 
 tally = LoopTally()
@@ -157,6 +241,7 @@ tally = LoopTally()
 
 # --- Hooks (each called from one place, in one line) -----------------------------------------
 def socket_opened() -> None:
+    tally.bind()  # the server's loop: the hot path's updates are added up there
     SOCKET_CONNECTS.inc()
     SOCKETS_OPEN.inc()
 
@@ -164,26 +249,26 @@ def socket_opened() -> None:
 def socket_closed(code: Any) -> None:
     SOCKETS_OPEN.dec()
     label = str(code) if isinstance(code, int) and 1000 <= code <= 4999 else "other"
-    SOCKET_DISCONNECTS.labels(label).inc()
+    child(SOCKET_DISCONNECTS, label).inc()
 
 
 def frame_in(frame_type: str) -> None:
     """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
     text: a frame that does not parse is counted by its error code only)."""
-    tally.add(FRAMES_IN, frame_type)
+    tally.count(FRAMES_IN, frame_type)
 
 
 def frame_answered(frame_type: str, started: float) -> None:
     """A frame's handler answered it (for ``message.send``: the ack was sent)."""
-    _child(FRAME_SECONDS, _frame_seconds, frame_type).observe(time.perf_counter() - started)
+    tally.observe(FRAME_SECONDS, frame_type, time.perf_counter() - started)
 
 
 def frame_out(frame_type: str) -> None:
-    tally.add(FRAMES_OUT, frame_type)
+    tally.count(FRAMES_OUT, frame_type)
 
 
 def error(code: str) -> None:
-    _child(ERRORS, _errors, code).inc()
+    tally.count(ERRORS, code)
 
 
 def rest_error(response: Any) -> None:
@@ -200,10 +285,10 @@ def delivered(event: dict[str, Any]) -> None:
     stamp, so a fan-out to a group costs one observation per process, not one per member."""
     frame = event.get("frame")
     if isinstance(frame, dict):
-        frame_out(str(frame.get("type")))
+        tally.count(FRAMES_OUT, str(frame.get("type")))
     published_at = event.pop("published_at", None)
     if isinstance(published_at, float):
-        DELIVERY_SECONDS.observe(max(0.0, time.time() - published_at))
+        tally.observe(DELIVERY_SECONDS, None, max(0.0, time.time() - published_at))
 
 
 def published(events: list[dict[str, Any]]) -> None:
@@ -211,29 +296,25 @@ def published(events: list[dict[str, Any]]) -> None:
     now = time.time()
     for event in events:
         event["published_at"] = now
-    _published_ok.inc(len(events))
+    tally.count(PUBLISHES, "ok", len(events))
 
 
 def publish_failed(count: int) -> None:
-    _published_failed.inc(count)
-
-
-_published_ok = PUBLISHES.labels("ok")
-_published_failed = PUBLISHES.labels("failed")
+    tally.count(PUBLISHES, "failed", count)
 
 
 def batch_ran(batcher: object, size: int, started: float) -> None:
     name = type(batcher).__name__
-    BATCH_SIZE.labels(name).observe(size)
-    BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+    tally.observe(BATCH_SIZE, name, size)
+    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
 
 
 def writer_ran(writer: str, wrote: bool, size: int, started: float) -> None:
     """A send batch on one writer (``loop_writer``, ``thread_writer``): its size and database
     time; a batch the loop writer handed over counts as ``loop_writer_handover``."""
     name = writer if wrote else f"{writer}_handover"
-    BATCH_SIZE.labels(name).observe(size)
-    BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+    tally.observe(BATCH_SIZE, name, size)
+    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
 
 
 WRITERS = ("loop_writer", "loop_writer_handover", "thread_writer", "thread_writer_handover")

@@ -12,28 +12,14 @@ names are replaced by ``[filtered]``.
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
 from django.conf import settings
 
-from core.logs import redact
+from core.logs import scrub_text
 
-FILTERED = "[filtered]"
 KEPT_HEADERS = frozenset({"content-type", "content-length", "user-agent", "x-request-id", "host"})
-_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{32,}={0,2}")
-_FILE_NAME = re.compile(
-    r"[\w.() -]*\.(?:jpe?g|png|gif|webp|heic|pdf|mp4|mov|m4a|mp3|ogg|wav|docx?|xlsx?|txt|zip)\b", re.I
-)
 _DROP_KEYS = ("extra", "user", "contexts_user")
-
-
-def scrub_text(text: str) -> str:
-    text = redact(text)
-    text = _BASE64.sub(FILTERED, text)
-    text = _FILE_NAME.sub(FILTERED, text)
-    return _PHONE.sub(FILTERED, text)
 
 
 def _scrub(value: Any) -> Any:

@@ -22,7 +22,7 @@ from django.conf import settings
 from accounts import ws_auth
 from accounts.models import User
 from audit.services import arecord_socket_denial
-from core import batcher, log_context, metrics, replica
+from core import batcher, log_context, logs, metrics, replica
 from core.channel_layer import Inbox
 from core.errors import ApplicationError
 from core.realtime import presence_group, run_service, user_group
@@ -391,7 +391,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await arecord_socket_denial(scope=self.scope, user=self.user, frame=frame, code=exc.code)
             return
         except Exception:
-            logger.exception("socket handler failed for %s", frame.type)
+            # Logged (and so reported to Sentry: core/sentry.py) without the frame's strings, a
+            # message's text for one, that the error may quote; the socket stays open.
+            with logs.hiding(logs.strings_in(frame.data)):
+                logger.exception("socket handler failed for %s", frame.type)
             await self.send_error("internal_error", "An internal error occurred.", ref)
             return
         if reply is not None:

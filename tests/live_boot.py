@@ -3,6 +3,8 @@ answered locally.
 
 firebase-admin still fetches the certificates over its real HTTP stack and verifies real RS256
 signatures; only the certificate document comes from the test's throwaway key.
+
+``HC_TEST_ASGI_APP`` (``module:attribute``) serves a test's application instead of the project's.
 """
 
 import os
@@ -31,6 +33,9 @@ def main() -> None:
         return
     import uvicorn
 
+    app = os.environ.get("HC_TEST_ASGI_APP")
+    if app:  # a test's own application module (e.g. tests/socket_fault.py) in place of the project's
+        args = [app if arg == "healthchat.asgi:application" else arg for arg in args]
     if os.environ.get("HC_REUSE_PORT") == "1":
         # Several server processes behind one port: each binds it with SO_REUSEPORT and the
         # kernel spreads new connections over them (uvicorn serves the inherited socket).
