@@ -191,7 +191,8 @@ def _message_columns() -> str:
     out of a raw query is a deferred field, loaded by ONE query PER HIT when the wire shape
     (``selectors.message_data``) reads it (``mentions`` and ``reactions`` were: 2 queries a hit,
     40 of a doctor's 20-hit page, ~20 ms)."""
-    return ", ".join(f"m.{connection.ops.quote_name(f.column)}" for f in Message._meta.concrete_fields)
+    columns = [f.column for f in Message._meta.concrete_fields if f.column]
+    return ", ".join(f"m.{connection.ops.quote_name(column)}" for column in columns)
 
 
 def _filters(query: SearchQuery, params: dict[str, Any], *, ranked: bool) -> tuple[str, str]:
