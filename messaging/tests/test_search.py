@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from PIL import Image
 
@@ -21,7 +22,7 @@ from accounts.actors import Operator
 from accounts.tests.factories import DoctorFactory, PatientFactory
 from audit.models import AuditEntry
 from groups import services as group_services
-from messaging import batching, search, services
+from messaging import batching, search, selectors, services
 from messaging.models import Message
 from messaging.tests.factories import pair, send_item, send_together
 
@@ -244,6 +245,55 @@ def test_query_count_is_fixed(django_assert_num_queries):
     with django_assert_num_queries(2):
         page = search.message_search(user=patient, query=search.SearchQuery(text="visit", limit=5))
     assert len(page.hits) == 5
+
+
+def test_a_page_with_its_wire_shape_is_a_fixed_number_of_queries(api):
+    """The hits are whole message rows: their wire shape (mentions, reactions, files) reads no
+    column lazily, so a page costs the same queries whatever its hits carry (a deferred column
+    was one query per hit and per column: 40 of a 20-hit page)."""
+    patient, doctor, conversation = pair()
+    for i in range(6):
+        sent = services.message_send(
+            sender=patient,
+            conversation_id=conversation.pk,
+            client_id=uuid.uuid4(),
+            body=f"@Dana about the visit {i}",
+            mentions=[{"user_id": doctor.pk, "offset": 0, "length": 5}],
+        )
+        services.reaction_add(user=doctor, message_id=sent.message.pk, emoji="👍")
+    send(doctor, conversation.pk, "visit with files", files=1)
+
+    # The search statement, plus one for the files only when a hit has any; a cursor page too.
+    def page_of(query: search.SearchQuery) -> tuple[list[dict[str, Any]], str | None]:
+        with CaptureQueriesContext(connection) as captured:
+            page = search.message_search(user=patient, query=query)
+            wire = [selectors.message_data(h.message, h.attachments) for h in page.hits]
+        assert len(captured.captured_queries) == 1 + any(w["attachments"] for w in wire)
+        return wire, page.next_cursor
+
+    paged, cursor = page_of(search.SearchQuery(text="visit", limit=3))
+    while cursor is not None:
+        more, cursor = page_of(search.SearchQuery(text="visit", limit=3, cursor=cursor))
+        paged += more
+    wire, _ = page_of(search.SearchQuery(text="visit", limit=20))
+    assert len(wire) == 7
+    assert paged == wire
+    mentioned = [w for w in wire if w["mentions"]]
+    assert len(mentioned) == 6
+    assert all(w["mentions"] == [{"user_id": doctor.pk, "offset": 0, "length": 5}] for w in mentioned)
+    assert all(w["reactions"] == [{"emoji": "👍", "count": 1, "user_ids": [doctor.pk]}] for w in mentioned)
+    assert [len(w["attachments"]) for w in wire if not w["mentions"]] == [1]
+
+    # Through the view (authentication, throttle, the audit row included): a 1-hit page and a
+    # 7-hit page (each with one file) cost the same number of queries.
+    def view_queries(**params: Any) -> int:
+        client = api(patient)
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(URL, params)
+        assert response.status_code == 200, response.content
+        return len(captured.captured_queries)
+
+    assert view_queries(q="files") == view_queries(q="visit")
 
 
 @pytest.mark.django_db(transaction=True)
