@@ -217,8 +217,9 @@ def main() -> None:
     from messaging import search, selectors
     from messaging.models import Membership
 
+    # A reused data set is brought up to the code's schema too (a new column, index or setting).
+    call_command("migrate", verbosity=0)
     if not loaded:
-        call_command("migrate", verbosity=0)
         load(args.messages, args.conversations, args.doctors)
     else:
         print(f"reusing the data set in {args.db_name}")
