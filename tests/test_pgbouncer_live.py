@@ -120,7 +120,11 @@ def test_the_live_paths_work_through_pgbouncer(servers: tuple[Any, Any], make_to
     )
     assert me.status_code == 200
     assert me.json()["id"] == patient.pk
-    # The sends were written by the event loop's raw pipeline writer, through PgBouncer.
+    # The sends were written by the event loop's raw pipeline writer, through PgBouncer (the hot
+    # path's metrics reach /metrics at the loop's next flush, up to a second later).
+    deadline = time.monotonic() + 5
+    while loop_writer_batches(s1) - before < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert loop_writer_batches(s1) - before >= 1
     logs = s1.log() + s2.log()
     assert "Traceback" not in logs, logs[-3000:]
