@@ -45,6 +45,57 @@ async def test_queue_reader_cancelled_while_waiting_leaves_no_waiter():
     assert await queue.get() == "x"
 
 
+async def test_queue_hands_the_next_event_to_a_waiting_future():
+    queue = LeanQueue()
+    queue.put_nowait("a")
+    ready = queue.get_future()
+    assert ready.done()
+    assert ready.result() == "a"
+    waiting = queue.get_future()
+    assert not waiting.done()
+    queue.put_nowait("b")
+    queue.put_nowait("c")
+    assert waiting.result() == "b"  # handed over, not queued
+    assert queue.qsize() == 1
+    assert await queue.get_future() == "c"
+    cancelled = queue.get_future()
+    cancelled.cancel()
+    queue.put_nowait("d")  # a cancelled reader's event stays queued
+    assert await queue.get() == "d"
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+async def test_receive_is_a_future_and_resumes_reading_once_drained():
+    """``receive`` without a coroutine frame: the app awaits the queue's future; reading paused
+    by uvicorn after an event resumes once the event is taken and nothing else is queued."""
+    protocol = LeanWebSocketProtocol.__new__(LeanWebSocketProtocol)  # the queue and flow control only
+    protocol.queue = LeanQueue()
+    protocol.transport = FakeTransport()  # type: ignore[assignment]
+    protocol.read_paused = False
+    waiting = protocol.receive()
+    assert isinstance(waiting, asyncio.Future)
+    assert not waiting.done()
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "1"})
+    protocol.read_paused = True  # what uvicorn does right after queueing a frame
+    assert await waiting == {"type": "websocket.receive", "text": "1"}
+    await asyncio.sleep(0)
+    assert (protocol.read_paused, protocol.transport.resumed) == (False, 1)
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "2"})
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "3"})
+    protocol.read_paused = True
+    assert (await protocol.receive())["text"] == "2"
+    assert protocol.read_paused  # one still queued: stays paused
+    assert (await protocol.receive())["text"] == "3"
+    assert (protocol.read_paused, protocol.transport.resumed) == (False, 2)
+
+
 async def test_event_wait_set_clear():
     event = LeanEvent()
     assert not event.is_set()
