@@ -167,19 +167,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.typing_bucket: TokenBucket | None = None
         self.replica_stamps = replica.SocketStamps()
         self.flood_warnings = 0
-        self.expiry_timer: asyncio.TimerHandle | None = None
-        self.auth_timer: asyncio.TimerHandle | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.auth_due = 0.0  # monotonic; 0: no auth deadline (authenticating by header)
         await self.accept()
         self.last_frame_at = time.monotonic()
-        self.idle_timer: asyncio.TimerHandle | None = None
-        if settings.HEALTHCHAT_WS_IDLE_TIMEOUT > 0:
-            self.idle_timer = asyncio.get_running_loop().call_later(
-                settings.HEALTHCHAT_WS_IDLE_TIMEOUT, self._idle_check
-            )
         authorization = _header(self.scope, b"authorization")
         device_header = _header(self.scope, b"x-device-id")
         keep_headers_read_later(self.scope)
         if authorization and authorization.lower().startswith("bearer "):
+            self._arm_deadline()  # the idle timeout
             device_id = (
                 int(device_header)
                 if device_header and device_header.isascii() and device_header.isdigit()
@@ -187,9 +183,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             await self.authenticate(authorization[7:].strip(), device_id, ref=None)
         else:
-            self.auth_timer = asyncio.get_running_loop().call_later(
-                settings.HEALTHCHAT_WS_AUTH_TIMEOUT, self._auth_deadline_passed
-            )
+            self.auth_due = self.last_frame_at + settings.HEALTHCHAT_WS_AUTH_TIMEOUT
+            self._arm_deadline()
 
     # --- authentication ---------------------------------------------------------------------
     async def authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
@@ -224,9 +219,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user, self.device_id = user, device
         log_context.bind_user(user.pk)
-        if self.auth_timer is not None:
-            self.auth_timer.cancel()
-            self.auth_timer = None
+        self.auth_due = 0.0
         self._schedule_expiry(verified.expires_at)
         if self._inbox is not None:  # other processes may now send to this socket's channel
             await self.channel_layer.listen_inbox(self.channel_name)
@@ -247,37 +240,48 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
 
-    # Deadlines (auth, token expiry, idle) are loop timers, not sleeping tasks: a task (and its
-    # coroutine) is created only when one fires, so an idle socket holds small timer handles
-    # instead of four tasks.
+    # Deadlines (auth, token expiry, idle) share ONE loop timer per socket, set for the nearest
+    # of them and set again when it fires early for the others: no sleeping task (and coroutine)
+    # per deadline, and one timer handle (~0.5 KB with uvloop) instead of one per deadline
+    # (issue 26). Frames only stamp ``last_frame_at``; the timer looks at it when it fires.
     def _schedule_expiry(self, exp: int) -> None:
         self.token_exp = exp
-        if self.expiry_timer is not None:
-            self.expiry_timer.cancel()
-        self.expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, exp - time.time()), self._token_expired, exp
-        )
+        self._arm_deadline()
 
-    def _token_expired(self, exp: int) -> None:
-        self.expiry_timer = None
-        if self.token_exp == exp:
-            self._close_soon("token_expired", "The token expired; reconnect with a new one.")
+    def _arm_deadline(self) -> None:
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        now = time.monotonic()
+        due: list[float] = []
+        if self.user is None and self.auth_due:
+            due.append(self.auth_due - now)
+        if self.user is not None and self.token_exp:
+            due.append(self.token_exp - time.time())
+        idle_timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
+        if idle_timeout > 0:
+            due.append(self.last_frame_at + idle_timeout - now)
+        if due:
+            self.deadline_timer = asyncio.get_running_loop().call_later(
+                max(0.0, min(due)), self._deadline_passed
+            )
 
-    def _auth_deadline_passed(self) -> None:
-        self.auth_timer = None
-        if self.user is None:
+    def _deadline_passed(self) -> None:
+        """The nearest deadline came: close the socket for the one that passed (the auth
+        deadline, then the token's expiry, then the idle timeout), else wait for the next."""
+        self.deadline_timer = None
+        now = time.monotonic()
+        if self.user is None and self.auth_due and now >= self.auth_due:
             self._close_soon("auth_timeout", "Send an auth frame within 10 seconds.")
-
-    def _idle_check(self) -> None:
-        """Close the socket when the client sent no frame (``ping`` counts) for the idle timeout;
-        else look again when the timeout would next be reached (frames only stamp the time)."""
-        timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
-        idle = time.monotonic() - self.last_frame_at
-        if idle >= timeout:
-            self.idle_timer = None
-            self._close_soon("idle_timeout", f"No frame for {timeout:g} seconds.", CLOSE_IDLE)
-        else:
-            self.idle_timer = asyncio.get_running_loop().call_later(timeout - idle, self._idle_check)
+            return
+        if self.user is not None and self.token_exp and time.time() >= self.token_exp:
+            self._close_soon("token_expired", "The token expired; reconnect with a new one.")
+            return
+        idle_timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
+        if idle_timeout > 0 and now - self.last_frame_at >= idle_timeout:
+            self._close_soon("idle_timeout", f"No frame for {idle_timeout:g} seconds.", CLOSE_IDLE)
+            return
+        self._arm_deadline()
 
     def _close_soon(self, code: str, message: str, close_code: int = CLOSE_UNAUTHORIZED) -> None:
         async def close() -> None:
@@ -317,13 +321,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         metrics.socket_closed(code)
-        for timer in (
-            getattr(self, "expiry_timer", None),
-            getattr(self, "auth_timer", None),
-            getattr(self, "idle_timer", None),
-        ):
-            if timer is not None:
-                timer.cancel()
+        timer = getattr(self, "deadline_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self.deadline_timer = None
         for task in getattr(self, "tasks", None) or ():
             if not task.done() and task is not asyncio.current_task():
                 task.cancel()
