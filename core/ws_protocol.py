@@ -13,7 +13,11 @@ wire:
 - ``receive`` returns that future instead of being a coroutine: an idle socket's app waits on a
   bare future, not on two suspended coroutine frames (uvicorn's ``receive`` and the queue's
   ``get``), ~0.5 KB less per socket (issue 26);
-- the "writable" flag is an event without a deque of waiters until someone waits.
+- the "writable" flag is an event without a deque of waiters until someone waits;
+- keepalive pings are due from one queue per event loop (``KeepaliveQueue``) instead of a loop
+  timer per connection (~0.5 KB each with uvloop, issue 26): every connection has the same
+  interval, so the queue is in due order and one timer, set for its head, serves them all. The
+  pong deadline of a ping in flight stays uvicorn's own timer (it lives for a round trip).
 
 Serve with ``uvicorn healthchat.asgi:application --ws core.ws_protocol:LeanWebSocketProtocol``
 (the Dockerfile does). Written against uvicorn 0.54 (pinned in requirements.txt); the tests in
@@ -23,6 +27,8 @@ Serve with ``uvicorn healthchat.asgi:application --ws core.ws_protocol:LeanWebSo
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import deque
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -109,7 +115,57 @@ class LeanEvent:
         return True
 
 
+class KeepaliveQueue:
+    """When each connection of one event loop is next due a keepalive ping, in due order (the
+    same interval for all: a connection due later is appended), behind one loop timer. An entry
+    holds its connection weakly and counts only while the connection still wants that ping
+    (``ping_due``): a closed or rescheduled connection's entry is skipped when reached."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.entries: deque[tuple[float, weakref.ref[LeanWebSocketProtocol]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: LeanWebSocketProtocol, due: float) -> None:
+        protocol.ping_due = due
+        entries = self.entries
+        if entries and entries[-1][0] > due:  # an earlier due than the last (a shorter round trip)
+            entries.append((entries[-1][0], weakref.ref(protocol)))
+            protocol.ping_due = entries[-1][0]  # a few ms later: keeps the queue in order
+        else:
+            entries.append((due, weakref.ref(protocol)))
+        if self.timer is None:
+            self.timer = self.loop.call_at(entries[0][0], self.run)
+
+    def run(self) -> None:
+        self.timer = None
+        entries = self.entries
+        now = self.loop.time()
+        while entries and entries[0][0] <= now:
+            due, ref = entries.popleft()
+            protocol = ref()
+            if protocol is not None and protocol.ping_due == due:
+                protocol.ping_due = None
+                protocol.send_keepalive_ping()
+        if entries:
+            self.timer = self.loop.call_at(entries[0][0], self.run)
+
+
+_keepalive_queues: dict[asyncio.AbstractEventLoop, KeepaliveQueue] = {}
+
+
+def keepalive_queue(loop: asyncio.AbstractEventLoop) -> KeepaliveQueue:
+    queue = _keepalive_queues.get(loop)
+    if queue is None:
+        for old in [other for other in _keepalive_queues if other.is_closed()]:
+            del _keepalive_queues[old]  # a test's ended loop
+        queue = _keepalive_queues[loop] = KeepaliveQueue(loop)
+    return queue
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    ping_due: float | None = None  # loop time of the next keepalive ping (``KeepaliveQueue``)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = LeanQueue()  # type: ignore[assignment]
@@ -142,3 +198,14 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
         super().start_keepalive()
+
+    def schedule_ping(self) -> None:
+        """uvicorn's next ping (after the interval, less the last round trip), from the loop's
+        ``KeepaliveQueue`` instead of a timer of this connection's own."""
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        keepalive_queue(self.loop).add(self, self.loop.time() + delay)
+
+    def stop_keepalive(self) -> None:
+        self.ping_due = None  # its queue entry, if any, is skipped
+        super().stop_keepalive()

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from accounts.tests.factories import PatientFactory
-from core.ws_protocol import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from core.ws_protocol import KeepaliveQueue, LeanEvent, LeanQueue, LeanWebSocketProtocol
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
 
@@ -94,6 +94,42 @@ async def test_receive_is_a_future_and_resumes_reading_once_drained():
     assert protocol.read_paused  # one still queued: stays paused
     assert (await protocol.receive())["text"] == "3"
     assert (protocol.read_paused, protocol.transport.resumed) == (False, 2)
+
+
+class Pinged:
+    """Stands for a connection in the keepalive queue: notes when it was pinged."""
+
+    def __init__(self, name: str, log: list[tuple[str, float]], loop: asyncio.AbstractEventLoop) -> None:
+        self.name, self.log, self.loop = name, log, loop
+        self.ping_due: float | None = None
+
+    def send_keepalive_ping(self) -> None:
+        self.log.append((self.name, self.loop.time()))
+
+
+async def test_keepalive_queue_pings_each_connection_when_due_behind_one_timer():
+    loop = asyncio.get_running_loop()
+    log: list[tuple[str, float]] = []
+    queue = KeepaliveQueue(loop)
+    a, b, c, d = (Pinged(n, log, loop) for n in "abcd")
+    now = loop.time()
+    queue.add(a, now + 0.05)  # type: ignore[arg-type]
+    queue.add(b, now + 0.10)  # type: ignore[arg-type]
+    queue.add(c, now + 0.08)  # type: ignore[arg-type]  # earlier than the last: moved to b's due
+    queue.add(d, now + 0.12)  # type: ignore[arg-type]
+    assert c.ping_due == b.ping_due
+    d.ping_due = None  # stopped (closed) before its ping: skipped
+    await asyncio.sleep(0.03)
+    assert log == []
+    await asyncio.sleep(0.2)
+    assert [name for name, _ in log] == ["a", "b", "c"]
+    assert all(at >= due for (_, at), due in zip(log, (now + 0.05, now + 0.10, now + 0.10), strict=True))
+    assert a.ping_due is None
+    assert not queue.entries
+    assert queue.timer is None  # nothing due: no timer
+    queue.add(a, loop.time() + 0.01)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert [name for name, _ in log] == ["a", "b", "c", "a"]
 
 
 async def test_event_wait_set_clear():
