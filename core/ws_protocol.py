@@ -7,7 +7,10 @@ what it still holds for the whole life of a connection, without changing what go
 wire:
 
 - the handshake's ``Request`` and ``Response`` (their headers: the bearer token among them) are
-  released as soon as the handshake is answered;
+  released as soon as the handshake is answered: uvicorn's references, and the one the
+  ``websockets`` server protocol's parser keeps in its generator frame for the connection's life
+  (``ServerProtocol.parse`` parses the request, then delegates to the frame parser without
+  returning): the parser is swapped for a fresh frame parser in the same state (~2 KB, issue 26);
 - the receive queue is a list and at most one future (``asyncio.Queue`` allocates three deques,
   ~2.3 KB, for a queue that holds one event at a time);
 - ``receive`` returns that future instead of being a coroutine: an idle socket's app waits on a
@@ -32,6 +35,7 @@ from collections import deque
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol
 
 
 class LeanQueue:
@@ -113,6 +117,25 @@ class LeanEvent:
             if self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
         return True
+
+
+def release_handshake_request(conn: Protocol) -> bool:
+    """Swap ``conn``'s parser (the server's handshake parser, whose frame still holds the
+    request) for a new frame parser, when the old one waits for the first frame's first byte
+    with nothing buffered (always, for a client that waits for the handshake's answer as RFC
+    6455 says): the new one is in the same state. Anything else is left as it is."""
+    old = conn.parser
+    frames = getattr(old, "gi_yieldfrom", None)  # Protocol.parse, delegated to
+    waiting = getattr(frames, "gi_yieldfrom", None)  # StreamReader.at_eof: between frames
+    if getattr(getattr(waiting, "gi_code", None), "co_name", None) != "at_eof" or conn.reader.buffer:
+        return False
+    if getattr(getattr(frames, "gi_code", None), "co_name", None) != "parse":
+        return False
+    fresh = Protocol.parse(conn)
+    next(fresh)  # up to the same wait for data
+    conn.parser = fresh
+    old.close()  # type: ignore[union-attr]
+    return True
 
 
 class KeepaliveQueue:
@@ -197,6 +220,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         are not used again (a refused handshake ends the connection anyway)."""
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
+        release_handshake_request(self.conn)
         super().start_keepalive()
 
     def schedule_ping(self) -> None:

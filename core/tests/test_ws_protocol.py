@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import subprocess
 import sys
+import weakref
 
 import pytest
 import websockets
+from websockets.protocol import OPEN, Protocol, Side
+from websockets.server import ServerProtocol
 
 from accounts.tests.factories import PatientFactory
-from core.ws_protocol import KeepaliveQueue, LeanEvent, LeanQueue, LeanWebSocketProtocol
+from core.ws_protocol import (
+    KeepaliveQueue,
+    LeanEvent,
+    LeanQueue,
+    LeanWebSocketProtocol,
+    release_handshake_request,
+)
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
 
@@ -130,6 +141,52 @@ async def test_keepalive_queue_pings_each_connection_when_due_behind_one_timer()
     queue.add(a, loop.time() + 0.01)  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     assert [name for name, _ in log] == ["a", "b", "c", "a"]
+
+
+HANDSHAKE = (
+    b"GET /ws/v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Authorization: Bearer secret-token\r\n\r\n"
+)
+
+
+def accepted() -> tuple[ServerProtocol, weakref.ref[object]]:
+    conn = ServerProtocol(max_size=2**20, logger=logging.getLogger("test"))
+    conn.receive_data(HANDSHAKE)
+    (request,) = conn.events_received()
+    conn.send_response(conn.accept(request))  # type: ignore[arg-type]
+    conn.data_to_send()
+    return conn, weakref.ref(request)
+
+
+def client_frames(*texts: bytes) -> bytes:
+    client = Protocol(Side.CLIENT)
+    client.state = OPEN
+    for text in texts:
+        client.send_text(text)
+    return b"".join(client.data_to_send())
+
+
+def test_the_handshake_request_is_released_and_frames_still_parse():
+    conn, request = accepted()
+    gc.collect()
+    assert request() is not None  # held by the server protocol's parser frame
+    assert release_handshake_request(conn)
+    gc.collect()
+    assert request() is None  # the headers (the bearer token among them) are gone
+    data = client_frames(b"one", b"two")
+    for i in range(len(data)):  # byte by byte: the new parser keeps its state across reads
+        conn.receive_data(data[i : i + 1])
+    assert [bytes(e.data) for e in conn.events_received()] == [b"one", b"two"]  # type: ignore[union-attr]
+
+
+def test_a_parser_in_the_middle_of_a_frame_is_left_alone():
+    conn, _request = accepted()
+    data = client_frames(b"early")
+    conn.receive_data(data[:3])  # a client that did not wait for the answer: a frame begun
+    assert not release_handshake_request(conn)
+    conn.receive_data(data[3:])
+    assert [bytes(e.data) for e in conn.events_received()] == [b"early"]  # type: ignore[union-attr]
 
 
 async def test_event_wait_set_clear():
