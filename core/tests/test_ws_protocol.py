@@ -243,6 +243,11 @@ def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
     async def scenario():
         a = await WsClient.connect(server.ws_url, token(patient))
         b = await WsClient.connect(server.ws_url, token(doctor))
+        # Compression is negotiated (the client offers it, as browsers do) without context
+        # takeover on either side: the server keeps no zlib state between messages (issue 26).
+        (deflate,) = a.ws.protocol.extensions
+        assert deflate.name == "permessage-deflate"
+        assert (deflate.remote_no_context_takeover, deflate.local_no_context_takeover) == (True, True)
         # A burst (under the frame rate burst) while the doctor is not reading.
         for i in range(80):
             await a.send(
