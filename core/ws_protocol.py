@@ -142,7 +142,7 @@ def release_handshake_request(conn: Protocol) -> bool:
     fresh = Protocol.parse(conn)
     next(fresh)  # up to the same wait for data
     conn.parser = fresh
-    old.close()  # type: ignore[union-attr]
+    old.close()
     return True
 
 

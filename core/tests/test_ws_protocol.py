@@ -57,7 +57,7 @@ async def test_queue_reader_cancelled_while_waiting_leaves_no_waiter():
     assert await queue.get() == "x"
 
 
-async def test_queue_hands_the_next_event_to_a_waiting_future():
+async def test_queue_hands_the_next_event_to_a_waiting_future() -> None:
     queue = LeanQueue()
     queue.put_nowait("a")
     ready = queue.get_future()
@@ -84,7 +84,7 @@ class FakeTransport:
         self.resumed += 1
 
 
-async def test_receive_is_a_future_and_resumes_reading_once_drained():
+async def test_receive_is_a_future_and_resumes_reading_once_drained() -> None:
     """``receive`` without a coroutine frame: the app awaits the queue's future; reading paused
     by uvicorn after an event resumes once the event is taken and nothing else is queued."""
     protocol = LeanWebSocketProtocol.__new__(LeanWebSocketProtocol)  # the queue and flow control only
@@ -119,7 +119,7 @@ class Pinged:
         self.log.append((self.name, self.loop.time()))
 
 
-async def test_keepalive_queue_pings_each_connection_when_due_behind_one_timer():
+async def test_keepalive_queue_pings_each_connection_when_due_behind_one_timer() -> None:
     loop = asyncio.get_running_loop()
     log: list[tuple[str, float]] = []
     queue = KeepaliveQueue(loop)
@@ -168,7 +168,7 @@ def client_frames(*texts: bytes) -> bytes:
     return b"".join(client.data_to_send())
 
 
-def test_the_handshake_request_is_released_and_frames_still_parse():
+def test_the_handshake_request_is_released_and_frames_still_parse() -> None:
     conn, request = accepted()
     gc.collect()
     assert request() is not None  # held by the server protocol's parser frame
@@ -181,7 +181,7 @@ def test_the_handshake_request_is_released_and_frames_still_parse():
     assert [bytes(e.data) for e in conn.events_received()] == [b"one", b"two"]  # type: ignore[union-attr]
 
 
-def test_a_parser_in_the_middle_of_a_frame_is_left_alone():
+def test_a_parser_in_the_middle_of_a_frame_is_left_alone() -> None:
     conn, _request = accepted()
     data = client_frames(b"early")
     conn.receive_data(data[:3])  # a client that did not wait for the answer: a frame begun
