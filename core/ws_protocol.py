@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.base import ServerExtensionFactory
@@ -222,7 +222,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         """uvicorn's ``receive`` (awaited by the app the same way), without a coroutine: the
         next event's future. Reading resumes (flow control, as uvicorn does it) once the event
         is taken and nothing else is queued."""
-        future = self.queue.get_future()
+        future = cast(LeanQueue, self.queue).get_future()
         if future.done():
             self.resume_if_drained()
         else:

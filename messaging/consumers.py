@@ -476,7 +476,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 except Exception:  # Redis away: the subscription ends with the connection
                     logger.warning("could not unsubscribe a closed socket's channel", exc_info=True)
 
-    async def base_send(self, message: dict[str, Any]) -> None:  # type: ignore[override]
+    async def base_send(self, message: dict[str, Any]) -> None:
         """The server's ``send``, dropping a frame for a client that has already gone: uvicorn
         raises ``ClientDisconnected`` (an ``OSError``) when the socket closed under a send, e.g. a
         phone that lost its network in the middle of a ``sync`` reply. Nothing is lost by dropping

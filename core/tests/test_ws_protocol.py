@@ -88,8 +88,8 @@ async def test_receive_is_a_future_and_resumes_reading_once_drained() -> None:
     """``receive`` without a coroutine frame: the app awaits the queue's future; reading paused
     by uvicorn after an event resumes once the event is taken and nothing else is queued."""
     protocol = LeanWebSocketProtocol.__new__(LeanWebSocketProtocol)  # the queue and flow control only
-    protocol.queue = LeanQueue()
-    protocol.transport = FakeTransport()  # type: ignore[assignment]
+    protocol.queue = LeanQueue()  # type: ignore[assignment]
+    transport = protocol.transport = FakeTransport()  # type: ignore[assignment]
     protocol.read_paused = False
     waiting = protocol.receive()
     assert isinstance(waiting, asyncio.Future)
@@ -98,14 +98,14 @@ async def test_receive_is_a_future_and_resumes_reading_once_drained() -> None:
     protocol.read_paused = True  # what uvicorn does right after queueing a frame
     assert await waiting == {"type": "websocket.receive", "text": "1"}
     await asyncio.sleep(0)
-    assert (protocol.read_paused, protocol.transport.resumed) == (False, 1)
+    assert (protocol.read_paused, transport.resumed) == (False, 1)
     protocol.queue.put_nowait({"type": "websocket.receive", "text": "2"})
     protocol.queue.put_nowait({"type": "websocket.receive", "text": "3"})
     protocol.read_paused = True
     assert (await protocol.receive())["text"] == "2"
     assert protocol.read_paused  # one still queued: stays paused
     assert (await protocol.receive())["text"] == "3"
-    assert (protocol.read_paused, protocol.transport.resumed) == (False, 2)
+    assert (protocol.read_paused, transport.resumed) == (False, 2)
 
 
 class Pinged:
