@@ -208,6 +208,48 @@ DEFLATE_WITHOUT_CONTEXT: list[ServerExtensionFactory] = [
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    # uvicorn's per-connection attributes, in slots: past 30 attributes an instance's __dict__
+    # stops sharing its keys with its class and becomes a table of its own (~1.6 KB per
+    # connection, ``bench/idle.py --tracemalloc``). Any other attribute still goes to __dict__.
+    __slots__ = (
+        "app",
+        "app_state",
+        "asgi_version",
+        "client",
+        "close_sent",
+        "close_timeout",
+        "close_timer",
+        "config",
+        "conn",
+        "connections",
+        "curr_msg_data_type",
+        "default_headers",
+        "disconnected",
+        "frames",
+        "handshake_complete",
+        "handshake_initiated",
+        "initial_response",
+        "last_ping_rtt",
+        "logger",
+        "loop",
+        "pending_ping_payload",
+        "ping_interval",
+        "ping_sent_at",
+        "ping_timeout",
+        "ping_timer",
+        "pong_timer",
+        "queue",
+        "read_paused",
+        "request",
+        "response",
+        "root_path",
+        "scheme",
+        "scope",
+        "server",
+        "tasks",
+        "transport",
+        "writable",
+    )
     ping_due: float | None = None  # loop time of the next keepalive ping (``KeepaliveQueue``)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
