@@ -24,12 +24,13 @@ def user_get_by_firebase_uid(*, uid: str) -> User | None:
 
 
 def users_by_firebase_uid(*, uids: list[str]) -> dict[str, User]:
-    """``user_get_by_firebase_uid`` for many uids in one query (sockets signing in together)."""
+    """``user_get_by_firebase_uid`` for many uids in one query (sockets signing in together),
+    without the profiles: a socket keeps its user for its whole life and nothing on the socket
+    path reads them (a doctor's profile, bio and specialty would stay in memory with every idle
+    socket: issue 26; a service that wants one loads it in its own thread)."""
     if not uids:
         return {}
-    users = User.objects.select_related("patient_profile", "doctor_profile__specialty").filter(
-        firebase_uid__in=sorted(set(uids)), deleted_at__isnull=True
-    )
+    users = User.objects.filter(firebase_uid__in=sorted(set(uids)), deleted_at__isnull=True)
     return {user.firebase_uid: user for user in users if user.firebase_uid is not None}
 
 

@@ -149,14 +149,18 @@ def measure(
     swarm = Swarm(tmp / f"swarm-{name}.log")
     try:
         if warm_file is not None:
-            out["warmup"] = swarm.command(300, cmd="open", url=url, sockets_file=str(warm_file))
+            out["warmup"] = swarm.command(
+                300, cmd="open", url=url, sockets_file=str(warm_file), compression=args.compression
+            )
             swarm.command(120, cmd="close")
             time.sleep(2.0)
         if snapshot is not None:
             snapshot()
         rss0 = target_proc.rss()
         cpu0 = target_proc.cpu()
-        out["open"] = opened = swarm.command(1800, cmd="open", url=url, sockets_file=str(sockets_file))
+        out["open"] = opened = swarm.command(
+            1800, cmd="open", url=url, sockets_file=str(sockets_file), compression=args.compression
+        )
         log(f"[{name}] {opened}")
         t_open = time.time()
         time.sleep(args.settle)
@@ -209,6 +213,11 @@ def main() -> int:
     parser.add_argument("--db-name", default=Target.db_name)
     parser.add_argument("--redis-url", default=Target.redis_url)
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="the clients offer permessage-deflate, as browsers do (the server accepts it: uvicorn's default)",
+    )
     parser.add_argument("--quiet-wait", type=float, default=30.0)
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="NAME=VALUE", help="extra server setting"
@@ -247,6 +256,7 @@ def main() -> int:
         "revision": rev,
         "sockets": args.sockets,
         "ws": args.ws,
+        "compression": args.compression,
         "server_env": extra,
         "seed_s": round(seeded, 2),
         "tokens_s": round(minted, 2),

@@ -700,6 +700,7 @@ class Swarm:
         self.storm_start = 0.0
         self.storm_sync = True
         self.storm_stats: Counter[str] = Counter()
+        self.compression = False  # offer permessage-deflate, as browsers do (bench/idle.py --compression)
 
     # --- sockets --------------------------------------------------------------------------------
     async def _connect(self, sock: Sock) -> None:
@@ -709,7 +710,7 @@ class Swarm:
         ws = await connect(
             f"{self.url}?c={sock.room}",
             additional_headers=headers,
-            compression=None,
+            compression="deflate" if self.compression else None,
             proxy=None,
             ping_interval=None,
             open_timeout=30,
@@ -745,9 +746,15 @@ class Swarm:
         return True
 
     async def open(
-        self, url: str, sockets_file: str, concurrency: int = 64, sync: bool = False
+        self,
+        url: str,
+        sockets_file: str,
+        concurrency: int = 64,
+        sync: bool = False,
+        compression: bool = False,
     ) -> dict[str, Any]:
         self.url = url
+        self.compression = compression
         text = await asyncio.to_thread(Path(sockets_file).read_text)
         specs = json.loads(text)["sockets"]
         self.socks = [Sock(i, s.get("token"), int(s.get("room", 0))) for i, s in enumerate(specs)]

@@ -100,6 +100,8 @@ class SocketStamps:
     most once per half window, for one and a half windows: a write that takes no new stamp came
     less than half a window after the last one, so it is still covered for a whole window."""
 
+    __slots__ = ("_last",)  # one per open socket
+
     def __init__(self) -> None:
         self._last = float("-inf")
 

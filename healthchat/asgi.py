@@ -15,13 +15,21 @@ refuse_persistent_connections()  # pooled, never kept by a request's thread (cor
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from core.asgi_limits import BodySizeLimit  # noqa: E402
-from messaging.routing import websocket_urlpatterns  # noqa: E402
+from core.asgi_socket import SocketFront  # noqa: E402
+from messaging.consumers import ChatConsumer  # noqa: E402
+from messaging.routing import SOCKET_PATH, websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimit(django_asgi_app),  # type: ignore[arg-type]
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
+# ``/ws/v1/`` goes straight to its consumer (no routing frames held per open socket: issue 26);
+# everything else through the routers as before.
+application = SocketFront(
+    ProtocolTypeRouter(
+        {
+            "http": BodySizeLimit(django_asgi_app),  # type: ignore[arg-type]
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    ),
+    SOCKET_PATH,
+    ChatConsumer,
 )
 
 from core.gc_tuning import tune_for_server  # noqa: E402

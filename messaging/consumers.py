@@ -124,33 +124,28 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def _forget_authorization(scope: dict[str, Any]) -> None:
-    """Drop the bearer token from the scope once read: a socket lives for hours and its scope
-    with it; the token is not needed again (``auth.refresh`` brings a new one)."""
+# The handshake headers read after ``connect`` (the audit entries' client: ``audit.client.from_scope``).
+HEADERS_READ_LATER = frozenset({b"user-agent", b"x-forwarded-for"})
+
+
+def keep_headers_read_later(scope: dict[str, Any]) -> None:
+    """Keep only ``HEADERS_READ_LATER`` in the scope once ``connect`` has read the rest: a socket
+    lives for hours and its scope with it. The bearer token is not needed again
+    (``auth.refresh`` brings a new one), nor are cookies, the WebSocket key, the origin... (a
+    browser's dozen headers would stay with every idle socket: issue 26)."""
     headers = scope.get("headers")
     if isinstance(headers, list):  # shared with the server's scope: edited in place
-        headers[:] = [h for h in headers if h[0].lower() != b"authorization"]
+        headers[:] = [h for h in headers if h[0].lower() in HEADERS_READ_LATER]
 
 
-def quiet_when_gone(send: Any) -> Any:
-    """The server's ``send``, dropping a frame for a client that has already gone: uvicorn raises
-    ``ClientDisconnected`` (an ``OSError``) when the socket closed under a send, e.g. a phone that
-    lost its network in the middle of a ``sync`` reply. Nothing is lost by dropping it (the
-    client syncs from its cursor when it is back) and nothing is an error: the disconnect is
-    handled when the server delivers ``websocket.disconnect``."""
-
-    async def quiet(message: dict[str, Any]) -> None:
-        try:
-            await send(message)
-        except OSError:
-            logger.debug("frame dropped: the client has disconnected")
-
-    return quiet
+NOTHING_WATCHED: frozenset[int] = frozenset()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user: User | None
     device_id: int | None
+    # Channels' groups joined at connect: none (one empty tuple for every socket instead of a list each).
+    groups: ClassVar[Any] = ()
 
     async def connect(self) -> None:
         metrics.socket_opened()
@@ -163,27 +158,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conn_id = uuid.uuid4().hex
         log_context.bind_socket(self.conn_id)
         self.token_exp = 0
-        self.presence_watch: set[int] = set()
+        # Made when first needed (most sockets never watch, type or fire a deadline: an empty
+        # set alone is 216 bytes per idle socket).
+        self.presence_watch: set[int] | frozenset[int] = NOTHING_WATCHED
         self.presence_revocations = 0  # ``presence.revoke`` events seen (see presence_subscribe)
-        self.tasks: list[asyncio.Task[Any]] = []
+        self.tasks: list[asyncio.Task[Any]] | None = None
         self.bucket = TokenBucket(settings.HEALTHCHAT_WS_RATE, settings.HEALTHCHAT_WS_BURST)
-        self.typing_bucket = TokenBucket(2.0, 5.0)
+        self.typing_bucket: TokenBucket | None = None
         self.replica_stamps = replica.SocketStamps()
         self.flood_warnings = 0
-        self.expiry_timer: asyncio.TimerHandle | None = None
-        self.auth_timer: asyncio.TimerHandle | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.auth_due = 0.0  # monotonic; 0: no auth deadline (authenticating by header)
         await self.accept()
         self.last_frame_at = time.monotonic()
-        self.idle_timer: asyncio.TimerHandle | None = None
-        if settings.HEALTHCHAT_WS_IDLE_TIMEOUT > 0:
-            self.idle_timer = asyncio.get_running_loop().call_later(
-                settings.HEALTHCHAT_WS_IDLE_TIMEOUT, self._idle_check
-            )
         authorization = _header(self.scope, b"authorization")
         device_header = _header(self.scope, b"x-device-id")
-        if authorization is not None:
-            _forget_authorization(self.scope)
+        keep_headers_read_later(self.scope)
         if authorization and authorization.lower().startswith("bearer "):
+            self._arm_deadline()  # the idle timeout
             device_id = (
                 int(device_header)
                 if device_header and device_header.isascii() and device_header.isdigit()
@@ -191,9 +183,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             await self.authenticate(authorization[7:].strip(), device_id, ref=None)
         else:
-            self.auth_timer = asyncio.get_running_loop().call_later(
-                settings.HEALTHCHAT_WS_AUTH_TIMEOUT, self._auth_deadline_passed
-            )
+            self.auth_due = self.last_frame_at + settings.HEALTHCHAT_WS_AUTH_TIMEOUT
+            self._arm_deadline()
 
     # --- authentication ---------------------------------------------------------------------
     async def authenticate(self, token: str, device_id: int | None, ref: str | None) -> None:
@@ -228,9 +219,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user, self.device_id = user, device
         log_context.bind_user(user.pk)
-        if self.auth_timer is not None:
-            self.auth_timer.cancel()
-            self.auth_timer = None
+        self.auth_due = 0.0
         self._schedule_expiry(verified.expires_at)
         if self._inbox is not None:  # other processes may now send to this socket's channel
             await self.channel_layer.listen_inbox(self.channel_name)
@@ -251,43 +240,56 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
 
-    # Deadlines (auth, token expiry, idle) are loop timers, not sleeping tasks: a task (and its
-    # coroutine) is created only when one fires, so an idle socket holds small timer handles
-    # instead of four tasks.
+    # Deadlines (auth, token expiry, idle) share ONE loop timer per socket, set for the nearest
+    # of them and set again when it fires early for the others: no sleeping task (and coroutine)
+    # per deadline, and one timer handle (~0.5 KB with uvloop) instead of one per deadline
+    # (issue 26). Frames only stamp ``last_frame_at``; the timer looks at it when it fires.
     def _schedule_expiry(self, exp: int) -> None:
         self.token_exp = exp
-        if self.expiry_timer is not None:
-            self.expiry_timer.cancel()
-        self.expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, exp - time.time()), self._token_expired, exp
-        )
+        self._arm_deadline()
 
-    def _token_expired(self, exp: int) -> None:
-        self.expiry_timer = None
-        if self.token_exp == exp:
-            self._close_soon("token_expired", "The token expired; reconnect with a new one.")
+    def _arm_deadline(self) -> None:
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        now = time.monotonic()
+        due: list[float] = []
+        if self.user is None and self.auth_due:
+            due.append(self.auth_due - now)
+        if self.user is not None and self.token_exp:
+            due.append(self.token_exp - time.time())
+        idle_timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
+        if idle_timeout > 0:
+            due.append(self.last_frame_at + idle_timeout - now)
+        if due:
+            self.deadline_timer = asyncio.get_running_loop().call_later(
+                max(0.0, min(due)), self._deadline_passed
+            )
 
-    def _auth_deadline_passed(self) -> None:
-        self.auth_timer = None
-        if self.user is None:
+    def _deadline_passed(self) -> None:
+        """The nearest deadline came: close the socket for the one that passed (the auth
+        deadline, then the token's expiry, then the idle timeout), else wait for the next."""
+        self.deadline_timer = None
+        now = time.monotonic()
+        if self.user is None and self.auth_due and now >= self.auth_due:
             self._close_soon("auth_timeout", "Send an auth frame within 10 seconds.")
-
-    def _idle_check(self) -> None:
-        """Close the socket when the client sent no frame (``ping`` counts) for the idle timeout;
-        else look again when the timeout would next be reached (frames only stamp the time)."""
-        timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
-        idle = time.monotonic() - self.last_frame_at
-        if idle >= timeout:
-            self.idle_timer = None
-            self._close_soon("idle_timeout", f"No frame for {timeout:g} seconds.", CLOSE_IDLE)
-        else:
-            self.idle_timer = asyncio.get_running_loop().call_later(timeout - idle, self._idle_check)
+            return
+        if self.user is not None and self.token_exp and time.time() >= self.token_exp:
+            self._close_soon("token_expired", "The token expired; reconnect with a new one.")
+            return
+        idle_timeout = float(settings.HEALTHCHAT_WS_IDLE_TIMEOUT)
+        if idle_timeout > 0 and now - self.last_frame_at >= idle_timeout:
+            self._close_soon("idle_timeout", f"No frame for {idle_timeout:g} seconds.", CLOSE_IDLE)
+            return
+        self._arm_deadline()
 
     def _close_soon(self, code: str, message: str, close_code: int = CLOSE_UNAUTHORIZED) -> None:
         async def close() -> None:
             await self.send_error(code, message, None)
             await self.close(code=close_code)
 
+        if self.tasks is None:
+            self.tasks = []
         self.tasks.append(asyncio.get_running_loop().create_task(close()))
 
     async def refresh(self, token: str) -> dict[str, Any]:
@@ -304,6 +306,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def watch_presence(self, user_ids: list[int]) -> None:
         for uid in user_ids:
             if uid not in self.presence_watch:
+                if not isinstance(self.presence_watch, set):
+                    self.presence_watch = set()
                 self.presence_watch.add(uid)
                 await self.channel_layer.group_add(presence_group(uid), self.channel_name)
 
@@ -311,19 +315,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Stop watching ``user_ids`` (whether or not this socket watches them: a watch may be
         joining its group while a revocation is handled)."""
         for uid in user_ids:
-            self.presence_watch.discard(uid)
+            if isinstance(self.presence_watch, set):
+                self.presence_watch.discard(uid)
             await self.channel_layer.group_discard(presence_group(uid), self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         metrics.socket_closed(code)
-        for timer in (
-            getattr(self, "expiry_timer", None),
-            getattr(self, "auth_timer", None),
-            getattr(self, "idle_timer", None),
-        ):
-            if timer is not None:
-                timer.cancel()
-        for task in getattr(self, "tasks", []):
+        timer = getattr(self, "deadline_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self.deadline_timer = None
+        for task in getattr(self, "tasks", None) or ():
             if not task.done() and task is not asyncio.current_task():
                 task.cancel()
         user = getattr(self, "user", None)
@@ -375,7 +377,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None:
             await self.send_error("not_authenticated", "Authenticate first (auth frame).", ref)
             return
-        if frame.type == "typing" and not self.typing_bucket.take():
+        if frame.type == "typing" and not self.typing_limit().take():
             await self.send_error("rate_limited", "Too many typing frames.", ref)
             return
         started = time.perf_counter()
@@ -400,6 +402,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reply is not None:
             await self.send_frame({"type": "ack", "ref": ref, "data": reply})
         metrics.frame_answered(frame.type, started)
+
+    def typing_limit(self) -> TokenBucket:
+        """The socket's ``typing`` rate limit, made full at the first ``typing`` frame (as if made
+        at connect: a bucket refills to its burst anyway)."""
+        if self.typing_bucket is None:
+            self.typing_bucket = TokenBucket(2.0, 5.0)
+        return self.typing_bucket
 
     async def _flooded(self, text_data: str | None) -> None:
         self.flood_warnings += 1
@@ -437,7 +446,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         has no task of its own besides this one."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = quiet_when_gone(send)
+        self.server_send = send
         self._drainer: asyncio.Task[None] | None = None
         self._inbox: Inbox | None = None
         events: asyncio.Task[None] | None = None
@@ -466,6 +475,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     await self.channel_layer.close_inbox(self.channel_name)
                 except Exception:  # Redis away: the subscription ends with the connection
                     logger.warning("could not unsubscribe a closed socket's channel", exc_info=True)
+
+    async def base_send(self, message: dict[str, Any]) -> None:
+        """The server's ``send``, dropping a frame for a client that has already gone: uvicorn
+        raises ``ClientDisconnected`` (an ``OSError``) when the socket closed under a send, e.g. a
+        phone that lost its network in the middle of a ``sync`` reply. Nothing is lost by dropping
+        it (the client syncs from its cursor when it is back) and nothing is an error: the
+        disconnect is handled when the server delivers ``websocket.disconnect``. A method, not a
+        closure made per socket (issue 26)."""
+        try:
+            await self.server_send(message)
+        except OSError:
+            logger.debug("frame dropped: the client has disconnected")
 
     def _wake(self) -> None:
         """The inbox has an event: drain it in order in one task (started if none runs)."""

@@ -4,4 +4,5 @@ from django.urls import path
 
 from .consumers import ChatConsumer
 
-websocket_urlpatterns = [path("ws/v1/", ChatConsumer.as_asgi())]
+SOCKET_PATH = "ws/v1/"  # served by ``core.asgi_socket.SocketFront`` in healthchat/asgi.py
+websocket_urlpatterns = [path(SOCKET_PATH, ChatConsumer.as_asgi())]

@@ -125,6 +125,15 @@ def test_queries_do_not_grow_with_the_sockets(make_token):
     assert statements[2].startswith('INSERT INTO "audit_auditentry"')
 
 
+def test_a_sockets_user_holds_no_profile(make_token):
+    """The user a socket keeps for its life comes without its profile (issue 26: idle memory)."""
+    doctor: User = DoctorFactory.create()
+    token = make_token(uid=doctor.firebase_uid, phone_number=doctor.phone_number)
+    user, _verified, _device = ws_auth.authenticate_socket(token, None, scope("10.3.0.1"))
+    assert user.pk == doctor.pk
+    assert user._state.fields_cache == {}  # no doctor_profile / specialty loaded with it
+
+
 def test_a_sign_in_that_cannot_be_audited_is_refused_and_a_refusal_stays_one(make_token, monkeypatch):
     from audit import services as audit_services
 

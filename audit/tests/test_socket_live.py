@@ -83,6 +83,8 @@ def test_sign_in_and_one_row_per_sync_and_none_per_send(server, make_token):
     assert [(r.action, r.actor_id, r.outcome) for r in sync_rows] == [
         (actions.HISTORY_SYNC, patient.pk, "ok")
     ]
+    # Written after the handshake: the headers it reads outlive the scope's trimming (issue 26).
+    assert (sync_rows[0].ip, sync_rows[0].user_agent) == (signin.ip, signin.user_agent)
     assert list(AuditEntry.objects.filter(id__gt=synced)) == []  # five sends: no rows
     for row in AuditEntry.objects.filter(id__gt=before):
         assert SECRET_TEXT not in str(row.__dict__)

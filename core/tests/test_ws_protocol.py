@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import subprocess
 import sys
+import weakref
 
 import pytest
 import websockets
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.protocol import OPEN, Protocol, Side
+from websockets.server import ServerProtocol
 
 from accounts.tests.factories import PatientFactory
-from core.ws_protocol import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from core.ws_protocol import (
+    KeepaliveQueue,
+    LeanEvent,
+    LeanQueue,
+    LeanWebSocketProtocol,
+    release_handshake_request,
+)
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
 
@@ -43,6 +55,139 @@ async def test_queue_reader_cancelled_while_waiting_leaves_no_waiter():
         await reader
     queue.put_nowait("x")  # no stale future to trip over
     assert await queue.get() == "x"
+
+
+async def test_queue_hands_the_next_event_to_a_waiting_future() -> None:
+    queue = LeanQueue()
+    queue.put_nowait("a")
+    ready = queue.get_future()
+    assert ready.done()
+    assert ready.result() == "a"
+    waiting = queue.get_future()
+    assert not waiting.done()
+    queue.put_nowait("b")
+    queue.put_nowait("c")
+    assert waiting.result() == "b"  # handed over, not queued
+    assert queue.qsize() == 1
+    assert await queue.get_future() == "c"
+    cancelled = queue.get_future()
+    cancelled.cancel()
+    queue.put_nowait("d")  # a cancelled reader's event stays queued
+    assert await queue.get() == "d"
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+async def test_receive_is_a_future_and_resumes_reading_once_drained() -> None:
+    """``receive`` without a coroutine frame: the app awaits the queue's future; reading paused
+    by uvicorn after an event resumes once the event is taken and nothing else is queued."""
+    protocol = LeanWebSocketProtocol.__new__(LeanWebSocketProtocol)  # the queue and flow control only
+    protocol.queue = LeanQueue()  # type: ignore[assignment]
+    transport = protocol.transport = FakeTransport()  # type: ignore[assignment]
+    protocol.read_paused = False
+    waiting = protocol.receive()
+    assert isinstance(waiting, asyncio.Future)
+    assert not waiting.done()
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "1"})
+    protocol.read_paused = True  # what uvicorn does right after queueing a frame
+    assert await waiting == {"type": "websocket.receive", "text": "1"}
+    await asyncio.sleep(0)
+    assert (protocol.read_paused, transport.resumed) == (False, 1)
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "2"})
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "3"})
+    protocol.read_paused = True
+    assert (await protocol.receive())["text"] == "2"
+    assert protocol.read_paused  # one still queued: stays paused
+    assert (await protocol.receive())["text"] == "3"
+    assert (protocol.read_paused, transport.resumed) == (False, 2)
+
+
+class Pinged:
+    """Stands for a connection in the keepalive queue: notes when it was pinged."""
+
+    def __init__(self, name: str, log: list[tuple[str, float]], loop: asyncio.AbstractEventLoop) -> None:
+        self.name, self.log, self.loop = name, log, loop
+        self.ping_due: float | None = None
+
+    def send_keepalive_ping(self) -> None:
+        self.log.append((self.name, self.loop.time()))
+
+
+async def test_keepalive_queue_pings_each_connection_when_due_behind_one_timer() -> None:
+    loop = asyncio.get_running_loop()
+    log: list[tuple[str, float]] = []
+    queue = KeepaliveQueue(loop)
+    a, b, c, d = (Pinged(n, log, loop) for n in "abcd")
+    now = loop.time()
+    queue.add(a, now + 0.05)  # type: ignore[arg-type]
+    queue.add(b, now + 0.10)  # type: ignore[arg-type]
+    queue.add(c, now + 0.08)  # type: ignore[arg-type]  # earlier than the last: moved to b's due
+    queue.add(d, now + 0.12)  # type: ignore[arg-type]
+    assert c.ping_due == b.ping_due
+    d.ping_due = None  # stopped (closed) before its ping: skipped
+    await asyncio.sleep(0.03)
+    assert log == []
+    await asyncio.sleep(0.2)
+    assert [name for name, _ in log] == ["a", "b", "c"]
+    assert all(at >= due for (_, at), due in zip(log, (now + 0.05, now + 0.10, now + 0.10), strict=True))
+    assert a.ping_due is None
+    assert not queue.entries
+    assert queue.timer is None  # nothing due: no timer
+    queue.add(a, loop.time() + 0.01)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert [name for name, _ in log] == ["a", "b", "c", "a"]
+
+
+HANDSHAKE = (
+    b"GET /ws/v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Authorization: Bearer secret-token\r\n\r\n"
+)
+
+
+def accepted() -> tuple[ServerProtocol, weakref.ref[object]]:
+    conn = ServerProtocol(max_size=2**20, logger=logging.getLogger("test"))
+    conn.receive_data(HANDSHAKE)
+    (request,) = conn.events_received()
+    conn.send_response(conn.accept(request))  # type: ignore[arg-type]
+    conn.data_to_send()
+    return conn, weakref.ref(request)
+
+
+def client_frames(*texts: bytes) -> bytes:
+    client = Protocol(Side.CLIENT)
+    client.state = OPEN
+    for text in texts:
+        client.send_text(text)
+    return b"".join(client.data_to_send())
+
+
+def test_the_handshake_request_is_released_and_frames_still_parse() -> None:
+    conn, request = accepted()
+    gc.collect()
+    assert request() is not None  # held by the server protocol's parser frame
+    assert release_handshake_request(conn)
+    gc.collect()
+    assert request() is None  # the headers (the bearer token among them) are gone
+    data = client_frames(b"one", b"two")
+    for i in range(len(data)):  # byte by byte: the new parser keeps its state across reads
+        conn.receive_data(data[i : i + 1])
+    assert [bytes(e.data) for e in conn.events_received()] == [b"one", b"two"]  # type: ignore[union-attr]
+
+
+def test_a_parser_in_the_middle_of_a_frame_is_left_alone() -> None:
+    conn, _request = accepted()
+    data = client_frames(b"early")
+    conn.receive_data(data[:3])  # a client that did not wait for the answer: a frame begun
+    assert not release_handshake_request(conn)
+    conn.receive_data(data[3:])
+    assert [bytes(e.data) for e in conn.events_received()] == [b"early"]  # type: ignore[union-attr]
 
 
 async def test_event_wait_set_clear():
@@ -99,6 +244,11 @@ def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
     async def scenario():
         a = await WsClient.connect(server.ws_url, token(patient))
         b = await WsClient.connect(server.ws_url, token(doctor))
+        # Compression is negotiated (the client offers it, as browsers do) without context
+        # takeover on either side: the server keeps no zlib state between messages (issue 26).
+        (deflate,) = a.ws.protocol.extensions
+        assert isinstance(deflate, PerMessageDeflate)
+        assert (deflate.remote_no_context_takeover, deflate.local_no_context_takeover) == (True, True)
         # A burst (under the frame rate burst) while the doctor is not reading.
         for i in range(80):
             await a.send(
