@@ -317,6 +317,18 @@ def _bin_dir() -> Path:
 PRIVATE_DATA: dict[int, Path] = {}  # port -> data directory of the private clusters running
 
 
+def settings_options(pairs: list[str]) -> tuple[str, ...]:
+    """``NAME=VALUE`` settings (``--pg-setting``) as ``postgres -c`` options; a later one wins
+    over the defaults of ``private_postgres``."""
+    options = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_.]+", name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
+            raise SystemExit(f"--pg-setting {pair!r}: NAME=VALUE (letters, digits, _ and . only)")
+        options.append(f"-c {name}={value}")
+    return tuple(options)
+
+
 @contextlib.contextmanager
 def private_postgres(extra: tuple[str, ...] = ()) -> Iterator[int]:
     """A throwaway PostgreSQL cluster on a free port with ``pg_stat_statements`` preloaded and

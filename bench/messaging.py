@@ -579,6 +579,14 @@ def main() -> int:
         help="run on a throwaway PostgreSQL (pg_stat_statements preloaded) and Redis of this run's own, "
         "so that --db-stats counts only this benchmark",
     )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --private-services: a PostgreSQL setting of the throwaway cluster (repeatable), "
+        "e.g. shared_buffers=1GB for the deployment docs/performance.md recommends",
+    )
     args = parser.parse_args()
     if args.skip_relay and "relay" in args.target:
         args.target = [t for t in args.target if t != "relay"]
@@ -591,7 +599,9 @@ def main() -> int:
         if args.private_services:
             import dbstats
 
-            os.environ["BENCH_PG_PORT"] = str(services.enter_context(dbstats.private_postgres()))
+            os.environ["BENCH_PG_PORT"] = str(
+                services.enter_context(dbstats.private_postgres(dbstats.settings_options(args.pg_setting)))
+            )
             args.redis_url = f"redis://127.0.0.1:{services.enter_context(dbstats.private_redis())}/2"
         return run(args)
 

@@ -178,12 +178,22 @@ def main() -> int:
         action="store_true",
         help="a throwaway PostgreSQL (pg_stat_statements, checkpoints and autovacuum logged) and Redis",
     )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --private-services: a PostgreSQL setting of the throwaway cluster (repeatable), "
+        "e.g. shared_buffers=1GB for the deployment docs/performance.md recommends",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as services:
         if args.private_services:
             import dbstats
 
-            os.environ["BENCH_PG_PORT"] = str(services.enter_context(dbstats.private_postgres()))
+            os.environ["BENCH_PG_PORT"] = str(
+                services.enter_context(dbstats.private_postgres(dbstats.settings_options(args.pg_setting)))
+            )
             args.redis_url = f"redis://127.0.0.1:{services.enter_context(dbstats.private_redis())}/2"
         return run(args)
 
