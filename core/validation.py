@@ -97,19 +97,22 @@ class StrictSerializer(serializers.Serializer[Any]):
         try:
             return super().to_internal_value(data)
         except serializers.ValidationError as exc:
-            raise self.coded(exc) from exc
+            coded = self.coded(exc)
+            if coded is None:
+                raise
+            raise coded from exc
 
-    def coded(self, exc: serializers.ValidationError) -> Exception:
-        """``exc``, or the domain error ``field_codes`` names for its first coded field refusal."""
+    def coded(self, exc: serializers.ValidationError) -> ApplicationError | None:
+        """The domain error ``field_codes`` names for the first coded field refusal in ``exc``."""
         if not self.field_codes or not isinstance(exc.detail, dict):
-            return exc
+            return None
         for name, problems in exc.detail.items():
             codes = self.field_codes.get(str(name), {})
             for problem in problems if isinstance(problems, list) else []:
                 code = codes.get(getattr(problem, "code", None) or "")
                 if code is not None:
                     return ApplicationError(code, str(problem), fields={str(name): [code]})
-        return exc
+        return None
 
 
 class QuerySerializer(serializers.Serializer[Any]):
