@@ -63,15 +63,13 @@ def _json_type_problem(field: serializers.Field[Any, Any, Any, Any], value: Any)
 
 class StrictSerializer(serializers.Serializer[Any]):
     """Refuses fields it does not declare (unknown or read-only), instead of ignoring them, and
-    (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
-
-    ``field_codes``: the domain code a field's own refusal is answered with, by DRF's code, e.g.
-    ``{"reason": {"invalid_choice": "invalid_reason"}}``: the answer is that ``ApplicationError``
-    (``error.code`` the domain code, ``fields`` naming the field), not ``invalid``, so the code the
-    docs and the service give for a rule is the one a client gets whichever layer checks it.
-    """
+    (for JSON bodies) values of another JSON type than the field's, instead of coercing them."""
 
     json_types = True
+    # The domain code a field's own refusal is answered with, by DRF's code, e.g.
+    # ``{"reason": {"invalid_choice": "invalid_reason"}}``: that ``ApplicationError`` (``fields``
+    # naming the field) instead of ``invalid``, so a client gets the code the docs and the service
+    # give for a rule whichever layer checks it. (Not in the docstring: the schema shows that.)
     field_codes: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def to_internal_value(self, data: Any) -> Any:
