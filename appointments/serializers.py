@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.validation import QuerySerializer, StrictSerializer, drf
+from core.validation import OffsetDateTimeField, QuerySerializer, StrictSerializer, drf
 from payments import validators as payment_validators
 from payments.models import Consultation
 from payments.serializers import ConsultationOutSerializer
@@ -83,9 +83,15 @@ class SlotOutSerializer(serializers.Serializer[Any]):
     end = serializers.DateTimeField()
 
 
+# A start without its UTC offset is refused (the services' code), not read in the server's zone.
+STARTS_AT_CODES = {"starts_at": {"naive": "invalid_time_zone"}}
+
+
 class AppointmentCreateInputSerializer(StrictSerializer):
+    field_codes = STARTS_AT_CODES
+
     doctor_id = serializers.IntegerField(min_value=1)
-    starts_at = serializers.DateTimeField(help_text="a slot's start, with its UTC offset")
+    starts_at = OffsetDateTimeField(help_text="a slot's start, with its UTC offset")
     kind = serializers.ChoiceField(choices=Consultation.Kind.choices)
     reason = serializers.CharField(
         required=False, allow_blank=True, trim_whitespace=False, max_length=payment_validators.REASON_MAX
@@ -93,7 +99,9 @@ class AppointmentCreateInputSerializer(StrictSerializer):
 
 
 class AppointmentRescheduleInputSerializer(StrictSerializer):
-    starts_at = serializers.DateTimeField(help_text="the new slot's start, with its UTC offset")
+    field_codes = STARTS_AT_CODES
+
+    starts_at = OffsetDateTimeField(help_text="the new slot's start, with its UTC offset")
 
 
 class EmptyInputSerializer(StrictSerializer):

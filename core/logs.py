@@ -15,6 +15,8 @@ What is replaced by ``[redacted]``:
   ``.`` or ``:`` segments, the colon possibly percent-encoded), wherever it appears;
 - the credential after ``Bearer``, the value of a ``Cookie:``/``Set-Cookie:`` header line;
 - Stripe secret and restricted keys, webhook secrets and PaymentIntent client secrets;
+- the credential of a path that is one (``CREDENTIAL_PATHS``: ``/prescriptions/verify/<code>``,
+  ``/calendar/feeds/<token>/``);
 - while ``hiding(strings)`` is on (a socket frame's handler failed: the client's strings, such as
   a message's text, that the error's message may quote), each of those strings.
 """
@@ -66,6 +68,12 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
 _COOKIE = re.compile(r"(?i)\b((?:set-)?cookie:\s*)[^\r\n]+")
 # A parameter is looked at only when the text names one (or percent-encodes some name).
 _PARAMETER_HINTS = (*(f"{name}=" for name in sorted(CREDENTIAL_PARAMETERS)), "%")
+# Credentials that are a path segment, the only credential of a public endpoint: a prescription's
+# verification code (records/urls.py) and a calendar feed's token (appointments/urls.py).
+CREDENTIAL_PATHS = ("/prescriptions/verify/", "/calendar/feeds/")
+_PATH_CREDENTIAL = re.compile(
+    "(" + "|".join(re.escape(prefix) for prefix in CREDENTIAL_PATHS) + r")[^/?#\s\"']+"
+)
 
 
 def _parameter(match: re.Match[str]) -> str:
@@ -150,6 +158,8 @@ def redact(text: str) -> str:
         text = _SHAPES.sub(REDACTED, text)
     if "=" in text and any(hint in lowered for hint in _PARAMETER_HINTS):
         text = _PARAMETER.sub(_parameter, text)
+    if any(prefix in text for prefix in CREDENTIAL_PATHS):
+        text = _PATH_CREDENTIAL.sub(rf"\1{REDACTED}", text)
     return text
 
 

@@ -15,9 +15,8 @@ from django.http import HttpRequest
 
 from accounts.actors import admin_permission
 from accounts.models import User
-from audit import actions as audited
-from audit import services as audit
 from audit.admin import AuditedAdminMixin
+from audit.client import from_request
 from core.errors import ApplicationError
 
 from . import services
@@ -68,15 +67,13 @@ class DocumentAdmin(AuditedAdminMixin, admin.ModelAdmin[Document]):
     def regenerate(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
         assert isinstance(request.user, User)
         done = 0
-        for document in queryset:
-            try:
-                services.document_regenerate(document_id=document.pk, actor=request.user)
+        client = from_request(request)
+        for document_id in queryset.values_list("pk", flat=True):
+            try:  # the service checks the permission again and writes the audit entry
+                services.document_regenerate(document_id=document_id, actor=request.user, client=client)
             except ApplicationError as exc:
-                messages.error(request, f"Document {document.pk}: {exc.message}")
+                messages.error(request, f"Document {document_id}: {exc.message}")
                 continue
-            audit.record(
-                audited.DOCUMENT_REGENERATE, request=request, object_type="document", object_id=document.pk
-            )
             done += 1
         if done:
             messages.success(request, f"{done} document(s) queued for rendering.")

@@ -19,6 +19,7 @@ from core.pagination import DefaultCursorPagination
 from core.throttling import ScopedRateThrottle
 
 from . import selectors, services
+from . import validators as v
 from .serializers import (
     DocumentLinkOutSerializer,
     DocumentListQuerySerializer,
@@ -43,7 +44,7 @@ class DocumentListCreateApi(APIView):
     @api_doc(
         "List my documents (receipts, consultation summaries, prescriptions)",
         parameters=[
-            OpenApiParameter("kind", str, description="only this kind"),
+            OpenApiParameter("kind", str, enum=list(v.KINDS), description="only this kind"),
             OpenApiParameter("consultation_id", int, description="only this consultation's"),
         ],
         responses=DocumentOutSerializer(many=True),

@@ -14,6 +14,8 @@ from .models import Document
 
 # --- Input ----------------------------------------------------------------------------------
 class DocumentRequestInputSerializer(StrictSerializer):
+    field_codes = {"kind": {"invalid_choice": "invalid_kind"}}
+
     kind = serializers.ChoiceField(
         choices=Document.Kind.choices,
         help_text="receipt (consultation_id, payment_id?), consultation_summary (consultation_id, "

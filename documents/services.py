@@ -20,8 +20,11 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.actors import Actor, require_permission
+from accounts.actors import Actor, acting_user, require_permission
 from accounts.models import User
+from audit import actions as audited
+from audit import services as audit
+from audit.client import COMMAND, SYSTEM, Client
 from core.errors import ApplicationError
 from payments.models import Consultation, LedgerEntry
 from records import selectors as records
@@ -247,8 +250,9 @@ def _delete_file(name: str) -> None:
         logger.warning("could not delete a replaced document file")
 
 
-def document_regenerate(*, document_id: int, actor: Actor) -> Document:
-    """Staff: render a document again from its record (needs ``documents.regenerate_document``)."""
+def document_regenerate(*, document_id: int, actor: Actor, client: Client | None = None) -> Document:
+    """Staff: render a document again from its record (needs ``documents.regenerate_document``),
+    audited (``document.regenerate``) in the same transaction, whoever calls (admin, command)."""
     require_permission(actor, "documents.regenerate_document")
     with transaction.atomic():
         document = Document.objects.select_for_update().filter(pk=document_id).first()
@@ -260,6 +264,13 @@ def document_regenerate(*, document_id: int, actor: Actor) -> Document:
             document.requested_at = timezone.now()
             document.save(update_fields=["status", "error", "requested_at"])
             _queue_render(document.pk)
+        audit.record(
+            audited.DOCUMENT_REGENERATE,
+            actor=acting_user(actor),
+            object_type="document",
+            object_id=document.pk,
+            client=client or (COMMAND if acting_user(actor) is None else SYSTEM),
+        )
         return document
 
 

@@ -14,6 +14,14 @@ BIGINT = 2**63 - 1
 
 
 class ReportCreateInputSerializer(StrictSerializer):
+    # The codes the service gives these rules (docs/protocol.md), not DRF's ``invalid``.
+    field_codes = {
+        "target": {"invalid_choice": "invalid_report_target"},
+        "reason": {"invalid_choice": "invalid_reason"},
+        "text": {"max_length": "report_text_too_long"},
+        "shared_text": {"max_length": "report_text_too_long"},
+    }
+
     target = serializers.ChoiceField(choices=Report.Target.choices, help_text="message or user")
     message_id = serializers.IntegerField(
         min_value=1, max_value=BIGINT, required=False, help_text="target message: the message reported"

@@ -6,12 +6,14 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.validation import StrictSerializer
+from core.validation import OffsetDateTimeField, StrictSerializer
 
 
 class MuteInputSerializer(StrictSerializer):
-    # Omitted or null: muted until unmuted.
-    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    field_codes = {"until": {"naive": "invalid_mute_until"}}
+
+    # Omitted or null: muted until unmuted. With its UTC offset.
+    until = OffsetDateTimeField(required=False, allow_null=True, default=None)
 
 
 class MuteOutSerializer(serializers.Serializer[Any]):

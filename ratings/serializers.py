@@ -25,7 +25,11 @@ class ReviewUpdateInputSerializer(StrictSerializer):
 
 
 class ReviewReplyInputSerializer(StrictSerializer):
-    text = serializers.CharField(trim_whitespace=False, help_text=f"at most {REPLY_MAX} characters")
+    text = serializers.CharField(
+        allow_blank=True,  # blank or spaces: the service's ``empty_reply``
+        trim_whitespace=False,
+        help_text=f"not blank, at most {REPLY_MAX} characters",
+    )
 
 
 class ReplyOutSerializer(serializers.Serializer[Any]):

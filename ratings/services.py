@@ -60,12 +60,12 @@ def validate_comment(value: str) -> str:
 def validate_reply(value: str) -> str:
     text = value.strip()
     if not text:
-        raise ApplicationError("empty_reply", "A reply cannot be empty.", fields={"reply": ["empty_reply"]})
+        raise ApplicationError("empty_reply", "A reply cannot be empty.", fields={"text": ["empty_reply"]})
     if len(text) > REPLY_MAX:
         raise ApplicationError(
             "reply_too_long",
             f"reply is at most {REPLY_MAX} characters.",
-            fields={"reply": ["reply_too_long"]},
+            fields={"text": ["reply_too_long"]},
         )
     return text
 

@@ -200,19 +200,24 @@ class NoteAmendmentsApi(APIView):
 
 # --- Prescriptions ----------------------------------------------------------------------------
 class ConsultationPrescriptionsApi(APIView):
+    pagination_class = DefaultCursorPagination
+
     @api_doc(
-        "The consultation's prescriptions (issued and cancelled, newest first)",
+        "The consultation's prescriptions (issued and cancelled, newest first; cursor pages)",
         errors={404: ["consultation_not_found"]},
         responses=PrescriptionOutSerializer(many=True),
     )
     def get(self, request: Request, consultation_id: int) -> Response:
         user = request_user(request)
         payment_selectors.consultation_get(user=user, consultation_id=consultation_id)
-        rows = selectors.prescription_list(user=user, consultation_id=consultation_id)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            selectors.prescription_list(user=user, consultation_id=consultation_id), request, view=self
+        )
         audit.record(
             audited.PRESCRIPTION_LIST, request=request, object_type="consultation", object_id=consultation_id
         )
-        return Response(PrescriptionOutSerializer(rows, many=True).data)
+        return paginator.get_paginated_response(PrescriptionOutSerializer(page or [], many=True).data)
 
     @api_doc(
         "Issue a prescription to the consultation's patient (its doctor: verified, licence valid, "

@@ -6,23 +6,32 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.validation import QuerySerializer, StrictSerializer
+from core.validation import OffsetDateTimeField, QuerySerializer, StrictSerializer
 
 from .models import ScheduledMessage
 
+# The services' codes for these rules (docs/protocol.md), not DRF's ``invalid``: a blank body is
+# ``empty_message`` (``messaging.validators.validate_body``), a time without its offset
+# ``invalid_send_at``.
+SEND_AT_CODES = {"send_at": {"naive": "invalid_send_at"}}
+
 
 class ScheduledCreateInputSerializer(StrictSerializer):
+    field_codes = SEND_AT_CODES
+
     conversation_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
-    body = serializers.CharField(trim_whitespace=False)
-    send_at = serializers.DateTimeField(help_text="when to send it, with its UTC offset")
+    body = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    send_at = OffsetDateTimeField(help_text="when to send it, with its UTC offset")
     client_id = serializers.UUIDField(
         required=False, help_text="the message's client_id when sent; repeating it returns the same row"
     )
 
 
 class ScheduledUpdateInputSerializer(StrictSerializer):
-    body = serializers.CharField(required=False, trim_whitespace=False)
-    send_at = serializers.DateTimeField(required=False)
+    field_codes = SEND_AT_CODES
+
+    body = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    send_at = OffsetDateTimeField(required=False, help_text="with its UTC offset")
 
 
 class ScheduledListQuerySerializer(QuerySerializer):

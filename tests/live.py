@@ -184,6 +184,45 @@ def celery_worker(
         yield process
 
 
+def clear_celery_queue() -> None:
+    """Empty this test worker's Celery queue (its keys only: the Redis database is shared), so
+    a worker does not run tasks an earlier test, or an aborted run, left behind."""
+    import redis
+    from django.conf import settings
+
+    from healthchat.celery import app as celery_app
+
+    queue = celery_app.conf.task_default_queue
+    client = redis.Redis.from_url(str(settings.REDIS_URL))
+    client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
+
+
+def shared_media_env(media_root: Path) -> dict[str, str]:
+    """What a live server and a live worker share: file storage, the Redis broker (tasks really
+    queued, not eager) and the channel layer's prefix."""
+    from django.conf import settings
+
+    return {
+        "MEDIA_ROOT": str(media_root),
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "CELERY_BROKER_URL": str(settings.REDIS_URL),
+        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+    }
+
+
+@contextmanager
+def fresh_celery_worker(
+    extra_env: Mapping[str, str], log_path: Path, name: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``celery_worker`` on an emptied queue, emptied again once it has stopped."""
+    clear_celery_queue()
+    try:
+        with celery_worker(extra_env, log_path, name) as process:
+            yield process
+    finally:
+        clear_celery_queue()
+
+
 @contextmanager
 def celery_beat(
     extra_env: Mapping[str, str], tmp: Path, max_interval: float | None = None

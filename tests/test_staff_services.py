@@ -26,6 +26,7 @@ from audit import actions
 from audit.models import AuditEntry
 from conftest import unique_phone
 from core.errors import ApplicationError
+from documents import services as document_services
 from messaging import services as messaging_services
 from messaging.models import Conversation
 from messaging.tests.factories import pair
@@ -79,6 +80,24 @@ def _review(hidden: bool = False) -> int:
     return review.pk
 
 
+def _failed_receipt() -> int:
+    """A receipt whose rendering failed (a consultation's capture made it)."""
+    from documents.models import Document
+
+    document = Document.objects.get(consultation_id=_accepted_consultation())
+    Document.objects.filter(pk=document.pk).update(status="failed", error="render_failed")
+    return document.pk
+
+
+def _requeued_and_audited(pk: int, _calls: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Queued again, and the service itself wrote the audit entry (an admin action or a command
+    alike)."""
+    from documents.models import Document
+
+    audited = AuditEntry.objects.filter(action=actions.DOCUMENT_REGENERATE, object_id=str(pk)).exists()
+    return Document.objects.get(pk=pk).status == "pending" and audited
+
+
 def _revoked(pk: int, calls: list[tuple[str, dict[str, Any]]]) -> bool:
     uid = _user(pk).firebase_uid
     return any(body.get("localId") == uid and "validSince" in body for _, body in calls)
@@ -130,6 +149,12 @@ CASES: dict[str, Case] = {
         lambda: _review(hidden=True),
         lambda pk, actor: rating_services.review_show(review_id=pk, actor=actor),
         lambda pk, _: Review.objects.get(pk=pk).hidden_at is None,
+    ),
+    "document_regenerate": Case(
+        "documents.regenerate_document",
+        _failed_receipt,
+        lambda pk, actor: document_services.document_regenerate(document_id=pk, actor=actor),
+        _requeued_and_audited,
     ),
     "consultation_refund": Case(
         "payments.refund_consultation",

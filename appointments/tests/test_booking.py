@@ -124,6 +124,22 @@ def test_not_a_slot_is_outside_availability(client_for, stripe_fake):
 
 
 @pytest.mark.django_db
+def test_a_start_without_its_utc_offset_is_refused_not_read_as_utc(client_for, stripe_fake):
+    """docs/protocol.md: ``invalid_time_zone`` for a ``starts_at`` without a UTC offset (a free
+    slot written without its offset was booked as if it were UTC)."""
+    doctor, schedule = doctor_with_schedule()
+    api = client_for(PatientFactory.create())
+    naive = first_slot(schedule).astimezone(dt.UTC).replace(tzinfo=None).isoformat()
+    answer = api.post(
+        "/api/v1/appointments", {"doctor_id": doctor.pk, "starts_at": naive, "kind": "chat"}, format="json"
+    )
+    assert error_code(answer, 400) == "invalid_time_zone"
+    assert answer.json()["error"]["fields"] == {"starts_at": ["invalid_time_zone"]}
+    assert Appointment.objects.count() == 0
+    assert stripe_fake.calls("POST", "/v1/payment_intents") == []
+
+
+@pytest.mark.django_db
 def test_provider_failure_releases_the_hold(stripe_fake):
     doctor, schedule = doctor_with_schedule()
     patient = PatientFactory.create()

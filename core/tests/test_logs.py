@@ -28,6 +28,15 @@ from core.logs import REDACTED, redact
         ("< authorization: Bearer abc.def-ghi", f"< authorization: Bearer {REDACTED}"),
         ("< cookie: sessionid=abc; csrftoken=def", f"< cookie: {REDACTED}"),
         ("sk_live_abc rk_test_def whsec_ghi pi_3Ab_secret_Cd", " ".join([REDACTED] * 4)),
+        # A credential that is a path segment: the public prescription check, a calendar feed.
+        (
+            '"GET /api/v1/prescriptions/verify/7K3M-9QZX-2RTB-8NPW HTTP/1.1" 200',
+            f'"GET /api/v1/prescriptions/verify/{REDACTED} HTTP/1.1" 200',
+        ),
+        (
+            "GET /api/v1/calendar/feeds/q2-Xk_9v0AbC/calendar.ics",
+            f"GET /api/v1/calendar/feeds/{REDACTED}/calendar.ics",
+        ),
         # Not credentials: left alone.
         (
             "code=invalid_token user=5 key=attachments/x.jpg",
@@ -35,6 +44,7 @@ from core.logs import REDACTED, redact
         ),
         ("token expired for user 5", "token expired for user 5"),
         ("GET /api/v1/conversations?limit=50", "GET /api/v1/conversations?limit=50"),
+        ("GET /api/v1/prescriptions/12/cancel", "GET /api/v1/prescriptions/12/cancel"),
     ],
 )
 def test_redact(line: str, expected: str) -> None:

@@ -200,7 +200,9 @@ def test_receipts_by_payment_and_the_errors_of_asking(
         return response.status_code, response.json().get("error", {}).get("code", "")
 
     assert ask({"kind": "receipt", "consultation_id": unpaid.pk}) == (409, "not_paid")
-    assert ask({"kind": "invoice", "consultation_id": unpaid.pk})[0] == 400
+    # The documented code (OpenAPI, docs/protocol.md), not DRF's ``invalid``.
+    assert ask({"kind": "invoice", "consultation_id": unpaid.pk}) == (400, "invalid_kind")
+    assert ask({"kind": 3, "consultation_id": unpaid.pk}) == (400, "invalid")  # a wrong JSON type
     assert ask({"kind": "receipt"}) == (400, "invalid")
     assert ask({"kind": "prescription"}) == (400, "invalid")
     assert ask({"kind": "receipt", "consultation_id": unpaid.pk, "include_chat": True}) == (400, "invalid")

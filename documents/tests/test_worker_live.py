@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
-from django.conf import settings as dj_settings
 
 from documents.tests.helpers import pdf_text, people
-from healthchat.celery import app as celery_app
 from payments import booking
-from tests.live import celery_worker
+from tests.live import fresh_celery_worker, shared_media_env
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -33,23 +30,13 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _shared_env(media_root: Path) -> dict[str, str]:
-    """What the server and the worker share: storage, the broker (not eager), the issuer."""
+    """What the server and the worker share (storage, the broker, the channel layer), the issuer."""
     return {
-        "MEDIA_ROOT": str(media_root),
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "CELERY_BROKER_URL": str(dj_settings.REDIS_URL),
-        "CHANNEL_LAYER_PREFIX": dj_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        **shared_media_env(media_root),
         "PAYMENTS_PROVIDER": "development",
         "HEALTHCHAT_PLATFORM_LEGAL_NAME": "Healthchat Live Ltd",
         "HEALTHCHAT_TAX_RATE": "20",
     }
-
-
-def _clear_queue() -> None:
-    """Only this test worker's Celery queue keys (the Redis database is shared)."""
-    client = redis.Redis.from_url(str(dj_settings.REDIS_URL))
-    queue = celery_app.conf.task_default_queue
-    client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +46,8 @@ def server(live_server_factory: Any, media_root: Path) -> Any:
 
 @pytest.fixture
 def worker(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    _clear_queue()
-    with celery_worker(_shared_env(media_root), tmp_path / "worker.log", "documents-test") as process:
+    with fresh_celery_worker(_shared_env(media_root), tmp_path / "worker.log", "documents-test") as process:
         yield process
-    _clear_queue()
 
 
 def _until(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60.0) -> Any:

@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
-from django.conf import settings as dj_settings
 
-from healthchat.celery import app as celery_app
 from messaging.models import Attachment
 from messaging.tests import media_corpus as mc
 from messaging.tests.factories import pair
-from tests.live import celery_worker
+from tests.live import fresh_celery_worker, shared_media_env
 from tests.wsclient import WsClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,34 +35,15 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shared-media")
 
 
-def _shared_env(media_root: Path) -> dict[str, str]:
-    """What the server and the worker share: storage, the broker (not eager), the channel layer."""
-    return {
-        "MEDIA_ROOT": str(media_root),
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "CELERY_BROKER_URL": str(dj_settings.REDIS_URL),
-        "CHANNEL_LAYER_PREFIX": dj_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-    }
-
-
-def _clear_queue() -> None:
-    """Only this test worker's Celery queue keys (the Redis database is shared)."""
-    client = redis.Redis.from_url(str(dj_settings.REDIS_URL))
-    queue = celery_app.conf.task_default_queue
-    client.delete(queue, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{queue}")
-
-
 @pytest.fixture(scope="module")
 def server(live_server_factory: Any, media_root: Path) -> Any:
-    return live_server_factory(_shared_env(media_root))
+    return live_server_factory(shared_media_env(media_root))
 
 
 @pytest.fixture
 def worker(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    _clear_queue()
-    with celery_worker(_shared_env(media_root), tmp_path / "worker.log", "media-test") as process:
+    with fresh_celery_worker(shared_media_env(media_root), tmp_path / "worker.log", "media-test") as process:
         yield process
-    _clear_queue()
 
 
 def _headers(make_token: Any, user: Any) -> dict[str, str]:

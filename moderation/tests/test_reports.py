@@ -99,6 +99,28 @@ def test_a_member_reports_a_user_they_share_a_conversation_with() -> None:
 
 
 @pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"reason": "boring"}, "invalid_reason", "reason"),
+        ({"target": "conversation"}, "invalid_report_target", "target"),
+        ({"text": "x" * 2001}, "report_text_too_long", "text"),
+        ({"shared_text": "x" * 4001}, "report_text_too_long", "shared_text"),
+        ({"reason": 5}, "invalid", "reason"),  # a wrong JSON type stays ``invalid``
+    ],
+)
+def test_rest_refusals_carry_the_documented_code(client_for, change, code, field) -> None:
+    """Over REST the same codes as the service (docs/protocol.md, the OpenAPI): the serializer's
+    own refusals of these fields are not DRF's generic ``invalid``."""
+    patient, doctor, _conversation = pair()
+    body = {"target": "user", "user_id": doctor.pk, "reason": "spam", **change}
+    answer = client_for(patient).post("/api/v1/reports", body, format="json")
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert (error["code"], list(error["fields"])) == (code, [field])
+    assert not Report.objects.exists()
+
+
+@pytest.mark.parametrize(
     ("case", "code"),
     [
         ("own message", "cannot_report_self"),

@@ -54,6 +54,11 @@ def test_mute_refuses_the_past_unknown_fields_and_non_members(client_for):
     response = client_for(patient).post(url, {"until": past}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_mute_until"
+    # Without its UTC offset (docs/protocol.md: invalid_mute_until), not read in the server's zone.
+    naive = (timezone.now() + dt.timedelta(hours=8)).replace(tzinfo=None).isoformat()
+    response = client_for(patient).post(url, {"until": naive}, format="json")
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_mute_until")
+    assert Membership.objects.get(conversation=conversation, user=patient).muted_until is None
     assert client_for(patient).post(url, {"forever": True}, format="json").status_code == 400
     stranger = client_for(PatientFactory())
     assert stranger.post(url, {}, format="json").status_code == 404

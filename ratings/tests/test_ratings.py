@@ -178,6 +178,20 @@ def test_the_doctor_replies_once(api):
     assert public[0]["reply"]["text"] == "Thank you for the feedback."
 
 
+@pytest.mark.parametrize(
+    ("text", "code"), [("", "empty_reply"), ("   ", "empty_reply"), ("x" * 2001, "reply_too_long")]
+)
+def test_a_bad_reply_is_refused_with_its_code_naming_the_field_sent(api, text, code):
+    """An empty reply is ``empty_reply`` (as documented), not DRF's ``invalid``; ``fields`` names
+    the request's ``text``."""
+    review = reviewed(stars=3)
+    answer = api(review.doctor).put(url(review.consultation_id) + "/reply", {"text": text}, format="json")
+    assert answer.status_code == 400, answer.content
+    assert (answer.json()["error"]["code"], answer.json()["error"]["fields"]) == (code, {"text": [code]})
+    review.refresh_from_db()
+    assert review.replied_at is None
+
+
 def test_staff_hide_with_a_reason_needs_the_permission_and_is_audited(api):
     kept = reviewed(stars=5)
     doctor = kept.doctor

@@ -55,7 +55,20 @@ def test_doctor_issues_a_prescription(as_user, doctor, patient, consultation) ->
     assert as_user(patient).get(f"/api/v1/prescriptions/{body['id']}").json()["number"] == body["number"]
     assert [p["id"] for p in as_user(patient).get("/api/v1/prescriptions").json()["results"]] == [body["id"]]
     listed = as_user(patient).get(f"/api/v1/consultations/{consultation.pk}/prescriptions").json()
-    assert [p["id"] for p in listed] == [body["id"]]
+    assert [p["id"] for p in listed["results"]] == [body["id"]]
+
+
+def test_a_consultations_prescriptions_come_in_cursor_pages(as_user, doctor, patient, consultation) -> None:
+    """However many a doctor issues, a read is one bounded page (``limit``, ``cursor``)."""
+    issued = [_issue(as_user, doctor, consultation).json()["id"] for _ in range(3)]
+    url = f"/api/v1/consultations/{consultation.pk}/prescriptions"
+    first = as_user(patient).get(f"{url}?limit=2").json()
+    assert [p["id"] for p in first["results"]] == issued[::-1][:2]
+    rest = as_user(patient).get(first["next"]).json()
+    assert ([p["id"] for p in rest["results"]], rest["next"]) == (issued[:1], None)
+    for bad in ("limit=0", "limit=x", "cursor=~~"):
+        refused = as_user(patient).get(f"{url}?{bad}")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid"), bad
 
 
 def test_numbers_and_codes_are_unique(as_user, doctor, consultation) -> None:

@@ -175,6 +175,7 @@ def test_only_the_author_sees_or_touches_it(api):
         ("too_far", 400, "invalid_send_at"),
         ("naive", 400, "invalid_send_at"),
         ("blank", 400, "empty_message"),
+        ("empty", 400, "empty_message"),
         ("control", 400, "invalid_body"),
         ("unknown_field", 400, "unknown_field"),
     ],
@@ -197,10 +198,12 @@ def test_refusals_at_scheduling(api, case, status, code):
         body["send_at"] = (timezone.now() - timedelta(minutes=1)).isoformat()
     elif case == "too_far":
         body["send_at"] = (timezone.now() + timedelta(days=400)).isoformat()
-    elif case == "naive":
-        body["send_at"] = "2030-01-01T10:00:00"
+    elif case == "naive":  # within range: refused for its missing offset, not read as UTC
+        body["send_at"] = later().replace(tzinfo=None).isoformat()
     elif case == "blank":
         body["body"] = "   "
+    elif case == "empty":
+        body["body"] = ""
     elif case == "control":
         body["body"] = "a\x07b"
     elif case == "unknown_field":
@@ -214,7 +217,24 @@ def test_refusals_at_scheduling(api, case, status, code):
         for c in items
     ]
     assert code in {error["code"], *fields}, error
+    if case != "unknown_field":  # the documented code itself, not DRF's ``invalid``
+        assert error["code"] == code, error
     assert not ScheduledMessage.objects.exists()
+
+
+def test_an_edit_is_refused_with_the_same_codes(api):
+    _patient, doctor, conversation = pair()
+    row, _ = services.scheduled_create(
+        author=doctor, conversation_id=conversation.pk, body="hello", send_at=later()
+    )
+    for change, code in [
+        ({"body": ""}, "empty_message"),
+        ({"send_at": later(30).replace(tzinfo=None).isoformat()}, "invalid_send_at"),
+    ]:
+        response = api(doctor).patch(f"{URL}/{row.pk}", change, format="json")
+        assert (response.status_code, response.json()["error"]["code"]) == (400, code), change
+    row.refresh_from_db()
+    assert (row.body, row.state) == ("hello", "pending")
 
 
 def test_idempotent_on_client_id_and_bounded(api, settings):

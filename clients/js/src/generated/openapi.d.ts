@@ -515,7 +515,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The consultation's prescriptions (issued and cancelled, newest first) */
+        /** The consultation's prescriptions (issued and cancelled, newest first; cursor pages) */
         get: operations["consultations_prescriptions_list"];
         put?: never;
         /** Issue a prescription to the consultation's patient (its doctor: verified, licence valid, within their jurisdiction; an open consultation or one completed within the window) */
@@ -2779,7 +2779,10 @@ export interface components {
          */
         PatchedScheduledUpdateInputRequest: {
             body?: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description with its UTC offset
+             */
             send_at?: string;
         };
         /**
@@ -3111,7 +3114,7 @@ export interface components {
          *     (for JSON bodies) values of another JSON type than the field's, instead of coercing them.
          */
         ReviewReplyInputRequest: {
-            /** @description at most 2000 characters */
+            /** @description not blank, at most 2000 characters */
             text: string;
         };
         /**
@@ -7261,7 +7264,12 @@ export interface operations {
     };
     consultations_prescriptions_list: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The pagination cursor value. */
+                cursor?: string;
+                /** @description Page size (default 50, at most 200). */
+                limit?: number;
+            };
             header?: never;
             path: {
                 consultation_id: number;
@@ -7276,38 +7284,43 @@ export interface operations {
                 };
                 content: {
                     /**
-                     * @example [
-                     *       {
-                     *         "id": 1,
-                     *         "number": "string",
-                     *         "verification_code": "string",
-                     *         "verify_path": "string",
-                     *         "consultation_id": 1,
-                     *         "patient_id": 1,
-                     *         "doctor_id": 1,
-                     *         "doctor_name": "string",
-                     *         "doctor_licence_number": "string",
-                     *         "jurisdiction": "FR",
-                     *         "medication_name": "string",
-                     *         "strength": "string",
-                     *         "form": "string",
-                     *         "dose": "string",
-                     *         "route": "string",
-                     *         "frequency": "string",
-                     *         "duration": "string",
-                     *         "quantity": 1,
-                     *         "repeats": 1,
-                     *         "instructions": "string",
-                     *         "status": "issued",
-                     *         "issued_at": "2026-01-05T09:30:00Z",
-                     *         "cancelled_at": "2026-01-05T09:30:00Z",
-                     *         "cancel_reason": "string"
-                     *       }
-                     *     ]
+                     * @example {
+                     *       "next": "http://api.example.org/accounts/?cursor=cD00ODY%3D\"",
+                     *       "previous": "http://api.example.org/accounts/?cursor=cj0xJnA9NDg3",
+                     *       "results": [
+                     *         {
+                     *           "id": 1,
+                     *           "number": "string",
+                     *           "verification_code": "string",
+                     *           "verify_path": "string",
+                     *           "consultation_id": 1,
+                     *           "patient_id": 1,
+                     *           "doctor_id": 1,
+                     *           "doctor_name": "string",
+                     *           "doctor_licence_number": "string",
+                     *           "jurisdiction": "FR",
+                     *           "medication_name": "string",
+                     *           "strength": "string",
+                     *           "form": "string",
+                     *           "dose": "string",
+                     *           "route": "string",
+                     *           "frequency": "string",
+                     *           "duration": "string",
+                     *           "quantity": 1,
+                     *           "repeats": 1,
+                     *           "instructions": "string",
+                     *           "status": "issued",
+                     *           "issued_at": "2026-01-05T09:30:00Z",
+                     *           "cancelled_at": "2026-01-05T09:30:00Z",
+                     *           "cancel_reason": "string"
+                     *         }
+                     *       ]
+                     *     }
                      */
-                    "application/json": components["schemas"]["PrescriptionOut"][];
+                    "application/json": components["schemas"]["PaginatedPrescriptionOutList"];
                 };
             };
+            400: components["responses"]["InvalidQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["NotRegistered"];
             /** @description Not Found: `consultation_not_found`, `not_found` */
@@ -9473,7 +9486,7 @@ export interface operations {
                 /** @description The pagination cursor value. */
                 cursor?: string;
                 /** @description only this kind */
-                kind?: string;
+                kind?: "consultation_summary" | "prescription" | "receipt";
                 /** @description Page size (default 50, at most 200). */
                 limit?: number;
             };
