@@ -173,7 +173,12 @@ class LoopTally:
     uvicorn's: the one the first socket opened on (``socket_opened`` binds it). Updates from any
     other thread or loop (the writer threads, Celery, commands, tests' own loops) are applied at
     once. The figures on /metrics lag by up to a second; a process that exits loses at most its
-    last second."""
+    last second.
+
+    ``count`` and ``observe`` check the loop per call; a hook making several updates checks once
+    (``here``) and then ``put``s. The hooks run per message (a frame in, a frame out, frame→ack,
+    a delivery) write the check out themselves: a function call is most of an update's cost
+    (``bench/metrics_cost.py`` measures every hook call of a message)."""
 
     INTERVAL = 1.0
 
@@ -194,8 +199,30 @@ class LoopTally:
             self.flush()  # what an ended loop's timer never applied
             self.loop = loop
 
-    # ``count`` and ``observe`` run several times per message: the loop check is written out in
-    # each (no helper call), and the flush timer is set by the first update after a flush.
+    def here(self) -> bool:
+        """Whether the caller runs on the tally's loop: its observations may then be added up
+        (``put``), and the flush timer is set if none is (the first update after a flush)."""
+        try:
+            loop = running_loop()
+        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
+            return False
+        if loop is not self.loop:
+            return False
+        if self.timer is None:
+            self.timer = loop.call_later(self.INTERVAL, self.flush)
+        return True
+
+    def put(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
+        """Observe on the tally (the caller is ``here``): the value's bucket and the sum."""
+        key = (metric, label)
+        pending = self.observed.get(key)
+        if pending is None:
+            pending = self.observed[key] = Bucketed(metric.upper_bounds)
+        pending.counts[bisect_left(pending.bounds, value)] += 1
+        pending.total += value
+
+    # ``count`` and ``observe`` write the loop check out (no helper call): a call is most of
+    # their cost.
     def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
         try:
             loop: asyncio.AbstractEventLoop | None = running_loop()
@@ -207,7 +234,8 @@ class LoopTally:
         if self.timer is None:
             self.timer = loop.call_later(self.INTERVAL, self.flush)
         key = (metric, label)
-        self.counts[key] = self.counts.get(key, 0) + amount
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + amount
 
     def observe(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
         try:
@@ -219,12 +247,7 @@ class LoopTally:
             return
         if self.timer is None:
             self.timer = loop.call_later(self.INTERVAL, self.flush)
-        key = (metric, label)
-        pending = self.observed.get(key)
-        if pending is None:
-            pending = self.observed[key] = Bucketed(metric.upper_bounds)
-        pending.counts[bisect_left(pending.bounds, value)] += 1
-        pending.total += value
+        self.put(metric, label, value)
 
     def flush(self) -> None:
         self.timer = None  # the next update on the loop sets the next one
@@ -237,6 +260,8 @@ class LoopTally:
 
 
 tally = LoopTally()
+perf_counter = time.perf_counter
+wall_clock = time.time
 
 
 # --- Hooks (each called from one place, in one line) -----------------------------------------
@@ -252,19 +277,51 @@ def socket_closed(code: Any) -> None:
     child(SOCKET_DISCONNECTS, label).inc()
 
 
+# The hooks below run once or more per message. On the tally's loop with its timer set (nearly
+# every call on the server), each is one function call: the check and the dict update are
+# written out; anything else goes through ``tally.count`` / ``tally.observe``.
 def frame_in(frame_type: str) -> None:
     """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
     text: a frame that does not parse is counted by its error code only)."""
-    tally.count(FRAMES_IN, frame_type)
+    try:
+        here = running_loop() is tally.loop and tally.timer is not None
+    except RuntimeError:
+        here = False
+    if here:
+        key = (FRAMES_IN, frame_type)
+        counts = tally.counts
+        counts[key] = counts.get(key, 0) + 1
+    else:
+        tally.count(FRAMES_IN, frame_type)
 
 
 def frame_answered(frame_type: str, started: float) -> None:
     """A frame's handler answered it (for ``message.send``: the ack was sent)."""
-    tally.observe(FRAME_SECONDS, frame_type, time.perf_counter() - started)
+    seconds = perf_counter() - started
+    try:
+        here = running_loop() is tally.loop and tally.timer is not None
+    except RuntimeError:
+        here = False
+    if here:
+        pending = tally.observed.get((FRAME_SECONDS, frame_type))
+        if pending is not None:
+            pending.counts[bisect_left(pending.bounds, seconds)] += 1
+            pending.total += seconds
+            return
+    tally.observe(FRAME_SECONDS, frame_type, seconds)
 
 
 def frame_out(frame_type: str) -> None:
-    tally.count(FRAMES_OUT, frame_type)
+    try:
+        here = running_loop() is tally.loop and tally.timer is not None
+    except RuntimeError:
+        here = False
+    if here:
+        key = (FRAMES_OUT, frame_type)
+        counts = tally.counts
+        counts[key] = counts.get(key, 0) + 1
+    else:
+        tally.count(FRAMES_OUT, frame_type)
 
 
 def error(code: str) -> None:
@@ -278,24 +335,42 @@ def rest_error(response: Any) -> None:
         error(str(data["error"].get("code")))
 
 
+# An event's publication time (``published``), read by its first delivery in each process.
+PUBLISHED_AT = "published_at"
+
+
 def delivered(event: dict[str, Any]) -> None:
     """An event from the channel layer sent on a socket: its type, and the time since its
     publication (``published_at``, stamped by ``core.realtime`` right after the commit). The
     event reaches every local member socket as one shared dict: the first delivery takes the
     stamp, so a fan-out to a group costs one observation per process, not one per member."""
     frame = event.get("frame")
+    published_at = event.pop(PUBLISHED_AT, None)
+    try:
+        here = running_loop() is tally.loop and tally.timer is not None
+    except RuntimeError:
+        here = False
+    if not here:
+        if isinstance(frame, dict):
+            tally.count(FRAMES_OUT, str(frame.get("type")))
+        if isinstance(published_at, float):
+            tally.observe(DELIVERY_SECONDS, None, max(0.0, wall_clock() - published_at))
+        return
     if isinstance(frame, dict):
-        tally.count(FRAMES_OUT, str(frame.get("type")))
-    published_at = event.pop("published_at", None)
-    if isinstance(published_at, float):
-        tally.observe(DELIVERY_SECONDS, None, max(0.0, time.time() - published_at))
+        frame_type = frame.get("type")
+        key = (FRAMES_OUT, frame_type if type(frame_type) is str else str(frame_type))
+        counts = tally.counts
+        counts[key] = counts.get(key, 0) + 1
+    if type(published_at) is float:
+        since = wall_clock() - published_at
+        tally.put(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
 
 
 def published(events: list[dict[str, Any]]) -> None:
     """Events about to be published (after their commit): stamped with the time, counted."""
-    now = time.time()
+    now = wall_clock()
     for event in events:
-        event["published_at"] = now
+        event[PUBLISHED_AT] = now
     tally.count(PUBLISHES, "ok", len(events))
 
 
@@ -304,17 +379,27 @@ def publish_failed(count: int) -> None:
 
 
 def batch_ran(batcher: object, size: int, started: float) -> None:
+    seconds = perf_counter() - started
     name = type(batcher).__name__
-    tally.observe(BATCH_SIZE, name, size)
-    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
+    if tally.here():
+        tally.put(BATCH_SIZE, name, size)
+        tally.put(BATCH_SECONDS, name, seconds)
+    else:
+        tally.observe(BATCH_SIZE, name, size)
+        tally.observe(BATCH_SECONDS, name, seconds)
 
 
 def writer_ran(writer: str, wrote: bool, size: int, started: float) -> None:
     """A send batch on one writer (``loop_writer``, ``thread_writer``): its size and database
     time; a batch the loop writer handed over counts as ``loop_writer_handover``."""
+    seconds = perf_counter() - started
     name = writer if wrote else f"{writer}_handover"
-    tally.observe(BATCH_SIZE, name, size)
-    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
+    if tally.here():
+        tally.put(BATCH_SIZE, name, size)
+        tally.put(BATCH_SECONDS, name, seconds)
+    else:
+        tally.observe(BATCH_SIZE, name, size)
+        tally.observe(BATCH_SECONDS, name, seconds)
 
 
 WRITERS = ("loop_writer", "loop_writer_handover", "thread_writer", "thread_writer_handover")
