@@ -34,6 +34,7 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 from django.conf import settings
@@ -151,7 +152,6 @@ class Bucketed:
 
 
 _children: dict[tuple[Any, str | None], Any] = {}
-running_loop = asyncio.get_running_loop
 
 
 def child(metric: Any, label: str | None = None) -> Any:
@@ -162,6 +162,10 @@ def child(metric: Any, label: str | None = None) -> Any:
     if found is None:
         found = _children[key] = metric if label is None else metric.labels(label)
     return found
+
+
+def never() -> bool:
+    return False
 
 
 class LoopTally:
@@ -175,17 +179,23 @@ class LoopTally:
     once. The figures on /metrics lag by up to a second; a process that exits loses at most its
     last second.
 
-    ``count`` and ``observe`` check the loop per call; a hook making several updates checks once
-    (``here``) and then ``put``s. The hooks run per message (a frame in, a frame out, frame→ack,
-    a delivery) write the check out themselves: a function call is most of an update's cost
-    (``bench/metrics_cost.py`` measures every hook call of a message)."""
+    "On the tally's loop" is checked as "in the loop's thread while the loop runs" (one loop
+    runs in a thread at a time): ``threading.get_ident`` and ``loop.is_running``, not
+    ``asyncio.get_running_loop``, which on Python 3.11 makes a ``getpid`` system call per call
+    (its fork check; ~0.2 µs here, more than the update itself). ``count`` and ``observe`` check
+    per call; a hook making several updates checks once (``here``) and then ``put``s; the hooks
+    run per message (a frame in, a frame out, frame→ack, a delivery) write the check and the
+    update out (one call each). ``bench/metrics_cost.py`` measures every hook call of a message."""
 
     INTERVAL = 1.0
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.counts: dict[tuple[Any, str | None], int] = {}
-        self.observed: dict[tuple[BatchedHistogram, str | None], Bucketed] = {}
+        self.thread: int | None = None  # the loop's thread
+        self.running: Callable[[], bool] = never  # the loop's ``is_running``
+        # Per metric, per label (no key tuple to build and hash per update).
+        self.counts: dict[Any, dict[str | None, int]] = {}
+        self.observed: dict[BatchedHistogram, dict[str | None, Bucketed]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
     def bind(self) -> None:
@@ -198,65 +208,63 @@ class LoopTally:
         if self.loop is None or (loop is not self.loop and self.loop.is_closed()):
             self.flush()  # what an ended loop's timer never applied
             self.loop = loop
+            self.thread = get_ident()
+            self.running = loop.is_running
 
     def here(self) -> bool:
         """Whether the caller runs on the tally's loop: its observations may then be added up
         (``put``), and the flush timer is set if none is (the first update after a flush)."""
-        try:
-            loop = running_loop()
-        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
-            return False
-        if loop is not self.loop:
-            return False
+        if get_ident() != self.thread or not self.running():
+            return False  # another thread (a writer thread, Celery, a command) or loop
         if self.timer is None:
-            self.timer = loop.call_later(self.INTERVAL, self.flush)
+            self.arm()
         return True
+
+    def arm(self) -> None:
+        """Set the flush timer (on the tally's loop, running: the caller checked)."""
+        if self.loop is not None:
+            self.timer = self.loop.call_later(self.INTERVAL, self.flush)
 
     def put(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
         """Observe on the tally (the caller is ``here``): the value's bucket and the sum."""
-        key = (metric, label)
-        pending = self.observed.get(key)
+        series = self.observed.get(metric)
+        if series is None:
+            series = self.observed[metric] = {}
+        pending = series.get(label)
         if pending is None:
-            pending = self.observed[key] = Bucketed(metric.upper_bounds)
+            pending = series[label] = Bucketed(metric.upper_bounds)
         pending.counts[bisect_left(pending.bounds, value)] += 1
         pending.total += value
 
-    # ``count`` and ``observe`` write the loop check out (no helper call): a call is most of
-    # their cost.
     def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = running_loop()
-        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
-            loop = None
-        if loop is None or loop is not self.loop:
+        if get_ident() != self.thread or not self.running():
             child(metric, label).inc(amount)
             return
         if self.timer is None:
-            self.timer = loop.call_later(self.INTERVAL, self.flush)
-        key = (metric, label)
-        counts = self.counts
-        counts[key] = counts.get(key, 0) + amount
+            self.arm()
+        counts = self.counts.get(metric)
+        if counts is None:
+            counts = self.counts[metric] = {}
+        counts[label] = counts.get(label, 0) + amount
 
     def observe(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or loop is not self.loop:
+        if get_ident() != self.thread or not self.running():
             child(metric, label).observe(value)
             return
         if self.timer is None:
-            self.timer = loop.call_later(self.INTERVAL, self.flush)
+            self.arm()
         self.put(metric, label, value)
 
     def flush(self) -> None:
         self.timer = None  # the next update on the loop sets the next one
         counts, self.counts = self.counts, {}
         observed, self.observed = self.observed, {}
-        for (counter, label), amount in counts.items():
-            child(counter, label).inc(amount)
-        for (histogram, label), pending in observed.items():
-            child(histogram, label).observe_bucketed(pending.counts, pending.total)
+        for counter, amounts in counts.items():
+            for label, amount in amounts.items():
+                child(counter, label).inc(amount)
+        for histogram, series in observed.items():
+            for label, pending in series.items():
+                child(histogram, label).observe_bucketed(pending.counts, pending.total)
 
 
 tally = LoopTally()
@@ -283,14 +291,10 @@ def socket_closed(code: Any) -> None:
 def frame_in(frame_type: str) -> None:
     """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
     text: a frame that does not parse is counted by its error code only)."""
-    try:
-        here = running_loop() is tally.loop and tally.timer is not None
-    except RuntimeError:
-        here = False
-    if here:
-        key = (FRAMES_IN, frame_type)
-        counts = tally.counts
-        counts[key] = counts.get(key, 0) + 1
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    counts = tally.counts.get(FRAMES_IN) if here else None
+    if counts is not None:
+        counts[frame_type] = counts.get(frame_type, 0) + 1
     else:
         tally.count(FRAMES_IN, frame_type)
 
@@ -298,28 +302,21 @@ def frame_in(frame_type: str) -> None:
 def frame_answered(frame_type: str, started: float) -> None:
     """A frame's handler answered it (for ``message.send``: the ack was sent)."""
     seconds = perf_counter() - started
-    try:
-        here = running_loop() is tally.loop and tally.timer is not None
-    except RuntimeError:
-        here = False
-    if here:
-        pending = tally.observed.get((FRAME_SECONDS, frame_type))
-        if pending is not None:
-            pending.counts[bisect_left(pending.bounds, seconds)] += 1
-            pending.total += seconds
-            return
-    tally.observe(FRAME_SECONDS, frame_type, seconds)
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    series = tally.observed.get(FRAME_SECONDS) if here else None
+    pending = series.get(frame_type) if series is not None else None
+    if pending is not None:
+        pending.counts[bisect_left(pending.bounds, seconds)] += 1
+        pending.total += seconds
+    else:
+        tally.observe(FRAME_SECONDS, frame_type, seconds)
 
 
 def frame_out(frame_type: str) -> None:
-    try:
-        here = running_loop() is tally.loop and tally.timer is not None
-    except RuntimeError:
-        here = False
-    if here:
-        key = (FRAMES_OUT, frame_type)
-        counts = tally.counts
-        counts[key] = counts.get(key, 0) + 1
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    counts = tally.counts.get(FRAMES_OUT) if here else None
+    if counts is not None:
+        counts[frame_type] = counts.get(frame_type, 0) + 1
     else:
         tally.count(FRAMES_OUT, frame_type)
 
@@ -346,24 +343,22 @@ def delivered(event: dict[str, Any]) -> None:
     stamp, so a fan-out to a group costs one observation per process, not one per member."""
     frame = event.get("frame")
     published_at = event.pop(PUBLISHED_AT, None)
-    try:
-        here = running_loop() is tally.loop and tally.timer is not None
-    except RuntimeError:
-        here = False
-    if not here:
-        if isinstance(frame, dict):
-            tally.count(FRAMES_OUT, str(frame.get("type")))
-        if isinstance(published_at, float):
-            tally.observe(DELIVERY_SECONDS, None, max(0.0, wall_clock() - published_at))
-        return
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
     if isinstance(frame, dict):
         frame_type = frame.get("type")
-        key = (FRAMES_OUT, frame_type if type(frame_type) is str else str(frame_type))
-        counts = tally.counts
-        counts[key] = counts.get(key, 0) + 1
+        if type(frame_type) is not str:
+            frame_type = str(frame_type)
+        counts = tally.counts.get(FRAMES_OUT) if here else None
+        if counts is not None:
+            counts[frame_type] = counts.get(frame_type, 0) + 1
+        else:
+            tally.count(FRAMES_OUT, frame_type)
     if type(published_at) is float:
         since = wall_clock() - published_at
-        tally.put(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
+        if here:
+            tally.put(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
+        else:
+            tally.observe(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
 
 
 def published(events: list[dict[str, Any]]) -> None:
