@@ -241,6 +241,7 @@ def child_command(args: argparse.Namespace, json_out: str, only: str | None = No
         json_out,
         "--batch-sizes",
         *(str(b) for b in args.batch_sizes),
+        "--quiet",
     ]
     if args.decode:
         command.append("--decode")
@@ -370,6 +371,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="with --rev: child runs per revision")
     parser.add_argument("--instructions", action="store_true", help="with --rev: callgrind counts")
     parser.add_argument("--only", choices=["on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # a child: JSON only
     parser.add_argument("--json", dest="json_out", help="write the figures to this file")
     args = parser.parse_args()
     if args.rev:
@@ -377,7 +379,7 @@ def main() -> int:
     result = child(args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
-    if args.only is None:
+    if args.only is None and not args.quiet:
         print_report("working directory", result, server_cpu(args), args)
     return 0
 
