@@ -41,8 +41,9 @@ from channels_redis.pubsub import (
 )
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
+from redis.utils import safe_str, truncate_text
 
-from core import batcher, metrics
+from core import batcher, logs, metrics
 
 logger = logging.getLogger("core.realtime")
 
@@ -90,9 +91,22 @@ class _Shard(RedisSingleShardConnection):
                 try:
                     await self.publish_many(items)
                 except Exception:  # the live event is a hint; sync repairs what is lost
-                    logger.warning("could not publish %d events", len(items), exc_info=True)
+                    with logs.hiding(self.quotable(items)):
+                        logger.warning("could not publish %d events", len(items), exc_info=True)
         finally:
             self._outbox_task = None
+
+    def quotable(self, items: list[tuple[str, bytes]]) -> list[str]:
+        """What a failed publication's error may quote of ``items`` (a message's text): each
+        event's strings, and each ``PUBLISH`` command as redis-py quotes it in a pipeline's error
+        (cut to 100 characters: a text's first words). The failure is logged, and so reported
+        to Sentry, inside ``logs.hiding`` them, as a socket's failures are."""
+        found: list[str] = []
+        for channel, data in items:
+            found.append(truncate_text(" ".join(map(safe_str, ("PUBLISH", channel, data)))))
+            with contextlib.suppress(Exception):  # not an event this layer can read
+                found.extend(logs.strings_in(self.layer.channel_layer.deserialize(data[ORIGIN_BYTES:])))
+        return found
 
     async def published(self) -> None:
         """Wait until everything queued by ``publish_soon`` so far has had its round trip."""

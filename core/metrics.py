@@ -34,6 +34,7 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 from django.conf import settings
@@ -151,7 +152,6 @@ class Bucketed:
 
 
 _children: dict[tuple[Any, str | None], Any] = {}
-running_loop = asyncio.get_running_loop
 
 
 def child(metric: Any, label: str | None = None) -> Any:
@@ -164,6 +164,10 @@ def child(metric: Any, label: str | None = None) -> Any:
     return found
 
 
+def never() -> bool:
+    return False
+
+
 class LoopTally:
     """Metric updates made on the server's event loop, several per message (frames in and out,
     frame→ack, commit→delivery, each send batch's size and times, publications), are added up in
@@ -173,14 +177,25 @@ class LoopTally:
     uvicorn's: the one the first socket opened on (``socket_opened`` binds it). Updates from any
     other thread or loop (the writer threads, Celery, commands, tests' own loops) are applied at
     once. The figures on /metrics lag by up to a second; a process that exits loses at most its
-    last second."""
+    last second.
+
+    "On the tally's loop" is checked as "in the loop's thread while the loop runs" (one loop
+    runs in a thread at a time): ``threading.get_ident`` and ``loop.is_running``, not
+    ``asyncio.get_running_loop``, which on Python 3.11 makes a ``getpid`` system call per call
+    (its fork check; ~0.2 µs here, more than the update itself). ``count`` and ``observe`` check
+    per call; a hook making several updates checks once (``here``) and then ``put``s; the hooks
+    run per message (a frame in, a frame out, frame→ack, a delivery) write the check and the
+    update out (one call each). ``bench/metrics_cost.py`` measures every hook call of a message."""
 
     INTERVAL = 1.0
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.counts: dict[tuple[Any, str | None], int] = {}
-        self.observed: dict[tuple[BatchedHistogram, str | None], Bucketed] = {}
+        self.thread: int | None = None  # the loop's thread
+        self.running: Callable[[], bool] = never  # the loop's ``is_running``
+        # Per metric, per label (no key tuple to build and hash per update).
+        self.counts: dict[Any, dict[str | None, int]] = {}
+        self.observed: dict[BatchedHistogram, dict[str | None, Bucketed]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
     def bind(self) -> None:
@@ -193,50 +208,68 @@ class LoopTally:
         if self.loop is None or (loop is not self.loop and self.loop.is_closed()):
             self.flush()  # what an ended loop's timer never applied
             self.loop = loop
+            self.thread = get_ident()
+            self.running = loop.is_running
 
-    # ``count`` and ``observe`` run several times per message: the loop check is written out in
-    # each (no helper call), and the flush timer is set by the first update after a flush.
+    def here(self) -> bool:
+        """Whether the caller runs on the tally's loop: its observations may then be added up
+        (``put``), and the flush timer is set if none is (the first update after a flush)."""
+        if get_ident() != self.thread or not self.running():
+            return False  # another thread (a writer thread, Celery, a command) or loop
+        if self.timer is None:
+            self.arm()
+        return True
+
+    def arm(self) -> None:
+        """Set the flush timer (on the tally's loop, running: the caller checked)."""
+        if self.loop is not None:
+            self.timer = self.loop.call_later(self.INTERVAL, self.flush)
+
+    def put(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
+        """Observe on the tally (the caller is ``here``): the value's bucket and the sum."""
+        series = self.observed.get(metric)
+        if series is None:
+            series = self.observed[metric] = {}
+        pending = series.get(label)
+        if pending is None:
+            pending = series[label] = Bucketed(metric.upper_bounds)
+        pending.counts[bisect_left(pending.bounds, value)] += 1
+        pending.total += value
+
     def count(self, metric: Counter, label: str | None = None, amount: int = 1) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = running_loop()
-        except RuntimeError:  # a thread without a loop (a writer thread, Celery, a command)
-            loop = None
-        if loop is None or loop is not self.loop:
+        if get_ident() != self.thread or not self.running():
             child(metric, label).inc(amount)
             return
         if self.timer is None:
-            self.timer = loop.call_later(self.INTERVAL, self.flush)
-        key = (metric, label)
-        self.counts[key] = self.counts.get(key, 0) + amount
+            self.arm()
+        counts = self.counts.get(metric)
+        if counts is None:
+            counts = self.counts[metric] = {}
+        counts[label] = counts.get(label, 0) + amount
 
     def observe(self, metric: BatchedHistogram, label: str | None, value: float) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or loop is not self.loop:
+        if get_ident() != self.thread or not self.running():
             child(metric, label).observe(value)
             return
         if self.timer is None:
-            self.timer = loop.call_later(self.INTERVAL, self.flush)
-        key = (metric, label)
-        pending = self.observed.get(key)
-        if pending is None:
-            pending = self.observed[key] = Bucketed(metric.upper_bounds)
-        pending.counts[bisect_left(pending.bounds, value)] += 1
-        pending.total += value
+            self.arm()
+        self.put(metric, label, value)
 
     def flush(self) -> None:
         self.timer = None  # the next update on the loop sets the next one
         counts, self.counts = self.counts, {}
         observed, self.observed = self.observed, {}
-        for (counter, label), amount in counts.items():
-            child(counter, label).inc(amount)
-        for (histogram, label), pending in observed.items():
-            child(histogram, label).observe_bucketed(pending.counts, pending.total)
+        for counter, amounts in counts.items():
+            for label, amount in amounts.items():
+                child(counter, label).inc(amount)
+        for histogram, series in observed.items():
+            for label, pending in series.items():
+                child(histogram, label).observe_bucketed(pending.counts, pending.total)
 
 
 tally = LoopTally()
+perf_counter = time.perf_counter
+wall_clock = time.time
 
 
 # --- Hooks (each called from one place, in one line) -----------------------------------------
@@ -252,19 +285,40 @@ def socket_closed(code: Any) -> None:
     child(SOCKET_DISCONNECTS, label).inc()
 
 
+# The hooks below run once or more per message. On the tally's loop with its timer set (nearly
+# every call on the server), each is one function call: the check and the dict update are
+# written out; anything else goes through ``tally.count`` / ``tally.observe``.
 def frame_in(frame_type: str) -> None:
     """A parsed frame (``frame.type`` is one of the server's registered types, never a client's
     text: a frame that does not parse is counted by its error code only)."""
-    tally.count(FRAMES_IN, frame_type)
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    counts = tally.counts.get(FRAMES_IN) if here else None
+    if counts is not None:
+        counts[frame_type] = counts.get(frame_type, 0) + 1
+    else:
+        tally.count(FRAMES_IN, frame_type)
 
 
 def frame_answered(frame_type: str, started: float) -> None:
     """A frame's handler answered it (for ``message.send``: the ack was sent)."""
-    tally.observe(FRAME_SECONDS, frame_type, time.perf_counter() - started)
+    seconds = perf_counter() - started
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    series = tally.observed.get(FRAME_SECONDS) if here else None
+    pending = series.get(frame_type) if series is not None else None
+    if pending is not None:
+        pending.counts[bisect_left(pending.bounds, seconds)] += 1
+        pending.total += seconds
+    else:
+        tally.observe(FRAME_SECONDS, frame_type, seconds)
 
 
 def frame_out(frame_type: str) -> None:
-    tally.count(FRAMES_OUT, frame_type)
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
+    counts = tally.counts.get(FRAMES_OUT) if here else None
+    if counts is not None:
+        counts[frame_type] = counts.get(frame_type, 0) + 1
+    else:
+        tally.count(FRAMES_OUT, frame_type)
 
 
 def error(code: str) -> None:
@@ -278,24 +332,40 @@ def rest_error(response: Any) -> None:
         error(str(data["error"].get("code")))
 
 
+# An event's publication time (``published``), read by its first delivery in each process.
+PUBLISHED_AT = "published_at"
+
+
 def delivered(event: dict[str, Any]) -> None:
     """An event from the channel layer sent on a socket: its type, and the time since its
     publication (``published_at``, stamped by ``core.realtime`` right after the commit). The
     event reaches every local member socket as one shared dict: the first delivery takes the
     stamp, so a fan-out to a group costs one observation per process, not one per member."""
     frame = event.get("frame")
+    published_at = event.pop(PUBLISHED_AT, None)
+    here = get_ident() == tally.thread and tally.timer is not None and tally.running()
     if isinstance(frame, dict):
-        tally.count(FRAMES_OUT, str(frame.get("type")))
-    published_at = event.pop("published_at", None)
-    if isinstance(published_at, float):
-        tally.observe(DELIVERY_SECONDS, None, max(0.0, time.time() - published_at))
+        frame_type = frame.get("type")
+        if type(frame_type) is not str:
+            frame_type = str(frame_type)
+        counts = tally.counts.get(FRAMES_OUT) if here else None
+        if counts is not None:
+            counts[frame_type] = counts.get(frame_type, 0) + 1
+        else:
+            tally.count(FRAMES_OUT, frame_type)
+    if type(published_at) is float:
+        since = wall_clock() - published_at
+        if here:
+            tally.put(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
+        else:
+            tally.observe(DELIVERY_SECONDS, None, since if since > 0.0 else 0.0)
 
 
 def published(events: list[dict[str, Any]]) -> None:
     """Events about to be published (after their commit): stamped with the time, counted."""
-    now = time.time()
+    now = wall_clock()
     for event in events:
-        event["published_at"] = now
+        event[PUBLISHED_AT] = now
     tally.count(PUBLISHES, "ok", len(events))
 
 
@@ -304,17 +374,27 @@ def publish_failed(count: int) -> None:
 
 
 def batch_ran(batcher: object, size: int, started: float) -> None:
+    seconds = perf_counter() - started
     name = type(batcher).__name__
-    tally.observe(BATCH_SIZE, name, size)
-    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
+    if tally.here():
+        tally.put(BATCH_SIZE, name, size)
+        tally.put(BATCH_SECONDS, name, seconds)
+    else:
+        tally.observe(BATCH_SIZE, name, size)
+        tally.observe(BATCH_SECONDS, name, seconds)
 
 
 def writer_ran(writer: str, wrote: bool, size: int, started: float) -> None:
     """A send batch on one writer (``loop_writer``, ``thread_writer``): its size and database
     time; a batch the loop writer handed over counts as ``loop_writer_handover``."""
+    seconds = perf_counter() - started
     name = writer if wrote else f"{writer}_handover"
-    tally.observe(BATCH_SIZE, name, size)
-    tally.observe(BATCH_SECONDS, name, time.perf_counter() - started)
+    if tally.here():
+        tally.put(BATCH_SIZE, name, size)
+        tally.put(BATCH_SECONDS, name, seconds)
+    else:
+        tally.observe(BATCH_SIZE, name, size)
+        tally.observe(BATCH_SECONDS, name, seconds)
 
 
 WRITERS = ("loop_writer", "loop_writer_handover", "thread_writer", "thread_writer_handover")

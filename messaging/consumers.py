@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import orjson
@@ -139,6 +140,13 @@ def keep_headers_read_later(scope: dict[str, Any]) -> None:
 
 
 NOTHING_WATCHED: frozenset[int] = frozenset()
+
+
+def event_strings(event: dict[str, Any]) -> Iterator[str]:
+    """A channel-layer event's strings but its ``type``: a failure handling the event is logged
+    (and so reported to Sentry: core/sentry.py) inside ``logs.hiding`` them, so that neither
+    quotes what the error's message may hold (a message's text); the ``type`` names the event."""
+    return logs.strings_in({key: value for key, value in event.items() if key != "type"})
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -502,7 +510,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 try:
                     await self.dispatch(event)
                 except Exception:
-                    logger.exception("channel event %s failed", event.get("type"))
+                    with logs.hiding(event_strings(event)):
+                        logger.exception("channel event %s failed", event.get("type"))
         finally:
             self._drainer = None
 
@@ -513,7 +522,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             try:
                 await self.dispatch(event)
             except Exception:
-                logger.exception("channel event %s failed", event.get("type"))
+                with logs.hiding(event_strings(event)):
+                    logger.exception("channel event %s failed", event.get("type"))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, minus its per-message ``aclose_old_connections`` thread hop:

@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -185,3 +187,90 @@ def test_bucketed_observations_in_multiprocess_mode(tmp_path):
     assert batched == plain
     assert 'a_seconds_count{type="message.send"} 13.0' in lines
     assert 'a_frames_total{type="ack"} 13.0' in lines
+
+
+class SendBatcher:
+    """Stands for ``messaging.batching.SendBatcher`` (``batch_ran`` labels by class name)."""
+
+
+# One 1:1 message's hook calls (as bench/metrics_cost.py makes them) and what each adds.
+MESSAGE_SERIES = {
+    ("healthchat_frames_in_total", ("message.send",)): 1.0,
+    ("healthchat_frames_out_total", ("ack",)): 1.0,
+    ("healthchat_frames_out_total", ("message.new",)): 2.0,
+    ("healthchat_frame_seconds_count", ("message.send",)): 1.0,
+    ("healthchat_delivery_seconds_count", ()): 1.0,
+    ("healthchat_layer_publishes_total", ("ok",)): 2.0,
+    ("healthchat_batch_size_count", ("loop_writer",)): 1.0,
+    ("healthchat_batch_size_sum", ("loop_writer",)): 3.0,
+    ("healthchat_batch_seconds_count", ("loop_writer",)): 1.0,
+    ("healthchat_batch_size_count", ("SendBatcher",)): 1.0,
+    ("healthchat_batch_size_sum", ("SendBatcher",)): 3.0,
+    ("healthchat_batch_seconds_count", ("SendBatcher",)): 1.0,
+}
+LABEL_NAMES = {
+    "healthchat_frames_in_total": ("type",),
+    "healthchat_frames_out_total": ("type",),
+    "healthchat_frame_seconds_count": ("type",),
+    "healthchat_delivery_seconds_count": (),
+    "healthchat_layer_publishes_total": ("result",),
+    "healthchat_batch_size_count": ("batcher",),
+    "healthchat_batch_size_sum": ("batcher",),
+    "healthchat_batch_seconds_count": ("batcher",),
+}
+
+
+def message_series() -> dict[tuple[str, tuple[str, ...]], float]:
+    from prometheus_client import REGISTRY
+
+    return {
+        (name, labels): REGISTRY.get_sample_value(name, dict(zip(LABEL_NAMES[name], labels, strict=True)))
+        or 0.0
+        for name, labels in MESSAGE_SERIES
+    }
+
+
+def one_message() -> None:
+    from core import metrics
+
+    started = time.perf_counter()
+    metrics.frame_in("message.send")
+    event: dict[str, Any] = {"type": "client.event", "frame": {"type": "message.new", "data": {}}}
+    metrics.writer_ran("loop_writer", True, 3, started)
+    metrics.published([event, event])  # the sender's and the peer's user group: one event
+    assert isinstance(event["published_at"], float)
+    metrics.batch_ran(SendBatcher(), 3, started)
+    metrics.frame_out("ack")
+    metrics.frame_answered("message.send", started)
+    metrics.delivered(event)
+    metrics.delivered(event)  # a second socket: a frame out, no second delivery time
+    assert "published_at" not in event
+
+
+def test_a_messages_hooks_add_the_same_series_on_the_loop_and_off_it():
+    """The per-message hooks (their loop check and dict updates written out) count every call:
+    added up on the tally's loop until the flush, applied at once anywhere else."""
+    from core import metrics
+
+    async def on_the_loop() -> tuple[dict[tuple[str, tuple[str, ...]], float], ...]:
+        metrics.tally.bind()  # (applies what an earlier test's loop left)
+        assert metrics.tally.loop is asyncio.get_running_loop()
+        start = message_series()
+        for _ in range(5):
+            one_message()
+        pending = message_series()
+        assert metrics.tally.timer is not None
+        metrics.tally.timer.cancel()
+        metrics.tally.flush()
+        return start, pending
+
+    start, pending = asyncio.run(on_the_loop())
+    assert pending == start  # nothing applied before the flush
+    flushed = message_series()
+    assert flushed == {key: start[key] + 5 * added for key, added in MESSAGE_SERIES.items()}
+
+    thread = threading.Thread(target=lambda: [one_message() for _ in range(2)])  # a writer thread
+    thread.start()
+    thread.join()
+    one_message()  # no loop at all
+    assert message_series() == {key: flushed[key] + 3 * added for key, added in MESSAGE_SERIES.items()}
