@@ -54,7 +54,10 @@ of its own, so that the counts are this run's alone (the machine's PostgreSQL do
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
-into the venv first).
+into the venv first; ``--profile-mode sampler``: without py-spy, the server samples its own
+stacks, ``bench/sampler.py``); ``--perf FILE`` records it with ``perf record`` (flat, 499 Hz:
+the C side, the kernel's included) during the same phase. ``bench/profile_table.py`` sorts
+either into components.
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def run_target(
             before = Sample(proc.pid, gen.proc.pid)
             counters = args.stats.take() if args.stats is not None and verify else None
             profiler = None
-            if args.profile and verify and phase == args.profile_phase:
+            if (args.profile or args.perf) and verify and phase == args.profile_phase:
                 profiler = start_profiler(proc.pid, args, tmp)
             result = gen.command(
                 phase_timeout,
@@ -197,20 +200,59 @@ def phase_db_stats(stats: Any, before: Any, result: dict[str, Any]) -> dict[str,
     return dbstats.per_message(before, after, late, messages, stats.wal_records(before, after))
 
 
-def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """py-spy (optional): sample the server during the profiled phase, collapsed stacks out."""
-    path = Path(args.profile).resolve()
-    return start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path
+# (the process to wait for, the profile's path, a file that appears once the profile is written)
+Profiler = list[tuple[subprocess.Popen[bytes], Path, Path | None]]
 
 
-def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path], out: dict[str, Any]) -> None:
-    proc, path = profiler
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    out["profile"] = str(path)
+def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> Profiler:
+    """py-spy (optional), or the in-process sampler (``--profile-mode sampler``:
+    ``bench/sampler.py``), and ``perf record`` with ``--perf``: the server during the profiled
+    phase's ``--seconds``."""
+    running: Profiler = []
+    if args.profile:
+        path = Path(args.profile).resolve()
+        if args.profile_mode == "sampler":
+            control, done = tmp / "sampler.control", Path(f"{path}.done")
+            done.unlink(missing_ok=True)
+            control.write_text(f"start {path}")
+            stop = subprocess.Popen(["sh", "-c", f"sleep {args.seconds}; echo stop > {control}"])
+            running.append((stop, path, done))
+        else:
+            running.append((start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path, None))
+    if args.perf:
+        path = Path(args.perf).resolve()
+        perf = subprocess.Popen(
+            [
+                "perf",
+                "record",
+                "-F",
+                "499",
+                "-p",
+                str(pid),
+                "-o",
+                str(path),
+                "--",
+                "sleep",
+                str(args.seconds),
+            ],
+            stdout=(tmp / "perf.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        running.append((perf, path, None))
+    return running
+
+
+def finish_profiler(profiler: Profiler, out: dict[str, Any]) -> None:
+    for proc, path, done in profiler:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        deadline = time.monotonic() + 10
+        while done is not None and not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out.setdefault("profiles", []).append(str(path))
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -444,6 +486,9 @@ def serve_and_run(
     command = uvicorn_args(port, args.workers, args.ws)
     if metrics == "off":  # the same uvicorn command, started by bench/metrics_off.py
         command = [sys.executable, str(BENCH / "metrics_off.py"), *command[3:]]
+    elif args.profile and args.profile_mode == "sampler":  # the same, sampling itself on demand
+        command = [sys.executable, str(BENCH / "sampler.py"), *command[3:]]
+        env = {**env, "HC_SAMPLER_CONTROL": str(tmp / "sampler.control")}
     command = pinned(command, args.server_cpus)
     log_path = tmp / f"server-{name}.log"
     server = spawn(command, env, log_path, cwd=source)
@@ -483,10 +528,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--profile-mode",
-        choices=["cpu", "gil", "wall"],
+        choices=["cpu", "gil", "wall", "sampler"],
         default="gil",
-        help="py-spy: running threads, the thread holding the GIL, or every thread (idle too)",
+        help="py-spy: running threads, the thread holding the GIL, or every thread (idle too); "
+        "sampler: no py-spy, the server samples itself (bench/sampler.py)",
     )
+    parser.add_argument("--perf", help="perf record (flat, 499 Hz) of the server during the --profile-phase")
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine first"
     )
