@@ -54,10 +54,9 @@ of its own, so that the counts are this run's alone (the machine's PostgreSQL do
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
-into the venv first; ``--profile-mode sampler``: without py-spy, the server samples its own
-stacks, ``bench/sampler.py``); ``--perf FILE`` records it with ``perf record`` (flat, 499 Hz:
-the C side, the kernel's included) during the same phase. ``bench/profile_table.py`` sorts
-either into components.
+into the venv first); ``--perf FILE`` records it with ``perf record`` (flat, 499 Hz: the C
+side, the kernel's included) during the same phase. ``bench/profile_table.py`` sorts py-spy's
+stacks into components.
 """
 
 from __future__ import annotations
@@ -200,25 +199,16 @@ def phase_db_stats(stats: Any, before: Any, result: dict[str, Any]) -> dict[str,
     return dbstats.per_message(before, after, late, messages, stats.wal_records(before, after))
 
 
-# (the process to wait for, the profile's path, a file that appears once the profile is written)
-Profiler = list[tuple[subprocess.Popen[bytes], Path, Path | None]]
+Profiler = list[tuple[subprocess.Popen[bytes], Path]]  # (the recording process, its output)
 
 
 def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> Profiler:
-    """py-spy (optional), or the in-process sampler (``--profile-mode sampler``:
-    ``bench/sampler.py``), and ``perf record`` with ``--perf``: the server during the profiled
+    """py-spy (``--profile``) and ``perf record`` (``--perf``): the server during the profiled
     phase's ``--seconds``."""
     running: Profiler = []
     if args.profile:
         path = Path(args.profile).resolve()
-        if args.profile_mode == "sampler":
-            control, done = tmp / "sampler.control", Path(f"{path}.done")
-            done.unlink(missing_ok=True)
-            control.write_text(f"start {path}")
-            stop = subprocess.Popen(["sh", "-c", f"sleep {args.seconds}; echo stop > {control}"])
-            running.append((stop, path, done))
-        else:
-            running.append((start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path, None))
+        running.append((start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path))
     if args.perf:
         path = Path(args.perf).resolve()
         perf = subprocess.Popen(
@@ -238,20 +228,17 @@ def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> Profiler:
             stdout=(tmp / "perf.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        running.append((perf, path, None))
+        running.append((perf, path))
     return running
 
 
 def finish_profiler(profiler: Profiler, out: dict[str, Any]) -> None:
-    for proc, path, done in profiler:
+    for proc, path in profiler:
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        deadline = time.monotonic() + 10
-        while done is not None and not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
         out.setdefault("profiles", []).append(str(path))
 
 
@@ -486,9 +473,6 @@ def serve_and_run(
     command = uvicorn_args(port, args.workers, args.ws)
     if metrics == "off":  # the same uvicorn command, started by bench/metrics_off.py
         command = [sys.executable, str(BENCH / "metrics_off.py"), *command[3:]]
-    elif args.profile and args.profile_mode == "sampler":  # the same, sampling itself on demand
-        command = [sys.executable, str(BENCH / "sampler.py"), *command[3:]]
-        env = {**env, "HC_SAMPLER_CONTROL": str(tmp / "sampler.control")}
     command = pinned(command, args.server_cpus)
     log_path = tmp / f"server-{name}.log"
     server = spawn(command, env, log_path, cwd=source)
@@ -528,10 +512,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--profile-mode",
-        choices=["cpu", "gil", "wall", "sampler"],
+        choices=["cpu", "gil", "wall"],
         default="gil",
-        help="py-spy: running threads, the thread holding the GIL, or every thread (idle too); "
-        "sampler: no py-spy, the server samples itself (bench/sampler.py)",
+        help="py-spy: running threads, the thread holding the GIL, or every thread (idle too)",
     )
     parser.add_argument("--perf", help="perf record (flat, 499 Hz) of the server during the --profile-phase")
     parser.add_argument(

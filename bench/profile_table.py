@@ -1,12 +1,12 @@
-"""The server's samples by component: ``python bench/profile_table.py PROFILE [--cpu-ms-per-msg X]``.
+"""The server's samples by component: ``python bench/profile_table.py PROFILE [--messages N]``.
 
-``PROFILE``: collapsed stacks (``bench/messaging.py --profile``: py-spy's raw format, or
-``--profile-mode sampler``'s). Each sample of the event loop's thread goes to the component of
-its innermost frame that one of ``COMPONENTS`` names (a C call's time sits on the line that
-calls it: ``--leaves`` lists the busiest lines). A sample whose innermost frame is the loop's
-``run_until_complete`` (no Python frame: the loop in ``epoll`` or libuv's C code) is counted
-apart, as "loop, no Python frame". With ``--cpu-ms-per-msg`` (the phase's server CPU per
-message) the busy samples' shares are also shown as µs per message.
+``PROFILE``: py-spy's raw collapsed stacks (``bench/messaging.py --profile FILE``, ``--gil`` by
+default: the thread holding the GIL). Each sample goes to the component of its innermost frame
+that one of ``COMPONENTS`` names (a C call's time sits on the line that calls it: ``--leaves``
+lists the busiest lines). A sample whose innermost frame is the loop's ``run_until_complete``
+(no Python frame: libuv's C code with the GIL) is counted apart. With
+``--messages`` (the phase's delivered messages) each share is also µs of GIL time per message
+(samples / ``--rate`` / messages).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ COMPONENTS: list[tuple[str, str]] = [
     ("Django (connections, settings)", r"/django/"),
     ("asyncio (tasks, futures, events in Python)", r"/asyncio/"),
 ]
-IDLE = "loop, no Python frame (epoll, libuv C)"
+IDLE = "loop, no Python frame (libuv C)"
 COMPILED = [(name, re.compile(pattern)) for name, pattern in COMPONENTS]
 
 
@@ -61,9 +61,10 @@ def read(path: Path, thread: str) -> tuple[Counter[str], Counter[str]]:
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if thread and frames[0] != thread:
+        head = [f for f in frames[:2] if f.startswith(("process ", "thread "))]
+        if thread and not any(thread in f for f in head):
             continue
-        frames = frames[1:] if thread else frames
+        frames = frames[len(head) :]
         n = int(count)
         components[classify(frames)] += n
         leaves[frames[-1] if frames else "?"] += n
@@ -75,25 +76,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("profile", type=Path)
-    parser.add_argument(
-        "--thread", default="main", help="the first field of the stacks to count ('' for all)"
-    )
-    parser.add_argument(
-        "--cpu-ms-per-msg", type=float, help="server CPU ms per message in the profiled phase"
-    )
+    parser.add_argument("--thread", default="", help="count only the thread whose py-spy name holds this")
+    parser.add_argument("--messages", type=int, help="messages in the profiled phase (µs per message)")
+    parser.add_argument("--rate", type=float, default=97.0, help="py-spy's samples per second")
     parser.add_argument("--leaves", type=int, default=30, help="the busiest innermost lines to list")
     args = parser.parse_args()
     components, leaves = read(args.profile, args.thread)
     total = sum(components.values())
-    busy = total - components[IDLE]
-    print(f"{total} samples, {busy} with a Python frame\n")
-    print("| component | samples | % of busy samples | µs per message |")
+    print(f"{total} samples ({total / args.rate:.1f} s)\n")
+    print("| component | samples | % | µs per message |")
     print("| --- | ---: | ---: | ---: |")
     for name, n in components.most_common():
-        share = n / busy if busy and name != IDLE else 0.0
-        per_msg = f"{share * args.cpu_ms_per_msg * 1000:.1f}" if args.cpu_ms_per_msg and name != IDLE else ""
-        pct = f"{share * 100:.1f}" if name != IDLE else f"({n / total * 100:.1f} % of all)"
-        print(f"| {name} | {n} | {pct} | {per_msg} |")
+        per_msg = f"{n / args.rate / args.messages * 1e6:.1f}" if args.messages else ""
+        print(f"| {name} | {n} | {n / total * 100:.1f} | {per_msg} |")
+    if args.messages:
+        print(f"| total | {total} | 100 | {total / args.rate / args.messages * 1e6:.1f} |")
     print(f"\nbusiest innermost lines (of {total}):")
     for leaf, n in leaves.most_common(args.leaves):
         print(f"{n:6d} {n / total * 100:5.1f}%  {leaf}")
