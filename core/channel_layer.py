@@ -363,11 +363,13 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         runs: list[tuple[dict[str, Any], list[str]]] = []
         for group, message in events:
             name = self._get_group_channel_name(group)
-            self.deliver_local(name, message)
             if runs and runs[-1][0] is message:
                 runs[-1][1].append(name)
             else:
                 runs.append((message, [name]))
+        # Serialized before any local delivery: a socket may take its event at once (a consumer
+        # drains its inbox eagerly), and what it does to the shared dict (the delivery metric
+        # takes ``published_at``, the frame's text is kept on it) is not for other processes.
         by_shard: dict[int, list[tuple[str, bytes]]] = {}
         for message, names in runs:
             if len(names) >= FANOUT_MIN_GROUPS:
@@ -378,6 +380,9 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
             wire = self._wire(message)
             for name in names:
                 by_shard.setdefault(id(self._get_shard(name)), []).append((name, wire))
+        for message, names in runs:
+            for name in names:
+                self.deliver_local(name, message)
         for shard in self._shards:
             items = by_shard.get(id(shard))
             if items:
