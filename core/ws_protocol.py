@@ -23,6 +23,9 @@ wire:
   RSS (``bench/idle.py --compression``); without context each frame is compressed on its own
   (~8 µs more per compressed frame, a little less compression), and one extension factory
   serves every connection (``DEFLATE_WITHOUT_CONTEXT``, issue 26);
+- a text message to a connection without per-message compression is framed by ``send``
+  itself (``text_frame``: the bytes ``websockets`` would write), without a ``Frame`` object and
+  the write list per frame (issue 26: CPU per message, two frames per message);
 - keepalive pings are due from one queue per event loop (``KeepaliveQueue``) instead of a loop
   timer per connection (~0.5 KB each with uvloop, issue 26): every connection has the same
   interval, so the queue is in due order and one timer, set for its head, serves them all. The
@@ -36,6 +39,7 @@ Serve with ``uvicorn healthchat.asgi:application --ws core.ws_protocol:LeanWebSo
 from __future__ import annotations
 
 import asyncio
+import struct
 import weakref
 from collections import deque
 from typing import Any, cast
@@ -43,7 +47,7 @@ from typing import Any, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, State
 
 
 class LeanQueue:
@@ -194,6 +198,16 @@ def keepalive_queue(loop: asyncio.AbstractEventLoop) -> KeepaliveQueue:
     return queue
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A server's final text frame of ``payload`` (RFC 6455 5.2: FIN, opcode 1, no mask)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
 # uvicorn's permessage-deflate settings (window bits 12, memLevel 5) without context takeover on
 # either side: nothing kept between messages. Shared by every connection (read-only).
 DEFLATE_WITHOUT_CONTEXT: list[ServerExtensionFactory] = [
@@ -259,6 +273,35 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = LeanQueue()  # type: ignore[assignment]
         self.writable = LeanEvent()  # type: ignore[assignment]
         self.writable.set()
+
+    async def send(self, message: Any) -> None:
+        """uvicorn's ``send``; a text message on an open connection without extensions (no
+        per-message compression negotiated) and nothing else queued to write is framed here:
+        the same bytes as ``websockets`` writes (an unmasked final text frame), without its
+        ``Frame`` object, checks, extension loop and write list (issue 26: two frames per
+        message at saturation). Anything else, a connection that is not writable (flow
+        control: uvicorn waits), closing or gone, takes uvicorn's way."""
+        if (
+            message["type"] == "websocket.send"
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+            and self.writable.is_set()
+        ):
+            text = message.get("text")
+            conn = self.conn
+            if (
+                text is not None
+                and message.get("bytes") is None
+                and not conn.extensions
+                and not conn.writes
+                and conn.state is State.OPEN
+                and not conn.expect_continuation_frame
+            ):
+                self.transport.write(text_frame(text.encode()))
+                return
+        await super().send(message)
 
     def receive(self) -> asyncio.Future[Any]:  # type: ignore[override]
         """uvicorn's ``receive`` (awaited by the app the same way), without a coroutine: the

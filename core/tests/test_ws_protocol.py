@@ -13,6 +13,7 @@ import weakref
 import pytest
 import websockets
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, Protocol, Side
 from websockets.server import ServerProtocol
 
@@ -23,6 +24,7 @@ from core.ws_protocol import (
     LeanQueue,
     LeanWebSocketProtocol,
     release_handshake_request,
+    text_frame,
 )
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
@@ -210,6 +212,12 @@ async def test_event_wait_set_clear():
     assert event._waiters is None
 
 
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_a_text_frame_is_the_frame_websockets_would_write(length: int) -> None:
+    payload = ("é" * length).encode()[:length]
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
 def test_the_protocol_is_importable_by_uvicorn_by_path():
     out = subprocess.run(
         [
@@ -243,7 +251,10 @@ def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
 
     async def scenario():
         a = await WsClient.connect(server.ws_url, token(patient))
-        b = await WsClient.connect(server.ws_url, token(doctor))
+        # Without compression the server frames text itself (``LeanWebSocketProtocol.send``):
+        # the doctor's 80 messages of 8 kB (a 2-byte length) and the pong (a 1-byte one).
+        b = await WsClient.connect(server.ws_url, token(doctor), compression=None)
+        assert b.ws.protocol.extensions == []
         # Compression is negotiated (the client offers it, as browsers do) without context
         # takeover on either side: the server keeps no zlib state between messages (issue 26).
         (deflate,) = a.ws.protocol.extensions
