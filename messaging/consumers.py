@@ -494,7 +494,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """The inbox has an event: drain it in order, at once (``eager.start``: a live event
         goes out without waiting, so no task per delivery), in a task only from the first
         wait on (later events queue behind it)."""
-        if self._drainer is None and not self._draining:
+        if self._drainer is None and not self._draining and self._inbox is not None:
             self._draining = True
             try:
                 self._drainer = eager.start(self._drain())
@@ -502,8 +502,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self._draining = False
 
     async def _drain(self) -> None:
-        assert self._inbox is not None
-        items = self._inbox.items
+        # Runs inside the publisher's call at first (``_wake``): nothing here may raise into it.
+        items = self._inbox.items if self._inbox is not None else []
         try:
             while items:
                 event = items.pop(0)
