@@ -228,7 +228,7 @@ def test_whole_text_frames_are_parsed_as_websockets_parses_them() -> None:
     assert protocol.whole_text_frames(client_frames(b"\xff")) is None  # not UTF-8: uvicorn closes 1007
 
 
-def test_a_split_frame_and_a_frame_after_it_reach_the_app_in_order() -> None:
+async def test_a_split_frame_and_a_frame_after_it_reach_the_app_in_order() -> None:
     conn, _request = accepted()
     assert release_handshake_request(conn)
     protocol = lean_protocol_on(conn)
@@ -238,7 +238,7 @@ def test_a_split_frame_and_a_frame_after_it_reach_the_app_in_order() -> None:
     protocol.data_received(first[4:])  # websockets finishes it...
     protocol.data_received(second)  # ...and the next whole frame takes the short way
     assert protocol.whole_text_frames(client_frames(b"three")) == ["three"]
-    queued = [protocol.queue.get_future().result()["text"] for _ in range(2)]
+    queued = [(await protocol.queue.get())["text"] for _ in range(2)]
     assert queued == ["one", "two"]
     assert protocol.read_paused
 
