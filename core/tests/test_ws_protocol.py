@@ -238,7 +238,7 @@ async def test_a_split_frame_and_a_frame_after_it_reach_the_app_in_order() -> No
     protocol.data_received(first[4:])  # websockets finishes it...
     protocol.data_received(second)  # ...and the next whole frame takes the short way
     assert protocol.whole_text_frames(client_frames(b"three")) == ["three"]
-    queued = [(await protocol.queue.get())["text"] for _ in range(2)]
+    queued = [(await protocol.queue.get())["text"] for _ in range(2)]  # type: ignore[typeddict-item]
     assert queued == ["one", "two"]
     assert protocol.read_paused
 
