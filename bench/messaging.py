@@ -54,7 +54,9 @@ of its own, so that the counts are this run's alone (the machine's PostgreSQL do
 Every child runs for a bounded time and is stopped at the end (and dies with this process);
 all traffic stays on 127.0.0.1. ``--profile FILE`` records the server with py-spy during the
 saturation phase, or the one ``--profile-phase`` names (collapsed stacks; ``pip install py-spy``
-into the venv first).
+into the venv first); ``--perf FILE`` records it with ``perf record`` (flat, 499 Hz: the C
+side, the kernel's included) during the same phase. ``bench/profile_table.py`` sorts py-spy's
+stacks into components.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def run_target(
             before = Sample(proc.pid, gen.proc.pid)
             counters = args.stats.take() if args.stats is not None and verify else None
             profiler = None
-            if args.profile and verify and phase == args.profile_phase:
+            if (args.profile or args.perf) and verify and phase == args.profile_phase:
                 profiler = start_profiler(proc.pid, args, tmp)
             result = gen.command(
                 phase_timeout,
@@ -197,20 +199,47 @@ def phase_db_stats(stats: Any, before: Any, result: dict[str, Any]) -> dict[str,
     return dbstats.per_message(before, after, late, messages, stats.wal_records(before, after))
 
 
-def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """py-spy (optional): sample the server during the profiled phase, collapsed stacks out."""
-    path = Path(args.profile).resolve()
-    return start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path
+Profiler = list[tuple[subprocess.Popen[bytes], Path]]  # (the recording process, its output)
 
 
-def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path], out: dict[str, Any]) -> None:
-    proc, path = profiler
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    out["profile"] = str(path)
+def start_profiler(pid: int, args: argparse.Namespace, tmp: Path) -> Profiler:
+    """py-spy (``--profile``) and ``perf record`` (``--perf``): the server during the profiled
+    phase's ``--seconds``."""
+    running: Profiler = []
+    if args.profile:
+        path = Path(args.profile).resolve()
+        running.append((start_py_spy(pid, path, args.seconds, args.profile_mode, tmp), path))
+    if args.perf:
+        path = Path(args.perf).resolve()
+        perf = subprocess.Popen(
+            [
+                "perf",
+                "record",
+                "-F",
+                "499",
+                "-p",
+                str(pid),
+                "-o",
+                str(path),
+                "--",
+                "sleep",
+                str(args.seconds),
+            ],
+            stdout=(tmp / "perf.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        running.append((perf, path))
+    return running
+
+
+def finish_profiler(profiler: Profiler, out: dict[str, Any]) -> None:
+    for proc, path in profiler:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.setdefault("profiles", []).append(str(path))
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -487,6 +516,7 @@ def main() -> int:
         default="gil",
         help="py-spy: running threads, the thread holding the GIL, or every thread (idle too)",
     )
+    parser.add_argument("--perf", help="perf record (flat, 499 Hz) of the server during the --profile-phase")
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="wait up to this long for an idle machine first"
     )

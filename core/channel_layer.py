@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -55,6 +56,11 @@ OUTBOX_MAX = 50_000
 # An event sent to at least this many groups in one ``group_send_many`` is published once, on the
 # fan-out channel, for all of them (a 200-member group message: 1 publication instead of 200).
 FANOUT_MIN_GROUPS = 8
+# A batch of publications is ONE command per chunk of this many: PUBLISH of each (channel,
+# payload) pair of ARGV, in order, inside Redis (the same PUBLISH commands, the same order, the
+# same subscribers, one reply for the chunk).
+PUBLISH_SCRIPT = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2"
+PUBLISH_CHUNK = 1000
 # Sent to every local socket when the live path was interrupted (docs/protocol.md).
 SYNC_REQUIRED_FRAME: dict[str, Any] = {"type": "sync.required", "data": {"reason": "live_events_interrupted"}}
 
@@ -114,15 +120,20 @@ class _Shard(RedisSingleShardConnection):
             await asyncio.shield(self._outbox_task)
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
-        """PUBLISH every item, in order, in one pipelined round trip, on the shard's own
-        publishing connection (never the subscription's pool). After any failure the
+        """PUBLISH every item, in order, in one pipelined round trip (one ``PUBLISH_SCRIPT``
+        call per ``PUBLISH_CHUNK`` items), on the shard's own publishing connection (never the
+        subscription's pool). After any failure the
         connection is dropped, so the next batch starts on a fresh one (a Redis restart)."""
         async with self._lock:
             if self._publisher is None:
                 self._publisher = aioredis.Redis(connection_pool=create_pool(self.host))
             pipe = self._publisher.pipeline(transaction=False)
-            for channel, data in items:
-                pipe.publish(channel, data)
+            for start in range(0, len(items), PUBLISH_CHUNK):
+                # One command per chunk (PUBLISH_SCRIPT): redis-py's pipeline costs a command
+                # object, its packing and a reply read (under a timer of its own) per PUBLISH,
+                # and a 1:1 message is two of them.
+                chunk = items[start : start + PUBLISH_CHUNK]
+                pipe.eval(PUBLISH_SCRIPT, 0, *[part for item in chunk for part in item])
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await pipe.execute()
@@ -170,7 +181,19 @@ class _Shard(RedisSingleShardConnection):
             try:
                 pubsub = self._pubsub
                 if pubsub is not None and pubsub.subscribed:
-                    response = await pubsub.parse_response(block=True)
+                    conn = pubsub.connection
+                    if conn is not None and conn.is_connected and not conn.health_check_interval:
+                        # The connection's own read: redis-py's ``PubSub.parse_response`` wraps
+                        # it, per message, in a health check, a retry with reconnection (a
+                        # reconnection here would resubscribe without telling the sockets to
+                        # ``sync``: a failure goes to ``_subscribe_again`` instead) and an
+                        # operation-duration hook: ~4 coroutine layers per message, and every
+                        # event this process publishes comes back here once per group.
+                        response = await conn.read_response(
+                            timeout=math.inf, disconnect_on_error=False, push_request=True
+                        )
+                    else:
+                        response = await pubsub.parse_response(block=True)
                     if response and response[0] == b"message":
                         self._deliver(response[1], response[2])
                     elif response:
@@ -354,11 +377,13 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         runs: list[tuple[dict[str, Any], list[str]]] = []
         for group, message in events:
             name = self._get_group_channel_name(group)
-            self.deliver_local(name, message)
             if runs and runs[-1][0] is message:
                 runs[-1][1].append(name)
             else:
                 runs.append((message, [name]))
+        # Serialized before any local delivery: a socket may take its event at once (a consumer
+        # drains its inbox eagerly), and what it does to the shared dict (the delivery metric
+        # takes ``published_at``, the frame's text is kept on it) is not for other processes.
         by_shard: dict[int, list[tuple[str, bytes]]] = {}
         for message, names in runs:
             if len(names) >= FANOUT_MIN_GROUPS:
@@ -369,6 +394,9 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
             wire = self._wire(message)
             for name in names:
                 by_shard.setdefault(id(self._get_shard(name)), []).append((name, wire))
+        for message, names in runs:
+            for name in names:
+                self.deliver_local(name, message)
         for shard in self._shards:
             items = by_shard.get(id(shard))
             if items:

@@ -23,6 +23,11 @@ wire:
   RSS (``bench/idle.py --compression``); without context each frame is compressed on its own
   (~8 µs more per compressed frame, a little less compression), and one extension factory
   serves every connection (``DEFLATE_WITHOUT_CONTEXT``, issue 26);
+- on a connection without per-message compression, a text message is framed by ``send``
+  itself (``text_frame``: the bytes ``websockets`` would write), and a chunk of whole text
+  frames from the client is parsed by ``data_received`` itself (``whole_text_frames``: the same
+  texts, anything else goes to ``websockets``' parser), without ``Frame`` objects and the
+  parser's generators (issue 26: server CPU per message, one frame in and two out);
 - keepalive pings are due from one queue per event loop (``KeepaliveQueue``) instead of a loop
   timer per connection (~0.5 KB each with uvloop, issue 26): every connection has the same
   interval, so the queue is in due order and one timer, set for its head, serves them all. The
@@ -36,6 +41,7 @@ Serve with ``uvicorn healthchat.asgi:application --ws core.ws_protocol:LeanWebSo
 from __future__ import annotations
 
 import asyncio
+import struct
 import weakref
 from collections import deque
 from typing import Any, cast
@@ -43,7 +49,9 @@ from typing import Any, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.protocol import Protocol
+from websockets.frames import apply_mask
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
 
 
 class LeanQueue:
@@ -194,6 +202,20 @@ def keepalive_queue(loop: asyncio.AbstractEventLoop) -> KeepaliveQueue:
     return queue
 
 
+# The code of the frame parser's wait between frames (``StreamReader.at_eof``).
+AT_EOF = StreamReader.at_eof.__code__
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's final text frame of ``payload`` (RFC 6455 5.2: FIN, opcode 1, no mask)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length) + payload
+    return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
 # uvicorn's permessage-deflate settings (window bits 12, memLevel 5) without context takeover on
 # either side: nothing kept between messages. Shared by every connection (read-only).
 DEFLATE_WITHOUT_CONTEXT: list[ServerExtensionFactory] = [
@@ -259,6 +281,98 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = LeanQueue()  # type: ignore[assignment]
         self.writable = LeanEvent()  # type: ignore[assignment]
         self.writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's ``data_received``; a chunk that is whole final text frames from the client
+        (masked, no compression, between frames, within the size limit, valid UTF-8: what a
+        chat client sends) is parsed here: the same events as ``websockets``' parser and
+        uvicorn's ``handle_text`` give, without the parser's generators and ``Frame`` objects
+        (issue 26). Anything else (control frames, fragments, compressed frames, a frame split
+        over chunks, bad data) goes to ``websockets`` untouched."""
+        texts = self.whole_text_frames(data)
+        if texts is None:
+            super().data_received(data)
+            return
+        if self.close_sent:  # uvicorn discards messages once the app has closed
+            return
+        for text in texts:
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def whole_text_frames(self, data: bytes) -> list[str] | None:
+        """The texts of ``data`` if it is nothing but whole, final, masked, uncompressed text
+        frames and the connection's parser waits between frames; else ``None``."""
+        conn = self.conn
+        if (
+            not self.handshake_complete
+            or conn.state is not State.OPEN
+            or conn.extensions
+            or conn.current_size is not None
+            or conn.reader.buffer
+            or conn.parser_exc is not None
+            or getattr(getattr(conn.parser, "gi_yieldfrom", None), "gi_code", None) is not AT_EOF
+        ):
+            return None
+        limit = conn.max_message_size
+        if conn.max_fragment_size is not None:
+            limit = conn.max_fragment_size if limit is None else min(limit, conn.max_fragment_size)
+        texts: list[str] = []
+        end, at = len(data), 0
+        while at < end:
+            if end - at < 6 or data[at] != 0x81 or not data[at + 1] & 0x80:
+                return None  # not a final text frame with a mask (or not whole)
+            length = data[at + 1] & 0x7F
+            at += 2
+            if length == 126:
+                if end - at < 2:
+                    return None
+                (length,) = struct.unpack_from("!H", data, at)
+                at += 2
+            elif length == 127:
+                if end - at < 8:
+                    return None
+                (length,) = struct.unpack_from("!Q", data, at)
+                at += 8
+            if (limit is not None and length > limit) or end - at < 4 + length:
+                return None
+            payload = apply_mask(data[at + 4 : at + 4 + length], data[at : at + 4])
+            at += 4 + length
+            try:
+                texts.append(payload.decode())
+            except UnicodeDecodeError:
+                return None
+        return texts
+
+    async def send(self, message: Any) -> None:
+        """uvicorn's ``send``; a text message on an open connection without extensions (no
+        per-message compression negotiated) and nothing else queued to write is framed here:
+        the same bytes as ``websockets`` writes (an unmasked final text frame), without its
+        ``Frame`` object, checks, extension loop and write list (issue 26: two frames per
+        message at saturation). Anything else, a connection that is not writable (flow
+        control: uvicorn waits), closing or gone, takes uvicorn's way."""
+        if (
+            message["type"] == "websocket.send"
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+            and self.writable.is_set()
+        ):
+            text = message.get("text")
+            conn = self.conn
+            if (
+                text is not None
+                and message.get("bytes") is None
+                and not conn.extensions
+                and not conn.writes
+                and conn.state is State.OPEN
+                and not conn.expect_continuation_frame
+            ):
+                self.transport.write(text_frame(text.encode()))
+                return
+        await super().send(message)
 
     def receive(self) -> asyncio.Future[Any]:  # type: ignore[override]
         """uvicorn's ``receive`` (awaited by the app the same way), without a coroutine: the

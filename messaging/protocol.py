@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
+import orjson
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -305,9 +306,14 @@ def peek_ref(text: str | None) -> str | None:
 def parse(text: str) -> Any:
     """Parse one text frame into its typed model, or raise ApplicationError (with ``ref``)."""
     try:
-        raw = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ApplicationError("invalid_json", "The frame is not valid JSON.") from exc
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and ``json`` takes (NaN, integers past 64 bits, deep nesting) is
+        # answered as before: ``json`` decides, the frame's model refuses what it must.
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ApplicationError("invalid_json", "The frame is not valid JSON.") from exc
     if not isinstance(raw, dict):
         raise ApplicationError("invalid_frame", "A frame is a JSON object.")
     ref = _clean_ref(raw.get("ref"))

@@ -253,3 +253,30 @@ async def test_subscriptions_asked_together_are_one_subscribe_and_all_receive(mo
     assert [inbox.items[0]["n"] if inbox.items else None for _c, inbox in inboxes[:-1]] == list(range(19))
     await here.flush()
     await there.flush()
+
+
+async def test_a_local_socket_taking_its_event_at_once_changes_nothing_another_process_gets() -> None:
+    """A consumer drains its inbox inside the wake call (``core.eager``): the delivery metric
+    takes ``published_at`` off the shared event and the frame's text is kept on it. The other
+    process still gets the event as it was published."""
+    here, there = _layer(), _layer()
+    group = f"g{uuid.uuid4().hex}"
+    box: list[Any] = []
+
+    def take_at_once() -> None:
+        event = box[0].items.pop(0)
+        event.pop("published_at", None)
+        event["_send"] = {"type": "websocket.send", "text": "{}"}
+
+    channel, inbox = await here.new_inbox(take_at_once)
+    box.append(inbox)
+    remote = await there.new_channel()
+    await here.group_add(group, channel)
+    await there.group_add(group, remote)
+    await asyncio.sleep(0.1)
+    await here.group_send_many([(group, {"type": "client.event", "n": 1, "published_at": 12.5})])
+    (got,) = await _drain(there, remote, 1)
+    assert got == {"type": "client.event", "n": 1, "published_at": 12.5}
+    assert inbox.items == []
+    await here.flush()
+    await there.flush()

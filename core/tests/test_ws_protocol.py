@@ -13,6 +13,7 @@ import weakref
 import pytest
 import websockets
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, Protocol, Side
 from websockets.server import ServerProtocol
 
@@ -23,6 +24,7 @@ from core.ws_protocol import (
     LeanQueue,
     LeanWebSocketProtocol,
     release_handshake_request,
+    text_frame,
 )
 from messaging.tests.factories import pair
 from tests.wsclient import WsClient
@@ -190,6 +192,64 @@ def test_a_parser_in_the_middle_of_a_frame_is_left_alone() -> None:
     assert [bytes(e.data) for e in conn.events_received()] == [b"early"]  # type: ignore[union-attr]
 
 
+def lean_protocol_on(conn: ServerProtocol) -> LeanWebSocketProtocol:
+    """The receiving half of a lean protocol around ``conn`` (no server, no app)."""
+    protocol = LeanWebSocketProtocol.__new__(LeanWebSocketProtocol)
+    protocol.conn = conn
+    protocol.queue = LeanQueue()  # type: ignore[assignment]
+    protocol.transport = PausingTransport()  # type: ignore[assignment]
+    protocol.read_paused = protocol.close_sent = False
+    protocol.handshake_complete = True
+    return protocol
+
+
+class PausingTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+
+def test_whole_text_frames_are_parsed_as_websockets_parses_them() -> None:
+    conn, _request = accepted()
+    assert release_handshake_request(conn)
+    protocol = lean_protocol_on(conn)
+    texts = [b"", b"hi", "é".encode() * 100, b"x" * 70_000]  # 1-, 2- and 8-byte lengths
+    data = client_frames(*texts)
+    assert protocol.whole_text_frames(data) == [t.decode() for t in texts]
+    # Not whole, or not only text frames: left to websockets (its parser untouched).
+    assert protocol.whole_text_frames(data[:-1]) is None
+    client = Protocol(Side.CLIENT)
+    client.state = OPEN
+    client.send_ping(b"p")
+    assert protocol.whole_text_frames(b"".join(client.data_to_send()) + data) is None
+    assert protocol.whole_text_frames(client_frames(b"\xff")) is None  # not UTF-8: uvicorn closes 1007
+
+
+async def test_a_split_frame_and_a_frame_after_it_reach_the_app_in_order() -> None:
+    conn, _request = accepted()
+    assert release_handshake_request(conn)
+    protocol = lean_protocol_on(conn)
+    first, second = client_frames(b"one"), client_frames(b"two")
+    protocol.data_received(first[:4])  # the parser is now in the middle of a frame
+    assert protocol.whole_text_frames(first[4:] + second) is None
+    protocol.data_received(first[4:])  # websockets finishes it...
+    protocol.data_received(second)  # ...and the next whole frame takes the short way
+    assert protocol.whole_text_frames(client_frames(b"three")) == ["three"]
+    queued = [(await protocol.queue.get())["text"] for _ in range(2)]  # type: ignore[typeddict-item]
+    assert queued == ["one", "two"]
+    assert protocol.read_paused
+
+
+def test_a_frame_over_the_size_limit_is_left_to_websockets() -> None:
+    conn, _request = accepted()  # max_size 2**20
+    assert release_handshake_request(conn)
+    protocol = lean_protocol_on(conn)
+    assert protocol.whole_text_frames(client_frames(b"x" * (2**20 + 1))) is None
+
+
 async def test_event_wait_set_clear():
     event = LeanEvent()
     assert not event.is_set()
@@ -208,6 +268,12 @@ async def test_event_wait_set_clear():
     assert event._waiters == []
     event.set()
     assert event._waiters is None
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_a_text_frame_is_the_frame_websockets_would_write(length: int) -> None:
+    payload = ("é" * length).encode()[:length]
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 def test_the_protocol_is_importable_by_uvicorn_by_path():
@@ -243,7 +309,10 @@ def test_live_server_with_the_lean_protocol(live_server_factory, make_token):
 
     async def scenario():
         a = await WsClient.connect(server.ws_url, token(patient))
-        b = await WsClient.connect(server.ws_url, token(doctor))
+        # Without compression the server frames text itself (``LeanWebSocketProtocol.send``):
+        # the doctor's 80 messages of 8 kB (a 2-byte length) and the pong (a 1-byte one).
+        b = await WsClient.connect(server.ws_url, token(doctor), compression=None)
+        assert b.ws.protocol.extensions == []
         # Compression is negotiated (the client offers it, as browsers do) without context
         # takeover on either side: the server keeps no zlib state between messages (issue 26).
         (deflate,) = a.ws.protocol.extensions
