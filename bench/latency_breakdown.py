@@ -141,6 +141,20 @@ def breakdown(dump_path: Path, probe_prefix: str) -> dict[str, Any]:
         "loop_stalls_over_1_5ms_per_s": round(len(lag_spans) / seconds, 2),
         "loop_stall_max_ms": round(max((late for _d, late in lag_spans), default=0.0) * 1000, 2),
         "slow_in_clusters": clusters([r[1] for r in rows if r[0] >= p99]),
+        **first_second(rows, p99, float(dump.get("t_start", begin))),
+    }
+
+
+def first_second(rows: list[Any], p99: float, start: float) -> dict[str, Any]:
+    """The phase's first second (the machine waking from the idle pause before it): the share
+    of the p99 messages sent in it, and the p99 of the rest."""
+    later = sorted(r[0] for r in rows if r[1] >= start + 1.0)
+    slow = [r for r in rows if r[0] >= p99]
+    return {
+        "p99_share_in_first_second": round(sum(1 for r in slow if r[1] < start + 1.0) / max(1, len(slow)), 3),
+        "p99_after_first_second_ms": round(later[min(len(later) - 1, int(0.99 * len(later)))] * 1000, 3)
+        if later
+        else None,
     }
 
 
@@ -164,7 +178,8 @@ def print_breakdown(label: str, result: dict[str, Any]) -> None:
         f"{label}: {result['matched']} messages, p50 {result['p50_ms']} / p99 {result['p99_ms']} ms; "
         f"GC {result['gc']} (threshold {result['gc_threshold']}, frozen {result['gc_frozen']}); "
         f"loop stalls >1.5 ms {result['loop_stalls_over_1_5ms_per_s']}/s (max {result['loop_stall_max_ms']} ms); "
-        f"p99 messages in time: {result['slow_in_clusters']}"
+        f"p99 messages in time: {result['slow_in_clusters']}, {result['p99_share_in_first_second']:.0%} in the "
+        f"first second (p99 after it {result['p99_after_first_second_ms']} ms)"
     )
     head = f"{'ms (mean)':<16}" + "".join(f"{p:>10}" for p in ("latency", *PARTS))
     print(head)
