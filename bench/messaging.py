@@ -70,6 +70,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import latency_breakdown
 from harness import (
     BENCH,
     LoadGenProcess,
@@ -455,11 +456,11 @@ def serve_and_run(
         out = run_target(
             name, server, f"ws://127.0.0.1:{port}/ws/v1/", tmp / "pairs.json", tmp, args, verify=True
         )
+        if args.latency_probe:
+            ask_for_probe(server, probe)
     finally:
         stop(server)
     if args.latency_probe:
-        import latency_breakdown
-
         for phase in args.phases:
             if phase in out:
                 out[phase]["latency_breakdown"] = latency_breakdown.breakdown(
@@ -750,12 +751,23 @@ def run(args: argparse.Namespace) -> int:
                 f"{name} (metrics {ours['metrics']}): database check: {ours['sequences']}; server log: {ours['server_log']}"
             )
             if args.latency_probe:
-                import latency_breakdown
-
                 for phase in ("saturation", "offered"):
                     if "latency_breakdown" in ours.get(phase, {}):
                         latency_breakdown.print_breakdown(f"{name} {phase}", ours[phase]["latency_breakdown"])
     return 0
+
+
+def ask_for_probe(server: subprocess.Popen[bytes], probe: str) -> None:
+    """The server writes its latency probe's file on SIGUSR1 (``core/latency_probe.py``)."""
+    import signal
+
+    path = Path(f"{probe}.{server.pid}")
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not path.exists():
+        log(f"no latency probe file {path}")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:

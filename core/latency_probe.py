@@ -12,7 +12,8 @@ keeps in memory, and writes to ``<path>.<pid>`` (JSON) when it exits:
   batch's start, its round trips' ends (``mark``), the end of the write, of the publish and
   when the callers were answered.
 
-Nothing of it is logged and no message text is kept (ids and times only). Off, every hook is
+The file is written at exit and on SIGUSR1 (uvicorn re-raises SIGTERM, so the benchmark asks
+with SIGUSR1 before stopping the server). Nothing of it is logged and no message text is kept (ids and times only). Off, every hook is
 one global check.
 """
 
@@ -25,6 +26,7 @@ import contextvars
 import gc
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -62,7 +64,15 @@ def install(path: str) -> bool:
     _path = path
     gc.callbacks.append(_on_gc)
     atexit.register(write)
+    # uvicorn re-raises SIGTERM after its shutdown (no atexit then): the benchmark asks for the
+    # file with SIGUSR1 before it stops the server.
+    with contextlib.suppress(ValueError):  # not the main thread (a test)
+        signal.signal(signal.SIGUSR1, _write_on_signal)
     return True
+
+
+def _write_on_signal(_signum: int, _frame: Any) -> None:
+    write()
 
 
 def uninstall() -> None:
@@ -72,6 +82,8 @@ def uninstall() -> None:
     if _on_gc in gc.callbacks:
         gc.callbacks.remove(_on_gc)
     atexit.unregister(write)
+    if signal.getsignal(signal.SIGUSR1) is _write_on_signal:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     for task in _lag_tasks:
         with contextlib.suppress(RuntimeError):  # a test's loop, closed already
             task.cancel()
@@ -145,5 +157,7 @@ def write() -> None:
         "lag": _lags,
         "batches": _batches,
     }
-    with open(f"{_path}.{os.getpid()}", "w") as f:
+    partial = f"{_path}.{os.getpid()}.partial"
+    with open(partial, "w") as f:
         json.dump(out, f)
+    os.replace(partial, f"{_path}.{os.getpid()}")
