@@ -39,9 +39,6 @@ class Batcher(Generic[I, R]):
     sets it False, so what was submitted is written whether or not its caller still waits."""
 
     drop_cancelled = True
-    # Seconds a drain waits before its first batch, so that sends arriving just after a lone one
-    # share its batch (0: a lone call goes straight through).
-    linger = 0.0
 
     def __init__(self, *, max_batch: int = 200, max_workers: int = 2, spawn_depth: int = 32) -> None:
         self.max_batch = max_batch
@@ -77,8 +74,6 @@ class Batcher(Generic[I, R]):
 
     async def _drain(self) -> None:
         try:
-            if self.linger:
-                await asyncio.sleep(self.linger)
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 if self.drop_cancelled:

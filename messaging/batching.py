@@ -54,7 +54,6 @@ class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
         count = max(1, int(getattr(settings, "HEALTHCHAT_LOOP_WRITERS", 1)))
         self.loop_writers = [LoopWriter() for _ in range(count)]
         self.loop_writer = self.loop_writers[0]
-        self.linger = max(0.0, float(getattr(settings, "HEALTHCHAT_SEND_LINGER_MS", 0))) / 1000
 
     def wants_drain(self) -> bool:
         # A loop writer is idle: the send starts its batch now rather than wait for the one in flight.

@@ -484,8 +484,6 @@ HEALTHCHAT_LOOP_WRITER: bool = env.bool("HEALTHCHAT_LOOP_WRITER", default=True)
 # Loop writers (connections) per server process: with 2, a send arriving while a batch is being
 # written starts its own batch at once instead of waiting for that batch's COMMIT (issue 26).
 HEALTHCHAT_LOOP_WRITERS: int = env.int("HEALTHCHAT_LOOP_WRITERS", default=1)
-# Milliseconds a lone send waits for company before its batch is written (0: straight through).
-HEALTHCHAT_SEND_LINGER_MS: float = env.float("HEALTHCHAT_SEND_LINGER_MS", default=0.0)
 HEALTHCHAT_WS_ALLOWED_ORIGINS: list[str] = env.list("HEALTHCHAT_WS_ALLOWED_ORIGINS", default=[])
 # Per-connection frame rate limit (token bucket: frames per second, burst).
 # Seconds a socket without an Authorization header has to send its auth frame.
