@@ -72,6 +72,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import latency_breakdown
 from harness import (
     BENCH,
     LoadGenProcess,
@@ -471,6 +472,9 @@ def serve_and_run(
     """The real server (metrics ``on``, or ``off``: every hook a no-op) under the load, checked."""
     port = free_port()
     command = uvicorn_args(port, args.workers, args.ws)
+    probe = str(tmp / f"probe-{name}")
+    if args.latency_probe:
+        env = {**env, "HEALTHCHAT_LATENCY_PROBE": probe}
     if metrics == "off":  # the same uvicorn command, started by bench/metrics_off.py
         command = [sys.executable, str(BENCH / "metrics_off.py"), *command[3:]]
     command = pinned(command, args.server_cpus)
@@ -481,8 +485,16 @@ def serve_and_run(
         out = run_target(
             name, server, f"ws://127.0.0.1:{port}/ws/v1/", tmp / "pairs.json", tmp, args, verify=True
         )
+        if args.latency_probe:
+            ask_for_probe(server, probe)
     finally:
         stop(server)
+    if args.latency_probe:
+        for phase in args.phases:
+            if phase in out:
+                out[phase]["latency_breakdown"] = latency_breakdown.breakdown(
+                    tmp / f"{name}-{phase}.json", probe
+                )
     from django.db import connection
 
     connection.close()
@@ -593,6 +605,23 @@ def main() -> int:
         default="on",
         help="metric hooks on, off (no-ops), or both servers in this run (in this order)",
     )
+    parser.add_argument(
+        "--latency-probe",
+        action="store_true",
+        help="the server keeps its send batches' timings, collector passes and loop stalls "
+        "(HEALTHCHAT_LATENCY_PROBE, core/latency_probe.py); prints where the median and the p99 "
+        "message's time went (bench/latency_breakdown.py)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL[:NAME=VALUE,...]",
+        help="serve healthchat once per variant (repeatable), with these environment settings on top "
+        "(e.g. gc:HEALTHCHAT_GC_THRESHOLD=700,10,10), on the same database and load; with --repeat N "
+        "the variants alternate N times; prints one line per run",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="--variant: rounds of the variants")
     parser.add_argument("--json", dest="json_out", help="also write every figure to this file")
     parser.add_argument("--db-name", default=DB_NAME, help="the benchmark's own database")
     parser.add_argument("--redis-url", default=REDIS_URL, help="the benchmark's Redis database")
@@ -692,8 +721,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     order = args.metrics.split("-")
     measured: list[str] = []
+    variants = [parse_variant(v) for v in args.variant]
     for name in args.target:
-        if name == "healthchat":
+        if name == "healthchat" and variants:
+            for round_ in range(args.repeat):
+                for label, overrides in variants:
+                    run_name = f"healthchat-{label}-{round_ + 1}"
+                    if measured or round_ or label != variants[0][0]:
+                        results[f"busy_cores_before_{run_name}"] = wait_for_quiet(0.3, args.quiet_wait)
+                    results[run_name] = serve_and_run(
+                        run_name, "on", source, {**env, **overrides}, rows, tmp, args
+                    )
+                    results[run_name]["metrics"] = "on"
+                    results[run_name]["variant"] = overrides
+                    results[run_name]["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+        elif name == "healthchat":
             for mode in order:
                 label = "healthchat" if mode == order[0] else f"healthchat-metrics-{mode}"
                 if mode != order[0]:
@@ -731,12 +773,70 @@ def run(args: argparse.Namespace) -> int:
                 if name.startswith("healthchat") and "db_stats" in ours.get(phase, {}):
                     dbstats.print_report(name, phase, ours[phase]["db_stats"])
         args.stats.close()
+    if variants:
+        print_variants(results, args.phases)
     for name, ours in results.items():
         if name.startswith("healthchat"):
             print(
                 f"{name} (metrics {ours['metrics']}): database check: {ours['sequences']}; server log: {ours['server_log']}"
             )
+            if args.latency_probe:
+                for phase in ("saturation", "offered"):
+                    if "latency_breakdown" in ours.get(phase, {}):
+                        latency_breakdown.print_breakdown(f"{name} {phase}", ours[phase]["latency_breakdown"])
     return 0
+
+
+def ask_for_probe(server: subprocess.Popen[bytes], probe: str) -> None:
+    """The server writes its latency probe's file on SIGUSR1 (``core/latency_probe.py``)."""
+    import signal
+
+    path = Path(f"{probe}.{server.pid}")
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not path.exists():
+        log(f"no latency probe file {path}")
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``LABEL[:NAME=VALUE,NAME=VALUE]`` (a value may hold commas when it is the last one)."""
+    label, _, rest = text.partition(":")
+    overrides: dict[str, str] = {}
+    name = ""
+    for piece in rest.split(",") if rest else []:
+        key, sep, value = piece.partition("=")
+        if sep and key.isupper():
+            name = key
+            overrides[name] = value
+        elif name:  # a comma inside the previous value (HEALTHCHAT_GC_THRESHOLD=700,10,10)
+            overrides[name] += "," + piece
+        else:
+            raise SystemExit(f"--variant {text!r}: LABEL[:NAME=VALUE,...]")
+    return label, overrides
+
+
+def print_variants(results: dict[str, Any], phases: list[str]) -> None:
+    """One line per --variant run, in the order they ran."""
+    print(
+        f"{'run':<28} {'phase':<10} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} {'srv ms/msg':>10} "
+        f"{'other cores':>11} {'busy before':>11} {'loadavg':>16} {'lost/dup':>9}"
+    )
+    for name, run in results.items():
+        if not (name.startswith("healthchat-") and isinstance(run, dict) and "variant" in run):
+            continue
+        for phase in phases:
+            if phase not in run:
+                continue
+            r, lat = run[phase], run[phase]["latency_ms"]
+            usage = r["resources"]
+            print(
+                f"{name:<28} {phase:<10} {fmt(lat['p50']):>7} {fmt(lat['p90']):>7} {fmt(lat['p99']):>7} "
+                f"{fmt(lat['max']):>7} {fmt(usage['server_cpu_s_per_1k']):>10} {fmt(usage['other_cores']):>11} "
+                f"{fmt(usage.get('busy_cores_before')):>11} {' '.join(run['loadavg']):>16} "
+                f"{r['lost']}/{r['duplicated']:>7}"
+            )
 
 
 if __name__ == "__main__":

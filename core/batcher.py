@@ -55,12 +55,22 @@ class Batcher(Generic[I, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._queue.append((item, future))
-        if not self._active or (len(self._queue) >= self.spawn_depth and self._active < self.max_workers):
+        if self.wants_drain():
             self._active += 1
             task = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await future
+
+    @property
+    def active(self) -> int:
+        """Drains running now."""
+        return self._active
+
+    def wants_drain(self) -> bool:
+        """Whether the item just queued starts another drain: none runs, or ``spawn_depth``
+        items wait and fewer than ``max_workers`` run."""
+        return not self._active or (len(self._queue) >= self.spawn_depth and self._active < self.max_workers)
 
     async def _drain(self) -> None:
         try:

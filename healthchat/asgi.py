@@ -35,3 +35,7 @@ application = SocketFront(
 from core.gc_tuning import tune_for_server  # noqa: E402
 
 tune_for_server()  # after everything above is loaded: it is frozen out of the collector's walks
+
+from core import latency_probe  # noqa: E402
+
+latency_probe.install_from_settings()  # benchmarks only (HEALTHCHAT_LATENCY_PROBE); off by default

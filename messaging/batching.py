@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
+from django.conf import settings
 
-from core import metrics, realtime
+from core import latency_probe, metrics, realtime
 from core.batcher import Batcher
 
 from . import send_limits, services
@@ -45,9 +46,23 @@ class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
 
     def __init__(self) -> None:
         super().__init__(max_batch=MAX_BATCH, max_workers=MAX_WRITERS, spawn_depth=SPAWN_DEPTH)
-        # The common batch is written on the event loop (no thread hop); the others, and any
-        # batch arriving while it writes, take a worker thread.
-        self.loop_writer = LoopWriter()
+        # The common batch is written on the event loop (no thread hop), by the first loop writer
+        # that is not busy; the others, and any batch arriving while every loop writer writes,
+        # take a worker thread. ``HEALTHCHAT_LOOP_WRITERS`` > 1: a send arriving while a batch
+        # is being written starts the next batch at once on another connection instead of
+        # waiting for that batch's COMMIT (lower latency at moderate load; issue 26).
+        count = max(1, int(getattr(settings, "HEALTHCHAT_LOOP_WRITERS", 1)))
+        self.loop_writers = [LoopWriter() for _ in range(count)]
+        self.loop_writer = self.loop_writers[0]
+
+    def wants_drain(self) -> bool:
+        # A loop writer is idle: the send starts its batch now rather than wait for the one in flight.
+        return self.active < len(self.loop_writers) or super().wants_drain()
+
+    async def close(self) -> None:
+        """Close the loop writers' connections (tests, shutdown)."""
+        for writer in self.loop_writers:
+            await writer.close()
 
     async def run(self, items: list[services.SendRequest]) -> Sequence[services.SendResult | BaseException]:
         # The send limit is counted in Redis while the batch's transaction begins and locks
@@ -58,14 +73,17 @@ class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
         )
         refusals: concurrent.futures.Future[dict[int, Any]] = concurrent.futures.Future()
         limit.add_done_callback(functools.partial(_settle, answer=refusals))
+        probe = latency_probe.start_batch(items) if latency_probe.enabled() else None
         with realtime.collecting() as pending:
             try:
                 results: Sequence[services.SendResult | BaseException] | None = None
                 started = time.perf_counter()
-                if self.loop_writer.takes(items):
-                    results = await self.loop_writer.write(items, limit, LIMIT_WAIT_SECONDS)
+                writer = next((w for w in self.loop_writers if w.takes(items)), None)
+                if writer is not None:
+                    results = await writer.write(items, limit, LIMIT_WAIT_SECONDS)
                     metrics.writer_ran("loop_writer", results is not None, len(items), started)
                 if results is None:
+                    latency_probe.mark("thread", probe)
                     started = time.perf_counter()
                     results = await DatabaseSyncToAsync(services.message_send_many, thread_sensitive=False)(
                         requests=items, refusals=functools.partial(_wait, refusals)
@@ -73,7 +91,9 @@ class SendBatcher(Batcher[services.SendRequest, services.SendResult]):
                     metrics.writer_ran("thread_writer", True, len(items), started)
             except Exception as exc:  # the whole batch failed (e.g. the commit): every send
                 results = [exc] * len(items)
+        latency_probe.mark("written", probe)
         await realtime.flush(pending)
+        latency_probe.mark("published", probe)
         return results
 
 

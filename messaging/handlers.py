@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from audit import actions as audited
 from audit import client as audit_client
 from audit import services as audit
-from core import batcher, metrics
+from core import batcher, latency_probe, metrics
 from core.errors import ApplicationError
 from core.realtime import run_service
 from core.registry import Registry
@@ -59,6 +59,8 @@ async def message_send(conn: ChatConsumer, frame: Any) -> dict[str, Any]:
     )
     if request.ciphertexts is None:
         # Plaintext: group commit with the other sockets of this process.
+        if latency_probe.enabled():  # benchmarks only
+            latency_probe.submitted(request)
         result = await batching.batcher().submit(request)
     else:
         refused = await send_limits.refusals([request.sender.pk])

@@ -38,6 +38,7 @@ from django.db import close_old_connections
 from django.db import connection as django_connection
 from django.utils import timezone
 
+from core import latency_probe
 from core.errors import ApplicationError
 
 from . import services
@@ -184,6 +185,7 @@ class LoopWriter:
                 *((stmt.sql, stmt.params) for stmt in rules),
             ]
         )
+        latency_probe.mark("rt1")
         locked = {int(row[0]): (row[1], row[2]) for row in first[1]}
         rows = sorted(first[2])
         services.remember_kinds(asked, locked)
@@ -191,6 +193,7 @@ class LoopWriter:
             return None  # a conversation is gone: the thread's writer answers its sends
         if await _refusals(limit, limit_wait):
             return None
+        latency_probe.mark("limit")
         for stmt, rule_rows in zip(rules, first[3:], strict=True):
             if stmt.answer(rule_rows):
                 return None  # a rule refuses a send: written already, redone send by send
@@ -204,6 +207,7 @@ class LoopWriter:
         # Round trip 2: the written hooks (the push outbox) and the COMMIT, answered together.
         hooks = registry.hook_statements(written)
         second = await pipe.round_trip([*((stmt.sql, stmt.params) for stmt in hooks), ("COMMIT", None)])
+        latency_probe.mark("commit")
         return fan_outs, list(zip(hooks, second[:-1], strict=True)), services.committed_of(written, members)
 
     @staticmethod

@@ -637,6 +637,9 @@ class LoadGen {
           t_start: phase.tStart,
           t_start_wall: Date.now() / 1000 - (now() - phase.tStart),
           latency: messages.filter((m) => m.received).map((m) => [round(m.tSend - phase.tStart, 4), round(m.tRecv - m.tSend, 6)]),
+          // CLOCK_MONOTONIC seconds (Python's time.perf_counter()): bench/latency_breakdown.py
+          // joins them with the server's latency probe by client_id
+          times: messages.map((m) => [m.clientId, round(m.tSend, 6), m.acked ? round(m.tAck, 6) : null, m.received ? round(m.tRecv, 6) : null]),
         }),
       );
     }

@@ -481,6 +481,9 @@ HEALTHCHAT_WS_MAX_FRAME_BYTES: int = env.int("HEALTHCHAT_WS_MAX_FRAME_BYTES", de
 # Group commit of the common batch of sends on the event loop's own async psycopg connection
 # (no worker-thread hop; messaging/loop_writer.py). Off: every batch takes a worker thread.
 HEALTHCHAT_LOOP_WRITER: bool = env.bool("HEALTHCHAT_LOOP_WRITER", default=True)
+# Loop writers (connections) per server process: with 2, a send arriving while a batch is being
+# written starts its own batch at once instead of waiting for that batch's COMMIT (issue 26).
+HEALTHCHAT_LOOP_WRITERS: int = env.int("HEALTHCHAT_LOOP_WRITERS", default=1)
 HEALTHCHAT_WS_ALLOWED_ORIGINS: list[str] = env.list("HEALTHCHAT_WS_ALLOWED_ORIGINS", default=[])
 # Per-connection frame rate limit (token bucket: frames per second, burst).
 # Seconds a socket without an Authorization header has to send its auth frame.
@@ -497,6 +500,10 @@ HEALTHCHAT_PRESENCE_KEY_SLOTS: int = env.int("HEALTHCHAT_PRESENCE_KEY_SLOTS", de
 # The garbage collector's thresholds in server processes (core/gc_tuning.py); empty keeps
 # Python's defaults (700,10,10).
 HEALTHCHAT_GC_THRESHOLD: str = env.str("HEALTHCHAT_GC_THRESHOLD", default="50000,20,100")
+# Benchmarks only: a server process keeps every collector pass, event-loop stall and send batch's
+# timings in memory and writes them to this path + ".<pid>" when it exits (core/latency_probe.py,
+# bench/messaging.py --latency-probe). Empty (the default): off.
+HEALTHCHAT_LATENCY_PROBE: str = env.str("HEALTHCHAT_LATENCY_PROBE", default="")
 HEALTHCHAT_WS_RATE: float = env.float("HEALTHCHAT_WS_RATE", default=50.0)
 HEALTHCHAT_WS_BURST: float = env.float("HEALTHCHAT_WS_BURST", default=100.0)
 # Messages one user may send per minute over all their sockets and server processes (Redis; 0 = off).
