@@ -104,10 +104,13 @@ class _Shard(RedisSingleShardConnection):
 
     def quotable(self, items: list[tuple[str, bytes]]) -> list[str]:
         """What a failed publication's error may quote of ``items`` (a message's text): each
-        event's strings, and each ``PUBLISH`` command as redis-py quotes it in a pipeline's error
+        event's strings, and each ``EVAL`` of ``PUBLISH_SCRIPT`` (and ``PUBLISH``) as redis-py quotes it in a pipeline's error
         (cut to 100 characters: a text's first words). The failure is logged, and so reported
         to Sentry, inside ``logs.hiding`` them, as a socket's failures are."""
         found: list[str] = []
+        for start in range(0, len(items), PUBLISH_CHUNK):  # each chunk's EVAL, as publish_many sends it
+            parts = [part for item in items[start : start + PUBLISH_CHUNK] for part in item]
+            found.append(truncate_text(" ".join(map(safe_str, ("EVAL", PUBLISH_SCRIPT, 0, *parts)))))
         for channel, data in items:
             found.append(truncate_text(" ".join(map(safe_str, ("PUBLISH", channel, data)))))
             with contextlib.suppress(Exception):  # not an event this layer can read

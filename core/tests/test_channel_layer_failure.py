@@ -87,6 +87,11 @@ async def test_a_refused_publication_is_logged_without_the_events_text(
     for record in failed:
         assert record.exc_text is not None
         # The real error, with redis-py's quote of the command hidden.
-        assert "NOPERM" in record.exc_text or "no permissions" in record.exc_text, record.exc_text
+        # (the PUBLISH runs inside the layer's publish script: Redis refuses it there)
+        assert (
+            "NOPERM" in record.exc_text
+            or "no permissions" in record.exc_text
+            or "can't run this command" in record.exc_text
+        ), record.exc_text
         assert "Command # 1 ([redacted]) of pipeline caused error" in record.exc_text, record.exc_text
     assert CANARY_TEXT.lower() not in caplog.text.lower(), caplog.text
