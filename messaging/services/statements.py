@@ -61,7 +61,8 @@ WITH input AS (
 ), bumped AS (
     UPDATE messaging_conversation c
     SET last_seq = c.last_seq + counts.n, last_event = c.last_event + counts.n, last_message_at = %(now)s
-    -- the batch's ids (the ANY) let the generic plan probe the primary key, not scan the table
+    -- the batch's ids (the ANY, here and in ``mine``) let the generic plan probe an index
+    -- instead of hashing the whole table
     FROM counts WHERE c.id = counts.conv AND c.id = ANY(%(conv)s::bigint[])
 ), msg AS (
     INSERT INTO messaging_message
@@ -83,7 +84,7 @@ WITH input AS (
     UPDATE messaging_membership mm
     SET read_seq = GREATEST(mm.read_seq, x.seq), delivered_seq = GREATEST(mm.delivered_seq, x.seq)
     FROM (SELECT conv, sender, max(seq) AS seq FROM numbered WHERE passes GROUP BY conv, sender) x
-    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender
+    WHERE mm.conversation_id = x.conv AND mm.user_id = x.sender AND mm.conversation_id = ANY(%(conv)s::bigint[])
 )
 SELECT c.ord,
        CASE WHEN c.passes AND (SELECT count(*) FROM msg) = (SELECT count(*) FROM numbered WHERE passes)
