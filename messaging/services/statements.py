@@ -43,7 +43,7 @@ WITH input AS (
     -- at most one row each per send, probed by index: OFFSET 0 keeps each a lateral subquery
     -- the planner cannot flatten into a join. Joined plainly, the generic plan (10 sends
     -- estimated) hashed both tables whole: a scan of every conversation and membership per
-    -- execution, most of a small batch's cost and growing with the tables (issue 26, session 10)
+    -- execution, half of a one-send execution and growing with the tables (issue 26, session 10)
     JOIN LATERAL (SELECT * FROM messaging_conversation c WHERE c.id = i.conv OFFSET 0) c ON true
     LEFT JOIN LATERAL (SELECT m.id, m.left_at FROM messaging_membership m
                        WHERE m.conversation_id = i.conv AND m.user_id = i.sender OFFSET 0) m ON true
