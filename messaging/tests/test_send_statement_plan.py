@@ -130,6 +130,59 @@ def test_a_batch_numbers_each_conversation_gaplessly_with_its_events() -> None:
         assert (counters.last_seq, counters.last_event) == (3, 3)
 
 
+def test_a_message_that_loses_its_insert_gets_no_event() -> None:
+    """Migration 0016: no foreign key from an event to its message; the statement writes the
+    events from its messages' ``RETURNING``. Two sends of one client_id in a batch: the second
+    loses its insert (ON CONFLICT), so there is one message and one event, no event without a
+    message, and the answer carries no message id (the writers roll back and redo the batch)."""
+    from messaging import services
+
+    ((conversation, sender),) = _batch(1)
+    cid = uuid.uuid4()
+    prepared = [
+        services.Prepared(
+            index,
+            services.SendRequest(sender=_user(sender), conversation_id=conversation, client_id=cid, body="m"),
+            cid,
+            [],
+            f"m{index}",
+        )
+        for index in range(2)
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(LOCK_BATCH_SQL, {"ids": [conversation]})
+        cursor.execute(send_statement(), send_batch_params(prepared, timezone.now()))
+        rows = sorted(cursor.fetchall())
+        messages = list(Message.objects.filter(conversation_id=conversation).values_list("id", flat=True))
+        events = list(
+            Event.objects.filter(conversation_id=conversation, kind="message.new").values_list(
+                "message_id", "number"
+            )
+        )
+        transaction.set_rollback(True)
+    assert [row[1] for row in rows] == [None, None]
+    assert len(messages) == 1
+    assert events == [(messages[0], 1)]
+
+
+def test_the_send_paths_foreign_keys_are_the_ones_migration_0016_keeps() -> None:
+    """The database checks message -> sender (and reply_to) per send; not message ->
+    conversation, event -> conversation, event -> message, and events have no message index."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT conrelid::regclass::text, a.attname FROM pg_constraint k
+            JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey)
+            WHERE k.contype = 'f' AND k.conrelid IN ('messaging_message'::regclass, 'messaging_event'::regclass)
+            """
+        )
+        keys = sorted(cursor.fetchall())
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'messaging_event'")
+        indexes = sorted(row[0] for row in cursor.fetchall())
+    assert keys == [("messaging_message", "reply_to_id"), ("messaging_message", "sender_id")]
+    assert indexes == ["event_number_unique", "messaging_event_pkey"]
+
+
 def _user(pk: int) -> Any:
     from accounts.models import User
 
