@@ -145,8 +145,12 @@ class Message(models.Model):
 
     # No single-column indexes where a composite one leads with the column (conversation: the
     # seq constraint; sender: the client_id constraint): every send pays for each index.
+    # No database foreign key to the conversation (migration 0016, issue 26): every writer
+    # numbers the message from its conversation's row, locked and updated in the same
+    # transaction (``last_seq``), so the conversation exists when the message commits, and
+    # conversations are never deleted (Django's CASCADE still applies if one ever is).
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False, db_constraint=False
     )
     seq = models.BigIntegerField()
     # Users are never hard-deleted (erasure blanks them), so history keeps its sender.
@@ -262,14 +266,29 @@ class Event(models.Model):
         MESSAGE_PINNED = "message.pinned", "message.pinned"
         MESSAGE_UNPINNED = "message.unpinned", "message.unpinned"
 
-    # Indexed by the number constraint, which leads with it.
+    # Indexed by the number constraint, which leads with it. No database foreign key (migration
+    # 0016, issue 26): as a message's, an event's number is taken from its conversation's row,
+    # locked and updated in the same transaction (``last_event``).
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="events", db_index=False
+        Conversation, on_delete=models.CASCADE, related_name="events", db_index=False, db_constraint=False
     )
     number = models.BigIntegerField()
     kind = models.CharField(max_length=24, choices=Kind.choices)
     # member.* / group.updated events point at their system message (which has the seq).
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    # No index (no query reads events by message: sync reads them by conversation and number)
+    # and no database foreign key (migration 0016, issue 26): the send statement writes a
+    # message.new event from the RETURNING of its message's insert, the other writers with the
+    # message they created or locked in the same transaction, and messages are never deleted
+    # (retention and unsend leave tombstones).
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     # Receipts: {"user_id", "delivered_seq"?, "read_seq"?}; identity.changed / device.added:
     # {"user_id", "device_id"}. Never message content.
     data = models.JSONField(null=True, blank=True)

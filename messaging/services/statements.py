@@ -25,12 +25,16 @@ WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 # members on the first of the conversation's sends, then each check's answer).
 #
 # ``checked`` is materialized (each check's subquery runs once per send, however often its
-# answer is read). Every CTE reads ``checked`` or ``numbered`` alone, never a join of two CTEs: the batch writers
-# run the statement with a generic plan, which estimates 10 rows for the unnest and a row or
-# two after the checks, and chose nested loops that rescanned one CTE per row of another —
-# four of them, 160,000 tuple reads for a batch of 200 (issue 26). A message that loses its
-# insert to a concurrent one (ON CONFLICT) makes every message id of the answer NULL: the
-# writers treat that as a conflict and redo the batch (``BatchConflict``).
+# answer is read). Every CTE reads ``checked``, ``numbered`` or ``msg`` alone, never a join of
+# two CTEs: the batch writers run the statement with a generic plan, which estimates 10 rows
+# for the unnest and a row or two after the checks, and chose nested loops that rescanned one
+# CTE per row of another — four of them, 160,000 tuple reads for a batch of 200 (issue 26).
+# The events are written from the messages' ``RETURNING``: an event exists only for a message
+# this statement inserted, and the conversation of both is the one locked above (which is why
+# the database checks no foreign key from either row to the conversation, nor from the event
+# to its message: migration 0016). A message that loses its insert to a concurrent one (ON
+# CONFLICT) makes every message id of the answer NULL: the writers treat that as a conflict
+# and roll back and redo the batch (``BatchConflict``).
 SEND_STATEMENT = """
 WITH input AS (
     SELECT * FROM unnest(%(ord)s::int[], %(conv)s::bigint[], %(sender)s::bigint[], %(cid)s::uuid[],
@@ -69,10 +73,17 @@ WITH input AS (
         (id, conversation_id, seq, sender_id, client_id, kind, body, system, reply_to_id, created_at, mentions)
     SELECT id, conv, seq, sender, cid, 'text', body, NULL, reply, %(now)s, ment FROM numbered WHERE passes
     ON CONFLICT (sender_id, client_id) DO NOTHING
-    RETURNING id
+    RETURNING id, conversation_id, seq
 ), ev AS (
+    -- one event per message this statement inserted (never one for a message that lost its
+    -- insert: no foreign key needed to keep event -> message true, see migration 0016); its
+    -- number is the seq plus the conversation's events-ahead-of-messages, read in this
+    -- statement's snapshot (before ``bumped``): event0 + k = seq0 + k + (event0 - seq0)
     INSERT INTO messaging_event (conversation_id, number, kind, message_id, data, created_at)
-    SELECT conv, number, 'message.new', id, NULL, %(now)s FROM numbered WHERE passes
+    SELECT m.conversation_id,
+           m.seq + (SELECT c.last_event - c.last_seq FROM messaging_conversation c WHERE c.id = m.conversation_id),
+           'message.new', m.id, NULL, %(now)s
+    FROM msg m
 ), mn AS (
     -- the mentioned members' "mentions of me" rows (messaging.services.mentions), not the sender
     INSERT INTO messaging_mention (message_id, conversation_id, user_id, created_at)

@@ -154,6 +154,102 @@ def test_a_batch_numbers_each_conversation_gaplessly_with_its_events() -> None:
         assert (counters.last_seq, counters.last_event) == (3, 3)
 
 
+def test_events_after_other_events_take_the_next_numbers() -> None:
+    """The events are written from the messages' ``RETURNING`` (migration 0016): their numbers
+    are the seq plus the events the conversation logged besides messages (two numbers here,
+    taken as a receipt or a pin takes its number; their rows do not matter to the statement)."""
+    from messaging import services
+    from messaging.services.counters import allocate
+
+    ((conversation, sender),) = _batch(1)
+    prepared = [
+        services.Prepared(
+            index,
+            services.SendRequest(
+                sender=_user(sender), conversation_id=conversation, client_id=uuid.uuid4(), body="m"
+            ),
+            uuid.uuid4(),
+            [],
+            f"m{index}",
+        )
+        for index in range(2)
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        base_seq, base_event = Conversation.objects.values_list("last_seq", "last_event").get(pk=conversation)
+        allocate(conversation, message=False)
+        allocate(conversation, message=False)
+        cursor.execute(LOCK_BATCH_SQL, {"ids": [conversation]})
+        cursor.execute(send_statement(), send_batch_params(prepared, timezone.now()))
+        rows = sorted(cursor.fetchall())
+    assert [(row[2], row[3]) for row in rows] == [
+        (base_seq + 1, base_event + 3),
+        (base_seq + 2, base_event + 4),
+    ]
+    events = list(
+        Event.objects.filter(conversation_id=conversation, kind="message.new", number__gt=base_event)
+        .order_by("number")
+        .values_list("message_id", "number")
+    )
+    assert events == [(row[1], row[3]) for row in rows]
+    assert Conversation.objects.values_list("last_seq", "last_event").get(pk=conversation) == (
+        base_seq + 2,
+        base_event + 4,
+    )
+
+
+def test_a_message_that_loses_its_insert_gets_no_event() -> None:
+    """Migration 0016: no foreign key from an event to its message; the statement writes the
+    events from its messages' ``RETURNING``. Two sends of one client_id in a batch: the second
+    loses its insert (ON CONFLICT), so there is one message and one event, no event without a
+    message, and the answer carries no message id (the writers roll back and redo the batch)."""
+    from messaging import services
+
+    ((conversation, sender),) = _batch(1)
+    cid = uuid.uuid4()
+    prepared = [
+        services.Prepared(
+            index,
+            services.SendRequest(sender=_user(sender), conversation_id=conversation, client_id=cid, body="m"),
+            cid,
+            [],
+            f"m{index}",
+        )
+        for index in range(2)
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(LOCK_BATCH_SQL, {"ids": [conversation]})
+        cursor.execute(send_statement(), send_batch_params(prepared, timezone.now()))
+        rows = sorted(cursor.fetchall())
+        messages = list(Message.objects.filter(conversation_id=conversation).values_list("id", flat=True))
+        events = list(
+            Event.objects.filter(conversation_id=conversation, kind="message.new").values_list(
+                "message_id", "number"
+            )
+        )
+        transaction.set_rollback(True)
+    assert [row[1] for row in rows] == [None, None]
+    assert len(messages) == 1
+    assert events == [(messages[0], 1)]
+
+
+def test_the_send_paths_foreign_keys_are_the_ones_migration_0016_keeps() -> None:
+    """The database checks message -> sender (and reply_to) per send; not message ->
+    conversation, event -> conversation, event -> message, and events have no message index."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT conrelid::regclass::text, a.attname FROM pg_constraint k
+            JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey)
+            WHERE k.contype = 'f' AND k.conrelid IN ('messaging_message'::regclass, 'messaging_event'::regclass)
+            """
+        )
+        keys = sorted(cursor.fetchall())
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'messaging_event'")
+        indexes = sorted(row[0] for row in cursor.fetchall())
+    assert keys == [("messaging_message", "reply_to_id"), ("messaging_message", "sender_id")]
+    assert indexes == ["event_number_unique", "messaging_event_pkey"]
+
+
 def _user(pk: int) -> Any:
     from accounts.models import User
 
