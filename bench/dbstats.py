@@ -26,6 +26,7 @@ with the machine's defaults for durability, ``fsync`` and ``synchronous_commit``
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pwd
@@ -315,6 +316,19 @@ def _bin_dir() -> Path:
 
 
 PRIVATE_DATA: dict[int, Path] = {}  # port -> data directory of the private clusters running
+
+
+def add_pg_setting_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pg-setting NAME=VALUE`` (repeatable), the throwaway cluster's settings: one option
+    for every benchmark that takes ``--private-services``."""
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --private-services: a PostgreSQL setting of the throwaway cluster (repeatable), "
+        "e.g. shared_buffers=1GB for the deployment docs/performance.md recommends",
+    )
 
 
 def settings_options(pairs: list[str]) -> tuple[str, ...]:

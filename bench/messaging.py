@@ -638,14 +638,9 @@ def main() -> int:
         help="run on a throwaway PostgreSQL (pg_stat_statements preloaded) and Redis of this run's own, "
         "so that --db-stats counts only this benchmark",
     )
-    parser.add_argument(
-        "--pg-setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="with --private-services: a PostgreSQL setting of the throwaway cluster (repeatable), "
-        "e.g. shared_buffers=1GB for the deployment docs/performance.md recommends",
-    )
+    import dbstats  # (imported where used, as the rest of this file does)
+
+    dbstats.add_pg_setting_argument(parser)
     args = parser.parse_args()
     if args.skip_relay and "relay" in args.target:
         args.target = [t for t in args.target if t != "relay"]

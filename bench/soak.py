@@ -178,14 +178,9 @@ def main() -> int:
         action="store_true",
         help="a throwaway PostgreSQL (pg_stat_statements, checkpoints and autovacuum logged) and Redis",
     )
-    parser.add_argument(
-        "--pg-setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="with --private-services: a PostgreSQL setting of the throwaway cluster (repeatable), "
-        "e.g. shared_buffers=1GB for the deployment docs/performance.md recommends",
-    )
+    import dbstats  # (imported where used, as the rest of this file does)
+
+    dbstats.add_pg_setting_argument(parser)
     args = parser.parse_args()
     with contextlib.ExitStack() as services:
         if args.private_services:
